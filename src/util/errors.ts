@@ -1,0 +1,58 @@
+/**
+ * Operational errors at the edges of Lockstep: a stable code, a message a person can act on, typed fields
+ * and the cause. Domain outcomes are values, never these; bugs are assertions (see `assert.ts`).
+ *
+ * Every code is listed in `ERROR_CODES` with the situation that raises it; `docs/errors.md` is kept in
+ * step with it by a test.
+ */
+export const ERROR_CODES = {
+  MISSING_PREREQUISITE: 'a program or package the product needs is not installed',
+  COMMAND_FAILED: 'an external command exited with an error',
+  INVALID_ARGUMENT: 'a CLI argument, option or value is not valid',
+  INVALID_SPEC: 'a VM spec or config file does not have the expected shape',
+  UNKNOWN_VM: 'no VM of that name exists',
+  UNKNOWN_HOST: 'no lab host of that name exists',
+  UNKNOWN_FAULT: 'no fault of that name exists for that target',
+  LAB_NOT_UP: 'the lab is not up',
+  LAB_ALREADY_UP: 'the lab is already up with a different configuration',
+  HOST_DOWN: 'the host is powered off or unreachable',
+  QMP_ERROR: 'QEMU answered a QMP command with an error',
+  QMP_TIMEOUT: 'QEMU did not answer a QMP command in time',
+  QMP_DISCONNECTED: 'the QMP socket closed or could not be reached',
+  QMP_PROTOCOL: 'QEMU sent something that is not valid QMP',
+  VM_START_FAILED: 'QEMU could not start the VM',
+  VM_NOT_RUNNING: 'the VM is not running',
+  VM_ALREADY_EXISTS: 'a VM of that name exists already',
+  GUEST_IMAGE: 'the guest image could not be built',
+  RECORD_SERVICE: 'the guest record service did not answer as expected',
+  DAEMON_UNREACHABLE: 'lockstepd did not answer on its API socket',
+  DAEMON_ERROR: 'lockstepd answered a request with an error',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class LockstepError extends Error {
+  override readonly name = 'LockstepError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly fields: Readonly<Record<string, unknown>> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+
+  toJSON(): { code: ErrorCode; message: string; fields: Readonly<Record<string, unknown>> } {
+    return { code: this.code, message: this.message, fields: this.fields };
+  }
+}
+
+export function isLockstepError(e: unknown, code?: ErrorCode): e is LockstepError {
+  return e instanceof LockstepError && (code === undefined || e.code === code);
+}
+
+/** A message for any thrown value, for logs and the CLI. */
+export function describeError(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
