@@ -1,4 +1,47 @@
+/** `lockstep`: the CLI. Each verb lives in its own module; this file only routes and reports errors. */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { repoRoot } from '../util/paths.js';
+import { LockstepError } from '../util/errors.js';
+import { EXIT, reportError } from './output.js';
+import { labCommand, LAB_USAGE } from './lab-command.js';
+import { doctorCommand } from './doctor-command.js';
+
+const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
+
+  lockstep lab …        the whole pair on one machine (lockstep lab help)
+  lockstep doctor       what this machine has and what Lockstep will do about it
+  lockstep version
+
+${LAB_USAGE}`;
+
 export async function main(argv: string[]): Promise<number> {
-  console.log('lockstep', argv.join(' '));
-  return 0;
+  const [command, ...rest] = argv;
+  const json = argv.includes('--json');
+  try {
+    switch (command) {
+      case 'lab':
+        return await labCommand(rest);
+      case 'doctor':
+        return await doctorCommand(rest);
+      case 'version':
+      case '--version':
+        console.log(version());
+        return EXIT.ok;
+      case undefined:
+      case 'help':
+      case '--help':
+        console.log(USAGE);
+        return command === undefined ? EXIT.usage : EXIT.ok;
+      default:
+        throw new LockstepError('INVALID_ARGUMENT', `unknown command '${command}' (\`lockstep help\` lists them)`);
+    }
+  } catch (e) {
+    return reportError(e, json);
+  }
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(path.join(repoRoot(), 'package.json'), 'utf8')) as { version: string };
+  return `lockstep ${pkg.version}`;
 }

@@ -25,8 +25,12 @@ export const ERROR_CODES = {
   VM_ALREADY_EXISTS: 'a VM of that name exists already',
   GUEST_IMAGE: 'the guest image could not be built',
   RECORD_SERVICE: 'the guest record service did not answer as expected',
+  RECORD_TIMEOUT: 'the guest record service did not answer a request in time',
+  RECORD_CONNECTION_LOST: 'the connection to the guest record service closed or could not be made',
+  DISK_EXISTS: 'a disk image file exists already at that path and will not be overwritten',
   DAEMON_UNREACHABLE: 'lockstepd did not answer on its API socket',
   DAEMON_ERROR: 'lockstepd answered a request with an error',
+  PERMISSION_DENIED: 'the operation needs privileges this process does not have',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -23,6 +23,7 @@ export const PACKAGE_OF: Readonly<Record<string, string>> = {
   mount: 'mount',
   umount: 'mount',
   ping: 'iputils-ping',
+  truncate: 'coreutils',
 };
 
 export interface RunResult {

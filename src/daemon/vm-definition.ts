@@ -1,0 +1,85 @@
+/**
+ * A VM as the pair knows it: what the operator asked for (size, guest, network identity, protection,
+ * whether it should run). The host turns it into a QEMU `VmSpec` with paths in its own data directory.
+ */
+import { LockstepError } from '../util/errors.js';
+
+export const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
+export type ProtectionLevel = (typeof PROTECTION_LEVELS)[number];
+
+export interface VmDefinition {
+  name: string;
+  vcpus: number;
+  memoryMiB: number;
+  /** Direct kernel boot of the guest (the lab's guest is a kernel + initramfs). */
+  guest: { kernel: string; initrd: string; cmdline: string };
+  /** Size of the VM's data disk (virtio-blk, qcow2 in the host's data directory). */
+  diskMiB: number;
+  /** The guest NIC's identity on the business network; the address is what the guest configures itself. */
+  nic: { mac: string; address: string };
+  protection: ProtectionLevel;
+  desired: 'running' | 'stopped';
+}
+
+const NAME = /^[a-z][a-z0-9-]{0,30}$/;
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+export function parseVmDefinition(raw: unknown): VmDefinition {
+  const o = object(raw, 'vm');
+  const name = string(o, 'name');
+  if (!NAME.test(name)) invalid('name', 'must match [a-z][a-z0-9-]{0,30}', name);
+  const guestRaw = object(o['guest'], 'guest');
+  const nicRaw = object(o['nic'], 'nic');
+  const mac = string(nicRaw, 'mac', 'nic.mac').toLowerCase();
+  // The first octet's low bit marks multicast: a NIC's own address must be unicast.
+  if (!MAC.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1) invalid('nic.mac', 'must be a unicast MAC like 52:54:00:12:34:56', mac);
+  const address = string(nicRaw, 'address', 'nic.address');
+  const m = IPV4.exec(address);
+  if (!m || m.slice(1).some((x) => Number(x) > 255)) invalid('nic.address', 'must be an IPv4 address', address);
+  const protection = string(o, 'protection');
+  if (!(PROTECTION_LEVELS as readonly string[]).includes(protection)) invalid('protection', `must be one of ${PROTECTION_LEVELS.join(', ')}`, protection);
+  const desired = string(o, 'desired');
+  if (desired !== 'running' && desired !== 'stopped') invalid('desired', 'must be running or stopped', desired);
+  return {
+    name,
+    vcpus: integer(o, 'vcpus', 1, 64),
+    memoryMiB: integer(o, 'memoryMiB', 64, 1024 * 1024),
+    guest: {
+      kernel: absolutePath(guestRaw, 'kernel', 'guest.kernel'),
+      initrd: absolutePath(guestRaw, 'initrd', 'guest.initrd'),
+      cmdline: string(guestRaw, 'cmdline', 'guest.cmdline'),
+    },
+    diskMiB: integer(o, 'diskMiB', 1, 16 * 1024 * 1024),
+    nic: { mac, address },
+    protection: protection as ProtectionLevel,
+    desired,
+  };
+}
+
+function invalid(field: string, why: string, value?: unknown): never {
+  throw new LockstepError('INVALID_SPEC', `vm.${field} ${why}${value === undefined ? '' : ` (got ${JSON.stringify(value)})`}`, { field, value });
+}
+
+function object(v: unknown, field: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) invalid(field, 'must be an object');
+  return v as Record<string, unknown>;
+}
+
+function string(o: Record<string, unknown>, key: string, field = key): string {
+  const v = o[key];
+  if (typeof v !== 'string' || v === '' || v.length > 4096) invalid(field, 'must be a non-empty string', v);
+  return v;
+}
+
+function integer(o: Record<string, unknown>, key: string, min: number, max: number): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) invalid(key, `must be an integer from ${min} to ${max}`, v);
+  return v;
+}
+
+function absolutePath(o: Record<string, unknown>, key: string, field: string): string {
+  const v = string(o, key, field);
+  if (!v.startsWith('/')) invalid(field, 'must be an absolute path', v);
+  return v;
+}

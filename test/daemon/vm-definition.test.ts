@@ -1,0 +1,60 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseVmDefinition } from '../../src/daemon/vm-definition.js';
+import { parseDaemonConfig } from '../../src/daemon/config.js';
+import { tapName } from '../../src/daemon/host-vms.js';
+import { isLockstepError } from '../../src/util/errors.js';
+
+const good = {
+  name: 'demo',
+  vcpus: 1,
+  memoryMiB: 256,
+  guest: { kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0' },
+  diskMiB: 64,
+  nic: { mac: '52:54:00:4C:53:32', address: '10.10.3.50' },
+  protection: 'none',
+  desired: 'running',
+};
+
+test('a valid definition parses, MAC normalised to lower case', () => {
+  const def = parseVmDefinition(good);
+  assert.equal(def.nic.mac, '52:54:00:4c:53:32');
+  assert.equal(def.memoryMiB, 256);
+});
+
+for (const [what, patch, field] of [
+  ['bad name', { name: 'Demo!' }, 'name'],
+  ['multicast MAC', { nic: { mac: '01:00:5e:00:00:01', address: '10.0.0.1' } }, 'nic.mac'],
+  ['bad address', { nic: { mac: '52:54:00:00:00:01', address: '10.0.0.300' } }, 'nic.address'],
+  ['relative kernel path', { guest: { kernel: 'k', initrd: '/i', cmdline: 'x' } }, 'guest.kernel'],
+  ['zero vCPUs', { vcpus: 0 }, 'vcpus'],
+  ['fractional memory', { memoryMiB: 100.5 }, 'memoryMiB'],
+  ['unknown protection', { protection: 'gold' }, 'protection'],
+] as const) {
+  test(`rejects ${what}, naming the field`, () => {
+    assert.throws(
+      () => parseVmDefinition({ ...good, ...patch }),
+      (e) => isLockstepError(e, 'INVALID_SPEC') && e.fields['field'] === field,
+    );
+  });
+}
+
+test('rejects what is not an object at all', () => {
+  for (const bad of [null, 42, 'demo', []]) assert.throws(() => parseVmDefinition(bad), (e) => isLockstepError(e, 'INVALID_SPEC'));
+});
+
+test('daemon config: defaults and validation', () => {
+  const c = parseDaemonConfig({ host: 'host1', dataDir: '/var/lib/x' });
+  assert.equal(c.apiSocket, '/var/lib/x/run/lockstepd.sock');
+  assert.equal(c.accel, 'auto');
+  assert.throws(() => parseDaemonConfig({ host: 'host1', dataDir: 'rel' }), (e) => isLockstepError(e, 'INVALID_SPEC'));
+  assert.throws(() => parseDaemonConfig({ host: 'h', dataDir: '/x', accel: 'hvf' }), (e) => isLockstepError(e, 'INVALID_SPEC'));
+});
+
+test('tap names fit in 15 bytes and stay unique for long VM names', () => {
+  assert.equal(tapName('demo'), 't-demo');
+  const a = tapName('accounting-database-primary');
+  const b = tapName('accounting-database-replica');
+  assert.ok(a.length <= 15 && b.length <= 15);
+  assert.notEqual(a, b);
+});
