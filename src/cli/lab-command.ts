@@ -62,7 +62,8 @@ export async function labCommand(argv: string[]): Promise<number> {
       return EXIT.ok;
     }
     case 'latency': {
-      const { positionals } = parse(rest, {}, true);
+      // Not parseArgs: a negative value would read as an option, and deserves the value's own error.
+      const positionals = rest.filter((a) => a !== '--json' && a !== '--');
       if (positionals.length !== 2 || positionals[0] !== 'alink') throw usage('lab latency alink MS');
       const ms = Number(positionals[1]);
       if (positionals[1] === '' || !Number.isFinite(ms)) throw new LockstepError('INVALID_ARGUMENT', `latency must be a number of milliseconds (got '${positionals[1]}')`);
@@ -110,9 +111,10 @@ function recordLine(words: string[]): string {
 
 type Options = Parameters<typeof parseArgs>[0] extends infer C ? (C extends { options?: infer O } ? NonNullable<O> : never) : never;
 
+/** Parses a verb's options; `--json` is accepted everywhere so that errors come out as JSON too. */
 function parse<O extends Options>(args: string[], options: O, allowPositionals = false) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals });
+    return parseArgs({ args, options: { json: { type: 'boolean' }, ...options }, strict: true, allowPositionals });
   } catch (e) {
     throw new LockstepError('INVALID_ARGUMENT', `${(e as Error).message}\n\n${LAB_USAGE}`);
   }

@@ -485,27 +485,3 @@ export function guestKernelCmdline(opts: GuestNetworkOptions): string {
   return parts.join(' ');
 }
 
-/**
- * Creates an empty qcow2 data disk for a guest. Throws `DISK_EXISTS` if anything is at `file` already: a data
- * disk holds acknowledged records, and overwriting one by mistake would lose them.
- */
-export async function createDataDisk(file: string, sizeMiB: number): Promise<void> {
-  if (!Number.isInteger(sizeMiB) || sizeMiB < 1) {
-    throw new LockstepError('INVALID_ARGUMENT', `data disk size must be a whole number of MiB ≥ 1, not ${sizeMiB}`, { sizeMiB });
-  }
-  // Claiming the name with an exclusive create closes the gap between "does it exist?" and qemu-img creating it.
-  try {
-    await (await fs.open(file, 'wx')).close();
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new LockstepError('DISK_EXISTS', `refusing to overwrite the existing file ${file} with a new data disk`, { file });
-    }
-    throw new LockstepError('INVALID_ARGUMENT', `cannot create the data disk ${file}: ${describeError(e)}`, { file }, { cause: e });
-  }
-  try {
-    await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, `${sizeMiB}M`]);
-  } catch (e) {
-    await fs.rm(file, { force: true });
-    throw e;
-  }
-}

@@ -22,6 +22,18 @@ export async function isMounted(mountpoint: string): Promise<boolean> {
   return info.split('\n').some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === mountpoint);
 }
 
+/**
+ * Makes `dir` a shared mount point. Processes started with `ip netns exec` get a copy of the mount table
+ * (as a slave of this one): host disks mounted beneath a shared mount reach them, and, what matters more,
+ * unmounting a powered-off host's disk reaches them too. Under a private mount, every namespace created
+ * earlier would keep the dead host's file system alive and readable.
+ */
+export async function ensureSharedMount(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  if (!(await isMounted(dir))) await run('mount', ['--bind', dir, dir]);
+  await run('mount', ['--make-shared', dir]);
+}
+
 export async function mountHostDisk(image: string, mountpoint: string): Promise<void> {
   await mkdir(mountpoint, { recursive: true });
   if (await isMounted(mountpoint)) return;

@@ -15,9 +15,9 @@ import { daemonRequest } from '../daemon/api-client.js';
 import type { VmDefinition, ProtectionLevel } from '../daemon/vm-definition.js';
 import type { VmStatus } from '../daemon/host-vms.js';
 import { ensureGuestImage, guestKernelCmdline } from './guest-image.js';
-import { startWire, stopWire } from './wire.js';
+import { isWireRunning, setWireDelay, startWire, stopWire } from './wire.js';
 import * as netns from './netns.js';
-import { createHostDisk, isMounted, mountHostDisk, repairHostDisk, shutdownHostDisk, unmountHostDisk } from './host-disk.js';
+import { createHostDisk, ensureSharedMount, isMounted, mountHostDisk, repairHostDisk, shutdownHostDisk, unmountHostDisk } from './host-disk.js';
 import { describeFaults, healed, linkStates, noFaults, parseFaultRequest, withFault, type FaultSet } from './faults.js';
 import { exists } from '../storage/disk-image.js';
 import { labPaths, loadLabState, newLabState, removeLabDir, saveLabState, type LabPaths, type LabState, type LabVm } from './lab-state.js';
@@ -130,10 +130,12 @@ export class Lab {
       if (await netns.namespaceExists(ns)) await netns.killNamespace(ns);
     }
     for (const host of HOSTS) await unmountHostDisk(this.paths.hostDir(host));
+    const hostsDir = path.dirname(this.paths.hostDir('host1'));
+    await unmountHostDisk(hostsDir);
     for (const node of [...HOSTS, ...QUORUM_SERVERS, 'client', 'fabric'] as const) await netns.deleteNamespace(this.names.ns(node));
-    for (const host of HOSTS) {
-      if (await isMounted(this.paths.hostDir(host))) {
-        throw new LockstepError('COMMAND_FAILED', `${this.paths.hostDir(host)} is still mounted; not removing the lab directory`, { host });
+    for (const dir of [...HOSTS.map((h) => this.paths.hostDir(h)), hostsDir]) {
+      if (await isMounted(dir)) {
+        throw new LockstepError('COMMAND_FAILED', `${dir} is still mounted; not removing the lab directory`, { dir });
       }
     }
     await removeLabDir(this.paths);
@@ -259,15 +261,23 @@ export class Lab {
       throw new LockstepError('INVALID_ARGUMENT', `latency must be a number of milliseconds from 0 to ${LATENCY_MS_MAX} (got ${ms})`, { ms });
     }
     const state = await this.requireUp();
-    await this.stopWires(state);
     const fabric = this.names.ns('fabric');
+    const oneWayDelayUs = Math.round((ms * 1000) / 2);
     for (const alink of ALINKS) {
       const ends = HOSTS.map((h) => IF.fabricAlink(alink, h)) as [string, string];
+      const running = state.wires[alink];
+      const delayFile = path.join(this.paths.dir, `wire-${alink}.delay`);
       if (ms === 0) {
+        if (running !== undefined) await stopWire(running);
+        delete state.wires[alink];
         for (const end of ends) await netns.setMaster(fabric, end, IF.alinkBridge(alink));
+      } else if (running !== undefined && (await isWireRunning(running))) {
+        // A live change: no frame lost, the link never goes dark.
+        await setWireDelay({ pid: running, delayFile, oneWayDelayUs });
       } else {
         for (const end of ends) await netns.setMaster(fabric, end, null);
-        const { pid } = await startWire({ netns: fabric, ifA: ends[0], ifB: ends[1], oneWayDelayUs: Math.round((ms * 1000) / 2), detached: true });
+        const logFile = path.join(this.paths.dir, `wire-${alink}.log`);
+        const { pid } = await startWire({ netns: fabric, ifA: ends[0], ifB: ends[1], oneWayDelayUs, detached: true, delayFile, logFile });
         state.wires[alink] = pid;
       }
     }
@@ -296,11 +306,8 @@ export class Lab {
     const state = await this.requireUp();
     const vm = pickVm(state, vmName);
     const script = path.join(repoRoot(), 'dist', 'src', 'lab', 'record-client.js');
-    const r = await run('ip', ['netns', 'exec', this.names.ns('client'), process.execPath, script, vm.address, String(RECORD_SERVICE_PORT), line], {
-      allowFailure: true,
-      timeoutMs: timeoutMs + 5000,
-      env: { ...process.env, LOCKSTEP_RECORD_TIMEOUT_MS: String(timeoutMs) },
-    });
+    const args = [script, '--timeout-ms', String(timeoutMs), vm.address, String(RECORD_SERVICE_PORT), line];
+    const r = await run('ip', ['netns', 'exec', this.names.ns('client'), process.execPath, ...args], { allowFailure: true, timeoutMs: timeoutMs + 5000 });
     if (r.code !== 0) {
       throw new LockstepError('RECORD_SERVICE', `VM '${vm.name}' (${vm.address}:${RECORD_SERVICE_PORT}) did not answer: ${r.stderr.trim() || `exit ${r.code}`}`, {
         vm: vm.name,
@@ -371,7 +378,7 @@ export class Lab {
   }
 
   private async mountHost(host: HostName): Promise<void> {
-    await mkdir(this.paths.dir, { recursive: true });
+    await ensureSharedMount(path.dirname(this.paths.hostDir(host)));
     const image = this.paths.hostImage(host);
     if (!(await exists(image))) await createHostDisk(image, HOST_DISK_MIB);
     await mountHostDisk(image, this.paths.hostDir(host));
@@ -417,14 +424,6 @@ export class Lab {
       return;
     }
     if (!(await netns.waitGone([d.pid], DAEMON_STOP_MS))) this.log(`${host}: lockstepd did not stop within ${DAEMON_STOP_MS} ms; killing`);
-  }
-
-  private async stopWires(state: LabState): Promise<void> {
-    for (const alink of ALINKS) {
-      const pid = state.wires[alink];
-      if (pid !== undefined) await stopWire(pid);
-      delete state.wires[alink];
-    }
   }
 
   private async ensureVm(state: LabState, name: string, protection: ProtectionLevel, memoryMiB: number): Promise<void> {

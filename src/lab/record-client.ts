@@ -9,6 +9,7 @@
  *   node dist/src/lab/record-client.js [--timeout-ms N] HOST PORT LINE…   (prints one reply per line)
  */
 import net from 'node:net';
+import { StringDecoder } from 'node:string_decoder';
 import { pathToFileURL } from 'node:url';
 import { LockstepError, describeError } from '../util/errors.js';
 
@@ -44,6 +45,8 @@ interface Pending {
 export class RecordConnection {
   private socket: net.Socket | undefined;
   private buffered = '';
+  /** Decodes UTF-8 across chunk boundaries, where a multi-byte character may be split. */
+  private readonly decoder = new StringDecoder('utf8');
   private readonly pending: Pending[] = [];
   private closedBecause: LockstepError | undefined;
   private readonly connectTimeoutMs: number;
@@ -121,7 +124,7 @@ export class RecordConnection {
   }
 
   private onData(chunk: Buffer): void {
-    this.buffered += chunk.toString('utf8');
+    this.buffered += this.decoder.write(chunk);
     let nl: number;
     while ((nl = this.buffered.indexOf('\n')) >= 0) {
       const reply = this.buffered.slice(0, nl);

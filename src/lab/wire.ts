@@ -11,7 +11,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import fs from 'node:fs/promises';
+import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { assert } from '../util/assert.js';
 import { LockstepError, isLockstepError } from '../util/errors.js';
@@ -189,7 +189,8 @@ export async function startWire(spec: WireSpec): Promise<{ pid: number }> {
         /* the exit event tells the story */
       });
       child.on('error', (e) => settle({ ready: false, why: e.message, error: e }));
-      child.on('exit', (code, signal) =>
+      // 'close' rather than 'exit': it comes after the last of the wire's stderr has been read.
+      child.on('close', (code, signal) =>
         settle({ ready: false, why: `exited before forwarding (${signal ?? `exit ${code}`})`, code: code ?? undefined }),
       );
     },
@@ -430,7 +431,7 @@ async function fileSize(file: string): Promise<number> {
 }
 
 async function readFrom(file: string, offset: number): Promise<string> {
-  let fh: fs.FileHandle | undefined;
+  let fh: FileHandle | undefined;
   try {
     fh = await fs.open(file, 'r');
     const size = (await fh.stat()).size;

@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   VM_START_FAILED: 'QEMU could not start the VM',
   VM_NOT_RUNNING: 'the VM is not running',
   VM_ALREADY_EXISTS: 'a VM of that name exists already',
+  VM_STOP_FAILED: 'QEMU did not exit even after SIGKILL (stuck in the kernel)',
+  KVM_UNAVAILABLE: 'KVM was asked for but /dev/kvm is missing or cannot be opened',
   GUEST_IMAGE: 'the guest image could not be built',
   RECORD_SERVICE: 'the guest record service did not answer as expected',
   RECORD_TIMEOUT: 'the guest record service did not answer a request in time',

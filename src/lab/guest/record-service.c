@@ -124,7 +124,8 @@ static bool slot_crc_ok(const unsigned char *s) { return get_u32(s + CRC_OFFSET)
 static uint64_t elapsed_ms(void) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
-  return (uint64_t)(now.tv_sec - g.started.tv_sec) * 1000u + (uint64_t)((now.tv_nsec - g.started.tv_nsec) / 1000000);
+  int64_t ms = (int64_t)(now.tv_sec - g.started.tv_sec) * 1000 + (now.tv_nsec - g.started.tv_nsec) / 1000000;
+  return ms > 0 ? (uint64_t)ms : 0;
 }
 
 /* ---------- the device ---------- */
@@ -284,6 +285,13 @@ static void reply(struct client *c, const char *fmt, ...) {
   c->out_len += (size_t)n;
 }
 
+/* Text is raw bytes (it may hold a NUL), so it is copied by length rather than formatted as a C string. */
+static void reply_bytes(struct client *c, const void *data, size_t len) {
+  if (len > OUT_MAX - c->out_len) die_msg("bug: a reply did not fit in the client's buffer");
+  memcpy(c->out + c->out_len, data, len);
+  c->out_len += len;
+}
+
 static void flush_client(struct client *c);
 
 /*
@@ -328,7 +336,9 @@ static void do_get(struct client *c, const char *arg, size_t len) {
   int n = record_in_slot(g.slot, seq);
   /* Below `last` every slot was valid when it was acknowledged: a bad one now is corruption, not absence. */
   if (n < 0) { reply(c, "error corrupt record %" PRIu64 "\n", seq); return; }
-  reply(c, "record %" PRIu64 " %.*s\n", seq, n, (const char *)g.slot + RECORD_HEADER_BYTES);
+  reply(c, "record %" PRIu64 " ", seq);
+  reply_bytes(c, g.slot + RECORD_HEADER_BYTES, (size_t)n);
+  reply_bytes(c, "\n", 1);
 }
 
 static bool is_word(const char *line, size_t len, const char *word) {

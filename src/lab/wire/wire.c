@@ -21,6 +21,10 @@
  * - Per direction a FIFO of (frame, due time); one timerfd armed at the earliest due time; one poll() for
  *   the two sockets, the timer and a signalfd. No busy loop: the process sleeps until a frame, a deadline or
  *   a signal.
+ * - An rtnetlink socket for link events: the wire exits when one of its interfaces is deleted (e.g. the lab
+ *   deletes a host namespace, which deletes the veth pair) or is put back into a bridge (the lab restores
+ *   the kernel bridge: frames must not be both bridged and forwarded). A link going down is not an exit:
+ *   the kernel stops delivering and resumes when it comes back up, as with a cable.
  * - Signals (through the signalfd, so they are ordinary events of the loop):
  *     SIGTERM, SIGINT  print the counters and exit 0 (queued frames are dropped, as when a cable is pulled);
  *     SIGUSR1          print the counters on stderr (one line, key=value);
@@ -44,6 +48,8 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/if_packet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/virtio_net.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -260,6 +266,8 @@ static void open_port(struct port *p) {
     /* Frames the fabric namespace itself sends out of this interface are not the peer's traffic: do not
      * even copy them to us (Linux ≥ 4.20; the PACKET_OUTGOING check on receive covers older kernels). */
     (void)setsockopt(p->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);
+    /* No PACKET_QDISC_BYPASS: sends go through the interface's qdisc, so the lab can still shape bandwidth
+     * with tbf/htb on the fabric ports. */
     int buf = SOCK_BUF_BYTES;
     if (setsockopt(p->fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof buf) < 0)
         (void)setsockopt(p->fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
@@ -458,6 +466,52 @@ static void arm_timer(int tfd, struct direction *dirs, uint64_t *armed_ns) {
     *armed_ns = next;
 }
 
+/* Subscribes to link events (RTMGRP_LINK) of this namespace. */
+static int open_link_events(void) {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) die(EXIT_RUNTIME, "cannot open an rtnetlink socket: %s", strerror(errno));
+    struct sockaddr_nl snl = {0};
+    snl.nl_family = AF_NETLINK;
+    snl.nl_groups = RTMGRP_LINK;
+    if (bind(fd, (struct sockaddr *)&snl, sizeof snl) < 0)
+        die(EXIT_RUNTIME, "cannot subscribe to link events: %s", strerror(errno));
+    return fd;
+}
+
+/* Reads pending link events; exits when a port was deleted (or moved out of the namespace) or enslaved. */
+static void handle_link_events(int fd, const struct port *ports[2]) {
+    static uint8_t buf[16384] __attribute__((aligned(NLMSG_ALIGNTO)));
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            /* ENOBUFS: events were lost. Look at the ports directly instead. */
+            for (int i = 0; i < 2; i++)
+                if (!port_exists(ports[i])) die(EXIT_RUNTIME, "interface %s disappeared", ports[i]->name);
+            return;
+        }
+        for (struct nlmsghdr *nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, (size_t)n); nh = NLMSG_NEXT(nh, n)) {
+            if (nh->nlmsg_type != RTM_DELLINK && nh->nlmsg_type != RTM_NEWLINK) continue;
+            const struct ifinfomsg *ifi = NLMSG_DATA(nh);
+            /* A bridge announces the ports it releases as RTM_DELLINK of family AF_BRIDGE: that is not a
+             * deletion. The device's own messages have family AF_UNSPEC. */
+            if (ifi->ifi_family != AF_UNSPEC) continue;
+            for (int i = 0; i < 2; i++) {
+                if (ifi->ifi_index != ports[i]->ifindex) continue;
+                if (nh->nlmsg_type == RTM_DELLINK) die(EXIT_RUNTIME, "interface %s disappeared", ports[i]->name);
+                int len = (int)IFLA_PAYLOAD(nh);
+                for (struct rtattr *ra = IFLA_RTA(ifi); RTA_OK(ra, len); ra = RTA_NEXT(ra, len)) {
+                    if (ra->rta_type == IFLA_MASTER && *(const uint32_t *)RTA_DATA(ra) != 0)
+                        die(EXIT_RUNTIME, "interface %s was made a port of another device (ifindex %u): stopping, "
+                            "or its frames would be both bridged and forwarded", ports[i]->name,
+                            *(const uint32_t *)RTA_DATA(ra));
+                }
+            }
+        }
+    }
+}
+
 static void reload_delay(void) {
     if (delay_file == NULL) {
         logf_("SIGHUP: no --delay-file was given; delay_us=%" PRIu64 " unchanged", delay_ns / 1000);
@@ -543,8 +597,11 @@ int main(int argc, char **argv) {
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (tfd < 0) die(EXIT_RUNTIME, "timerfd_create: %s", strerror(errno));
 
+    /* Link events first, then the ports: a deletion between the two is then seen rather than missed. */
+    int nlfd = open_link_events();
     open_port(&a);
     open_port(&b);
+    const struct port *ports[2] = {&a, &b};
 
     struct direction dirs[2] = {
         {.label = "a2b", .from = &a, .to = &b},
@@ -570,13 +627,14 @@ int main(int argc, char **argv) {
 
     uint64_t armed_ns = 0;
     for (;;) {
-        struct pollfd pfd[4] = {
+        struct pollfd pfd[5] = {
             {.fd = a.fd, .events = POLLIN | (dirs[1].blocked ? POLLOUT : 0)},
             {.fd = b.fd, .events = POLLIN | (dirs[0].blocked ? POLLOUT : 0)},
             {.fd = tfd, .events = POLLIN},
             {.fd = sfd, .events = POLLIN},
+            {.fd = nlfd, .events = POLLIN},
         };
-        if (poll(pfd, 4, -1) < 0) {
+        if (poll(pfd, 5, -1) < 0) {
             if (errno == EINTR) continue;
             die(EXIT_RUNTIME, "poll: %s", strerror(errno));
         }
@@ -597,6 +655,7 @@ int main(int argc, char **argv) {
                 }
             }
         }
+        if (pfd[4].revents & (POLLIN | POLLERR)) handle_link_events(nlfd, ports);
         if (pfd[2].revents & POLLIN) {
             uint64_t expirations;
             ssize_t ignored = read(tfd, &expirations, sizeof expirations);

@@ -1,0 +1,44 @@
+/**
+ * Host health: a comparable score from component checks, and the predictive-failure estimate (transient
+ * faults counted per host; a host whose estimated MTBF falls below the threshold is declared down).
+ */
+import { HEALTH_COMPONENTS, type ComponentState, type HealthComponent, type HealthSnapshot } from './types.js';
+
+/** How much each component counts: losing a disk or the guests' network matters most. Sums to 100. */
+export const HEALTH_WEIGHTS: Readonly<Record<HealthComponent, number>> = {
+  disk: 30,
+  business: 25,
+  qemu: 20,
+  mgmt: 10,
+  alink1: 5,
+  alink2: 5,
+  'power-supply': 5,
+};
+
+export function healthyComponents(): HealthSnapshot {
+  return Object.fromEntries(HEALTH_COMPONENTS.map((c) => [c, 'ok'])) as Record<HealthComponent, ComponentState>;
+}
+
+export function healthScore(h: HealthSnapshot): number {
+  let score = 0;
+  for (const c of HEALTH_COMPONENTS) score += h[c] === 'ok' ? HEALTH_WEIGHTS[c] : h[c] === 'degraded' ? HEALTH_WEIGHTS[c] / 2 : 0;
+  return score;
+}
+
+/** Components that went from working to failed between two snapshots: each is one transient fault. */
+export function newFailures(before: HealthSnapshot, after: HealthSnapshot): HealthComponent[] {
+  return HEALTH_COMPONENTS.filter((c) => after[c] === 'failed' && before[c] !== 'failed');
+}
+
+/**
+ * MTBF estimate from the faults seen within the window: the time observed divided by the number of faults.
+ * Infinity with no fault. `observedMs` is how long the host has been watched (its uptime, at most the window).
+ */
+export function estimateMtbfMs(faultTimes: readonly number[], now: number, windowMs: number, observedMs: number): number {
+  const recent = faultTimes.filter((t) => now - t <= windowMs);
+  if (recent.length === 0) return Infinity;
+  return Math.min(windowMs, Math.max(observedMs, 1)) / recent.length;
+}
+
+/** Faults that mean "this host cannot serve its guests": the seed reboots a backup that has one. */
+export const SERIOUS_COMPONENTS: readonly HealthComponent[] = ['business', 'disk', 'qemu', 'alink1', 'alink2', 'mgmt'];

@@ -1,0 +1,754 @@
+/**
+ * The decision core of one host: `step(state, input) → [state, decision]`, pure and deterministic.
+ *
+ * Safety rests on three rules, each checked by the simulator after every step:
+ * 1. A host runs a VM only while it holds authority: a pair lease (the peer echoed our heartbeat, in the same
+ *    epoch, both paired), a quorum lease (every server of the pair's quorum set granted it), or the
+ *    tie-break (no quorum server configured, and this host is the designated winner). It stops its VMs a
+ *    fence margin before that authority runs out.
+ * 2. A host takes a VM over from its peer only holding a durable grant for a newer epoch, and only once the
+ *    peer's pair lease is surely over (measured from the last time we heard it, stretched for clock drift).
+ * 3. In a pair, a VM changes hands only after its old owner has stopped it (transfer), recorded with a
+ *    newer (epoch, seq), so the two hosts' records merge to the same owner.
+ */
+import { assert } from '../util/assert.js';
+import { estimateMtbfMs, healthScore, healthyComponents, newFailures, SERIOUS_COMPONENTS } from './health.js';
+import { holderFenceAt, quorumLeaseHolderMs, waiterSafeAfterMs } from './lease.js';
+import { effectiveProtection } from './splitsite.js';
+import { mergeVms, newConfig, sameRecords } from './vm-records.js';
+import type {
+  CoreConfig,
+  CoreEvent,
+  Decision,
+  Durable,
+  Effect,
+  HealthSnapshot,
+  Heartbeat,
+  HostId,
+  HostState,
+  Input,
+  OperatorCommand,
+  PeerMessage,
+  ProtectionLevel,
+  QuorumReply,
+  QuorumServerId,
+  VmEvent,
+  VmName,
+  VmRecord,
+  VmState,
+} from './types.js';
+
+type Instance = 'starting' | 'running' | 'stopping';
+
+export interface CoreState {
+  readonly cfg: CoreConfig;
+  readonly durable: Durable;
+  readonly bootAt: number;
+  /** This boot of the host, never reused (the driver keeps a durable counter). */
+  readonly incarnation: number;
+  readonly now: number;
+  readonly hostState: HostState;
+  /** Our heartbeat sequence and when recent ones left (an echo of seq s extends our lease from its send time). */
+  readonly seq: number;
+  readonly sentAt: Readonly<Record<number, number>>;
+  readonly lastHeartbeatAt: number | null;
+  readonly peer: { readonly heardAt: number | null; readonly incarnation: number; readonly seq: number; readonly hb: Heartbeat | null };
+  /** Our pair lease, on our clock (before the fence margin). */
+  readonly pairLeaseUntil: number;
+  readonly quorum: {
+    readonly round: number;
+    readonly startedAt: number;
+    readonly inFlight: boolean;
+    readonly replies: Readonly<Record<QuorumServerId, QuorumReply | null>>;
+    readonly lastRoundAt: number | null;
+    /** When we must stop using the quorum servers' grant (our clock, fence margin included). */
+    readonly fenceAt: number;
+    readonly grantedBy: Readonly<Record<QuorumServerId, number>>;
+    readonly deniedBy: HostId | null;
+  };
+  readonly probe: { readonly reachable: Readonly<Record<QuorumServerId, boolean>>; readonly lastAt: number | null };
+  readonly instances: Readonly<Record<VmName, Instance>>;
+  readonly restarts: Readonly<Record<VmName, readonly number[]>>;
+  readonly failedVms: readonly VmName[];
+  /** VMs being stopped so that the peer can take them (restart limit, maintenance, better health). */
+  readonly transfers: Readonly<Record<VmName, HostId>>;
+  readonly health: HealthSnapshot;
+  readonly faultTimes: readonly number[];
+  readonly rttMs: number | null;
+  readonly announcedProtection: Readonly<Record<VmName, ProtectionLevel>>;
+}
+
+const SENT_AT_KEPT = 64;
+const QUORUM_PROBE_INTERVAL_MS = 1000;
+
+export function initialDurable(cfg: CoreConfig): Durable {
+  const active = cfg.quorumServers[0] ?? null;
+  return {
+    epoch: 0,
+    authority: 'none',
+    quorumSet: active === null ? [] : [active],
+    activeQuorum: active,
+    proposal: null,
+    vms: {},
+    clock: 0,
+    declaredDown: false,
+    maintenance: false,
+  };
+}
+
+/** A host's core at boot: its durable state as it was persisted (or fresh), and nothing volatile. */
+export function bootState(cfg: CoreConfig, durable: Durable | null, now: number, incarnation: number): CoreState {
+  assert(cfg.self !== cfg.peer, 'a host cannot be its own peer');
+  return {
+    cfg,
+    durable: durable ?? initialDurable(cfg),
+    bootAt: now,
+    incarnation,
+    now,
+    hostState: 'initializing',
+    seq: 0,
+    sentAt: {},
+    lastHeartbeatAt: null,
+    peer: { heardAt: null, incarnation: -1, seq: 0, hb: null },
+    pairLeaseUntil: 0,
+    quorum: { round: 0, startedAt: 0, inFlight: false, replies: {}, lastRoundAt: null, fenceAt: 0, grantedBy: {}, deniedBy: null },
+    probe: { reachable: {}, lastAt: null },
+    instances: {},
+    restarts: {},
+    failedVms: [],
+    transfers: {},
+    health: healthyComponents(),
+    faultTimes: [],
+    rttMs: null,
+    announcedProtection: {},
+  };
+}
+
+/** The mutable scratchpad of one step: a shallow copy of the state plus what the decision collects. */
+interface Step {
+  s: { -readonly [K in keyof CoreState]: CoreState[K] };
+  effects: Effect[];
+  events: CoreEvent[];
+  commandResult?: Decision['commandResult'];
+  cause: string;
+}
+
+export function step(state: CoreState, input: Input): [CoreState, Decision] {
+  assert(input.now >= state.now, `time went backwards: ${input.now} < ${state.now}`);
+  const st: Step = { s: { ...state, now: input.now }, effects: [], events: [], cause: describeInput(input) };
+  const durableBefore = state.durable;
+  const epochBefore = state.durable.epoch;
+
+  switch (input.type) {
+    case 'tick':
+      break;
+    case 'peer-message':
+      onPeerMessage(st, input.msg);
+      break;
+    case 'quorum-reply':
+      if (st.s.quorum.inFlight && input.requestId === st.s.quorum.round && input.server in st.s.quorum.replies) {
+        st.s.quorum = { ...st.s.quorum, replies: { ...st.s.quorum.replies, [input.server]: input.reply } };
+      }
+      break;
+    case 'quorum-probe':
+      st.s.probe = { ...st.s.probe, reachable: { ...st.s.probe.reachable, [input.server]: input.reachable } };
+      break;
+    case 'vm-event':
+      onVmEvent(st, input.vm, input.event);
+      break;
+    case 'health':
+      onHealth(st, input.health);
+      break;
+    case 'alink-rtt':
+      st.s.rttMs = input.rttMs;
+      break;
+    case 'command':
+      onCommand(st, input.command);
+      break;
+  }
+
+  evaluate(st);
+
+  assert(st.s.durable.epoch >= epochBefore, `epoch went back from ${epochBefore} to ${st.s.durable.epoch}`);
+  const next = st.s as CoreState;
+  const decision: Decision = {
+    persist: next.durable !== durableBefore ? next.durable : null,
+    effects: st.effects,
+    events: st.events,
+    wakeAt: wakeAt(next),
+    fenceAt: authorityEndsAt(next),
+    ...(st.commandResult ? { commandResult: st.commandResult } : {}),
+  };
+  return [next, decision];
+}
+
+// ── derived facts ──────────────────────────────────────────────────────────────────────────────────────
+
+export function peerFresh(s: CoreState): boolean {
+  return s.peer.heardAt !== null && s.now - s.peer.heardAt <= s.cfg.peerTimeoutMs;
+}
+
+/** Both hosts hold the same epoch by agreement and hear each other. */
+export function pairedWithPeer(s: CoreState): boolean {
+  const hb = s.peer.hb;
+  return s.durable.authority === 'pair' && peerFresh(s) && hb !== null && hb.epoch === s.durable.epoch && hb.authority === 'pair';
+}
+
+function pairLeaseValid(s: CoreState): boolean {
+  return s.durable.authority === 'pair' && s.now < s.pairLeaseUntil - s.cfg.fenceMarginMs;
+}
+
+function quorumLeaseValid(s: CoreState): boolean {
+  return s.now < s.quorum.fenceAt;
+}
+
+/** May this host run VMs right now? */
+export function hasAuthority(s: CoreState): boolean {
+  if (s.durable.declaredDown) return false;
+  return pairLeaseValid(s) || quorumLeaseValid(s) || s.durable.authority === 'tiebreak';
+}
+
+/** When the authority this host holds now runs out, if nothing renews it (null: it does not run out). */
+export function authorityEndsAt(s: CoreState): number | null {
+  if (s.durable.declaredDown) return s.now;
+  if (s.durable.authority === 'tiebreak') return null;
+  const pair = s.durable.authority === 'pair' ? s.pairLeaseUntil - s.cfg.fenceMarginMs : -Infinity;
+  return Math.max(pair, s.quorum.fenceAt, s.now);
+}
+
+/** Authority that does not depend on the peer: what a takeover needs. */
+function hasSoloAuthority(s: CoreState): boolean {
+  if (s.durable.declaredDown) return false;
+  return (quorumLeaseValid(s) && s.durable.authority === 'quorum') || s.durable.authority === 'tiebreak';
+}
+
+function initializing(s: CoreState): boolean {
+  return s.peer.heardAt === null && s.now - s.bootAt < s.cfg.peerTimeoutMs;
+}
+
+/** When the peer's pair lease is surely over, on our clock. */
+function peerLeaseOverAt(s: CoreState): number {
+  const base = Math.max(s.peer.heardAt ?? s.bootAt, s.bootAt);
+  return base + waiterSafeAfterMs(s.cfg.pairLeaseMs, s.cfg);
+}
+
+export function deriveHostState(s: CoreState): HostState {
+  if (s.durable.declaredDown) return 'down';
+  if (s.durable.maintenance) return 'maintenance';
+  if (pairedWithPeer(s)) return 'paired';
+  if (initializing(s)) return 'initializing';
+  if (hasSoloAuthority(s)) return 'solo';
+  if (pairLeaseValid(s)) return 'peer-lost';
+  return 'isolated';
+}
+
+export function myHealth(s: CoreState): number {
+  return healthScore(s.health);
+}
+
+export function vmState(s: CoreState, name: VmName): VmState {
+  const rec = s.durable.vms[name];
+  if (!rec || rec.config.removed || rec.config.desired === 'stopped') return 'stopped';
+  if (s.failedVms.includes(name)) return 'failed';
+  const inst = s.instances[name];
+  if (rec.owner.host !== s.cfg.self) return inst ? 'starting' : peerFresh(s) ? 'protected' : 'failing-over';
+  if (inst === 'starting') return 'starting';
+  if (!inst) return 'failing-over';
+  if (rec.config.protection === 'none' || !pairedWithPeer(s)) return 'unprotected';
+  return effectiveProtection(rec.config.protection, s.rttMs, s.cfg) === rec.config.protection ? 'protected' : 'downgraded';
+}
+
+// ── inputs ─────────────────────────────────────────────────────────────────────────────────────────────
+
+function onPeerMessage(st: Step, msg: PeerMessage): void {
+  const s = st.s;
+  if (msg.from !== s.cfg.peer) return; // not our peer: the transport already refused it; be safe anyway
+  switch (msg.kind) {
+    case 'heartbeat': {
+      // Duplicated or reordered within one boot of the peer: the newer one has been seen. A new boot restarts.
+      if (msg.incarnation < s.peer.incarnation || (msg.incarnation === s.peer.incarnation && msg.seq <= s.peer.seq)) return;
+      s.peer = { heardAt: s.now, incarnation: msg.incarnation, seq: msg.seq, hb: msg };
+      const sentAt = msg.echo.incarnation === s.incarnation ? s.sentAt[msg.echo.seq] : undefined;
+      if (sentAt !== undefined && msg.epoch === s.durable.epoch && msg.authority === 'pair' && s.durable.authority === 'pair') {
+        s.pairLeaseUntil = Math.max(s.pairLeaseUntil, sentAt + s.cfg.pairLeaseMs);
+      }
+      mergePeerVms(st, msg.vms);
+      return;
+    }
+    case 'pair-propose': {
+      const d = s.durable;
+      if (msg.epoch > d.epoch) {
+        const quorumSet = unionSet(d.quorumSet, msg.activeQuorum);
+        s.durable = { ...d, epoch: msg.epoch, authority: 'pair', activeQuorum: msg.activeQuorum, quorumSet, proposal: null, vms: mergeVms(d.vms, msg.vms) };
+        event(st, `accepted pairing in epoch ${msg.epoch}`);
+        st.effects.push({ kind: 'send-peer', msg: { kind: 'pair-accept', from: s.cfg.self, epoch: msg.epoch } });
+      } else if (msg.epoch === d.epoch && d.authority === 'pair') {
+        st.effects.push({ kind: 'send-peer', msg: { kind: 'pair-accept', from: s.cfg.self, epoch: msg.epoch } });
+      }
+      return;
+    }
+    case 'pair-accept': {
+      const p = s.durable.proposal;
+      if (p && msg.epoch === p.epoch && p.epoch <= s.durable.epoch) {
+        // We moved past our own proposal meanwhile (a quorum grant): it is stale; a new one will follow.
+        s.durable = { ...s.durable, proposal: null };
+      } else if (p && msg.epoch === p.epoch) {
+        const d = s.durable;
+        s.durable = { ...d, epoch: p.epoch, authority: 'pair', activeQuorum: p.activeQuorum, quorumSet: setOf(p.activeQuorum), proposal: null };
+        event(st, `paired in epoch ${p.epoch}`);
+      }
+      return;
+    }
+  }
+}
+
+function mergePeerVms(st: Step, theirs: Readonly<Record<VmName, VmRecord>>): void {
+  const d = st.s.durable;
+  const merged = mergeVms(d.vms, theirs);
+  if (merged !== d.vms && !sameRecords(merged, d.vms)) {
+    const clock = Math.max(d.clock, ...Object.values(merged).map((r) => r.config.version));
+    st.s.durable = { ...d, vms: merged, clock };
+  }
+}
+
+function onVmEvent(st: Step, vm: VmName, ev: VmEvent): void {
+  const s = st.s;
+  const inst = s.instances[vm];
+  switch (ev.kind) {
+    case 'started':
+      if (inst === 'starting') s.instances = { ...s.instances, [vm]: 'running' };
+      return;
+    case 'start-failed':
+    case 'exited': {
+      const { [vm]: _gone, ...rest } = s.instances;
+      s.instances = rest;
+      const unexpected = ev.kind === 'start-failed' || (!ev.expected && inst !== 'stopping');
+      if (unexpected) countVmFailure(st, vm, ev.kind === 'start-failed' ? `could not start: ${ev.reason}` : `exited: ${ev.cause}`);
+      return;
+    }
+  }
+}
+
+function countVmFailure(st: Step, vm: VmName, why: string): void {
+  const s = st.s;
+  const recent = [...(s.restarts[vm] ?? []), s.now].filter((t) => s.now - t <= s.cfg.vmRestartWindowMs);
+  s.restarts = { ...s.restarts, [vm]: recent };
+  if (recent.length <= s.cfg.vmRestartLimit) {
+    event(st, `VM ${vm} failed (${why}): restarting in place (${recent.length} of ${s.cfg.vmRestartLimit})`);
+    alert(st, 'warning', 'VM_RESTARTED', `VM ${vm} failed (${why}); restarting it on ${s.cfg.self}`);
+  } else if (pairedWithPeer(s)) {
+    event(st, `VM ${vm} failed ${recent.length} times: restarting it on ${s.cfg.peer}`);
+    alert(st, 'warning', 'VM_MOVED_AFTER_FAILURES', `VM ${vm} failed ${recent.length} times on ${s.cfg.self}; restarting it on ${s.cfg.peer}`);
+    s.transfers = { ...s.transfers, [vm]: s.cfg.peer };
+  } else {
+    s.failedVms = [...s.failedVms, vm];
+    event(st, `VM ${vm} failed ${recent.length} times and no peer can take it: giving up`);
+    alert(st, 'critical', 'VM_FAILED', `VM ${vm} failed ${recent.length} times within ${s.cfg.vmRestartWindowMs / 60_000} min and no healthy peer can take it`);
+  }
+}
+
+function onHealth(st: Step, health: HealthSnapshot): void {
+  const s = st.s;
+  const failures = newFailures(s.health, health);
+  s.health = health;
+  if (failures.length === 0) return;
+  s.faultTimes = [...s.faultTimes, ...failures.map(() => s.now)].filter((t) => s.now - t <= s.cfg.mtbfWindowMs);
+  const mtbf = estimateMtbfMs(s.faultTimes, s.now, s.cfg.mtbfWindowMs, s.now - s.bootAt);
+  event(st, `component fault: ${failures.join(', ')} (health ${healthScore(health)}, estimated MTBF ${Number.isFinite(mtbf) ? `${Math.round(mtbf / 1000)} s` : '∞'})`);
+  if (mtbf < s.cfg.mtbfThresholdMs && !s.durable.declaredDown) {
+    s.durable = { ...s.durable, declaredDown: true };
+    alert(st, 'critical', 'HOST_DECLARED_DOWN', `${s.cfg.self} declared down: estimated MTBF ${Math.round(mtbf / 1000)} s is below the threshold ${Math.round(s.cfg.mtbfThresholdMs / 1000)} s (${failures.join(', ')})`);
+    return;
+  }
+  const serious = failures.filter((c) => SERIOUS_COMPONENTS.includes(c));
+  const ownsRunningVms = Object.keys(s.instances).length > 0;
+  if (serious.length > 0 && !ownsRunningVms) {
+    // The seed's backup-server fault: no user impact; a reboot may cure a transient fault.
+    alert(st, 'warning', 'BACKUP_FAULT', `backup ${s.cfg.self} lost ${serious.join(', ')}: restarting its services`);
+    st.effects.push({ kind: 'restart-services', reason: `backup fault: ${serious.join(', ')}` });
+  } else if (serious.length === 0) {
+    alert(st, 'info', 'CALL_HOME', `non-critical fault on ${s.cfg.self}: ${failures.join(', ')} (replacement part needed)`);
+  } else {
+    alert(st, 'warning', 'PRIMARY_FAULT', `${s.cfg.self} lost ${serious.join(', ')}: its VMs move to ${s.cfg.peer} if it is healthier`);
+  }
+}
+
+function onCommand(st: Step, cmd: OperatorCommand): void {
+  const s = st.s;
+  const d = s.durable;
+  const reject = (reason: string): void => {
+    st.commandResult = { ok: false, reason };
+  };
+  st.commandResult = { ok: true };
+  const clock = d.clock + 1;
+  switch (cmd.kind) {
+    case 'define-vm': {
+      const existing = d.vms[cmd.name];
+      if (existing && !existing.config.removed) return reject(`VM ${cmd.name} exists already`);
+      const owner = existing ? { host: s.cfg.self, epoch: d.epoch, seq: existing.owner.seq + 1 } : { host: s.cfg.self, epoch: d.epoch, seq: 0 };
+      const rec: VmRecord = { config: newConfig(cmd.name, { desired: cmd.desired, protection: cmd.protection }, clock, s.cfg.self), owner };
+      s.durable = { ...d, clock, vms: { ...d.vms, [cmd.name]: rec } };
+      event(st, `operator defined VM ${cmd.name} (${cmd.protection}, ${cmd.desired})`);
+      return;
+    }
+    case 'remove-vm':
+    case 'set-desired':
+    case 'set-protection': {
+      const rec = d.vms[cmd.name];
+      if (!rec || rec.config.removed) return reject(`no VM named ${cmd.name}`);
+      const c = rec.config;
+      const config =
+        cmd.kind === 'remove-vm'
+          ? newConfig(cmd.name, { desired: 'stopped', protection: c.protection, removed: true }, clock, s.cfg.self)
+          : cmd.kind === 'set-desired'
+            ? newConfig(cmd.name, { desired: cmd.desired, protection: c.protection }, clock, s.cfg.self)
+            : newConfig(cmd.name, { desired: c.desired, protection: cmd.protection }, clock, s.cfg.self);
+      s.durable = { ...d, clock, vms: { ...d.vms, [cmd.name]: { ...rec, config } } };
+      s.failedVms = s.failedVms.filter((v) => v !== cmd.name);
+      event(st, `operator: ${cmd.kind} ${cmd.name}`);
+      return;
+    }
+    case 'maintenance':
+      if (cmd.on && !pairedWithPeer(s)) return reject('maintenance mode needs a paired peer to take the VMs');
+      if (cmd.on && s.peer.hb?.hostState === 'maintenance') return reject(`${s.cfg.peer} is in maintenance already`);
+      s.durable = { ...d, maintenance: cmd.on };
+      event(st, `operator: maintenance ${cmd.on ? 'on' : 'off'}`);
+      return;
+    case 'force-takeover':
+      if (pairedWithPeer(s)) return reject(`${s.cfg.peer} is alive and paired: use maintenance or migration instead`);
+      s.durable = { ...d, epoch: d.epoch + 1, authority: 'tiebreak' };
+      event(st, `operator asserted ${s.cfg.peer} is dead: taking authority in epoch ${d.epoch + 1}`);
+      alert(st, 'critical', 'FORCED_TAKEOVER', `operator forced ${s.cfg.self} to take over from ${s.cfg.peer}`);
+      return;
+    case 'mark-repaired':
+      s.durable = { ...d, declaredDown: false };
+      s.faultTimes = [];
+      event(st, 'operator: host repaired');
+      return;
+  }
+}
+
+// ── evaluation: what to do now ─────────────────────────────────────────────────────────────────────────
+
+function evaluate(st: Step): void {
+  pairing(st);
+  quorumRounds(st);
+  tiebreak(st);
+  const s = st.s;
+  const state = deriveHostState(s);
+  if (state !== s.hostState) {
+    event(st, `host state ${s.hostState} → ${state}`);
+    if (state === 'isolated' && Object.keys(s.instances).length > 0) {
+      alert(st, 'critical', 'HOST_ISOLATED', `${s.cfg.self} lost ${s.cfg.peer} and has no quorum: stopping its VMs to avoid split-brain`);
+    }
+    s.hostState = state;
+  }
+  vmDecisions(st);
+  protectionAlerts(st);
+  heartbeat(st);
+  probes(st);
+}
+
+function pairing(st: Step): void {
+  const s = st.s;
+  const hb = s.peer.hb;
+  // A host declared down still pairs: it must hand its VMs over, and a peer that hears it would not take them.
+  if (!peerFresh(s) || hb === null) return;
+  const d = s.durable;
+  if (pairedWithPeer(s)) {
+    // Confirmed: both hosts hold this epoch, so a pending quorum-server switch is agreed by both.
+    if (d.quorumSet.length > 1) s.durable = { ...d, quorumSet: setOf(d.activeQuorum) };
+    maybeSwitchQuorum(st);
+    return;
+  }
+  if (s.cfg.self > s.cfg.peer) return; // the host with the smaller id proposes; the other accepts
+  // The peer accepted our epoch before we held it: an older epoch in its heartbeat is only lag.
+  if (d.authority === 'pair' && d.proposal === null && hb.epoch < d.epoch) return;
+  const target = Math.max(d.epoch, hb.epoch);
+  if (d.proposal && d.proposal.epoch > target) {
+    if (s.lastHeartbeatAt === null || s.now - s.lastHeartbeatAt >= s.cfg.heartbeatIntervalMs) sendProposal(st);
+    return;
+  }
+  // The side with the newer epoch knows the pair's active quorum server best.
+  const active = hb.epoch > d.epoch ? hb.activeQuorum : d.activeQuorum;
+  propose(st, target + 1, active);
+}
+
+function propose(st: Step, epoch: number, activeQuorum: QuorumServerId | null): void {
+  const d = st.s.durable;
+  // Until the peer accepts, a switch of quorum server is not known to both: need both servers meanwhile.
+  st.s.durable = { ...d, proposal: { epoch, activeQuorum }, quorumSet: unionSet(d.quorumSet, activeQuorum) };
+  event(st, `proposing pairing in epoch ${epoch}${activeQuorum !== d.activeQuorum ? ` with quorum server ${activeQuorum}` : ''}`);
+  sendProposal(st);
+}
+
+function sendProposal(st: Step): void {
+  const s = st.s;
+  const p = s.durable.proposal;
+  assert(p !== null, 'sendProposal without a proposal');
+  const vms = s.peer.hb ? mergeVms(s.durable.vms, s.peer.hb.vms) : s.durable.vms;
+  st.effects.push({ kind: 'send-peer', msg: { kind: 'pair-propose', from: s.cfg.self, epoch: p.epoch, activeQuorum: p.activeQuorum, vms } });
+}
+
+/** While paired, move to the first quorum server both hosts reach, if the active one is not it. */
+function maybeSwitchQuorum(st: Step): void {
+  const s = st.s;
+  if (s.cfg.quorumServers.length < 2 || s.cfg.self > s.cfg.peer || s.durable.proposal) return;
+  const peerReach = s.peer.hb?.quorumReachable ?? [];
+  const both = s.cfg.quorumServers.filter((q) => s.probe.reachable[q] === true && peerReach.includes(q));
+  const wanted = both[0];
+  if (wanted === undefined || wanted === s.durable.activeQuorum) return;
+  const activeReachable = s.durable.activeQuorum !== null && s.probe.reachable[s.durable.activeQuorum] && peerReach.includes(s.durable.activeQuorum);
+  // Switch away from an active server only when one of us lost it; back to the preferred once both reach it.
+  if (activeReachable && wanted !== s.cfg.quorumServers[0]) return;
+  propose(st, s.durable.epoch + 1, wanted);
+}
+
+function quorumRounds(st: Step): void {
+  const s = st.s;
+  const q = s.quorum;
+  if (q.inFlight) {
+    const replies = Object.entries(q.replies);
+    const denied = replies.find(([, r]) => r?.kind === 'denied');
+    const done = replies.every(([, r]) => r !== null);
+    const timedOut = s.now - q.startedAt > 4 * s.cfg.quorumRetryMs + s.cfg.quorumLeaseMs;
+    if (denied) {
+      const r = denied[1] as Extract<QuorumReply, { kind: 'denied' }>;
+      s.quorum = { ...q, inFlight: false, fenceAt: 0, deniedBy: r.holder };
+      event(st, `quorum server ${denied[0]} denied authority: ${r.holder} holds epoch ${r.epoch}`);
+    } else if (done && replies.every(([, r]) => r?.kind === 'granted')) {
+      const grantedBy = Object.fromEntries(replies.map(([server, r]) => [server, (r as Extract<QuorumReply, { kind: 'granted' }>).epoch]));
+      const epochs = Object.values(grantedBy);
+      const epoch = Math.max(s.durable.epoch, ...epochs);
+      if (epochs.some((e) => e !== epoch)) {
+        // Servers of the set answered different epochs: bring them all to the newest before relying on it,
+        // or a later grant through the lagging one could order below ours.
+        s.quorum = { ...q, inFlight: false, lastRoundAt: null, grantedBy };
+        s.durable = epoch > s.durable.epoch && !pairedWithPeer(s) ? { ...s.durable, epoch } : s.durable;
+        event(st, `quorum servers answered epochs ${epochs.join(', ')}: aligning them on ${epoch}`);
+        startQuorumRound(st, true);
+        return;
+      }
+      s.quorum = { ...q, inFlight: false, fenceAt: q.startedAt + quorumLeaseHolderMs(s.cfg) - s.cfg.fenceMarginMs, grantedBy, deniedBy: null };
+      if (epoch !== s.durable.epoch || s.durable.authority !== 'quorum') {
+        if (!pairedWithPeer(s)) {
+          s.durable = { ...s.durable, epoch, authority: 'quorum' };
+          event(st, `quorum granted authority in epoch ${epoch}`);
+        }
+      }
+    } else if (done || timedOut) {
+      s.quorum = { ...q, inFlight: false };
+    }
+  }
+  const wanted =
+    s.cfg.quorumServers.length > 0 && !s.durable.declaredDown && !pairedWithPeer(s) && !initializing(s) && s.durable.quorumSet.length > 0;
+  if (!wanted || s.quorum.inFlight) return;
+  const holding = quorumLeaseValid(s);
+  const interval = holding ? Math.floor(quorumLeaseHolderMs(s.cfg) / 3) : s.cfg.quorumRetryMs;
+  if (s.quorum.lastRoundAt !== null && s.now - s.quorum.lastRoundAt < interval) return;
+  startQuorumRound(st, false);
+}
+
+/** Asks every server of the quorum set; `align` carries our newest epoch to the servers that lag. */
+function startQuorumRound(st: Step, align: boolean): void {
+  const s = st.s;
+  const round = s.quorum.round + 1;
+  const servers = s.durable.quorumSet;
+  const holding = quorumLeaseValid(s);
+  s.quorum = { ...s.quorum, round, startedAt: s.now, inFlight: true, lastRoundAt: s.now, replies: Object.fromEntries(servers.map((x) => [x, null])) };
+  for (const server of servers) {
+    const knownEpoch = holding && !align ? (s.quorum.grantedBy[server] ?? s.durable.epoch) : s.durable.epoch;
+    st.effects.push({ kind: 'ask-quorum', server, requestId: round, knownEpoch });
+  }
+}
+
+function tiebreak(st: Step): void {
+  const s = st.s;
+  if (s.cfg.quorumServers.length > 0 || s.cfg.tiebreakWinner !== s.cfg.self) return;
+  if (peerFresh(s) || initializing(s) || s.durable.declaredDown || s.durable.authority === 'tiebreak') return;
+  s.durable = { ...s.durable, epoch: s.durable.epoch + 1, authority: 'tiebreak' };
+  event(st, `peer lost and no quorum server: tie-break winner takes authority in epoch ${s.durable.epoch}`);
+  alert(st, 'warning', 'TIEBREAK', `${s.cfg.self} lost ${s.cfg.peer}; with no quorum server it keeps the VMs as the designated tie-break winner`);
+}
+
+function vmDecisions(st: Step): void {
+  const s = st.s;
+  // Maintenance empties a host into its peer; with no peer to take them, its VMs keep running here.
+  const canRun = hasAuthority(s) && !(s.durable.maintenance && pairedWithPeer(s));
+  const solo = hasSoloAuthority(s) && !peerFresh(s);
+  const takeoverAt = peerLeaseOverAt(s);
+  const paired = pairedWithPeer(s);
+  const peerCanTake = paired && s.peer.hb !== null && s.peer.hb.hostState === 'paired';
+  const moveAway = paired && peerCanTake && (s.durable.maintenance || s.durable.declaredDown || myHealth(s) + s.cfg.healthMarginPoints <= (s.peer.hb?.health ?? 0));
+
+  for (const [name, rec] of Object.entries(s.durable.vms)) {
+    const inst = s.instances[name];
+    const wantRun = rec.config.desired === 'running' && !rec.config.removed && !s.failedVms.includes(name);
+    if (rec.owner.host === s.cfg.self) {
+      const transferTo = s.transfers[name] ?? (moveAway && wantRun ? s.cfg.peer : undefined);
+      if (transferTo !== undefined && peerCanTake && pairLeaseValid(s)) {
+        if (inst === 'starting' || inst === 'running') stopVm(st, name, `handing over to ${transferTo}`);
+        else if (inst === undefined) handOver(st, name, rec, transferTo);
+        continue;
+      }
+      if (wantRun && canRun && inst === undefined) startVm(st, name);
+      else if ((!wantRun || !canRun) && (inst === 'starting' || inst === 'running')) {
+        stopVm(st, name, !canRun ? 'no authority (fence)' : rec.config.removed ? 'removed' : 'operator stopped it');
+      }
+    } else {
+      if (inst === 'starting' || inst === 'running') {
+        stopVm(st, name, `owned by ${rec.owner.host}`);
+        continue;
+      }
+      if (solo && rec.owner.host === s.cfg.peer && s.now >= takeoverAt && inst === undefined) {
+        const owner = { host: s.cfg.self, epoch: s.durable.epoch, seq: rec.owner.epoch === s.durable.epoch ? rec.owner.seq + 1 : 0 };
+        s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner } } };
+        event(st, `took over VM ${name} from ${s.cfg.peer} in epoch ${s.durable.epoch}`);
+        alert(st, 'critical', 'FAILOVER', `VM ${name} failed over from ${s.cfg.peer} to ${s.cfg.self}`);
+        if (wantRun) startVm(st, name);
+      }
+    }
+  }
+}
+
+function handOver(st: Step, name: VmName, rec: VmRecord, to: HostId): void {
+  const s = st.s;
+  const owner = { host: to, epoch: s.durable.epoch, seq: rec.owner.epoch === s.durable.epoch ? rec.owner.seq + 1 : 0 };
+  s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner } } };
+  const { [name]: _done, ...rest } = s.transfers;
+  s.transfers = rest;
+  s.restarts = { ...s.restarts, [name]: [] };
+  event(st, `handed VM ${name} over to ${to}`);
+}
+
+function startVm(st: Step, name: VmName): void {
+  const s = st.s;
+  if (s.peer.hb !== null && peerFresh(s) && s.peer.hb.running.includes(name)) return; // its old host is still stopping it
+  const rec = s.durable.vms[name];
+  if (rec && rec.owner.epoch < s.durable.epoch) {
+    // Claim it in the epoch we hold authority in: a record from an older epoch could be outranked by one
+    // the peer wrote while we could not hear it, and the VM would change hands while running here.
+    s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner: { host: s.cfg.self, epoch: s.durable.epoch, seq: 0 } } } };
+  }
+  s.instances = { ...s.instances, [name]: 'starting' };
+  st.effects.push({ kind: 'start-vm', vm: name, epoch: s.durable.epoch });
+  event(st, `start VM ${name} (epoch ${s.durable.epoch})`);
+}
+
+function stopVm(st: Step, name: VmName, reason: string): void {
+  const s = st.s;
+  s.instances = { ...s.instances, [name]: 'stopping' };
+  st.effects.push({ kind: 'stop-vm', vm: name, reason });
+  event(st, `stop VM ${name}: ${reason}`);
+}
+
+function protectionAlerts(st: Step): void {
+  const s = st.s;
+  let announced: Record<VmName, ProtectionLevel> | null = null;
+  for (const [name, rec] of Object.entries(s.durable.vms)) {
+    if (rec.owner.host !== s.cfg.self || rec.config.removed) continue;
+    const effective = effectiveProtection(rec.config.protection, s.rttMs, s.cfg);
+    const before = s.announcedProtection[name] ?? rec.config.protection;
+    if (effective !== before) {
+      announced ??= { ...s.announcedProtection };
+      announced[name] = effective;
+      const rtt = s.rttMs === null ? 'unknown' : `${s.rttMs.toFixed(2)} ms`;
+      if (effective !== rec.config.protection) {
+        alert(st, 'warning', 'SPLITSITE_DOWNGRADE', `VM ${name}: A-Link round trip ${rtt} exceeds the ${rec.config.protection.toUpperCase()} limit; protection downgraded to ${effective}`);
+      } else {
+        alert(st, 'info', 'SPLITSITE_RESTORED', `VM ${name}: A-Link round trip ${rtt}; ${effective.toUpperCase()} protection restored`);
+      }
+    }
+  }
+  if (announced) s.announcedProtection = announced;
+}
+
+function heartbeat(st: Step): void {
+  const s = st.s;
+  if (s.lastHeartbeatAt !== null && s.now - s.lastHeartbeatAt < s.cfg.heartbeatIntervalMs) return;
+  const seq = s.seq + 1;
+  const sentAt: Record<number, number> = { ...s.sentAt, [seq]: s.now };
+  delete sentAt[seq - SENT_AT_KEPT];
+  s.seq = seq;
+  s.sentAt = sentAt;
+  s.lastHeartbeatAt = s.now;
+  const hb: Heartbeat = {
+    kind: 'heartbeat',
+    from: s.cfg.self,
+    incarnation: s.incarnation,
+    seq,
+    echo: { incarnation: s.peer.incarnation, seq: s.peer.seq },
+    epoch: s.durable.epoch,
+    authority: s.durable.authority,
+    hostState: s.hostState,
+    health: myHealth(s),
+    quorumReachable: s.cfg.quorumServers.filter((q) => s.probe.reachable[q] === true),
+    activeQuorum: s.durable.activeQuorum,
+    vms: s.durable.vms,
+    // Every VM with a process here, stopping ones included: the peer must not start them yet.
+    running: Object.keys(s.instances),
+  };
+  st.effects.push({ kind: 'send-peer', msg: hb });
+}
+
+function probes(st: Step): void {
+  const s = st.s;
+  if (s.cfg.quorumServers.length < 2 || !pairedWithPeer(s)) return;
+  if (s.probe.lastAt !== null && s.now - s.probe.lastAt < QUORUM_PROBE_INTERVAL_MS) return;
+  s.probe = { ...s.probe, lastAt: s.now };
+  for (const server of s.cfg.quorumServers) st.effects.push({ kind: 'probe-quorum', server });
+}
+
+function wakeAt(s: CoreState): number {
+  const candidates = [(s.lastHeartbeatAt ?? s.now) + s.cfg.heartbeatIntervalMs];
+  const later = (t: number): void => {
+    if (t > s.now) candidates.push(t);
+  };
+  later(s.pairLeaseUntil - s.cfg.fenceMarginMs);
+  later(s.quorum.fenceAt);
+  if (s.peer.heardAt !== null) later(s.peer.heardAt + s.cfg.peerTimeoutMs + 1);
+  later(s.bootAt + s.cfg.peerTimeoutMs);
+  later(peerLeaseOverAt(s));
+  if (s.quorum.lastRoundAt !== null) later(s.quorum.lastRoundAt + s.cfg.quorumRetryMs);
+  return Math.min(...candidates);
+}
+
+// ── small helpers ──────────────────────────────────────────────────────────────────────────────────────
+
+function setOf(q: QuorumServerId | null): QuorumServerId[] {
+  return q === null ? [] : [q];
+}
+
+function unionSet(set: readonly QuorumServerId[], q: QuorumServerId | null): QuorumServerId[] {
+  return q === null || set.includes(q) ? [...set] : [...set, q];
+}
+
+function event(st: Step, what: string): void {
+  st.events.push({ at: st.s.now, host: st.s.cfg.self, what, cause: st.cause });
+}
+
+function alert(st: Step, severity: 'info' | 'warning' | 'critical', code: string, message: string): void {
+  st.effects.push({ kind: 'alert', severity, code, message });
+  event(st, `alert ${severity} ${code}: ${message}`);
+}
+
+function describeInput(input: Input): string {
+  switch (input.type) {
+    case 'tick':
+      return 'tick';
+    case 'peer-message':
+      return `peer ${input.msg.kind}`;
+    case 'quorum-reply':
+      return `quorum ${input.server} ${input.reply.kind}`;
+    case 'quorum-probe':
+      return `quorum ${input.server} ${input.reachable ? 'reachable' : 'unreachable'}`;
+    case 'vm-event':
+      return `VM ${input.vm} ${input.event.kind}`;
+    case 'health':
+      return 'health report';
+    case 'alink-rtt':
+      return `A-Link RTT ${input.rttMs} ms`;
+    case 'command':
+      return `operator ${input.command.kind}`;
+  }
+}

@@ -1,0 +1,256 @@
+/**
+ * The decision core's vocabulary: what goes in (inputs: ticks, peer messages, quorum replies, VM events,
+ * health, operator commands) and what comes out (a decision: state to persist, then effects to run).
+ * Pure data, no I/O: the same core drives the real daemon and the simulator.
+ *
+ * Time is the host's own monotonic clock in milliseconds, carried by every input. Clocks of different
+ * hosts are never compared; only durations measured on one clock are, with a drift allowance.
+ */
+
+export type HostId = string;
+export type VmName = string;
+export type QuorumServerId = string;
+export type ProtectionLevel = 'none' | 'ha' | 'ft';
+
+// ── configuration ──────────────────────────────────────────────────────────────────────────────────────
+
+export interface CoreConfig {
+  self: HostId;
+  peer: HostId;
+  /** Quorum servers, preferred first (0, 1 or 2). */
+  quorumServers: readonly QuorumServerId[];
+  /** With no quorum server, the host that keeps running when the pair splits (the other stops). */
+  tiebreakWinner: HostId;
+  heartbeatIntervalMs: number;
+  /** Silence after which the peer is considered lost; detection ≤ this + one heartbeat. */
+  peerTimeoutMs: number;
+  /** How long an echoed heartbeat lets a host keep running its VMs without hearing from the peer again. */
+  pairLeaseMs: number;
+  /** How long a quorum server's grant lasts without renewal (the server uses the same figure). */
+  quorumLeaseMs: number;
+  quorumRetryMs: number;
+  /** A host stops its VMs this long before its authority runs out, so the stop completes in time. */
+  fenceMarginMs: number;
+  /** Largest relative clock-rate difference between hosts allowed for (0.01 = 1 %). */
+  clockDriftMax: number;
+  /** A host whose estimated MTBF falls below this is declared down (predictive failure). */
+  mtbfThresholdMs: number;
+  /** How far back transient faults count towards the MTBF estimate. */
+  mtbfWindowMs: number;
+  /** Health must differ by at least this much before VMs move to the healthier host. */
+  healthMarginPoints: number;
+  /** VM restarts in place allowed within `vmRestartWindowMs` before another policy applies. */
+  vmRestartLimit: number;
+  vmRestartWindowMs: number;
+  /** SplitSite: largest A-Link round trip each protection level tolerates. */
+  rttLimitMs: { ft: number; ha: number };
+}
+
+export const DEFAULT_TIMING = {
+  heartbeatIntervalMs: 100,
+  peerTimeoutMs: 600,
+  pairLeaseMs: 1000,
+  quorumLeaseMs: 3000,
+  quorumRetryMs: 250,
+  fenceMarginMs: 250,
+  clockDriftMax: 0.01,
+  mtbfThresholdMs: 10 * 60_000,
+  mtbfWindowMs: 60 * 60_000,
+  healthMarginPoints: 10,
+  vmRestartLimit: 3,
+  vmRestartWindowMs: 10 * 60_000,
+  rttLimitMs: { ft: 2, ha: 10 },
+} as const;
+
+// ── health ─────────────────────────────────────────────────────────────────────────────────────────────
+
+export const HEALTH_COMPONENTS = ['alink1', 'alink2', 'mgmt', 'business', 'disk', 'qemu', 'power-supply'] as const;
+export type HealthComponent = (typeof HEALTH_COMPONENTS)[number];
+export type ComponentState = 'ok' | 'degraded' | 'failed';
+export type HealthSnapshot = Readonly<Record<HealthComponent, ComponentState>>;
+
+// ── the pair's replicated record of VMs ────────────────────────────────────────────────────────────────
+
+/** What an operator decided about a VM: replicated to the peer, merged by version after a partition. */
+export interface VmConfig {
+  name: VmName;
+  desired: 'running' | 'stopped';
+  protection: ProtectionLevel;
+  /** Lamport version; ties are broken by `by` so that both hosts pick the same winner. */
+  version: number;
+  by: HostId;
+  removed: boolean;
+}
+
+/** Which host runs a VM: changed only by a host holding authority, ordered by (epoch, seq). */
+export interface VmOwner {
+  host: HostId;
+  epoch: number;
+  seq: number;
+}
+
+export interface VmRecord {
+  config: VmConfig;
+  owner: VmOwner;
+}
+
+// ── durable state ──────────────────────────────────────────────────────────────────────────────────────
+
+/** How a host holds its current epoch: agreed with the peer, granted by quorum servers, or by the tie-break. */
+export type Authority = 'none' | 'pair' | 'quorum' | 'tiebreak';
+
+export interface Durable {
+  epoch: number;
+  authority: Authority;
+  /**
+   * Quorum servers whose grant is needed, all of them: normally the pair's active server; both old and new
+   * while a switch between them is not known to be agreed by both hosts, so that the two hosts' sets always
+   * share a server (the one that can grant the next epoch to only one of them).
+   */
+  quorumSet: QuorumServerId[];
+  /** The quorum server the pair agreed to use (the preferred one unless both hosts lost it while paired). */
+  activeQuorum: QuorumServerId | null;
+  /** A pairing this host proposed and persisted before sending (so a crash cannot forget it). */
+  proposal: { epoch: number; activeQuorum: QuorumServerId | null } | null;
+  vms: Record<VmName, VmRecord>;
+  /** Lamport clock for VM config versions. */
+  clock: number;
+  declaredDown: boolean;
+  maintenance: boolean;
+}
+
+// ── inputs ─────────────────────────────────────────────────────────────────────────────────────────────
+
+export interface Heartbeat {
+  kind: 'heartbeat';
+  from: HostId;
+  /** Which boot of the sender this is: sequence numbers start again at each boot. */
+  incarnation: number;
+  seq: number;
+  /** The latest heartbeat (incarnation, seq) this host has received from the peer: its echo extends the peer's lease. */
+  echo: { incarnation: number; seq: number };
+  epoch: number;
+  authority: Authority;
+  hostState: HostState;
+  health: number;
+  quorumReachable: QuorumServerId[];
+  activeQuorum: QuorumServerId | null;
+  vms: Record<VmName, VmRecord>;
+  /** VMs this host has a running instance of right now. */
+  running: VmName[];
+}
+
+export interface PairPropose {
+  kind: 'pair-propose';
+  from: HostId;
+  epoch: number;
+  activeQuorum: QuorumServerId | null;
+  vms: Record<VmName, VmRecord>;
+}
+
+export interface PairAccept {
+  kind: 'pair-accept';
+  from: HostId;
+  epoch: number;
+}
+
+export type PeerMessage = Heartbeat | PairPropose | PairAccept;
+
+export type QuorumReply =
+  | { kind: 'granted'; epoch: number }
+  | { kind: 'denied'; epoch: number; holder: HostId }
+  | { kind: 'unreachable' };
+
+export type OperatorCommand =
+  | { kind: 'define-vm'; name: VmName; protection: ProtectionLevel; desired: 'running' | 'stopped' }
+  | { kind: 'remove-vm'; name: VmName }
+  | { kind: 'set-desired'; name: VmName; desired: 'running' | 'stopped' }
+  | { kind: 'set-protection'; name: VmName; protection: ProtectionLevel }
+  | { kind: 'maintenance'; on: boolean }
+  /** The operator asserts the peer is dead (the operator becomes the quorum): take its VMs. */
+  | { kind: 'force-takeover' }
+  /** The operator has repaired a host declared down: clear the verdict and its fault history. */
+  | { kind: 'mark-repaired' };
+
+export type VmEvent =
+  | { kind: 'started' }
+  | { kind: 'start-failed'; reason: string }
+  | { kind: 'exited'; cause: string; expected: boolean };
+
+export type Input =
+  | { type: 'tick'; now: number }
+  | { type: 'peer-message'; now: number; msg: PeerMessage }
+  | { type: 'quorum-reply'; now: number; server: QuorumServerId; requestId: number; reply: QuorumReply }
+  | { type: 'quorum-probe'; now: number; server: QuorumServerId; reachable: boolean }
+  | { type: 'vm-event'; now: number; vm: VmName; event: VmEvent }
+  | { type: 'health'; now: number; health: HealthSnapshot }
+  | { type: 'alink-rtt'; now: number; rttMs: number }
+  | { type: 'command'; now: number; command: OperatorCommand };
+
+// ── decisions ──────────────────────────────────────────────────────────────────────────────────────────
+
+export type Effect =
+  | { kind: 'send-peer'; msg: PeerMessage }
+  | { kind: 'ask-quorum'; server: QuorumServerId; requestId: number; knownEpoch: number }
+  /** Is the server reachable? (No grant is asked: paired hosts use this to agree on the active server.) */
+  | { kind: 'probe-quorum'; server: QuorumServerId }
+  | { kind: 'start-vm'; vm: VmName; epoch: number }
+  | { kind: 'stop-vm'; vm: VmName; reason: string }
+  | { kind: 'restart-services'; reason: string }
+  | { kind: 'alert'; severity: 'info' | 'warning' | 'critical'; code: string; message: string };
+
+/** One decision and why: the raw material of alerts, the audit log and failover timelines. */
+export interface CoreEvent {
+  at: number;
+  host: HostId;
+  what: string;
+  cause: string;
+}
+
+/**
+ * The driver's contract, in order: run `stop-vm` effects at once (stopping is always safe, and a fence must
+ * not wait for a slow disk); re-arm the watchdog at `fenceAt`; write `persist` durably; then run the other
+ * effects; feed their results back as inputs; call `step` with a tick no later than `wakeAt`.
+ */
+export interface Decision {
+  /** Durable state to write before any effect but `stop-vm` runs (null: nothing changed). */
+  persist: Durable | null;
+  effects: Effect[];
+  events: CoreEvent[];
+  /** The latest time at which the core wants its next tick. */
+  wakeAt: number;
+  /**
+   * When this host's authority to run VMs ends unless a later decision extends it (null: no end, as for the
+   * tie-break winner). The driver arms a watchdog outside its loop that kills every VM at this time: a host
+   * stuck on a slow disk or a stalled loop still fences itself in time.
+   */
+  fenceAt: number | null;
+  /** The answer to an operator command, when the input was one. */
+  commandResult?: { ok: true } | { ok: false; reason: string };
+}
+
+// ── host states ────────────────────────────────────────────────────────────────────────────────────────
+
+/** The host's state table: one line each on what it means. */
+export const HOST_STATES = {
+  initializing: 'booted; waiting a peer timeout to hear the peer before asking a quorum server',
+  paired: 'the peer is heard and agrees on the epoch: each host runs the VMs it owns',
+  'peer-lost': 'the peer went silent: asking for authority while the pair lease still runs',
+  solo: 'holds authority without the peer (quorum grant or tie-break): runs every VM',
+  isolated: 'no peer and no authority: runs no VM, waits for the peer or a grant',
+  maintenance: 'taken out of service by the operator: runs no VM, stays paired',
+  down: 'declared down (MTBF below threshold): runs no VM until repaired',
+} as const;
+export type HostState = keyof typeof HOST_STATES;
+
+/** A VM's protection state table, as this host sees it. */
+export const VM_STATES = {
+  stopped: 'not meant to run',
+  unprotected: 'running on one host with no redundancy (protection none, or the peer is away)',
+  protected: 'running with the peer ready to take over at the requested level',
+  downgraded: 'running with a weaker protection than requested (A-Link too slow: SplitSite)',
+  'failing-over': 'its host was lost: waiting for authority and the old lease before starting it here',
+  starting: 'being started on its owner',
+  failed: 'could not be kept running (restart limit reached): needs the operator',
+} as const;
+export type VmState = keyof typeof VM_STATES;
