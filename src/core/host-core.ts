@@ -38,7 +38,10 @@ import type {
   VmState,
 } from './types.js';
 
-type Instance = 'starting' | 'running' | 'stopping';
+interface Instance {
+  readonly id: number;
+  readonly state: 'starting' | 'running' | 'stopping';
+}
 
 export interface CoreState {
   readonly cfg: CoreConfig;
@@ -68,6 +71,7 @@ export interface CoreState {
   };
   readonly probe: { readonly reachable: Readonly<Record<QuorumServerId, boolean>>; readonly lastAt: number | null };
   readonly instances: Readonly<Record<VmName, Instance>>;
+  readonly nextInstance: number;
   readonly restarts: Readonly<Record<VmName, readonly number[]>>;
   readonly failedVms: readonly VmName[];
   /** VMs being stopped so that the peer can take them (restart limit, maintenance, better health). */
@@ -114,6 +118,7 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     quorum: { round: 0, startedAt: 0, inFlight: false, replies: {}, lastRoundAt: null, fenceAt: 0, grantedBy: {}, deniedBy: null },
     probe: { reachable: {}, lastAt: null },
     instances: {},
+    nextInstance: 1,
     restarts: {},
     failedVms: [],
     transfers: {},
@@ -198,8 +203,13 @@ function pairLeaseValid(s: CoreState): boolean {
   return s.durable.authority === 'pair' && s.now < s.pairLeaseUntil - s.cfg.fenceMarginMs;
 }
 
+/**
+ * A quorum lease counts only while it was granted by every server of the host's current quorum set: after
+ * the pair moves to another server, a lease still running at the old one proves nothing, since the peer may
+ * now be granted through the new one.
+ */
 function quorumLeaseValid(s: CoreState): boolean {
-  return s.now < s.quorum.fenceAt;
+  return s.now < s.quorum.fenceAt && s.durable.quorumSet.every((q) => q in s.quorum.grantedBy);
 }
 
 /** May this host run VMs right now? */
@@ -213,7 +223,8 @@ export function authorityEndsAt(s: CoreState): number | null {
   if (s.durable.declaredDown) return s.now;
   if (s.durable.authority === 'tiebreak') return null;
   const pair = s.durable.authority === 'pair' ? s.pairLeaseUntil - s.cfg.fenceMarginMs : -Infinity;
-  return Math.max(pair, s.quorum.fenceAt, s.now);
+  const quorum = quorumLeaseValid(s) ? s.quorum.fenceAt : -Infinity;
+  return Math.max(pair, quorum, s.now);
 }
 
 /** Authority that does not depend on the peer: what a takeover needs. */
@@ -250,7 +261,7 @@ export function vmState(s: CoreState, name: VmName): VmState {
   const rec = s.durable.vms[name];
   if (!rec || rec.config.removed || rec.config.desired === 'stopped') return 'stopped';
   if (s.failedVms.includes(name)) return 'failed';
-  const inst = s.instances[name];
+  const inst = s.instances[name]?.state;
   if (rec.owner.host !== s.cfg.self) return inst ? 'starting' : peerFresh(s) ? 'protected' : 'failing-over';
   if (inst === 'starting') return 'starting';
   if (!inst) return 'failing-over';
@@ -314,15 +325,16 @@ function mergePeerVms(st: Step, theirs: Readonly<Record<VmName, VmRecord>>): voi
 function onVmEvent(st: Step, vm: VmName, ev: VmEvent): void {
   const s = st.s;
   const inst = s.instances[vm];
+  if (!inst || inst.id !== ev.instance) return; // an earlier instance's news: that one is gone already
   switch (ev.kind) {
     case 'started':
-      if (inst === 'starting') s.instances = { ...s.instances, [vm]: 'running' };
+      if (inst.state === 'starting') s.instances = { ...s.instances, [vm]: { id: inst.id, state: 'running' } };
       return;
     case 'start-failed':
     case 'exited': {
       const { [vm]: _gone, ...rest } = s.instances;
       s.instances = rest;
-      const unexpected = ev.kind === 'start-failed' || (!ev.expected && inst !== 'stopping');
+      const unexpected = ev.kind === 'start-failed' || (!ev.expected && inst.state !== 'stopping');
       if (unexpected) countVmFailure(st, vm, ev.kind === 'start-failed' ? `could not start: ${ev.reason}` : `exited: ${ev.cause}`);
       return;
     }
@@ -540,8 +552,8 @@ function quorumRounds(st: Step): void {
       s.quorum = { ...q, inFlight: false };
     }
   }
-  const wanted =
-    s.cfg.quorumServers.length > 0 && !s.durable.declaredDown && !pairedWithPeer(s) && !initializing(s) && s.durable.quorumSet.length > 0;
+  // A host that still hears its peer is re-pairing, not alone: only a silent peer is a reason to ask.
+  const wanted = s.cfg.quorumServers.length > 0 && !s.durable.declaredDown && !peerFresh(s) && !initializing(s) && s.durable.quorumSet.length > 0;
   if (!wanted || s.quorum.inFlight) return;
   const holding = quorumLeaseValid(s);
   const interval = holding ? Math.floor(quorumLeaseHolderMs(s.cfg) / 3) : s.cfg.quorumRetryMs;
@@ -582,7 +594,7 @@ function vmDecisions(st: Step): void {
   const moveAway = paired && peerCanTake && (s.durable.maintenance || s.durable.declaredDown || myHealth(s) + s.cfg.healthMarginPoints <= (s.peer.hb?.health ?? 0));
 
   for (const [name, rec] of Object.entries(s.durable.vms)) {
-    const inst = s.instances[name];
+    const inst = s.instances[name]?.state;
     const wantRun = rec.config.desired === 'running' && !rec.config.removed && !s.failedVms.includes(name);
     if (rec.owner.host === s.cfg.self) {
       const transferTo = s.transfers[name] ?? (moveAway && wantRun ? s.cfg.peer : undefined);
@@ -630,15 +642,19 @@ function startVm(st: Step, name: VmName): void {
     // the peer wrote while we could not hear it, and the VM would change hands while running here.
     s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner: { host: s.cfg.self, epoch: s.durable.epoch, seq: 0 } } } };
   }
-  s.instances = { ...s.instances, [name]: 'starting' };
-  st.effects.push({ kind: 'start-vm', vm: name, epoch: s.durable.epoch });
+  const instance = s.nextInstance;
+  s.nextInstance = instance + 1;
+  s.instances = { ...s.instances, [name]: { id: instance, state: 'starting' } };
+  st.effects.push({ kind: 'start-vm', vm: name, epoch: s.durable.epoch, instance });
   event(st, `start VM ${name} (epoch ${s.durable.epoch})`);
 }
 
 function stopVm(st: Step, name: VmName, reason: string): void {
   const s = st.s;
-  s.instances = { ...s.instances, [name]: 'stopping' };
-  st.effects.push({ kind: 'stop-vm', vm: name, reason });
+  const inst = s.instances[name];
+  assert(inst !== undefined, `stopVm ${name} without an instance`);
+  s.instances = { ...s.instances, [name]: { id: inst.id, state: 'stopping' } };
+  st.effects.push({ kind: 'stop-vm', vm: name, instance: inst.id, reason });
   event(st, `stop VM ${name}: ${reason}`);
 }
 

@@ -172,10 +172,11 @@ export type OperatorCommand =
   /** The operator has repaired a host declared down: clear the verdict and its fault history. */
   | { kind: 'mark-repaired' };
 
+/** What happened to one instance (one start) of a VM; events of an older instance are ignored. */
 export type VmEvent =
-  | { kind: 'started' }
-  | { kind: 'start-failed'; reason: string }
-  | { kind: 'exited'; cause: string; expected: boolean };
+  | { kind: 'started'; instance: number }
+  | { kind: 'start-failed'; instance: number; reason: string }
+  | { kind: 'exited'; instance: number; cause: string; expected: boolean };
 
 export type Input =
   | { type: 'tick'; now: number }
@@ -194,8 +195,9 @@ export type Effect =
   | { kind: 'ask-quorum'; server: QuorumServerId; requestId: number; knownEpoch: number }
   /** Is the server reachable? (No grant is asked: paired hosts use this to agree on the active server.) */
   | { kind: 'probe-quorum'; server: QuorumServerId }
-  | { kind: 'start-vm'; vm: VmName; epoch: number }
-  | { kind: 'stop-vm'; vm: VmName; reason: string }
+  /** `instance` names this start: the driver reports the instance's events with it. */
+  | { kind: 'start-vm'; vm: VmName; epoch: number; instance: number }
+  | { kind: 'stop-vm'; vm: VmName; instance: number; reason: string }
   | { kind: 'restart-services'; reason: string }
   | { kind: 'alert'; severity: 'info' | 'warning' | 'critical'; code: string; message: string };
 

@@ -127,7 +127,7 @@ export function runSchedule(seed: number): ScheduleResult {
     const problems: string[] = [];
     for (const h of HOSTS) if (world.hostState(h) !== 'paired') problems.push(`${h} is ${world.hostState(h)}, not paired`);
     for (const vm of ['vm1', 'vm2', 'vm3']) {
-      const copies = world.runningCopies(vm).filter((h) => world.host(h).processes.get(vm) === 'running');
+      const copies = world.runningCopies(vm).filter((h) => world.host(h).processes.get(vm)?.state === 'running');
       if (copies.length !== 1) problems.push(`${vm} runs on ${copies.length} hosts`);
     }
     if (problems.length > 0) {

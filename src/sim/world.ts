@@ -45,7 +45,7 @@ interface SimHost {
   persisted: Durable | null;
   highestEpoch: number;
   /** Ground truth: the VM processes that exist on this host (QEMU, as far as the world can tell). */
-  processes: Map<VmName, 'starting' | 'running' | 'stopping'>;
+  processes: Map<VmName, { instance: number; state: 'starting' | 'running' | 'stopping' }>;
   busyUntil: number;
   queue: Input[];
   tickAt: number | null;
@@ -140,11 +140,15 @@ export class World {
   }
 
   runUntil(t: number): void {
+    let sameInstant = 0;
     for (;;) {
       this.timers.sort((x, y) => x.at - y.at || x.seq - y.seq);
       const next = this.timers[0];
       if (!next || next.at > t) break;
       this.timers.shift();
+      // A core that keeps asking to run again at the same instant has a livelock: a bug worth a seed.
+      sameInstant = next.at === this.now ? sameInstant + 1 : 0;
+      if (sameInstant > 10_000) throw new SafetyViolation(`livelock: over 10,000 events at ${this.now} ms`);
       this.now = next.at;
       next.run();
       this.check();
@@ -214,10 +218,11 @@ export class World {
   /** Kills a VM process as a crash would (not a decision of the core). */
   crashVm(id: HostId, vm: VmName): void {
     const h = this.host(id);
-    if (!h.processes.has(vm)) return;
+    const p = h.processes.get(vm);
+    if (!p) return;
     h.processes.delete(vm);
     this.note(id, `VM ${vm} process crashed`, 'fault');
-    this.input(id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', cause: 'crashed', expected: false } });
+    this.input(id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', instance: p.instance, cause: 'crashed', expected: false } });
   }
 
   command(id: HostId, command: Extract<Input, { type: 'command' }>['command']): void {
@@ -282,17 +287,20 @@ export class World {
   }
 
   private armWatchdog(h: SimHost, fenceAtHostClock: number | null): void {
-    const realAt = fenceAtHostClock === null ? null : Math.max(this.now, Math.floor(fenceAtHostClock / h.rate));
+    // Rounded up so that at the moment it fires the host's clock has reached the fence (the core agrees).
+    const realAt = fenceAtHostClock === null ? null : Math.max(this.now, Math.ceil(fenceAtHostClock / h.rate) + 1);
     h.watchdogAt = realAt;
     if (realAt === null) return;
     const boot = h.boot;
     this.at(realAt, () => {
       if (h.boot !== boot || h.watchdogAt !== realAt || !h.up) return;
-      const killed = [...h.processes.keys()];
+      const killed = [...h.processes.entries()];
       if (killed.length === 0) return;
-      for (const vm of killed) h.processes.delete(vm);
-      this.note(h.id, `watchdog killed ${killed.join(', ')}`, 'fence');
-      for (const vm of killed) this.input(h.id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', cause: 'watchdog', expected: true } });
+      h.processes.clear();
+      this.note(h.id, `watchdog killed ${killed.map(([vm]) => vm).join(', ')}`, 'fence');
+      for (const [vm, p] of killed) {
+        this.input(h.id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', instance: p.instance, cause: 'watchdog', expected: true } });
+      }
     });
   }
 
@@ -369,24 +377,28 @@ export class World {
           throw new SafetyViolation(`${h.id} started VM ${e.vm} without a durable grant (persisted epoch ${d?.epoch}, authority ${d?.authority}, owner ${owner}, effect epoch ${e.epoch})`);
         }
         if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} started VM ${e.vm} twice`);
-        h.processes.set(e.vm, 'starting');
+        h.processes.set(e.vm, { instance: e.instance, state: 'starting' });
         this.at(this.now + this.opts.startLatencyMs, () => {
-          if (!alive() || h.processes.get(e.vm) !== 'starting') return;
-          h.processes.set(e.vm, 'running');
-          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'started' } });
+          const p = h.processes.get(e.vm);
+          if (!alive() || p?.instance !== e.instance || p.state !== 'starting') return;
+          h.processes.set(e.vm, { instance: e.instance, state: 'running' });
+          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'started', instance: e.instance } });
         });
         return;
       }
       case 'stop-vm': {
-        if (!h.processes.has(e.vm)) {
-          this.at(this.now, () => alive() && this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', cause: 'was not running', expected: true } }));
+        const p = h.processes.get(e.vm);
+        if (!p || p.instance !== e.instance) {
+          this.at(this.now, () => {
+            if (alive()) this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', instance: e.instance, cause: 'was not running', expected: true } });
+          });
           return;
         }
-        h.processes.set(e.vm, 'stopping');
+        h.processes.set(e.vm, { instance: e.instance, state: 'stopping' });
         this.at(this.now + this.opts.stopLatencyMs, () => {
-          if (!alive() || h.processes.get(e.vm) !== 'stopping') return;
+          if (!alive() || h.processes.get(e.vm)?.instance !== e.instance) return;
           h.processes.delete(e.vm);
-          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', cause: 'stopped', expected: true } });
+          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', instance: e.instance, cause: 'stopped', expected: true } });
         });
         return;
       }
