@@ -31,14 +31,16 @@ export function newFailures(before: HealthSnapshot, after: HealthSnapshot): Heal
 }
 
 /**
- * MTBF estimate from the faults seen within the window: the time observed divided by the number of faults.
- * Infinity with no fault. `observedMs` is how long the host has been watched (its uptime, at most the window).
+ * MTBF estimate from the faults seen within the window: the window divided by their number (Infinity with
+ * none). A single fault after a short uptime is not a verdict; several within the window are.
  */
-export function estimateMtbfMs(faultTimes: readonly number[], now: number, windowMs: number, observedMs: number): number {
-  const recent = faultTimes.filter((t) => now - t <= windowMs);
-  if (recent.length === 0) return Infinity;
-  return Math.min(windowMs, Math.max(observedMs, 1)) / recent.length;
+export function estimateMtbfMs(faultTimes: readonly number[], now: number, windowMs: number): number {
+  const recent = faultTimes.filter((t) => now - t <= windowMs).length;
+  return recent === 0 ? Infinity : windowMs / recent;
 }
+
+/** How many fault times a host keeps: enough for any sensible threshold, bounded. */
+export const FAULT_HISTORY_KEPT = 64;
 
 /** Faults that mean "this host cannot serve its guests": the seed reboots a backup that has one. */
 export const SERIOUS_COMPONENTS: readonly HealthComponent[] = ['business', 'disk', 'qemu', 'alink1', 'alink2', 'mgmt'];

@@ -12,7 +12,7 @@
  *    newer (epoch, seq), so the two hosts' records merge to the same owner.
  */
 import { assert } from '../util/assert.js';
-import { estimateMtbfMs, healthScore, healthyComponents, newFailures, SERIOUS_COMPONENTS } from './health.js';
+import { estimateMtbfMs, FAULT_HISTORY_KEPT, healthScore, healthyComponents, newFailures, SERIOUS_COMPONENTS } from './health.js';
 import { holderFenceAt, quorumLeaseHolderMs, waiterSafeAfterMs } from './lease.js';
 import { effectiveProtection } from './splitsite.js';
 import { mergeVms, newConfig, sameRecords } from './vm-records.js';
@@ -77,7 +77,6 @@ export interface CoreState {
   /** VMs being stopped so that the peer can take them (restart limit, maintenance, better health). */
   readonly transfers: Readonly<Record<VmName, HostId>>;
   readonly health: HealthSnapshot;
-  readonly faultTimes: readonly number[];
   readonly rttMs: number | null;
   readonly announcedProtection: Readonly<Record<VmName, ProtectionLevel>>;
 }
@@ -97,6 +96,7 @@ export function initialDurable(cfg: CoreConfig): Durable {
     clock: 0,
     declaredDown: false,
     maintenance: false,
+    faultHistory: [],
   };
 }
 
@@ -123,7 +123,6 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     failedVms: [],
     transfers: {},
     health: healthyComponents(),
-    faultTimes: [],
     rttMs: null,
     announcedProtection: {},
   };
@@ -162,7 +161,7 @@ export function step(state: CoreState, input: Input): [CoreState, Decision] {
       onVmEvent(st, input.vm, input.event);
       break;
     case 'health':
-      onHealth(st, input.health);
+      onHealth(st, input.health, input.wallMs);
       break;
     case 'alink-rtt':
       st.s.rttMs = input.rttMs;
@@ -212,19 +211,33 @@ function quorumLeaseValid(s: CoreState): boolean {
   return s.now < s.quorum.fenceAt && s.durable.quorumSet.every((q) => q in s.quorum.grantedBy);
 }
 
-/** May this host run VMs right now? */
+/**
+ * The tie-break: with no quorum server, the designated winner never has to stop (its peer can only run VMs
+ * while paired with it), and an operator's forced takeover makes this host the winner.
+ */
+function holdsTiebreak(s: CoreState): boolean {
+  if (s.durable.authority === 'tiebreak') return true;
+  // The winner still needs a durable epoch (from pairing) before it may start anything.
+  return s.durable.authority !== 'none' && s.cfg.quorumServers.length === 0 && s.cfg.tiebreakWinner === s.cfg.self;
+}
+
+/**
+ * May this host run VMs right now? (A host declared down keeps its authority: it hands its VMs over
+ * gracefully when paired, and keeps them running rather than stop them when it has no peer.)
+ */
 export function hasAuthority(s: CoreState): boolean {
-  if (s.durable.declaredDown) return false;
-  return pairLeaseValid(s) || quorumLeaseValid(s) || s.durable.authority === 'tiebreak';
+  return pairLeaseValid(s) || quorumLeaseValid(s) || holdsTiebreak(s);
 }
 
 /** When the authority this host holds now runs out, if nothing renews it (null: it does not run out). */
 export function authorityEndsAt(s: CoreState): number | null {
-  if (s.durable.declaredDown) return s.now;
-  if (s.durable.authority === 'tiebreak') return null;
+  if (holdsTiebreak(s)) return null;
   const pair = s.durable.authority === 'pair' ? s.pairLeaseUntil - s.cfg.fenceMarginMs : -Infinity;
   const quorum = quorumLeaseValid(s) ? s.quorum.fenceAt : -Infinity;
-  return Math.max(pair, quorum, s.now);
+  const end = Math.max(pair, quorum);
+  // The watchdog fires half a fence margin after the core's own (graceful) stop was due: the kill then has
+  // the other half to complete before the authority is over.
+  return end === -Infinity ? s.now : Math.max(end + Math.floor(s.cfg.fenceMarginMs / 2), s.now);
 }
 
 /** Authority that does not depend on the peer: what a takeover needs. */
@@ -248,6 +261,7 @@ export function deriveHostState(s: CoreState): HostState {
   if (s.durable.maintenance) return 'maintenance';
   if (pairedWithPeer(s)) return 'paired';
   if (initializing(s)) return 'initializing';
+  if (peerFresh(s)) return 'pairing';
   if (hasSoloAuthority(s)) return 'solo';
   if (pairLeaseValid(s)) return 'peer-lost';
   return 'isolated';
@@ -274,6 +288,8 @@ export function vmState(s: CoreState, name: VmName): VmState {
 function onPeerMessage(st: Step, msg: PeerMessage): void {
   const s = st.s;
   if (msg.from !== s.cfg.peer) return; // not our peer: the transport already refused it; be safe anyway
+  // Any message proves the peer alive; hearing it later only delays a takeover, so this is always safe.
+  if (msg.kind !== 'heartbeat') s.peer = { ...s.peer, heardAt: s.now };
   switch (msg.kind) {
     case 'heartbeat': {
       // Duplicated or reordered within one boot of the peer: the newer one has been seen. A new boot restarts.
@@ -359,15 +375,17 @@ function countVmFailure(st: Step, vm: VmName, why: string): void {
   }
 }
 
-function onHealth(st: Step, health: HealthSnapshot): void {
+function onHealth(st: Step, health: HealthSnapshot, wallMs: number): void {
   const s = st.s;
   const failures = newFailures(s.health, health);
   s.health = health;
   if (failures.length === 0) return;
-  s.faultTimes = [...s.faultTimes, ...failures.map(() => s.now)].filter((t) => s.now - t <= s.cfg.mtbfWindowMs);
-  const mtbf = estimateMtbfMs(s.faultTimes, s.now, s.cfg.mtbfWindowMs, s.now - s.bootAt);
+  const history = [...s.durable.faultHistory, ...failures.map(() => wallMs)].filter((t) => wallMs - t <= s.cfg.mtbfWindowMs).slice(-FAULT_HISTORY_KEPT);
+  s.durable = { ...s.durable, faultHistory: history };
+  const mtbf = estimateMtbfMs(history, wallMs, s.cfg.mtbfWindowMs);
   event(st, `component fault: ${failures.join(', ')} (health ${healthScore(health)}, estimated MTBF ${Number.isFinite(mtbf) ? `${Math.round(mtbf / 1000)} s` : '∞'})`);
-  if (mtbf < s.cfg.mtbfThresholdMs && !s.durable.declaredDown) {
+  if (s.durable.declaredDown) return;
+  if (mtbf < s.cfg.mtbfThresholdMs) {
     s.durable = { ...s.durable, declaredDown: true };
     alert(st, 'critical', 'HOST_DECLARED_DOWN', `${s.cfg.self} declared down: estimated MTBF ${Math.round(mtbf / 1000)} s is below the threshold ${Math.round(s.cfg.mtbfThresholdMs / 1000)} s (${failures.join(', ')})`);
     return;
@@ -433,8 +451,7 @@ function onCommand(st: Step, cmd: OperatorCommand): void {
       alert(st, 'critical', 'FORCED_TAKEOVER', `operator forced ${s.cfg.self} to take over from ${s.cfg.peer}`);
       return;
     case 'mark-repaired':
-      s.durable = { ...d, declaredDown: false };
-      s.faultTimes = [];
+      s.durable = { ...d, declaredDown: false, faultHistory: [] };
       event(st, 'operator: host repaired');
       return;
   }
@@ -553,7 +570,7 @@ function quorumRounds(st: Step): void {
     }
   }
   // A host that still hears its peer is re-pairing, not alone: only a silent peer is a reason to ask.
-  const wanted = s.cfg.quorumServers.length > 0 && !s.durable.declaredDown && !peerFresh(s) && !initializing(s) && s.durable.quorumSet.length > 0;
+  const wanted = s.cfg.quorumServers.length > 0 && !peerFresh(s) && !initializing(s) && s.durable.quorumSet.length > 0;
   if (!wanted || s.quorum.inFlight) return;
   const holding = quorumLeaseValid(s);
   const interval = holding ? Math.floor(quorumLeaseHolderMs(s.cfg) / 3) : s.cfg.quorumRetryMs;
@@ -585,8 +602,8 @@ function tiebreak(st: Step): void {
 
 function vmDecisions(st: Step): void {
   const s = st.s;
-  // Maintenance empties a host into its peer; with no peer to take them, its VMs keep running here.
-  const canRun = hasAuthority(s) && !(s.durable.maintenance && pairedWithPeer(s));
+  // Maintenance and a down verdict empty a host into its peer; with no peer to take them, VMs keep running here.
+  const canRun = hasAuthority(s) && !((s.durable.maintenance || s.durable.declaredDown) && pairedWithPeer(s));
   const solo = hasSoloAuthority(s) && !peerFresh(s);
   const takeoverAt = peerLeaseOverAt(s);
   const paired = pairedWithPeer(s);

@@ -35,9 +35,9 @@ export interface CoreConfig {
   clockDriftMax: number;
   /** A host whose estimated MTBF falls below this is declared down (predictive failure). */
   mtbfThresholdMs: number;
-  /** How far back transient faults count towards the MTBF estimate. */
+  /** Faults within this window count towards the MTBF estimate (window ÷ faults). */
   mtbfWindowMs: number;
-  /** Health must differ by at least this much before VMs move to the healthier host. */
+  /** Health must differ by at least this much before VMs move to the healthier host (1: strictly healthier, as the seed says). */
   healthMarginPoints: number;
   /** VM restarts in place allowed within `vmRestartWindowMs` before another policy applies. */
   vmRestartLimit: number;
@@ -56,7 +56,7 @@ export const DEFAULT_TIMING = {
   clockDriftMax: 0.01,
   mtbfThresholdMs: 10 * 60_000,
   mtbfWindowMs: 60 * 60_000,
-  healthMarginPoints: 10,
+  healthMarginPoints: 1,
   vmRestartLimit: 3,
   vmRestartWindowMs: 10 * 60_000,
   rttLimitMs: { ft: 2, ha: 10 },
@@ -117,6 +117,8 @@ export interface Durable {
   clock: number;
   declaredDown: boolean;
   maintenance: boolean;
+  /** Wall-clock times (ms) of this host's recent component faults: the MTBF estimate survives reboots. */
+  faultHistory: number[];
 }
 
 // ── inputs ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -184,7 +186,8 @@ export type Input =
   | { type: 'quorum-reply'; now: number; server: QuorumServerId; requestId: number; reply: QuorumReply }
   | { type: 'quorum-probe'; now: number; server: QuorumServerId; reachable: boolean }
   | { type: 'vm-event'; now: number; vm: VmName; event: VmEvent }
-  | { type: 'health'; now: number; health: HealthSnapshot }
+  /** `wallMs` is wall-clock time: fault history must be comparable across reboots, which monotonic time is not. */
+  | { type: 'health'; now: number; wallMs: number; health: HealthSnapshot }
   | { type: 'alink-rtt'; now: number; rttMs: number }
   | { type: 'command'; now: number; command: OperatorCommand };
 
@@ -237,6 +240,7 @@ export interface Decision {
 export const HOST_STATES = {
   initializing: 'booted; waiting a peer timeout to hear the peer before asking a quorum server',
   paired: 'the peer is heard and agrees on the epoch: each host runs the VMs it owns',
+  pairing: 'the peer is heard again: agreeing on a new epoch; VMs run only under authority still held',
   'peer-lost': 'the peer went silent: asking for authority while the pair lease still runs',
   solo: 'holds authority without the peer (quorum grant or tie-break): runs every VM',
   isolated: 'no peer and no authority: runs no VM, waits for the peer or a grant',

@@ -3,14 +3,23 @@
  * decision core. A failing seed prints its faults and log and replays exactly with `--seed S`.
  */
 import { parseArgs } from 'node:util';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { runSchedule } from './schedule.js';
+import { runScenarioFile } from './scenario.js';
 
-export function main(argv: string[]): number {
+export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { seeds: { type: 'string' }, from: { type: 'string' }, seed: { type: 'string' }, verbose: { type: 'boolean' } },
+    options: { seeds: { type: 'string' }, from: { type: 'string' }, seed: { type: 'string' }, verbose: { type: 'boolean' }, scenario: { type: 'string' } },
     strict: true,
   });
+  if (values.scenario !== undefined) {
+    const r = await runScenarioFile(values.scenario.endsWith('.txt') ? values.scenario : `${values.scenario}/script.txt`);
+    console.log(r.log);
+    for (const f of r.failures) console.log(`FAILED: ${f}`);
+    return r.failures.length === 0 ? 0 : 1;
+  }
   const seeds = values.seed !== undefined ? [Number(values.seed)] : range(Number(values.from ?? 1), Number(values.seeds ?? 1000));
   const started = Date.now();
   let failed = 0;
@@ -37,4 +46,4 @@ function range(from: number, count: number): number[] {
   return Array.from({ length: count }, (_, i) => from + i);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) process.exitCode = main(process.argv.slice(2));
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) process.exitCode = await main(process.argv.slice(2));

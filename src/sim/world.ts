@@ -8,7 +8,8 @@
  */
 import { bootState, deriveHostState, step, type CoreState } from '../core/host-core.js';
 import { decideGrant, emptyPairRecord, recoveredPairRecord, type PairRecord } from '../core/quorum-grant.js';
-import type { CoreConfig, CoreEvent, Durable, Effect, HostId, Input, PeerMessage, QuorumServerId, VmName } from '../core/types.js';
+import type { ComponentState, CoreConfig, CoreEvent, Durable, Effect, HealthComponent, HostId, Input, PeerMessage, ProtectionLevel, QuorumServerId, VmName } from '../core/types.js';
+import { healthyComponents } from '../core/health.js';
 import { DEFAULT_TIMING } from '../core/types.js';
 
 export class SafetyViolation extends Error {
@@ -18,7 +19,7 @@ export class SafetyViolation extends Error {
 export interface WorldOptions {
   hosts: [HostId, HostId];
   quorumServers: QuorumServerId[];
-  vms: { name: VmName; owner: HostId }[];
+  vms: { name: VmName; owner: HostId; protection?: ProtectionLevel }[];
   /** Per-host clock rate, 1 ± drift. */
   clockRates?: Partial<Record<HostId, number>>;
   timing?: Partial<CoreConfig>;
@@ -49,6 +50,8 @@ interface SimHost {
   busyUntil: number;
   queue: Input[];
   tickAt: number | null;
+  /** What the host's component checks report (kept across reboots: hardware faults survive them). */
+  health: Record<HealthComponent, ComponentState>;
   /** The watchdog: when it kills every VM process unless a later decision moves it (real time). */
   watchdogAt: number | null;
   persistLatencyMs: number;
@@ -123,6 +126,7 @@ export class World {
         queue: [],
         tickAt: null,
         watchdogAt: null,
+        health: { ...healthyComponents() },
         persistLatencyMs: this.opts.persistLatencyMs,
       });
     }
@@ -135,7 +139,7 @@ export class World {
   start(): void {
     for (const h of this.hosts.values()) this.powerOn(h.id);
     for (const vm of this.opts.vms) {
-      this.input(vm.owner, { type: 'command', now: 0, command: { kind: 'define-vm', name: vm.name, protection: 'ha', desired: 'running' } });
+      this.input(vm.owner, { type: 'command', now: 0, command: { kind: 'define-vm', name: vm.name, protection: vm.protection ?? 'ha', desired: 'running' } });
     }
   }
 
@@ -187,6 +191,7 @@ export class World {
     h.core = bootState(h.cfg, h.persisted ? structuredClone(h.persisted) : null, this.hostClock(h), h.boot);
     this.note(id, h.boot === 1 ? 'boot' : 'power on', 'fault');
     this.input(id, { type: 'tick', now: 0 });
+    if (Object.values(h.health).some((c) => c !== 'ok')) this.input(id, { type: 'health', now: 0, wallMs: this.now, health: h.health });
   }
 
   quorumDown(id: QuorumServerId): void {
@@ -227,6 +232,20 @@ export class World {
 
   command(id: HostId, command: Extract<Input, { type: 'command' }>['command']): void {
     this.input(id, { type: 'command', now: 0, command });
+  }
+
+  /** A component check on a host reports a new state (the health monitor's input). */
+  setHealth(id: HostId, component: HealthComponent, state: ComponentState): void {
+    const h = this.host(id);
+    h.health = { ...h.health, [component]: state };
+    this.note(id, `${component} ${state}`, 'fault');
+    this.input(id, { type: 'health', now: 0, wallMs: this.now, health: h.health });
+  }
+
+  /** The A-Link round trip both hosts measure (SplitSite). */
+  setRtt(ms: number): void {
+    this.note('a-link', `round trip ${ms} ms`, 'fault');
+    for (const h of this.hosts.values()) this.input(h.id, { type: 'alink-rtt', now: 0, rttMs: ms });
   }
 
   // ── observation ─────────────────────────────────────────────────────────────────────────────────────
