@@ -23,10 +23,9 @@ export async function isMounted(mountpoint: string): Promise<boolean> {
 }
 
 /**
- * Makes `dir` a shared mount point. Processes started with `ip netns exec` get a copy of the mount table
- * (as a slave of this one): host disks mounted beneath a shared mount reach them, and, what matters more,
- * unmounting a powered-off host's disk reaches them too. Under a private mount, every namespace created
- * earlier would keep the dead host's file system alive and readable.
+ * Makes `dir` a shared mount point, so that mounting and unmounting a host disk beneath it reaches every
+ * mount namespace copied from this one (a tool that runs programs with `ip netns exec` makes such copies).
+ * Without it, a namespace created earlier would keep a powered-off host's file system alive and readable.
  */
 export async function ensureSharedMount(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });

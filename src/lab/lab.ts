@@ -9,7 +9,7 @@ import { mkdir, open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { repoRoot } from '../util/paths.js';
-import { run } from '../util/exec.js';
+import { inNetns, runIn } from '../util/exec.js';
 import { writeFileDurably } from '../util/durable-file.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import type { VmDefinition, ProtectionLevel } from '../daemon/vm-definition.js';
@@ -293,7 +293,8 @@ export class Lab {
     requireRoot();
     await this.requireUp();
     if (cmd.length === 0) throw new LockstepError('INVALID_ARGUMENT', 'lab client needs a command: lockstep lab client -- CMD [ARGS…]');
-    const child = spawn('ip', ['netns', 'exec', this.names.ns('client'), ...cmd], { stdio: 'inherit' });
+    const [c, a] = inNetns(this.names.ns('client'), cmd[0]!, cmd.slice(1));
+    const child = spawn(c, a, { stdio: 'inherit' });
     return new Promise((resolve, reject) => {
       child.on('error', reject);
       child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
@@ -307,7 +308,7 @@ export class Lab {
     const vm = pickVm(state, vmName);
     const script = path.join(repoRoot(), 'dist', 'src', 'lab', 'record-client.js');
     const args = [script, '--timeout-ms', String(timeoutMs), vm.address, String(RECORD_SERVICE_PORT), line];
-    const r = await run('ip', ['netns', 'exec', this.names.ns('client'), process.execPath, ...args], { allowFailure: true, timeoutMs: timeoutMs + 5000 });
+    const r = await runIn(this.names.ns('client'), process.execPath, args, { allowFailure: true, timeoutMs: timeoutMs + 5000 });
     if (r.code !== 0) {
       throw new LockstepError('RECORD_SERVICE', `VM '${vm.name}' (${vm.address}:${RECORD_SERVICE_PORT}) did not answer: ${r.stderr.trim() || `exit ${r.code}`}`, {
         vm: vm.name,
@@ -390,7 +391,8 @@ export class Lab {
     const log = await open(logFile, 'a');
     try {
       const bin = path.join(repoRoot(), 'bin', 'lockstepd.js');
-      const child = spawn('ip', ['netns', 'exec', this.names.ns(host), process.execPath, bin, '--config', this.paths.hostConfig(host)], {
+      const [cmd, args] = inNetns(this.names.ns(host), process.execPath, [bin, '--config', this.paths.hostConfig(host)]);
+      const child = spawn(cmd, args, {
         detached: true,
         stdio: ['ignore', log.fd, log.fd],
       });

@@ -5,7 +5,7 @@
  * requests, which is what a fault-tolerance test needs: a connection that survives a failover shows the
  * guest carried on where it was, and a lost connection is reported as its own error code.
  *
- * Also a CLI, because the lab runs it inside the client network namespace with `ip netns exec`:
+ * Also a CLI, because the lab runs it inside the client network namespace (with nsenter):
  *   node dist/src/lab/record-client.js [--timeout-ms N] HOST PORT LINE…   (prints one reply per line)
  */
 import net from 'node:net';

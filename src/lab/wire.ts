@@ -15,7 +15,7 @@ import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { assert } from '../util/assert.js';
 import { LockstepError, isLockstepError } from '../util/errors.js';
-import { missingProgram, run } from '../util/exec.js';
+import { inNetns, missingProgram, run } from '../util/exec.js';
 import { cacheDir, repoRoot } from '../util/paths.js';
 
 /** Name of the compiled program; also how `stopWire` recognises a wire among the machine's processes. */
@@ -153,11 +153,12 @@ export async function startWire(spec: WireSpec): Promise<{ pid: number }> {
     logStartBytes = await fileSize(spec.logFile);
     logFd = openSync(spec.logFile, 'a');
   }
-  // `ip netns exec` execs the program after entering the namespace, so the child's pid is the wire's.
+  // nsenter execs the program after entering the namespace, so the child's pid is the wire's.
   // Descriptor 3 carries the one "ready" line; stdin/stdout are unused.
   const child = (() => {
     try {
-      return spawn('ip', ['netns', 'exec', spec.netns, binary, ...wireArgs], {
+      const [cmd, args] = inNetns(spec.netns, binary, wireArgs);
+      return spawn(cmd, args, {
         detached: spec.detached === true,
         stdio: ['ignore', 'ignore', logFd ?? 'pipe', 'pipe'],
       });

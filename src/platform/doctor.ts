@@ -3,7 +3,7 @@
  * about it, so a missing piece is a sentence with a package name, never a stack trace later.
  */
 import { access, constants, open } from 'node:fs/promises';
-import { run } from '../util/exec.js';
+import { run, runIn } from '../util/exec.js';
 import { probeKvm } from '../qemu/accel.js';
 
 export interface DoctorCheck {
@@ -73,8 +73,8 @@ async function netnsCheck(root: boolean): Promise<DoctorCheck> {
   const ns = `lsdoctor-${process.pid}`;
   try {
     await run('ip', ['netns', 'add', ns]);
-    await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'add', 'br0', 'type', 'bridge']);
-    await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1']);
+    await runIn(ns, 'ip', ['link', 'add', 'br0', 'type', 'bridge']);
+    await runIn(ns, 'ip', ['link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1']);
     return { name: 'netns + bridge', ok: true, required: true, found: 'namespaces, veth and bridges work', consequence: 'builds the lab topology' };
   } catch (e) {
     return { name: 'netns + bridge', ok: false, required: true, found: (e as Error).message.split('\n')[0]!, consequence: 'the lab cannot be built on this kernel' };

@@ -9,13 +9,13 @@
  * - `VmInstance.exited` resolves exactly once, with the cause (see `exit-cause.ts`), never rejects;
  * - `stop` escalates, each step bounded: ACPI power button, QMP `quit`, SIGTERM, SIGKILL.
  *
- * Network namespaces: `ip netns exec NS qemu-system-x86_64 …` execs QEMU in place, so the pid we hold is
+ * Network namespaces: `nsenter --net=… qemu-system-x86_64 …` execs QEMU in place, so the pid we hold is
  * QEMU's own and signals reach it directly. The QMP socket is a file, reachable from any namespace.
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError, describeError, isLockstepError } from '../util/errors.js';
-import { missingProgram } from '../util/exec.js';
+import { inNetns, missingProgram } from '../util/exec.js';
 import { resolveAccel as resolveAccelDefault, type AccelVerdict } from './accel.js';
 import { qemuArgs, type Accel } from './command-line.js';
 import { exitCause, type VmExitCause } from './exit-cause.js';
@@ -168,15 +168,13 @@ export class VmSupervisor {
     let cmd = qemu;
     let prefix: string[] = [];
     if (opts.netns !== undefined) {
-      const ip = await findProgram('ip');
-      if (ip === undefined) throw missingProgram('ip');
-      cmd = ip;
-      prefix = ['netns', 'exec', opts.netns, qemu];
+      if ((await findProgram('nsenter')) === undefined) throw missingProgram('nsenter');
+      [cmd, prefix] = inNetns(opts.netns, qemu);
     }
     await this.prepareRunDir(spec.name, paths);
 
     const args = qemuArgs(spec, { accel, qmpSocket: paths.qmpSocket, serialLog: paths.serialLog, pidFile: paths.pidFile, paused: opts.paused ?? false });
-    const proc = await QemuProcess.start(cmd, [...prefix, ...args], opts.netns !== undefined ? 'ip' : QEMU);
+    const proc = await QemuProcess.start(cmd, [...prefix, ...args], opts.netns !== undefined ? 'nsenter' : QEMU);
     this.processes.add(proc);
     void proc.exit.then(() => this.processes.delete(proc));
     this.log.info(`starting VM ${spec.name}`, { pid: proc.pid, accel, netns: opts.netns ?? null, runDir: paths.dir });

@@ -23,6 +23,7 @@ export const PACKAGE_OF: Readonly<Record<string, string>> = {
   mount: 'mount',
   umount: 'mount',
   ping: 'iputils-ping',
+  nsenter: 'util-linux',
   truncate: 'coreutils',
 };
 
@@ -95,7 +96,18 @@ export function missingProgram(cmd: string, cause?: unknown): LockstepError {
   return new LockstepError('MISSING_PREREQUISITE', `'${cmd}' is not installed: ${hint}`, { cmd, package: pkg }, { cause });
 }
 
-/** Runs a program inside a network namespace (`ip netns exec NS …`). */
+/**
+ * The command line that runs `cmd args…` inside a named network namespace: `nsenter --net=/run/netns/NS`.
+ * Not `ip netns exec`: that also makes a private mount namespace (remounting `/` as a slave, which fails
+ * where `/` is not a mount point, and gives every such process its own copy of the mount table, keeping
+ * unmounted file systems alive). nsenter execs the program in place, so the pid is the program's own.
+ */
+export function inNetns(netns: string, cmd: string, args: readonly string[] = []): [string, string[]] {
+  return ['nsenter', [`--net=/run/netns/${netns}`, '--', cmd, ...args]];
+}
+
+/** Runs a program inside a network namespace. */
 export function runIn(netns: string, cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  return run('ip', ['netns', 'exec', netns, cmd, ...args], opts);
+  const [c, a] = inNetns(netns, cmd, args);
+  return run(c, a, opts);
 }

@@ -86,7 +86,7 @@ let nextPort = 5001;
 /** Sends `mib` MiB from host1 to host2 over TCP; returns what each end saw. */
 async function tcpTransfer(mib: number): Promise<{ sent: string; received: { bytes: number; sha256: string } }> {
   const port = String(nextPort++);
-  const receiver = spawn('ip', ['netns', 'exec', H2, process.execPath, '-e', RECEIVER, ADDR2, port], {
+  const receiver = spawn('nsenter', [`--net=/run/netns/${H2}`, '--', process.execPath, '-e', RECEIVER, ADDR2, port], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   try {
