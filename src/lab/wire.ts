@@ -15,7 +15,7 @@ import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { assert } from '../util/assert.js';
 import { LockstepError, isLockstepError } from '../util/errors.js';
-import { inNetns, missingProgram, run } from '../util/exec.js';
+import { inNetns, missingProgram, run, runIn } from '../util/exec.js';
 import { cacheDir, repoRoot } from '../util/paths.js';
 
 /** Name of the compiled program; also how `stopWire` recognises a wire among the machine's processes. */
@@ -137,6 +137,7 @@ export interface WireSpec {
  */
 export async function startWire(spec: WireSpec): Promise<{ pid: number }> {
   validateSpec(spec);
+  for (const ifname of [spec.ifA, spec.ifB]) await refuseBridgePort(spec.netns, ifname);
   const binary = await wireBinary();
   if (spec.delayFile !== undefined) await writeDelayFile(spec.delayFile, spec.oneWayDelayUs);
 
@@ -248,6 +249,24 @@ export async function isWireRunning(pid: number): Promise<boolean> {
     return await isAlive(pid);
   } catch {
     return false;
+  }
+}
+
+/**
+ * A port still in a bridge would have its frames both bridged and forwarded, and broadcasts would loop.
+ * Asked over netlink (`ip` inside the namespace), which sees the namespace whatever /sys shows: programs entered into a
+ * namespace with nsenter keep the root namespace's /sys, where the wire's own check cannot look.
+ */
+async function refuseBridgePort(netns: string, ifname: string): Promise<void> {
+  const r = await runIn(netns, 'ip', ['-json', 'link', 'show', 'dev', ifname], { allowFailure: true });
+  if (r.code !== 0) return; // a missing interface is the wire's to report, with its own message
+  const master = (JSON.parse(r.stdout) as { master?: string }[])[0]?.master;
+  if (master !== undefined) {
+    throw new LockstepError('COMMAND_FAILED', `${ifname} is a port of ${master}: take it out first (ip link set ${ifname} nomaster), or its frames would be both bridged and forwarded`, {
+      netns,
+      ifname,
+      master,
+    });
   }
 }
 

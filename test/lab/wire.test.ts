@@ -150,16 +150,16 @@ describe('the A-Link wire: a user-space cable with latency', { skip: !isRoot && 
     await removeStaleNamespaces();
     for (const ns of [H1, H2, FABRIC]) await run('ip', ['netns', 'add', ns]);
     // Each host's alink1 is one end of a veth; the other end is in the fabric, which has no bridge here.
-    await run('ip', ['-n', H1, 'link', 'add', 'alink1', 'type', 'veth', 'peer', 'name', 'a1h1', 'netns', FABRIC]);
-    await run('ip', ['-n', H2, 'link', 'add', 'alink1', 'type', 'veth', 'peer', 'name', 'a1h2', 'netns', FABRIC]);
+    await runIn(H1, 'ip', ['link', 'add', 'alink1', 'type', 'veth', 'peer', 'name', 'a1h1', 'netns', FABRIC]);
+    await runIn(H2, 'ip', ['link', 'add', 'alink1', 'type', 'veth', 'peer', 'name', 'a1h2', 'netns', FABRIC]);
     // The fabric is plumbing: no IPv6 chatter of its own on the ports.
     await runIn(FABRIC, 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     for (const [ns, addr] of [[H1, ADDR1], [H2, ADDR2]] as const) {
-      await run('ip', ['-n', ns, 'addr', 'add', `${addr}/24`, 'dev', 'alink1']);
-      await run('ip', ['-n', ns, 'link', 'set', 'alink1', 'up']);
-      await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      await runIn(ns, 'ip', ['addr', 'add', `${addr}/24`, 'dev', 'alink1']);
+      await runIn(ns, 'ip', ['link', 'set', 'alink1', 'up']);
+      await runIn(ns, 'ip', ['link', 'set', 'lo', 'up']);
     }
-    for (const port of ['a1h1', 'a1h2']) await run('ip', ['-n', FABRIC, 'link', 'set', port, 'up']);
+    for (const port of ['a1h1', 'a1h2']) await runIn(FABRIC, 'ip', ['link', 'set', port, 'up']);
   });
 
   after(async () => {
@@ -211,15 +211,15 @@ describe('the A-Link wire: a user-space cable with latency', { skip: !isRoot && 
       (e) => isLockstepError(e, 'COMMAND_FAILED') && /no interface 'nosuch0'/.test(e.message),
     );
     // A port still in a bridge is refused: its frames would be bridged and forwarded, broadcasts would loop.
-    await run('ip', ['-n', FABRIC, 'link', 'add', 'lswtbr', 'type', 'bridge']);
+    await runIn(FABRIC, 'ip', ['link', 'add', 'lswtbr', 'type', 'bridge']);
     try {
-      await run('ip', ['-n', FABRIC, 'link', 'set', 'a1h2', 'master', 'lswtbr']);
+      await runIn(FABRIC, 'ip', ['link', 'set', 'a1h2', 'master', 'lswtbr']);
       await assert.rejects(
         startWire({ netns: FABRIC, ifA: 'a1h1', ifB: 'a1h2', oneWayDelayUs: 0 }),
         (e) => isLockstepError(e, 'COMMAND_FAILED') && /a1h2 is a port of lswtbr/.test(e.message),
       );
     } finally {
-      await run('ip', ['-n', FABRIC, 'link', 'del', 'lswtbr']);
+      await runIn(FABRIC, 'ip', ['link', 'del', 'lswtbr']);
     }
   });
 
@@ -329,15 +329,15 @@ describe('the A-Link wire: a user-space cable with latency', { skip: !isRoot && 
   test('the wire exits by itself when one of its interfaces is deleted', async () => {
     // A spare pair of veths in the fabric, so the A-Link itself stays for other tests.
     for (const [end, peer] of [['lswtx', 'lswtx2'], ['lswty', 'lswty2']]) {
-      await run('ip', ['-n', FABRIC, 'link', 'add', end!, 'type', 'veth', 'peer', 'name', peer!]);
-      await run('ip', ['-n', FABRIC, 'link', 'set', end!, 'up']);
+      await runIn(FABRIC, 'ip', ['link', 'add', end!, 'type', 'veth', 'peer', 'name', peer!]);
+      await runIn(FABRIC, 'ip', ['link', 'set', end!, 'up']);
     }
     const logFile = path.join(tmp, 'wire-deleted.log');
     const { pid } = await startWire({ netns: FABRIC, ifA: 'lswtx', ifB: 'lswty', oneWayDelayUs: 0, logFile });
     started.push(pid);
-    await run('ip', ['-n', FABRIC, 'link', 'del', 'lswtx']);
+    await runIn(FABRIC, 'ip', ['link', 'del', 'lswtx']);
     await waitUntil('the wire has exited', async () => !(await isWireRunning(pid)));
     assert.match(await fs.readFile(logFile, 'utf8'), /interface lswtx disappeared/);
-    await run('ip', ['-n', FABRIC, 'link', 'del', 'lswty']);
+    await runIn(FABRIC, 'ip', ['link', 'del', 'lswty']);
   });
 });

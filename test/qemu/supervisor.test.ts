@@ -165,7 +165,7 @@ test('in a network namespace: the pid is QEMU’s own and its tap is created ins
   cleanup.add(() => exec('ip', ['netns', 'delete', ns]));
   const vm = await sup.start(spec('lambda', { nics: [{ id: 'net0', mac: '52:54:00:00:00:42', tap: 'tq0' }] }), { netns: ns });
   assert.equal(path.basename((await readCmdline(vm.pid))![0]!), 'qemu-system-x86_64');
-  const { stdout } = await exec('ip', ['-n', ns, 'link', 'show', 'tq0']);
+  const { stdout } = await exec('nsenter', [`--net=/run/netns/${ns}`, '--', 'ip', 'link', 'show', 'tq0']);
   assert.match(stdout, /tq0/);
   const exit = await vm.stop({ gracefulMs: 0 });
   assert.equal(exit.cause, 'stopped-by-supervisor');
