@@ -10,6 +10,7 @@ import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { repoRoot } from '../util/paths.js';
 import { inNetns, runIn } from '../util/exec.js';
+import { sleep, waitGone } from '../util/proc.js';
 import { writeFileDurably } from '../util/durable-file.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import type { VmDefinition, ProtectionLevel } from '../daemon/vm-definition.js';
@@ -425,7 +426,7 @@ export class Lab {
     } catch {
       return;
     }
-    if (!(await netns.waitGone([d.pid], DAEMON_STOP_MS))) this.log(`${host}: lockstepd did not stop within ${DAEMON_STOP_MS} ms; killing`);
+    if (!(await waitGone(d.pid, DAEMON_STOP_MS))) this.log(`${host}: lockstepd did not stop within ${DAEMON_STOP_MS} ms; killing`);
   }
 
   private async ensureVm(state: LabState, name: string, protection: ProtectionLevel, memoryMiB: number): Promise<void> {
@@ -507,8 +508,4 @@ function requireRoot(): void {
   if (process.getuid?.() !== 0) {
     throw new LockstepError('PERMISSION_DENIED', 'the lab needs root: it creates network namespaces and mounts each host disk (try sudo)');
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

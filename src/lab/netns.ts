@@ -1,6 +1,6 @@
 /** Network namespaces, veths and bridges through iproute2: the lab's wiring, one small verb each. */
-import { readFile } from 'node:fs/promises';
 import { run, runIn } from '../util/exec.js';
+import { waitGone } from '../util/proc.js';
 
 export async function listNamespaces(): Promise<string[]> {
   const { stdout } = await run('ip', ['-json', 'netns', 'list']);
@@ -84,29 +84,6 @@ export async function killNamespace(ns: string): Promise<number[]> {
       /* exited on its own meanwhile */
     }
   }
-  await waitGone(pids, 5000);
+  for (const pid of pids) await waitGone(pid, 5000);
   return pids;
-}
-
-/** Waits (bounded) until none of the pids is alive any more; zombies count as gone. */
-export async function waitGone(pids: readonly number[], timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const alive = [];
-    for (const pid of pids) if (await isAlive(pid)) alive.push(pid);
-    if (alive.length === 0) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-export async function isAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // The state letter follows the command name in parentheses; Z is a zombie, X dead.
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
 }

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { assert } from '../util/assert.js';
 import { LockstepError, isLockstepError } from '../util/errors.js';
 import { inNetns, missingProgram, run, runIn } from '../util/exec.js';
+import { isAlive, signalProcess, sleep, waitGone } from '../util/proc.js';
 import { cacheDir, repoRoot } from '../util/paths.js';
 
 /** Name of the compiled program; also how `stopWire` recognises a wire among the machine's processes. */
@@ -233,9 +234,9 @@ export async function startWire(spec: WireSpec): Promise<{ pid: number }> {
  */
 export async function stopWire(pid: number): Promise<boolean> {
   if (!(await isWireRunning(pid))) return false;
-  if (!signal(pid, 'SIGTERM')) return false;
+  if (!signalProcess(pid, 'SIGTERM')) return false;
   if (await waitGone(pid, STOP_TIMEOUT_MS)) return true;
-  signal(pid, 'SIGKILL');
+  signalProcess(pid, 'SIGKILL');
   if (await waitGone(pid, KILL_TIMEOUT_MS)) return true;
   throw new LockstepError('COMMAND_FAILED', `${WIRE_PROGRAM} (pid ${pid}) survived SIGKILL for ${KILL_TIMEOUT_MS} ms`, { pid });
 }
@@ -280,7 +281,7 @@ export async function setWireDelay(opts: { pid: number; delayFile: string; oneWa
     throw new LockstepError('COMMAND_FAILED', `no ${WIRE_PROGRAM} runs with pid ${opts.pid}`, { pid: opts.pid });
   }
   await writeDelayFile(opts.delayFile, opts.oneWayDelayUs);
-  signal(opts.pid, 'SIGHUP');
+  signalProcess(opts.pid, 'SIGHUP');
 }
 
 export interface WireDirectionStats {
@@ -319,7 +320,7 @@ export async function wireStats(opts: { pid: number; logFile: string }): Promise
     throw new LockstepError('COMMAND_FAILED', `no ${WIRE_PROGRAM} runs with pid ${opts.pid}`, { pid: opts.pid });
   }
   const from = await fileSize(opts.logFile);
-  signal(opts.pid, 'SIGUSR1');
+  signalProcess(opts.pid, 'SIGUSR1');
   const deadline = Date.now() + STATS_TIMEOUT_MS;
   for (;;) {
     const line = (await readFrom(opts.logFile, from)).split('\n').find((l) => l.startsWith(`${WIRE_PROGRAM}: stats `));
@@ -411,37 +412,6 @@ async function writeDelayFile(file: string, us: number): Promise<void> {
   await fs.rename(tmp, file);
 }
 
-/** Sends a signal; false when the process is already gone. */
-function signal(pid: number, sig: NodeJS.Signals): boolean {
-  try {
-    process.kill(pid, sig);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw e;
-  }
-}
-
-/** Alive means present and not a zombie: an exited child stays in /proc until its parent reaps it. */
-async function isAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
-async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (await isAlive(pid)) {
-    if (Date.now() > deadline) return false;
-    await sleep(POLL_INTERVAL_MS);
-  }
-  return true;
-}
-
 async function fileSize(file: string): Promise<number> {
   try {
     return (await fs.stat(file)).size;
@@ -466,6 +436,3 @@ async function readFrom(file: string, offset: number): Promise<string> {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

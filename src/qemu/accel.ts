@@ -17,7 +17,7 @@ import { missingProgram } from '../util/exec.js';
 import { optionValue, type Accel } from './command-line.js';
 import { KVM_PROBE_DEBUG_EXIT_DEVICE, KVM_PROBE_EXIT_OK, KVM_PROBE_EXIT_WRONG_SUM, kvmProbeBootSector } from './kvm-probe-guest.js';
 import { silentLog, type DriverLog } from './log.js';
-import { findProgram } from './proc.js';
+import { findProgram } from '../util/proc.js';
 import { TailBuffer } from './tail-buffer.js';
 import type { AccelRequest } from './vm-spec.js';
 

@@ -10,7 +10,7 @@ import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { silentLog, type DriverLog } from './log.js';
-import { signalProcess, waitGone } from './proc.js';
+import { signalProcess, waitGone } from '../util/proc.js';
 import { isQemuOf, recordedPids, runPaths } from './run-dir.js';
 
 export interface ReapOptions {

@@ -11,7 +11,7 @@
  */
 import path from 'node:path';
 import { readFile } from 'node:fs/promises';
-import { readCmdline } from './proc.js';
+import { readCmdline } from '../util/proc.js';
 
 export interface RunPaths {
   dir: string;

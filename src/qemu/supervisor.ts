@@ -20,7 +20,7 @@ import { resolveAccel as resolveAccelDefault, type AccelVerdict } from './accel.
 import { qemuArgs, type Accel } from './command-line.js';
 import { exitCause, type VmExitCause } from './exit-cause.js';
 import { silentLog, type DriverLog } from './log.js';
-import { findProgram, sleep } from './proc.js';
+import { findProgram, sleep } from '../util/proc.js';
 import { QemuProcess } from './qemu-process.js';
 import { QmpClient, type QmpEvent, type QmpEventListener } from './qmp.js';
 import { reapStale as reapStaleUnder } from './reap.js';

@@ -8,7 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { probeKvm, resolveAccel } from '../../src/qemu/accel.js';
-import { findProgram } from '../../src/qemu/proc.js';
+import { findProgram } from '../../src/util/proc.js';
 import { KVM_PROBE_DEBUG_EXIT_DEVICE, KVM_PROBE_EXIT_OK, kvmProbeBootSector } from '../../src/qemu/kvm-probe-guest.js';
 import { LockstepError } from '../../src/util/errors.js';
 import { repoRoot } from '../../src/util/paths.js';

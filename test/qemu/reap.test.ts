@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile, access } from 'node:fs/promises';
 import path from 'node:path';
-import { processState } from '../../src/qemu/proc.js';
+import { processState } from '../../src/util/proc.js';
 import { reapStale } from '../../src/qemu/reap.js';
 import { VmSupervisor } from '../../src/qemu/supervisor.js';
 import { LockstepError } from '../../src/util/errors.js';

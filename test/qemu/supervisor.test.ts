@@ -8,7 +8,7 @@ import { access, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { bootSector } from '../../src/qemu/boot-sector.js';
-import { readCmdline } from '../../src/qemu/proc.js';
+import { readCmdline } from '../../src/util/proc.js';
 import { VmSupervisor, type VmInstance } from '../../src/qemu/supervisor.js';
 import type { VmSpec } from '../../src/qemu/vm-spec.js';
 import { LockstepError } from '../../src/util/errors.js';

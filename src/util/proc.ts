@@ -34,7 +34,7 @@ export async function readCmdline(pid: number): Promise<string[] | null> {
 
 export type ProcState = 'alive' | 'zombie' | 'gone';
 
-/** A zombie has exited: only its parent's wait() is missing, and it holds no resources a VM needs. */
+/** `alive` means present and not a zombie. A zombie has exited: only its parent's wait() is missing, and it holds no resources a VM needs. */
 export async function processState(pid: number): Promise<ProcState> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
@@ -69,4 +69,8 @@ export function signalProcess(pid: number, signal: NodeJS.Signals): boolean {
     if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
     throw e;
   }
+}
+
+export async function isAlive(pid: number): Promise<boolean> {
+  return (await processState(pid)) === 'alive';
 }
