@@ -73,7 +73,11 @@ export interface CoreState {
   readonly instances: Readonly<Record<VmName, Instance>>;
   readonly nextInstance: number;
   readonly restarts: Readonly<Record<VmName, readonly number[]>>;
-  readonly failedVms: readonly VmName[];
+  /**
+   * VMs the restart policy gave up on, with the config version they had then: any newer operator decision
+   * about the VM (made on either host, arriving by merge) lifts the verdict.
+   */
+  readonly failedVms: Readonly<Record<VmName, number>>;
   /** VMs being stopped so that the peer can take them (restart limit, maintenance, better health). */
   readonly transfers: Readonly<Record<VmName, HostId>>;
   readonly health: HealthSnapshot;
@@ -120,7 +124,7 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     instances: {},
     nextInstance: 1,
     restarts: {},
-    failedVms: [],
+    failedVms: {},
     transfers: {},
     health: healthyComponents(),
     rttMs: null,
@@ -267,6 +271,11 @@ export function deriveHostState(s: CoreState): HostState {
   return 'isolated';
 }
 
+function isFailed(s: CoreState, name: VmName): boolean {
+  const version = s.failedVms[name];
+  return version !== undefined && version === s.durable.vms[name]?.config.version;
+}
+
 export function myHealth(s: CoreState): number {
   return healthScore(s.health);
 }
@@ -274,7 +283,7 @@ export function myHealth(s: CoreState): number {
 export function vmState(s: CoreState, name: VmName): VmState {
   const rec = s.durable.vms[name];
   if (!rec || rec.config.removed || rec.config.desired === 'stopped') return 'stopped';
-  if (s.failedVms.includes(name)) return 'failed';
+  if (isFailed(s, name)) return 'failed';
   const inst = s.instances[name]?.state;
   if (rec.owner.host !== s.cfg.self) return inst ? 'starting' : peerFresh(s) ? 'protected' : 'failing-over';
   if (inst === 'starting') return 'starting';
@@ -369,7 +378,7 @@ function countVmFailure(st: Step, vm: VmName, why: string): void {
     alert(st, 'warning', 'VM_MOVED_AFTER_FAILURES', `VM ${vm} failed ${recent.length} times on ${s.cfg.self}; restarting it on ${s.cfg.peer}`);
     s.transfers = { ...s.transfers, [vm]: s.cfg.peer };
   } else {
-    s.failedVms = [...s.failedVms, vm];
+    s.failedVms = { ...s.failedVms, [vm]: s.durable.vms[vm]?.config.version ?? 0 };
     event(st, `VM ${vm} failed ${recent.length} times and no peer can take it: giving up`);
     alert(st, 'critical', 'VM_FAILED', `VM ${vm} failed ${recent.length} times within ${s.cfg.vmRestartWindowMs / 60_000} min and no healthy peer can take it`);
   }
@@ -434,7 +443,6 @@ function onCommand(st: Step, cmd: OperatorCommand): void {
             ? newConfig(cmd.name, { desired: cmd.desired, protection: c.protection }, clock, s.cfg.self)
             : newConfig(cmd.name, { desired: c.desired, protection: cmd.protection }, clock, s.cfg.self);
       s.durable = { ...d, clock, vms: { ...d.vms, [cmd.name]: { ...rec, config } } };
-      s.failedVms = s.failedVms.filter((v) => v !== cmd.name);
       event(st, `operator: ${cmd.kind} ${cmd.name}`);
       return;
     }
@@ -612,7 +620,7 @@ function vmDecisions(st: Step): void {
 
   for (const [name, rec] of Object.entries(s.durable.vms)) {
     const inst = s.instances[name]?.state;
-    const wantRun = rec.config.desired === 'running' && !rec.config.removed && !s.failedVms.includes(name);
+    const wantRun = rec.config.desired === 'running' && !rec.config.removed && !isFailed(s, name);
     if (rec.owner.host === s.cfg.self) {
       const transferTo = s.transfers[name] ?? (moveAway && wantRun ? s.cfg.peer : undefined);
       if (transferTo !== undefined && peerCanTake && pairLeaseValid(s)) {

@@ -215,7 +215,8 @@ export interface CoreEvent {
 /**
  * The driver's contract, in order: run `stop-vm` effects at once (stopping is always safe, and a fence must
  * not wait for a slow disk); re-arm the watchdog at `fenceAt`; write `persist` durably; then run the other
- * effects; feed their results back as inputs; call `step` with a tick no later than `wakeAt`.
+ * effects — except a `start-vm` whose watchdog time has passed meanwhile (report it as `start-failed`);
+ * feed their results back as inputs; call `step` with a tick no later than `wakeAt`.
  */
 export interface Decision {
   /** Durable state to write before any effect but `stop-vm` runs (null: nothing changed). */

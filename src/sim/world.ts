@@ -395,6 +395,14 @@ export class World {
         if (!d || d.authority === 'none' || d.epoch !== e.epoch || owner !== h.id) {
           throw new SafetyViolation(`${h.id} started VM ${e.vm} without a durable grant (persisted epoch ${d?.epoch}, authority ${d?.authority}, owner ${owner}, effect epoch ${e.epoch})`);
         }
+        if (h.watchdogAt !== null && this.now >= h.watchdogAt) {
+          // Decided in time, but a slow disk delayed it past the fence: the driver must not run it.
+          this.note(h.id, `start of ${e.vm} refused: the fence passed while it waited`, 'fence');
+          this.at(this.now, () => {
+            if (alive()) this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'start-failed', instance: e.instance, reason: 'fence passed' } });
+          });
+          return;
+        }
         if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} started VM ${e.vm} twice`);
         h.processes.set(e.vm, { instance: e.instance, state: 'starting' });
         this.at(this.now + this.opts.startLatencyMs, () => {
