@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 #   e2fsprogs, xfsprogs          each lab host's disk is an ext4 image; xfs_io shuts it down for `fail disk`
 #   iputils-ping, kmod           reachability checks in tests; modinfo for the guest image builder
 #   ca-certificates              apt-get download of the guest kernel over https mirrors
-packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates"
+#   openssl                      the pair CA and host certificates (A-Link, quorum servers: mutual TLS)
+packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl"
 
 missing=""
 for p in $packages; do

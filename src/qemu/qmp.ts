@@ -18,7 +18,7 @@
 import net from 'node:net';
 import { LockstepError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
-import { LineSplitter } from './line-splitter.js';
+import { LineSplitter } from '../util/line-splitter.js';
 
 export interface QmpVersion {
   qemu: { major: number; minor: number; micro: number };

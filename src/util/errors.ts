@@ -33,6 +33,10 @@ export const ERROR_CODES = {
   DAEMON_UNREACHABLE: 'lockstepd did not answer on its API socket',
   DAEMON_ERROR: 'lockstepd answered a request with an error',
   PERMISSION_DENIED: 'the operation needs privileges this process does not have',
+  INVALID_MESSAGE: 'a peer message, A-Link frame or quorum protocol line does not match the wire format; the field is named',
+  ALINK_TLS: 'the A-Link certificate, key or pair CA cannot be read or do not fit together',
+  INVALID_CERTIFICATE: 'a certificate file is not a PEM certificate, or not the kind expected (a CA, the CA of that pair)',
+  QUORUM_STATE: 'the quorum server state directory is not initialized, already initialized, in use, or holds a corrupt record',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

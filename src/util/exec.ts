@@ -25,6 +25,7 @@ export const PACKAGE_OF: Readonly<Record<string, string>> = {
   ping: 'iputils-ping',
   nsenter: 'util-linux',
   truncate: 'coreutils',
+  openssl: 'openssl',
 };
 
 export interface RunResult {

@@ -2,7 +2,7 @@
 // stops the stream at the limit instead of growing the buffer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LineSplitter } from '../../src/qemu/line-splitter.js';
+import { LineSplitter } from '../../src/util/line-splitter.js';
 
 const text = (lines: Buffer[]): string[] => lines.map((l) => l.toString('utf8'));
 
