@@ -1,0 +1,216 @@
+/**
+ * The wire schema of the messages the two hosts' decision cores exchange over the A-Link (`PeerMessage`
+ * in `src/core/types.ts`): an envelope with a protocol version, and a parser that checks every field and
+ * builds a fresh value from the checked fields only, so nothing the peer sent reaches the core unchecked.
+ *
+ * A message that does not fit throws `INVALID_MESSAGE` naming the field (`vms.web1.owner.epoch`). Unknown
+ * fields are ignored and not passed on: adding an optional field is compatible within a version; changing
+ * the meaning of one needs a new version.
+ *
+ * Every collection is bounded, so the largest valid message has a known size (well under the A-Link's
+ * frame limit, see `largestHeartbeat` in the tests).
+ */
+import {
+  HOST_STATES,
+  type Authority,
+  type Heartbeat,
+  type HostState,
+  type PairAccept,
+  type PairPropose,
+  type PeerMessage,
+  type ProtectionLevel,
+  type VmRecord,
+} from '../core/types.js';
+import { LockstepError } from '../util/errors.js';
+
+/** The version of the peer message schema this build speaks. */
+export const PEER_PROTOCOL_VERSION = 1;
+
+export const PEER_LIMITS = {
+  /** Most VMs one pair protects: bounds `vms` and `running`. */
+  vmsMax: 1024,
+  /** Most quorum servers named in one message (a pair has at most two). */
+  quorumServersMax: 8,
+  /** Health scores are 0..100 (`src/core/health.ts`). */
+  healthMax: 100,
+} as const;
+
+/** Host and VM names: the same rule as VM definitions and the daemon's config. */
+export const NAME_RE = /^[a-z][a-z0-9-]{0,30}$/;
+/** Quorum server ids: names, host names or address:port, so a little wider than host names. */
+export const QUORUM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+
+export const PEER_MESSAGE_KINDS = ['heartbeat', 'pair-propose', 'pair-accept'] as const satisfies readonly PeerMessage['kind'][];
+const AUTHORITIES = ['none', 'pair', 'quorum', 'tiebreak'] as const satisfies readonly Authority[];
+const PROTECTIONS = ['none', 'ha', 'ft'] as const satisfies readonly ProtectionLevel[];
+const DESIRED = ['running', 'stopped'] as const;
+
+/** A message as it travels: the version, the kind, and the message's other fields. */
+export interface PeerEnvelope {
+  v: number;
+  kind: PeerMessage['kind'];
+  body: Record<string, unknown>;
+}
+
+export function toPeerEnvelope(msg: PeerMessage): PeerEnvelope {
+  const { kind, ...body } = msg;
+  return { v: PEER_PROTOCOL_VERSION, kind, body };
+}
+
+/** Checks the envelope's version and kind, then the body; throws `INVALID_MESSAGE`. */
+export function parsePeerEnvelope(raw: unknown): PeerMessage {
+  const env = object(raw, 'envelope');
+  if (env['v'] !== PEER_PROTOCOL_VERSION) {
+    throw invalid('v', `is ${JSON.stringify(env['v'])}: this host speaks version ${PEER_PROTOCOL_VERSION}`, { version: env['v'] });
+  }
+  const kind = oneOf(env['kind'], 'kind', PEER_MESSAGE_KINDS);
+  const body = object(env['body'], 'body');
+  return parseBody(kind, body);
+}
+
+/** Checks a message (an object with its `kind`) field by field; throws `INVALID_MESSAGE`. */
+export function parsePeerMessage(raw: unknown): PeerMessage {
+  const o = object(raw, 'message');
+  return parseBody(oneOf(o['kind'], 'kind', PEER_MESSAGE_KINDS), o);
+}
+
+function parseBody(kind: PeerMessage['kind'], o: Record<string, unknown>): PeerMessage {
+  switch (kind) {
+    case 'heartbeat':
+      return parseHeartbeat(o);
+    case 'pair-propose':
+      return parsePairPropose(o);
+    case 'pair-accept':
+      return parsePairAccept(o);
+  }
+}
+
+function parseHeartbeat(o: Record<string, unknown>): Heartbeat {
+  const echo = object(o['echo'], 'echo');
+  return {
+    kind: 'heartbeat',
+    from: name(o['from'], 'from'),
+    incarnation: count(o['incarnation'], 'incarnation'),
+    seq: count(o['seq'], 'seq'),
+    // -1: nothing heard from the peer yet (the core's initial value).
+    echo: { incarnation: count(echo['incarnation'], 'echo.incarnation', -1), seq: count(echo['seq'], 'echo.seq') },
+    epoch: count(o['epoch'], 'epoch'),
+    authority: oneOf(o['authority'], 'authority', AUTHORITIES),
+    hostState: hostState(o['hostState'], 'hostState'),
+    health: health(o['health'], 'health'),
+    quorumReachable: list(o['quorumReachable'], 'quorumReachable', PEER_LIMITS.quorumServersMax, quorumId),
+    activeQuorum: o['activeQuorum'] === null ? null : quorumId(o['activeQuorum'], 'activeQuorum'),
+    vms: vmRecords(o['vms'], 'vms'),
+    running: list(o['running'], 'running', PEER_LIMITS.vmsMax, name),
+  };
+}
+
+function parsePairPropose(o: Record<string, unknown>): PairPropose {
+  return {
+    kind: 'pair-propose',
+    from: name(o['from'], 'from'),
+    epoch: count(o['epoch'], 'epoch'),
+    activeQuorum: o['activeQuorum'] === null ? null : quorumId(o['activeQuorum'], 'activeQuorum'),
+    vms: vmRecords(o['vms'], 'vms'),
+  };
+}
+
+function parsePairAccept(o: Record<string, unknown>): PairAccept {
+  return { kind: 'pair-accept', from: name(o['from'], 'from'), epoch: count(o['epoch'], 'epoch') };
+}
+
+function vmRecords(raw: unknown, field: string): Record<string, VmRecord> {
+  const o = object(raw, field);
+  const keys = Object.keys(o);
+  if (keys.length > PEER_LIMITS.vmsMax) throw invalid(field, `has ${keys.length} VMs; at most ${PEER_LIMITS.vmsMax}`);
+  const out: Record<string, VmRecord> = {};
+  for (const key of keys) {
+    const at = `${field}.${printable(key)}`;
+    if (!NAME_RE.test(key)) throw invalid(at, 'is not a VM name ([a-z][a-z0-9-]{0,30})');
+    const rec = object(o[key], at);
+    const config = object(rec['config'], `${at}.config`);
+    const owner = object(rec['owner'], `${at}.owner`);
+    const vmName = name(config['name'], `${at}.config.name`);
+    if (vmName !== key) throw invalid(`${at}.config.name`, `is ${vmName}, not the record's key`);
+    out[key] = {
+      config: {
+        name: vmName,
+        desired: oneOf(config['desired'], `${at}.config.desired`, DESIRED),
+        protection: oneOf(config['protection'], `${at}.config.protection`, PROTECTIONS),
+        version: count(config['version'], `${at}.config.version`),
+        by: name(config['by'], `${at}.config.by`),
+        removed: bool(config['removed'], `${at}.config.removed`),
+      },
+      owner: {
+        host: name(owner['host'], `${at}.owner.host`),
+        epoch: count(owner['epoch'], `${at}.owner.epoch`),
+        seq: count(owner['seq'], `${at}.owner.seq`),
+      },
+    };
+  }
+  return out;
+}
+
+// ── field checkers ─────────────────────────────────────────────────────────────────────────────────────
+
+function invalid(field: string, why: string, extra: Record<string, unknown> = {}): LockstepError {
+  return new LockstepError('INVALID_MESSAGE', `peer message: '${field}' ${why}`, { field, ...extra });
+}
+
+/** Keys from the wire may be anything: keep error messages short and on one line. */
+function printable(s: string): string {
+  const cut = s.length > 40 ? `${s.slice(0, 40)}…` : s;
+  return JSON.stringify(cut).slice(1, -1);
+}
+
+function object(v: unknown, field: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalid(field, 'must be an object');
+  return v as Record<string, unknown>;
+}
+
+function count(v: unknown, field: string, min = 0): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw invalid(field, `must be a safe integer ≥ ${min} (got ${printable(JSON.stringify(v) ?? String(v))})`);
+  }
+  return v;
+}
+
+function bool(v: unknown, field: string): boolean {
+  if (typeof v !== 'boolean') throw invalid(field, 'must be true or false');
+  return v;
+}
+
+function name(v: unknown, field: string): string {
+  if (typeof v !== 'string' || !NAME_RE.test(v)) throw invalid(field, 'must be a name matching [a-z][a-z0-9-]{0,30}');
+  return v;
+}
+
+function quorumId(v: unknown, field: string): string {
+  if (typeof v !== 'string' || !QUORUM_ID_RE.test(v)) throw invalid(field, 'must be a quorum server id ([A-Za-z0-9][A-Za-z0-9._:-]{0,63})');
+  return v;
+}
+
+function oneOf<T extends string>(v: unknown, field: string, allowed: readonly T[]): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) throw invalid(field, `must be one of ${allowed.join(', ')}`);
+  return v as T;
+}
+
+function hostState(v: unknown, field: string): HostState {
+  if (typeof v !== 'string' || !Object.prototype.hasOwnProperty.call(HOST_STATES, v)) {
+    throw invalid(field, `must be one of ${Object.keys(HOST_STATES).join(', ')}`);
+  }
+  return v as HostState;
+}
+
+function health(v: unknown, field: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > PEER_LIMITS.healthMax) {
+    throw invalid(field, `must be a number from 0 to ${PEER_LIMITS.healthMax}`);
+  }
+  return v;
+}
+
+function list<T>(v: unknown, field: string, max: number, item: (x: unknown, field: string) => T): T[] {
+  if (!Array.isArray(v)) throw invalid(field, 'must be an array');
+  if (v.length > max) throw invalid(field, `has ${v.length} items; at most ${max}`);
+  return v.map((x, i) => item(x, `${field}[${i}]`));
+}
