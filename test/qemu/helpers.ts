@@ -11,24 +11,8 @@ import path from 'node:path';
 import { QmpClient } from '../../src/qemu/qmp.js';
 import { isLockstepError } from '../../src/util/errors.js';
 
-/** Undo actions, run last-first by `runCleanup` (call it from `after`/`afterEach`). */
-export class Cleanup {
-  private actions: (() => Promise<unknown> | unknown)[] = [];
-  add(action: () => Promise<unknown> | unknown): void {
-    this.actions.push(action);
-  }
-  async run(): Promise<void> {
-    const actions = this.actions.reverse();
-    this.actions = [];
-    for (const a of actions) {
-      try {
-        await a();
-      } catch {
-        /* best effort: the next action must still run */
-      }
-    }
-  }
-}
+import { Cleanup } from '../support/cleanup.js';
+export { Cleanup };
 
 export async function tempDir(cleanup: Cleanup, prefix = 'lockstep-qemu-test-'): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), prefix));

@@ -16,23 +16,8 @@ import { QuorumServer } from '../../src/quorum/server.js';
 import { enrollPair, initServerState, type ServerIdentityFiles, type StoredPairRecord, readPairRecord } from '../../src/quorum/state.js';
 import { repoRoot } from '../../src/util/paths.js';
 
-export class Cleanup {
-  private actions: (() => Promise<unknown> | unknown)[] = [];
-  add(action: () => Promise<unknown> | unknown): void {
-    this.actions.push(action);
-  }
-  async run(): Promise<void> {
-    const actions = this.actions.reverse();
-    this.actions = [];
-    for (const a of actions) {
-      try {
-        await a();
-      } catch {
-        /* best effort: the next action must still run */
-      }
-    }
-  }
-}
+import { Cleanup } from '../support/cleanup.js';
+export { Cleanup };
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
