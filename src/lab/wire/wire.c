@@ -152,25 +152,28 @@ static void logf_(const char *fmt, ...) {
     (void)ignored;
 }
 
+/* Formats one message and logs it: the common half of die() and usage_error(). */
+static void vlog(const char *fmt, va_list ap) {
+    char msg[LINE_MAX_BYTES];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    logf_("%s", msg);
+}
+
 static void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 static void die(int status, const char *fmt, ...) {
-    char msg[LINE_MAX_BYTES];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlog(fmt, ap);
     va_end(ap);
-    logf_("%s", msg);
     exit(status);
 }
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void usage_error(const char *fmt, ...) {
-    char msg[LINE_MAX_BYTES];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlog(fmt, ap);
     va_end(ap);
-    logf_("%s", msg);
     logf_("usage: lockstep-wire [--delay-file PATH] [--queue-bytes N] [--queue-frames N] [--ready-fd N] "
           "IF_A IF_B ONE_WAY_DELAY_US");
     exit(EXIT_USAGE);
