@@ -425,7 +425,7 @@ function onCommand(st: Step, cmd: OperatorCommand): void {
       const existing = d.vms[cmd.name];
       if (existing && !existing.config.removed) return reject(`VM ${cmd.name} exists already`);
       const owner = existing ? { host: s.cfg.self, epoch: d.epoch, seq: existing.owner.seq + 1 } : { host: s.cfg.self, epoch: d.epoch, seq: 0 };
-      const rec: VmRecord = { config: newConfig(cmd.name, { desired: cmd.desired, protection: cmd.protection }, clock, s.cfg.self), owner };
+      const rec: VmRecord = { config: newConfig(cmd.name, { desired: cmd.desired, protection: cmd.protection, hardware: cmd.hardware }, clock, s.cfg.self), owner };
       s.durable = { ...d, clock, vms: { ...d.vms, [cmd.name]: rec } };
       event(st, `operator defined VM ${cmd.name} (${cmd.protection}, ${cmd.desired})`);
       return;
@@ -438,10 +438,10 @@ function onCommand(st: Step, cmd: OperatorCommand): void {
       const c = rec.config;
       const config =
         cmd.kind === 'remove-vm'
-          ? newConfig(cmd.name, { desired: 'stopped', protection: c.protection, removed: true }, clock, s.cfg.self)
+          ? newConfig(cmd.name, { desired: 'stopped', protection: c.protection, hardware: c.hardware, removed: true }, clock, s.cfg.self)
           : cmd.kind === 'set-desired'
-            ? newConfig(cmd.name, { desired: cmd.desired, protection: c.protection }, clock, s.cfg.self)
-            : newConfig(cmd.name, { desired: c.desired, protection: cmd.protection }, clock, s.cfg.self);
+            ? newConfig(cmd.name, { desired: cmd.desired, protection: c.protection, hardware: c.hardware }, clock, s.cfg.self)
+            : newConfig(cmd.name, { desired: c.desired, protection: cmd.protection, hardware: c.hardware }, clock, s.cfg.self);
       s.durable = { ...d, clock, vms: { ...d.vms, [cmd.name]: { ...rec, config } } };
       event(st, `operator: ${cmd.kind} ${cmd.name}`);
       return;

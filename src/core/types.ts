@@ -71,11 +71,18 @@ export type HealthSnapshot = Readonly<Record<HealthComponent, ComponentState>>;
 
 // ── the pair's replicated record of VMs ────────────────────────────────────────────────────────────────
 
+/**
+ * The VM's hardware as the operator defined it (size, guest, network identity): opaque to the core, which
+ * only replicates it with the config so that either host can start the VM. The daemon validates it.
+ */
+export type VmHardware = Readonly<Record<string, unknown>>;
+
 /** What an operator decided about a VM: replicated to the peer, merged by version after a partition. */
 export interface VmConfig {
   name: VmName;
   desired: 'running' | 'stopped';
   protection: ProtectionLevel;
+  hardware: VmHardware;
   /** Lamport version; ties are broken by `by` so that both hosts pick the same winner. */
   version: number;
   by: HostId;
@@ -164,7 +171,7 @@ export type QuorumReply =
   | { kind: 'unreachable' };
 
 export type OperatorCommand =
-  | { kind: 'define-vm'; name: VmName; protection: ProtectionLevel; desired: 'running' | 'stopped' }
+  | { kind: 'define-vm'; name: VmName; protection: ProtectionLevel; desired: 'running' | 'stopped'; hardware: VmHardware }
   | { kind: 'remove-vm'; name: VmName }
   | { kind: 'set-desired'; name: VmName; desired: 'running' | 'stopped' }
   | { kind: 'set-protection'; name: VmName; protection: ProtectionLevel }

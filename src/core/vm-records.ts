@@ -6,7 +6,7 @@
  *   winner of a split always overrides what the loser believed.
  * Merging is commutative, associative and idempotent: duplicated or reordered messages cannot diverge it.
  */
-import type { HostId, ProtectionLevel, VmConfig, VmName, VmOwner, VmRecord } from './types.js';
+import type { HostId, ProtectionLevel, VmConfig, VmHardware, VmName, VmOwner, VmRecord } from './types.js';
 
 export function configNewer(a: VmConfig, b: VmConfig): boolean {
   return a.version !== b.version ? a.version > b.version : a.by > b.by;
@@ -40,11 +40,11 @@ export function mergeVms(ours: Readonly<Record<VmName, VmRecord>>, theirs: Reado
 
 export function newConfig(
   name: VmName,
-  fields: { desired: 'running' | 'stopped'; protection: ProtectionLevel; removed?: boolean },
+  fields: { desired: 'running' | 'stopped'; protection: ProtectionLevel; hardware: VmHardware; removed?: boolean },
   clock: number,
   by: HostId,
 ): VmConfig {
-  return { name, desired: fields.desired, protection: fields.protection, removed: fields.removed ?? false, version: clock, by };
+  return { name, desired: fields.desired, protection: fields.protection, hardware: fields.hardware, removed: fields.removed ?? false, version: clock, by };
 }
 
 export function sameRecords(a: Readonly<Record<VmName, VmRecord>>, b: Readonly<Record<VmName, VmRecord>>): boolean {

@@ -33,6 +33,8 @@ export const PEER_LIMITS = {
   quorumServersMax: 8,
   /** Health scores are 0..100 (`src/core/health.ts`). */
   healthMax: 100,
+  /** A VM's hardware definition, as JSON (the daemon validates its fields when it starts the VM). */
+  hardwareBytesMax: 8 * 1024,
 } as const;
 
 /** Host and VM names: the same rule as VM definitions and the daemon's config. */
@@ -140,6 +142,7 @@ function vmRecords(raw: unknown, field: string): Record<string, VmRecord> {
         version: count(config['version'], `${at}.config.version`),
         by: name(config['by'], `${at}.config.by`),
         removed: bool(config['removed'], `${at}.config.removed`),
+        hardware: hardware(config['hardware'], `${at}.config.hardware`),
       },
       owner: {
         host: name(owner['host'], `${at}.owner.host`),
@@ -166,6 +169,13 @@ function printable(s: string): string {
 function object(v: unknown, field: string): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalid(field, 'must be an object');
   return v as Record<string, unknown>;
+}
+
+function hardware(v: unknown, field: string): Record<string, unknown> {
+  const o = object(v, field);
+  const bytes = Buffer.byteLength(JSON.stringify(o));
+  if (bytes > PEER_LIMITS.hardwareBytesMax) throw invalid(field, `is ${bytes} bytes of JSON; at most ${PEER_LIMITS.hardwareBytesMax}`);
+  return o;
 }
 
 function count(v: unknown, field: string, min = 0): number {

@@ -139,7 +139,7 @@ export class World {
   start(): void {
     for (const h of this.hosts.values()) this.powerOn(h.id);
     for (const vm of this.opts.vms) {
-      this.input(vm.owner, { type: 'command', now: 0, command: { kind: 'define-vm', name: vm.name, protection: vm.protection ?? 'ha', desired: 'running' } });
+      this.input(vm.owner, { type: 'command', now: 0, command: { kind: 'define-vm', name: vm.name, protection: vm.protection ?? 'ha', desired: 'running', hardware: {} } });
     }
   }
 

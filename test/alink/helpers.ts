@@ -46,7 +46,7 @@ export async function pairCerts(pairId: string): Promise<PairCerts> {
 
 export function vmRecord(name: string, owner: string): VmRecord {
   return {
-    config: { name, desired: 'running', protection: 'ha', version: 1, by: owner, removed: false },
+    config: { name, desired: 'running', protection: 'ha', version: 1, by: owner, removed: false, hardware: { memoryMiB: 128 } },
     owner: { host: owner, epoch: 1, seq: 1 },
   };
 }

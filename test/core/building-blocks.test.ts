@@ -21,7 +21,7 @@ function randomVms(rnd: Prng): Record<string, VmRecord> {
     const by = rnd.pick(['host1', 'host2']);
     const desired = (version + (by === 'host1' ? 0 : 1)) % 2 === 0 ? 'running' : 'stopped';
     vms[name] = {
-      config: { name, desired, protection: 'ha', version, by, removed: false },
+      config: { name, desired, protection: 'ha', version, by, removed: false, hardware: {} },
       owner: { host: rnd.pick(['host1', 'host2']), epoch: rnd.int(0, 3), seq: rnd.int(0, 2) },
     };
   }
@@ -104,10 +104,10 @@ test('the core refuses time going backwards (a bug in its driver)', () => {
 });
 
 test('operator commands are answered: defining a VM twice is refused with a reason', () => {
-  let [s, d] = step(bootState(cfg, null, 0, 1), { type: 'command', now: 1, command: { kind: 'define-vm', name: 'vm1', protection: 'ha', desired: 'running' } });
+  let [s, d] = step(bootState(cfg, null, 0, 1), { type: 'command', now: 1, command: { kind: 'define-vm', name: 'vm1', protection: 'ha', desired: 'running', hardware: {} } });
   assert.deepEqual(d.commandResult, { ok: true });
   assert.ok(d.persist?.vms['vm1'], 'the definition is persisted');
-  [s, d] = step(s, { type: 'command', now: 2, command: { kind: 'define-vm', name: 'vm1', protection: 'ha', desired: 'running' } });
+  [s, d] = step(s, { type: 'command', now: 2, command: { kind: 'define-vm', name: 'vm1', protection: 'ha', desired: 'running', hardware: {} } });
   assert.deepEqual(d.commandResult, { ok: false, reason: 'VM vm1 exists already' });
   [, d] = step(s, { type: 'command', now: 3, command: { kind: 'maintenance', on: true } });
   assert.equal(d.commandResult?.ok, false, 'maintenance needs a paired peer');
