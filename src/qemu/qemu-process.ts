@@ -1,7 +1,8 @@
 /**
  * One spawned QEMU process: its pid, its exit, the tail of what it wrote to stderr, and the promise that it
  * does not outlive this Node process when Node exits normally or on an uncaught exception (a `process.on
- * ('exit')` hook SIGKILLs every live one). A SIGKILLed lockstepd cannot run hooks: `reapStale` covers that.
+ * ('exit')` hook SIGKILLs every live one). A SIGKILLed lockstepd cannot run hooks: the supervisor starts QEMU
+ * under `setpriv --pdeathsig SIGKILL` so the kernel kills it then, and `reapStale` covers whatever is left.
  */
 import { spawn } from 'node:child_process';
 import { LockstepError } from '../util/errors.js';

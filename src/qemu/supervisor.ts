@@ -50,6 +50,11 @@ export interface VmSupervisorOptions {
   qmpConnectTimeoutMs?: number;
   /** How `accel: 'auto'` is resolved (tests and the daemon may inject a cached verdict). */
   resolveAccel?: (requested: AccelRequest) => Promise<AccelVerdict>;
+  /**
+   * Have the kernel kill each QEMU when this process dies (default true). Only tests turn it off, to make
+   * the orphan that `reapStale` exists for.
+   */
+  dieWithParent?: boolean;
 }
 
 export interface StartOptions {
@@ -97,6 +102,7 @@ export class VmSupervisor {
   private readonly log: DriverLog;
   private readonly qmpConnectTimeoutMs: number;
   private readonly resolveAccel: (requested: AccelRequest) => Promise<AccelVerdict>;
+  private readonly dieWithParent: boolean;
 
   constructor(opts: VmSupervisorOptions = {}) {
     this.runRoot = opts.runRoot ?? DEFAULT_RUN_ROOT;
@@ -104,6 +110,7 @@ export class VmSupervisor {
     this.log = opts.log ?? silentLog;
     this.qmpConnectTimeoutMs = opts.qmpConnectTimeoutMs ?? 15_000;
     this.resolveAccel = opts.resolveAccel ?? ((requested) => resolveAccelDefault(requested, { log: this.log }));
+    this.dieWithParent = opts.dieWithParent ?? true;
   }
 
   /** The VMs running now (started and not yet exited). */
@@ -171,10 +178,17 @@ export class VmSupervisor {
       if ((await findProgram('nsenter')) === undefined) throw missingProgram('nsenter');
       [cmd, prefix] = inNetns(opts.netns, qemu);
     }
+    // QEMU must not outlive this process however it ends (SIGKILL runs no exit hook): a VM running on after
+    // its daemon died would run without a fence while the peer takes it over. The kernel's parent-death
+    // signal survives the exec of nsenter and QEMU.
+    if (this.dieWithParent) {
+      if ((await findProgram('setpriv')) === undefined) throw missingProgram('setpriv');
+      [cmd, prefix] = ['setpriv', ['--pdeathsig', 'SIGKILL', '--', cmd, ...prefix]];
+    }
     await this.prepareRunDir(spec.name, paths);
 
     const args = qemuArgs(spec, { accel, qmpSocket: paths.qmpSocket, serialLog: paths.serialLog, pidFile: paths.pidFile, paused: opts.paused ?? false });
-    const proc = await QemuProcess.start(cmd, [...prefix, ...args], opts.netns !== undefined ? 'nsenter' : QEMU);
+    const proc = await QemuProcess.start(cmd, [...prefix, ...args], path.basename(cmd));
     this.processes.add(proc);
     void proc.exit.then(() => this.processes.delete(proc));
     this.log.info(`starting VM ${spec.name}`, { pid: proc.pid, accel, netns: opts.netns ?? null, runDir: paths.dir });

@@ -24,6 +24,7 @@ export const PACKAGE_OF: Readonly<Record<string, string>> = {
   umount: 'mount',
   ping: 'iputils-ping',
   nsenter: 'util-linux',
+  setpriv: 'util-linux',
   truncate: 'coreutils',
   openssl: 'openssl',
 };

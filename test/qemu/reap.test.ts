@@ -1,12 +1,13 @@
 // After a lockstepd crash: a real "daemon" (a Node process using the supervisor) starts a VM and is killed
-// with SIGKILL, leaving its QEMU orphaned. reapStale must kill that QEMU, and must leave alone a process
-// whose pid merely appears in a stale pid file.
+// with SIGKILL. Normally the kernel kills its QEMU with it (parent-death signal); a QEMU started without it
+// (the test turns it off, as the window between fork and prctl would) is orphaned, and reapStale must kill
+// it, leaving alone a process whose pid merely appears in a stale pid file.
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile, access } from 'node:fs/promises';
 import path from 'node:path';
-import { processState } from '../../src/util/proc.js';
+import { processState, waitGone } from '../../src/util/proc.js';
 import { reapStale } from '../../src/qemu/reap.js';
 import { VmSupervisor } from '../../src/qemu/supervisor.js';
 import { LockstepError } from '../../src/util/errors.js';
@@ -16,17 +17,17 @@ const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
 /** Starts a Node process that starts VM `name` under `runRoot`, prints QEMU's pid, then idles. */
-async function crashingDaemon(runRoot: string, name: string): Promise<{ daemonPid: number; qemuPid: number; killDaemon: () => Promise<void> }> {
+async function crashingDaemon(runRoot: string, name: string, dieWithParent = false): Promise<{ daemonPid: number; qemuPid: number; killDaemon: () => Promise<void> }> {
   const supervisorUrl = new URL('../../src/qemu/supervisor.js', import.meta.url).href;
   const script = `
     import { VmSupervisor } from ${JSON.stringify(supervisorUrl)};
-    const sup = new VmSupervisor({ runRoot: process.env.RUN_ROOT });
+    const sup = new VmSupervisor({ runRoot: process.env.RUN_ROOT, dieWithParent: process.env.DIE_WITH_PARENT === '1' });
     const vm = await sup.start({ name: process.env.VM, vcpus: 1, memoryMiB: 32, accel: 'tcg' });
     process.stdout.write(vm.pid + '\\n');
     setInterval(() => {}, 1000);
   `;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-    env: { ...process.env, RUN_ROOT: runRoot, VM: name },
+    env: { ...process.env, RUN_ROOT: runRoot, VM: name, DIE_WITH_PARENT: dieWithParent ? '1' : '0' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const closed = new Promise((resolve) => child.on('close', resolve));
@@ -59,6 +60,13 @@ async function crashingDaemon(runRoot: string, name: string): Promise<{ daemonPi
     },
   };
 }
+
+test("by default a SIGKILLed daemon's QEMU dies with it: no VM runs on without its daemon's fence", async () => {
+  const dir = await tempDir(cleanup);
+  const daemon = await crashingDaemon(path.join(dir, 'run'), 'follower', true);
+  await daemon.killDaemon();
+  assert.ok(await waitGone(daemon.qemuPid, 5000), 'the QEMU was killed by its parent-death signal');
+});
 
 test('a QEMU orphaned by a SIGKILLed daemon is killed by reapStale; a recycled pid is left alone', async () => {
   const dir = await tempDir(cleanup);
