@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 #   iputils-ping, kmod           reachability checks in tests; modinfo for the guest image builder
 #   ca-certificates              apt-get download of the guest kernel over https mirrors
 #   openssl                      the pair CA and host certificates (A-Link, quorum servers: mutual TLS)
-packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl"
+#   g++, make, python3           node-gyp builds better-sqlite3 (lockstepd's durable state) from source
+packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl g++ make python3"
 
 missing=""
 for p in $packages; do

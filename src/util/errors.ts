@@ -37,6 +37,10 @@ export const ERROR_CODES = {
   ALINK_TLS: 'the A-Link certificate, key or pair CA cannot be read or do not fit together',
   INVALID_CERTIFICATE: 'a certificate file is not a PEM certificate, or not the kind expected (a CA, the CA of that pair)',
   QUORUM_STATE: 'the quorum server state directory is not initialized, already initialized, in use, or holds a corrupt record',
+  STATE_DB: "lockstepd's state database cannot be opened, is newer than this version, or holds a corrupt row",
+  PAIRING: 'pairing with the peer failed: no peer found, wrong pairing secret, or the peer sent something unusable',
+  NOT_PAIRED: 'the host has no pair certificates yet: pairing has not been done',
+  COMMAND_REFUSED: 'the Availability Services refused an operator command (the reason says why)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
