@@ -6,6 +6,8 @@
  *   server trust exactly that CA for that pair; a certificate of another pair is refused.
  * - A quorum server's CA (made by `lockstep-quorum init`) signs the server's own certificate; hosts are
  *   configured with that CA certificate (trust pinned at enrollment).
+ * - At pairing (`src/pairing/`) the host that holds the pair CA signs its peer's certificate request
+ *   (`createKeyAndCsr` on the peer, `signCsr` on the CA host): the peer's key never leaves the peer.
  *
  * Keys are written with mode 0600 from the first byte on; certificates and keys are written durably (a
  * power loss leaves the old file or the new one, never half of one). Every openssl run has its own config
@@ -106,52 +108,64 @@ export async function createCa(dir: string, commonName: string): Promise<CaFiles
  * replaces both files (a new key each time).
  */
 export async function issueCert(ca: CaFiles, dir: string, opts: IssueOptions): Promise<IssuedFiles> {
-  checkCommonName(opts.commonName);
-  const ips = opts.ips ?? [];
-  const dnsNames = opts.dnsNames ?? [];
-  for (const ip of ips) {
-    if (isIP(ip) === 0) throw new LockstepError('INVALID_ARGUMENT', `${JSON.stringify(ip)} is not an IP address`, { ip });
-  }
-  for (const name of dnsNames) {
-    if (!DNS_NAME_RE.test(name)) throw new LockstepError('INVALID_ARGUMENT', `${JSON.stringify(name)} is not a DNS name`, { dnsName: name });
-  }
-  const days = opts.days ?? CERT_DAYS_DEFAULT;
-  if (!Number.isInteger(days) || days < 1 || days > 36500) {
-    throw new LockstepError('INVALID_ARGUMENT', `certificate validity ${days} days is not in 1..36500`, { days });
-  }
+  const leaf = checkedLeafOptions(opts);
   const slug = opts.commonName.toLowerCase().replace(/[^a-z0-9._-]+/g, '-');
   const files = { cert: path.join(dir, `cert-${slug}.pem`), key: path.join(dir, `key-${slug}.pem`), ca: ca.cert };
   await withScratch(async (scratch) => {
     await writeKey(files.key);
-    const config = path.join(scratch, 'leaf.cnf');
-    const san = [...ips.map((ip) => `IP:${ip}`), ...dnsNames.map((n) => `DNS:${n}`)];
-    await writeFile(
-      config,
-      [
-        '[req]',
-        'distinguished_name = dn',
-        'prompt = no',
-        '[dn]',
-        `CN = ${opts.commonName}`,
-        '[ext]',
-        'basicConstraints = critical,CA:FALSE',
-        'keyUsage = critical,digitalSignature',
-        'extendedKeyUsage = serverAuth,clientAuth',
-        'subjectKeyIdentifier = hash',
-        'authorityKeyIdentifier = keyid',
-        ...(san.length > 0 ? [`subjectAltName = ${san.join(',')}`] : []),
-        '',
-      ].join('\n'),
-    );
+    const config = await writeLeafConfig(scratch, leaf);
     const csr = path.join(scratch, 'leaf.csr');
     await run('openssl', ['req', '-new', '-config', config, '-key', files.key, '-sha256', '-out', csr]);
-    const { stdout } = await run('openssl', [
-      'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', serial(), '-days', String(days), '-sha256',
-      '-extfile', config, '-extensions', 'ext',
-    ]);
+    const { stdout } = await run('openssl', signArgs(ca, csr, config, leaf.days));
     await writeFileDurably(files.cert, checkedPem(stdout, 'certificate'));
   });
   return files;
+}
+
+/**
+ * A fresh P-256 key written at `keyFile` (mode 0600, durably) and a CSR for `commonName` signed with it,
+ * returned as PEM. The key stays where the caller put it: a host that asks its peer for a certificate
+ * sends only the CSR.
+ */
+export async function createKeyAndCsr(keyFile: string, commonName: string): Promise<string> {
+  checkCommonName(commonName);
+  return withScratch(async (scratch) => {
+    await writeKey(keyFile);
+    const config = path.join(scratch, 'req.cnf');
+    await writeFile(config, ['[req]', 'distinguished_name = dn', 'prompt = no', '[dn]', `CN = ${commonName}`, ''].join('\n'));
+    const { stdout } = await run('openssl', ['req', '-new', '-config', config, '-key', keyFile, '-sha256']);
+    return checkedPem(stdout, 'certificate request');
+  });
+}
+
+/**
+ * Signs someone else's CSR with `ca` and returns the certificate PEM: the same leaf as `issueCert` makes
+ * (extensions, validity, SANs from `opts`, never from the request). The request must prove its key (its
+ * self-signature verifies: openssl refuses it otherwise), hold a P-256 key like every key of the pair,
+ * and name exactly `CN=<opts.commonName>`, nothing else; else `INVALID_CERTIFICATE`.
+ */
+export async function signCsr(ca: CaFiles, csrPem: string, opts: IssueOptions): Promise<string> {
+  const leaf = checkedLeafOptions(opts);
+  const pem = await withScratch(async (scratch) => {
+    const csr = path.join(scratch, 'peer.csr');
+    await writeFile(csr, csrPem);
+    const loaded = await run('openssl', ['req', '-in', csr, '-noout'], { allowFailure: true });
+    if (loaded.code !== 0) throw badRequest('is not a PEM certificate request', loaded.stderr);
+    const config = await writeLeafConfig(scratch, leaf);
+    const signed = await run('openssl', signArgs(ca, csr, config, leaf.days), { allowFailure: true });
+    if (signed.code !== 0 && /self-signature/i.test(signed.stderr)) throw badRequest('has a self-signature that does not verify', signed.stderr);
+    if (signed.code !== 0) {
+      throw new LockstepError('COMMAND_FAILED', `openssl could not sign the certificate request: ${signed.stderr.trim()}`, { stderr: signed.stderr });
+    }
+    return checkedPem(signed.stdout, 'certificate');
+  });
+  // Checked on the result, where Node parses the names and the key: the request's own encoding is openssl's.
+  const cert = readCertificate(pem, 'the signed certificate');
+  if (cert.subject !== `CN=${opts.commonName}`) {
+    throw badRequest(`names ${JSON.stringify(cert.subject.replaceAll('\n', ', '))}, not exactly CN=${opts.commonName}`);
+  }
+  if (cert.publicKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw badRequest('does not hold a P-256 key');
+  return pem;
 }
 
 /** SHA-256 of the certificate's DER, lowercase hex without separators (the first certificate of the file). */
@@ -209,6 +223,66 @@ function checkCommonName(cn: string): void {
 async function writeKey(file: string): Promise<void> {
   const { stdout } = await run('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-pkeyopt', 'ec_param_enc:named_curve']);
   await writeFileDurably(file, checkedPem(stdout, 'private key'), { mode: 0o600 });
+}
+
+interface LeafOptions {
+  commonName: string;
+  /** subjectAltName entries, `IP:…` and `DNS:…`. */
+  san: string[];
+  days: number;
+}
+
+function checkedLeafOptions(opts: IssueOptions): LeafOptions {
+  checkCommonName(opts.commonName);
+  const ips = opts.ips ?? [];
+  const dnsNames = opts.dnsNames ?? [];
+  for (const ip of ips) {
+    if (isIP(ip) === 0) throw new LockstepError('INVALID_ARGUMENT', `${JSON.stringify(ip)} is not an IP address`, { ip });
+  }
+  for (const name of dnsNames) {
+    if (!DNS_NAME_RE.test(name)) throw new LockstepError('INVALID_ARGUMENT', `${JSON.stringify(name)} is not a DNS name`, { dnsName: name });
+  }
+  const days = opts.days ?? CERT_DAYS_DEFAULT;
+  if (!Number.isInteger(days) || days < 1 || days > 36500) {
+    throw new LockstepError('INVALID_ARGUMENT', `certificate validity ${days} days is not in 1..36500`, { days });
+  }
+  return { commonName: opts.commonName, san: [...ips.map((ip) => `IP:${ip}`), ...dnsNames.map((n) => `DNS:${n}`)], days };
+}
+
+/** The openssl config of a leaf: its subject for the request, its extensions for the signature. */
+async function writeLeafConfig(scratch: string, leaf: LeafOptions): Promise<string> {
+  const config = path.join(scratch, 'leaf.cnf');
+  await writeFile(
+    config,
+    [
+      '[req]',
+      'distinguished_name = dn',
+      'prompt = no',
+      '[dn]',
+      `CN = ${leaf.commonName}`,
+      '[ext]',
+      'basicConstraints = critical,CA:FALSE',
+      'keyUsage = critical,digitalSignature',
+      'extendedKeyUsage = serverAuth,clientAuth',
+      'subjectKeyIdentifier = hash',
+      'authorityKeyIdentifier = keyid',
+      ...(leaf.san.length > 0 ? [`subjectAltName = ${leaf.san.join(',')}`] : []),
+      '',
+    ].join('\n'),
+  );
+  return config;
+}
+
+/** `openssl x509 -req` signing `csr` with `ca`; only the config's extensions go in (openssl copies none of the request's). */
+function signArgs(ca: CaFiles, csr: string, config: string, days: number): string[] {
+  return [
+    'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', serial(), '-days', String(days), '-sha256',
+    '-extfile', config, '-extensions', 'ext',
+  ];
+}
+
+function badRequest(why: string, stderr?: string): LockstepError {
+  return new LockstepError('INVALID_CERTIFICATE', `the certificate request ${why}`, stderr === undefined ? {} : { stderr: stderr.trim() });
 }
 
 /** A random positive 127-bit serial, as RFC 5280 asks (unique per CA without keeping a counter). */
