@@ -285,7 +285,11 @@ export function vmState(s: CoreState, name: VmName): VmState {
   if (!rec || rec.config.removed || rec.config.desired === 'stopped') return 'stopped';
   if (isFailed(s, name)) return 'failed';
   const inst = s.instances[name]?.state;
-  if (rec.owner.host !== s.cfg.self) return inst ? 'starting' : peerFresh(s) ? 'protected' : 'failing-over';
+  if (rec.owner.host !== s.cfg.self) {
+    if (inst) return 'starting';
+    if (peerFresh(s)) return rec.config.protection === 'none' ? 'unprotected' : 'protected';
+    return rec.config.protection === 'none' ? 'host-down' : 'failing-over';
+  }
   if (inst === 'starting') return 'starting';
   if (!inst) return 'failing-over';
   if (rec.config.protection === 'none' || !pairedWithPeer(s)) return 'unprotected';
@@ -373,13 +377,13 @@ function countVmFailure(st: Step, vm: VmName, why: string): void {
   if (recent.length <= s.cfg.vmRestartLimit) {
     event(st, `VM ${vm} failed (${why}): restarting in place (${recent.length} of ${s.cfg.vmRestartLimit})`);
     alert(st, 'warning', 'VM_RESTARTED', `VM ${vm} failed (${why}); restarting it on ${s.cfg.self}`);
-  } else if (pairedWithPeer(s)) {
+  } else if (pairedWithPeer(s) && s.durable.vms[vm]?.config.protection !== 'none') {
     event(st, `VM ${vm} failed ${recent.length} times: restarting it on ${s.cfg.peer}`);
     alert(st, 'warning', 'VM_MOVED_AFTER_FAILURES', `VM ${vm} failed ${recent.length} times on ${s.cfg.self}; restarting it on ${s.cfg.peer}`);
     s.transfers = { ...s.transfers, [vm]: s.cfg.peer };
   } else {
     s.failedVms = { ...s.failedVms, [vm]: s.durable.vms[vm]?.config.version ?? 0 };
-    event(st, `VM ${vm} failed ${recent.length} times and no peer can take it: giving up`);
+    event(st, `VM ${vm} failed ${recent.length} times and no peer can take it (or it is unprotected): giving up`);
     alert(st, 'critical', 'VM_FAILED', `VM ${vm} failed ${recent.length} times within ${s.cfg.vmRestartWindowMs / 60_000} min and no healthy peer can take it`);
   }
 }
@@ -621,8 +625,11 @@ function vmDecisions(st: Step): void {
   for (const [name, rec] of Object.entries(s.durable.vms)) {
     const inst = s.instances[name]?.state;
     const wantRun = rec.config.desired === 'running' && !rec.config.removed && !isFailed(s, name);
+    // An unprotected VM's disk exists on its own host only: started on the peer it would be another, empty
+    // machine. It never moves; it runs again when its host does.
+    const movable = rec.config.protection !== 'none';
     if (rec.owner.host === s.cfg.self) {
-      const transferTo = s.transfers[name] ?? (moveAway && wantRun ? s.cfg.peer : undefined);
+      const transferTo = movable ? (s.transfers[name] ?? (moveAway && wantRun ? s.cfg.peer : undefined)) : undefined;
       if (transferTo !== undefined && peerCanTake && pairLeaseValid(s)) {
         if (inst === 'starting' || inst === 'running') stopVm(st, name, `handing over to ${transferTo}`);
         else if (inst === undefined) handOver(st, name, rec, transferTo);
@@ -637,7 +644,7 @@ function vmDecisions(st: Step): void {
         stopVm(st, name, `owned by ${rec.owner.host}`);
         continue;
       }
-      if (solo && rec.owner.host === s.cfg.peer && s.now >= takeoverAt && inst === undefined) {
+      if (movable && solo && rec.owner.host === s.cfg.peer && s.now >= takeoverAt && inst === undefined) {
         const owner = { host: s.cfg.self, epoch: s.durable.epoch, seq: rec.owner.epoch === s.durable.epoch ? rec.owner.seq + 1 : 0 };
         s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner } } };
         event(st, `took over VM ${name} from ${s.cfg.peer} in epoch ${s.durable.epoch}`);

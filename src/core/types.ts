@@ -264,6 +264,7 @@ export const VM_STATES = {
   protected: 'running with the peer ready to take over at the requested level',
   downgraded: 'running with a weaker protection than requested (A-Link too slow: SplitSite)',
   'failing-over': 'its host was lost: waiting for authority and the old lease before starting it here',
+  'host-down': 'unprotected and its host is lost: it runs again when its host does (its disk is there only)',
   starting: 'being started on its owner',
   failed: 'could not be kept running (restart limit reached): needs the operator',
 } as const;
