@@ -145,14 +145,25 @@ function parseInteger(v: string, name: string, min: number, max: number): number
 export function renderStatus(s: LabStatus): string {
   if (!s.up) return `lab '${s.lab}' is down (\`lockstep lab up\` brings it up)`;
   const hosts = table(
-    ['host', 'state', 'daemon', 'mgmt', 'alink1', 'alink2', 'business', 'faults'],
-    s.hosts.map((h) => [h.name, h.state, h.daemon.state === 'running' ? `pid ${h.daemon.pid}` : 'not running', h.addresses.mgmt, h.addresses.alink1 ?? '', h.addresses.alink2 ?? '', h.addresses.business ?? '', h.faults.join(',') || '-']),
+    ['host', 'state', 'daemon', 'availability', 'epoch', 'health', 'mgmt', 'alink1', 'alink2', 'faults'],
+    s.hosts.map((h) => [
+      h.name,
+      h.state,
+      h.daemon.state === 'running' ? `pid ${h.daemon.pid}` : 'not running',
+      h.availability ? `${h.availability.state} (${h.availability.authority})` : '-',
+      h.availability ? String(h.availability.epoch) : '-',
+      h.availability ? String(h.availability.health) : '-',
+      h.addresses.mgmt,
+      h.addresses.alink1 ?? '',
+      h.addresses.alink2 ?? '',
+      h.faults.join(',') || '-',
+    ]),
   );
   const quorum = table(['quorum server', 'state', 'mgmt', 'faults'], s.quorumServers.map((q) => [q.name, q.state, q.address, q.faults.join(',') || '-']));
   const vms =
     s.vms.length === 0
       ? 'no VMs (`lockstep lab up --vm demo` makes one)'
-      : table(['vm', 'host', 'protection', 'state', 'address'], s.vms.map((v) => [v.name, v.host ?? '-', v.protection, v.state, v.address]));
+      : table(['vm', 'running on', 'owner', 'protection', 'state', 'address'], s.vms.map((v) => [v.name, v.host ?? '-', v.owner ?? '-', v.protection, v.state, v.address]));
   const latency = s.alinkLatencyMs > 0 ? `\nA-Link latency: +${s.alinkLatencyMs} ms round trip` : '';
   return `lab '${s.lab}' is up (client ${s.client.addresses.business} on the business network)${latency}\n\n${hosts}\n\n${quorum}\n\n${vms}`;
 }

@@ -1,7 +1,45 @@
-/** `lockstepd`'s configuration file: which host it is, where its data lives, how it reaches its VMs' network. */
+/**
+ * `lockstepd`'s configuration file (JSON): which host it is, where its data lives, its peer and the A-Link
+ * cables to it, the pairing secret, the quorum servers, and the timing of failure detection. Both hosts of a
+ * pair carry the same pair settings; each names itself. Every field is checked here, at start, with the
+ * field named in the error: a daemon that starts on a wrong config fails later, and worse.
+ */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
+import { DEFAULT_TIMING } from '../core/types.js';
+
+export interface AlinkPathConfig {
+  /** `alink1`, `alink2`: also the health component it reports on. */
+  name: 'alink1' | 'alink2';
+  /** This host's address on the cable and the peer's. */
+  local: string;
+  peer: string;
+  /** The listener's port (on the host with the larger id). */
+  port: number;
+  /** The cable's broadcast address: pairing discovery runs on the first A-Link (the private network). */
+  broadcast: string;
+}
+
+export interface QuorumServerConfig {
+  /** The server's id in the pair (its name), preferred first. */
+  id: string;
+  address: string;
+  port: number;
+  /** The server's CA certificate (from `lockstep-quorum init`), a file in this host's data directory. */
+  ca: string;
+}
+
+/** Failure-detection timing: heartbeats, timeouts and leases (see `CoreConfig` in src/core/types.ts). */
+export interface TimingConfig {
+  heartbeatIntervalMs: number;
+  peerTimeoutMs: number;
+  pairLeaseMs: number;
+  quorumLeaseMs: number;
+  quorumRetryMs: number;
+  fenceMarginMs: number;
+  healthIntervalMs: number;
+}
 
 export interface DaemonConfig {
   /** The host's name in the pair (`host1`, `host2`, or any name an operator gives). */
@@ -12,9 +50,44 @@ export interface DaemonConfig {
   apiSocket: string;
   /** The bridge on this host that the guests' taps join (the business network). */
   businessBridge: string;
+  /**
+   * The business network's uplink (health check): the physical port, not the bridge — a bridge keeps
+   * carrier while any guest's tap is up, so only the uplink shows the network is gone. Default: the bridge.
+   */
+  businessInterface: string;
+  /** The management network interface (health check); null: not checked. */
+  mgmtInterface: string | null;
   /** `auto` proves KVM works before using it, else TCG. */
   accel: 'auto' | 'kvm' | 'tcg';
+  pair: {
+    /** The pair's name: the quorum servers know the pair by it; the pair CA carries it. */
+    id: string;
+    peer: string;
+    /** Shared by both hosts' configs; proves each to the other while pairing (≥ 16 characters). */
+    secret: string;
+    /** With no quorum server: the host that keeps its VMs when the A-Links fail (default: the smaller id). */
+    tiebreakWinner: string;
+  };
+  alink: AlinkPathConfig[];
+  quorum: QuorumServerConfig[];
+  timing: TimingConfig;
+  /** UDP port of pairing discovery beacons and TCP port of the pairing exchange. */
+  pairingPorts: { discovery: number; exchange: number };
 }
+
+export const DEFAULT_DAEMON_TIMING: TimingConfig = {
+  heartbeatIntervalMs: DEFAULT_TIMING.heartbeatIntervalMs,
+  peerTimeoutMs: DEFAULT_TIMING.peerTimeoutMs,
+  pairLeaseMs: DEFAULT_TIMING.pairLeaseMs,
+  quorumLeaseMs: DEFAULT_TIMING.quorumLeaseMs,
+  quorumRetryMs: DEFAULT_TIMING.quorumRetryMs,
+  fenceMarginMs: DEFAULT_TIMING.fenceMarginMs,
+  healthIntervalMs: 500,
+};
+
+const NAME = /^[a-z][a-z0-9-]{0,30}$/;
+const PAIR_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 
 export async function loadDaemonConfig(file: string): Promise<DaemonConfig> {
   let raw: unknown;
@@ -27,30 +100,98 @@ export async function loadDaemonConfig(file: string): Promise<DaemonConfig> {
 }
 
 export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new LockstepError('INVALID_SPEC', `${source}: expected a JSON object`, { source });
-  }
-  const o = raw as Record<string, unknown>;
-  const str = (key: string, fallback?: string): string => {
-    const v = o[key] ?? fallback;
-    if (typeof v !== 'string' || v === '') throw new LockstepError('INVALID_SPEC', `${source}: '${key}' must be a non-empty string`, { source, key });
-    return v;
+  const bad = (key: string, why: string, value?: unknown): never => {
+    throw new LockstepError('INVALID_SPEC', `${source}: '${key}' ${why}${value === undefined ? '' : ` (got ${JSON.stringify(value)})`}`, { source, key });
   };
-  const host = str('host');
-  if (!/^[a-z][a-z0-9-]{0,30}$/.test(host)) {
-    throw new LockstepError('INVALID_SPEC', `${source}: 'host' must match [a-z][a-z0-9-]{0,30}`, { source, host });
-  }
-  const dataDir = str('dataDir');
-  if (!path.isAbsolute(dataDir)) throw new LockstepError('INVALID_SPEC', `${source}: 'dataDir' must be an absolute path`, { source, dataDir });
-  const accel = str('accel', 'auto');
-  if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') {
-    throw new LockstepError('INVALID_SPEC', `${source}: 'accel' must be auto, kvm or tcg`, { source, accel });
-  }
+  const obj = (v: unknown, key: string): Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : bad(key, 'must be a JSON object');
+  const str = (o: Record<string, unknown>, key: string, at: string, fallback?: string): string => {
+    const v = o[key] ?? fallback;
+    return typeof v === 'string' && v !== '' ? v : bad(at, 'must be a non-empty string', v);
+  };
+  const matching = (v: string, re: RegExp, at: string, rule: string): string => (re.test(v) ? v : bad(at, `must match ${rule}`, v));
+  const port = (o: Record<string, unknown>, key: string, at: string, fallback?: number): number => {
+    const v = o[key] ?? fallback;
+    return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535 ? v : bad(at, 'must be a TCP/UDP port (1–65535)', v);
+  };
+  const ms = (o: Record<string, unknown>, key: string, fallback: number): number => {
+    const v = o[key] ?? fallback;
+    return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 600_000 ? v : bad(`timing.${key}`, 'must be an integer number of ms from 1 to 600000', v);
+  };
+
+  const o = obj(raw, 'config');
+  const host = matching(str(o, 'host', 'host'), NAME, 'host', '[a-z][a-z0-9-]{0,30}');
+  const dataDir = str(o, 'dataDir', 'dataDir');
+  if (!path.isAbsolute(dataDir)) bad('dataDir', 'must be an absolute path', dataDir);
+  const accel = str(o, 'accel', 'accel', 'auto');
+  if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') bad('accel', 'must be auto, kvm or tcg', accel);
+
+  const pairRaw = obj(o['pair'], 'pair');
+  const peer = matching(str(pairRaw, 'peer', 'pair.peer'), NAME, 'pair.peer', '[a-z][a-z0-9-]{0,30}');
+  if (peer === host) bad('pair.peer', 'must not be this host', peer);
+  const secret = str(pairRaw, 'secret', 'pair.secret');
+  if (secret.length < 16) bad('pair.secret', 'must be at least 16 characters (it is all that proves the peer while pairing)');
+  const tiebreakWinner = str(pairRaw, 'tiebreakWinner', 'pair.tiebreakWinner', host < peer ? host : peer);
+  if (tiebreakWinner !== host && tiebreakWinner !== peer) bad('pair.tiebreakWinner', `must be ${host} or ${peer}`, tiebreakWinner);
+
+  const alinkRaw = o['alink'];
+  if (!Array.isArray(alinkRaw) || alinkRaw.length < 1 || alinkRaw.length > 2) bad('alink', 'must list one or two A-Link paths');
+  const alink = (alinkRaw as unknown[]).map((p, i): AlinkPathConfig => {
+    const at = `alink[${i}]`;
+    const po = obj(p, at);
+    const name = str(po, 'name', `${at}.name`);
+    if (name !== 'alink1' && name !== 'alink2') bad(`${at}.name`, 'must be alink1 or alink2', name);
+    const addr = (key: string): string => matching(str(po, key, `${at}.${key}`), IPV4, `${at}.${key}`, 'an IPv4 address');
+    return { name: name as 'alink1' | 'alink2', local: addr('local'), peer: addr('peer'), port: port(po, 'port', `${at}.port`), broadcast: addr('broadcast') };
+  });
+  if (new Set(alink.map((a) => a.name)).size !== alink.length) bad('alink', 'names each path once');
+
+  const quorumRaw = o['quorum'] ?? [];
+  if (!Array.isArray(quorumRaw) || quorumRaw.length > 2) bad('quorum', 'must list 0, 1 or 2 quorum servers (preferred first)');
+  const quorum = (quorumRaw as unknown[]).map((q, i): QuorumServerConfig => {
+    const at = `quorum[${i}]`;
+    const qo = obj(q, at);
+    const ca = str(qo, 'ca', `${at}.ca`);
+    if (!path.isAbsolute(ca)) bad(`${at}.ca`, 'must be an absolute path', ca);
+    return {
+      id: matching(str(qo, 'id', `${at}.id`), NAME, `${at}.id`, '[a-z][a-z0-9-]{0,30}'),
+      address: str(qo, 'address', `${at}.address`),
+      port: port(qo, 'port', `${at}.port`),
+      ca,
+    };
+  });
+  if (new Set(quorum.map((q) => q.id)).size !== quorum.length) bad('quorum', 'names each server once');
+
+  const t = o['timing'] === undefined ? {} : obj(o['timing'], 'timing');
+  const d = DEFAULT_DAEMON_TIMING;
+  const timing: TimingConfig = {
+    heartbeatIntervalMs: ms(t, 'heartbeatIntervalMs', d.heartbeatIntervalMs),
+    peerTimeoutMs: ms(t, 'peerTimeoutMs', d.peerTimeoutMs),
+    pairLeaseMs: ms(t, 'pairLeaseMs', d.pairLeaseMs),
+    quorumLeaseMs: ms(t, 'quorumLeaseMs', d.quorumLeaseMs),
+    quorumRetryMs: ms(t, 'quorumRetryMs', d.quorumRetryMs),
+    fenceMarginMs: ms(t, 'fenceMarginMs', d.fenceMarginMs),
+    healthIntervalMs: ms(t, 'healthIntervalMs', d.healthIntervalMs),
+  };
+  // The relations the core's safety argument leans on (docs/core.md): detection before the lease runs out,
+  // and a fence margin that leaves room to stop.
+  if (timing.heartbeatIntervalMs * 2 > timing.peerTimeoutMs) bad('timing.peerTimeoutMs', 'must be at least two heartbeat intervals', timing.peerTimeoutMs);
+  if (timing.peerTimeoutMs >= timing.pairLeaseMs) bad('timing.pairLeaseMs', 'must be longer than timing.peerTimeoutMs', timing.pairLeaseMs);
+  if (timing.fenceMarginMs * 2 >= timing.pairLeaseMs) bad('timing.fenceMarginMs', 'must be less than half of timing.pairLeaseMs', timing.fenceMarginMs);
+
+  const pairing = o['pairingPorts'] === undefined ? {} : obj(o['pairingPorts'], 'pairingPorts');
   return {
     host,
     dataDir,
-    apiSocket: str('apiSocket', path.join(dataDir, 'run', 'lockstepd.sock')),
-    businessBridge: str('businessBridge', 'br-biz'),
-    accel,
+    apiSocket: str(o, 'apiSocket', 'apiSocket', path.join(dataDir, 'run', 'lockstepd.sock')),
+    businessBridge: str(o, 'businessBridge', 'businessBridge', 'br-biz'),
+    businessInterface: str(o, 'businessInterface', 'businessInterface', str(o, 'businessBridge', 'businessBridge', 'br-biz')),
+    mgmtInterface: o['mgmtInterface'] === null || o['mgmtInterface'] === undefined ? null : str(o, 'mgmtInterface', 'mgmtInterface'),
+    accel: accel as DaemonConfig['accel'],
+    pair: { id: matching(str(pairRaw, 'id', 'pair.id'), PAIR_ID, 'pair.id', '[a-z0-9][a-z0-9-]{0,62}'), peer, secret, tiebreakWinner },
+    alink,
+    quorum,
+    timing,
+    pairingPorts: { discovery: port(pairing, 'discovery', 'pairingPorts.discovery', 7791), exchange: port(pairing, 'exchange', 'pairingPorts.exchange', 7792) },
   };
 }

@@ -1,15 +1,38 @@
 /**
- * `lockstepd`: the Availability Services of one host. For now it supervises the host's VMs (defined over
- * its API, started at boot when they should run) and serves its local API; the pair, the A-Link and the
- * decision core join it in the next steps.
+ * `lockstepd`: the Availability Services of one host. Start-up, in order:
+ *   1. the state database (its boot counter gives this run's incarnation) and the QEMU leftovers reaped;
+ *   2. the local API (it answers from the first moment: "pairing" until the pair exists);
+ *   3. pairing with the peer over the first A-Link, once in the pair's life (src/pairing/);
+ *   4. the A-Link, the health monitor and the decision core's driver, wired together.
+ * After that every decision is the core's (src/core/); this file only connects the parts.
  */
 import { parseArgs } from 'node:util';
-import { mkdir } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describeError, isLockstepError } from '../util/errors.js';
-import { loadDaemonConfig } from './config.js';
-import { HostVms } from './host-vms.js';
+import { sleep } from '../util/proc.js';
+import { DEFAULT_TIMING, type CoreConfig, type QuorumReply } from '../core/types.js';
+import { Alink } from '../alink/alink.js';
+import { loadAlinkTls } from '../alink/tls.js';
+import { askQuorum, probeQuorum, type QuorumEndpoint } from '../quorum/client.js';
+import { pairWithPeer, type PairFiles } from '../pairing/pairing.js';
+import { HealthMonitor } from '../health/monitor.js';
+import { loadDaemonConfig, type DaemonConfig } from './config.js';
+import { StateDb } from './state-db.js';
+import { VmRunner } from './vm-runner.js';
+import { Watchdog } from './watchdog.js';
+import { CoreDriver } from './core-driver.js';
 import { startApiServer } from './api.js';
+
+/** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
+const PAIRING_RETRY_MS = 2000;
+const PAIRING_ATTEMPT_MS = 30_000;
+/** A quorum exchange (connect, TLS, question, answer) must finish well within the lease it asks for. */
+const QUORUM_EXCHANGE_MAX_MS = 1000;
+const QMP_HEALTH_TIMEOUT_MS = 2000;
+/** Time an A-Link path gets after start to connect before the health monitor counts it as failed. */
+const ALINK_CONNECT_GRACE_MS = 5000;
 
 export async function main(argv: string[]): Promise<number> {
   let configFile: string;
@@ -23,26 +46,185 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     const config = await loadDaemonConfig(configFile);
-    const log = (line: string): void => console.log(`${new Date().toISOString()} ${config.host} ${line}`);
-    await mkdir(path.dirname(config.apiSocket), { recursive: true });
-    const vms = new HostVms(config, log);
-    const startedAt = new Date().toISOString();
-    log(`lockstepd starting (pid ${process.pid}, data ${config.dataDir})`);
-    await vms.boot();
-    const server = await startApiServer(config.apiSocket, { host: config.host, startedAt, vms }, log);
-    log(`API listening on ${config.apiSocket}`);
-    await new Promise<void>((resolve) => {
-      const stop = (signal: string): void => {
-        log(`${signal}: stopping VMs gracefully`);
-        void vms.shutdown().finally(() => server.close(() => resolve()));
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
-    });
-    log('lockstepd stopped');
-    return 0;
+    return await runDaemon(config);
   } catch (e) {
     console.error(`lockstepd: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
     return 1;
   }
+}
+
+async function runDaemon(config: DaemonConfig): Promise<number> {
+  const log = (line: string): void => console.log(`${new Date().toISOString()} ${config.host} ${line}`);
+  await mkdir(path.dirname(config.apiSocket), { recursive: true });
+  const db = StateDb.open(path.join(config.dataDir, 'state', 'lockstepd.db'));
+  const incarnation = db.nextIncarnation();
+  log(`lockstepd starting (pid ${process.pid}, incarnation ${incarnation}, data ${config.dataDir})`);
+
+  let driver: CoreDriver | null = null;
+  let alink: Alink | null = null;
+  let health: HealthMonitor | null = null;
+  const pairing = { state: 'pairing' as 'pairing' | 'paired', lastError: null as string | null };
+  const pkiDir = path.join(config.dataDir, 'pki');
+  let pki: PairFiles | null = null;
+
+  const watchdog = new Watchdog((pids) => log(`WATCHDOG fired: authority ran out; killed QEMU pids ${pids.join(', ')}`));
+  const runner = new VmRunner(
+    config,
+    (vm, event) => driver?.submit({ type: 'vm-event', vm, event }),
+    (pids) => watchdog.setPids(pids),
+    log,
+  );
+  await runner.reapLeftovers();
+
+  const server = await startApiServer(
+    config.apiSocket,
+    {
+      host: config.host,
+      startedAt: new Date().toISOString(),
+      incarnation,
+      pairing: () => ({ ...pairing }),
+      driver: () => driver,
+      running: () => runner.running(),
+      lastExit: (vm) => runner.lastExit(vm),
+      alink: () => alink?.status() ?? null,
+      health: () => health?.current() ?? null,
+      pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
+      recentLog: (opts) => db.recentLog(opts),
+    },
+    log,
+  );
+  log(`API listening on ${config.apiSocket}`);
+
+  let stopping: Promise<void> | null = null;
+  const shutdown = (why: string): Promise<void> => {
+    stopping ??= (async () => {
+      log(`${why}: stopping`);
+      driver?.stop();
+      health?.stop();
+      await runner.shutdown();
+      alink?.close();
+      await watchdog.close();
+      db.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    })();
+    return stopping;
+  };
+  const finished = new Promise<number>((resolve) => {
+    process.once('SIGTERM', () => void shutdown('SIGTERM').then(() => resolve(0)));
+    process.once('SIGINT', () => void shutdown('SIGINT').then(() => resolve(0)));
+  });
+
+  pki = await pairUntilDone(config, pkiDir, pairing, log, () => stopping !== null);
+  if (pki === null) return finished;
+  pairing.state = 'paired';
+  pairing.lastError = null;
+
+  alink = new Alink({
+    self: config.host,
+    peer: config.pair.peer,
+    paths: config.alink.map((p) => ({ name: p.name, local: p.local, peer: p.peer, port: p.port })),
+    tls: await loadAlinkTls(pki),
+    log: { info: (m) => log(`A-Link: ${m}`), warn: (m) => log(`A-Link: ${m}`) },
+  });
+  const coreConfig = coreConfigOf(config);
+  const quorumEndpoint = (id: string): QuorumEndpoint => {
+    const q = config.quorum.find((s) => s.id === id);
+    if (!q) throw new Error(`the core asked for quorum server ${id}, which is not configured`);
+    const timeoutMs = Math.min(QUORUM_EXCHANGE_MAX_MS, coreConfig.quorumLeaseMs / 3);
+    return { address: q.address, port: q.port, ca: q.ca, cert: pki!.cert, key: pki!.key, timeoutMs };
+  };
+  const liveAlink = alink;
+  driver = new CoreDriver(coreConfig, incarnation, db, runner, watchdog, {
+    sendPeer: (msg) => void liveAlink.send(msg),
+    askQuorum: (id, knownEpoch): Promise<QuorumReply> => askQuorum({ ...quorumEndpoint(id), pair: config.pair.id, host: config.host, knownEpoch }),
+    probeQuorum: (id) => probeQuorum(quorumEndpoint(id)),
+    restartServices: (reason) => void restartSelf(reason, shutdown, log),
+  }, log);
+  const liveDriver = driver;
+  alink.on('message', (msg) => liveDriver.submit({ type: 'peer-message', msg }));
+  alink.on('rtt', (rttMs) => liveDriver.submit({ type: 'alink-rtt', rttMs }));
+  alink.on('path-up', (name) => log(`A-Link path ${name} up`));
+  alink.on('path-down', (name, reason) => log(`A-Link path ${name} down: ${reason}`));
+
+  health = new HealthMonitor({
+    intervalMs: config.timing.healthIntervalMs,
+    dataDir: config.dataDir,
+    interfaces: { mgmt: config.mgmtInterface, business: config.businessInterface },
+    // A path that has not come up yet since start is not a fault until it had time to connect: otherwise
+    // every boot would begin with a component failure (and the core's reboot attempt for it).
+    alinkPaths: () => Object.fromEntries(liveAlink.status().map((p) => [p.name, p.up || (p.changedAt === null && Date.now() - alinkStartedAt < ALINK_CONNECT_GRACE_MS)])),
+    qemu: () => runner.qmpResponsive(QMP_HEALTH_TIMEOUT_MS),
+    injectFile: path.join(config.dataDir, 'health-inject.json'),
+    log,
+  });
+  health.on('snapshot', (snapshot) => liveDriver.submit({ type: 'health', wallMs: Date.now(), health: snapshot }));
+
+  const alinkStartedAt = Date.now();
+  alink.start();
+  health.start();
+  driver.start();
+  log(`paired with ${config.pair.peer} (pair ${config.pair.id}); Availability Services running`);
+  return finished;
+}
+
+/** Pairs with the peer (once in the pair's life: the files then exist), retrying until it works or we stop. */
+async function pairUntilDone(
+  config: DaemonConfig,
+  pkiDir: string,
+  status: { lastError: string | null },
+  log: (line: string) => void,
+  stopped: () => boolean,
+): Promise<PairFiles | null> {
+  const first = config.alink[0]!;
+  while (!stopped()) {
+    try {
+      return await pairWithPeer({
+        self: config.host,
+        peer: config.pair.peer,
+        pairId: config.pair.id,
+        secret: config.pair.secret,
+        pkiDir,
+        privateNet: { local: first.local, broadcast: first.broadcast },
+        discoveryPort: config.pairingPorts.discovery,
+        pairingPort: config.pairingPorts.exchange,
+        timeoutMs: PAIRING_ATTEMPT_MS,
+        log: (line: string) => log(`pairing: ${line}`),
+      });
+    } catch (e) {
+      status.lastError = describeError(e);
+      log(`pairing with ${config.pair.peer} failed: ${status.lastError}; retrying`);
+      await sleep(PAIRING_RETRY_MS);
+    }
+  }
+  return null;
+}
+
+export function coreConfigOf(config: DaemonConfig): CoreConfig {
+  const t = config.timing;
+  return {
+    ...DEFAULT_TIMING,
+    self: config.host,
+    peer: config.pair.peer,
+    quorumServers: config.quorum.map((q) => q.id),
+    tiebreakWinner: config.pair.tiebreakWinner,
+    heartbeatIntervalMs: t.heartbeatIntervalMs,
+    peerTimeoutMs: t.peerTimeoutMs,
+    pairLeaseMs: t.pairLeaseMs,
+    quorumLeaseMs: t.quorumLeaseMs,
+    quorumRetryMs: t.quorumRetryMs,
+    fenceMarginMs: t.fenceMarginMs,
+  };
+}
+
+/**
+ * The seed's reboot attempt after a backup fault: stop everything this daemon runs, then start a fresh
+ * daemon with the same arguments in its place (same namespace, same log). The core decides how often, by
+ * the fault history it keeps across restarts (MTBF).
+ */
+async function restartSelf(reason: string, shutdown: (why: string) => Promise<void>, log: (line: string) => void): Promise<void> {
+  await shutdown(`restarting services (${reason})`);
+  const child = spawn(process.execPath, process.argv.slice(1), { detached: true, stdio: 'inherit' });
+  child.unref();
+  log(`restarted as pid ${child.pid}`);
+  process.exit(0);
 }

@@ -1,14 +1,15 @@
 /**
- * A VM as the pair knows it: what the operator asked for (size, guest, network identity, protection,
- * whether it should run). The host turns it into a QEMU `VmSpec` with paths in its own data directory.
+ * A VM as the operator defines it: size, guest, network identity (its hardware), protection, and whether it
+ * should run. The protection and desired state go to the decision core; the hardware travels with them,
+ * opaque to the core, and the host that runs the VM turns it into a QEMU `VmSpec` in its own data directory.
  */
 import { LockstepError } from '../util/errors.js';
 
 export const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
 export type ProtectionLevel = (typeof PROTECTION_LEVELS)[number];
 
-export interface VmDefinition {
-  name: string;
+/** The VM's hardware: replicated with its config to the peer (opaque to the core), so either host can run it. */
+export interface VmHardware {
   vcpus: number;
   memoryMiB: number;
   /** Direct kernel boot of the guest (the lab's guest is a kernel + initramfs). */
@@ -17,6 +18,11 @@ export interface VmDefinition {
   diskMiB: number;
   /** The guest NIC's identity on the business network; the address is what the guest configures itself. */
   nic: { mac: string; address: string };
+}
+
+/** What an operator submits to define a VM: its name, hardware, protection and whether it should run. */
+export interface VmDefinition extends VmHardware {
+  name: string;
   protection: ProtectionLevel;
   desired: 'running' | 'stopped';
 }
@@ -29,6 +35,16 @@ export function parseVmDefinition(raw: unknown): VmDefinition {
   const o = object(raw, 'vm');
   const name = string(o, 'name');
   if (!NAME.test(name)) invalid('name', 'must match [a-z][a-z0-9-]{0,30}', name);
+  const protection = string(o, 'protection');
+  if (!(PROTECTION_LEVELS as readonly string[]).includes(protection)) invalid('protection', `must be one of ${PROTECTION_LEVELS.join(', ')}`, protection);
+  const desired = string(o, 'desired');
+  if (desired !== 'running' && desired !== 'stopped') invalid('desired', 'must be running or stopped', desired);
+  return { name, ...parseVmHardware(o), protection: protection as ProtectionLevel, desired };
+}
+
+/** The hardware fields of a definition (also what arrives from the peer, re-checked before a start). */
+export function parseVmHardware(raw: unknown): VmHardware {
+  const o = object(raw, 'hardware');
   const guestRaw = object(o['guest'], 'guest');
   const nicRaw = object(o['nic'], 'nic');
   const mac = string(nicRaw, 'mac', 'nic.mac').toLowerCase();
@@ -37,12 +53,7 @@ export function parseVmDefinition(raw: unknown): VmDefinition {
   const address = string(nicRaw, 'address', 'nic.address');
   const m = IPV4.exec(address);
   if (!m || m.slice(1).some((x) => Number(x) > 255)) invalid('nic.address', 'must be an IPv4 address', address);
-  const protection = string(o, 'protection');
-  if (!(PROTECTION_LEVELS as readonly string[]).includes(protection)) invalid('protection', `must be one of ${PROTECTION_LEVELS.join(', ')}`, protection);
-  const desired = string(o, 'desired');
-  if (desired !== 'running' && desired !== 'stopped') invalid('desired', 'must be running or stopped', desired);
   return {
-    name,
     vcpus: integer(o, 'vcpus', 1, 64),
     memoryMiB: integer(o, 'memoryMiB', 64, 1024 * 1024),
     guest: {
@@ -52,9 +63,12 @@ export function parseVmDefinition(raw: unknown): VmDefinition {
     },
     diskMiB: integer(o, 'diskMiB', 1, 16 * 1024 * 1024),
     nic: { mac, address },
-    protection: protection as ProtectionLevel,
-    desired,
   };
+}
+
+/** The hardware part of a definition, as the core replicates it. */
+export function hardwareOf(def: VmDefinition): VmHardware {
+  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, nic: def.nic };
 }
 
 function invalid(field: string, why: string, value?: unknown): never {

@@ -7,7 +7,8 @@ import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileDurably } from '../util/durable-file.js';
 import { noFaults, type FaultSet } from './faults.js';
-import type { HostName, AlinkName } from './topology.js';
+import { randomBytes } from 'node:crypto';
+import type { HostName, AlinkName, QuorumName } from './topology.js';
 import type { ProtectionLevel } from '../daemon/vm-definition.js';
 
 export interface LabVm {
@@ -30,6 +31,10 @@ export interface LabState {
   /** Pids of the user-space wires that delay each A-Link while a latency is set. */
   wires: Partial<Record<AlinkName, number>>;
   vms: LabVm[];
+  /** The pairing secret the lab "operator" gives both hosts' configs. */
+  pairSecret: string;
+  /** Pids of the running `lockstep-quorum serve` processes. */
+  quorumPids: Partial<Record<QuorumName, number>>;
 }
 
 export interface LabPaths {
@@ -64,7 +69,18 @@ export function labPaths(env: NodeJS.ProcessEnv = process.env): LabPaths {
 }
 
 export function newLabState(paths: LabPaths, now: Date): LabState {
-  return { version: 1, name: paths.name, prefix: paths.prefix, createdAt: now.toISOString(), faults: noFaults(), alinkLatencyMs: 0, wires: {}, vms: [] };
+  return {
+    version: 1,
+    name: paths.name,
+    prefix: paths.prefix,
+    createdAt: now.toISOString(),
+    faults: noFaults(),
+    alinkLatencyMs: 0,
+    wires: {},
+    vms: [],
+    pairSecret: randomBytes(24).toString('base64url'),
+    quorumPids: {},
+  };
 }
 
 export async function loadLabState(paths: LabPaths): Promise<LabState | null> {

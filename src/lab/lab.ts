@@ -5,7 +5,7 @@
  * See docs/lab.md for the drawing and the addresses.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { repoRoot } from '../util/paths.js';
@@ -14,7 +14,9 @@ import { sleep, waitGone } from '../util/proc.js';
 import { writeFileDurably } from '../util/durable-file.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import type { VmDefinition, ProtectionLevel } from '../daemon/vm-definition.js';
-import type { VmStatus } from '../daemon/host-vms.js';
+import type { VmStatus } from '../daemon/api.js';
+import { labHostConfig, labPairId } from './host-config.js';
+import { enrollLabPair, ensureQuorumInitialized, isQuorumServing, startQuorumServer } from './lab-quorum.js';
 import { ensureGuestImage, guestKernelCmdline } from './guest-image.js';
 import { isWireRunning, setWireDelay, startWire, stopWire } from './wire.js';
 import * as netns from './netns.js';
@@ -35,6 +37,7 @@ import {
   guestMac,
   labNames,
   type HostName,
+  type QuorumName,
   type LabNames,
   type NodeName,
 } from './topology.js';
@@ -43,6 +46,8 @@ const HOST_DISK_MIB = 4096;
 const DAEMON_READY_MS = 20_000;
 const DAEMON_STOP_MS = 15_000;
 const GUEST_READY_MS = 90_000;
+/** Pairing (discovery, certificates) and the first agreed epoch: seconds on a quiet machine. */
+const PAIR_READY_MS = 60_000;
 const LATENCY_MS_MAX = 10_000;
 
 export interface LabUpOptions {
@@ -66,10 +71,12 @@ export interface LabStatus {
     addresses: ReturnType<typeof addressesOf>;
     faults: string[];
     daemon: { state: 'running' | 'not-running'; pid: number | null };
+    /** The host's Availability Services as its lockstepd reports them (null when it does not answer). */
+    availability: { state: string; epoch: number; authority: string; health: number } | null;
   }[];
   quorumServers: { name: string; netns: string; state: 'up' | 'down'; address: string; faults: string[] }[];
   client: { netns: string; addresses: ReturnType<typeof addressesOf> };
-  vms: { name: string; host: HostName | null; protection: ProtectionLevel; state: string; address: string; mac: string }[];
+  vms: { name: string; host: HostName | null; owner: string | null; protection: string; state: string; address: string; mac: string }[];
 }
 
 /** Protection levels this build can keep; HA and FT join as they land. */
@@ -107,7 +114,10 @@ export class Lab {
     if (existing) this.log(`lab '${this.paths.name}' is up already: checking every piece`);
     try {
       await this.buildNetwork(state);
+      await this.startQuorumServers(state);
+      await saveLabState(this.paths, state);
       await this.prepareHosts(state, opts.accel ?? 'tcg');
+      await this.ensurePaired(state);
       await saveLabState(this.paths, state);
       if (opts.vm !== undefined) await this.ensureVm(state, opts.vm, protection, opts.memoryMiB ?? 256);
     } catch (e) {
@@ -150,7 +160,7 @@ export class Lab {
     const present = await netns.listNamespaces();
     const up = state !== null && present.includes(this.names.ns('fabric'));
     const faults = state?.faults ?? noFaults();
-    const daemonStatus = new Map<HostName, { pid: number; vms: VmStatus[] } | null>();
+    const daemonStatus = new Map<HostName, DaemonStatus | null>();
     for (const host of HOSTS) daemonStatus.set(host, up && !faults.hosts[host].includes('power') ? await this.daemonStatus(host) : null);
     return {
       lab: this.paths.name,
@@ -167,6 +177,7 @@ export class Lab {
           addresses: addressesOf(name),
           faults: [...faults.hosts[name]],
           daemon: { state: d ? 'running' : 'not-running', pid: d?.pid ?? null },
+          availability: d?.core ? { state: d.core.state, epoch: d.core.epoch, authority: d.core.authority, health: d.core.health } : null,
         };
       }),
       quorumServers: QUORUM_SERVERS.map((name) => ({
@@ -178,12 +189,22 @@ export class Lab {
       })),
       client: { netns: this.names.ns('client'), addresses: addressesOf('client') },
       vms: (state?.vms ?? []).map((vm) => {
-        // The VM is wherever a running daemon reports it; the lab's own record says where it was made.
-        for (const host of HOSTS) {
-          const found = daemonStatus.get(host)?.vms.find((v) => v.name === vm.name);
-          if (found) return { name: vm.name, host, protection: found.protection, state: found.state, address: vm.address, mac: vm.mac };
-        }
-        return { name: vm.name, host: null, protection: vm.protection, state: 'unknown', address: vm.address, mac: vm.mac };
+        // The VM runs wherever a daemon reports its QEMU; its owner is in the pair's replicated record.
+        const seen = HOSTS.flatMap((host) => {
+          const v = daemonStatus.get(host)?.vms.find((x) => x.name === vm.name);
+          return v ? [{ host, v }] : [];
+        });
+        const runningOn = seen.find((x) => x.v.local !== null);
+        const any = runningOn ?? seen[0];
+        return {
+          name: vm.name,
+          host: runningOn?.host ?? null,
+          owner: any?.v.owner ?? null,
+          protection: any?.v.protection ?? vm.protection,
+          state: any?.v.state ?? 'unknown',
+          address: vm.address,
+          mac: vm.mac,
+        };
       }),
     };
   }
@@ -250,6 +271,12 @@ export class Lab {
     }
     await this.applyLinks(after);
     state.faults = after;
+    for (const q of QUORUM_SERVERS) {
+      if (before.quorumServers[q].includes('power') && !after.quorumServers[q].includes('power')) {
+        state.quorumPids[q] = await startQuorumServer(this.paths.dir, q, this.names.ns(q));
+        this.log(`${q}: powered on; lockstep-quorum started`);
+      }
+    }
     await saveLabState(this.paths, state);
     const healedList = describeFaults(before).filter((f) => !describeFaults(after).includes(f));
     return healedList.length === 0 ? 'nothing to heal' : `healed: ${healedList.join('; ')}`;
@@ -371,12 +398,60 @@ export class Lab {
       if (state.faults.hosts[host].includes('power')) continue;
       await this.mountHost(host);
       const dataDir = this.paths.hostDir(host);
-      await writeFileDurably(
-        this.paths.hostConfig(host),
-        JSON.stringify({ host, dataDir, apiSocket: this.paths.hostApiSocket(host), businessBridge: HOST_BUSINESS_BRIDGE, accel }, null, 2) + '\n',
-      );
+      // What an installer does on each server: the quorum servers' CA certificates go onto the host's disk.
+      const quorumCaFile = (q: QuorumName): string => path.join(dataDir, 'quorum', `${q}-ca.crt`);
+      await mkdir(path.join(dataDir, 'quorum'), { recursive: true });
+      for (const q of QUORUM_SERVERS) await copyFile(await ensureQuorumInitialized(this.paths.dir, q), quorumCaFile(q));
+      const config = labHostConfig({
+        host,
+        labName: this.paths.name,
+        dataDir,
+        apiSocket: this.paths.hostApiSocket(host),
+        accel,
+        pairSecret: state.pairSecret,
+        quorumCaFile,
+        quorumServers: QUORUM_SERVERS,
+      });
+      await writeFileDurably(this.paths.hostConfig(host), JSON.stringify(config, null, 2) + '\n');
       if (!(await this.daemonStatus(host))) await this.startDaemon(host);
     }
+  }
+
+  /** Each quorum server's state (initialized once) and its `lockstep-quorum serve` in its namespace. */
+  private async startQuorumServers(state: LabState): Promise<void> {
+    for (const q of QUORUM_SERVERS) {
+      await ensureQuorumInitialized(this.paths.dir, q);
+      if (state.faults.quorumServers[q].includes('power') || (await isQuorumServing(this.paths.dir, state.quorumPids[q]))) continue;
+      state.quorumPids[q] = await startQuorumServer(this.paths.dir, q, this.names.ns(q));
+    }
+  }
+
+  /**
+   * Waits for the hosts to pair (they find each other on the first A-Link and make the pair CA), enrolls the
+   * pair's CA with the quorum servers (as an operator would, with the CA the pair's API hands out), then
+   * waits for both hosts to agree on an epoch.
+   */
+  private async ensurePaired(state: LabState): Promise<void> {
+    const live = HOSTS.filter((h) => !state.faults.hosts[h].includes('power'));
+    const deadline = Date.now() + PAIR_READY_MS;
+    const waitFor = async (what: string, ok: (d: DaemonStatus) => boolean): Promise<void> => {
+      for (;;) {
+        const statuses = await Promise.all(live.map((h) => this.daemonStatus(h)));
+        if (statuses.every((d) => d !== null && ok(d))) return;
+        if (Date.now() > deadline) {
+          const seen = statuses.map((d, i) => `${live[i]}: ${d === null ? 'no answer' : `${d.pairing.state}${d.pairing.lastError ? ` (${d.pairing.lastError})` : ''}, core ${d.core?.state ?? '-'}`}`);
+          throw new LockstepError('DAEMON_ERROR', `the hosts did not ${what} within ${PAIR_READY_MS} ms: ${seen.join('; ')}`, {});
+        }
+        await sleep(200);
+      }
+    };
+    await waitFor('pair', (d) => d.pairing.state === 'paired');
+    const caHost = live[0];
+    if (caHost === undefined) return;
+    const { pem } = await daemonRequest<{ pem: string }>(this.paths.hostApiSocket(caHost), 'GET', '/v1/pair/ca', undefined, 5000);
+    for (const q of QUORUM_SERVERS) await enrollLabPair(this.paths.dir, q, labPairId(this.paths.name), pem, state.quorumPids[q]);
+    if (live.length === HOSTS.length) await waitFor('agree on an epoch', (d) => d.core?.state === 'paired');
+    this.log(`pair formed: ${live.join(' and ')}`);
   }
 
   private async mountHost(host: HostName): Promise<void> {
@@ -410,9 +485,9 @@ export class Lab {
     throw new LockstepError('DAEMON_UNREACHABLE', `lockstepd on ${host} did not come up within ${DAEMON_READY_MS} ms; its log ends:\n${tail}`, { host });
   }
 
-  private async daemonStatus(host: HostName): Promise<{ pid: number; vms: VmStatus[] } | null> {
+  private async daemonStatus(host: HostName): Promise<DaemonStatus | null> {
     try {
-      return await daemonRequest<{ pid: number; vms: VmStatus[] }>(this.paths.hostApiSocket(host), 'GET', '/v1/status', undefined, 3000);
+      return await daemonRequest<DaemonStatus>(this.paths.hostApiSocket(host), 'GET', '/v1/status', undefined, 3000);
     } catch {
       return null;
     }
@@ -474,6 +549,14 @@ export class Lab {
       cause: String(last),
     });
   }
+}
+
+/** The part of lockstepd's `GET /v1/status` the lab reads. */
+interface DaemonStatus {
+  pid: number;
+  pairing: { state: 'pairing' | 'paired'; lastError: string | null };
+  core: { state: string; epoch: number; authority: string; health: number } | null;
+  vms: VmStatus[];
 }
 
 function pickVm(state: LabState, name?: string): LabVm {

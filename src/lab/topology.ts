@@ -26,6 +26,16 @@ export const GUEST_ADDRESS_FIRST = 50;
 export const GUEST_ADDRESS_LAST = 99;
 export const RECORD_SERVICE_PORT = 7070;
 
+/** The port each lab quorum server listens on, on its management address. */
+export const QUORUM_PORT = 7790;
+/** Each A-Link's listener port (on host2, the larger id), one per cable. */
+export const ALINK_PORTS: Readonly<Record<AlinkName, number>> = { alink1: 7788, alink2: 7789 };
+
+/** The broadcast address of an A-Link's subnet: pairing discovery beacons go there. */
+export function alinkBroadcast(a: AlinkName): string {
+  return `10.10.${a === 'alink1' ? 1 : 2}.255`;
+}
+
 /** The bridge inside each host namespace that holds its guests' taps and its business uplink. */
 export const HOST_BUSINESS_BRIDGE = 'br-biz';
 

@@ -1,8 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseVmDefinition } from '../../src/daemon/vm-definition.js';
-import { parseDaemonConfig } from '../../src/daemon/config.js';
-import { tapName } from '../../src/daemon/host-vms.js';
+import { tapName } from '../../src/daemon/vm-runner.js';
 import { isLockstepError } from '../../src/util/errors.js';
 
 const good = {
@@ -41,14 +40,6 @@ for (const [what, patch, field] of [
 
 test('rejects what is not an object at all', () => {
   for (const bad of [null, 42, 'demo', []]) assert.throws(() => parseVmDefinition(bad), (e) => isLockstepError(e, 'INVALID_SPEC'));
-});
-
-test('daemon config: defaults and validation', () => {
-  const c = parseDaemonConfig({ host: 'host1', dataDir: '/var/lib/x' });
-  assert.equal(c.apiSocket, '/var/lib/x/run/lockstepd.sock');
-  assert.equal(c.accel, 'auto');
-  assert.throws(() => parseDaemonConfig({ host: 'host1', dataDir: 'rel' }), (e) => isLockstepError(e, 'INVALID_SPEC'));
-  assert.throws(() => parseDaemonConfig({ host: 'h', dataDir: '/x', accel: 'hvf' }), (e) => isLockstepError(e, 'INVALID_SPEC'));
 });
 
 test('tap names fit in 15 bytes and stay unique for long VM names', () => {

@@ -77,7 +77,7 @@ test('lab up with the demo VM, idempotent, status shape', () => {
   assert.equal(status.vms.length, 1);
   assert.deepEqual(
     { name: status.vms[0].name, host: status.vms[0].host, state: status.vms[0].state, address: status.vms[0].address, protection: status.vms[0].protection },
-    { name: 'demo', host: 'host1', state: 'running', address: '10.10.3.50', protection: 'none' },
+    { name: 'demo', host: 'host1', state: 'unprotected', address: '10.10.3.50', protection: 'none' },
   );
   const pids = status.hosts.map((h: { daemon: { pid: number } }) => h.daemon.pid);
   ok('lab', 'up', '--vm', 'demo', '--memory', '128');
@@ -157,7 +157,7 @@ test('power loss: processes gone, disk unreachable, links dark; heal boots the h
   assert.ok(!reaches('client', '10.10.0.11') && !reaches('host2', '10.10.1.1'), 'a dead host answers nothing');
   const s = JSON.parse(ok('lab', 'status', '--json'));
   assert.equal(s.hosts[0].state, 'down');
-  assert.equal(s.vms[0].state, 'unknown');
+  assert.equal(s.vms[0].state, 'host-down', 'an unprotected VM waits for its host: host2 does not take it');
   assert.equal(cli('lab', 'fail', 'host1', 'mgmt').code, 1, 'faults on a dead host are refused');
 
   ok('lab', 'heal', 'host1');

@@ -1,0 +1,41 @@
+/**
+ * The lockstepd configuration the lab writes for each host: what an operator would type into each server's
+ * config when installing a pair. Pure; the same pair settings on both hosts, each naming itself.
+ */
+import type { DaemonConfig } from '../daemon/config.js';
+import { ALINKS, ALINK_PORTS, HOST_BUSINESS_BRIDGE, IF, QUORUM_PORT, QUORUM_SERVERS, addressesOf, alinkBroadcast, peerOf, type HostName, type QuorumName } from './topology.js';
+
+/** The lab's pair is called after the lab, so two labs on one machine never share a quorum record. */
+export function labPairId(labName: string): string {
+  return `lab-${labName}`.toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 63);
+}
+
+export interface HostConfigInput {
+  host: HostName;
+  labName: string;
+  dataDir: string;
+  apiSocket: string;
+  accel: DaemonConfig['accel'];
+  pairSecret: string;
+  /** Each quorum server's CA certificate, as a file in this host's own data directory. */
+  quorumCaFile: (q: QuorumName) => string;
+  /** Quorum servers the pair uses, preferred first (the lab has two; tests may use fewer). */
+  quorumServers: readonly QuorumName[];
+}
+
+/** The JSON written to the host's `lockstepd.json` (parsed by `parseDaemonConfig` in the daemon). */
+export function labHostConfig(i: HostConfigInput): Record<string, unknown> {
+  const peer = peerOf(i.host);
+  return {
+    host: i.host,
+    dataDir: i.dataDir,
+    apiSocket: i.apiSocket,
+    businessBridge: HOST_BUSINESS_BRIDGE,
+    businessInterface: IF.businessUplink,
+    mgmtInterface: IF.mgmt,
+    accel: i.accel,
+    pair: { id: labPairId(i.labName), peer, secret: i.pairSecret },
+    alink: ALINKS.map((a) => ({ name: a, local: addressesOf(i.host)[a], peer: addressesOf(peer)[a], port: ALINK_PORTS[a], broadcast: alinkBroadcast(a) })),
+    quorum: i.quorumServers.filter((q) => (QUORUM_SERVERS as readonly string[]).includes(q)).map((q) => ({ id: q, address: addressesOf(q).mgmt, port: QUORUM_PORT, ca: i.quorumCaFile(q) })),
+  };
+}
