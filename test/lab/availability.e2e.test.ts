@@ -147,6 +147,34 @@ test('VMs defined on either host run on their owner only, and both hosts know ev
   assert.ok(!qemusIn('host2').has('alpha') && !qemusIn('host1').has('beta'));
 });
 
+test('the API: bad input gets a clear error and changes nothing; every decision is logged with its cause', async () => {
+  const before = (await status('host1'))?.vms;
+  const refusal = async (method: string, url: string, body?: unknown): Promise<string> => {
+    try {
+      await daemonRequest(socket('host1'), method, url, body, 5000);
+    } catch (e) {
+      return (e as { code: string }).code;
+    }
+    return 'accepted';
+  };
+  assert.equal(await refusal('POST', '/v1/vms', { name: 'Bad!' }), 'INVALID_SPEC');
+  assert.equal(await refusal('POST', '/v1/vms/nope/start'), 'UNKNOWN_VM');
+  assert.equal(await refusal('POST', '/v1/vms/alpha/protection', { protection: 'gold' }), 'INVALID_ARGUMENT');
+  assert.equal(await refusal('POST', '/v1/host/maintenance', { on: 'yes' }), 'INVALID_ARGUMENT');
+  assert.equal(await refusal('POST', '/v1/host/force-takeover'), 'COMMAND_REFUSED', 'the peer is alive: no forced takeover');
+  assert.equal(await refusal('GET', '/v1/events?limit=0'), 'INVALID_ARGUMENT');
+  const image = await ensureGuestImage({ log: () => {} });
+  const dup = { name: 'alpha', vcpus: 1, memoryMiB: 96, guest: { kernel: image.kernel, initrd: image.initrd, cmdline: 'x' }, diskMiB: 16, nic: { mac: '52:54:00:00:00:99', address: '10.10.3.99' }, protection: 'ha', desired: 'running' };
+  assert.equal(await refusal('POST', '/v1/vms', dup), 'COMMAND_REFUSED', 'a VM of that name exists already');
+  assert.deepEqual((await status('host1'))?.vms, before, 'nothing changed');
+
+  const events = await daemonRequest<{ what: string; cause: string }[]>(socket('host1'), 'GET', '/v1/events?limit=200', undefined, 5000);
+  const started = events.find((e) => e.what.startsWith('start VM alpha'));
+  assert.ok(started, 'the start of alpha is in the event log');
+  assert.notEqual(started.cause, '', 'with the input that caused it');
+  assert.ok(events.some((e) => /paired in epoch/.test(e.what)), 'pairing is in the event log');
+});
+
 test('a quorum server restart changes nothing for the VMs; the pair moves to the alternate and back', async () => {
   const pids = { alpha: qemusIn('host1').get('alpha'), beta: qemusIn('host2').get('beta') };
   ok('lab', 'fail', 'quorum1', 'power');
