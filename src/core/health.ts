@@ -43,4 +43,16 @@ export function estimateMtbfMs(faultTimes: readonly number[], now: number, windo
 export const FAULT_HISTORY_KEPT = 64;
 
 /** Faults that mean "this host cannot serve its guests": the seed reboots a backup that has one. */
-export const SERIOUS_COMPONENTS: readonly HealthComponent[] = ['business', 'disk', 'qemu', 'alink1', 'alink2', 'mgmt'];
+export const SERIOUS_COMPONENTS: readonly HealthComponent[] = ['business', 'disk', 'qemu', 'mgmt'];
+
+/**
+ * A-Link paths: a cable joins both hosts, so its loss is seen by both and says nothing about either. It
+ * counts in the health score (equally on both hosts) but is no host fault: an alert, never a reboot or an
+ * MTBF entry. Losing every path is the peer's silence, which the pair's leases and quorum handle.
+ */
+export const ALINK_COMPONENTS: readonly HealthComponent[] = ['alink1', 'alink2'];
+
+/** Components that went from failed back to working. */
+export function recoveries(before: HealthSnapshot, after: HealthSnapshot): HealthComponent[] {
+  return HEALTH_COMPONENTS.filter((c) => before[c] === 'failed' && after[c] !== 'failed');
+}

@@ -12,7 +12,7 @@
  *    newer (epoch, seq), so the two hosts' records merge to the same owner.
  */
 import { assert } from '../util/assert.js';
-import { estimateMtbfMs, FAULT_HISTORY_KEPT, healthScore, healthyComponents, newFailures, SERIOUS_COMPONENTS } from './health.js';
+import { ALINK_COMPONENTS, estimateMtbfMs, FAULT_HISTORY_KEPT, healthScore, healthyComponents, newFailures, recoveries, SERIOUS_COMPONENTS } from './health.js';
 import { holderFenceAt, quorumLeaseHolderMs, waiterSafeAfterMs } from './lease.js';
 import { effectiveProtection } from './splitsite.js';
 import { mergeVms, newConfig, sameRecords } from './vm-records.js';
@@ -390,8 +390,10 @@ function countVmFailure(st: Step, vm: VmName, why: string): void {
 
 function onHealth(st: Step, health: HealthSnapshot, wallMs: number): void {
   const s = st.s;
-  const failures = newFailures(s.health, health);
+  const before = s.health;
   s.health = health;
+  alinkPathAlerts(st, before, health);
+  const failures = newFailures(before, health).filter((c) => !ALINK_COMPONENTS.includes(c));
   if (failures.length === 0) return;
   const history = [...s.durable.faultHistory, ...failures.map(() => wallMs)].filter((t) => wallMs - t <= s.cfg.mtbfWindowMs).slice(-FAULT_HISTORY_KEPT);
   s.durable = { ...s.durable, faultHistory: history };
@@ -413,6 +415,18 @@ function onHealth(st: Step, health: HealthSnapshot, wallMs: number): void {
     alert(st, 'info', 'CALL_HOME', `non-critical fault on ${s.cfg.self}: ${failures.join(', ')} (replacement part needed)`);
   } else {
     alert(st, 'warning', 'PRIMARY_FAULT', `${s.cfg.self} lost ${serious.join(', ')}: its VMs move to ${s.cfg.peer} if it is healthier`);
+  }
+}
+
+function alinkPathAlerts(st: Step, before: HealthSnapshot, after: HealthSnapshot): void {
+  const s = st.s;
+  const up = ALINK_COMPONENTS.filter((c) => after[c] !== 'failed');
+  for (const c of newFailures(before, after).filter((x) => ALINK_COMPONENTS.includes(x))) {
+    const rest = up.length > 0 ? `the pair carries on over ${up.join(', ')}` : 'no A-Link path is left';
+    alert(st, 'warning', 'ALINK_PATH_DOWN', `A-Link path ${c} down on ${s.cfg.self}: ${rest}`);
+  }
+  for (const c of recoveries(before, after).filter((x) => ALINK_COMPONENTS.includes(x))) {
+    alert(st, 'info', 'ALINK_PATH_RESTORED', `A-Link path ${c} up again on ${s.cfg.self}`);
   }
 }
 

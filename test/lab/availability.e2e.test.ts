@@ -188,6 +188,25 @@ test('a quorum server restart changes nothing for the VMs; the pair moves to the
   for (const h of HOSTS) assert.deepEqual((await status(h))?.vms.map((v) => [v.name, v.owner]), [['alpha', 'host1'], ['beta', 'host2']]);
 });
 
+test('one A-Link cut changes nothing but an alert', async () => {
+  const pids = { alpha: qemusIn('host1').get('alpha'), beta: qemusIn('host2').get('beta') };
+  const beforeCut = await Promise.all(HOSTS.map(status));
+  const epochs = beforeCut.map((s) => s?.core?.epoch);
+  ok('lab', 'fail', 'host1', 'alink1');
+  for (const h of HOSTS) {
+    await eventually(`${h} alerts that alink1 is down`, async () => {
+      const alerts = await daemonRequest<{ code: string }[]>(socket(h), 'GET', '/v1/events?kind=alert&limit=50', undefined, 5000);
+      return alerts.some((a) => a.code === 'ALINK_PATH_DOWN');
+    });
+  }
+  const during = await Promise.all(HOSTS.map(status));
+  assert.deepEqual(during.map((s) => s?.core?.state), ['paired', 'paired']);
+  assert.deepEqual(during.map((s) => s?.core?.epoch), epochs, 'no new epoch');
+  assert.deepEqual({ alpha: qemusIn('host1').get('alpha'), beta: qemusIn('host2').get('beta') }, pids, 'the same QEMUs run on');
+  assert.deepEqual(during.map((s) => s?.pid), beforeCut.map((s) => s?.pid), 'no daemon restarted');
+  ok('lab', 'heal');
+});
+
 test('both A-Links cut, quorum servers reachable only from host1: host2 stops its VM, host1 keeps its own and takes beta', async () => {
   const alphaPid = qemusIn('host1').get('alpha');
   ok('lab', 'fail', 'host2', 'mgmt');
