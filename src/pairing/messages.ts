@@ -15,6 +15,7 @@
  */
 import { QUORUM_NAME_RE } from '../protocol/quorum.js';
 import { LockstepError } from '../util/errors.js';
+import { printableValue } from '../util/printable.js';
 
 export const PAIRING_PROTOCOL_VERSION = 1;
 export const BEACON_TYPE = 'lockstep-pair-beacon';
@@ -93,10 +94,10 @@ export function formatBeacon(b: Omit<Beacon, 'v' | 't'>): Buffer {
 export function parseBeacon(datagram: Buffer): Beacon {
   if (datagram.length > BEACON_BYTES_MAX) throw invalid('datagram', `is ${datagram.length} bytes; a beacon is at most ${BEACON_BYTES_MAX}`);
   const o = envelope(datagram, 'datagram');
-  if (o['t'] !== BEACON_TYPE) throw invalid('t', `is ${printable(o['t'])}, not ${JSON.stringify(BEACON_TYPE)}`);
+  if (o['t'] !== BEACON_TYPE) throw invalid('t', `is ${printableValue(o['t'])}, not ${JSON.stringify(BEACON_TYPE)}`);
   const port = o['pairingPort'];
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw invalid('pairingPort', `is ${printable(port)}: expected a port in 0..65535`);
+    throw invalid('pairingPort', `is ${printableValue(port)}: expected a port in 0..65535`);
   }
   return { v: 1, t: BEACON_TYPE, pairId: name(o['pairId'], 'pairId'), host: name(o['host'], 'host'), pairingPort: port };
 }
@@ -112,7 +113,7 @@ export function parseExchangeLine(line: Buffer): ExchangeMessage {
   const o = envelope(line, 'line');
   const t = o['t'];
   if (typeof t !== 'string' || !(EXCHANGE_TYPES as readonly string[]).includes(t)) {
-    throw invalid('t', `is ${printable(t)}: expected one of ${EXCHANGE_TYPES.join(', ')}`);
+    throw invalid('t', `is ${printableValue(t)}: expected one of ${EXCHANGE_TYPES.join(', ')}`);
   }
   switch (t as (typeof EXCHANGE_TYPES)[number]) {
     case 'hello':
@@ -163,19 +164,19 @@ function envelope(bytes: Buffer, what: string): Record<string, unknown> {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(what, 'is not a JSON object');
   const o = raw as Record<string, unknown>;
   if (o['v'] !== PAIRING_PROTOCOL_VERSION) {
-    throw invalid('v', `is ${printable(o['v'])}: unsupported pairing protocol version (this side speaks ${PAIRING_PROTOCOL_VERSION})`);
+    throw invalid('v', `is ${printableValue(o['v'])}: unsupported pairing protocol version (this side speaks ${PAIRING_PROTOCOL_VERSION})`);
   }
   return o;
 }
 
 function name(v: unknown, field: string): string {
   if (typeof v === 'string' && PAIRING_NAME_RE.test(v)) return v;
-  throw invalid(field, `is ${printable(v)}: expected a name ([a-z0-9][a-z0-9-]{0,62})`);
+  throw invalid(field, `is ${printableValue(v)}: expected a name ([a-z0-9][a-z0-9-]{0,62})`);
 }
 
 function hex64(v: unknown, field: string): string {
   if (typeof v === 'string' && HEX64_RE.test(v)) return v;
-  throw invalid(field, `is ${printable(v)}: expected 64 lowercase hex digits`);
+  throw invalid(field, `is ${printableValue(v)}: expected 64 lowercase hex digits`);
 }
 
 /** PEM text of one block of `label`: the shape only; what it holds is for the PKI to judge. */
@@ -184,16 +185,6 @@ function pem(v: unknown, field: string, label: string): string {
   const re = new RegExp(`^-----BEGIN ${label}-----\\n[A-Za-z0-9+/=\\n]+-----END ${label}-----\\n?$`);
   if (!re.test(v)) throw invalid(field, `is not one PEM ${label.toLowerCase()}`);
   return v;
-}
-
-function printable(v: unknown): string {
-  let s: string;
-  try {
-    s = v === undefined ? 'missing' : JSON.stringify(v) ?? String(v);
-  } catch {
-    s = String(v);
-  }
-  return s.length > 60 ? `${s.slice(0, 57)}…` : s;
 }
 
 function invalid(field: string, why: string, cause?: unknown): LockstepError {

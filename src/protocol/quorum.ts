@@ -17,6 +17,7 @@
  * else throws `INVALID_MESSAGE` with `fields.field` naming what is wrong.
  */
 import { LockstepError } from '../util/errors.js';
+import { printableValue } from '../util/printable.js';
 
 /** The version of the quorum protocol this build speaks. */
 export const QUORUM_PROTOCOL_VERSION = 1;
@@ -166,7 +167,7 @@ function envelope(line: string | Buffer): Record<string, unknown> {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid('line', 'is not a JSON object');
   const o = raw as Record<string, unknown>;
   if (o['v'] !== QUORUM_PROTOCOL_VERSION) {
-    throw invalid('v', `is ${printable(o['v'])}: unsupported protocol version (this side speaks version ${QUORUM_PROTOCOL_VERSION})`, {
+    throw invalid('v', `is ${printableValue(o['v'])}: unsupported protocol version (this side speaks version ${QUORUM_PROTOCOL_VERSION})`, {
       version: o['v'] === undefined ? null : o['v'],
       unsupportedVersion: true,
     });
@@ -181,27 +182,17 @@ export function isVersionError(e: unknown): boolean {
 
 function oneOf<T extends string>(v: unknown, field: string, values: readonly T[]): T {
   if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v as T;
-  throw invalid(field, `is ${printable(v)}: expected one of ${values.join(', ')}`);
+  throw invalid(field, `is ${printableValue(v)}: expected one of ${values.join(', ')}`);
 }
 
 function count(v: unknown, field: string, max: number = Number.MAX_SAFE_INTEGER): number {
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max) return v;
-  throw invalid(field, `is ${printable(v)}: expected an integer in 0..${max}`);
+  throw invalid(field, `is ${printableValue(v)}: expected an integer in 0..${max}`);
 }
 
 function name(v: unknown, field: string): string {
   if (typeof v === 'string' && QUORUM_NAME_RE.test(v)) return v;
-  throw invalid(field, `is ${printable(v)}: expected a name ([a-z0-9][a-z0-9-]{0,62})`);
-}
-
-function printable(v: unknown): string {
-  let s: string;
-  try {
-    s = v === undefined ? 'missing' : JSON.stringify(v) ?? String(v);
-  } catch {
-    s = String(v);
-  }
-  return s.length > 60 ? `${s.slice(0, 57)}…` : s;
+  throw invalid(field, `is ${printableValue(v)}: expected a name ([a-z0-9][a-z0-9-]{0,62})`);
 }
 
 function invalid(field: string, why: string, fields: Record<string, unknown> = {}, cause?: unknown): LockstepError {
