@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
-import { DEFAULT_TIMING } from '../core/types.js';
+import { DEFAULT_TIMING, type CoreConfig } from '../core/types.js';
 
 export interface AlinkPathConfig {
   /** `alink1`, `alink2`: also the health component it reports on. */
@@ -30,16 +30,10 @@ export interface QuorumServerConfig {
   ca: string;
 }
 
-/** Failure-detection timing: heartbeats, timeouts and leases (see `CoreConfig` in src/core/types.ts). */
-export interface TimingConfig {
-  heartbeatIntervalMs: number;
-  peerTimeoutMs: number;
-  pairLeaseMs: number;
-  quorumLeaseMs: number;
-  quorumRetryMs: number;
-  fenceMarginMs: number;
+/** Failure-detection timing: the core's own fields (see `CoreConfig` in src/core/types.ts), and the health check interval. */
+export type TimingConfig = Pick<CoreConfig, 'heartbeatIntervalMs' | 'peerTimeoutMs' | 'pairLeaseMs' | 'quorumLeaseMs' | 'quorumRetryMs' | 'fenceMarginMs'> & {
   healthIntervalMs: number;
-}
+};
 
 export interface DaemonConfig {
   /** The host's name in the pair (`host1`, `host2`, or any name an operator gives). */

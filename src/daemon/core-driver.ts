@@ -122,7 +122,7 @@ export class CoreDriver {
   }
 
   /** The hardware of a VM as the pair's replicated record holds it. */
-  hardwareOf(vm: VmName): unknown {
+  private hardwareOf(vm: VmName): unknown {
     return this.state.durable.vms[vm]?.config.hardware;
   }
 

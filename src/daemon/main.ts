@@ -200,19 +200,14 @@ async function pairUntilDone(
 }
 
 export function coreConfigOf(config: DaemonConfig): CoreConfig {
-  const t = config.timing;
+  const { healthIntervalMs: _notTheCores, ...timing } = config.timing;
   return {
     ...DEFAULT_TIMING,
+    ...timing,
     self: config.host,
     peer: config.pair.peer,
     quorumServers: config.quorum.map((q) => q.id),
     tiebreakWinner: config.pair.tiebreakWinner,
-    heartbeatIntervalMs: t.heartbeatIntervalMs,
-    peerTimeoutMs: t.peerTimeoutMs,
-    pairLeaseMs: t.pairLeaseMs,
-    quorumLeaseMs: t.quorumLeaseMs,
-    quorumRetryMs: t.quorumRetryMs,
-    fenceMarginMs: t.fenceMarginMs,
   };
 }
 
