@@ -37,8 +37,14 @@ const ETH_FRAME_BYTES_MAX = 1514;
 let tmp = '';
 const started: number[] = [];
 
-/** A wire across the A-Link, with a log file so its counters can be read. */
+/**
+ * A wire across the A-Link, with a log file so its counters can be read. Each test gets a clean cable:
+ * a wire left by a failed test would forward every frame a second time, and the neighbour entries that
+ * failed while no wire ran would make the first pings "unreachable" until the kernel retries.
+ */
 async function wire(oneWayDelayUs: number, extra: Partial<WireSpec> = {}): Promise<{ pid: number; logFile: string }> {
+  for (const pid of started) await stopWire(pid).catch(() => undefined);
+  for (const ns of [H1, H2]) await runIn(ns, 'ip', ['neigh', 'flush', 'dev', 'alink1']);
   const logFile = path.join(tmp, `wire-${started.length}.log`);
   const { pid } = await startWire({ netns: FABRIC, ifA: 'a1h1', ifB: 'a1h2', oneWayDelayUs, logFile, ...extra });
   started.push(pid);
