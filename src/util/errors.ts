@@ -41,6 +41,10 @@ export const ERROR_CODES = {
   PAIRING: 'pairing with the peer failed: no peer found, wrong pairing secret, or the peer sent something unusable',
   NOT_PAIRED: 'the host has no pair certificates yet: pairing has not been done',
   COMMAND_REFUSED: 'the Availability Services refused an operator command (the reason says why)',
+  REPLICATION_STREAM: 'a disk replication stream to or from the peer was refused or broke (identity, header, unknown VM, no export)',
+  COPY_EXPORT: "the export of this host's copy of a VM disk (qemu-nbd) could not be started or died",
+  MIRROR_FAILED: "mirroring a VM disk to the peer's copy failed (QEMU's block job reported an error or could not start)",
+  MIGRATION_FAILED: 'a live migration failed, was cancelled or did not converge',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
