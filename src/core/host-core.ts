@@ -27,11 +27,14 @@ import type {
   HostId,
   HostState,
   Input,
+  MirrorMode,
+  MirrorState,
   OperatorCommand,
   PeerMessage,
   ProtectionLevel,
   QuorumReply,
   QuorumServerId,
+  StorageEvent,
   VmEvent,
   VmName,
   VmRecord,
@@ -83,10 +86,43 @@ export interface CoreState {
   readonly health: HealthSnapshot;
   readonly rttMs: number | null;
   readonly announcedProtection: Readonly<Record<VmName, ProtectionLevel>>;
+  /** Owner side: the mirror of each VM this host runs into the peer's copy, for the current instance. */
+  readonly mirrors: Readonly<Record<VmName, OwnerMirror>>;
+  /**
+   * Owner side: per VM, the stream at whose sync our copy and the peer's were identical, while our change
+   * tracking still covers every write since (same QEMU instance, or a clean stop with the mirror in sync):
+   * a peer whose copy last received that stream needs only an incremental resync.
+   */
+  readonly syncPoints: Readonly<Record<VmName, string>>;
+  /** Peer side: the copies this host serves to the owner, and the streams that connected to each export. */
+  readonly exports: Readonly<Record<VmName, CopyExport>>;
+  /** Names the streams of this boot, never reused (with the host and incarnation they are unique). */
+  readonly streamSeq: number;
+  /** Not before: a mirror or export that failed is tried again after a pause, not in a loop. */
+  readonly retryAt: Readonly<Record<string, number>>;
+  /** Takeovers refused for a copy that is not current: announced once each. */
+  readonly refusedTakeovers: Readonly<Record<VmName, true>>;
+}
+
+interface OwnerMirror {
+  readonly instance: number;
+  readonly stream: string;
+  readonly state: MirrorState;
+  /** `cut-mirror` was issued: the driver will report `mirror-ended`. */
+  readonly cutting: boolean;
+}
+
+interface CopyExport {
+  readonly state: 'starting' | 'ready';
+  /** Streams that connected to this export since it started (the newest few). */
+  readonly streams: readonly string[];
 }
 
 const SENT_AT_KEPT = 64;
 const QUORUM_PROBE_INTERVAL_MS = 1000;
+/** A failed mirror or copy export is tried again after this pause. */
+const STORAGE_RETRY_MS = 1000;
+const EXPORT_STREAMS_KEPT = 8;
 
 export function initialDurable(cfg: CoreConfig): Durable {
   const active = cfg.quorumServers[0] ?? null;
@@ -101,6 +137,7 @@ export function initialDurable(cfg: CoreConfig): Durable {
     declaredDown: false,
     maintenance: false,
     faultHistory: [],
+    copies: {},
   };
 }
 
@@ -129,6 +166,12 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     health: healthyComponents(),
     rttMs: null,
     announcedProtection: {},
+    mirrors: {},
+    syncPoints: {},
+    exports: {},
+    streamSeq: 0,
+    retryAt: {},
+    refusedTakeovers: {},
   };
 }
 
@@ -163,6 +206,9 @@ export function step(state: CoreState, input: Input): [CoreState, Decision] {
       break;
     case 'vm-event':
       onVmEvent(st, input.vm, input.event);
+      break;
+    case 'storage':
+      onStorageEvent(st, input.vm, input.event);
       break;
     case 'health':
       onHealth(st, input.health, input.wallMs);
@@ -287,13 +333,21 @@ export function vmState(s: CoreState, name: VmName): VmState {
   const inst = s.instances[name]?.state;
   if (rec.owner.host !== s.cfg.self) {
     if (inst) return 'starting';
-    if (peerFresh(s)) return rec.config.protection === 'none' ? 'unprotected' : 'protected';
-    return rec.config.protection === 'none' ? 'host-down' : 'failing-over';
+    if (rec.config.protection === 'none') return peerFresh(s) ? 'unprotected' : 'host-down';
+    if (peerFresh(s)) return s.durable.copies[name]?.current ? 'protected' : 'syncing';
+    return 'failing-over';
   }
   if (inst === 'starting') return 'starting';
   if (!inst) return 'failing-over';
   if (rec.config.protection === 'none' || !pairedWithPeer(s)) return 'unprotected';
+  const mirror = s.mirrors[name];
+  if (mirror?.state !== 'ready') return mirror?.state === 'syncing' ? 'syncing' : 'unprotected';
   return effectiveProtection(rec.config.protection, s.rttMs, s.cfg) === rec.config.protection ? 'protected' : 'downgraded';
+}
+
+/** Protected VMs keep a copy of their disk on both hosts (FT builds on HA's copies). */
+function hasCopies(rec: VmRecord): boolean {
+  return rec.config.protection !== 'none';
 }
 
 // ── inputs ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -313,6 +367,7 @@ function onPeerMessage(st: Step, msg: PeerMessage): void {
         s.pairLeaseUntil = Math.max(s.pairLeaseUntil, sentAt + s.cfg.pairLeaseMs);
       }
       mergePeerVms(st, msg.vms);
+      observeOwnerMirrors(st, msg);
       return;
     }
     case 'pair-propose': {
@@ -348,6 +403,11 @@ function mergePeerVms(st: Step, theirs: Readonly<Record<VmName, VmRecord>>): voi
   if (merged !== d.vms && !sameRecords(merged, d.vms)) {
     const clock = Math.max(d.clock, ...Object.values(merged).map((r) => r.config.version));
     st.s.durable = { ...d, vms: merged, clock };
+    for (const [name, rec] of Object.entries(merged)) {
+      const before = d.vms[name]?.owner.host;
+      if (before === st.s.cfg.self && rec.owner.host !== st.s.cfg.self) lostOwnership(st, name);
+      if (before !== st.s.cfg.self && rec.owner.host === st.s.cfg.self) gainedOwnership(st, name);
+    }
   }
 }
 
@@ -363,11 +423,24 @@ function onVmEvent(st: Step, vm: VmName, ev: VmEvent): void {
     case 'exited': {
       const { [vm]: _gone, ...rest } = s.instances;
       s.instances = rest;
+      instanceEnded(st, vm, ev.kind === 'exited' && ev.clean);
       const unexpected = ev.kind === 'start-failed' || (!ev.expected && inst.state !== 'stopping');
       if (unexpected) countVmFailure(st, vm, ev.kind === 'start-failed' ? `could not start: ${ev.reason}` : `exited: ${ev.cause}`);
       return;
     }
   }
+}
+
+/**
+ * The instance's change tracking dies with it. The peer's copy stays identical to ours only if the mirror was
+ * in sync until a clean end (no write in flight): then a later instance, tracking from its start, can resync
+ * the peer incrementally from the same sync point. Otherwise nobody knows which blocks differ.
+ */
+function instanceEnded(st: Step, vm: VmName, clean: boolean): void {
+  const s = st.s;
+  const mirror = s.mirrors[vm];
+  s.mirrors = without(s.mirrors, vm);
+  if (!(clean && mirror?.state === 'ready' && !mirror.cutting)) s.syncPoints = without(s.syncPoints, vm);
 }
 
 function countVmFailure(st: Step, vm: VmName, why: string): void {
@@ -385,6 +458,56 @@ function countVmFailure(st: Step, vm: VmName, why: string): void {
     s.failedVms = { ...s.failedVms, [vm]: s.durable.vms[vm]?.config.version ?? 0 };
     event(st, `VM ${vm} failed ${recent.length} times and no peer can take it (or it is unprotected): giving up`);
     alert(st, 'critical', 'VM_FAILED', `VM ${vm} failed ${recent.length} times within ${s.cfg.vmRestartWindowMs / 60_000} min and no healthy peer can take it`);
+  }
+}
+
+function onStorageEvent(st: Step, vm: VmName, ev: StorageEvent): void {
+  const s = st.s;
+  switch (ev.kind) {
+    case 'mirror-syncing':
+    case 'mirror-ready':
+    case 'mirror-stalled':
+    case 'mirror-ended': {
+      const m = s.mirrors[vm];
+      if (!m || m.instance !== ev.instance || m.stream !== ev.stream) return; // an older stream's news
+      if (ev.kind === 'mirror-ended') {
+        s.mirrors = without(s.mirrors, vm);
+        s.retryAt = { ...s.retryAt, [`mirror:${vm}`]: s.now + STORAGE_RETRY_MS };
+        event(st, `mirror of VM ${vm} ended (${ev.reason}): the guest writes alone`);
+        alert(st, 'warning', 'MIRROR_ENDED', `VM ${vm} on ${s.cfg.self} is no longer mirrored to ${s.cfg.peer} (${ev.reason})`);
+        return;
+      }
+      const state: MirrorState = ev.kind === 'mirror-syncing' ? 'syncing' : ev.kind === 'mirror-ready' ? 'ready' : 'stalled';
+      if (state === m.state) return;
+      s.mirrors = { ...s.mirrors, [vm]: { ...m, state } };
+      if (state === 'ready') {
+        s.syncPoints = { ...s.syncPoints, [vm]: ev.stream };
+        event(st, `mirror of VM ${vm} in sync with ${s.cfg.peer} (stream ${ev.stream})`);
+      } else if (state === 'stalled') {
+        event(st, `mirror of VM ${vm} stalled (${(ev as { reason: string }).reason}): the guest's writes wait`);
+      }
+      return;
+    }
+    case 'export-ready': {
+      const x = s.exports[vm];
+      if (x && x.state === 'starting') s.exports = { ...s.exports, [vm]: { ...x, state: 'ready' } };
+      return;
+    }
+    case 'export-failed': {
+      if (!s.exports[vm]) return;
+      s.exports = without(s.exports, vm);
+      s.retryAt = { ...s.retryAt, [`export:${vm}`]: s.now + STORAGE_RETRY_MS };
+      // Writes in flight to the dead server are lost: the copy no longer holds everything the guest acknowledged.
+      markCopy(st, vm, { stream: null, current: false });
+      alert(st, 'warning', 'COPY_EXPORT_FAILED', `the copy of VM ${vm} on ${s.cfg.self} stopped being served (${ev.reason}); it will be resynchronised`);
+      return;
+    }
+    case 'stream-open': {
+      const x = s.exports[vm];
+      if (!x) return;
+      s.exports = { ...s.exports, [vm]: { ...x, streams: [...x.streams, ev.stream].slice(-EXPORT_STREAMS_KEPT) } };
+      return;
+    }
   }
 }
 
@@ -444,7 +567,7 @@ function onCommand(st: Step, cmd: OperatorCommand): void {
       if (existing && !existing.config.removed) return reject(`VM ${cmd.name} exists already`);
       const owner = existing ? { host: s.cfg.self, epoch: d.epoch, seq: existing.owner.seq + 1 } : { host: s.cfg.self, epoch: d.epoch, seq: 0 };
       const rec: VmRecord = { config: newConfig(cmd.name, { desired: cmd.desired, protection: cmd.protection, hardware: cmd.hardware }, clock, s.cfg.self), owner };
-      s.durable = { ...d, clock, vms: { ...d.vms, [cmd.name]: rec } };
+      s.durable = { ...d, clock, vms: { ...d.vms, [cmd.name]: rec }, copies: { ...d.copies, [cmd.name]: { stream: null, current: true, epoch: d.epoch } } };
       event(st, `operator defined VM ${cmd.name} (${cmd.protection}, ${cmd.desired})`);
       return;
     }
@@ -499,6 +622,8 @@ function evaluate(st: Step): void {
     s.hostState = state;
   }
   vmDecisions(st);
+  copyDecisions(st);
+  mirrorDecisions(st);
   protectionAlerts(st);
   heartbeat(st);
   probes(st);
@@ -611,8 +736,14 @@ function startQuorumRound(st: Step, align: boolean): void {
   const servers = s.durable.quorumSet;
   const holding = quorumLeaseValid(s);
   s.quorum = { ...s.quorum, round, startedAt: s.now, inFlight: true, lastRoundAt: s.now, replies: Object.fromEntries(servers.map((x) => [x, null])) };
+  // A host starting a term of its own (not renewing one, not aligning the servers on an epoch just granted)
+  // asks for an epoch past every one it shared with the peer, even from a server that still records it as
+  // holder: what it writes alone then never shares an epoch with a copy the peer holds (takeoverRefusal).
+  // A lease still running from an older term is not renewed once the pair has agreed a newer epoch.
+  const renewing = holding && !align && s.durable.authority === 'quorum';
+  const bump = s.durable.authority === 'quorum' ? 0 : 1;
   for (const server of servers) {
-    const knownEpoch = holding && !align ? (s.quorum.grantedBy[server] ?? s.durable.epoch) : s.durable.epoch;
+    const knownEpoch = renewing ? (s.quorum.grantedBy[server] ?? s.durable.epoch) : s.durable.epoch + bump;
     st.effects.push({ kind: 'ask-quorum', server, requestId: round, knownEpoch });
   }
 }
@@ -645,10 +776,14 @@ function vmDecisions(st: Step): void {
     if (rec.owner.host === s.cfg.self) {
       const transferTo = movable ? (s.transfers[name] ?? (moveAway && wantRun ? s.cfg.peer : undefined)) : undefined;
       if (transferTo !== undefined && peerCanTake && pairLeaseValid(s)) {
-        if (inst === 'starting' || inst === 'running') stopVm(st, name, `handing over to ${transferTo}`);
-        else if (inst === undefined) handOver(st, name, rec, transferTo);
-        continue;
+        // The peer takes the VM on its own copy: only once that copy holds every acknowledged write. Until
+        // then the VM keeps running here (its mirror is catching up).
+        if (inst === 'running' && s.mirrors[name]?.state === 'ready' && peerCopyCurrent(s, name)) stopVm(st, name, `handing over to ${transferTo}`);
+        else if (inst === undefined && peerCopyCurrent(s, name)) handOver(st, name, rec, transferTo);
+        if (inst !== undefined || peerCopyCurrent(s, name)) continue;
       }
+      // Paired, the records are merged: what we own is ours, and so is the copy it runs on, in this epoch.
+      if (hasCopies(rec) && pairedWithPeer(s)) ownCopy(st, name);
       if (wantRun && canRun && inst === undefined) startVm(st, name);
       else if ((!wantRun || !canRun) && (inst === 'starting' || inst === 'running')) {
         stopVm(st, name, !canRun ? 'no authority (fence)' : rec.config.removed ? 'removed' : 'operator stopped it');
@@ -659,8 +794,15 @@ function vmDecisions(st: Step): void {
         continue;
       }
       if (movable && solo && rec.owner.host === s.cfg.peer && s.now >= takeoverAt && inst === undefined) {
+        const refusal = copyRefusal(s, name);
+        if (refusal !== null) {
+          refuseOnce(st, name, 'TAKEOVER_REFUSED', `VM ${name} cannot fail over to ${s.cfg.self}: ${refusal}; it runs again when ${s.cfg.peer} returns`);
+          continue;
+        }
         const owner = { host: s.cfg.self, epoch: s.durable.epoch, seq: rec.owner.epoch === s.durable.epoch ? rec.owner.seq + 1 : 0 };
         s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner } } };
+        s.refusedTakeovers = without(s.refusedTakeovers, name);
+        stopServing(st, name, 'taking it over');
         event(st, `took over VM ${name} from ${s.cfg.peer} in epoch ${s.durable.epoch}`);
         alert(st, 'critical', 'FAILOVER', `VM ${name} failed over from ${s.cfg.peer} to ${s.cfg.self}`);
         if (wantRun) startVm(st, name);
@@ -673,6 +815,10 @@ function handOver(st: Step, name: VmName, rec: VmRecord, to: HostId): void {
   const s = st.s;
   const owner = { host: to, epoch: s.durable.epoch, seq: rec.owner.epoch === s.durable.epoch ? rec.owner.seq + 1 : 0 };
   s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner } } };
+  // Our instance ended cleanly with its mirror in sync: our copy is the peer's, as of that stream.
+  const syncPoint = s.syncPoints[name];
+  s.syncPoints = without(s.syncPoints, name);
+  if (hasCopies(rec)) markCopy(st, name, syncPoint !== undefined ? { stream: syncPoint, current: true } : { stream: null, current: false });
   const { [name]: _done, ...rest } = s.transfers;
   s.transfers = rest;
   s.restarts = { ...s.restarts, [name]: [] };
@@ -683,16 +829,204 @@ function startVm(st: Step, name: VmName): void {
   const s = st.s;
   if (s.peer.hb !== null && peerFresh(s) && s.peer.hb.running.includes(name)) return; // its old host is still stopping it
   const rec = s.durable.vms[name];
+  if (rec !== undefined && hasCopies(rec) && !pairedWithPeer(s)) {
+    // Alone, our record of owning it may be old news: the peer may have taken it over while we were away.
+    // Our copy is the VM's only if nobody held authority since it was last ours.
+    const refusal = copyRefusal(s, name);
+    if (refusal !== null) {
+      refuseOnce(st, name, 'START_REFUSED', `VM ${name} is not started on ${s.cfg.self} without ${s.cfg.peer}: ${refusal}; it runs again once the pair is back`);
+      return;
+    }
+  }
+  // While the peer's copy counts as current, no write of ours may miss it: start mirrored, or not yet (the
+  // peer is about to serve its copy). A peer that is silent is handled by authority (we are solo here).
+  const needsMirror = rec !== undefined && hasCopies(rec) && peerFresh(s) && peerCopyCurrent(s, name);
+  if (needsMirror && !peerServes(s, name)) return;
   if (rec && rec.owner.epoch < s.durable.epoch) {
     // Claim it in the epoch we hold authority in: a record from an older epoch could be outranked by one
     // the peer wrote while we could not hear it, and the VM would change hands while running here.
     s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner: { host: s.cfg.self, epoch: s.durable.epoch, seq: 0 } } } };
   }
+  if (rec !== undefined && hasCopies(rec)) ownCopy(st, name);
+  s.refusedTakeovers = without(s.refusedTakeovers, name);
   const instance = s.nextInstance;
   s.nextInstance = instance + 1;
   s.instances = { ...s.instances, [name]: { id: instance, state: 'starting' } };
+  if (needsMirror) {
+    const mirror = newMirror(st, name, instance);
+    st.effects.push({ kind: 'start-vm', vm: name, epoch: s.durable.epoch, instance, mirror });
+    event(st, `start VM ${name} (epoch ${s.durable.epoch}), mirrored to ${s.cfg.peer} (${mirror.mode}, stream ${mirror.stream})`);
+    return;
+  }
   st.effects.push({ kind: 'start-vm', vm: name, epoch: s.durable.epoch, instance });
   event(st, `start VM ${name} (epoch ${s.durable.epoch})`);
+}
+
+// ── disk copies and mirrors (HA) ───────────────────────────────────────────────────────────────────────
+
+/** The peer's own report of its copy of a VM we own: current, as of its last heartbeat. */
+function peerCopyCurrent(s: CoreState, name: VmName): boolean {
+  return peerFresh(s) && s.peer.hb?.copies[name]?.current === true;
+}
+
+function peerServes(s: CoreState, name: VmName): boolean {
+  return peerFresh(s) && s.peer.hb?.copies[name]?.serving === true;
+}
+
+/** Why our copy cannot be run on (null: it can): it must hold every acknowledged write. */
+function copyRefusal(s: CoreState, name: VmName): string | null {
+  const copy = s.durable.copies[name];
+  if (!copy || !copy.current) return 'its copy here is not in sync with what the guest acknowledged';
+  if (s.durable.epoch > copy.epoch + 1) {
+    return `its copy here was last in sync in epoch ${copy.epoch}, and authority passed since (epoch ${s.durable.epoch}): ${s.cfg.peer} may have run it alone`;
+  }
+  return null;
+}
+
+function refuseOnce(st: Step, name: VmName, code: string, message: string): void {
+  if (st.s.refusedTakeovers[name]) return;
+  st.s.refusedTakeovers = { ...st.s.refusedTakeovers, [name]: true };
+  alert(st, 'critical', code, message);
+}
+
+/** We run (or may run) the VM in this epoch: our copy is its disk, current through this epoch. */
+function ownCopy(st: Step, name: VmName): void {
+  const s = st.s;
+  const c = s.durable.copies[name];
+  if (c && c.current && c.stream === null && c.epoch >= s.durable.epoch) return;
+  s.durable = { ...s.durable, copies: { ...s.durable.copies, [name]: { stream: null, current: true, epoch: Math.max(c?.epoch ?? 0, s.durable.epoch) } } };
+}
+
+/** A new stream for an instance's mirror; incremental when the peer's copy last received our sync point. */
+function newMirror(st: Step, name: VmName, instance: number): { stream: string; mode: MirrorMode } {
+  const s = st.s;
+  const stream = `${s.cfg.self}.${s.incarnation}.${s.streamSeq + 1}`;
+  s.streamSeq += 1;
+  const syncPoint = s.syncPoints[name];
+  const peerStream = s.peer.hb?.copies[name]?.stream ?? null;
+  const mode: MirrorMode = syncPoint !== undefined && syncPoint === peerStream ? 'incremental' : 'full';
+  s.mirrors = { ...s.mirrors, [name]: { instance, stream, state: 'syncing', cutting: false } };
+  return { stream, mode };
+}
+
+/**
+ * Owner side, for each VM running here with copies: mirror it into the peer's copy when the peer serves
+ * one, and cut a mirror once no acknowledged write can be lost by it — the peer said its copy is no longer
+ * current, or we hold authority without the peer (then a takeover by the peer would need an epoch past the
+ * one its copy was current in, which it refuses).
+ */
+function mirrorDecisions(st: Step): void {
+  const s = st.s;
+  for (const [name, rec] of Object.entries(s.durable.vms)) {
+    const inst = s.instances[name];
+    if (rec.owner.host !== s.cfg.self || !hasCopies(rec) || !inst) continue;
+    const m = s.mirrors[name];
+    if (m === undefined) {
+      if (inst.state === 'running' && pairedWithPeer(s) && peerServes(s, name) && s.now >= (s.retryAt[`mirror:${name}`] ?? 0)) {
+        const { stream, mode } = newMirror(st, name, inst.id);
+        st.effects.push({ kind: 'start-mirror', vm: name, instance: inst.id, stream, mode });
+        event(st, `mirror VM ${name} to ${s.cfg.peer} (${mode}, stream ${stream})`);
+      }
+      continue;
+    }
+    if (m.cutting) continue;
+    const peerGaveUp = peerFresh(s) && s.peer.hb?.copies[name]?.current !== true && m.state === 'stalled';
+    const alone = !peerFresh(s) && hasSoloAuthority(s);
+    if (peerGaveUp || alone) {
+      const reason = alone ? `${s.cfg.peer} is lost and ${s.cfg.self} holds authority alone` : `${s.cfg.peer} no longer counts its copy as current`;
+      s.mirrors = { ...s.mirrors, [name]: { ...m, cutting: true } };
+      st.effects.push({ kind: 'cut-mirror', vm: name, instance: m.instance, stream: m.stream, reason });
+      event(st, `cut the mirror of VM ${name}: ${reason}`);
+    }
+  }
+}
+
+/**
+ * Peer side: serve our copy of each protected VM the peer owns (so that its mirror always has somewhere to
+ * go), and stop serving it when the VM is ours to run or gone.
+ */
+function copyDecisions(st: Step): void {
+  const s = st.s;
+  for (const [name, rec] of Object.entries(s.durable.vms)) {
+    const want = rec.owner.host === s.cfg.peer && hasCopies(rec) && !rec.config.removed && s.instances[name] === undefined;
+    const x = s.exports[name];
+    if (want && x === undefined && s.now >= (s.retryAt[`export:${name}`] ?? 0)) {
+      s.exports = { ...s.exports, [name]: { state: 'starting', streams: [] } };
+      st.effects.push({ kind: 'serve-copy', vm: name });
+    } else if (!want && x !== undefined) {
+      stopServing(st, name, rec.owner.host === s.cfg.self ? 'the VM runs here now' : 'not protected here any more');
+    }
+  }
+  for (const name of Object.keys(s.exports)) if (!(name in s.durable.vms)) stopServing(st, name, 'the VM is gone');
+}
+
+/**
+ * Peer side: what the owner's heartbeat says of its mirrors decides whether our copy is current. A stream
+ * that connected to the export we serve now and that the owner reports in sync makes it current; any other
+ * word from the owner about that VM's mirror (a new stream, a stall) makes it not current. Silence changes
+ * nothing: an owner that died with its mirror in sync left us every write it acknowledged. A heartbeat
+ * that shows the VM running without a mirror means its guest writes alone.
+ */
+function observeOwnerMirrors(st: Step, hb: Heartbeat): void {
+  const s = st.s;
+  const paired = pairedWithPeer(s);
+  for (const [name, rec] of Object.entries(s.durable.vms)) {
+    if (rec.owner.host !== s.cfg.peer || !hasCopies(rec)) continue;
+    const copy = s.durable.copies[name];
+    const m = hb.mirrors[name];
+    if (m === undefined) {
+      // Running with no mirror: its guest writes alone. Not running: nothing is written, but nothing is
+      // confirmed either — the epoch our copy was current in advances only on the owner's word.
+      if (copy?.current && hb.running.includes(name)) {
+        event(st, `copy of VM ${name} is no longer current: ${s.cfg.peer} runs it without a mirror`);
+        markCopy(st, name, { stream: copy.stream, current: false });
+      }
+      continue;
+    }
+    const connectedHere = s.exports[name]?.state === 'ready' && s.exports[name]!.streams.includes(m.stream);
+    if (m.state === 'ready' && connectedHere) {
+      if (!copy?.current || copy.stream !== m.stream || (paired && copy.epoch < s.durable.epoch)) {
+        if (!copy?.current) event(st, `copy of VM ${name} is in sync with ${s.cfg.peer} (stream ${m.stream})`);
+        markCopy(st, name, { stream: m.stream, current: true });
+      }
+    } else if (copy?.current || (connectedHere && copy?.stream !== m.stream)) {
+      if (copy?.current) event(st, `copy of VM ${name} is no longer current: ${s.cfg.peer} reports stream ${m.stream} ${m.state}`);
+      markCopy(st, name, { stream: connectedHere ? m.stream : (copy?.stream ?? null), current: false });
+    }
+  }
+}
+
+/** Writes our copy's record; the epoch it was current in advances only while paired. */
+function markCopy(st: Step, name: VmName, c: { stream: string | null; current: boolean }): void {
+  const s = st.s;
+  const before = s.durable.copies[name];
+  const epoch = c.current && pairedWithPeer(s) ? Math.max(s.durable.epoch, before?.epoch ?? 0) : (before?.epoch ?? 0);
+  if (before && before.stream === c.stream && before.current === c.current && before.epoch === epoch) return;
+  s.durable = { ...s.durable, copies: { ...s.durable.copies, [name]: { stream: c.stream, current: c.current, epoch } } };
+}
+
+/** The peer took a VM we owned: whatever our guest wrote last may not be on the peer's copy: ours diverged. */
+function lostOwnership(st: Step, name: VmName): void {
+  st.s.syncPoints = without(st.s.syncPoints, name);
+  const rec = st.s.durable.vms[name];
+  if (rec && hasCopies(rec)) markCopy(st, name, { stream: null, current: false });
+}
+
+/** The peer handed a VM to us: our copy, current as of its stream, is now the one the VM runs on. */
+function gainedOwnership(st: Step, name: VmName): void {
+  const s = st.s;
+  const copy = s.durable.copies[name];
+  if (copy?.current && copy.stream !== null) s.syncPoints = { ...s.syncPoints, [name]: copy.stream };
+  // Current or not, it is the VM's disk now; whether it may be run on alone is still copyRefusal's question.
+  if (copy) s.durable = { ...s.durable, copies: { ...s.durable.copies, [name]: { ...copy, stream: null } } };
+  stopServing(st, name, `handed over by ${s.cfg.peer}`);
+}
+
+/** Our QEMU opens the copy next: the export must let go of it first (effects run in order). */
+function stopServing(st: Step, name: VmName, reason: string): void {
+  if (!st.s.exports[name]) return;
+  st.s.exports = without(st.s.exports, name);
+  st.effects.push({ kind: 'unserve-copy', vm: name, reason });
 }
 
 function stopVm(st: Step, name: VmName, reason: string): void {
@@ -749,6 +1083,15 @@ function heartbeat(st: Step): void {
     vms: s.durable.vms,
     // Every VM with a process here, stopping ones included: the peer must not start them yet.
     running: Object.keys(s.instances),
+    mirrors: Object.fromEntries(Object.entries(s.mirrors).map(([vm, m]) => [vm, { stream: m.stream, state: m.state }])),
+    copies: Object.fromEntries(
+      [...new Set([...Object.keys(s.durable.copies), ...Object.keys(s.exports)])]
+        .filter((vm) => s.durable.vms[vm]?.owner.host === s.cfg.peer)
+        .map((vm) => {
+          const c = s.durable.copies[vm];
+          return [vm, { serving: s.exports[vm]?.state === 'ready', stream: c?.stream ?? null, current: c?.current ?? false }];
+        }),
+    ),
   };
   st.effects.push({ kind: 'send-peer', msg: hb });
 }
@@ -772,10 +1115,17 @@ function wakeAt(s: CoreState): number {
   later(s.bootAt + s.cfg.peerTimeoutMs);
   later(peerLeaseOverAt(s));
   if (s.quorum.lastRoundAt !== null) later(s.quorum.lastRoundAt + s.cfg.quorumRetryMs);
+  for (const t of Object.values(s.retryAt)) later(t);
   return Math.min(...candidates);
 }
 
 // ── small helpers ──────────────────────────────────────────────────────────────────────────────────────
+
+function without<T>(record: Readonly<Record<string, T>>, key: string): Record<string, T> {
+  if (!(key in record)) return record as Record<string, T>;
+  const { [key]: _gone, ...rest } = record;
+  return rest;
+}
 
 function setOf(q: QuorumServerId | null): QuorumServerId[] {
   return q === null ? [] : [q];
@@ -805,6 +1155,8 @@ function describeInput(input: Input): string {
     case 'quorum-probe':
       return `quorum ${input.server} ${input.reachable ? 'reachable' : 'unreachable'}`;
     case 'vm-event':
+      return `VM ${input.vm} ${input.event.kind}`;
+    case 'storage':
       return `VM ${input.vm} ${input.event.kind}`;
     case 'health':
       return 'health report';

@@ -41,6 +41,9 @@ export function decideGrant(rec: PairRecord, req: QuorumRequest, now: number, le
   if (rec.holder !== null && now < rec.leaseUntil) {
     return { kind: 'denied', epoch: rec.epoch, holder: rec.holder, record: rec };
   }
-  const epoch = Math.max(rec.epoch, req.knownEpoch) + 1;
+  // A new holder gets an epoch newer than any granted, and at least the one it asks for: a host starting a
+  // term of its own asks for one past every epoch it shared with its peer, and gets exactly that when nobody
+  // held authority since — which is how its peer's copies tell a solo run of the owner apart (host-core.ts).
+  const epoch = Math.max(rec.epoch + 1, req.knownEpoch);
   return { kind: 'granted', epoch, record: { epoch, holder: req.host, leaseUntil: now + leaseMs }, persist: true };
 }

@@ -101,6 +101,30 @@ export interface VmRecord {
   owner: VmOwner;
 }
 
+// ── disk copies (HA) ───────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * This host's copy of the disk of a protected VM that its peer owns, as far as a takeover may rely on it.
+ * The owner's QEMU mirrors every guest write into it synchronously over a *stream*; the owner names each
+ * stream, and this host learns from the owner's heartbeats when a stream it received is in sync.
+ */
+export interface CopyRecord {
+  /** The owner's stream that last wrote into this copy; null when none has since the copy was made or last written by a guest here. */
+  stream: string | null;
+  /** It holds every write the guest had acknowledged: the owner said `stream` was in sync and has not said otherwise since. */
+  current: boolean;
+  /**
+   * The newest epoch in which the copy was known current while paired. The owner lets its guest write
+   * without this copy only after hearing it is no longer current, or holding a quorum grant alone — always in
+   * a newer epoch than any it shared with us — so a takeover in an epoch past `epoch + 1` may follow such a
+   * solo run, and is refused.
+   */
+  epoch: number;
+}
+
+/** How the owner's mirror of a VM's disk into the peer's copy stands, as its heartbeat reports it. */
+export type MirrorState = 'syncing' | 'ready' | 'stalled';
+
 // ── durable state ──────────────────────────────────────────────────────────────────────────────────────
 
 /** How a host holds its current epoch: agreed with the peer, granted by quorum servers, or by the tie-break. */
@@ -126,6 +150,8 @@ export interface Durable {
   maintenance: boolean;
   /** Wall-clock times (ms) of this host's recent component faults: the MTBF estimate survives reboots. */
   faultHistory: number[];
+  /** This host's copies of the disks of protected VMs its peer owns. */
+  copies: Record<VmName, CopyRecord>;
 }
 
 // ── inputs ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -147,6 +173,10 @@ export interface Heartbeat {
   vms: Record<VmName, VmRecord>;
   /** VMs this host has a running instance of right now. */
   running: VmName[];
+  /** The VMs this host runs, each with its mirror into the peer's copy. */
+  mirrors: Record<VmName, { stream: string; state: MirrorState }>;
+  /** The copies this host holds of the peer's VMs: whether it serves them to the peer, and their record. */
+  copies: Record<VmName, { serving: boolean; stream: string | null; current: boolean }>;
 }
 
 export interface PairPropose {
@@ -185,7 +215,26 @@ export type OperatorCommand =
 export type VmEvent =
   | { kind: 'started'; instance: number }
   | { kind: 'start-failed'; instance: number; reason: string }
-  | { kind: 'exited'; instance: number; cause: string; expected: boolean };
+  /** `clean`: QEMU ended with no write in flight (the guest powered off, or QEMU quit): its disk holds exactly what it acknowledged. */
+  | { kind: 'exited'; instance: number; cause: string; expected: boolean; clean: boolean };
+
+/**
+ * What the storage drivers report. On the owner, about its mirror of a VM's disk into the peer's copy:
+ * `mirror-syncing` (connected, copying what the copy lacks; every new guest write already goes to both),
+ * `mirror-ready` (the copy is identical and every write is synchronous), `mirror-stalled` (the stream to the
+ * peer broke: the guest's writes wait, none is acknowledged, until the core cuts the mirror), `mirror-ended`
+ * (the mirror is gone — cut, or QEMU's job failed — and the guest writes alone). On the peer, about its copy:
+ * `export-ready` / `export-failed` (the copy is served to the owner, or the server died with writes in
+ * flight) and `stream-open` (a stream of the owner's connected to the export being served now).
+ */
+export type StorageEvent =
+  | { kind: 'mirror-syncing'; instance: number; stream: string }
+  | { kind: 'mirror-ready'; instance: number; stream: string }
+  | { kind: 'mirror-stalled'; instance: number; stream: string; reason: string }
+  | { kind: 'mirror-ended'; instance: number; stream: string; reason: string }
+  | { kind: 'export-ready' }
+  | { kind: 'export-failed'; reason: string }
+  | { kind: 'stream-open'; stream: string };
 
 export type Input =
   | { type: 'tick'; now: number }
@@ -193,10 +242,17 @@ export type Input =
   | { type: 'quorum-reply'; now: number; server: QuorumServerId; requestId: number; reply: QuorumReply }
   | { type: 'quorum-probe'; now: number; server: QuorumServerId; reachable: boolean }
   | { type: 'vm-event'; now: number; vm: VmName; event: VmEvent }
+  | { type: 'storage'; now: number; vm: VmName; event: StorageEvent }
   /** `wallMs` is wall-clock time: fault history must be comparable across reboots, which monotonic time is not. */
   | { type: 'health'; now: number; wallMs: number; health: HealthSnapshot }
   | { type: 'alink-rtt'; now: number; rttMs: number }
   | { type: 'command'; now: number; command: OperatorCommand };
+
+/**
+ * `full` copies the whole disk; `incremental` only what the running instance's change tracking recorded since
+ * the peer's copy was last identical to ours (the stream both sides name as their sync point).
+ */
+export type MirrorMode = 'full' | 'incremental';
 
 // ── decisions ──────────────────────────────────────────────────────────────────────────────────────────
 
@@ -205,8 +261,19 @@ export type Effect =
   | { kind: 'ask-quorum'; server: QuorumServerId; requestId: number; knownEpoch: number }
   /** Is the server reachable? (No grant is asked: paired hosts use this to agree on the active server.) */
   | { kind: 'probe-quorum'; server: QuorumServerId }
-  /** `instance` names this start: the driver reports the instance's events with it. */
-  | { kind: 'start-vm'; vm: VmName; epoch: number; instance: number }
+  /**
+   * `instance` names this start: the driver reports the instance's events with it. With `mirror`, the guest
+   * must not run before its disk is mirrored into the peer's copy (the driver starts QEMU paused, connects
+   * the mirror, then lets the guest run): the peer's copy is current, and must stay so.
+   */
+  | { kind: 'start-vm'; vm: VmName; epoch: number; instance: number; mirror?: { stream: string; mode: MirrorMode } }
+  /** Mirror the running instance's disk into the peer's copy over a new stream. */
+  | { kind: 'start-mirror'; vm: VmName; instance: number; stream: string; mode: MirrorMode }
+  /** The peer can no longer take the VM over with a copy lacking what follows: end the mirror, the guest writes alone. */
+  | { kind: 'cut-mirror'; vm: VmName; instance: number; stream: string; reason: string }
+  /** Serve this host's copy of the peer's VM to the peer (made empty first if there is none). */
+  | { kind: 'serve-copy'; vm: VmName }
+  | { kind: 'unserve-copy'; vm: VmName; reason: string }
   | { kind: 'stop-vm'; vm: VmName; instance: number; reason: string }
   | { kind: 'restart-services'; reason: string }
   | { kind: 'alert'; severity: 'info' | 'warning' | 'critical'; code: string; message: string };
@@ -262,6 +329,7 @@ export const VM_STATES = {
   stopped: 'not meant to run',
   unprotected: 'running on one host with no redundancy (protection none, or the peer is away)',
   protected: 'running with the peer ready to take over at the requested level',
+  syncing: "running; the peer's copy of its disk is being brought up to date",
   downgraded: 'running with a weaker protection than requested (A-Link too slow: SplitSite)',
   'failing-over': 'its host was lost: waiting for authority and the old lease before starting it here',
   'host-down': 'unprotected and its host is lost: it runs again when its host does (its disk is there only)',

@@ -99,6 +99,16 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX log_kind ON log (kind, id);
   `,
+  // 2: HA's disk copies (what a takeover may rely on: core/types.ts CopyRecord).
+  `
+  CREATE TABLE copies (
+    vm      TEXT NOT NULL PRIMARY KEY,
+    pair    INTEGER NOT NULL DEFAULT 1 REFERENCES pair (id),
+    stream  TEXT,
+    current INTEGER NOT NULL CHECK (current IN (0, 1)),
+    epoch   INTEGER NOT NULL CHECK (epoch >= 0)
+  ) STRICT;
+  `,
 ];
 
 /** The schema version this code writes: a database with a higher `user_version` is refused. */
@@ -122,6 +132,7 @@ export class StateDb {
       pair: db.prepare('SELECT * FROM pair WHERE id = 1'),
       vms: db.prepare('SELECT * FROM vms ORDER BY name'),
       faults: db.prepare('SELECT * FROM faults ORDER BY position'),
+      copies: db.prepare('SELECT * FROM copies ORDER BY vm'),
       // An upsert, not INSERT OR REPLACE: replacing deletes the row first, which the vms and faults that
       // reference it forbid.
       upsertPair: db.prepare(`
@@ -136,6 +147,8 @@ export class StateDb {
         VALUES (@name, @desired, @protection, @hardware, @version, @by, @removed, @ownerHost, @ownerEpoch, @ownerSeq)`),
       clearFaults: db.prepare('DELETE FROM faults'),
       insertFault: db.prepare('INSERT INTO faults (position, wall_ms) VALUES (?, ?)'),
+      clearCopies: db.prepare('DELETE FROM copies'),
+      insertCopy: db.prepare('INSERT INTO copies (vm, stream, current, epoch) VALUES (@vm, @stream, @current, @epoch)'),
       insertLog: db.prepare(`
         INSERT INTO log (wall_ms, at_ms, host, kind, severity, code, what, cause)
         VALUES (@wallMs, @atMs, @host, @kind, @severity, @code, @what, @cause)`),
@@ -204,6 +217,11 @@ export class StateDb {
           };
         }
         const faultHistory = (this.stmt.faults.all() as Row[]).map((row) => new RowReader(this.file, 'faults', row, String(row['position'])).int('wall_ms'));
+        const copies: Durable['copies'] = {};
+        for (const row of this.stmt.copies.all() as Row[]) {
+          const r = new RowReader(this.file, 'copies', row, String(row['vm']));
+          copies[r.str('vm')] = { stream: r.strOrNull('stream'), current: r.bool('current'), epoch: r.int('epoch') };
+        }
         const proposal = p.json('proposal', isProposal, 'null or a JSON object { epoch, activeQuorum }');
         return {
           epoch: p.int('epoch'),
@@ -217,6 +235,7 @@ export class StateDb {
           declaredDown: p.bool('declared_down'),
           maintenance: p.bool('maintenance'),
           faultHistory,
+          copies,
         };
       })(),
     );
@@ -255,6 +274,8 @@ export class StateDb {
           }
           this.stmt.clearFaults.run();
           d.faultHistory.forEach((wallMs, i) => this.stmt.insertFault.run(i, wallMs));
+          this.stmt.clearCopies.run();
+          for (const [vm, c] of Object.entries(d.copies)) this.stmt.insertCopy.run({ vm, stream: c.stream, current: c.current ? 1 : 0, epoch: c.epoch });
         })
         .immediate(),
     );

@@ -156,7 +156,9 @@ export class VmRunner {
     this.lastExits.set(name, { ...exit, instance: slot.instance, at: new Date().toISOString(), expected });
     const detail = exit.signal ? ` (${exit.signal})` : exit.code !== null ? ` (exit ${exit.code})` : '';
     this.log(`VM ${name} (instance ${slot.instance}) exited: ${exit.cause}${detail}${expected ? '' : ' — not asked to stop'}`);
-    this.report(name, { kind: 'exited', instance: slot.instance, cause: exit.cause, expected });
+    // A guest that powered off, or a QEMU told to quit, left no write in flight: its disk is what it acknowledged.
+    const clean = exit.shutdownReason === 'guest-shutdown' || exit.shutdownReason === 'host-qmp-quit';
+    this.report(name, { kind: 'exited', instance: slot.instance, cause: exit.cause, expected, clean });
   }
 
   /** The host-local half of starting a VM: its disk in this host's data directory and its tap. */

@@ -17,6 +17,7 @@ import {
   type HostState,
   type PairAccept,
   type PairPropose,
+  type MirrorState,
   type PeerMessage,
   type ProtectionLevel,
   type VmRecord,
@@ -24,7 +25,7 @@ import {
 import { LockstepError } from '../util/errors.js';
 
 /** The version of the peer message schema this build speaks. */
-export const PEER_PROTOCOL_VERSION = 1;
+export const PEER_PROTOCOL_VERSION = 2;
 
 export const PEER_LIMITS = {
   /** Most VMs one pair protects: bounds `vms` and `running`. */
@@ -39,6 +40,8 @@ export const PEER_LIMITS = {
 
 /** Host and VM names: the same rule as VM definitions and the daemon's config. */
 export const NAME_RE = /^[a-z][a-z0-9-]{0,30}$/;
+/** Replication stream ids, as the owner's core names them: `<host>.<incarnation>.<n>`. */
+export const STREAM_ID_RE = /^[a-z][a-z0-9-]{0,30}\.\d{1,15}\.\d{1,15}$/;
 /** Quorum server ids: names, host names or address:port, so a little wider than host names. */
 export const QUORUM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
@@ -46,6 +49,7 @@ export const PEER_MESSAGE_KINDS = ['heartbeat', 'pair-propose', 'pair-accept'] a
 const AUTHORITIES = ['none', 'pair', 'quorum', 'tiebreak'] as const satisfies readonly Authority[];
 const PROTECTIONS = ['none', 'ha', 'ft'] as const satisfies readonly ProtectionLevel[];
 const DESIRED = ['running', 'stopped'] as const;
+const MIRROR_STATES = ['syncing', 'ready', 'stalled'] as const satisfies readonly MirrorState[];
 
 /** A message as it travels: the version, the kind, and the message's other fields. */
 export interface PeerEnvelope {
@@ -104,7 +108,32 @@ function parseHeartbeat(o: Record<string, unknown>): Heartbeat {
     activeQuorum: o['activeQuorum'] === null ? null : quorumId(o['activeQuorum'], 'activeQuorum'),
     vms: vmRecords(o['vms'], 'vms'),
     running: list(o['running'], 'running', PEER_LIMITS.vmsMax, name),
+    mirrors: byVm(o['mirrors'], 'mirrors', (m, at) => ({ stream: streamId(m['stream'], `${at}.stream`), state: oneOf(m['state'], `${at}.state`, MIRROR_STATES) })),
+    copies: byVm(o['copies'], 'copies', (c, at) => ({
+      serving: bool(c['serving'], `${at}.serving`),
+      stream: c['stream'] === null ? null : streamId(c['stream'], `${at}.stream`),
+      current: bool(c['current'], `${at}.current`),
+    })),
   };
+}
+
+/** A map from VM name to an object of one shape, bounded like `vms`. */
+function byVm<T>(raw: unknown, field: string, item: (o: Record<string, unknown>, at: string) => T): Record<string, T> {
+  const o = object(raw, field);
+  const keys = Object.keys(o);
+  if (keys.length > PEER_LIMITS.vmsMax) throw invalid(field, `has ${keys.length} VMs; at most ${PEER_LIMITS.vmsMax}`);
+  const out: Record<string, T> = {};
+  for (const key of keys) {
+    const at = `${field}.${printable(key)}`;
+    if (!NAME_RE.test(key)) throw invalid(at, 'is not a VM name ([a-z][a-z0-9-]{0,30})');
+    out[key] = item(object(o[key], at), at);
+  }
+  return out;
+}
+
+function streamId(v: unknown, field: string): string {
+  if (typeof v !== 'string' || !STREAM_ID_RE.test(v)) throw invalid(field, 'must be a stream id <host>.<incarnation>.<n>');
+  return v;
 }
 
 function parsePairPropose(o: Record<string, unknown>): PairPropose {

@@ -131,6 +131,7 @@ export function runSchedule(seed: number): ScheduleResult {
     for (const vm of ['vm1', 'vm2', 'vm3']) {
       const copies = world.runningCopies(vm).filter((h) => world.host(h).processes.get(vm)?.state === 'running');
       if (copies.length !== 1) problems.push(`${vm} runs on ${copies.length} hosts`);
+      else if (!world.isProtected(vm)) problems.push(`${vm} is not protected (its mirror is not in sync with a current copy)`);
     }
     if (problems.length > 0) {
       return { seed, ok: false, failure: `liveness: ${LIVENESS_BOUND_MS / 1000} s after faults healed: ${problems.join('; ')}`, faults, log: formatLog(world.log) };

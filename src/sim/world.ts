@@ -1,14 +1,21 @@
 /**
  * The simulated world the decision core is run in: two hosts running the real core, simulated A-Links,
  * management links, quorum servers (running the real grant logic), disks with persistence latency, clocks
- * with drift and simulated VM processes. This is the simulator's fake of everything around the core,
- * named as such; the real daemon drives the same core with real drivers.
+ * with drift, simulated VM processes, and each VM's disk on each host with its guest's writes, the owner's
+ * write-blocking mirror into the peer's copy and the peer's export. This is the simulator's fake of
+ * everything around the core, named as such; the real daemon drives the same core with real drivers.
+ *
+ * The disk model: every guest write has an id and a parent (the write before it on the disk it was made
+ * on), so a disk's content is a point in a tree of histories. A write is acknowledged when it is on the
+ * owner's copy and, while a mirror is connected, on the peer's copy too; a mirror whose link is gone makes
+ * the guest's writes wait. The checker then asks, whenever a VM starts running: does its disk hold the last
+ * write the guest acknowledged? (Invariant 3: no acknowledged write is lost by a failover.)
  *
  * Checkers run after every event and throw `SafetyViolation` with the time and the log so far.
  */
 import { bootState, deriveHostState, step, type CoreState } from '../core/host-core.js';
 import { decideGrant, emptyPairRecord, recoveredPairRecord, type PairRecord } from '../core/quorum-grant.js';
-import type { ComponentState, CoreConfig, CoreEvent, Durable, Effect, HealthComponent, HostId, Input, PeerMessage, ProtectionLevel, QuorumServerId, VmName } from '../core/types.js';
+import type { ComponentState, CoreConfig, CoreEvent, Durable, Effect, HealthComponent, HostId, Input, MirrorMode, PeerMessage, ProtectionLevel, QuorumServerId, StorageEvent, VmName } from '../core/types.js';
 import { healthyComponents } from '../core/health.js';
 import { DEFAULT_TIMING } from '../core/types.js';
 
@@ -34,6 +41,21 @@ export interface WorldOptions {
   /** Used for random delays and duplication; scenarios pass none and get fixed delays. */
   random?: () => number;
   duplicateProbability?: number;
+  /** How often a running guest writes to its disk. */
+  writeIntervalMs?: number;
+  /** How long a mirror takes to bring the peer's copy in sync, by mode. */
+  syncMs?: Record<MirrorMode, number>;
+}
+
+/** The owner's mirror of one VM instance's disk into the peer's copy. */
+interface SimMirror {
+  instance: number;
+  stream: string;
+  state: 'connecting' | 'syncing' | 'ready' | 'stalled';
+  /** The export generation it connected to: one that changed since (restart, unserve) answers with a reset. */
+  exportGen: number;
+  /** The peer's copy holds every write of the source's lineage from the connection on (it was not diverged). */
+  covering: boolean;
 }
 
 interface SimHost {
@@ -55,6 +77,12 @@ interface SimHost {
   /** The watchdog: when it kills every VM process unless a later decision moves it (real time). */
   watchdogAt: number | null;
   persistLatencyMs: number;
+  /** Each VM's disk on this host: the id of the last write it holds (0: empty), null when a sync left it a mixture. Survives power loss. */
+  disks: Map<VmName, number | null>;
+  /** The copies this host serves to the peer, with a generation per start. */
+  exports: Map<VmName, number>;
+  exportGen: number;
+  mirrors: Map<VmName, SimMirror>;
 }
 
 interface SimQuorum {
@@ -87,6 +115,10 @@ export class World {
   private readonly timers: Timer[] = [];
   private seq = 0;
   private readonly grantsSeen = new Map<string, HostId>();
+  /** The disk model: each write's parent; and per VM the last write its guest was told is durable. */
+  private readonly parents = new Map<number, number>([[0, 0]]);
+  private nextWrite = 1;
+  private readonly acked = new Map<VmName, number>();
   private readonly opts: Required<Omit<WorldOptions, 'clockRates' | 'timing' | 'random'>> & Pick<WorldOptions, 'random'>;
 
   constructor(options: WorldOptions) {
@@ -101,6 +133,8 @@ export class World {
       quorumTimeoutMs: options.quorumTimeoutMs ?? 300,
       duplicateProbability: options.duplicateProbability ?? 0,
       random: options.random,
+      writeIntervalMs: options.writeIntervalMs ?? 100,
+      syncMs: options.syncMs ?? { full: 400, incremental: 100 },
     };
     const [a, b] = options.hosts;
     for (const id of options.hosts) {
@@ -128,6 +162,10 @@ export class World {
         watchdogAt: null,
         health: { ...healthyComponents() },
         persistLatencyMs: this.opts.persistLatencyMs,
+        disks: new Map(),
+        exports: new Map(),
+        exportGen: 0,
+        mirrors: new Map(),
       });
     }
     for (const q of options.quorumServers) this.quorum.set(q, { id: q, up: true, record: emptyPairRecord(), durable: { epoch: 0, holder: null } });
@@ -180,6 +218,8 @@ export class World {
     h.busyUntil = 0;
     h.tickAt = null;
     h.watchdogAt = null;
+    h.exports.clear();
+    h.mirrors.clear();
     this.note(id, 'power off', 'fault');
   }
 
@@ -227,7 +267,8 @@ export class World {
     if (!p) return;
     h.processes.delete(vm);
     this.note(id, `VM ${vm} process crashed`, 'fault');
-    this.input(id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', instance: p.instance, cause: 'crashed', expected: false } });
+    h.mirrors.delete(vm);
+    this.input(id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', instance: p.instance, cause: 'crashed', expected: false, clean: false } });
   }
 
   command(id: HostId, command: Extract<Input, { type: 'command' }>['command']): void {
@@ -316,9 +357,10 @@ export class World {
       const killed = [...h.processes.entries()];
       if (killed.length === 0) return;
       h.processes.clear();
+      h.mirrors.clear();
       this.note(h.id, `watchdog killed ${killed.map(([vm]) => vm).join(', ')}`, 'fence');
       for (const [vm, p] of killed) {
-        this.input(h.id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', instance: p.instance, cause: 'watchdog', expected: true } });
+        this.input(h.id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', instance: p.instance, cause: 'watchdog', expected: true, clean: false } });
       }
     });
   }
@@ -404,20 +446,63 @@ export class World {
           return;
         }
         if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} started VM ${e.vm} twice`);
+        if (h.exports.has(e.vm)) throw new SafetyViolation(`${h.id} started VM ${e.vm} on the copy it still serves to its peer`);
         h.processes.set(e.vm, { instance: e.instance, state: 'starting' });
+        const mirror = e.mirror;
         this.at(this.now + this.opts.startLatencyMs, () => {
           const p = h.processes.get(e.vm);
           if (!alive() || p?.instance !== e.instance || p.state !== 'starting') return;
+          // A start with a mirror runs the guest only once the mirror is connected (QEMU starts paused).
+          if (mirror && !this.connectMirror(h, e.vm, e.instance, mirror.stream, mirror.mode)) {
+            h.processes.delete(e.vm);
+            this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'start-failed', instance: e.instance, reason: 'the mirror could not connect' } });
+            return;
+          }
+          this.checkDiskOnStart(h, e.vm);
           h.processes.set(e.vm, { instance: e.instance, state: 'running' });
           this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'started', instance: e.instance } });
+          this.scheduleWrite(h, e.vm, e.instance);
         });
         return;
       }
+      case 'start-mirror': {
+        this.at(this.now + 20, () => {
+          const p = h.processes.get(e.vm);
+          if (!alive() || p?.instance !== e.instance || h.mirrors.has(e.vm)) return;
+          if (!this.connectMirror(h, e.vm, e.instance, e.stream, e.mode)) {
+            this.storage(h, e.vm, { kind: 'mirror-ended', instance: e.instance, stream: e.stream, reason: 'could not connect to the peer' });
+          }
+        });
+        return;
+      }
+      case 'cut-mirror': {
+        const m = h.mirrors.get(e.vm);
+        if (!m || m.stream !== e.stream) return;
+        h.mirrors.delete(e.vm);
+        this.at(this.now + 5, () => {
+          if (alive()) this.storage(h, e.vm, { kind: 'mirror-ended', instance: e.instance, stream: e.stream, reason: 'cut' });
+        });
+        return;
+      }
+      case 'serve-copy': {
+        if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} serves its copy of ${e.vm} while running the VM on it`);
+        this.at(this.now + 30, () => {
+          if (!alive() || h.processes.has(e.vm)) return;
+          h.exportGen += 1;
+          h.exports.set(e.vm, h.exportGen);
+          if (!h.disks.has(e.vm)) h.disks.set(e.vm, 0);
+          this.storage(h, e.vm, { kind: 'export-ready' });
+        });
+        return;
+      }
+      case 'unserve-copy':
+        h.exports.delete(e.vm);
+        return;
       case 'stop-vm': {
         const p = h.processes.get(e.vm);
         if (!p || p.instance !== e.instance) {
           this.at(this.now, () => {
-            if (alive()) this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', instance: e.instance, cause: 'was not running', expected: true } });
+            if (alive()) this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', instance: e.instance, cause: 'was not running', expected: true, clean: true } });
           });
           return;
         }
@@ -425,7 +510,8 @@ export class World {
         this.at(this.now + this.opts.stopLatencyMs, () => {
           if (!alive() || h.processes.get(e.vm)?.instance !== e.instance) return;
           h.processes.delete(e.vm);
-          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', instance: e.instance, cause: 'stopped', expected: true } });
+          h.mirrors.delete(e.vm);
+          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', instance: e.instance, cause: 'stopped', expected: true, clean: true } });
         });
         return;
       }
@@ -436,6 +522,116 @@ export class World {
       case 'alert':
         return;
     }
+  }
+
+  // ── the disk model ──────────────────────────────────────────────────────────────────────────────────
+
+  private peerOf(h: SimHost): SimHost {
+    return this.host(h.cfg.peer);
+  }
+
+  /** The mirror's data path: the peer is up, serves this copy (the same export), and the A-Link carries both ways. */
+  private mirrorPath(h: SimHost, vm: VmName, exportGen: number | null): 'ok' | 'hung' | 'reset' {
+    const peer = this.peerOf(h);
+    if (!peer.up || this.cuts.has(`${h.id}>${peer.id}`) || this.cuts.has(`${peer.id}>${h.id}`)) return 'hung';
+    const gen = peer.exports.get(vm);
+    if (gen === undefined || (exportGen !== null && gen !== exportGen)) return 'reset';
+    return 'ok';
+  }
+
+  /** Connects a mirror (the peer sees the stream open), then syncs it; false when it cannot connect. */
+  private connectMirror(h: SimHost, vm: VmName, instance: number, stream: string, mode: MirrorMode): boolean {
+    if (this.mirrorPath(h, vm, null) !== 'ok') return false;
+    const peer = this.peerOf(h);
+    const source = h.disks.get(vm) ?? 0;
+    const target = peer.disks.get(vm) ?? 0;
+    const covering = target !== null && source !== null && this.contains(source, target);
+    if (mode === 'incremental' && !covering) {
+      throw new SafetyViolation(`${h.id} resynced ${vm} incrementally onto a copy on ${peer.id} that is not an older state of its own (diverged)`);
+    }
+    const m: SimMirror = { instance, stream, state: 'syncing', exportGen: peer.exports.get(vm)!, covering };
+    h.mirrors.set(vm, m);
+    // Not covering: until the sync completes the peer's copy is a mixture of two histories.
+    if (!covering) peer.disks.set(vm, null);
+    this.input(peer.id, { type: 'storage', now: 0, vm, event: { kind: 'stream-open', stream } });
+    this.storage(h, vm, { kind: 'mirror-syncing', instance, stream });
+    const boot = h.boot;
+    const finish = (): void => {
+      if (h.boot !== boot || h.mirrors.get(vm) !== m || m.state !== 'syncing') return;
+      const path = this.mirrorPath(h, vm, m.exportGen);
+      // A hung link holds the copy job back until it carries again (TCP resumes); a reset stalls it.
+      if (path === 'hung') return this.at(this.now + this.opts.writeIntervalMs, finish);
+      if (path === 'reset') {
+        m.state = 'stalled';
+        return this.storage(h, vm, { kind: 'mirror-stalled', instance, stream, reason: 'the peer reset the stream' });
+      }
+      peer.disks.set(vm, h.disks.get(vm) ?? 0);
+      m.state = 'ready';
+      m.covering = true;
+      this.storage(h, vm, { kind: 'mirror-ready', instance, stream });
+    };
+    this.at(this.now + this.opts.syncMs[mode], finish);
+    return true;
+  }
+
+  /** A running guest writes every `writeIntervalMs`; the write waits while a mirror cannot reach the copy. */
+  private scheduleWrite(h: SimHost, vm: VmName, instance: number): void {
+    const boot = h.boot;
+    this.at(this.now + this.opts.writeIntervalMs, () => {
+      const p = h.processes.get(vm);
+      if (h.boot !== boot || !h.up || p?.instance !== instance) return;
+      if (p.state === 'running') this.write(h, vm);
+      this.scheduleWrite(h, vm, instance);
+    });
+  }
+
+  private write(h: SimHost, vm: VmName): void {
+    const m = h.mirrors.get(vm);
+    if (m && m.state !== 'stalled') {
+      const path = this.mirrorPath(h, vm, m.exportGen);
+      if (path === 'reset') {
+        m.state = 'stalled';
+        this.storage(h, vm, { kind: 'mirror-stalled', instance: m.instance, stream: m.stream, reason: 'the peer reset the stream' });
+      }
+      if (path !== 'ok') return; // the guest's write waits; nothing is acknowledged
+    }
+    if (m?.state === 'stalled') return;
+    const head = h.disks.get(vm) ?? 0;
+    if (head === null) throw new SafetyViolation(`${h.id} runs ${vm} on a disk left a mixture by an unfinished sync`);
+    const w = this.nextWrite++;
+    this.parents.set(w, head);
+    h.disks.set(vm, w);
+    if (m?.covering) this.peerOf(h).disks.set(vm, w);
+    this.acked.set(vm, w);
+  }
+
+  /** Does the disk whose last write is `head` hold write `w`? */
+  private contains(head: number, w: number): boolean {
+    for (let x = head; ; x = this.parents.get(x)!) {
+      if (x === w) return true;
+      if (x === 0) return w === 0;
+    }
+  }
+
+  /** Invariant 3: a VM runs only on a disk that holds every write its guest acknowledged. */
+  private checkDiskOnStart(h: SimHost, vm: VmName): void {
+    const head = h.disks.get(vm) ?? 0;
+    const acked = this.acked.get(vm) ?? 0;
+    if (head === null || !this.contains(head, acked)) {
+      throw new SafetyViolation(`VM ${vm} started on ${h.id} with a disk that lacks acknowledged write ${acked} (disk at ${head})`);
+    }
+  }
+
+  private storage(h: SimHost, vm: VmName, event: StorageEvent): void {
+    this.input(h.id, { type: 'storage', now: 0, vm, event });
+  }
+
+  /** A host's mirror of a VM that is in sync, and the peer's core counting its copy current (HA's "protected"). */
+  isProtected(vm: VmName): boolean {
+    const owner = [...this.hosts.values()].find((h) => h.processes.get(vm)?.state === 'running');
+    if (!owner) return false;
+    const peer = this.peerOf(owner);
+    return owner.mirrors.get(vm)?.state === 'ready' && peer.core?.durable.copies[vm]?.current === true;
   }
 
   private deliver(from: string, to: string, run: () => void): void {

@@ -63,7 +63,7 @@ function invalidEnvelope(rnd: Prng, host1Seq: number): unknown {
     case 0:
       return rnd.pick([null, 1, 'heartbeat', [], [env], true]);
     case 1:
-      return { ...env, v: rnd.pick([0, 2, '1', null, 1.5]) };
+      return { ...env, v: rnd.pick([0, 1, 3, '2', null, 1.5]) };
     case 2:
       return { ...env, kind: rnd.pick(['ping', 'Heartbeat', '', null, 'pair-accepts']) };
     case 3:

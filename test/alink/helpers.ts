@@ -66,6 +66,8 @@ export function heartbeat(from: string, seq: number, vms: Record<string, VmRecor
     activeQuorum: 'quorum1',
     vms,
     running: Object.keys(vms),
+    mirrors: Object.fromEntries(Object.keys(vms).map((vm) => [vm, { stream: `${from}.1.1`, state: 'ready' as const }])),
+    copies: {},
   };
 }
 

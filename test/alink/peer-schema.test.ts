@@ -123,9 +123,10 @@ describe('peer messages', () => {
 
   test('the envelope carries a version, and another version is refused', () => {
     const env = toPeerEnvelope(hb);
-    assert.equal(env.v, 1);
-    refused({ ...env, v: 2 }, 'v', parsePeerEnvelope);
-    refused({ ...env, v: '1' }, 'v', parsePeerEnvelope);
+    assert.equal(env.v, 2);
+    refused({ ...env, v: 1 }, 'v', parsePeerEnvelope);
+    refused({ ...env, v: 3 }, 'v', parsePeerEnvelope);
+    refused({ ...env, v: '2' }, 'v', parsePeerEnvelope);
     refused({ ...env, kind: 'ping' }, 'kind', parsePeerEnvelope);
     refused({ ...env, body: 'x' }, 'body', parsePeerEnvelope);
     // The body's own `kind`, if any, cannot override the envelope's.

@@ -46,14 +46,18 @@ test('merging returns the same object when nothing changes (so no needless write
 
 test('quorum grant: first asker wins, the other is denied while the lease runs, then granted a newer epoch', () => {
   let rec = emptyPairRecord();
+  // A new holder gets the epoch it asks for when that is newer than every grant (a host starting a term of
+  // its own asks for one past its pair epoch), and the next one after the record otherwise.
   const a = decideGrant(rec, { pair: 'p', host: 'host1', knownEpoch: 4 }, 0, 3000);
   assert.equal(a.kind, 'granted');
-  assert.equal(a.kind === 'granted' && a.epoch, 5);
+  assert.equal(a.kind === 'granted' && a.epoch, 4);
   rec = a.record;
   const b = decideGrant(rec, { pair: 'p', host: 'host2', knownEpoch: 4 }, 2999, 3000);
-  assert.deepEqual(b.kind === 'denied' && [b.epoch, b.holder], [5, 'host1']);
+  assert.deepEqual(b.kind === 'denied' && [b.epoch, b.holder], [4, 'host1']);
   const c = decideGrant(rec, { pair: 'p', host: 'host2', knownEpoch: 4 }, 3000, 3000);
-  assert.equal(c.kind === 'granted' && c.epoch, 6);
+  assert.equal(c.kind === 'granted' && c.epoch, 5);
+  const d = decideGrant(c.record, { pair: 'p', host: 'host1', knownEpoch: 2 }, 6001, 3000);
+  assert.equal(d.kind === 'granted' && d.epoch, 6, 'never an epoch granted before, whatever the asker knows');
 });
 
 test('quorum grant: the holder renews without a new epoch, and catches the server up to an epoch it knows', () => {

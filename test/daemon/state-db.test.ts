@@ -56,6 +56,7 @@ const rich: Durable = {
   declaredDown: true,
   maintenance: true,
   faultHistory: [1_700_000_000_000, 1_700_000_005_000, 1_700_000_005_000, 1_699_999_999_000],
+  copies: { db: { stream: 'host2.4.17', current: true, epoch: 6 }, old: { stream: null, current: false, epoch: 0 } },
 };
 
 const fresh: Durable = {
@@ -69,6 +70,7 @@ const fresh: Durable = {
   declaredDown: false,
   maintenance: false,
   faultHistory: [],
+  copies: {},
 };
 
 function isStateDbError(re: RegExp): (e: unknown) => boolean {
@@ -126,7 +128,7 @@ test('an empty file is migrated to the current schema; reopening migrates nothin
   assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
   const tables = (): unknown => raw.prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'index') AND name NOT LIKE 'sqlite_%' ORDER BY name").all();
   const before = tables();
-  assert.deepEqual(before, [{ name: 'boot' }, { name: 'faults' }, { name: 'log' }, { name: 'log_kind' }, { name: 'pair' }, { name: 'vms' }]);
+  assert.deepEqual(before, [{ name: 'boot' }, { name: 'copies' }, { name: 'faults' }, { name: 'log' }, { name: 'log_kind' }, { name: 'pair' }, { name: 'vms' }]);
 
   const again = openDb(file);
   assert.deepEqual(tables(), before);

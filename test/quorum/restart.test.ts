@@ -45,7 +45,7 @@ test('after kill -9 the server grants nobody but the holder for a full lease (th
   };
 
   const first = await spawnServer(cleanup, world.stateDir, { leaseMs: 1000 });
-  assert.deepEqual(await asking('host1', first.port, 4), { kind: 'granted', epoch: 5 });
+  assert.deepEqual(await asking('host1', first.port, 5), { kind: 'granted', epoch: 5 });
   await first.killHard();
   assert.deepEqual(await record(world), { epoch: 5, holder: 'host1', leaseMs: 1000 });
 

