@@ -9,6 +9,8 @@ import { LockstepError } from './errors.js';
 export const PACKAGE_OF: Readonly<Record<string, string>> = {
   'qemu-system-x86_64': 'qemu-system-x86',
   'qemu-img': 'qemu-utils',
+  'qemu-nbd': 'qemu-utils',
+  'qemu-io': 'qemu-utils',
   ip: 'iproute2',
   nft: 'nftables',
   busybox: 'busybox-static',
