@@ -26,6 +26,12 @@ export interface QemuArgsOptions {
   pidFile: string;
   /** `-S`: QEMU starts with the vCPUs stopped until `cont` (for a migration or checkpoint target). */
   paused?: boolean;
+  /**
+   * `-incoming defer`: QEMU builds the machine and waits for a migration stream, which QMP `migrate-incoming`
+   * then opens (`migration.ts`). Deferred rather than a URI on the command line, so capabilities and TLS are
+   * set over QMP before the first byte arrives.
+   */
+  incoming?: boolean;
 }
 
 /** The id of the memory backend object, for `-machine memory-backend=` and for QMP (`query-memdev`). */
@@ -75,6 +81,7 @@ export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
     );
   }
   if (opts.paused) args.push('-S');
+  if (opts.incoming) args.push('-incoming', 'defer');
   return args;
 }
 

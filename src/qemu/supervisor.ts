@@ -66,6 +66,8 @@ export interface StartOptions {
   accel?: Accel;
   /** Start with vCPUs stopped (`-S`) until QMP `cont`. */
   paused?: boolean;
+  /** Start as a live migration's destination (`-incoming defer`; see `migration.ts`). */
+  incoming?: boolean;
 }
 
 export interface StopOptions {
@@ -187,7 +189,14 @@ export class VmSupervisor {
     }
     await this.prepareRunDir(spec.name, paths);
 
-    const args = qemuArgs(spec, { accel, qmpSocket: paths.qmpSocket, serialLog: paths.serialLog, pidFile: paths.pidFile, paused: opts.paused ?? false });
+    const args = qemuArgs(spec, {
+      accel,
+      qmpSocket: paths.qmpSocket,
+      serialLog: paths.serialLog,
+      pidFile: paths.pidFile,
+      paused: opts.paused ?? false,
+      incoming: opts.incoming ?? false,
+    });
     const proc = await QemuProcess.start(cmd, [...prefix, ...args], path.basename(cmd));
     this.processes.add(proc);
     void proc.exit.then(() => this.processes.delete(proc));

@@ -64,6 +64,13 @@ test('KVM adds -cpu host; without a kernel the disks get a boot order; cache mod
   assert.ok(!args.includes('-kernel'));
 });
 
+test('a migration destination waits with -incoming defer, after -S when both are asked', () => {
+  const spec = parseVmSpec({ name: 'web', vcpus: 1, memoryMiB: 64, disks: [] });
+  assert.deepEqual(qemuArgs(spec, { accel: 'tcg', incoming: true, ...io }).slice(-2), ['-incoming', 'defer']);
+  assert.deepEqual(qemuArgs(spec, { accel: 'tcg', paused: true, incoming: true, ...io }).slice(-3), ['-S', '-incoming', 'defer']);
+  assert.ok(!qemuArgs(spec, { accel: 'tcg', ...io }).includes('-incoming'), 'no -incoming unless asked');
+});
+
 test('optionValue doubles commas and nothing else', () => {
   assert.equal(optionValue('/a,b,,c=d'), '/a,,b,,,,c=d');
 });
