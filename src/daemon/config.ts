@@ -67,6 +67,11 @@ export interface DaemonConfig {
   timing: TimingConfig;
   /** UDP port of pairing discovery beacons and TCP port of the pairing exchange. */
   pairingPorts: { discovery: number; exchange: number };
+  /**
+   * TCP ports on the A-Link addresses: disk replication streams (the owner's mirror into this host's copy)
+   * and incoming live migrations.
+   */
+  dataPorts: { replication: number; migration: number };
 }
 
 export const DEFAULT_DAEMON_TIMING: TimingConfig = {
@@ -174,6 +179,7 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
   if (timing.fenceMarginMs * 2 >= timing.pairLeaseMs) bad('timing.fenceMarginMs', 'must be less than half of timing.pairLeaseMs', timing.fenceMarginMs);
 
   const pairing = o['pairingPorts'] === undefined ? {} : obj(o['pairingPorts'], 'pairingPorts');
+  const data = o['dataPorts'] === undefined ? {} : obj(o['dataPorts'], 'dataPorts');
   return {
     host,
     dataDir,
@@ -187,5 +193,6 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     quorum,
     timing,
     pairingPorts: { discovery: port(pairing, 'discovery', 'pairingPorts.discovery', 7791), exchange: port(pairing, 'exchange', 'pairingPorts.exchange', 7792) },
+    dataPorts: { replication: port(data, 'replication', 'dataPorts.replication', 7793), migration: port(data, 'migration', 'dataPorts.migration', 7794) },
   };
 }

@@ -20,6 +20,9 @@ export type DriverInput = Input extends infer I ? (I extends { now: number } ? O
 
 export interface DriverPorts {
   sendPeer(msg: PeerMessage): void;
+  /** This host's copies of the peer's protected VMs (the backup half of HA). */
+  serveCopy(vm: VmName, hardware: unknown): void;
+  unserveCopy(vm: VmName, reason: string): void;
   askQuorum(server: QuorumServerId, knownEpoch: number): Promise<QuorumReply>;
   probeQuorum(server: QuorumServerId): Promise<boolean>;
   /** The seed's reboot attempt after a backup fault: the daemon restarts its services. */
@@ -167,7 +170,24 @@ export class CoreDriver {
           queueMicrotask(() => this.submit({ type: 'vm-event', vm: e.vm, event: { kind: 'start-failed', instance: e.instance, reason: 'authority ran out before the start' } }));
           return;
         }
-        this.runner.start(e.vm, e.instance, this.hardwareOf(e.vm));
+        this.runner.start(e.vm, {
+          instance: e.instance,
+          hardware: this.hardwareOf(e.vm),
+          protectedVm: this.state.durable.vms[e.vm]?.config.protection !== 'none',
+          ...(e.mirror ? { mirror: e.mirror } : {}),
+        });
+        return;
+      case 'start-mirror':
+        this.runner.startMirror(e.vm, e.instance, e.stream, e.mode);
+        return;
+      case 'cut-mirror':
+        this.runner.cutMirror(e.vm, e.instance, e.stream);
+        return;
+      case 'serve-copy':
+        this.ports.serveCopy(e.vm, this.hardwareOf(e.vm));
+        return;
+      case 'unserve-copy':
+        this.ports.unserveCopy(e.vm, e.reason);
         return;
       case 'restart-services':
         this.ports.restartServices(e.reason);
@@ -210,6 +230,7 @@ function describeInput(input: Input): string {
     case 'quorum-probe':
       return `quorum ${input.server} ${input.reachable ? 'reachable' : 'unreachable'}`;
     case 'vm-event':
+    case 'storage':
       return `VM ${input.vm}: ${input.event.kind}`;
     case 'command':
       return `operator: ${input.command.kind}`;

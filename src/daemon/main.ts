@@ -14,13 +14,15 @@ import { describeError, isLockstepError } from '../util/errors.js';
 import { sleep } from '../util/proc.js';
 import { DEFAULT_TIMING, type CoreConfig, type QuorumReply } from '../core/types.js';
 import { Alink } from '../alink/alink.js';
-import { loadAlinkTls } from '../alink/tls.js';
+import { loadAlinkTls, prepareAlinkTls } from '../alink/tls.js';
+import { ReplicationDialer } from '../storage/replication-stream.js';
 import { askQuorum, probeQuorum, type QuorumEndpoint } from '../quorum/client.js';
 import { pairWithPeer, type PairFiles } from '../pairing/pairing.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { loadDaemonConfig, type DaemonConfig } from './config.js';
 import { StateDb } from './state-db.js';
 import { VmRunner } from './vm-runner.js';
+import { CopyServer } from './copy-server.js';
 import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
 import { startApiServer } from './api.js';
@@ -68,12 +70,17 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   let pki: PairFiles | null = null;
 
   const watchdog = new Watchdog((pids) => log(`WATCHDOG fired: authority ran out; killed QEMU pids ${pids.join(', ')}`));
-  const runner = new VmRunner(
-    config,
-    (vm, event) => driver?.submit({ type: 'vm-event', vm, event }),
-    (pids) => watchdog.setPids(pids),
+  // The replication streams need the pair's certificates: made after pairing, reached through these.
+  let dialer: ReplicationDialer | null = null;
+  let copies: CopyServer | null = null;
+  const runner = new VmRunner(config, {
+    report: (vm, event) => driver?.submit({ type: 'vm-event', vm, event }),
+    reportStorage: (vm, event) => driver?.submit({ type: 'storage', vm, event }),
+    onPidsChanged: (pids) => watchdog.setPids(pids),
+    copyReleased: (vm) => copies?.released(vm) ?? Promise.resolve(),
+    dialer: () => dialer,
     log,
-  );
+  });
   await runner.reapLeftovers();
 
   const server = await startApiServer(
@@ -102,6 +109,8 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
       driver?.stop();
       health?.stop();
       await runner.shutdown();
+      await dialer?.close();
+      await copies?.close();
       alink?.close();
       await watchdog.close();
       db.close();
@@ -119,13 +128,30 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   pairing.state = 'paired';
   pairing.lastError = null;
 
+  const tlsMaterial = await loadAlinkTls(pki);
   alink = new Alink({
     self: config.host,
     peer: config.pair.peer,
     paths: config.alink.map((p) => ({ name: p.name, local: p.local, peer: p.peer, port: p.port })),
-    tls: await loadAlinkTls(pki),
+    tls: tlsMaterial,
     log: { info: (m) => log(`A-Link: ${m}`), warn: (m) => log(`A-Link: ${m}`) },
   });
+  // HA's data path over the A-Link addresses, authenticated like the A-Link (docs/ha.md).
+  const tlsContext = prepareAlinkTls(tlsMaterial, config.host);
+  const streamLog = { info: (m: string) => log(`replication: ${m}`), warn: (m: string) => log(`replication: ${m}`) };
+  dialer = new ReplicationDialer({
+    self: config.host,
+    peer: config.pair.peer,
+    tls: tlsContext,
+    paths: config.alink.map((p) => ({ name: p.name, address: p.peer, port: config.dataPorts.replication, local: p.local })),
+    socketDir: path.join(config.dataDir, 'run', 'streams'),
+    log: streamLog,
+  });
+  dialer.on('broken', (vm, stream, reason) => runner.streamBroken(vm, stream, reason));
+  dialer.on('connected', (vm, stream, via) => log(`replication stream ${stream} of VM ${vm} connected over ${via}`));
+  const copyServer = new CopyServer(config, tlsContext, (vm, event) => driver?.submit({ type: 'storage', vm, event }), log);
+  copies = copyServer;
+  await copyServer.start();
   const coreConfig = coreConfigOf(config);
   const quorumEndpoint = (id: string): QuorumEndpoint => {
     const q = config.quorum.find((s) => s.id === id);
@@ -136,6 +162,8 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   const liveAlink = alink;
   driver = new CoreDriver(coreConfig, incarnation, db, runner, watchdog, {
     sendPeer: (msg) => void liveAlink.send(msg),
+    serveCopy: (vm, hardware) => copyServer.serve(vm, hardware),
+    unserveCopy: (vm, reason) => void copyServer.unserve(vm, reason),
     askQuorum: (id, knownEpoch): Promise<QuorumReply> => askQuorum({ ...quorumEndpoint(id), pair: config.pair.id, host: config.host, knownEpoch }),
     probeQuorum: (id) => probeQuorum(quorumEndpoint(id)),
     restartServices: (reason) => void restartSelf(reason, shutdown, log),

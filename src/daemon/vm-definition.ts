@@ -3,6 +3,7 @@
  * should run. The protection and desired state go to the decision core; the hardware travels with them,
  * opaque to the core, and the host that runs the VM turns it into a QEMU `VmSpec` in its own data directory.
  */
+import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 
 export const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
@@ -64,6 +65,11 @@ export function parseVmHardware(raw: unknown): VmHardware {
     diskMiB: integer(o, 'diskMiB', 1, 16 * 1024 * 1024),
     nic: { mac, address },
   };
+}
+
+/** Where a VM's disk lives in a host's data directory: the VM's own disk on its owner, the copy on its peer. */
+export function diskPathOf(dataDir: string, vm: string): string {
+  return path.join(dataDir, 'disks', `${vm}.qcow2`);
 }
 
 /** The hardware part of a definition, as the core replicates it. */

@@ -1,20 +1,27 @@
 /**
- * The QEMU processes of one host, started and stopped on the decision core's orders. Each start is an
- * *instance* named by the core; everything that happens to it (started, failed to start, exited and why) is
- * reported back with that instance id, so a late event of an old instance can never be mistaken for the
- * current one. The runner decides nothing: whether a VM should run is the core's call.
+ * The QEMU processes of one host, started and stopped on the decision core's orders, with the mirror of each
+ * protected VM's disk into the peer's copy (HA). Each start is an *instance* named by the core; everything
+ * that happens to it (started, failed to start, exited and why; its mirror syncing, in sync, stalled, ended)
+ * is reported back with that instance id, so a late event of an old instance can never be mistaken for the
+ * current one. The runner decides nothing: whether a VM should run, and be mirrored, is the core's call.
+ *
+ * A protected VM's QEMU starts paused: its write tracking (the dirty bitmap an incremental resync needs) is
+ * attached before the guest's first write, and when the core asks for a mirror at start, the guest runs only
+ * once the peer's copy is in sync — the core counts that copy as current, so no write may miss it.
  */
 import { createHash } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { describeError } from '../util/errors.js';
 import { run } from '../util/exec.js';
-import { createQcow2, exists } from '../storage/disk-image.js';
+import { ensureDisk } from '../storage/disk-image.js';
+import { DiskMirror } from '../storage/disk-mirror.js';
+import type { ReplicationDialer } from '../storage/replication-stream.js';
 import { VmSupervisor, reapStale, type VmExit, type VmInstance } from '../qemu/supervisor.js';
 import type { VmSpec } from '../qemu/vm-spec.js';
-import type { VmEvent, VmName } from '../core/types.js';
+import type { MirrorMode, StorageEvent, VmEvent, VmName } from '../core/types.js';
 import type { DaemonConfig } from './config.js';
-import { parseVmHardware, type VmHardware } from './vm-definition.js';
+import { diskPathOf, parseVmHardware, type VmHardware } from './vm-definition.js';
 
 export type VmRunState = 'starting' | 'running' | 'stopping';
 
@@ -24,6 +31,17 @@ export interface RunningVm {
   state: VmRunState;
   pid: number | null;
   startedAt: string | null;
+  /** Its disk's mirror into the peer's copy, and the last sync that completed (for the operator and the tests). */
+  mirror: MirrorView | null;
+}
+
+export interface MirrorView {
+  stream: string;
+  mode: MirrorMode;
+  state: 'syncing' | 'ready' | 'stalled';
+  copiedBytes: number;
+  totalBytes: number;
+  lastSync: { stream: string; mode: MirrorMode; copiedBytes: number; pauseMs: number; durationMs: number; at: string } | null;
 }
 
 export interface LastExit extends VmExit {
@@ -39,10 +57,38 @@ interface Slot {
   startedAt: string | null;
   /** A stop arrived while QEMU was still starting: stop it as soon as it is up. */
   stopWanted: boolean;
+  /** The disk's mirror into the peer's copy (protected VMs), and the stream it runs over now. */
+  mirror: DiskMirror | null;
+  stream: string | null;
+  view: MirrorView | null;
+  lastSync: MirrorView['lastSync'];
+}
+
+/** What the core asks of a start: with `mirror`, the guest runs only once the peer's copy is in sync. */
+export interface StartRequest {
+  instance: number;
+  hardware: unknown;
+  /** Protected VMs track their writes (so a later resync can be incremental). */
+  protectedVm: boolean;
+  mirror?: { stream: string; mode: MirrorMode };
+}
+
+/** The host-local parts the runner needs from the rest of the daemon. */
+export interface VmRunnerPorts {
+  report(vm: VmName, event: VmEvent): void;
+  reportStorage(vm: VmName, event: StorageEvent): void;
+  onPidsChanged(pids: number[]): void;
+  /** Resolves once this host's export of the VM's copy (if any) has let go of the image. */
+  copyReleased(vm: VmName): Promise<void>;
+  /** The owner side of replication streams (null until the pair's certificates exist). */
+  dialer(): ReplicationDialer | null;
+  log(line: string): void;
 }
 
 /** Longest a graceful stop (ACPI power button) may take before SIGKILL. The watchdog may kill sooner. */
 const GRACEFUL_STOP_MS = 5000;
+/** The VM's one data disk: its QEMU node and device id. */
+const DISK_ID = 'vda';
 
 export class VmRunner {
   private readonly slots = new Map<VmName, Slot>();
@@ -50,13 +96,16 @@ export class VmRunner {
   private readonly supervisor = new VmSupervisor();
   private readonly runRoot: string;
 
+  private readonly report: (vm: VmName, event: VmEvent) => void;
+  private readonly log: (line: string) => void;
+
   constructor(
     private readonly config: DaemonConfig,
-    private readonly report: (vm: VmName, event: VmEvent) => void,
-    private readonly onPidsChanged: (pids: number[]) => void,
-    private readonly log: (line: string) => void,
+    private readonly ports: VmRunnerPorts,
   ) {
     this.runRoot = path.join(config.dataDir, 'run', 'vms');
+    this.report = ports.report;
+    this.log = ports.log;
   }
 
   /** At daemon start: a QEMU left by a crashed predecessor runs without authority; kill it before anything. */
@@ -64,16 +113,59 @@ export class VmRunner {
     for (const pid of await reapStale(this.runRoot)) this.log(`reaped a QEMU (pid ${pid}) left by an earlier lockstepd`);
   }
 
-  start(name: VmName, instance: number, hardwareRaw: unknown): void {
+  start(name: VmName, req: StartRequest): void {
     const busy = this.slots.get(name);
     if (busy) {
       // The core starts a VM only once its previous instance is gone; a second start is a driver bug upstream.
-      this.report(name, { kind: 'start-failed', instance, reason: `instance ${busy.instance} is still ${busy.state}` });
+      this.report(name, { kind: 'start-failed', instance: req.instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    const slot: Slot = { instance, state: 'starting', qemu: null, startedAt: null, stopWanted: false };
+    const slot: Slot = { instance: req.instance, state: 'starting', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, lastSync: null };
     this.slots.set(name, slot);
-    void this.launch(name, slot, hardwareRaw);
+    void this.launch(name, slot, req);
+  }
+
+  /** Mirrors a running instance's disk into the peer's copy over a new stream (the core's `start-mirror`). */
+  startMirror(name: VmName, instance: number, stream: string, mode: MirrorMode): void {
+    const slot = this.slots.get(name);
+    if (!slot || slot.instance !== instance || !slot.mirror || slot.state !== 'running') {
+      this.ports.reportStorage(name, { kind: 'mirror-ended', instance, stream, reason: 'the instance is not running here' });
+      return;
+    }
+    void this.connectMirror(name, slot, stream, mode).catch((e) => {
+      this.log(`mirror of VM ${name} (stream ${stream}) failed: ${describeError(e)}`);
+      if (slot.stream === stream) this.endMirror(name, slot, describeError(e));
+    });
+  }
+
+  /**
+   * The core's `cut-mirror`: the peer can no longer take the VM over with a copy lacking what follows. The
+   * stream is closed: QEMU fails the writes it held, the mirror job ends, and the guest writes alone.
+   */
+  cutMirror(name: VmName, instance: number, stream: string): void {
+    const slot = this.slots.get(name);
+    if (!slot || slot.instance !== instance || slot.stream !== stream) return;
+    this.log(`cutting the mirror of VM ${name} (stream ${stream})`);
+    this.ports.dialer()?.cut(name);
+    // The job fails on the closed stream; stop() removes what is left of it, then the core hears it ended.
+    void (slot.mirror?.stop() ?? Promise.resolve())
+      .catch((e) => this.log(`stopping the mirror of VM ${name}: ${describeError(e)}`))
+      .finally(() => {
+        if (slot.stream === stream) this.endMirror(name, slot, 'cut');
+      });
+  }
+
+  /**
+   * The dialer lost the stream's TLS side. Once QEMU was connected, its writes to the copy now wait (a stall,
+   * until the core cuts); before that the stream is simply gone, and the mirror's own start fails.
+   */
+  streamBroken(name: VmName, stream: string, reason: string): void {
+    const slot = this.slots.get(name);
+    if (!slot || slot.stream !== stream || slot.state === 'stopping') return;
+    const held = this.ports.dialer()?.status().some((x) => x.vm === name && x.streamId === stream && x.state === 'held');
+    if (!held) return;
+    if (slot.view) slot.view = { ...slot.view, state: 'stalled' };
+    this.ports.reportStorage(name, { kind: 'mirror-stalled', instance: slot.instance, stream, reason });
   }
 
   stop(name: VmName, instance: number, reason: string): void {
@@ -102,12 +194,46 @@ export class VmRunner {
 
   running(): RunningVm[] {
     return [...this.slots.entries()]
-      .map(([name, s]) => ({ name, instance: s.instance, state: s.state, pid: s.qemu?.pid ?? null, startedAt: s.startedAt }))
+      .map(([name, s]) => ({ name, instance: s.instance, state: s.state, pid: s.qemu?.pid ?? null, startedAt: s.startedAt, mirror: s.view ? { ...s.view, lastSync: s.lastSync } : null }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
   lastExit(name: VmName): LastExit | null {
     return this.lastExits.get(name) ?? null;
+  }
+
+  private async connectMirror(name: VmName, slot: Slot, stream: string, mode: MirrorMode): Promise<void> {
+    const dialer = this.ports.dialer();
+    if (!dialer || !slot.mirror) throw new Error('no replication stream to the peer yet');
+    slot.stream = stream;
+    const startedAt = performance.now();
+    const socketPath = await dialer.open(name, stream);
+    slot.view = { stream, mode, state: 'syncing', copiedBytes: 0, totalBytes: 0, lastSync: null };
+    this.ports.reportStorage(name, { kind: 'mirror-syncing', instance: slot.instance, stream });
+    const onProgress = (p: { copiedBytes: number; totalBytes: number }): void => {
+      if (slot.view?.stream === stream) slot.view = { ...slot.view, ...p };
+    };
+    slot.mirror.on('progress', onProgress);
+    try {
+      const ready = await slot.mirror.start({ socketPath, exportName: name, streamId: stream, mode });
+      const durationMs = performance.now() - startedAt;
+      this.log(`mirror of VM ${name} in sync (stream ${stream}, ${mode}: ${ready.copiedBytes} bytes copied in ${Math.round(durationMs)} ms, guest paused ${ready.pauseMs.toFixed(1)} ms)`);
+      if (slot.stream !== stream) return;
+      slot.lastSync = { stream, mode, copiedBytes: ready.copiedBytes, pauseMs: ready.pauseMs, durationMs, at: new Date().toISOString() };
+      slot.view = { stream, mode, state: 'ready', copiedBytes: ready.copiedBytes, totalBytes: slot.view?.totalBytes ?? ready.copiedBytes, lastSync: null };
+      this.ports.reportStorage(name, { kind: 'mirror-ready', instance: slot.instance, stream });
+    } finally {
+      slot.mirror.off('progress', onProgress);
+    }
+  }
+
+  private endMirror(name: VmName, slot: Slot, reason: string): void {
+    const stream = slot.stream;
+    if (stream === null) return;
+    slot.stream = null;
+    slot.view = null;
+    this.ports.dialer()?.cut(name);
+    if (slot.state !== 'stopping' && this.slots.get(name) === slot) this.ports.reportStorage(name, { kind: 'mirror-ended', instance: slot.instance, stream, reason });
   }
 
   pids(): number[] {
@@ -128,30 +254,53 @@ export class VmRunner {
     return answers.every(Boolean) ? 'ok' : 'failed';
   }
 
-  private async launch(name: VmName, slot: Slot, hardwareRaw: unknown): Promise<void> {
-    let qemu: VmInstance;
+  private async launch(name: VmName, slot: Slot, req: StartRequest): Promise<void> {
+    let qemu: VmInstance | null = null;
     try {
-      const spec = await this.prepare(name, parseVmHardware(hardwareRaw));
-      qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name) });
+      await this.ports.copyReleased(name);
+      const spec = await this.prepare(name, parseVmHardware(req.hardware));
+      qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: req.protectedVm });
+      slot.qemu = qemu;
+      this.ports.onPidsChanged(this.pids());
+      void qemu.exited.then((exit) => this.onExit(name, slot, exit));
+      if (req.protectedVm) {
+        slot.mirror = await DiskMirror.attach(qemu.qmp, { disk: DISK_ID, vm: name });
+        const mirror = slot.mirror;
+        mirror.on('failed', (f) => {
+          if (slot.stream === f.streamId) {
+            this.log(`mirror of VM ${name} (stream ${f.streamId}) failed: ${f.reason}`);
+            this.endMirror(name, slot, f.reason);
+          }
+        });
+        if (req.mirror) await this.connectMirror(name, slot, req.mirror.stream, req.mirror.mode);
+        await qemu.qmp.execute('cont');
+      }
     } catch (e) {
-      this.slots.delete(name);
       this.log(`VM ${name} (instance ${slot.instance}) failed to start: ${describeError(e)}`);
+      slot.stopWanted = true;
+      if (qemu) {
+        // Started but not usable (its mirror did not come up): it never ran the guest; gone before reported.
+        this.ports.dialer()?.cut(name);
+        await qemu.stop({ gracefulMs: 0 }).catch(() => undefined);
+        await qemu.exited;
+      }
+      if (this.slots.get(name) === slot) this.slots.delete(name);
+      this.ports.onPidsChanged(this.pids());
       this.report(name, { kind: 'start-failed', instance: slot.instance, reason: describeError(e) });
       return;
     }
-    slot.qemu = qemu;
     slot.startedAt = new Date().toISOString();
     slot.state = 'running';
-    this.onPidsChanged(this.pids());
     this.log(`started VM ${name} (instance ${slot.instance}, QEMU pid ${qemu.pid})`);
-    void qemu.exited.then((exit) => this.onExit(name, slot, exit));
     this.report(name, { kind: 'started', instance: slot.instance });
     if (slot.stopWanted) this.stop(name, slot.instance, 'stop asked while starting');
   }
 
   private onExit(name: VmName, slot: Slot, exit: VmExit): void {
-    if (this.slots.get(name) === slot) this.slots.delete(name);
-    this.onPidsChanged(this.pids());
+    if (this.slots.get(name) !== slot) return; // a start that failed reported it already
+    this.slots.delete(name);
+    this.ports.onPidsChanged(this.pids());
+    if (slot.stream !== null) this.ports.dialer()?.cut(name);
     const expected = slot.stopWanted;
     this.lastExits.set(name, { ...exit, instance: slot.instance, at: new Date().toISOString(), expected });
     const detail = exit.signal ? ` (${exit.signal})` : exit.code !== null ? ` (exit ${exit.code})` : '';
@@ -163,10 +312,8 @@ export class VmRunner {
 
   /** The host-local half of starting a VM: its disk in this host's data directory and its tap. */
   private async prepare(name: VmName, hw: VmHardware): Promise<VmSpec> {
-    const disksDir = path.join(this.config.dataDir, 'disks');
-    await mkdir(disksDir, { recursive: true });
-    const disk = path.join(disksDir, `${name}.qcow2`);
-    if (!(await exists(disk))) await createQcow2(disk, hw.diskMiB);
+    const disk = diskPathOf(this.config.dataDir, name);
+    await ensureDisk(disk, hw.diskMiB);
     const tap = tapName(name);
     await ensureTap(tap, this.config.businessBridge);
     return {
@@ -175,7 +322,7 @@ export class VmRunner {
       memoryMiB: hw.memoryMiB,
       accel: this.config.accel,
       boot: hw.guest,
-      disks: [{ id: 'vda', path: disk, format: 'qcow2', cache: 'writeback' }],
+      disks: [{ id: DISK_ID, path: disk, format: 'qcow2', cache: 'writeback' }],
       nics: [{ id: 'net0', mac: hw.nic.mac, tap }],
     };
   }

@@ -80,7 +80,7 @@ export interface LabStatus {
 }
 
 /** Protection levels this build can keep; HA and FT join as they land. */
-const AVAILABLE_PROTECTION: readonly ProtectionLevel[] = ['none'];
+const AVAILABLE_PROTECTION: readonly ProtectionLevel[] = ['none', 'ha'];
 
 export class Lab {
   readonly paths: LabPaths;

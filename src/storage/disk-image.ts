@@ -1,5 +1,6 @@
 /** Disk image files, through qemu-img: the one place that creates them, so every caller gets the same checks. */
-import { access, open, rm } from 'node:fs/promises';
+import { access, mkdir, open, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { LockstepError, describeError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 
@@ -26,6 +27,12 @@ export async function createQcow2(file: string, sizeMiB: number): Promise<void> 
     await rm(file, { force: true });
     throw e;
   }
+}
+
+/** A VM's disk on this host: created empty (qcow2, `sizeMiB`) when there is none, else left as it is. */
+export async function ensureDisk(file: string, sizeMiB: number): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true });
+  if (!(await exists(file))) await createQcow2(file, sizeMiB);
 }
 
 export async function exists(file: string): Promise<boolean> {

@@ -21,6 +21,7 @@ test('a minimal config gets the documented defaults', () => {
   assert.deepEqual(c.timing, DEFAULT_DAEMON_TIMING);
   assert.equal(c.pair.tiebreakWinner, 'host1', 'the smaller id wins the tie-break by default');
   assert.deepEqual(c.pairingPorts, { discovery: 7791, exchange: 7792 });
+  assert.deepEqual(c.dataPorts, { replication: 7793, migration: 7794 });
 });
 
 test('two quorum servers and two A-Links, timing overridden', () => {

@@ -145,6 +145,10 @@ test('VMs defined on either host run on their owner only, and both hosts know ev
     assert.deepEqual(s?.vms.map((v) => [v.name, v.owner]), [['alpha', 'host1'], ['beta', 'host2']], `${h} sees the replicated records`);
   }
   assert.ok(!qemusIn('host2').has('alpha') && !qemusIn('host1').has('beta'));
+  // HA: each VM's disk is mirrored into the peer's copy, and each host counts its copy of the other's VM current.
+  for (const h of HOSTS) {
+    await eventually(`${h} sees both VMs protected`, async () => (await status(h))?.vms.every((v) => v.state === 'protected'));
+  }
 });
 
 test('the API: bad input gets a clear error and changes nothing; every decision is logged with its cause', async () => {

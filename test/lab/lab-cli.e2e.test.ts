@@ -1,7 +1,8 @@
 /**
  * The lab as a newcomer drives it, through the CLI: up with the demo VM, the record service from the client
  * namespace, each fault and its heal changing reachability as docs/lab.md says, bad input, and down leaving
- * the machine as it was found. Real namespaces, real QEMU (TCG), real lockstepd.
+ * the machine as it was found. Real namespaces, real QEMU (TCG), real lockstepd. The demo VM is unprotected
+ * here (an unprotected VM waits for its host); HA is test/lab/ha.e2e.test.ts's.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -68,7 +69,7 @@ after(() => {
 });
 
 test('lab up with the demo VM, idempotent, status shape', () => {
-  ok('lab', 'up', '--vm', 'demo', '--memory', '128');
+  ok('lab', 'up', '--vm', 'demo', '--protection', 'none', '--memory', '128');
   const status = JSON.parse(ok('lab', 'status', '--json'));
   assert.equal(status.up, true);
   assert.deepEqual(status.hosts.map((h: { name: string; state: string }) => [h.name, h.state]), [['host1', 'up'], ['host2', 'up']]);
@@ -80,7 +81,7 @@ test('lab up with the demo VM, idempotent, status shape', () => {
     { name: 'demo', host: 'host1', state: 'unprotected', address: '10.10.3.50', protection: 'none' },
   );
   const pids = status.hosts.map((h: { daemon: { pid: number } }) => h.daemon.pid);
-  ok('lab', 'up', '--vm', 'demo', '--memory', '128');
+  ok('lab', 'up', '--vm', 'demo', '--protection', 'none', '--memory', '128');
   const again = JSON.parse(ok('lab', 'status', '--json'));
   assert.deepEqual(again.hosts.map((h: { daemon: { pid: number } }) => h.daemon.pid), pids, 'a second up must not restart the daemons');
 });
