@@ -740,10 +740,13 @@ function startQuorumRound(st: Step, align: boolean): void {
   // asks for an epoch past every one it shared with the peer, even from a server that still records it as
   // holder: what it writes alone then never shares an epoch with a copy the peer holds (takeoverRefusal).
   // A lease still running from an older term is not renewed once the pair has agreed a newer epoch.
+  // Past our own pending proposal too: the peer may have accepted it (and hold that epoch by pairing)
+  // without our hearing the accept.
   const renewing = holding && !align && s.durable.authority === 'quorum';
-  const bump = s.durable.authority === 'quorum' ? 0 : 1;
+  const base = Math.max(s.durable.epoch, s.durable.proposal?.epoch ?? 0);
+  const bump = s.durable.authority === 'quorum' && base === s.durable.epoch ? 0 : 1;
   for (const server of servers) {
-    const knownEpoch = renewing ? (s.quorum.grantedBy[server] ?? s.durable.epoch) : s.durable.epoch + bump;
+    const knownEpoch = renewing ? (s.quorum.grantedBy[server] ?? s.durable.epoch) : base + bump;
     st.effects.push({ kind: 'ask-quorum', server, requestId: round, knownEpoch });
   }
 }

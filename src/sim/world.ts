@@ -81,6 +81,8 @@ interface SimHost {
   disks: Map<VmName, number | null>;
   /** The copies this host serves to the peer, with a generation per start. */
   exports: Map<VmName, number>;
+  /** Exports being started (a token per serve-copy). */
+  serving: Map<VmName, object>;
   exportGen: number;
   mirrors: Map<VmName, SimMirror>;
 }
@@ -164,6 +166,7 @@ export class World {
         persistLatencyMs: this.opts.persistLatencyMs,
         disks: new Map(),
         exports: new Map(),
+        serving: new Map(),
         exportGen: 0,
         mirrors: new Map(),
       });
@@ -219,6 +222,7 @@ export class World {
     h.tickAt = null;
     h.watchdogAt = null;
     h.exports.clear();
+    h.serving.clear();
     h.mirrors.clear();
     this.note(id, 'power off', 'fault');
   }
@@ -486,8 +490,12 @@ export class World {
       }
       case 'serve-copy': {
         if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} serves its copy of ${e.vm} while running the VM on it`);
+        const serve = {};
+        h.serving.set(e.vm, serve);
         this.at(this.now + 30, () => {
-          if (!alive() || h.processes.has(e.vm)) return;
+          // An unserve (or a newer serve) since: this start is abandoned, as the daemon's copy server does.
+          if (!alive() || h.serving.get(e.vm) !== serve) return;
+          h.serving.delete(e.vm);
           h.exportGen += 1;
           h.exports.set(e.vm, h.exportGen);
           if (!h.disks.has(e.vm)) h.disks.set(e.vm, 0);
@@ -497,6 +505,7 @@ export class World {
       }
       case 'unserve-copy':
         h.exports.delete(e.vm);
+        h.serving.delete(e.vm);
         return;
       case 'stop-vm': {
         const p = h.processes.get(e.vm);
