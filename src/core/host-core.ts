@@ -43,7 +43,16 @@ import type {
 
 interface Instance {
   readonly id: number;
-  readonly state: 'starting' | 'running' | 'stopping';
+  /**
+   * `incoming`: a live migration's destination, not running guest code; `migrated`: a migration's source
+   * after the switch, its vCPUs stopped for good.
+   */
+  readonly state: 'starting' | 'running' | 'stopping' | 'incoming' | 'migrated';
+  /**
+   * It runs (or may run) guest code: what the peer must never see twice. False for an incoming instance
+   * until it resumes and for a migrated one, also while they are being stopped.
+   */
+  readonly guest: boolean;
 }
 
 export interface CoreState {
@@ -102,6 +111,27 @@ export interface CoreState {
   readonly retryAt: Readonly<Record<string, number>>;
   /** Takeovers refused for a copy that is not current: announced once each. */
   readonly refusedTakeovers: Readonly<Record<VmName, true>>;
+  /** Owner side: live migrations of VMs this host runs, to the peer. */
+  readonly migrations: Readonly<Record<VmName, OutgoingMigration>>;
+  /** Peer side: the migration each incoming instance is for, and whether it listens and serves the copy. */
+  readonly incoming: Readonly<Record<VmName, { readonly id: string; readonly ready: boolean; readonly port: number | null }>>;
+  /** A heartbeat goes out at the next evaluation whatever the interval (ownership just moved). */
+  readonly heartbeatNow: boolean;
+  /**
+   * Owner side: per VM, the mirror stream that was in sync when its last instance ended (this boot): the
+   * peer's copy then holds every write the guest acknowledged, so the VM may be handed over stopped.
+   */
+  readonly endedInSync: Readonly<Record<VmName, string>>;
+}
+
+interface OutgoingMigration {
+  readonly id: string;
+  readonly instance: number;
+  /** `preparing`: the peer starts its incoming instance and our mirror resyncs into it; `migrating`: QEMU's. */
+  readonly phase: 'preparing' | 'migrating';
+  /** The mirror stream in sync when the migration was started: both copies are identical at the switch. */
+  readonly stream: string | null;
+  readonly startedAt: number;
 }
 
 interface OwnerMirror {
@@ -122,6 +152,10 @@ const SENT_AT_KEPT = 64;
 const QUORUM_PROBE_INTERVAL_MS = 1000;
 /** A failed mirror or copy export is tried again after this pause. */
 const STORAGE_RETRY_MS = 1000;
+/** A migration that has not started within this (the peer's incoming instance, the resync into it) is given up. */
+const MIGRATION_PREPARE_MAX_MS = 60_000;
+/** After a failed or abandoned migration, the next attempt of the same move waits this long. */
+const MIGRATION_RETRY_MS = 30_000;
 const EXPORT_STREAMS_KEPT = 8;
 
 export function initialDurable(cfg: CoreConfig): Durable {
@@ -172,6 +206,10 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     streamSeq: 0,
     retryAt: {},
     refusedTakeovers: {},
+    migrations: {},
+    incoming: {},
+    heartbeatNow: false,
+    endedInSync: {},
   };
 }
 
@@ -331,13 +369,14 @@ export function vmState(s: CoreState, name: VmName): VmState {
   if (!rec || rec.config.removed || rec.config.desired === 'stopped') return 'stopped';
   if (isFailed(s, name)) return 'failed';
   const inst = s.instances[name]?.state;
+  if (s.migrations[name] || s.incoming[name]) return 'migrating';
   if (rec.owner.host !== s.cfg.self) {
     if (inst) return 'starting';
     if (rec.config.protection === 'none') return peerFresh(s) ? 'unprotected' : 'host-down';
     if (peerFresh(s)) return s.durable.copies[name]?.current ? 'protected' : 'syncing';
     return 'failing-over';
   }
-  if (inst === 'starting') return 'starting';
+  if (inst === 'starting' || inst === 'incoming') return 'starting';
   if (!inst) return 'failing-over';
   if (rec.config.protection === 'none' || !pairedWithPeer(s)) return 'unprotected';
   const mirror = s.mirrors[name];
@@ -374,7 +413,8 @@ function onPeerMessage(st: Step, msg: PeerMessage): void {
       const d = s.durable;
       if (msg.epoch > d.epoch) {
         const quorumSet = unionSet(d.quorumSet, msg.activeQuorum);
-        s.durable = { ...d, epoch: msg.epoch, authority: 'pair', activeQuorum: msg.activeQuorum, quorumSet, proposal: null, vms: mergeVms(d.vms, msg.vms) };
+        s.durable = { ...d, epoch: msg.epoch, authority: 'pair', activeQuorum: msg.activeQuorum, quorumSet, proposal: null };
+        mergePeerVms(st, msg.vms);
         event(st, `accepted pairing in epoch ${msg.epoch}`);
         st.effects.push({ kind: 'send-peer', msg: { kind: 'pair-accept', from: s.cfg.self, epoch: msg.epoch } });
       } else if (msg.epoch === d.epoch && d.authority === 'pair') {
@@ -417,13 +457,41 @@ function onVmEvent(st: Step, vm: VmName, ev: VmEvent): void {
   if (!inst || inst.id !== ev.instance) return; // an earlier instance's news: that one is gone already
   switch (ev.kind) {
     case 'started':
-      if (inst.state === 'starting') s.instances = { ...s.instances, [vm]: { id: inst.id, state: 'running' } };
+      if (inst.state === 'starting') s.instances = { ...s.instances, [vm]: { ...inst, state: 'running' } };
       return;
+    case 'incoming-ready': {
+      const inc = s.incoming[vm];
+      if (inst.state !== 'incoming' || !inc) return;
+      s.incoming = { ...s.incoming, [vm]: { ...inc, ready: true, port: ev.port } };
+      // The copy is served from inside the incoming QEMU now: streams connect to that export.
+      s.exports = { ...s.exports, [vm]: { state: 'ready', streams: [] } };
+      return;
+    }
+    case 'migrated': {
+      const mig = s.migrations[vm];
+      if (!mig || mig.id !== ev.migration) return;
+      onMigrated(st, vm, inst, mig);
+      return;
+    }
+    case 'migration-failed': {
+      const mig = s.migrations[vm];
+      if (!mig || mig.id !== ev.migration) return;
+      abandonMigration(st, vm, ev.reason);
+      return;
+    }
     case 'start-failed':
     case 'exited': {
       const { [vm]: _gone, ...rest } = s.instances;
       s.instances = rest;
       instanceEnded(st, vm, ev.kind === 'exited' && ev.clean);
+      if (s.incoming[vm]) {
+        // The destination of a migration is gone: the copy is served again the ordinary way.
+        s.incoming = without(s.incoming, vm);
+        s.exports = without(s.exports, vm);
+        if (ev.kind === 'start-failed' || !ev.expected) alert(st, 'warning', 'MIGRATION_FAILED', `the incoming instance of VM ${vm} on ${s.cfg.self} ended: ${ev.kind === 'start-failed' ? ev.reason : ev.cause}`);
+        return;
+      }
+      if (s.migrations[vm]) abandonMigration(st, vm, `the VM's instance ended (${ev.kind === 'start-failed' ? ev.reason : ev.cause})`);
       const unexpected = ev.kind === 'start-failed' || (!ev.expected && inst.state !== 'stopping');
       if (unexpected) countVmFailure(st, vm, ev.kind === 'start-failed' ? `could not start: ${ev.reason}` : `exited: ${ev.cause}`);
       return;
@@ -440,6 +508,8 @@ function instanceEnded(st: Step, vm: VmName, clean: boolean): void {
   const s = st.s;
   const mirror = s.mirrors[vm];
   s.mirrors = without(s.mirrors, vm);
+  const inSync = mirror?.state === 'ready' && !mirror.cutting;
+  s.endedInSync = inSync ? { ...s.endedInSync, [vm]: mirror.stream } : without(s.endedInSync, vm);
   if (!(clean && mirror?.state === 'ready' && !mirror.cutting)) s.syncPoints = without(s.syncPoints, vm);
 }
 
@@ -472,9 +542,11 @@ function onStorageEvent(st: Step, vm: VmName, ev: StorageEvent): void {
       if (!m || m.instance !== ev.instance || m.stream !== ev.stream) return; // an older stream's news
       if (ev.kind === 'mirror-ended') {
         s.mirrors = without(s.mirrors, vm);
-        s.retryAt = { ...s.retryAt, [`mirror:${vm}`]: s.now + STORAGE_RETRY_MS };
+        // A mirror that failed is tried again after a pause; one we cut may be replaced at once.
+        if (!m.cutting) s.retryAt = { ...s.retryAt, [`mirror:${vm}`]: s.now + STORAGE_RETRY_MS };
         event(st, `mirror of VM ${vm} ended (${ev.reason}): the guest writes alone`);
-        alert(st, 'warning', 'MIRROR_ENDED', `VM ${vm} on ${s.cfg.self} is no longer mirrored to ${s.cfg.peer} (${ev.reason})`);
+        // Ending it to resync into a migration's incoming instance is part of the plan, not news.
+        if (!s.migrations[vm]) alert(st, 'warning', 'MIRROR_ENDED', `VM ${vm} on ${s.cfg.self} is no longer mirrored to ${s.cfg.peer} (${ev.reason})`);
         return;
       }
       const state: MirrorState = ev.kind === 'mirror-syncing' ? 'syncing' : ev.kind === 'mirror-ready' ? 'ready' : 'stalled';
@@ -587,6 +659,19 @@ function onCommand(st: Step, cmd: OperatorCommand): void {
       event(st, `operator: ${cmd.kind} ${cmd.name}`);
       return;
     }
+    case 'migrate-vm': {
+      const rec = d.vms[cmd.name];
+      if (!rec || rec.config.removed) return reject(`no VM named ${cmd.name}`);
+      if (rec.owner.host !== s.cfg.self) return reject(`VM ${cmd.name} runs on ${rec.owner.host}: ask ${rec.owner.host}`);
+      if (!hasCopies(rec)) return reject(`VM ${cmd.name} is not protected: its disk is on ${s.cfg.self} only`);
+      if (s.instances[cmd.name]?.state !== 'running') return reject(`VM ${cmd.name} is not running`);
+      if (!pairedWithPeer(s) || s.peer.hb?.hostState !== 'paired') return reject(`${s.cfg.peer} is not paired and ready to take it`);
+      if (s.migrations[cmd.name]) return reject(`VM ${cmd.name} is migrating already`);
+      s.transfers = { ...s.transfers, [cmd.name]: s.cfg.peer };
+      s.retryAt = without(s.retryAt, `migrate:${cmd.name}`);
+      event(st, `operator: migrate VM ${cmd.name} to ${s.cfg.peer}`);
+      return;
+    }
     case 'maintenance':
       if (cmd.on && !pairedWithPeer(s)) return reject('maintenance mode needs a paired peer to take the VMs');
       if (cmd.on && s.peer.hb?.hostState === 'maintenance') return reject(`${s.cfg.peer} is in maintenance already`);
@@ -621,6 +706,7 @@ function evaluate(st: Step): void {
     }
     s.hostState = state;
   }
+  incomingDecisions(st);
   vmDecisions(st);
   copyDecisions(st);
   mirrorDecisions(st);
@@ -779,11 +865,20 @@ function vmDecisions(st: Step): void {
     if (rec.owner.host === s.cfg.self) {
       const transferTo = movable ? (s.transfers[name] ?? (moveAway && wantRun ? s.cfg.peer : undefined)) : undefined;
       if (transferTo !== undefined && peerCanTake && pairLeaseValid(s)) {
-        // The peer takes the VM on its own copy: only once that copy holds every acknowledged write. Until
-        // then the VM keeps running here (its mirror is catching up).
-        if (inst === 'running' && s.mirrors[name]?.state === 'ready' && peerCopyCurrent(s, name)) stopVm(st, name, `handing over to ${transferTo}`);
-        else if (inst === undefined && peerCopyCurrent(s, name)) handOver(st, name, rec, transferTo);
-        if (inst !== undefined || peerCopyCurrent(s, name)) continue;
+        // A running VM moves by live migration; a stopped one is handed over, once the peer's copy holds
+        // every acknowledged write. Until then the VM keeps running here (its mirror is catching up).
+        if (inst === 'running' || inst === 'migrated') migrationStep(st, name);
+        else if (inst === undefined && handoverSafe(s, name)) handOver(st, name, rec, transferTo);
+        // Stopped here, and the peer's copy is not known to hold what we wrote last: run it here (mirrored)
+        // until it is, then it moves by live migration.
+        else if (inst === undefined && wantRun && hasAuthority(s)) startVm(st, name);
+        continue;
+      }
+      if (s.migrations[name]?.phase === 'preparing') abandonMigration(st, name, `the move to ${s.cfg.peer} is no longer wanted or possible`);
+      if (inst === 'incoming') {
+        // We own it: a migration brought it here (the peer handed it over at the switch). Let the guest run.
+        if (canRun && !(s.peer.hb !== null && peerFresh(s) && s.peer.hb.running.includes(name))) resumeVm(st, name);
+        continue;
       }
       // Paired, the records are merged: what we own is ours, and so is the copy it runs on, in this epoch.
       if (hasCopies(rec) && pairedWithPeer(s)) ownCopy(st, name);
@@ -796,6 +891,7 @@ function vmDecisions(st: Step): void {
         stopVm(st, name, `owned by ${rec.owner.host}`);
         continue;
       }
+      if (inst !== undefined) continue; // an incoming instance (incomingDecisions), or one stopping
       if (movable && solo && rec.owner.host === s.cfg.peer && s.now >= takeoverAt && inst === undefined) {
         const refusal = copyRefusal(s, name);
         if (refusal !== null) {
@@ -832,6 +928,9 @@ function startVm(st: Step, name: VmName): void {
   const s = st.s;
   if (s.peer.hb !== null && peerFresh(s) && s.peer.hb.running.includes(name)) return; // its old host is still stopping it
   const rec = s.durable.vms[name];
+  // Just booted, the peer not heard yet: it may count its copy current while ours is the one we would run
+  // on. Wait for the peer (then mirror first) or for the boot's peer timeout (then authority decides).
+  if (rec !== undefined && hasCopies(rec) && initializing(s)) return;
   if (rec !== undefined && hasCopies(rec) && !pairedWithPeer(s)) {
     // Alone, our record of owning it may be old news: the peer may have taken it over while we were away.
     // Our copy is the VM's only if nobody held authority since it was last ours.
@@ -854,7 +953,7 @@ function startVm(st: Step, name: VmName): void {
   s.refusedTakeovers = without(s.refusedTakeovers, name);
   const instance = s.nextInstance;
   s.nextInstance = instance + 1;
-  s.instances = { ...s.instances, [name]: { id: instance, state: 'starting' } };
+  s.instances = { ...s.instances, [name]: { id: instance, state: 'starting', guest: true } };
   if (needsMirror) {
     const mirror = newMirror(st, name, instance);
     st.effects.push({ kind: 'start-vm', vm: name, epoch: s.durable.epoch, instance, mirror });
@@ -865,7 +964,133 @@ function startVm(st: Step, name: VmName): void {
   event(st, `start VM ${name} (epoch ${s.durable.epoch})`);
 }
 
+// ── live migration ─────────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * Owner side, for a running VM the core wants on the peer: prepare the migration (the peer starts an
+ * incoming instance on its copy and serves that copy from inside it; our mirror resyncs into it), then
+ * migrate once the mirror into that instance is in sync and the peer counts its copy current — so that at the
+ * switch both copies are identical, and a failure of either host at any moment leaves a copy with every
+ * acknowledged write where the VM can run.
+ */
+function migrationStep(st: Step, name: VmName): void {
+  const s = st.s;
+  const inst = s.instances[name]!;
+  const mig = s.migrations[name];
+  if (mig === undefined) {
+    if (inst.state !== 'running' || s.mirrors[name]?.state !== 'ready' || !peerCopyCurrent(s, name)) return;
+    if (s.now < (s.retryAt[`migrate:${name}`] ?? 0)) return;
+    const id = `${s.cfg.self}.${s.incarnation}.${s.streamSeq + 1}`;
+    s.streamSeq += 1;
+    s.migrations = { ...s.migrations, [name]: { id, instance: inst.id, phase: 'preparing', stream: null, startedAt: s.now } };
+    s.heartbeatNow = true;
+    event(st, `live migration ${id} of VM ${name} to ${s.cfg.peer}: preparing`);
+    return;
+  }
+  if (mig.phase !== 'preparing') return;
+  const incoming = s.peer.hb?.incoming[name];
+  const mirror = s.mirrors[name];
+  const inSyncWithIncoming = mirror?.state === 'ready' && peerCopyCurrent(s, name) && s.peer.hb?.copies[name]?.stream === mirror.stream;
+  if (incoming?.id === mig.id && incoming.ready && incoming.port !== null && inSyncWithIncoming) {
+    s.migrations = { ...s.migrations, [name]: { ...mig, phase: 'migrating', stream: mirror.stream } };
+    st.effects.push({ kind: 'migrate-vm', vm: name, instance: inst.id, migration: mig.id, port: incoming.port });
+    event(st, `live migration ${mig.id} of VM ${name} to ${s.cfg.peer}: migrating (its copy is in sync over stream ${mirror.stream})`);
+  } else if (s.now - mig.startedAt > MIGRATION_PREPARE_MAX_MS) {
+    abandonMigration(st, name, `not ready within ${MIGRATION_PREPARE_MAX_MS / 1000} s`);
+  }
+}
+
+/** The switch happened: our instance will never run the guest again; the VM is the peer's, on its copy. */
+function onMigrated(st: Step, name: VmName, inst: Instance, mig: OutgoingMigration): void {
+  const s = st.s;
+  s.instances = { ...s.instances, [name]: { id: inst.id, state: 'migrated', guest: false } };
+  s.migrations = without(s.migrations, name);
+  s.mirrors = without(s.mirrors, name);
+  // Both copies were identical at the switch (the mirror was in sync, the guest paused): that is the sync point.
+  if (mig.stream !== null) s.syncPoints = { ...s.syncPoints, [name]: mig.stream };
+  const rec = s.durable.vms[name];
+  if (rec) handOver(st, name, rec, s.cfg.peer);
+  // The peer resumes the guest at once, before its own mirror into our copy is up: our copy (identical at
+  // the switch) is not current until that mirror is in sync, and it resyncs incrementally from here.
+  if (mig.stream !== null) markCopy(st, name, { stream: mig.stream, current: false });
+  s.heartbeatNow = true;
+  event(st, `live migration ${mig.id} of VM ${name} to ${s.cfg.peer} completed`);
+  alert(st, 'info', 'VM_MIGRATED', `VM ${name} moved from ${s.cfg.self} to ${s.cfg.peer} by live migration`);
+  stopVm(st, name, 'migrated to the peer');
+}
+
+/**
+ * Gives a migration up: while it is being prepared, or once QEMU reported it failed. A migration QEMU runs
+ * is never forgotten by the core alone: only its outcome (the switch, or the failure) ends it, since after
+ * the switch the guest runs nowhere but in the peer's incoming instance.
+ */
+function abandonMigration(st: Step, name: VmName, reason: string): void {
+  const s = st.s;
+  const mig = s.migrations[name];
+  if (!mig) return;
+  s.migrations = without(s.migrations, name);
+  s.retryAt = { ...s.retryAt, [`migrate:${name}`]: s.now + MIGRATION_RETRY_MS };
+  // An operator's move is not retried behind their back; maintenance and health ask again by themselves.
+  if (s.transfers[name]) s.transfers = without(s.transfers, name);
+  s.heartbeatNow = true;
+  alert(st, 'warning', 'MIGRATION_FAILED', `live migration ${mig.id} of VM ${name} to ${s.cfg.peer} failed (${reason}); it runs on ${s.cfg.self}`);
+}
+
+/**
+ * Peer side: start an incoming instance for a migration the owner prepares (its copy must be current: the
+ * switch will run the guest on it), and stop one the owner no longer prepares or that is orphaned.
+ */
+function incomingDecisions(st: Step): void {
+  const s = st.s;
+  for (const [name, rec] of Object.entries(s.durable.vms)) {
+    if (rec.owner.host !== s.cfg.peer || !hasCopies(rec)) continue;
+    const wanted = peerFresh(s) ? s.peer.hb?.migrations[name] : undefined;
+    const inc = s.incoming[name];
+    const inst = s.instances[name];
+    if (inc === undefined) {
+      if (!wanted || inst !== undefined || !s.durable.copies[name]?.current || !pairedWithPeer(s)) continue;
+      // Our export gives the copy up to the incoming QEMU, which serves it to the owner's mirror from now on:
+      // until that mirror is in sync again the copy does not count as current.
+      const copy = s.durable.copies[name]!;
+      markCopy(st, name, { stream: copy.stream, current: false });
+      stopServing(st, name, `live migration ${wanted.id}`);
+      const instance = s.nextInstance;
+      s.nextInstance = instance + 1;
+      s.instances = { ...s.instances, [name]: { id: instance, state: 'incoming', guest: false } };
+      s.incoming = { ...s.incoming, [name]: { id: wanted.id, ready: false, port: null } };
+      st.effects.push({ kind: 'prepare-incoming', vm: name, instance, migration: wanted.id });
+      event(st, `live migration ${wanted.id} of VM ${name} from ${s.cfg.peer}: starting the incoming instance`);
+    } else if (inst?.state === 'incoming' && (!wanted || wanted.id !== inc.id)) {
+      stopVm(st, name, peerFresh(s) ? `live migration ${inc.id} abandoned by ${s.cfg.peer}` : `${s.cfg.peer} is lost`);
+    }
+  }
+}
+
+function resumeVm(st: Step, name: VmName): void {
+  const s = st.s;
+  const inst = s.instances[name]!;
+  s.instances = { ...s.instances, [name]: { id: inst.id, state: 'starting', guest: true } };
+  s.incoming = without(s.incoming, name);
+  s.exports = without(s.exports, name);
+  const rec = s.durable.vms[name];
+  if (rec && rec.owner.epoch < s.durable.epoch) {
+    s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner: { host: s.cfg.self, epoch: s.durable.epoch, seq: 0 } } } };
+  }
+  ownCopy(st, name);
+  st.effects.push({ kind: 'resume-vm', vm: name, instance: inst.id, epoch: s.durable.epoch });
+  event(st, `resume VM ${name} here after its live migration (epoch ${s.durable.epoch})`);
+}
+
 // ── disk copies and mirrors (HA) ───────────────────────────────────────────────────────────────────────
+
+/**
+ * A stopped VM may be handed to the peer when its last instance here ended with the mirror in sync, into the
+ * copy the peer reports current: nothing was written here since that the copy lacks.
+ */
+function handoverSafe(s: CoreState, name: VmName): boolean {
+  const stream = s.endedInSync[name];
+  return stream !== undefined && peerCopyCurrent(s, name) && s.peer.hb?.copies[name]?.stream === stream;
+}
 
 /** The peer's own report of its copy of a VM we own: current, as of its last heartbeat. */
 function peerCopyCurrent(s: CoreState, name: VmName): boolean {
@@ -951,6 +1176,7 @@ function mirrorDecisions(st: Step): void {
 function copyDecisions(st: Step): void {
   const s = st.s;
   for (const [name, rec] of Object.entries(s.durable.vms)) {
+    if (s.incoming[name]) continue; // served from inside the incoming instance
     const want = rec.owner.host === s.cfg.peer && hasCopies(rec) && !rec.config.removed && s.instances[name] === undefined;
     const x = s.exports[name];
     if (want && x === undefined && s.now >= (s.retryAt[`export:${name}`] ?? 0)) {
@@ -960,7 +1186,7 @@ function copyDecisions(st: Step): void {
       stopServing(st, name, rec.owner.host === s.cfg.self ? 'the VM runs here now' : 'not protected here any more');
     }
   }
-  for (const name of Object.keys(s.exports)) if (!(name in s.durable.vms)) stopServing(st, name, 'the VM is gone');
+  for (const name of Object.keys(s.exports)) if (!(name in s.durable.vms) && !s.incoming[name]) stopServing(st, name, 'the VM is gone');
 }
 
 /**
@@ -1022,7 +1248,8 @@ function gainedOwnership(st: Step, name: VmName): void {
   if (copy?.current && copy.stream !== null) s.syncPoints = { ...s.syncPoints, [name]: copy.stream };
   // Current or not, it is the VM's disk now; whether it may be run on alone is still copyRefusal's question.
   if (copy) s.durable = { ...s.durable, copies: { ...s.durable.copies, [name]: { ...copy, stream: null } } };
-  stopServing(st, name, `handed over by ${s.cfg.peer}`);
+  // A migration's incoming instance serves the copy from inside; resumeVm ends that. Otherwise: let go of it.
+  if (!s.incoming[name]) stopServing(st, name, `handed over by ${s.cfg.peer}`);
 }
 
 /** Our QEMU opens the copy next: the export must let go of it first (effects run in order). */
@@ -1036,7 +1263,7 @@ function stopVm(st: Step, name: VmName, reason: string): void {
   const s = st.s;
   const inst = s.instances[name];
   assert(inst !== undefined, `stopVm ${name} without an instance`);
-  s.instances = { ...s.instances, [name]: { id: inst.id, state: 'stopping' } };
+  s.instances = { ...s.instances, [name]: { ...inst, state: 'stopping' } };
   st.effects.push({ kind: 'stop-vm', vm: name, instance: inst.id, reason });
   event(st, `stop VM ${name}: ${reason}`);
 }
@@ -1064,7 +1291,8 @@ function protectionAlerts(st: Step): void {
 
 function heartbeat(st: Step): void {
   const s = st.s;
-  if (s.lastHeartbeatAt !== null && s.now - s.lastHeartbeatAt < s.cfg.heartbeatIntervalMs) return;
+  if (!s.heartbeatNow && s.lastHeartbeatAt !== null && s.now - s.lastHeartbeatAt < s.cfg.heartbeatIntervalMs) return;
+  s.heartbeatNow = false;
   const seq = s.seq + 1;
   const sentAt: Record<number, number> = { ...s.sentAt, [seq]: s.now };
   delete sentAt[seq - SENT_AT_KEPT];
@@ -1084,8 +1312,9 @@ function heartbeat(st: Step): void {
     quorumReachable: s.cfg.quorumServers.filter((q) => s.probe.reachable[q] === true),
     activeQuorum: s.durable.activeQuorum,
     vms: s.durable.vms,
-    // Every VM with a process here, stopping ones included: the peer must not start them yet.
-    running: Object.keys(s.instances),
+    // Every VM with a process here that runs (or may run) guest code, stopping ones included: the peer must
+    // not start them yet. A migration's incoming or switched-away instance runs none.
+    running: Object.entries(s.instances).filter(([, i]) => i.guest).map(([vm]) => vm),
     mirrors: Object.fromEntries(Object.entries(s.mirrors).map(([vm, m]) => [vm, { stream: m.stream, state: m.state }])),
     copies: Object.fromEntries(
       [...new Set([...Object.keys(s.durable.copies), ...Object.keys(s.exports)])]
@@ -1095,6 +1324,8 @@ function heartbeat(st: Step): void {
           return [vm, { serving: s.exports[vm]?.state === 'ready', stream: c?.stream ?? null, current: c?.current ?? false }];
         }),
     ),
+    migrations: Object.fromEntries(Object.entries(s.migrations).map(([vm, m]) => [vm, { id: m.id }])),
+    incoming: Object.fromEntries(Object.entries(s.incoming).map(([vm, i]) => [vm, { id: i.id, ready: i.ready, port: i.port }])),
   };
   st.effects.push({ kind: 'send-peer', msg: hb });
 }

@@ -177,6 +177,10 @@ export interface Heartbeat {
   mirrors: Record<VmName, { stream: string; state: MirrorState }>;
   /** The copies this host holds of the peer's VMs: whether it serves them to the peer, and their record. */
   copies: Record<VmName, { serving: boolean; stream: string | null; current: boolean }>;
+  /** Live migrations of VMs this host runs to the peer, while they are being prepared or run. */
+  migrations: Record<VmName, { id: string }>;
+  /** Incoming instances this host holds for the peer's migrations: ready once listening (on `port`) and serving its copy. */
+  incoming: Record<VmName, { id: string; ready: boolean; port: number | null }>;
 }
 
 export interface PairPropose {
@@ -203,6 +207,8 @@ export type QuorumReply =
 export type OperatorCommand =
   | { kind: 'define-vm'; name: VmName; protection: ProtectionLevel; desired: 'running' | 'stopped'; hardware: VmHardware }
   | { kind: 'remove-vm'; name: VmName }
+  /** Move a VM that runs here to the peer by live migration. */
+  | { kind: 'migrate-vm'; name: VmName }
   | { kind: 'set-desired'; name: VmName; desired: 'running' | 'stopped' }
   | { kind: 'set-protection'; name: VmName; protection: ProtectionLevel }
   | { kind: 'maintenance'; on: boolean }
@@ -216,7 +222,13 @@ export type VmEvent =
   | { kind: 'started'; instance: number }
   | { kind: 'start-failed'; instance: number; reason: string }
   /** `clean`: QEMU ended with no write in flight (the guest powered off, or QEMU quit): its disk holds exactly what it acknowledged. */
-  | { kind: 'exited'; instance: number; cause: string; expected: boolean; clean: boolean };
+  | { kind: 'exited'; instance: number; cause: string; expected: boolean; clean: boolean }
+  /** An incoming instance (a live migration's destination) listens on `port` and serves this host's copy to the source's mirror. */
+  | { kind: 'incoming-ready'; instance: number; port: number }
+  /** The source side: the migration completed; this instance's vCPUs are stopped for good (postmigrate). */
+  | { kind: 'migrated'; instance: number; migration: string }
+  /** The source side: the migration failed or was cancelled; the instance runs on here as before. */
+  | { kind: 'migration-failed'; instance: number; migration: string; reason: string };
 
 /**
  * What the storage drivers report. On the owner, about its mirror of a VM's disk into the peer's copy:
@@ -271,6 +283,14 @@ export type Effect =
   | { kind: 'start-mirror'; vm: VmName; instance: number; stream: string; mode: MirrorMode }
   /** The peer can no longer take the VM over with a copy lacking what follows: end the mirror, the guest writes alone. */
   | { kind: 'cut-mirror'; vm: VmName; instance: number; stream: string; reason: string }
+  /**
+   * Live migration. The destination starts an incoming instance on its copy (`prepare-incoming`: listening,
+   * and serving the copy to the source's mirror from inside that QEMU); the source migrates once its mirror
+   * into it is in sync (`migrate-vm`); the destination lets the guest run once it owns the VM (`resume-vm`).
+   */
+  | { kind: 'prepare-incoming'; vm: VmName; instance: number; migration: string }
+  | { kind: 'migrate-vm'; vm: VmName; instance: number; migration: string; port: number }
+  | { kind: 'resume-vm'; vm: VmName; instance: number; epoch: number }
   /** Serve this host's copy of the peer's VM to the peer (made empty first if there is none). */
   | { kind: 'serve-copy'; vm: VmName }
   | { kind: 'unserve-copy'; vm: VmName; reason: string }
@@ -330,6 +350,7 @@ export const VM_STATES = {
   unprotected: 'running on one host with no redundancy (protection none, or the peer is away)',
   protected: 'running with the peer ready to take over at the requested level',
   syncing: "running; the peer's copy of its disk is being brought up to date",
+  migrating: 'moving to the peer by live migration',
   downgraded: 'running with a weaker protection than requested (A-Link too slow: SplitSite)',
   'failing-over': 'its host was lost: waiting for authority and the old lease before starting it here',
   'host-down': 'unprotected and its host is lost: it runs again when its host does (its disk is there only)',

@@ -114,6 +114,12 @@ function parseHeartbeat(o: Record<string, unknown>): Heartbeat {
       stream: c['stream'] === null ? null : streamId(c['stream'], `${at}.stream`),
       current: bool(c['current'], `${at}.current`),
     })),
+    migrations: byVm(o['migrations'], 'migrations', (m, at) => ({ id: streamId(m['id'], `${at}.id`) })),
+    incoming: byVm(o['incoming'], 'incoming', (i, at) => ({
+      id: streamId(i['id'], `${at}.id`),
+      ready: bool(i['ready'], `${at}.ready`),
+      port: i['port'] === null ? null : port(i['port'], `${at}.port`),
+    })),
   };
 }
 
@@ -129,6 +135,11 @@ function byVm<T>(raw: unknown, field: string, item: (o: Record<string, unknown>,
     out[key] = item(object(o[key], at), at);
   }
   return out;
+}
+
+function port(v: unknown, field: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw invalid(field, 'must be a TCP port (1–65535)');
+  return v;
 }
 
 function streamId(v: unknown, field: string): string {

@@ -14,7 +14,7 @@
  *   at T health HOST COMPONENT ok|degraded|failed
  *   at T rtt MS
  *   at T crash-vm HOST VM
- *   at T command HOST maintenance on|off | force-takeover | repaired | stop VM | start VM
+ *   at T command HOST maintenance on|off | force-takeover | repaired | stop VM | start VM | migrate VM
  *   expect T VM on HOST|nowhere          checked at time T
  *   until T                              how long to run
  */
@@ -139,6 +139,8 @@ function parseAction(w: string[], fail: (why: string) => never): (world: World) 
           return (world) => world.command(host, { kind: 'force-takeover' });
         case 'repaired':
           return (world) => world.command(host, { kind: 'mark-repaired' });
+        case 'migrate':
+          return (world) => world.command(host, { kind: 'migrate-vm', name: c ?? fail('command HOST migrate VM') });
         case 'stop':
         case 'start':
           return (world) => world.command(host, { kind: 'set-desired', name: c ?? fail('command HOST stop|start VM'), desired: b === 'stop' ? 'stopped' : 'running' });

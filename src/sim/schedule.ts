@@ -2,7 +2,7 @@
  * Random fault schedules for the seeded simulation: one seed chooses the quorum configuration, clock drift,
  * message delays and duplication, and a sequence of faults (host crash and restart, A-Link loss one or both
  * ways, management partitions between hosts and quorum servers, quorum server crash and restart, slow
- * persistence, VM process crashes). After the fault phase everything heals, and the liveness phase checks
+ * persistence, VM process crashes, operators' live migrations and maintenance mode). After the fault phase everything heals, and the liveness phase checks
  * that every VM that should run runs, once, on a paired (protected) pair within a bound.
  */
 import { Prng } from './prng.js';
@@ -52,7 +52,7 @@ export function runSchedule(seed: number): ScheduleResult {
     const heal = Math.min(FAULT_PHASE_MS, t + rnd.between(300, 8000));
     const host = rnd.pick(HOSTS);
     const peer = host === 'host1' ? 'host2' : 'host1';
-    switch (rnd.int(0, 7)) {
+    switch (rnd.int(0, 9)) {
       case 0:
         plan(t, `crash ${host}`, () => world.powerOff(host));
         plan(heal, `restart ${host}`, () => world.powerOn(host));
@@ -103,6 +103,18 @@ export function runSchedule(seed: number): ScheduleResult {
         });
         break;
       }
+      case 8: {
+        // An operator's live migration, asked of both hosts (the one that does not run the VM refuses).
+        const vm = rnd.pick(['vm1', 'vm2', 'vm3']);
+        plan(t, `migrate VM ${vm}`, () => {
+          for (const h of HOSTS) world.command(h, { kind: 'migrate-vm', name: vm });
+        });
+        break;
+      }
+      case 9:
+        plan(t, `maintenance on ${host}`, () => world.command(host, { kind: 'maintenance', on: true }));
+        plan(heal, `maintenance off ${host}`, () => world.command(host, { kind: 'maintenance', on: false }));
+        break;
       case 7:
         plan(t, `crash both hosts`, () => {
           world.powerOff('host1');
@@ -118,6 +130,7 @@ export function runSchedule(seed: number): ScheduleResult {
     for (const h of HOSTS) {
       world.setPersistLatency(h, 2);
       world.powerOn(h);
+      world.command(h, { kind: 'maintenance', on: false });
     }
     for (const q of servers) world.quorumUp(q);
     // The operator's repair: VMs the restart policy gave up on (the schedule crashed them) are wanted again.

@@ -68,7 +68,11 @@ interface SimHost {
   persisted: Durable | null;
   highestEpoch: number;
   /** Ground truth: the VM processes that exist on this host (QEMU, as far as the world can tell). */
-  processes: Map<VmName, { instance: number; state: 'starting' | 'running' | 'stopping' }>;
+  /**
+   * `incoming`: a migration's destination, receiving; `received`: it holds the switched-over guest, paused;
+   * `migrated`: the source after the switch, its vCPUs stopped for good. None of these runs guest code.
+   */
+  processes: Map<VmName, { instance: number; state: 'starting' | 'running' | 'stopping' | 'incoming' | 'received' | 'migrated' }>;
   busyUntil: number;
   queue: Input[];
   tickAt: number | null;
@@ -270,6 +274,7 @@ export class World {
     const p = h.processes.get(vm);
     if (!p) return;
     h.processes.delete(vm);
+    this.exportDiesWith(h, vm, p.state);
     this.note(id, `VM ${vm} process crashed`, 'fault');
     h.mirrors.delete(vm);
     this.input(id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', instance: p.instance, cause: 'crashed', expected: false, clean: false } });
@@ -301,8 +306,10 @@ export class World {
     return h;
   }
 
+  /** Hosts whose process of the VM runs (or may run) guest code: from its start until its stop completes. */
   runningCopies(vm: VmName): HostId[] {
-    return [...this.hosts.values()].filter((h) => h.processes.has(vm)).map((h) => h.id);
+    const executes = (state: string | undefined): boolean => state === 'starting' || state === 'running' || state === 'stopping';
+    return [...this.hosts.values()].filter((h) => executes(h.processes.get(vm)?.state)).map((h) => h.id);
   }
 
   hostState(id: HostId): string {
@@ -362,6 +369,7 @@ export class World {
       if (killed.length === 0) return;
       h.processes.clear();
       h.mirrors.clear();
+      for (const [vm, p] of killed) this.exportDiesWith(h, vm, p.state);
       this.note(h.id, `watchdog killed ${killed.map(([vm]) => vm).join(', ')}`, 'fence');
       for (const [vm, p] of killed) {
         this.input(h.id, { type: 'vm-event', now: 0, vm, event: { kind: 'exited', instance: p.instance, cause: 'watchdog', expected: true, clean: false } });
@@ -488,6 +496,60 @@ export class World {
         });
         return;
       }
+      case 'prepare-incoming': {
+        if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} started an incoming instance of ${e.vm} beside another`);
+        if (h.exports.has(e.vm) || h.serving.has(e.vm)) throw new SafetyViolation(`${h.id} started an incoming instance of ${e.vm} on the copy it still serves`);
+        h.processes.set(e.vm, { instance: e.instance, state: 'incoming' });
+        this.at(this.now + this.opts.startLatencyMs, () => {
+          if (!alive() || h.processes.get(e.vm)?.instance !== e.instance) return;
+          h.exportGen += 1;
+          h.exports.set(e.vm, h.exportGen);
+          if (!h.disks.has(e.vm)) h.disks.set(e.vm, 0);
+          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'incoming-ready', instance: e.instance, port: 49152 } });
+        });
+        return;
+      }
+      case 'migrate-vm': {
+        this.at(this.now + 200, () => {
+          const p = h.processes.get(e.vm);
+          if (!alive() || p?.instance !== e.instance || p.state !== 'running') return;
+          const peer = this.peerOf(h);
+          const dest = peer.processes.get(e.vm);
+          const m = h.mirrors.get(e.vm);
+          const fail = (reason: string): void => this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'migration-failed', instance: e.instance, migration: e.migration, reason } });
+          if (this.mirrorPath(h, e.vm, m?.exportGen ?? null) !== 'ok' || dest?.state !== 'incoming') return fail('the destination is gone');
+          if (m?.state !== 'ready' || peer.disks.get(e.vm) !== h.disks.get(e.vm)) {
+            throw new SafetyViolation(`${h.id} switched ${e.vm} over to ${peer.id} with the copies differing (mirror ${m?.state ?? 'none'})`);
+          }
+          h.processes.set(e.vm, { instance: e.instance, state: 'migrated' });
+          h.mirrors.delete(e.vm);
+          peer.processes.set(e.vm, { instance: dest.instance, state: 'received' });
+          peer.exports.delete(e.vm);
+          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'migrated', instance: e.instance, migration: e.migration } });
+        });
+        return;
+      }
+      case 'resume-vm': {
+        const d = h.persisted;
+        if (!d || d.authority === 'none' || d.epoch !== e.epoch || d.vms[e.vm]?.owner.host !== h.id) {
+          throw new SafetyViolation(`${h.id} resumed VM ${e.vm} without a durable grant (persisted epoch ${d?.epoch}, effect epoch ${e.epoch})`);
+        }
+        const p = h.processes.get(e.vm);
+        this.at(this.now + 5, () => {
+          if (!alive() || h.processes.get(e.vm)?.instance !== e.instance) return;
+          if (p?.state !== 'received') {
+            h.processes.delete(e.vm);
+            if (p) this.exportDiesWith(h, e.vm, p.state);
+            this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'start-failed', instance: e.instance, reason: 'the migration did not arrive' } });
+            return;
+          }
+          this.checkDiskOnStart(h, e.vm);
+          h.processes.set(e.vm, { instance: e.instance, state: 'running' });
+          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'started', instance: e.instance } });
+          this.scheduleWrite(h, e.vm, e.instance);
+        });
+        return;
+      }
       case 'serve-copy': {
         if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} serves its copy of ${e.vm} while running the VM on it`);
         const serve = {};
@@ -515,11 +577,15 @@ export class World {
           });
           return;
         }
-        h.processes.set(e.vm, { instance: e.instance, state: 'stopping' });
+        // A process that runs no guest code (a migration's incoming or switched-away end) stays one while it
+        // goes; any other is stopping, and runs guest code until it is gone.
+        if (p.state === 'starting' || p.state === 'running') h.processes.set(e.vm, { instance: e.instance, state: 'stopping' });
         this.at(this.now + this.opts.stopLatencyMs, () => {
-          if (!alive() || h.processes.get(e.vm)?.instance !== e.instance) return;
+          const gone = h.processes.get(e.vm);
+          if (!alive() || gone?.instance !== e.instance) return;
           h.processes.delete(e.vm);
           h.mirrors.delete(e.vm);
+          this.exportDiesWith(h, e.vm, gone.state);
           this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'exited', instance: e.instance, cause: 'stopped', expected: true, clean: true } });
         });
         return;
@@ -629,6 +695,11 @@ export class World {
     if (head === null || !this.contains(head, acked)) {
       throw new SafetyViolation(`VM ${vm} started on ${h.id} with a disk that lacks acknowledged write ${acked} (disk at ${head})`);
     }
+  }
+
+  /** A migration's incoming instance serves the copy from inside its QEMU: the export ends with the process. */
+  private exportDiesWith(h: SimHost, vm: VmName, state: string): void {
+    if (state === 'incoming' || state === 'received') h.exports.delete(vm);
   }
 
   private storage(h: SimHost, vm: VmName, event: StorageEvent): void {

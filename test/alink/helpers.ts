@@ -68,6 +68,8 @@ export function heartbeat(from: string, seq: number, vms: Record<string, VmRecor
     running: Object.keys(vms),
     mirrors: Object.fromEntries(Object.keys(vms).map((vm) => [vm, { stream: `${from}.1.1`, state: 'ready' as const }])),
     copies: {},
+    migrations: {},
+    incoming: {},
   };
 }
 
