@@ -5,13 +5,17 @@ import { repoRoot } from '../util/paths.js';
 import { LockstepError } from '../util/errors.js';
 import { EXIT, reportError } from './output.js';
 import { labCommand, LAB_USAGE } from './lab-command.js';
+import { vmCommand, VM_USAGE } from './vm-command.js';
 import { doctorCommand } from './doctor-command.js';
 
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
+  lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove
   lockstep lab …        the whole pair on one machine (lockstep lab help)
   lockstep doctor       what this machine has and what Lockstep will do about it
   lockstep version
+
+${VM_USAGE}
 
 ${LAB_USAGE}`;
 
@@ -20,6 +24,8 @@ export async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   try {
     switch (command) {
+      case 'vm':
+        return await vmCommand(rest);
       case 'lab':
         return await labCommand(rest);
       case 'doctor':

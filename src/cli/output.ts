@@ -24,3 +24,9 @@ export function reportError(e: unknown, json: boolean): number {
   else console.error(`lockstep: internal error (a bug — please report it): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   return isLockstepError(e) && USAGE_CODES.includes(e.code) ? EXIT.usage : EXIT.failed;
 }
+
+/** Aligned `key  value` lines, for one object shown in full (a VM's `show`). */
+export function keyValues(rows: readonly (readonly [string, string])[]): string {
+  const width = Math.max(0, ...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`.trimEnd()).join('\n');
+}

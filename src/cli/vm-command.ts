@@ -1,0 +1,312 @@
+/**
+ * `lockstep vm …`: the pair's VMs through lockstepd's local API (docs/cli.md). Every change is an operator
+ * command the daemon hands to its decision core; the CLI only says what was asked and what the pair answered.
+ * Arguments are parsed and checked here before any daemon is asked, so bad input never reaches the pair.
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { LockstepError } from '../util/errors.js';
+import { assert } from '../util/assert.js';
+import { daemonRequest } from '../daemon/api-client.js';
+import { PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition } from '../daemon/vm-definition.js';
+import { checkWhere, resolveTarget, type Target, type Where } from './daemon-target.js';
+import { labGuest, forgetLabVm, noteLabVm, type CompleteGuest, type GuestOptions } from './vm-lab.js';
+import { migrateVm } from './vm-migrate.js';
+import { renderChange, renderVmShow, renderVmTable, vmRows, type HostView, type VmView } from './vm-view.js';
+import { EXIT } from './output.js';
+
+export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's lockstepd
+
+  lockstep vm list
+  lockstep vm show NAME
+  lockstep vm create NAME --memory MIB --vcpus N --disk MIB [--mac MAC --address IP]
+                    [--protection none|ha|ft] [--stopped] [--kernel PATH --initrd PATH] [--cmdline TEXT]
+  lockstep vm start|stop|remove NAME
+  lockstep vm protect NAME --level none|ha|ft
+  lockstep vm migrate NAME [--no-wait]     live migration to the peer; follows it unless --no-wait
+
+Every verb takes --json (the API's JSON) and one of:
+  --socket PATH        that lockstepd's API socket (create then needs --mac, --address, --kernel,
+                       --initrd and --cmdline)
+  --host host1|host2   that lab host's lockstepd
+By default, in the lab: the first host whose lockstepd answers (either answers for the pair); create then
+picks a free lab address and MAC and boots the lab's guest for whatever is not given.`;
+
+const NAME = /^[a-z][a-z0-9-]{0,30}$/;
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+interface Common {
+  json: boolean;
+  where: Where;
+}
+
+export type VmRequest =
+  | { verb: 'help'; exit: number }
+  | (Common & { verb: 'list' })
+  | (Common & { verb: 'show' | 'start' | 'stop' | 'remove'; name: string })
+  | (Common & { verb: 'protect'; name: string; level: ProtectionLevel })
+  | (Common & { verb: 'migrate'; name: string; wait: boolean })
+  | (Common & {
+      verb: 'create';
+      name: string;
+      memoryMiB: number;
+      vcpus: number;
+      diskMiB: number;
+      protection: ProtectionLevel;
+      desired: 'running' | 'stopped';
+      guest: GuestOptions;
+    });
+
+const WHERE_OPTIONS = { json: { type: 'boolean' }, socket: { type: 'string' }, host: { type: 'string' } } as const;
+
+/** Parses and checks a `vm` command line; every mistake is an `INVALID_ARGUMENT` (or `UNKNOWN_HOST`). */
+export function parseVmCommand(argv: readonly string[]): VmRequest {
+  const [verb, ...rest] = argv;
+  switch (verb) {
+    case undefined:
+    case 'help':
+    case '--help':
+      return { verb: 'help', exit: verb === undefined ? EXIT.usage : EXIT.ok };
+    case 'list': {
+      const { values, positionals } = parse(rest, {});
+      if (positionals.length !== 0) throw usage('vm list');
+      return { verb, ...common(values) };
+    }
+    case 'show':
+    case 'start':
+    case 'stop':
+    case 'remove': {
+      const { values, positionals } = parse(rest, {});
+      return { verb, name: oneName(positionals, `vm ${verb} NAME`), ...common(values) };
+    }
+    case 'protect': {
+      const { values, positionals } = parse(rest, { level: { type: 'string' } });
+      const name = oneName(positionals, 'vm protect NAME --level none|ha|ft');
+      if (values.level === undefined) throw usage('vm protect NAME --level none|ha|ft');
+      return { verb, name, level: protectionLevel(values.level, '--level'), ...common(values) };
+    }
+    case 'migrate': {
+      const { values, positionals } = parse(rest, { 'no-wait': { type: 'boolean' } });
+      return { verb, name: oneName(positionals, 'vm migrate NAME [--no-wait]'), wait: values['no-wait'] !== true, ...common(values) };
+    }
+    case 'create':
+      return parseCreate(rest);
+    default:
+      throw new LockstepError('INVALID_ARGUMENT', `unknown vm command '${verb}'\n\n${VM_USAGE}`);
+  }
+}
+
+function parseCreate(rest: string[]): VmRequest {
+  const { values, positionals } = parse(rest, {
+    memory: { type: 'string' },
+    vcpus: { type: 'string' },
+    disk: { type: 'string' },
+    mac: { type: 'string' },
+    address: { type: 'string' },
+    protection: { type: 'string' },
+    stopped: { type: 'boolean' },
+    kernel: { type: 'string' },
+    initrd: { type: 'string' },
+    cmdline: { type: 'string' },
+  });
+  const form = 'vm create NAME --memory MIB --vcpus N --disk MIB [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--kernel PATH --initrd PATH] [--cmdline TEXT]';
+  const name = oneName(positionals, form);
+  const missing = (['memory', 'vcpus', 'disk'] as const).filter((k) => values[k] === undefined);
+  if (missing.length > 0) throw new LockstepError('INVALID_ARGUMENT', `vm create needs ${missing.map((k) => `--${k}`).join(', ')}\nusage: lockstep ${form}`);
+  const mac = values.mac?.toLowerCase();
+  // The first octet's low bit marks multicast: a NIC's own address must be unicast (as the daemon checks).
+  if (mac !== undefined && (!MAC.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1)) {
+    throw new LockstepError('INVALID_ARGUMENT', `--mac must be a unicast MAC like 52:54:00:12:34:56 (got '${values.mac}')`);
+  }
+  if (values.address !== undefined && !IPV4.test(values.address)) throw new LockstepError('INVALID_ARGUMENT', `--address must be an IPv4 address (got '${values.address}')`);
+  if ((values.kernel === undefined) !== (values.initrd === undefined)) throw new LockstepError('INVALID_ARGUMENT', '--kernel and --initrd go together: give both or neither');
+  if (values.cmdline === '') throw new LockstepError('INVALID_ARGUMENT', '--cmdline must not be empty');
+  // The daemon opens the kernel from its own working directory: a relative path is made absolute here.
+  const guest: GuestOptions = {
+    ...(mac !== undefined ? { mac } : {}),
+    ...(values.address !== undefined ? { address: values.address } : {}),
+    ...(values.kernel !== undefined ? { kernel: path.resolve(values.kernel) } : {}),
+    ...(values.initrd !== undefined ? { initrd: path.resolve(values.initrd) } : {}),
+    ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}),
+  };
+  const where = common(values);
+  if (where.where.socket !== undefined) {
+    const absent = (['mac', 'address', 'kernel', 'initrd', 'cmdline'] as const).filter((k) => guest[k] === undefined);
+    if (absent.length > 0) {
+      throw new LockstepError('INVALID_ARGUMENT', `with --socket vm create needs ${absent.map((k) => `--${k}`).join(', ')}: only the lab (--host, or no option) has defaults for them`);
+    }
+  }
+  return {
+    verb: 'create',
+    name,
+    memoryMiB: integer(values.memory!, 'memory', 64, 1024 * 1024),
+    vcpus: integer(values.vcpus!, 'vcpus', 1, 64),
+    diskMiB: integer(values.disk!, 'disk', 1, 16 * 1024 * 1024),
+    protection: values.protection === undefined ? 'ha' : protectionLevel(values.protection, '--protection'),
+    desired: values.stopped ? 'stopped' : 'running',
+    guest,
+    ...where,
+  };
+}
+
+export async function vmCommand(argv: string[]): Promise<number> {
+  const req = parseVmCommand(argv);
+  if (req.verb === 'help') {
+    console.log(VM_USAGE);
+    return req.exit;
+  }
+  const target = await resolveTarget(req.where);
+  if (req.verb === 'migrate') return migrateVm(target, req.name, { wait: req.wait, json: req.json });
+  console.log(renderAnswer(req.json, await carryOut(target, req)));
+  return EXIT.ok;
+}
+
+/** What a verb got from the pair: the asked daemon's answer, and what the human form adds to it. */
+export type Answer =
+  /** `views[0]` is the asked daemon's `GET /v1/vms`; other hosts' views follow when they were asked too. */
+  | { verb: 'list'; views: HostView[] }
+  | { verb: 'show'; host: string; vm: VmView }
+  /** A change: the daemon's answer (the VM after it; `null` for a removal) and a line saying what was asked. */
+  | { verb: 'change'; headline: string; vm: VmView | null };
+
+/** The answer as printed: the daemon's JSON untouched with `--json`, else the human form. */
+export function renderAnswer(json: boolean, a: Answer): string {
+  switch (a.verb) {
+    case 'list':
+      return json ? JSON.stringify(a.views[0]?.vms ?? [], null, 2) : renderVmTable(vmRows(a.views));
+    case 'show':
+      return json ? JSON.stringify(a.vm, null, 2) : renderVmShow(a.host, a.vm);
+    case 'change':
+      return json ? JSON.stringify(a.vm, null, 2) : renderChange(a.headline, a.vm);
+  }
+}
+
+async function carryOut(target: Target, req: Exclude<VmRequest, { verb: 'help' | 'migrate' }>): Promise<Answer> {
+  const socket = target.daemon.socket;
+  const vmPath = (name: string): string => `/v1/vms/${encodeURIComponent(name)}`;
+  switch (req.verb) {
+    case 'list': {
+      const vms = await daemonRequest<VmView[]>(socket, 'GET', '/v1/vms');
+      return { verb: 'list', views: [{ host: target.daemon.host, vms }, ...(req.json ? [] : await otherViews(target))] };
+    }
+    case 'show':
+      return { verb: 'show', ...(await runningView(target, req.name, await daemonRequest<VmView>(socket, 'GET', vmPath(req.name)))) };
+    case 'create':
+      return createVm(target, req);
+    case 'start':
+    case 'stop': {
+      const vm = await daemonRequest<VmView | null>(socket, 'POST', `${vmPath(req.name)}/${req.verb}`);
+      return { verb: 'change', headline: `VM ${req.name}: desired ${req.verb === 'start' ? 'running' : 'stopped'}`, vm };
+    }
+    case 'protect': {
+      const vm = await daemonRequest<VmView | null>(socket, 'POST', `${vmPath(req.name)}/protection`, { protection: req.level });
+      return { verb: 'change', headline: `VM ${req.name}: protection ${req.level}`, vm };
+    }
+    case 'remove': {
+      // The API answers 204 without a body: with --json that prints `null`, so a script still reads JSON.
+      const vm = await daemonRequest<null>(socket, 'DELETE', vmPath(req.name));
+      if (target.kind === 'lab') await forgetLabVm(target.lab, req.name);
+      return { verb: 'change', headline: `VM ${req.name} removed`, vm };
+    }
+  }
+}
+
+async function createVm(target: Target, req: Extract<VmRequest, { verb: 'create' }>): Promise<Answer> {
+  let guest: CompleteGuest;
+  let slot: number | null = null;
+  if (target.kind === 'lab') {
+    const known = await daemonRequest<VmView[]>(target.daemon.socket, 'GET', '/v1/vms');
+    const taken = known.map((v) => ({ ...(v.hardware?.nic?.mac ? { mac: v.hardware.nic.mac } : {}), ...(v.hardware?.nic?.address ? { address: v.hardware.nic.address } : {}) }));
+    // The guest image build logs on stderr: stdout stays the command's answer (JSON with --json).
+    ({ guest, slot } = await labGuest(target.lab, req.name, req.guest, taken, (line) => console.error(line)));
+  } else {
+    const g = req.guest;
+    assert(g.mac && g.address && g.kernel && g.initrd && g.cmdline, 'parseVmCommand requires the whole guest with --socket');
+    guest = { mac: g.mac, address: g.address, kernel: g.kernel, initrd: g.initrd, cmdline: g.cmdline };
+  }
+  const def: VmDefinition = {
+    name: req.name,
+    vcpus: req.vcpus,
+    memoryMiB: req.memoryMiB,
+    guest: { kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
+    diskMiB: req.diskMiB,
+    nic: { mac: guest.mac, address: guest.address },
+    protection: req.protection,
+    desired: req.desired,
+  };
+  const vm = await daemonRequest<VmView | null>(target.daemon.socket, 'POST', '/v1/vms', def, 60_000);
+  if (target.kind === 'lab' && slot !== null) {
+    await noteLabVm(target.lab, { name: req.name, host: target.daemon.host, protection: req.protection, index: slot, address: guest.address, mac: guest.mac });
+  }
+  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${req.diskMiB} MiB disk, ${guest.mac} ${guest.address}, desired ${req.desired}`;
+  return { verb: 'change', headline, vm };
+}
+
+/** With no host named in the lab, the other hosts' views too: each host sees only its own QEMU. */
+async function otherViews(target: Target): Promise<HostView[]> {
+  if (target.kind !== 'lab' || !target.anyHost) return [];
+  const others = target.pair.filter((d) => d.host !== target.daemon.host);
+  const answers = await Promise.all(
+    others.map((d) =>
+      daemonRequest<VmView[]>(d.socket, 'GET', '/v1/vms', undefined, 3000).then(
+        (vms) => ({ host: d.host, vms }),
+        // A host that does not answer has nothing of its own to add: the pair's records came from the first.
+        () => null,
+      ),
+    ),
+  );
+  return answers.filter((a) => a !== null);
+}
+
+/** The VM as the host that runs it sees it (its QEMU, its mirror), when no host was named and another runs it. */
+async function runningView(target: Target, name: string, first: VmView): Promise<{ host: string; vm: VmView }> {
+  if (first.local !== null) return { host: target.daemon.host, vm: first };
+  for (const other of await otherViews(target)) {
+    const vm = other.vms.find((v) => v.name === name);
+    if (vm?.local) return { host: other.host, vm };
+  }
+  return { host: target.daemon.host, vm: first };
+}
+
+type Options = Parameters<typeof parseArgs>[0] extends infer C ? (C extends { options?: infer O } ? NonNullable<O> : never) : never;
+
+/** Parses a verb's options with the daemon-choosing ones every verb takes; a name is the only positional. */
+function parse<O extends Options>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options: { ...WHERE_OPTIONS, ...options }, strict: true, allowPositionals: true });
+  } catch (e) {
+    throw new LockstepError('INVALID_ARGUMENT', `${(e as Error).message}\n\n${VM_USAGE}`);
+  }
+}
+
+function common(values: { json?: boolean | string; socket?: string | boolean; host?: string | boolean }): Common {
+  const where: Where = {
+    ...(typeof values.socket === 'string' ? { socket: values.socket } : {}),
+    ...(typeof values.host === 'string' ? { host: values.host } : {}),
+  };
+  checkWhere(where);
+  return { json: values.json === true, where };
+}
+
+function oneName(positionals: string[], form: string): string {
+  if (positionals.length !== 1) throw usage(form);
+  const name = positionals[0]!;
+  if (!NAME.test(name)) throw new LockstepError('INVALID_ARGUMENT', `VM name '${name}' must start with a letter and use a–z, 0–9 and '-', 31 characters at most`, { vm: name });
+  return name;
+}
+
+function protectionLevel(v: string, option: string): ProtectionLevel {
+  if (!(PROTECTION_LEVELS as readonly string[]).includes(v)) throw new LockstepError('INVALID_ARGUMENT', `${option} must be one of ${PROTECTION_LEVELS.join(', ')} (got '${v}')`);
+  return v as ProtectionLevel;
+}
+
+function integer(v: string, name: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max) throw new LockstepError('INVALID_ARGUMENT', `--${name} must be a whole number from ${min} to ${max} (got '${v}')`);
+  return n;
+}
+
+function usage(form: string): LockstepError {
+  return new LockstepError('INVALID_ARGUMENT', `usage: lockstep ${form}`);
+}

@@ -1,0 +1,261 @@
+/**
+ * A VM as `lockstep vm` reads lockstepd's answer (`GET /v1/vms`, `GET /v1/vms/NAME`) and shows it to a
+ * person. Only what the CLI reads is typed here, and whatever the daemon may leave out is optional: `--json`
+ * passes the API's JSON through untouched, and the human forms render what is there. Pure.
+ */
+import { VM_STATES } from '../core/types.js';
+import { keyValues, table } from './output.js';
+
+/** A live migration as the source host reports it in `local.migration`; any field may be missing. */
+export interface MigrationView {
+  phase?: string;
+  transferredBytes?: number;
+  remainingBytes?: number;
+  totalBytes?: number;
+  /** QEMU's measured throughput, megabits per second. */
+  mbps?: number;
+  etaMs?: number;
+  downtimeMs?: number;
+  error?: string;
+}
+
+export interface MirrorView {
+  stream?: string;
+  mode?: string;
+  state?: string;
+  copiedBytes?: number;
+  totalBytes?: number;
+  lastSync?: { mode?: string; copiedBytes?: number; pauseMs?: number; durationMs?: number; at?: string } | null;
+}
+
+/** The answering host's own QEMU for the VM. */
+export interface LocalView {
+  instance?: number;
+  state?: string;
+  pid?: number | null;
+  startedAt?: string | null;
+  mirror?: MirrorView | null;
+  migration?: MigrationView | null;
+}
+
+export interface ExitView {
+  instance?: number;
+  at?: string;
+  cause?: string;
+  code?: number | null;
+  signal?: string | null;
+  shutdownReason?: string | null;
+  stderrTail?: string;
+  expected?: boolean;
+}
+
+export interface VmView {
+  name: string;
+  owner: string;
+  protection: string;
+  desired: string;
+  state: string;
+  hardware?: {
+    vcpus?: number;
+    memoryMiB?: number;
+    diskMiB?: number;
+    guest?: { kernel?: string; initrd?: string; cmdline?: string };
+    nic?: { mac?: string; address?: string };
+  } | null;
+  local: LocalView | null;
+  lastExit: ExitView | null;
+}
+
+/** One host's answer: the pair's VMs as that host sees them (`local` is that host's own QEMU). */
+export interface HostView {
+  host: string;
+  vms: readonly VmView[];
+}
+
+/** The core's VM states in which the VM runs on its owner (a migrating VM runs on until the switch-over). */
+const RUNNING_STATES: ReadonlySet<string> = new Set(['unprotected', 'protected', 'syncing', 'migrating', 'downgraded']);
+
+export function runsOnOwner(state: string): boolean {
+  return RUNNING_STATES.has(state);
+}
+
+/** A VM row: the view to show, and where its QEMU runs (null: nowhere as far as the answers tell). */
+export interface VmRow {
+  host: string;
+  vm: VmView;
+  runningOn: string | null;
+}
+
+/**
+ * One row per VM from one or more hosts' answers. A host sees only its own QEMU, so each VM is shown from the
+ * host that runs it when one answered; otherwise from the first answer, running on its owner if the core's
+ * state says it runs.
+ */
+export function vmRows(answers: readonly HostView[]): VmRow[] {
+  const names = [...new Set(answers.flatMap((a) => a.vms.map((v) => v.name)))].sort();
+  return names.map((name) => {
+    const seen = answers.flatMap((a) => a.vms.filter((v) => v.name === name).map((vm) => ({ host: a.host, vm })));
+    const local = seen.find((s) => s.vm.local !== null);
+    if (local) return { ...local, runningOn: local.host };
+    const first = seen[0]!;
+    return { ...first, runningOn: runsOnOwner(first.vm.state) ? first.vm.owner : null };
+  });
+}
+
+export function renderVmTable(rows: readonly VmRow[]): string {
+  if (rows.length === 0) return 'no VMs (`lockstep vm create NAME …` defines one)';
+  return table(
+    ['vm', 'owner', 'running on', 'protection', 'desired', 'state', 'mirror'],
+    rows.map(({ vm, runningOn }) => [vm.name, vm.owner, runningOnCell(vm, runningOn), vm.protection, vm.desired, vm.state, mirrorCell(vm.local?.mirror ?? null)]),
+  );
+}
+
+function runningOnCell(vm: VmView, runningOn: string | null): string {
+  if (runningOn === null) return '-';
+  const localState = vm.local?.state;
+  return localState !== undefined && localState !== 'running' ? `${runningOn} (${localState})` : runningOn;
+}
+
+function mirrorCell(m: MirrorView | null): string {
+  if (!m) return '-';
+  const cell = [m.state, m.mode].filter((x) => x !== undefined).join('/') || 'present';
+  const pct = m.state === 'syncing' ? percent(m.copiedBytes, m.totalBytes) : null;
+  return pct === null ? cell : `${cell} ${pct}%`;
+}
+
+/** Everything one host's `GET /v1/vms/NAME` says, a line per aspect. */
+export function renderVmShow(host: string, vm: VmView): string {
+  const hw = vm.hardware ?? {};
+  const rows: [string, string][] = [
+    ['vm', vm.name],
+    ['owner', vm.owner],
+    ['protection', vm.protection],
+    ['desired', vm.desired],
+    ['state', describeState(vm.state)],
+    [
+      'hardware',
+      [
+        hw.vcpus !== undefined ? `${hw.vcpus} vCPU${hw.vcpus === 1 ? '' : 's'}` : null,
+        hw.memoryMiB !== undefined ? `${hw.memoryMiB} MiB memory` : null,
+        hw.diskMiB !== undefined ? `${hw.diskMiB} MiB disk` : null,
+      ]
+        .filter((x) => x !== null)
+        .join(', ') || '-',
+    ],
+    ['nic', [hw.nic?.mac, hw.nic?.address].filter((x) => x !== undefined).join(' ') || '-'],
+    ['kernel', hw.guest?.kernel ?? '-'],
+    ['initrd', hw.guest?.initrd ?? '-'],
+    ['cmdline', hw.guest?.cmdline ?? '-'],
+    ['qemu', qemuLine(host, vm.local)],
+  ];
+  const mirror = vm.local?.mirror ?? null;
+  if (mirror) {
+    rows.push(['mirror', mirrorLine(mirror)]);
+    rows.push(['last sync', mirror.lastSync ? lastSyncLine(mirror.lastSync) : 'none yet']);
+  }
+  const migration = vm.local?.migration ?? null;
+  if (migration) rows.push(['migration', migrationLine(migration)]);
+  rows.push(['last exit', vm.lastExit ? exitLine(vm.lastExit) : 'none']);
+  return keyValues(rows);
+}
+
+function describeState(state: string): string {
+  const meaning = (VM_STATES as Record<string, string>)[state];
+  return meaning === undefined ? state : `${state}: ${meaning}`;
+}
+
+function qemuLine(host: string, local: LocalView | null): string {
+  if (!local) return `not running on ${host}`;
+  const parts = [`on ${host}`, local.pid != null ? `pid ${local.pid}` : 'no pid yet', local.state, local.instance !== undefined ? `instance ${local.instance}` : undefined];
+  if (local.startedAt) parts.push(`since ${local.startedAt}`);
+  return parts.filter((x) => x !== undefined).join(', ');
+}
+
+function mirrorLine(m: MirrorView): string {
+  const parts = [[m.state, m.mode].filter((x) => x !== undefined).join(', ') || 'present'];
+  // A total of 0 is no total (none measured yet, or none reported after the sync): the copied bytes alone then.
+  if (m.totalBytes !== undefined && m.totalBytes > 0) {
+    parts.push(`${formatBytes(m.copiedBytes)} of ${formatBytes(m.totalBytes)} copied (${percent(m.copiedBytes, m.totalBytes)}%)`);
+  } else if (m.copiedBytes !== undefined) {
+    parts.push(`${formatBytes(m.copiedBytes)} copied`);
+  }
+  if (m.stream !== undefined) parts.push(`stream ${m.stream}`);
+  return parts.join(', ');
+}
+
+function lastSyncLine(s: NonNullable<MirrorView['lastSync']>): string {
+  const parts = [s.mode ?? 'sync', `${formatBytes(s.copiedBytes)} copied`];
+  if (s.durationMs !== undefined) parts.push(`in ${Math.round(s.durationMs)} ms`);
+  if (s.pauseMs !== undefined) parts.push(`guest paused ${s.pauseMs.toFixed(1)} ms`);
+  if (s.at !== undefined) parts.push(`at ${s.at}`);
+  return parts.join(', ');
+}
+
+function migrationLine(m: MigrationView): string {
+  const line = renderProgress(m, 20);
+  return m.error !== undefined ? `${line}: ${m.error}` : line;
+}
+
+function exitLine(e: ExitView): string {
+  const status = e.signal ? `signal ${e.signal}` : e.code != null ? `code ${e.code}` : null;
+  const parts = [
+    [e.cause ?? 'exited', status ? `(${status})` : null].filter((x) => x !== null).join(' '),
+    e.shutdownReason ? `shutdown reason ${e.shutdownReason}` : null,
+    e.expected === undefined ? null : e.expected ? 'expected' : 'unexpected',
+    e.instance !== undefined ? `instance ${e.instance}` : null,
+    e.at ? `at ${e.at}` : null,
+  ];
+  // QEMU's last words say why an unexpected exit happened; its last line is the one that names it.
+  const lastWords = e.stderrTail?.trim().split('\n').pop();
+  if (lastWords) parts.push(`stderr: ${lastWords}`);
+  return parts.filter((x) => x !== null).join(', ');
+}
+
+/** One line after a command that changed a VM: what was asked, and how the pair sees the VM now. */
+export function renderChange(headline: string, vm: VmView | null): string {
+  return vm ? `${headline} (state ${vm.state}, owner ${vm.owner})` : headline;
+}
+
+/**
+ * A migration's progress in one line: a bar when the share done is known, then whatever figures the daemon
+ * gave. The share comes from transferred/total, or from remaining/total when only that is there.
+ */
+export function renderProgress(m: MigrationView | null, width = 30): string {
+  if (!m) return 'migrating: waiting for the first figures';
+  const parts: string[] = [];
+  const done = m.transferredBytes ?? (m.totalBytes !== undefined && m.remainingBytes !== undefined ? Math.max(0, m.totalBytes - m.remainingBytes) : undefined);
+  const pct = percent(done, m.totalBytes);
+  if (pct !== null) {
+    const filled = Math.round((pct / 100) * width);
+    parts.push(`[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(pct).padStart(3)}%`);
+  }
+  parts.push(m.phase ?? 'migrating');
+  if (done !== undefined || m.totalBytes !== undefined) parts.push(m.totalBytes !== undefined ? `${formatBytes(done)} of ${formatBytes(m.totalBytes)}` : `${formatBytes(done)} sent`);
+  if (m.remainingBytes !== undefined) parts.push(`${formatBytes(m.remainingBytes)} left`);
+  if (m.mbps !== undefined) parts.push(`${m.mbps.toFixed(m.mbps < 10 ? 1 : 0)} Mbit/s`);
+  if (m.etaMs !== undefined) parts.push(`eta ${formatSeconds(m.etaMs)}`);
+  if (m.downtimeMs !== undefined) parts.push(`downtime ${Math.round(m.downtimeMs)} ms`);
+  return parts.join('  ');
+}
+
+/** A whole percentage from 0 to 100, or null without both figures (or a zero total). */
+function percent(part: number | undefined, total: number | undefined): number | null {
+  if (part === undefined || total === undefined || total <= 0) return null;
+  return Math.min(100, Math.max(0, Math.floor((part / total) * 100)));
+}
+
+export function formatBytes(n: number | undefined): string {
+  if (n === undefined) return '?';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+export function formatSeconds(ms: number): string {
+  return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+}
