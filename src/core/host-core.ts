@@ -114,7 +114,7 @@ export interface CoreState {
   /** Owner side: live migrations of VMs this host runs, to the peer. */
   readonly migrations: Readonly<Record<VmName, OutgoingMigration>>;
   /** Peer side: the migration each incoming instance is for, and whether it listens and serves the copy. */
-  readonly incoming: Readonly<Record<VmName, { readonly id: string; readonly ready: boolean; readonly port: number | null }>>;
+  readonly incoming: Readonly<Record<VmName, { readonly id: string; readonly ready: boolean; readonly port: number | null; readonly failed: boolean }>>;
   /** A heartbeat goes out at the next evaluation whatever the interval (ownership just moved). */
   readonly heartbeatNow: boolean;
   /**
@@ -122,6 +122,8 @@ export interface CoreState {
    * peer's copy then holds every write the guest acknowledged, so the VM may be handed over stopped.
    */
   readonly endedInSync: Readonly<Record<VmName, string>>;
+  /** Since when the peer has been healthier than this host by the margin (null: it is not). */
+  readonly peerHealthierSince: number | null;
 }
 
 interface OutgoingMigration {
@@ -156,6 +158,11 @@ const STORAGE_RETRY_MS = 1000;
 const MIGRATION_PREPARE_MAX_MS = 60_000;
 /** After a failed or abandoned migration, the next attempt of the same move waits this long. */
 const MIGRATION_RETRY_MS = 30_000;
+/**
+ * VMs move to a healthier peer only once it has stayed healthier this long: a component check that fails
+ * once (a slow disk probe, a path counted down while the peer reboots) must not send every VM across.
+ */
+const HEALTH_MOVE_AFTER_MS = 3000;
 const EXPORT_STREAMS_KEPT = 8;
 
 export function initialDurable(cfg: CoreConfig): Durable {
@@ -210,6 +217,7 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     incoming: {},
     heartbeatNow: false,
     endedInSync: {},
+    peerHealthierSince: null,
   };
 }
 
@@ -369,7 +377,7 @@ export function vmState(s: CoreState, name: VmName): VmState {
   if (!rec || rec.config.removed || rec.config.desired === 'stopped') return 'stopped';
   if (isFailed(s, name)) return 'failed';
   const inst = s.instances[name]?.state;
-  if (s.migrations[name] || s.incoming[name]) return 'migrating';
+  if (s.migrations[name] || (s.incoming[name] && !s.incoming[name]!.failed)) return 'migrating';
   if (rec.owner.host !== s.cfg.self) {
     if (inst) return 'starting';
     if (rec.config.protection === 'none') return peerFresh(s) ? 'unprotected' : 'host-down';
@@ -459,12 +467,27 @@ function onVmEvent(st: Step, vm: VmName, ev: VmEvent): void {
     case 'started':
       if (inst.state === 'starting') s.instances = { ...s.instances, [vm]: { ...inst, state: 'running' } };
       return;
+    case 'incoming-started': {
+      // Up and listening: only now does the copy change hands, so that it stays current (served, mirrored)
+      // while the incoming QEMU starts. From here until the source's mirror into the incoming instance is
+      // in sync, the copy does not count as current.
+      const inc = s.incoming[vm];
+      if (inst.state !== 'incoming' || !inc) return;
+      s.incoming = { ...s.incoming, [vm]: { ...inc, port: ev.port } };
+      const copy = s.durable.copies[vm];
+      if (copy) markCopy(st, vm, { stream: copy.stream, current: false });
+      stopServing(st, vm, `live migration ${inc.id}`);
+      s.heartbeatNow = true;
+      st.effects.push({ kind: 'export-incoming', vm, instance: inst.id });
+      return;
+    }
     case 'incoming-ready': {
       const inc = s.incoming[vm];
       if (inst.state !== 'incoming' || !inc) return;
-      s.incoming = { ...s.incoming, [vm]: { ...inc, ready: true, port: ev.port } };
+      s.incoming = { ...s.incoming, [vm]: { ...inc, ready: true, failed: false } };
       // The copy is served from inside the incoming QEMU now: streams connect to that export.
       s.exports = { ...s.exports, [vm]: { state: 'ready', streams: [] } };
+      s.heartbeatNow = true;
       return;
     }
     case 'migrated': {
@@ -484,11 +507,14 @@ function onVmEvent(st: Step, vm: VmName, ev: VmEvent): void {
       const { [vm]: _gone, ...rest } = s.instances;
       s.instances = rest;
       instanceEnded(st, vm, ev.kind === 'exited' && ev.clean);
-      if (s.incoming[vm]) {
-        // The destination of a migration is gone: the copy is served again the ordinary way.
-        s.incoming = without(s.incoming, vm);
+      const inc = s.incoming[vm];
+      if (inc) {
+        // The destination of a migration is gone: the copy is served again the ordinary way. One that
+        // failed is reported to the source (which gives the migration up), not tried again.
         s.exports = without(s.exports, vm);
-        if (ev.kind === 'start-failed' || !ev.expected) alert(st, 'warning', 'MIGRATION_FAILED', `the incoming instance of VM ${vm} on ${s.cfg.self} ended: ${ev.kind === 'start-failed' ? ev.reason : ev.cause}`);
+        const failed = ev.kind === 'start-failed' || !ev.expected;
+        s.incoming = failed ? { ...s.incoming, [vm]: { ...inc, ready: false, port: null, failed: true } } : without(s.incoming, vm);
+        if (failed) alert(st, 'warning', 'MIGRATION_FAILED', `the incoming instance of VM ${vm} on ${s.cfg.self} ended: ${ev.kind === 'start-failed' ? ev.reason : ev.cause}`);
         return;
       }
       if (s.migrations[vm]) abandonMigration(st, vm, `the VM's instance ended (${ev.kind === 'start-failed' ? ev.reason : ev.cause})`);
@@ -854,7 +880,10 @@ function vmDecisions(st: Step): void {
   const takeoverAt = peerLeaseOverAt(s);
   const paired = pairedWithPeer(s);
   const peerCanTake = paired && s.peer.hb !== null && s.peer.hb.hostState === 'paired';
-  const moveAway = paired && peerCanTake && (s.durable.maintenance || s.durable.declaredDown || myHealth(s) + s.cfg.healthMarginPoints <= (s.peer.hb?.health ?? 0));
+  const peerHealthier = paired && myHealth(s) + s.cfg.healthMarginPoints <= (s.peer.hb?.health ?? 0);
+  s.peerHealthierSince = peerHealthier ? (s.peerHealthierSince ?? s.now) : null;
+  const healthMove = s.peerHealthierSince !== null && s.now - s.peerHealthierSince >= HEALTH_MOVE_AFTER_MS;
+  const moveAway = paired && peerCanTake && (s.durable.maintenance || s.durable.declaredDown || healthMove);
 
   for (const [name, rec] of Object.entries(s.durable.vms)) {
     const inst = s.instances[name]?.state;
@@ -991,7 +1020,9 @@ function migrationStep(st: Step, name: VmName): void {
   const incoming = s.peer.hb?.incoming[name];
   const mirror = s.mirrors[name];
   const inSyncWithIncoming = mirror?.state === 'ready' && peerCopyCurrent(s, name) && s.peer.hb?.copies[name]?.stream === mirror.stream;
-  if (incoming?.id === mig.id && incoming.ready && incoming.port !== null && inSyncWithIncoming) {
+  if (incoming?.id === mig.id && incoming.failed) {
+    abandonMigration(st, name, `${s.cfg.peer} could not start the incoming instance`);
+  } else if (incoming?.id === mig.id && incoming.ready && incoming.port !== null && inSyncWithIncoming) {
     s.migrations = { ...s.migrations, [name]: { ...mig, phase: 'migrating', stream: mirror.stream } };
     st.effects.push({ kind: 'migrate-vm', vm: name, instance: inst.id, migration: mig.id, port: incoming.port });
     event(st, `live migration ${mig.id} of VM ${name} to ${s.cfg.peer}: migrating (its copy is in sync over stream ${mirror.stream})`);
@@ -1047,17 +1078,20 @@ function incomingDecisions(st: Step): void {
     const wanted = peerFresh(s) ? s.peer.hb?.migrations[name] : undefined;
     const inc = s.incoming[name];
     const inst = s.instances[name];
+    if (inc?.failed) {
+      // Remembered until the owner gives that migration up.
+      if (wanted?.id !== inc.id) s.incoming = without(s.incoming, name);
+      continue;
+    }
     if (inc === undefined) {
-      if (!wanted || inst !== undefined || !s.durable.copies[name]?.current || !pairedWithPeer(s)) continue;
-      // Our export gives the copy up to the incoming QEMU, which serves it to the owner's mirror from now on:
-      // until that mirror is in sync again the copy does not count as current.
-      const copy = s.durable.copies[name]!;
-      markCopy(st, name, { stream: copy.stream, current: false });
-      stopServing(st, name, `live migration ${wanted.id}`);
+      // Not without authority either: the watchdog fences every QEMU of the host, incoming ones included.
+      if (!wanted || inst !== undefined || !s.durable.copies[name]?.current || !pairedWithPeer(s) || !hasAuthority(s)) continue;
+      // The incoming QEMU starts beside the export (an incoming QEMU leaves its disk inactive); the copy
+      // changes hands once it listens ('incoming-started').
       const instance = s.nextInstance;
       s.nextInstance = instance + 1;
       s.instances = { ...s.instances, [name]: { id: instance, state: 'incoming', guest: false } };
-      s.incoming = { ...s.incoming, [name]: { id: wanted.id, ready: false, port: null } };
+      s.incoming = { ...s.incoming, [name]: { id: wanted.id, ready: false, port: null, failed: false } };
       st.effects.push({ kind: 'prepare-incoming', vm: name, instance, migration: wanted.id });
       event(st, `live migration ${wanted.id} of VM ${name} from ${s.cfg.peer}: starting the incoming instance`);
     } else if (inst?.state === 'incoming' && (!wanted || wanted.id !== inc.id)) {
@@ -1176,7 +1210,7 @@ function mirrorDecisions(st: Step): void {
 function copyDecisions(st: Step): void {
   const s = st.s;
   for (const [name, rec] of Object.entries(s.durable.vms)) {
-    if (s.incoming[name]) continue; // served from inside the incoming instance
+    if (s.incoming[name] && !s.incoming[name]!.failed) continue; // served from inside the incoming instance
     const want = rec.owner.host === s.cfg.peer && hasCopies(rec) && !rec.config.removed && s.instances[name] === undefined;
     const x = s.exports[name];
     if (want && x === undefined && s.now >= (s.retryAt[`export:${name}`] ?? 0)) {
@@ -1186,7 +1220,7 @@ function copyDecisions(st: Step): void {
       stopServing(st, name, rec.owner.host === s.cfg.self ? 'the VM runs here now' : 'not protected here any more');
     }
   }
-  for (const name of Object.keys(s.exports)) if (!(name in s.durable.vms) && !s.incoming[name]) stopServing(st, name, 'the VM is gone');
+  for (const name of Object.keys(s.exports)) if (!(name in s.durable.vms)) stopServing(st, name, 'the VM is gone');
 }
 
 /**
@@ -1249,7 +1283,7 @@ function gainedOwnership(st: Step, name: VmName): void {
   // Current or not, it is the VM's disk now; whether it may be run on alone is still copyRefusal's question.
   if (copy) s.durable = { ...s.durable, copies: { ...s.durable.copies, [name]: { ...copy, stream: null } } };
   // A migration's incoming instance serves the copy from inside; resumeVm ends that. Otherwise: let go of it.
-  if (!s.incoming[name]) stopServing(st, name, `handed over by ${s.cfg.peer}`);
+  if (!s.incoming[name] || s.incoming[name]!.failed) stopServing(st, name, `handed over by ${s.cfg.peer}`);
 }
 
 /** Our QEMU opens the copy next: the export must let go of it first (effects run in order). */
@@ -1325,7 +1359,7 @@ function heartbeat(st: Step): void {
         }),
     ),
     migrations: Object.fromEntries(Object.entries(s.migrations).map(([vm, m]) => [vm, { id: m.id }])),
-    incoming: Object.fromEntries(Object.entries(s.incoming).map(([vm, i]) => [vm, { id: i.id, ready: i.ready, port: i.port }])),
+    incoming: Object.fromEntries(Object.entries(s.incoming).map(([vm, i]) => [vm, { id: i.id, ready: i.ready, port: i.port, failed: i.failed }])),
   };
   st.effects.push({ kind: 'send-peer', msg: hb });
 }
@@ -1350,6 +1384,7 @@ function wakeAt(s: CoreState): number {
   later(peerLeaseOverAt(s));
   if (s.quorum.lastRoundAt !== null) later(s.quorum.lastRoundAt + s.cfg.quorumRetryMs);
   for (const t of Object.values(s.retryAt)) later(t);
+  if (s.peerHealthierSince !== null) later(s.peerHealthierSince + HEALTH_MOVE_AFTER_MS);
   return Math.min(...candidates);
 }
 

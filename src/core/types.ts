@@ -179,8 +179,11 @@ export interface Heartbeat {
   copies: Record<VmName, { serving: boolean; stream: string | null; current: boolean }>;
   /** Live migrations of VMs this host runs to the peer, while they are being prepared or run. */
   migrations: Record<VmName, { id: string }>;
-  /** Incoming instances this host holds for the peer's migrations: ready once listening (on `port`) and serving its copy. */
-  incoming: Record<VmName, { id: string; ready: boolean; port: number | null }>;
+  /**
+   * Incoming instances this host holds for the peer's migrations: ready once listening (on `port`) and
+   * serving its copy; `failed` when this host could not start one for that migration (it will not retry).
+   */
+  incoming: Record<VmName, { id: string; ready: boolean; port: number | null; failed: boolean }>;
 }
 
 export interface PairPropose {
@@ -223,8 +226,10 @@ export type VmEvent =
   | { kind: 'start-failed'; instance: number; reason: string }
   /** `clean`: QEMU ended with no write in flight (the guest powered off, or QEMU quit): its disk holds exactly what it acknowledged. */
   | { kind: 'exited'; instance: number; cause: string; expected: boolean; clean: boolean }
-  /** An incoming instance (a live migration's destination) listens on `port` and serves this host's copy to the source's mirror. */
-  | { kind: 'incoming-ready'; instance: number; port: number }
+  /** An incoming instance (a live migration's destination) is up and listens on `port`; the copy is still served by its export. */
+  | { kind: 'incoming-started'; instance: number; port: number }
+  /** …and now serves this host's copy to the source's mirror from inside itself. */
+  | { kind: 'incoming-ready'; instance: number }
   /** The source side: the migration completed; this instance's vCPUs are stopped for good (postmigrate). */
   | { kind: 'migrated'; instance: number; migration: string }
   /** The source side: the migration failed or was cancelled; the instance runs on here as before. */
@@ -289,6 +294,8 @@ export type Effect =
    * into it is in sync (`migrate-vm`); the destination lets the guest run once it owns the VM (`resume-vm`).
    */
   | { kind: 'prepare-incoming'; vm: VmName; instance: number; migration: string }
+  /** The incoming instance takes the copy over from the export (stopped just before) and serves it itself. */
+  | { kind: 'export-incoming'; vm: VmName; instance: number }
   | { kind: 'migrate-vm'; vm: VmName; instance: number; migration: string; port: number }
   | { kind: 'resume-vm'; vm: VmName; instance: number; epoch: number }
   /** Serve this host's copy of the peer's VM to the peer (made empty first if there is none). */

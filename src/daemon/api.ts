@@ -90,6 +90,15 @@ const routes: { method: string; pattern: RegExp; handler: Handler }[] = [
   { method: 'POST', pattern: /^\/v1\/vms\/([^/]+)\/start$/, handler: async (ctx, [name]) => desired(ctx, name!, 'running') },
   { method: 'POST', pattern: /^\/v1\/vms\/([^/]+)\/stop$/, handler: async (ctx, [name]) => desired(ctx, name!, 'stopped') },
   {
+    // Live migration to the peer; only the host that runs the VM accepts it (COMMAND_REFUSED names the owner).
+    method: 'POST',
+    pattern: /^\/v1\/vms\/([^/]+)\/migrate$/,
+    handler: async (ctx, [name]) => {
+      await command(ctx, { kind: 'migrate-vm', name: name! });
+      return { status: 202, body: vmStatus(ctx, name!) };
+    },
+  },
+  {
     method: 'POST',
     pattern: /^\/v1\/vms\/([^/]+)\/protection$/,
     handler: async (ctx, [name], body) => {

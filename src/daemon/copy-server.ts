@@ -31,6 +31,8 @@ export class CopyServer {
   private readonly served = new Map<VmName, Served>();
   /** Exports being stopped: the VM runner waits on these before it opens the image itself. */
   private readonly pending = new Map<VmName, Promise<void>>();
+  /** Copies served from inside a live migration's incoming QEMU (its own NBD server), by socket. */
+  private readonly adopted = new Map<VmName, string>();
   private readonly server: ReplicationServer;
   private readonly socketDir: string;
 
@@ -47,6 +49,8 @@ export class CopyServer {
       tls,
       listen: config.alink.map((a) => ({ address: a.local, port: config.dataPorts.replication })),
       resolve: (vm) => {
+        const incoming = this.adopted.get(vm);
+        if (incoming !== undefined) return incoming;
         const x = this.served.get(vm)?.export;
         return x && !this.served.get(vm)!.stopping ? x.socketPath : null;
       },
@@ -88,6 +92,15 @@ export class CopyServer {
       if (this.pending.get(vm) === slot.work) this.pending.delete(vm);
     });
     return slot.work;
+  }
+
+  /** The copy of `vm` is served by an incoming QEMU's own NBD server at `socketPath` (a live migration). */
+  adopt(vm: VmName, socketPath: string): void {
+    this.adopted.set(vm, socketPath);
+  }
+
+  disown(vm: VmName): void {
+    this.adopted.delete(vm);
   }
 
   /** Resolves once no export holds `vm`'s image (at once when none does). */

@@ -183,6 +183,23 @@ export class CoreDriver {
       case 'cut-mirror':
         this.runner.cutMirror(e.vm, e.instance, e.stream);
         return;
+      case 'prepare-incoming':
+        this.runner.prepareIncoming(e.vm, e.instance, e.migration, this.hardwareOf(e.vm));
+        return;
+      case 'export-incoming':
+        this.runner.exportIncoming(e.vm, e.instance);
+        return;
+      case 'migrate-vm':
+        this.runner.migrateOut(e.vm, e.instance, e.migration, e.port);
+        return;
+      case 'resume-vm':
+        // Like a start: never past the fence.
+        if (this.watchdog.expired(coreNow())) {
+          queueMicrotask(() => this.submit({ type: 'vm-event', vm: e.vm, event: { kind: 'start-failed', instance: e.instance, reason: 'authority ran out before the resume' } }));
+          return;
+        }
+        this.runner.resume(e.vm, e.instance);
+        return;
       case 'serve-copy':
         this.ports.serveCopy(e.vm, this.hardwareOf(e.vm));
         return;

@@ -79,6 +79,9 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     onPidsChanged: (pids) => watchdog.setPids(pids),
     copyReleased: (vm) => copies?.released(vm) ?? Promise.resolve(),
     dialer: () => dialer,
+    migrationTls: () => (pki ? { files: pki, credsDir: path.join(config.dataDir, 'run', 'migration-tls'), peer: config.pair.peer } : null),
+    adoptExport: (vm, socketPath) => copies?.adopt(vm, socketPath),
+    disownExport: (vm) => copies?.disown(vm),
     log,
   });
   await runner.reapLeftovers();

@@ -18,12 +18,14 @@ import { ensureDisk } from '../storage/disk-image.js';
 import { DiskMirror } from '../storage/disk-mirror.js';
 import type { ReplicationDialer } from '../storage/replication-stream.js';
 import { VmSupervisor, reapStale, type VmExit, type VmInstance } from '../qemu/supervisor.js';
+import { listenForMigration, migrate, waitForIncomingMigration, type MigrationTls } from '../qemu/migration.js';
 import type { VmSpec } from '../qemu/vm-spec.js';
 import type { MirrorMode, StorageEvent, VmEvent, VmName } from '../core/types.js';
 import type { DaemonConfig } from './config.js';
 import { diskPathOf, parseVmHardware, type VmHardware } from './vm-definition.js';
 
-export type VmRunState = 'starting' | 'running' | 'stopping';
+/** `incoming`: a live migration's destination, paused, its guest not running here yet. */
+export type VmRunState = 'starting' | 'running' | 'stopping' | 'incoming';
 
 export interface RunningVm {
   name: VmName;
@@ -33,6 +35,21 @@ export interface RunningVm {
   startedAt: string | null;
   /** Its disk's mirror into the peer's copy, and the last sync that completed (for the operator and the tests). */
   mirror: MirrorView | null;
+  /** A live migration of it, out of this host (the source's view: progress, then the outcome). */
+  migration: MigrationView | null;
+}
+
+export interface MigrationView {
+  id: string;
+  phase: 'migrating' | 'completed' | 'failed';
+  transferredBytes: number | null;
+  remainingBytes: number | null;
+  totalBytes: number | null;
+  mbps: number | null;
+  etaMs: number | null;
+  downtimeMs?: number;
+  totalMs?: number;
+  error?: string;
 }
 
 export interface MirrorView {
@@ -62,6 +79,9 @@ interface Slot {
   stream: string | null;
   view: MirrorView | null;
   lastSync: MirrorView['lastSync'];
+  migration: MigrationView | null;
+  /** An incoming instance: resolves once the migration's state is all here (rejects if it never is). */
+  received: Promise<void> | null;
 }
 
 /** What the core asks of a start: with `mirror`, the guest runs only once the peer's copy is in sync. */
@@ -82,8 +102,20 @@ export interface VmRunnerPorts {
   copyReleased(vm: VmName): Promise<void>;
   /** The owner side of replication streams (null until the pair's certificates exist). */
   dialer(): ReplicationDialer | null;
+  /** QEMU's TLS for live migrations, with the pair's certificates (null until they exist). */
+  migrationTls(): MigrationTls | null;
+  /** An incoming instance serves this host's copy from inside its QEMU: the replication server connects streams there. */
+  adoptExport(vm: VmName, socketPath: string): void;
+  disownExport(vm: VmName): void;
   log(line: string): void;
 }
+
+/** QEMU's pause target at a live migration's switch; the issue's goal is a downtime within 300 ms. */
+const MIGRATION_DOWNTIME_LIMIT_MS = 200;
+/** An incoming instance whose migration has not arrived by then is given up (the source failed or was never started). */
+const INCOMING_WAIT_MS = 10 * 60_000;
+/** How long a resume waits for the last of the migration to be loaded after the source reported the switch. */
+const RESUME_WAIT_MS = 30_000;
 
 /** Longest a graceful stop (ACPI power button) may take before SIGKILL. The watchdog may kill sooner. */
 const GRACEFUL_STOP_MS = 5000;
@@ -120,7 +152,7 @@ export class VmRunner {
       this.report(name, { kind: 'start-failed', instance: req.instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    const slot: Slot = { instance: req.instance, state: 'starting', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, lastSync: null };
+    const slot: Slot = { instance: req.instance, state: 'starting', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, lastSync: null, migration: null, received: null };
     this.slots.set(name, slot);
     void this.launch(name, slot, req);
   }
@@ -172,10 +204,13 @@ export class VmRunner {
     const slot = this.slots.get(name);
     if (!slot || slot.instance !== instance) return;
     slot.stopWanted = true;
-    if (slot.qemu && slot.state !== 'stopping') {
+    if (slot.qemu && slot.state !== 'stopping' && !(slot.state === 'incoming' && slot.received === null)) {
+      // A migration's incoming instance, or a source after the switch, has no running guest to power off.
+      // (An incoming one still being set up is stopped as soon as it is: `stopWanted`.)
+      const graceful = slot.state === 'running' && slot.migration?.phase !== 'completed';
       slot.state = 'stopping';
       this.log(`stopping VM ${name} (instance ${instance}): ${reason}`);
-      void slot.qemu.stop({ gracefulMs: GRACEFUL_STOP_MS });
+      void slot.qemu.stop({ gracefulMs: graceful ? GRACEFUL_STOP_MS : 0 });
     }
   }
 
@@ -194,7 +229,15 @@ export class VmRunner {
 
   running(): RunningVm[] {
     return [...this.slots.entries()]
-      .map(([name, s]) => ({ name, instance: s.instance, state: s.state, pid: s.qemu?.pid ?? null, startedAt: s.startedAt, mirror: s.view ? { ...s.view, lastSync: s.lastSync } : null }))
+      .map(([name, s]) => ({
+        name,
+        instance: s.instance,
+        state: s.state,
+        pid: s.qemu?.pid ?? null,
+        startedAt: s.startedAt,
+        mirror: s.view ? { ...s.view, lastSync: s.lastSync } : null,
+        migration: s.migration,
+      }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
@@ -236,6 +279,191 @@ export class VmRunner {
     if (slot.state !== 'stopping' && this.slots.get(name) === slot) this.ports.reportStorage(name, { kind: 'mirror-ended', instance: slot.instance, stream, reason });
   }
 
+  /**
+   * The destination of a live migration: a QEMU on this host's copy, paused and listening for the source
+   * (QEMU's TLS, the pair's certificates), serving the copy from inside itself to the source's mirror
+   * (an NBD export, writable, writing through) until the switch.
+   */
+  prepareIncoming(name: VmName, instance: number, migration: string, hardware: unknown): void {
+    const busy = this.slots.get(name);
+    if (busy) {
+      this.report(name, { kind: 'start-failed', instance, reason: `instance ${busy.instance} is still ${busy.state}` });
+      return;
+    }
+    const slot: Slot = { instance, state: 'incoming', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, lastSync: null, migration: null, received: null };
+    this.slots.set(name, slot);
+    void this.launchIncoming(name, slot, migration, hardware);
+  }
+
+  private async launchIncoming(name: VmName, slot: Slot, migration: string, hardware: unknown): Promise<void> {
+    let qemu: VmInstance | null = null;
+    try {
+      const tls = this.ports.migrationTls();
+      if (!tls) throw new Error('no pair certificates for the migration yet');
+      // Beside the copy's export: an incoming QEMU opens its disk inactive (no lock, no write) until the
+      // switch, so the copy stays served and current while this QEMU starts.
+      const spec = await this.prepare(name, parseVmHardware(hardware));
+      qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: true, incoming: true });
+      slot.qemu = qemu;
+      this.ports.onPidsChanged(this.pids());
+      void qemu.exited.then((exit) => this.onExit(name, slot, exit));
+      const listening = await listenForMigration(qemu.qmp, { uri: `tcp:${this.config.alink[0]!.local}:0`, tls });
+      const port = Number(/:(\d+)$/.exec(listening.uri)?.[1]);
+      slot.received = waitForIncomingMigration(qemu.qmp, { timeoutMs: INCOMING_WAIT_MS }).then(() => undefined);
+      slot.received.catch(() => undefined);
+      this.log(`VM ${name}: incoming instance ${slot.instance} for live migration ${migration} listens on port ${port}`);
+      this.report(name, { kind: 'incoming-started', instance: slot.instance, port });
+      // The core gave the migration up while this QEMU was starting: it goes now.
+      if (slot.stopWanted) this.stop(name, slot.instance, 'stop asked while the incoming instance started');
+    } catch (e) {
+      this.log(`VM ${name}: the incoming instance for live migration ${migration} failed: ${describeError(e)}`);
+      this.ports.disownExport(name);
+      await this.failStart(name, slot, qemu, e);
+    }
+  }
+
+  /**
+   * The incoming instance takes the copy over: once the export has let go of the image, the copy is served
+   * from inside this QEMU (its NBD server: writable, writing through; adding it activates the disk).
+   */
+  exportIncoming(name: VmName, instance: number): void {
+    const slot = this.slots.get(name);
+    if (!slot || slot.instance !== instance || slot.state !== 'incoming' || !slot.qemu) return;
+    const qemu = slot.qemu;
+    void (async () => {
+      try {
+        await this.ports.copyReleased(name);
+        const exportSocket = path.join(this.config.dataDir, 'run', 'exports', `${name}.incoming.sock`);
+        await qemu.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: exportSocket } } });
+        await qemu.qmp.execute('block-export-add', { type: 'nbd', id: 'copy', 'node-name': DISK_ID, name, writable: true, writethrough: true });
+        this.ports.adoptExport(name, exportSocket);
+        this.report(name, { kind: 'incoming-ready', instance });
+      } catch (e) {
+        this.log(`VM ${name}: the incoming instance could not serve the copy: ${describeError(e)}`);
+        this.ports.disownExport(name);
+        await this.failStart(name, slot, qemu, e);
+      }
+    })();
+  }
+
+  /** The source of a live migration: the guest moves to the peer's incoming instance, its disk already in sync there. */
+  migrateOut(name: VmName, instance: number, migration: string, port: number): void {
+    const slot = this.slots.get(name);
+    if (!slot || slot.instance !== instance || slot.state !== 'running' || !slot.qemu) {
+      this.report(name, { kind: 'migration-failed', instance, migration, reason: 'the instance is not running here' });
+      return;
+    }
+    void this.runMigration(name, slot, slot.qemu, migration, port);
+  }
+
+  private async runMigration(name: VmName, slot: Slot, qemu: VmInstance, migration: string, port: number): Promise<void> {
+    const view: MigrationView = { id: migration, phase: 'migrating', transferredBytes: null, remainingBytes: null, totalBytes: null, mbps: null, etaMs: null };
+    slot.migration = view;
+    let mirrorStopped = false;
+    try {
+      const tls = this.ports.migrationTls();
+      if (!tls) throw new Error('no pair certificates for the migration yet');
+      this.log(`VM ${name}: live migration ${migration} to ${this.config.pair.peer}:${port}`);
+      const result = await migrate(qemu.qmp, {
+        uri: `tcp:${this.config.alink[0]!.peer}:${port}`,
+        downtimeLimitMs: MIGRATION_DOWNTIME_LIMIT_MS,
+        autoConverge: true,
+        tls,
+        // The guest is paused for the switch: every write it made is on the peer's copy (the mirror is in
+        // sync). End the mirror without waiting for more; the peer's QEMU takes the disk over as it is.
+        pauseBeforeSwitchover: async () => {
+          await slot.mirror?.stop();
+          mirrorStopped = true;
+        },
+        onProgress: (p) => {
+          const mbps = p.mbps ?? null;
+          slot.migration = {
+            ...view,
+            transferredBytes: p.transferredBytes,
+            remainingBytes: p.remainingBytes,
+            totalBytes: p.totalBytes,
+            mbps,
+            etaMs: mbps && p.remainingBytes !== null && mbps > 0 ? Math.round((p.remainingBytes * 8) / (mbps * 1000)) : null,
+          };
+        },
+      });
+      slot.migration = { ...view, phase: 'completed', transferredBytes: result.transferredBytes, remainingBytes: 0, downtimeMs: result.downtimeMs, totalMs: result.totalMs };
+      slot.stream = null;
+      slot.view = null;
+      this.ports.dialer()?.cut(name);
+      this.log(`VM ${name}: live migration ${migration} completed in ${result.totalMs} ms, downtime ${result.downtimeMs} ms, ${result.transferredBytes} bytes`);
+      this.report(name, { kind: 'migrated', instance: slot.instance, migration });
+    } catch (e) {
+      slot.migration = { ...view, phase: 'failed', error: describeError(e) };
+      this.log(`VM ${name}: live migration ${migration} failed: ${describeError(e)}`);
+      if (mirrorStopped) this.endMirror(name, slot, 'stopped for a live migration that then failed');
+      this.report(name, { kind: 'migration-failed', instance: slot.instance, migration, reason: describeError(e) });
+    }
+  }
+
+  /**
+   * The destination takes the guest: once the migration's state is all here, its write tracking starts (the
+   * copies were identical at the switch), the export to the old source ends, and the guest runs.
+   */
+  resume(name: VmName, instance: number): void {
+    const slot = this.slots.get(name);
+    if (!slot || slot.instance !== instance || slot.state !== 'incoming' || !slot.qemu) {
+      this.report(name, { kind: 'start-failed', instance, reason: 'no incoming instance to resume here' });
+      return;
+    }
+    slot.state = 'starting';
+    void this.resumeIncoming(name, slot, slot.qemu);
+  }
+
+  private async resumeIncoming(name: VmName, slot: Slot, qemu: VmInstance): Promise<void> {
+    try {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the migration did not arrive within ${RESUME_WAIT_MS} ms`)), RESUME_WAIT_MS)));
+      try {
+        await Promise.race([slot.received ?? Promise.reject(new Error('no migration was awaited')), late]);
+      } finally {
+        clearTimeout(timer);
+      }
+      await qemu.qmp.execute('block-export-del', { id: 'copy', mode: 'hard' });
+      await qemu.qmp.execute('nbd-server-stop');
+      this.ports.disownExport(name);
+      slot.mirror = await DiskMirror.attach(qemu.qmp, { disk: DISK_ID, vm: name });
+      this.watchMirror(name, slot, slot.mirror);
+      await qemu.qmp.execute('cont');
+    } catch (e) {
+      this.ports.disownExport(name);
+      await this.failStart(name, slot, qemu, e);
+      return;
+    }
+    slot.startedAt = new Date().toISOString();
+    slot.state = 'running';
+    this.log(`VM ${name} resumed here after its live migration (instance ${slot.instance})`);
+    this.report(name, { kind: 'started', instance: slot.instance });
+    if (slot.stopWanted) this.stop(name, slot.instance, 'stop asked while resuming');
+  }
+
+  private watchMirror(name: VmName, slot: Slot, mirror: DiskMirror): void {
+    mirror.on('failed', (f) => {
+      if (slot.stream === f.streamId) {
+        this.log(`mirror of VM ${name} (stream ${f.streamId}) failed: ${f.reason}`);
+        this.endMirror(name, slot, f.reason);
+      }
+    });
+  }
+
+  /** A start that got as far as a QEMU but cannot go on: that QEMU never ran the guest; gone before it is reported. */
+  private async failStart(name: VmName, slot: Slot, qemu: VmInstance | null, e: unknown): Promise<void> {
+    slot.stopWanted = true;
+    if (qemu) {
+      this.ports.dialer()?.cut(name);
+      await qemu.stop({ gracefulMs: 0 }).catch(() => undefined);
+      await qemu.exited;
+    }
+    if (this.slots.get(name) === slot) this.slots.delete(name);
+    this.ports.onPidsChanged(this.pids());
+    this.report(name, { kind: 'start-failed', instance: slot.instance, reason: describeError(e) });
+  }
+
   pids(): number[] {
     return [...this.slots.values()].flatMap((s) => (s.qemu ? [s.qemu.pid] : []));
   }
@@ -265,28 +493,13 @@ export class VmRunner {
       void qemu.exited.then((exit) => this.onExit(name, slot, exit));
       if (req.protectedVm) {
         slot.mirror = await DiskMirror.attach(qemu.qmp, { disk: DISK_ID, vm: name });
-        const mirror = slot.mirror;
-        mirror.on('failed', (f) => {
-          if (slot.stream === f.streamId) {
-            this.log(`mirror of VM ${name} (stream ${f.streamId}) failed: ${f.reason}`);
-            this.endMirror(name, slot, f.reason);
-          }
-        });
+        this.watchMirror(name, slot, slot.mirror);
         if (req.mirror) await this.connectMirror(name, slot, req.mirror.stream, req.mirror.mode);
         await qemu.qmp.execute('cont');
       }
     } catch (e) {
       this.log(`VM ${name} (instance ${slot.instance}) failed to start: ${describeError(e)}`);
-      slot.stopWanted = true;
-      if (qemu) {
-        // Started but not usable (its mirror did not come up): it never ran the guest; gone before reported.
-        this.ports.dialer()?.cut(name);
-        await qemu.stop({ gracefulMs: 0 }).catch(() => undefined);
-        await qemu.exited;
-      }
-      if (this.slots.get(name) === slot) this.slots.delete(name);
-      this.ports.onPidsChanged(this.pids());
-      this.report(name, { kind: 'start-failed', instance: slot.instance, reason: describeError(e) });
+      await this.failStart(name, slot, qemu, e);
       return;
     }
     slot.startedAt = new Date().toISOString();

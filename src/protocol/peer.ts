@@ -119,6 +119,7 @@ function parseHeartbeat(o: Record<string, unknown>): Heartbeat {
       id: streamId(i['id'], `${at}.id`),
       ready: bool(i['ready'], `${at}.ready`),
       port: i['port'] === null ? null : port(i['port'], `${at}.port`),
+      failed: bool(i['failed'], `${at}.failed`),
     })),
   };
 }

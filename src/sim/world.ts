@@ -498,14 +498,21 @@ export class World {
       }
       case 'prepare-incoming': {
         if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} started an incoming instance of ${e.vm} beside another`);
-        if (h.exports.has(e.vm) || h.serving.has(e.vm)) throw new SafetyViolation(`${h.id} started an incoming instance of ${e.vm} on the copy it still serves`);
         h.processes.set(e.vm, { instance: e.instance, state: 'incoming' });
         this.at(this.now + this.opts.startLatencyMs, () => {
+          if (!alive() || h.processes.get(e.vm)?.instance !== e.instance) return;
+          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'incoming-started', instance: e.instance, port: 49152 } });
+        });
+        return;
+      }
+      case 'export-incoming': {
+        if (h.exports.has(e.vm) || h.serving.has(e.vm)) throw new SafetyViolation(`${h.id} exported ${e.vm}'s copy from its incoming instance while still serving it`);
+        this.at(this.now + 10, () => {
           if (!alive() || h.processes.get(e.vm)?.instance !== e.instance) return;
           h.exportGen += 1;
           h.exports.set(e.vm, h.exportGen);
           if (!h.disks.has(e.vm)) h.disks.set(e.vm, 0);
-          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'incoming-ready', instance: e.instance, port: 49152 } });
+          this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'incoming-ready', instance: e.instance } });
         });
         return;
       }

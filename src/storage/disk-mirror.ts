@@ -488,9 +488,11 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
       await this.release();
     } catch (e) {
       // Not mirroring any more, whatever QEMU still holds: a later stop() or start() releases it again. The
-      // job stays watched, so a start() still waiting on it hears when it ends.
+      // job stays watched, so a start() still waiting on it hears when it ends. A QEMU that does not even
+      // answer in time is the same news for the caller: it did not let go.
       this.state = 'failed';
-      throw e;
+      if (isLockstepError(e, 'MIRROR_FAILED')) throw e;
+      throw mirrorFailed(`QEMU did not let go of the peer's copy of ${this.vm}/${this.disk}: ${describeError(e)}`, { vm: this.vm, disk: this.disk }, e);
     }
     this.job = null;
     this.state = 'idle';

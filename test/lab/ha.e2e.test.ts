@@ -40,7 +40,7 @@ interface VmStatus {
   name: string;
   owner: string;
   state: string;
-  local: { pid: number | null; mirror: { state: string; mode: string; lastSync: { mode: string; copiedBytes: number } | null } | null } | null;
+  local: { pid: number | null; state: string; mirror: { state: string; mode: string; lastSync: { mode: string; copiedBytes: number } | null } | null } | null;
 }
 
 async function vmOn(h: Host): Promise<VmStatus | null> {
@@ -191,9 +191,78 @@ test('both A-Links cut, quorum only on host1: host2 stops its instance, host1 ru
   await eventually('demo runs on host1', async () => (await vmOn('host1'))?.local?.pid, 60_000);
   const n = acks(readLoadLog(path.join(scratch, 'split.jsonl')));
   await waitForAcks(load, 'split', n + 20);
-  assert.equal((await vmOn('host2'))?.local ?? null, null, 'host2 runs no instance');
+  // host2 fenced itself: its instance is gone (a stop escalates to SIGKILL when the guest's I/O hangs).
+  await eventually('host2 runs no instance', async () => ((await vmOn('host2'))?.local ?? null) === null, 30_000);
   lab('heal');
   await protectedOn('host1');
   const events = await load.stop();
   assert.deepEqual(await verify(events), []);
+});
+
+/** The client's append loop over one connection that must stay open (no reconnect): a live migration. */
+function startSteadyLoad(name: string): { stop: () => Promise<LoadEvent[]> } {
+  const out = path.join(scratch, `${name}.jsonl`);
+  const script = path.join(repoRoot(), 'dist', 'src', 'lab', 'append-load.js');
+  const child = spawn('nsenter', [`--net=${clientNs}`, '--', process.execPath, script, '--out', out, '--prefix', name, address, String(RECORD_SERVICE_PORT)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const exited = new Promise<void>((r) => child.once('close', () => r()));
+  return {
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+      return readLoadLog(out);
+    },
+  };
+}
+
+function vmCli(...args: string[]): string {
+  const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'vm', ...args], { env, encoding: 'utf8', timeout: 300_000 });
+  assert.equal(r.status, 0, `lockstep vm ${args.join(' ')} exited ${r.status}: ${r.stderr}${r.stdout}`);
+  return r.stdout.trim();
+}
+
+test('live migration under continuous appends: no append fails, the connection stays open, no record lost', async (t) => {
+  const load = startSteadyLoad('migrate');
+  await waitForAcks(load, 'migrate', 20);
+  const pidBefore = (await vmOn('host1'))?.local?.pid;
+  assert.ok(pidBefore, 'demo runs on host1 before');
+  t.diagnostic(vmCli('migrate', 'demo').split('\n').at(-1) ?? '');
+  await protectedOn('host2');
+  const n = acks(readLoadLog(path.join(scratch, 'migrate.jsonl')));
+  await waitForAcks(load, 'migrate', n + 20);
+  const events = await load.stop();
+  assert.deepEqual(events.filter((e) => e.t === 'failed' || (e.t === 'ended' && e.why !== 'stopped')), [], 'no append failed, the connection never dropped');
+  assert.equal(events.filter((e) => e.t === 'connected').length, 1, 'one connection throughout');
+  const latencies = events.flatMap((e) => (e.t === 'ack' ? [e.latencyMs] : []));
+  t.diagnostic(`${acks(events)} appends over one connection across the migration; slowest ${Math.round(Math.max(...latencies))} ms`);
+  assert.deepEqual(await verify(events), []);
+});
+
+test('a migration whose destination dies half-way: the VM keeps running where it was, nothing lost', async () => {
+  const load = startLoad('abort');
+  await waitForAcks(load, 'abort', 20);
+  const pidBefore = (await vmOn('host2'))?.local?.pid;
+  vmCli('migrate', 'demo', '--no-wait');
+  await eventually('the migration is under way', async () => (await vmOn('host2'))?.state === 'migrating', 30_000);
+  await eventually('the destination receives', async () => (await vmOn('host1'))?.local?.state === 'incoming', 60_000);
+  lab('fail', 'host1', 'power');
+  await eventually('host2 gave the migration up', async () => (await vmOn('host2'))?.state !== 'migrating', 60_000);
+  assert.equal((await vmOn('host2'))?.local?.pid, pidBefore, 'the same QEMU runs on, on host2');
+  const n = acks(readLoadLog(path.join(scratch, 'abort.jsonl')));
+  await waitForAcks(load, 'abort', n + 20);
+  lab('heal', 'host1');
+  await protectedOn('host2');
+  const events = await load.stop();
+  assert.deepEqual(await verify(events), []);
+});
+
+test("business-network loss on the VM's host: it migrates to the peer, where the client reaches it", async () => {
+  lab('fail', 'host2', 'business');
+  await eventually('demo runs on host1', async () => (await vmOn('host1'))?.local?.state === 'running', 120_000);
+  lab('heal', 'host2');
+  await protectedOn('host1');
+  const load = startLoad('business');
+  await waitForAcks(load, 'business', 10);
+  assert.deepEqual(await verify(await load.stop()), []);
 });
