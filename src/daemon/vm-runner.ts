@@ -263,7 +263,8 @@ export class VmRunner {
       this.log(`mirror of VM ${name} in sync (stream ${stream}, ${mode}: ${ready.copiedBytes} bytes copied in ${Math.round(durationMs)} ms, guest paused ${ready.pauseMs.toFixed(1)} ms)`);
       if (slot.stream !== stream) return;
       slot.lastSync = { stream, mode, copiedBytes: ready.copiedBytes, pauseMs: ready.pauseMs, durationMs, at: new Date().toISOString() };
-      slot.view = { stream, mode, state: 'ready', copiedBytes: ready.copiedBytes, totalBytes: slot.view?.totalBytes ?? ready.copiedBytes, lastSync: null };
+      // A sync quicker than one progress report leaves no total behind: what it copied is the least it was.
+      slot.view = { stream, mode, state: 'ready', copiedBytes: ready.copiedBytes, totalBytes: Math.max(slot.view?.totalBytes ?? 0, ready.copiedBytes), lastSync: null };
       this.ports.reportStorage(name, { kind: 'mirror-ready', instance: slot.instance, stream });
     } finally {
       slot.mirror.off('progress', onProgress);
