@@ -130,6 +130,9 @@ before(async () => {
 });
 
 after(() => {
+  // LOCKSTEP_KEEP_LOGS=DIR keeps both daemons' logs for a post-mortem (the lab's own files go with `lab down`).
+  const keep = process.env['LOCKSTEP_KEEP_LOGS'];
+  if (keep) for (const h of HOSTS) spawnSync('cp', ['-r', path.join(DIR, 'hosts', h, 'log'), path.join(keep, `ha-e2e-${h}`)]);
   spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'lab', 'down'], { env, encoding: 'utf8', timeout: 300_000 });
   rmSync(scratch, { recursive: true, force: true });
 });
