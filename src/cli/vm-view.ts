@@ -7,15 +7,16 @@ import { VM_STATES } from '../core/types.js';
 import { keyValues, table } from './output.js';
 
 /** A live migration as the source host reports it in `local.migration`; any field may be missing. */
+/** A figure the daemon has not measured yet is null (or absent): the views show only what is known. */
 export interface MigrationView {
   phase?: string;
-  transferredBytes?: number;
-  remainingBytes?: number;
-  totalBytes?: number;
+  transferredBytes?: number | null;
+  remainingBytes?: number | null;
+  totalBytes?: number | null;
   /** QEMU's measured throughput, megabits per second. */
-  mbps?: number;
-  etaMs?: number;
-  downtimeMs?: number;
+  mbps?: number | null;
+  etaMs?: number | null;
+  downtimeMs?: number | null;
   error?: string;
 }
 
@@ -222,20 +223,29 @@ export function renderChange(headline: string, vm: VmView | null): string {
  */
 export function renderProgress(m: MigrationView | null, width = 30): string {
   if (!m) return 'migrating: waiting for the first figures';
+  const total = known(m.totalBytes);
+  const remaining = known(m.remainingBytes);
+  const mbps = known(m.mbps);
+  const eta = known(m.etaMs);
+  const downtime = known(m.downtimeMs);
   const parts: string[] = [];
-  const done = m.transferredBytes ?? (m.totalBytes !== undefined && m.remainingBytes !== undefined ? Math.max(0, m.totalBytes - m.remainingBytes) : undefined);
-  const pct = percent(done, m.totalBytes);
+  const done = known(m.transferredBytes) ?? (total !== undefined && remaining !== undefined ? Math.max(0, total - remaining) : undefined);
+  const pct = percent(done, total);
   if (pct !== null) {
     const filled = Math.round((pct / 100) * width);
     parts.push(`[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(pct).padStart(3)}%`);
   }
   parts.push(m.phase ?? 'migrating');
-  if (done !== undefined || m.totalBytes !== undefined) parts.push(m.totalBytes !== undefined ? `${formatBytes(done)} of ${formatBytes(m.totalBytes)}` : `${formatBytes(done)} sent`);
-  if (m.remainingBytes !== undefined) parts.push(`${formatBytes(m.remainingBytes)} left`);
-  if (m.mbps !== undefined) parts.push(`${m.mbps.toFixed(m.mbps < 10 ? 1 : 0)} Mbit/s`);
-  if (m.etaMs !== undefined) parts.push(`eta ${formatSeconds(m.etaMs)}`);
-  if (m.downtimeMs !== undefined) parts.push(`downtime ${Math.round(m.downtimeMs)} ms`);
+  if (done !== undefined || total !== undefined) parts.push(total !== undefined ? `${formatBytes(done)} of ${formatBytes(total)}` : `${formatBytes(done)} sent`);
+  if (remaining !== undefined) parts.push(`${formatBytes(remaining)} left`);
+  if (mbps !== undefined) parts.push(`${mbps.toFixed(mbps < 10 ? 1 : 0)} Mbit/s`);
+  if (eta !== undefined) parts.push(`eta ${formatSeconds(eta)}`);
+  if (downtime !== undefined) parts.push(`downtime ${Math.round(downtime)} ms`);
   return parts.join('  ');
+}
+
+function known(figure: number | null | undefined): number | undefined {
+  return figure === null ? undefined : figure;
 }
 
 /** A whole percentage from 0 to 100, or null without both figures (or a zero total). */

@@ -235,6 +235,12 @@ test('the progress line shows what the daemon gave, and a bar when the share is 
   assert.equal(renderProgress({ phase: 'completed', transferredBytes: 100, totalBytes: 100, downtimeMs: 31.6 }, 2), '[##] 100%  completed  100 B of 100 B  downtime 32 ms');
   assert.equal(renderProgress({ phase: 'active', transferredBytes: 500, totalBytes: 0 }), 'active  500 B of 0 B', 'no bar for an unknown total');
   assert.equal(renderProgress(null), 'migrating: waiting for the first figures');
+  // The daemon's view before QEMU's first report: every figure null, as JSON carries it.
+  assert.equal(
+    renderProgress({ phase: 'migrating', transferredBytes: null, remainingBytes: null, totalBytes: null, mbps: null, etaMs: null }),
+    'migrating',
+  );
+  assert.equal(renderProgress({ phase: 'migrating', transferredBytes: 2 * MiB, remainingBytes: null, totalBytes: 8 * MiB, mbps: null, etaMs: null }, 4), '[#...]  25%  migrating  2.0 MiB of 8.0 MiB');
 });
 
 const answer = (host: string, vm: VmView | null, error?: LockstepError): HostAnswer =>
