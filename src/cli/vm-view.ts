@@ -26,6 +26,8 @@ export interface MirrorView {
   state?: string;
   copiedBytes?: number;
   totalBytes?: number;
+  limitBytesPerSec?: number | null;
+  guestBusy?: boolean;
   lastSync?: { mode?: string; copiedBytes?: number; pauseMs?: number; durationMs?: number; at?: string } | null;
 }
 
@@ -180,6 +182,8 @@ function mirrorLine(m: MirrorView): string {
   } else if (m.copiedBytes !== undefined) {
     parts.push(`${formatBytes(m.copiedBytes)} copied`);
   }
+  const limit = known(m.limitBytesPerSec);
+  if (limit !== undefined) parts.push(`at most ${formatBytes(limit)}/s${m.guestBusy ? ' (yielding to guest I/O)' : ''}`);
   if (m.stream !== undefined) parts.push(`stream ${m.stream}`);
   return parts.join(', ');
 }

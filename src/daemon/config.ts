@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { DEFAULT_TIMING, type CoreConfig } from '../core/types.js';
+import type { ResyncRate } from '../storage/resync-rate.js';
 
 export interface AlinkPathConfig {
   /** `alink1`, `alink2`: also the health component it reports on. */
@@ -72,7 +73,12 @@ export interface DaemonConfig {
    * and incoming live migrations.
    */
   dataPorts: { replication: number; migration: number };
+  /** How fast a disk resync copies, and how much it yields while the guest does I/O (storage/resync-rate.ts). */
+  resync: ResyncRate;
 }
+
+/** A resync yields to a busy guest by default, and is otherwise as fast as the link (docs/ha.md). */
+export const DEFAULT_RESYNC_MIBPS = { max: null, busy: 64 } as const;
 
 export const DEFAULT_DAEMON_TIMING: TimingConfig = {
   heartbeatIntervalMs: DEFAULT_TIMING.heartbeatIntervalMs,
@@ -178,6 +184,14 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
   if (timing.peerTimeoutMs >= timing.pairLeaseMs) bad('timing.pairLeaseMs', 'must be longer than timing.peerTimeoutMs', timing.pairLeaseMs);
   if (timing.fenceMarginMs * 2 >= timing.pairLeaseMs) bad('timing.fenceMarginMs', 'must be less than half of timing.pairLeaseMs', timing.fenceMarginMs);
 
+  const resyncRaw = o['resync'] === undefined ? {} : obj(o['resync'], 'resync');
+  const mibps = (key: 'maxMiBps' | 'busyMiBps', fallback: number | null): number | null => {
+    const v = key in resyncRaw ? resyncRaw[key] : fallback;
+    if (v === null) return null;
+    return typeof v === 'number' && Number.isFinite(v) && v > 0 && v <= 1_000_000 ? Math.round(v * 1024 * 1024) : bad(`resync.${key}`, 'must be a number of MiB/s above 0, or null for no limit', v);
+  };
+  const resync: ResyncRate = { maxBytesPerSec: mibps('maxMiBps', DEFAULT_RESYNC_MIBPS.max), busyBytesPerSec: mibps('busyMiBps', DEFAULT_RESYNC_MIBPS.busy) };
+
   const pairing = o['pairingPorts'] === undefined ? {} : obj(o['pairingPorts'], 'pairingPorts');
   const data = o['dataPorts'] === undefined ? {} : obj(o['dataPorts'], 'dataPorts');
   return {
@@ -194,5 +208,6 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     timing,
     pairingPorts: { discovery: port(pairing, 'discovery', 'pairingPorts.discovery', 7791), exchange: port(pairing, 'exchange', 'pairingPorts.exchange', 7792) },
     dataPorts: { replication: port(data, 'replication', 'dataPorts.replication', 7793), migration: port(data, 'migration', 'dataPorts.migration', 7794) },
+    resync,
   };
 }

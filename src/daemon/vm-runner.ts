@@ -15,7 +15,7 @@ import path from 'node:path';
 import { describeError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { ensureDisk } from '../storage/disk-image.js';
-import { DiskMirror } from '../storage/disk-mirror.js';
+import { DiskMirror, type MirrorProgress } from '../storage/disk-mirror.js';
 import type { ReplicationDialer } from '../storage/replication-stream.js';
 import { VmSupervisor, reapStale, type VmExit, type VmInstance } from '../qemu/supervisor.js';
 import { listenForMigration, migrate, waitForIncomingMigration, type MigrationTls } from '../qemu/migration.js';
@@ -58,6 +58,9 @@ export interface MirrorView {
   state: 'syncing' | 'ready' | 'stalled';
   copiedBytes: number;
   totalBytes: number;
+  /** The resync's speed limit now (bytes/s; null: none), and whether it is yielding to guest I/O. */
+  limitBytesPerSec: number | null;
+  guestBusy: boolean;
   lastSync: { stream: string; mode: MirrorMode; copiedBytes: number; pauseMs: number; durationMs: number; at: string } | null;
 }
 
@@ -251,20 +254,29 @@ export class VmRunner {
     slot.stream = stream;
     const startedAt = performance.now();
     const socketPath = await dialer.open(name, stream);
-    slot.view = { stream, mode, state: 'syncing', copiedBytes: 0, totalBytes: 0, lastSync: null };
+    slot.view = { stream, mode, state: 'syncing', copiedBytes: 0, totalBytes: 0, limitBytesPerSec: null, guestBusy: false, lastSync: null };
     this.ports.reportStorage(name, { kind: 'mirror-syncing', instance: slot.instance, stream });
-    const onProgress = (p: { copiedBytes: number; totalBytes: number }): void => {
+    const onProgress = (p: MirrorProgress): void => {
       if (slot.view?.stream === stream) slot.view = { ...slot.view, ...p };
     };
     slot.mirror.on('progress', onProgress);
     try {
-      const ready = await slot.mirror.start({ socketPath, exportName: name, streamId: stream, mode });
+      const ready = await slot.mirror.start({ socketPath, exportName: name, streamId: stream, mode, rate: this.config.resync });
       const durationMs = performance.now() - startedAt;
       this.log(`mirror of VM ${name} in sync (stream ${stream}, ${mode}: ${ready.copiedBytes} bytes copied in ${Math.round(durationMs)} ms, guest paused ${ready.pauseMs.toFixed(1)} ms)`);
       if (slot.stream !== stream) return;
       slot.lastSync = { stream, mode, copiedBytes: ready.copiedBytes, pauseMs: ready.pauseMs, durationMs, at: new Date().toISOString() };
       // A sync quicker than one progress report leaves no total behind: what it copied is the least it was.
-      slot.view = { stream, mode, state: 'ready', copiedBytes: ready.copiedBytes, totalBytes: Math.max(slot.view?.totalBytes ?? 0, ready.copiedBytes), lastSync: null };
+      slot.view = {
+        stream,
+        mode,
+        state: 'ready',
+        copiedBytes: ready.copiedBytes,
+        totalBytes: Math.max(slot.view?.totalBytes ?? 0, ready.copiedBytes),
+        limitBytesPerSec: null,
+        guestBusy: false,
+        lastSync: null,
+      };
       this.ports.reportStorage(name, { kind: 'mirror-ready', instance: slot.instance, stream });
     } finally {
       slot.mirror.off('progress', onProgress);

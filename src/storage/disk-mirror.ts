@@ -53,6 +53,7 @@ import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
 import { silentLog, type DriverLog } from '../qemu/log.js';
 import { LockstepError, describeError, isLockstepError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
+import { readGuestIoBytes, resyncSpeed, UNLIMITED_RESYNC, type ResyncRate } from './resync-rate.js';
 
 /** The dirty bitmap on the disk's format node: every write since the peer's copy was last identical. */
 export const PEER_BITMAP = 'lockstep-peer';
@@ -100,11 +101,17 @@ export interface MirrorStartOptions {
   mode: MirrorMode;
   progressIntervalMs?: number;
   stallTimeoutMs?: number;
+  /** How fast the live copying may go (resync-rate.ts); unlimited when absent. */
+  rate?: ResyncRate;
 }
 
 export interface MirrorProgress {
   copiedBytes: number;
   totalBytes: number;
+  /** The speed limit on the copying job now, bytes per second; null: none. */
+  limitBytesPerSec: number | null;
+  /** Whether the guest did disk I/O of its own since the last look (then a resync yields to it). */
+  guestBusy: boolean;
 }
 
 export interface MirrorReady {
@@ -128,6 +135,8 @@ export interface MirrorStatus {
   streamId: string | null;
   copiedBytes: number;
   totalBytes: number;
+  limitBytesPerSec: number | null;
+  guestBusy: boolean;
   /** What the bitmap holds: bytes an incremental resync would copy now. */
   dirtyBytes: number;
 }
@@ -181,7 +190,13 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
   private state: MirrorState = 'idle';
   private mode: MirrorMode | null = null;
   private streamId: string | null = null;
-  private progress: MirrorProgress = { copiedBytes: 0, totalBytes: 0 };
+  private progress: MirrorProgress = { copiedBytes: 0, totalBytes: 0, limitBytesPerSec: null, guestBusy: false };
+  private rate: ResyncRate = UNLIMITED_RESYNC;
+  /** The speed limit asked for the current live job (0: none), and whether the guest was busy at the last look. */
+  private speed = 0;
+  private guestBusy = false;
+  /** Whether the current job copies while the guest runs, and so follows the rate; a paused step's does not. */
+  private limited = false;
   /** Bytes copied by the incremental passes that have ended. */
   private passedBytes = 0;
   private passCount = 0;
@@ -262,9 +277,11 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
     this.state = 'syncing';
     this.mode = opts.mode;
     this.streamId = opts.streamId;
-    this.progress = { copiedBytes: 0, totalBytes: 0 };
+    this.progress = { copiedBytes: 0, totalBytes: 0, limitBytesPerSec: null, guestBusy: false };
     this.passedBytes = 0;
     this.stallReason = null;
+    this.rate = opts.rate ?? UNLIMITED_RESYNC;
+    this.guestBusy = false;
     this.log.info(`mirror of ${this.vm}/${this.disk}: ${opts.mode} sync to the peer's copy (stream ${opts.streamId})`, fields);
     const poller = this.pollProgress(run, opts.progressIntervalMs ?? PROGRESS_INTERVAL_MS, opts.stallTimeoutMs ?? STALL_TIMEOUT_MS);
     try {
@@ -272,7 +289,7 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
       const ready = opts.mode === 'full' ? await this.syncFull(run) : await this.syncIncremental(run);
       const result: MirrorReady = { mode: opts.mode, streamId: opts.streamId, ...ready };
       this.state = 'ready';
-      this.progress = { copiedBytes: ready.copiedBytes, totalBytes: ready.copiedBytes };
+      this.progress = { copiedBytes: ready.copiedBytes, totalBytes: ready.copiedBytes, limitBytesPerSec: null, guestBusy: false };
       this.log.info(`mirror of ${this.vm}/${this.disk} is synchronous: ${ready.copiedBytes} bytes copied, guest paused ${ready.pauseMs.toFixed(1)} ms`, { ...fields, ...ready });
       this.emit('ready', result);
       return result;
@@ -312,9 +329,12 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
   }
 
   private async syncFull(run: number): Promise<{ copiedBytes: number; pauseMs: number }> {
-    const job = await this.startJob(run, this.mirrorJobId, 'blockdev-mirror', { sync: 'full' });
+    const job = await this.startJob(run, this.mirrorJobId, 'blockdev-mirror', { sync: 'full' }, 'live');
     const copiedBytes = await this.untilReady(run, job);
     const pauseMs = await this.paused(run, async () => {
+      // The guest waits for what is left: no limit now.
+      this.limited = false;
+      await this.setSpeed(job, 0);
       await this.untilInSync(run, job);
       await this.qmp.execute('block-dirty-bitmap-clear', { node: this.disk, name: PEER_BITMAP });
     });
@@ -332,13 +352,13 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
         }
         break;
       }
-      await this.backupPass(run);
+      await this.backupPass(run, 'live');
     }
     const pauseMs = await this.paused(run, async () => {
       const dirty = await readDirtyBytes(this.qmp, this.disk);
       this.check(run);
-      if (dirty > 0) await this.backupPass(run);
-      const job = await this.startJob(run, this.mirrorJobId, 'blockdev-mirror', { sync: 'none' });
+      if (dirty > 0) await this.backupPass(run, 'paused');
+      const job = await this.startJob(run, this.mirrorJobId, 'blockdev-mirror', { sync: 'none' }, 'paused');
       await this.untilReady(run, job);
       // Nothing can write while the guest is paused, so the last pass left the bitmap empty. If it is not,
       // clearing it would hide blocks the copy lacks: fail instead.
@@ -349,12 +369,14 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
   }
 
   /** One `blockdev-backup sync=incremental` of the bitmap into the peer's copy, until it ends. */
-  private async backupPass(run: number): Promise<void> {
-    const job = await this.startJob(run, `${this.passJobPrefix}${++this.passCount}`, 'blockdev-backup', {
-      sync: 'incremental',
-      bitmap: PEER_BITMAP,
-      'bitmap-mode': 'on-success',
-    });
+  private async backupPass(run: number, guest: 'live' | 'paused'): Promise<void> {
+    const job = await this.startJob(
+      run,
+      `${this.passJobPrefix}${++this.passCount}`,
+      'blockdev-backup',
+      { sync: 'incremental', bitmap: PEER_BITMAP, 'bitmap-mode': 'on-success' },
+      guest,
+    );
     const end = await job.ended;
     this.check(run);
     if (end.kind !== 'completed' || end.error !== null) throw this.jobEndError(job, end);
@@ -362,15 +384,21 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
     this.job = null;
   }
 
-  /** Starts a block job from our disk into the NBD node; it is watched before the command so no event is missed. */
-  private async startJob(run: number, id: string, command: 'blockdev-mirror' | 'blockdev-backup', args: Record<string, unknown>): Promise<Job> {
+  /**
+   * Starts a block job from our disk into the NBD node; it is watched before the command so no event is
+   * missed. A job that copies while the guest runs (`live`) starts at the resync rate for the guest's load.
+   */
+  private async startJob(run: number, id: string, command: 'blockdev-mirror' | 'blockdev-backup', args: Record<string, unknown>, guest: 'live' | 'paused'): Promise<Job> {
     const job = newJob(id);
     this.job = job;
+    this.limited = guest === 'live';
+    this.speed = this.limited ? resyncSpeed(this.rate, this.guestBusy) : 0;
     await this.qmp.execute(command, {
       'job-id': id,
       device: this.disk,
       target: this.nodeName,
       ...args,
+      speed: this.speed,
       ...(command === 'blockdev-mirror' ? { 'copy-mode': 'write-blocking' } : {}),
       'on-source-error': 'report',
       'on-target-error': 'report',
@@ -379,6 +407,26 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
     });
     this.check(run);
     return job;
+  }
+
+  /** Sets the job's speed limit (0: none) unless it has it already. */
+  private async setSpeed(job: Job, speed: number): Promise<void> {
+    if (speed === this.speed || this.job !== job) return;
+    await this.qmp.execute('block-job-set-speed', { device: job.id, speed });
+    this.speed = speed;
+  }
+
+  /**
+   * While a live job copies: whether the guest did I/O since the last look, and the job's speed limit set
+   * to match. Returns the guest's I/O counter for the next look.
+   */
+  private async adjustSpeed(job: Job, lastGuestIo: number | null): Promise<number | null> {
+    if (!this.limited || (this.rate.maxBytesPerSec === null && this.rate.busyBytesPerSec === null)) return null;
+    const guestIo = await readGuestIoBytes(this.qmp, this.disk);
+    this.guestBusy = guestIo !== null && lastGuestIo !== null && guestIo > lastGuestIo;
+    // A paused step may have begun meanwhile: it has set its own limit (none).
+    if (this.limited) await this.setSpeed(job, resyncSpeed(this.rate, this.guestBusy));
+    return guestIo;
   }
 
   /** Resolves with the job's offset at BLOCK_JOB_READY; throws if it ended first. */
@@ -438,18 +486,27 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
     let lastOffset = 0;
     let lastAdvanceMs = Date.now();
     let lastError: string | null = null;
+    let lastGuestIo: number | null = null;
     const tick = async (): Promise<void> => {
       const job = this.job;
       try {
         const info = job ? (await readBlockJobs(this.qmp)).find((j) => j.id === job.id) : undefined;
+        if (stopped || run !== this.run) return;
+        if (job && info) lastGuestIo = await this.adjustSpeed(job, lastGuestIo);
         if (stopped || run !== this.run) return;
         if (info) {
           if (info.id !== lastJobId || info.offset !== lastOffset) lastAdvanceMs = Date.now();
           lastJobId = info.id;
           lastOffset = info.offset;
           // Incremental: the passes that ended, plus this one (the final sync=none mirror copies nothing).
-          const next = { copiedBytes: this.passedBytes + info.offset, totalBytes: this.passedBytes + info.len };
-          if (next.copiedBytes !== this.progress.copiedBytes || next.totalBytes !== this.progress.totalBytes) {
+          const next: MirrorProgress = {
+            copiedBytes: this.passedBytes + info.offset,
+            totalBytes: this.passedBytes + info.len,
+            limitBytesPerSec: this.speed === 0 ? null : this.speed,
+            guestBusy: this.guestBusy,
+          };
+          const p = this.progress;
+          if (next.copiedBytes !== p.copiedBytes || next.totalBytes !== p.totalBytes || next.limitBytesPerSec !== p.limitBytesPerSec || next.guestBusy !== p.guestBusy) {
             this.progress = next;
             this.emit('progress', next);
           }

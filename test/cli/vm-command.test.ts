@@ -220,6 +220,11 @@ test('vm show: hardware, the local QEMU, the mirror and its last sync, the last 
   assert.match(shown, /^last exit +killed \(signal SIGKILL\), unexpected, instance 2, at 2025-01-01T00:05:00.000Z, stderr: qemu: terminating on signal 9$/m);
   const migrating: VmView = { ...DEMO, local: { ...DEMO.local!, migration: { phase: 'active', transferredBytes: 48 << 20, totalBytes: 96 << 20 } } };
   assert.match(renderVmShow('host1', migrating), /^migration +\[#{10}\.{10}\]  50%  active  48\.0 MiB of 96\.0 MiB$/m);
+  const resyncing: VmView = {
+    ...DEMO,
+    local: { ...DEMO.local!, mirror: { ...DEMO.local!.mirror!, state: 'syncing', mode: 'incremental', copiedBytes: 4 << 20, limitBytesPerSec: 64 << 20, guestBusy: true } },
+  };
+  assert.match(renderVmShow('host1', resyncing), /^mirror +syncing, incremental, 4\.0 MiB of 16\.0 MiB copied \(25%\), at most 64\.0 MiB\/s \(yielding to guest I\/O\), stream s7$/m);
 });
 
 test('the progress line shows what the daemon gave, and a bar when the share is known', () => {

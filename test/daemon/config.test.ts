@@ -22,6 +22,12 @@ test('a minimal config gets the documented defaults', () => {
   assert.equal(c.pair.tiebreakWinner, 'host1', 'the smaller id wins the tie-break by default');
   assert.deepEqual(c.pairingPorts, { discovery: 7791, exchange: 7792 });
   assert.deepEqual(c.dataPorts, { replication: 7793, migration: 7794 });
+  assert.deepEqual(c.resync, { maxBytesPerSec: null, busyBytesPerSec: 64 * 1024 * 1024 }, 'a resync yields to a busy guest by default');
+});
+
+test('resync limits in MiB/s, null for none', () => {
+  const c = parseDaemonConfig({ ...minimal, resync: { maxMiBps: 200, busyMiBps: null } });
+  assert.deepEqual(c.resync, { maxBytesPerSec: 200 * 1024 * 1024, busyBytesPerSec: null });
 });
 
 test('two quorum servers and two A-Links, timing overridden', () => {
@@ -57,6 +63,8 @@ for (const [what, patch, key] of [
   ['a lease no longer than the timeout', { timing: { peerTimeoutMs: 600, pairLeaseMs: 600 } }, 'timing.pairLeaseMs'],
   ['a fence margin of half the lease', { timing: { fenceMarginMs: 500 } }, 'timing.fenceMarginMs'],
   ['a fractional interval', { timing: { heartbeatIntervalMs: 1.5 } }, 'timing.heartbeatIntervalMs'],
+  ['a resync limit of 0', { resync: { busyMiBps: 0 } }, 'resync.busyMiBps'],
+  ['a resync limit that is not a number', { resync: { maxMiBps: 'fast' } }, 'resync.maxMiBps'],
 ] as const) {
   test(`rejects ${what}, naming '${key}'`, () => {
     assert.throws(

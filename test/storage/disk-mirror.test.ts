@@ -9,6 +9,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { DiskMirror, dirtyBytesOf, parseBlockJobs, parseNodeNames, type MirrorFailure, type MirrorProgress } from '../../src/storage/disk-mirror.js';
 import { createQcow2 } from '../../src/storage/disk-image.js';
+import { guestIoBytesOf, readGuestIoBytes, resyncSpeed } from '../../src/storage/resync-rate.js';
 import type { QmpEvent } from '../../src/qemu/qmp.js';
 import { LockstepError } from '../../src/util/errors.js';
 import { Cleanup, rejectionOf, tempDir, waitFor } from '../qemu/helpers.js';
@@ -113,7 +114,16 @@ for (const sizeMiB of [64, 128]) {
     assert.ok(progress.length > 0, 'progress was reported while syncing');
     assert.ok(progress.every((p) => p.copiedBytes <= p.totalBytes && p.totalBytes <= sizeMiB * MIB), JSON.stringify(progress));
     let status = await b.mirror.status();
-    assert.deepEqual(status, { state: 'ready', mode: 'full', streamId: 'host1.1.1', copiedBytes: sizeMiB * MIB, totalBytes: sizeMiB * MIB, dirtyBytes: 0 });
+    assert.deepEqual(status, {
+      state: 'ready',
+      mode: 'full',
+      streamId: 'host1.1.1',
+      copiedBytes: sizeMiB * MIB,
+      totalBytes: sizeMiB * MIB,
+      limitBytesPerSec: null,
+      guestBusy: false,
+      dirtyBytes: 0,
+    });
     assert.equal((await b.qemu.qmp.execute<{ running: boolean }>('query-status')).running, true, 'the guest runs again');
 
     await guestWrite(b.qemu, 2 * MIB, 64 * KIB, 0x22);
@@ -123,6 +133,42 @@ for (const sizeMiB of [64, 128]) {
     await assertCopyIdentical(b);
   });
 }
+
+test('a resync rate holds the live copying to it; the switch with the guest paused is not limited', async (t: TestContext) => {
+  const b = await bench(64, 64);
+  const RATE = 24 * MIB;
+  const progress: MirrorProgress[] = [];
+  b.mirror.on('progress', (p) => progress.push(p));
+  const startedMs = performance.now();
+  // The guest of this test does no I/O through its device, so only the ceiling applies.
+  const ready = await b.mirror.start({ ...startOpts(b, 'full'), rate: { maxBytesPerSec: RATE, busyBytesPerSec: 4 * MIB } });
+  const tookMs = performance.now() - startedMs;
+  t.diagnostic(`64 MiB full at most 24 MiB/s: ready in ${tookMs.toFixed(0)} ms, guest paused ${ready.pauseMs.toFixed(1)} ms`);
+  assert.equal(ready.copiedBytes, 64 * MIB);
+  // 64 MiB at 24 MiB/s is 2.7 s; QEMU lets one 100 ms slice through at once. A lower bound only: no timing goal.
+  assert.ok(tookMs >= 2000, `a 64 MiB sync limited to 24 MiB/s took only ${tookMs.toFixed(0)} ms`);
+  assert.ok(progress.length > 0 && progress.every((p) => p.limitBytesPerSec === RATE && !p.guestBusy), JSON.stringify(progress));
+  assert.ok(ready.pauseMs < 1000, `guest paused ${ready.pauseMs} ms`);
+  await assertCopyIdentical(b);
+});
+
+test('the resync speed: the lower of the ceiling and, while the guest is busy, the busy limit; the guest counters from QEMU', async () => {
+  assert.equal(resyncSpeed({ maxBytesPerSec: null, busyBytesPerSec: null }, true), 0, 'no limit is 0 for QEMU');
+  assert.equal(resyncSpeed({ maxBytesPerSec: null, busyBytesPerSec: 8 }, false), 0);
+  assert.equal(resyncSpeed({ maxBytesPerSec: null, busyBytesPerSec: 8 }, true), 8);
+  assert.equal(resyncSpeed({ maxBytesPerSec: 100, busyBytesPerSec: 8 }, false), 100);
+  assert.equal(resyncSpeed({ maxBytesPerSec: 5, busyBytesPerSec: 8 }, true), 5, 'a busy limit above the ceiling does not raise it');
+  const dir = await tempDir(cleanup, 'lockstep-mirror-test-');
+  const source = path.join(dir, 'disk.qcow2');
+  await createQcow2(source, 16);
+  const qemu = await startDiskQemu(cleanup, dir, source);
+  assert.equal(await readGuestIoBytes(qemu.qmp, 'vda'), 0, 'a guest that did nothing has read and written nothing');
+  assert.equal(await readGuestIoBytes(qemu.qmp, 'nosuch'), null);
+  assert.equal(guestIoBytesOf([{ 'node-name': 'vda', stats: { rd_bytes: 512, wr_bytes: 4096 } }], 'vda'), 4608);
+  assert.throws(() => guestIoBytesOf({}, 'vda'), (e: unknown) => e instanceof LockstepError && e.code === 'QMP_PROTOCOL');
+  assert.throws(() => guestIoBytesOf([{ 'node-name': 'vda', stats: { wr_bytes: 1 } }], 'vda'), /rd_bytes/);
+  await quitQemu(qemu);
+});
 
 test('a peer lost after ready: the guest writes on alone; an incremental resync copies only what changed', async (t: TestContext) => {
   const b = await bench(64, 32);
