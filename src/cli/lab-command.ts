@@ -15,7 +15,7 @@ export const LAB_USAGE = `lockstep lab — the whole pair on one machine
   lockstep lab heal [TARGET]
   lockstep lab latency alink MS          added A-Link round-trip time (0 removes it)
   lockstep lab client -- CMD [ARGS…]     run a command in the client namespace
-  lockstep lab record append TEXT… | last | get SEQ | stats  [--vm NAME]
+  lockstep lab record append TEXT… | last | get SEQ | stats | hang  [--vm NAME]
 
 Environment: LOCKSTEP_LAB names the lab (default 'default'; other names prefix its namespaces),
 LOCKSTEP_LAB_DIR moves its directory (default /var/lib/lockstep/lab/NAME).`;
@@ -99,13 +99,14 @@ function recordLine(words: string[]): string {
       return `append ${args.join(' ')}`;
     case 'last':
     case 'stats':
+    case 'hang':
       if (args.length !== 0) throw usage(`lab record ${op}`);
       return op;
     case 'get':
       if (args.length !== 1 || !/^\d+$/.test(args[0]!)) throw usage('lab record get SEQ (a whole number)');
       return `get ${args[0]}`;
     default:
-      throw usage('lab record append TEXT… | last | get SEQ | stats [--vm NAME]');
+      throw usage('lab record append TEXT… | last | get SEQ | stats | hang [--vm NAME]');
   }
 }
 

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { DEFAULT_TIMING, type CoreConfig } from '../core/types.js';
 import type { ResyncRate } from '../storage/resync-rate.js';
+import { HEARTBEAT_TIMEOUT_MS_MIN, HEARTBEAT_TIMEOUT_MS_MAX } from '../qemu/vm-spec.js';
 
 export interface AlinkPathConfig {
   /** `alink1`, `alink2`: also the health component it reports on. */
@@ -75,6 +76,8 @@ export interface DaemonConfig {
   dataPorts: { replication: number; migration: number };
   /** How fast a disk resync copies, and how much it yields while the guest does I/O (storage/resync-rate.ts). */
   resync: ResyncRate;
+  /** A guest that has sent heartbeats and then, while running, sends none for this long is hung (qemu/guest-heartbeat.ts). */
+  guestHeartbeatTimeoutMs: number;
 }
 
 /** A resync yields to a busy guest by default, and is otherwise as fast as the link (docs/ha.md). */
@@ -192,6 +195,12 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
   };
   const resync: ResyncRate = { maxBytesPerSec: mibps('maxMiBps', DEFAULT_RESYNC_MIBPS.max), busyBytesPerSec: mibps('busyMiBps', DEFAULT_RESYNC_MIBPS.busy) };
 
+  const heartbeatRaw = o['guestHeartbeatTimeoutMs'] ?? 15_000;
+  const heartbeatTimeout =
+    typeof heartbeatRaw === 'number' && Number.isInteger(heartbeatRaw) && heartbeatRaw >= HEARTBEAT_TIMEOUT_MS_MIN && heartbeatRaw <= HEARTBEAT_TIMEOUT_MS_MAX
+      ? heartbeatRaw
+      : bad('guestHeartbeatTimeoutMs', `must be an integer number of ms from ${HEARTBEAT_TIMEOUT_MS_MIN} to ${HEARTBEAT_TIMEOUT_MS_MAX}`, heartbeatRaw);
+
   const pairing = o['pairingPorts'] === undefined ? {} : obj(o['pairingPorts'], 'pairingPorts');
   const data = o['dataPorts'] === undefined ? {} : obj(o['dataPorts'], 'dataPorts');
   return {
@@ -209,5 +218,6 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     pairingPorts: { discovery: port(pairing, 'discovery', 'pairingPorts.discovery', 7791), exchange: port(pairing, 'exchange', 'pairingPorts.exchange', 7792) },
     dataPorts: { replication: port(data, 'replication', 'dataPorts.replication', 7793), migration: port(data, 'migration', 'dataPorts.migration', 7794) },
     resync,
+    guestHeartbeatTimeoutMs: heartbeatTimeout,
   };
 }

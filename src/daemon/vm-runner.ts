@@ -550,6 +550,8 @@ export class VmRunner {
       boot: hw.guest,
       disks: [{ id: DISK_ID, path: disk, format: 'qcow2', cache: 'writeback' }],
       nics: [{ id: 'net0', mac: hw.nic.mac, tap }],
+      // Every VM has the heartbeat port; only a guest whose agent beats is watched (guest-heartbeat.ts).
+      heartbeat: { timeoutMs: this.config.guestHeartbeatTimeoutMs },
     };
   }
 }

@@ -23,6 +23,8 @@ export interface QemuArgsOptions {
   accel: Accel;
   qmpSocket: string;
   serialLog: string;
+  /** The guest heartbeat's chardev socket; used when the spec has a heartbeat. */
+  heartbeatSocket: string;
   pidFile: string;
   /** `-S`: QEMU starts with the vCPUs stopped until `cont` (for a migration or checkpoint target). */
   paused?: boolean;
@@ -65,6 +67,14 @@ export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
     // A plain argument, not an option string: no comma escaping.
     '-pidfile', opts.pidFile,
   );
+  if (spec.heartbeat) {
+    // The guest's second UART (ttyS1): the 8250 driver is built into every x86 kernel, so a guest needs no
+    // module or agent package to beat, only a line written now and then.
+    args.push(
+      '-chardev', `socket,id=heartbeat,path=${optionValue(opts.heartbeatSocket)},server=on,wait=off`,
+      '-device', 'isa-serial,chardev=heartbeat,index=1,id=heartbeat',
+    );
+  }
   if (spec.boot) {
     args.push('-kernel', spec.boot.kernel);
     if (spec.boot.initrd !== undefined) args.push('-initrd', spec.boot.initrd);

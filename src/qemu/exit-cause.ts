@@ -9,12 +9,15 @@
  * - `quit`: someone asked QEMU to quit (QMP `quit`), or it exited 0 without saying why;
  * - `killed`: a signal ended it (SIGKILL, or SIGTERM/SIGINT/SIGHUP, which QEMU handles as a clean exit);
  * - `crashed`: QEMU failed (fatal signal such as SIGSEGV/SIGABRT, non-zero exit, guest panic);
- * - `stopped-by-supervisor`: `VmInstance.stop()` was under way, whichever step ended it.
+ * - `stopped-by-supervisor`: `VmInstance.stop()` was under way, whichever step ended it;
+ * - `guest-hung`: the guest stopped beating (guest-heartbeat.ts) and the supervisor killed its QEMU.
  */
-export type VmExitCause = 'guest-shutdown' | 'quit' | 'killed' | 'crashed' | 'stopped-by-supervisor';
+export type VmExitCause = 'guest-shutdown' | 'quit' | 'killed' | 'crashed' | 'stopped-by-supervisor' | 'guest-hung';
 
 export interface ExitFacts {
   stoppedBySupervisor: boolean;
+  /** The supervisor killed QEMU because its guest was hung. */
+  killedAsHung: boolean;
   /** `data` of QEMU's SHUTDOWN event: `reason` ('guest-shutdown', 'host-qmp-quit', 'host-signal', …), `guest`. */
   shutdown: { reason: string; guest: boolean } | undefined;
   code: number | null;
@@ -26,6 +29,7 @@ const CRASH_SIGNALS: ReadonlySet<string> = new Set(['SIGSEGV', 'SIGABRT', 'SIGBU
 
 export function exitCause(f: ExitFacts): VmExitCause {
   if (f.stoppedBySupervisor) return 'stopped-by-supervisor';
+  if (f.killedAsHung) return 'guest-hung';
   if (f.signal !== null) return CRASH_SIGNALS.has(f.signal) ? 'crashed' : 'killed';
   if (f.shutdown) {
     switch (f.shutdown.reason) {

@@ -17,6 +17,7 @@ export interface RunPaths {
   dir: string;
   qmpSocket: string;
   serialLog: string;
+  heartbeatSocket: string;
   pidFile: string;
   instanceRecord: string;
   stderrLog: string;
@@ -29,6 +30,7 @@ export function runPaths(runDir: string): RunPaths {
     dir,
     qmpSocket: path.join(dir, 'qmp.sock'),
     serialLog: path.join(dir, 'serial.log'),
+    heartbeatSocket: path.join(dir, 'heartbeat.sock'),
     pidFile: path.join(dir, 'qemu.pid'),
     instanceRecord: path.join(dir, 'instance.json'),
     stderrLog: path.join(dir, 'stderr.log'),

@@ -19,6 +19,7 @@ import { inNetns, missingProgram } from '../util/exec.js';
 import { resolveAccel as resolveAccelDefault, type AccelVerdict } from './accel.js';
 import { qemuArgs, type Accel } from './command-line.js';
 import { exitCause, type VmExitCause } from './exit-cause.js';
+import { GuestHeartbeat } from './guest-heartbeat.js';
 import { silentLog, type DriverLog } from './log.js';
 import { findProgram, sleep } from '../util/proc.js';
 import { QemuProcess } from './qemu-process.js';
@@ -193,6 +194,7 @@ export class VmSupervisor {
       accel,
       qmpSocket: paths.qmpSocket,
       serialLog: paths.serialLog,
+      heartbeatSocket: paths.heartbeatSocket,
       pidFile: paths.pidFile,
       paused: opts.paused ?? false,
       incoming: opts.incoming ?? false,
@@ -219,6 +221,12 @@ export class VmSupervisor {
       throw await this.failedStart(spec.name, proc, paths, e);
     }
     const instance = new VmInstance(spec, proc, qmp, paths, accel, opts.netns ?? null, () => lastShutdown, this.log);
+    if (spec.heartbeat) {
+      // QEMU going away right now is its exit's news; the VM simply runs unwatched otherwise.
+      await instance.watchHeartbeat(spec.heartbeat.timeoutMs).catch((e: unknown) => {
+        this.log.warn(`VM ${spec.name}: cannot watch the guest heartbeat: ${describeError(e)}`, { pid: proc.pid });
+      });
+    }
     this.instances.set(spec.name, instance);
     void instance.exited.then(() => {
       if (this.instances.get(spec.name) === instance) this.instances.delete(spec.name);
@@ -295,6 +303,8 @@ export class VmInstance {
   readonly exited: Promise<VmExit>;
   private stopping: Promise<VmExit> | undefined;
   private stoppedBySupervisor = false;
+  private killedAsHung = false;
+  private heartbeat: GuestHeartbeat | null = null;
 
   constructor(
     readonly spec: VmSpec,
@@ -319,6 +329,28 @@ export class VmInstance {
 
   get hasExited(): boolean {
     return this.proc.hasExited;
+  }
+
+  /** Heartbeats the guest has sent (0 without a heartbeat, or before its agent runs). */
+  get heartbeats(): number {
+    return this.heartbeat?.beats ?? 0;
+  }
+
+  /** Watches the guest heartbeat (vm-spec.ts); a hung guest's QEMU is killed, and exits as `guest-hung`. */
+  async watchHeartbeat(timeoutMs: number): Promise<void> {
+    this.heartbeat = await GuestHeartbeat.watch({
+      socketPath: this.paths.heartbeatSocket,
+      qmp: this.qmp,
+      timeoutMs,
+      vm: this.name,
+      log: this.log,
+      onHung: (silentMs) => {
+        if (this.proc.hasExited || this.stoppedBySupervisor) return;
+        this.log.warn(`VM ${this.name}: the guest sent no heartbeat for ${Math.round(silentMs)} ms while running: it is hung; killing its QEMU`, { pid: this.pid, silentMs });
+        this.killedAsHung = true;
+        this.proc.signal('SIGKILL');
+      },
+    });
   }
 
   /**
@@ -363,6 +395,7 @@ export class VmInstance {
 
   private async watchExit(): Promise<VmExit> {
     const { code, signal } = await this.proc.exit;
+    this.heartbeat?.close();
     // QEMU writes the SHUTDOWN event just before it exits; the socket may deliver it after the exit status.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.qmp.closed, new Promise((resolve) => (timer = setTimeout(resolve, QMP_DRAIN_MS)))]);
@@ -373,6 +406,7 @@ export class VmInstance {
     const exit: VmExit = {
       cause: exitCause({
         stoppedBySupervisor: this.stoppedBySupervisor,
+        killedAsHung: this.killedAsHung,
         shutdown: reason !== null ? { reason, guest: shutdown?.data['guest'] === true } : undefined,
         code,
         signal,

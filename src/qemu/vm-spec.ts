@@ -47,6 +47,18 @@ export interface VmMemoryBackend {
   path: string;
 }
 
+/**
+ * The guest heartbeat: a second serial port (the guest's ttyS1) on which a guest agent writes a line every
+ * second or so. A guest that has beaten once and then, while running, stays silent for `timeoutMs` is hung
+ * (guest-heartbeat.ts): its QEMU is killed with cause `guest-hung`, so the restart policy applies.
+ */
+export interface VmHeartbeat {
+  timeoutMs: number;
+}
+
+export const HEARTBEAT_TIMEOUT_MS_MIN = 1000;
+export const HEARTBEAT_TIMEOUT_MS_MAX = 600_000;
+
 export interface VmSpec {
   name: string;
   vcpus: number;
@@ -57,6 +69,7 @@ export interface VmSpec {
   disks: VmDisk[];
   nics: VmNic[];
   memoryBackend?: VmMemoryBackend;
+  heartbeat?: VmHeartbeat;
 }
 
 export const VM_NAME_RE = /^[a-z][a-z0-9-]{0,30}$/;
@@ -87,7 +100,7 @@ const CACHES: readonly DiskCache[] = ['writeback', 'none', 'writethrough', 'dire
  */
 export function parseVmSpec(input: unknown): VmSpec {
   const o = object(input, 'spec');
-  onlyKeys(o, 'spec', ['name', 'vcpus', 'memoryMiB', 'accel', 'boot', 'disks', 'nics', 'memoryBackend']);
+  onlyKeys(o, 'spec', ['name', 'vcpus', 'memoryMiB', 'accel', 'boot', 'disks', 'nics', 'memoryBackend', 'heartbeat']);
   const name = str(o['name'], 'name');
   if (!VM_NAME_RE.test(name)) bad('name', name, 'must be a lower-case letter then up to 30 of [a-z0-9-]');
   const spec: VmSpec = {
@@ -103,6 +116,11 @@ export function parseVmSpec(input: unknown): VmSpec {
     const m = object(o['memoryBackend'], 'memoryBackend');
     onlyKeys(m, 'memoryBackend', ['path']);
     spec.memoryBackend = { path: absPath(m['path'], 'memoryBackend.path') };
+  }
+  if (o['heartbeat'] !== undefined) {
+    const h = object(o['heartbeat'], 'heartbeat');
+    onlyKeys(h, 'heartbeat', ['timeoutMs']);
+    spec.heartbeat = { timeoutMs: int(h['timeoutMs'], 'heartbeat.timeoutMs', HEARTBEAT_TIMEOUT_MS_MIN, HEARTBEAT_TIMEOUT_MS_MAX) };
   }
   // Disk and NIC ids share one namespace so that an id names exactly one device in QMP.
   unique([...spec.disks.map((d, i): Entry => [`disks[${i}].id`, d.id]), ...spec.nics.map((n, i): Entry => [`nics[${i}].id`, n.id])], 'id');

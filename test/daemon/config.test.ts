@@ -23,6 +23,7 @@ test('a minimal config gets the documented defaults', () => {
   assert.deepEqual(c.pairingPorts, { discovery: 7791, exchange: 7792 });
   assert.deepEqual(c.dataPorts, { replication: 7793, migration: 7794 });
   assert.deepEqual(c.resync, { maxBytesPerSec: null, busyBytesPerSec: 64 * 1024 * 1024 }, 'a resync yields to a busy guest by default');
+  assert.equal(c.guestHeartbeatTimeoutMs, 15_000);
 });
 
 test('resync limits in MiB/s, null for none', () => {
@@ -63,6 +64,7 @@ for (const [what, patch, key] of [
   ['a lease no longer than the timeout', { timing: { peerTimeoutMs: 600, pairLeaseMs: 600 } }, 'timing.pairLeaseMs'],
   ['a fence margin of half the lease', { timing: { fenceMarginMs: 500 } }, 'timing.fenceMarginMs'],
   ['a fractional interval', { timing: { heartbeatIntervalMs: 1.5 } }, 'timing.heartbeatIntervalMs'],
+  ['a guest heartbeat timeout under a second', { guestHeartbeatTimeoutMs: 100 }, 'guestHeartbeatTimeoutMs'],
   ['a resync limit of 0', { resync: { busyMiBps: 0 } }, 'resync.busyMiBps'],
   ['a resync limit that is not a number', { resync: { maxMiBps: 'fast' } }, 'resync.maxMiBps'],
 ] as const) {

@@ -8,7 +8,10 @@
  * - the backup away and back while the VM runs: only the blocks written meanwhile are copied, and once the
  *   VM is stopped the two copies are identical (`qemu-img compare`);
  * - both A-Links cut with the quorum servers reachable only from host2: host1's instance stops before
- *   host2's starts (never two), and no acknowledged record is lost.
+ *   host2's starts (never two), and no acknowledged record is lost;
+ * - live migrations (one completing under appends over one connection, one whose destination dies), and a
+ *   business-network loss that moves the VM;
+ * - a hung guest: its heartbeat stops, its QEMU is killed, and the VM restarts in place.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -269,4 +272,27 @@ test("business-network loss on the VM's host: it migrates to the peer, where the
   const load = startLoad('business');
   await waitForAcks(load, 'business', 10);
   assert.deepEqual(await verify(await load.stop()), []);
+});
+
+test('a hung guest (it stops beating while running) is killed and restarted in place, with every acknowledged record', async (t) => {
+  const load = startLoad('hang');
+  await waitForAcks(load, 'hang', 20);
+  const before = await vmOn('host1');
+  assert.ok(before?.local?.pid, 'demo runs on host1 before');
+  // The lab guest's fault: a runaway real-time process on every CPU; nothing in the guest's userland runs again.
+  assert.equal(lab('record', 'hang'), 'hanging');
+  const hungAt = Date.now();
+  const after = await eventually(
+    'demo killed as hung and running again on host1',
+    async () => {
+      const v = (await vmOn('host1')) as (VmStatus & { lastExit: { cause: string } | null }) | null;
+      return v?.lastExit?.cause === 'guest-hung' && v.local?.state === 'running' && v.local.pid !== before.local!.pid ? v : null;
+    },
+    120_000,
+  );
+  t.diagnostic(`hang → running again on host1 (pid ${after.local?.pid}) in ${Date.now() - hungAt} ms`);
+  await eventually('appends are acknowledged again', async () => readLoadLog(path.join(scratch, 'hang.jsonl')).some((e) => e.t === 'ack' && e.atMs > hungAt + 1000));
+  const events = await load.stop();
+  assert.deepEqual(await verify(events), [], 'every acknowledged record survived the hang and the restart');
+  await protectedOn('host1');
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { qemuArgs, optionValue } from '../../src/qemu/command-line.js';
 import { parseVmSpec } from '../../src/qemu/vm-spec.js';
 
-const io = { qmpSocket: '/run/vm/qmp.sock', serialLog: '/run/vm/serial.log', pidFile: '/run/vm/qemu.pid' };
+const io = { qmpSocket: '/run/vm/qmp.sock', serialLog: '/run/vm/serial.log', heartbeatSocket: '/run/vm/heartbeat.sock', pidFile: '/run/vm/qemu.pid' };
 
 test('a lab-style VM: direct kernel boot, a qcow2 disk, a tap NIC, RAM in a shared file, TCG', () => {
   const spec = parseVmSpec({
@@ -17,6 +17,7 @@ test('a lab-style VM: direct kernel boot, a qcow2 disk, a tap NIC, RAM in a shar
     disks: [{ id: 'vda', path: '/d/web,1.qcow2', format: 'qcow2' }],
     nics: [{ id: 'net0', mac: '52:54:00:12:34:56', tap: 't-web' }],
     memoryBackend: { path: '/dev/shm/web.ram' },
+    heartbeat: { timeoutMs: 15000 },
   });
   assert.deepEqual(qemuArgs(spec, { accel: 'tcg', ...io }), [
     '-name', 'guest=web,debug-threads=on',
@@ -31,6 +32,8 @@ test('a lab-style VM: direct kernel boot, a qcow2 disk, a tap NIC, RAM in a shar
     '-chardev', 'file,id=serial0,path=/run/vm/serial.log',
     '-serial', 'chardev:serial0',
     '-pidfile', '/run/vm/qemu.pid',
+    '-chardev', 'socket,id=heartbeat,path=/run/vm/heartbeat.sock,server=on,wait=off',
+    '-device', 'isa-serial,chardev=heartbeat,index=1,id=heartbeat',
     '-kernel', '/g/vmlinuz',
     '-initrd', '/g/initrd',
     '-append', 'console=ttyS0 quiet',

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { exitCause, type ExitFacts, type VmExitCause } from '../../src/qemu/exit-cause.js';
 
-const base: ExitFacts = { stoppedBySupervisor: false, shutdown: undefined, code: 0, signal: null };
+const base: ExitFacts = { stoppedBySupervisor: false, killedAsHung: false, shutdown: undefined, code: 0, signal: null };
 const rows: [string, Partial<ExitFacts>, VmExitCause][] = [
   ['guest powered off', { shutdown: { reason: 'guest-shutdown', guest: true } }, 'guest-shutdown'],
   ['QMP quit', { shutdown: { reason: 'host-qmp-quit', guest: false } }, 'quit'],
@@ -16,6 +16,7 @@ const rows: [string, Partial<ExitFacts>, VmExitCause][] = [
   ['guest reset under -no-reboot', { shutdown: { reason: 'guest-reset', guest: true } }, 'guest-shutdown'],
   ['exit 0 with no event', {}, 'quit'],
   ['the supervisor was stopping it, whatever happened', { stoppedBySupervisor: true, code: null, signal: 'SIGKILL' }, 'stopped-by-supervisor'],
+  ['killed because its guest stopped beating', { killedAsHung: true, code: null, signal: 'SIGKILL' }, 'guest-hung'],
 ];
 for (const [name, facts, cause] of rows) {
   test(`${name} → ${cause}`, () => assert.equal(exitCause({ ...base, ...facts }), cause));

@@ -76,4 +76,6 @@ test('bad input names the bad field', () => {
   invalid({ ...good, nics: [good.nics[0], { ...good.nics[0], id: 'net1', mac: '52:54:00:00:00:02' }] }, 'nics[1].tap');
   invalid({ ...good, memoryBackend: { path: 'ram' } }, 'memoryBackend.path');
   invalid({ ...good, memoryBackend: { path: '/dev/shm/x', share: false } }, 'memoryBackend.share');
+  invalid({ ...good, heartbeat: { timeoutMs: 10 } }, 'heartbeat.timeoutMs');
+  invalid({ ...good, heartbeat: { timeoutMs: 5000, every: 1 } }, 'heartbeat.every');
 });

@@ -11,6 +11,7 @@
  *   last           ->  last <seq>          (highest seq on disk, 0 if none)
  *   get <seq>      ->  record <seq> <text> | missing <seq>
  *   stats          ->  stats uptime_ms=<n> records=<n> appends=<n> clients=<n>
+ *   hang           ->  hanging             (the lab's `guest hang` fault: see do_hang)
  *   anything else  ->  error <reason>
  *
  * On-disk layout, in 512-byte slots (see docs/guest.md):
@@ -30,6 +31,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -351,6 +353,35 @@ static bool has_prefix(const char *line, size_t len, const char *prefix) {
   return len >= p && memcmp(line, prefix, p) == 0;
 }
 
+/*
+ * The lab's hung-guest fault: a runaway real-time process that takes every CPU and never yields, as a
+ * spinning driver or a priority-inversion deadlock would. Nothing else in userland runs again — not this
+ * service, not the heartbeat (guest init) — while the kernel still takes interrupts. The host sees the
+ * heartbeat stop; only killing the VM ends it. Real-time throttling is switched off first, or the kernel
+ * would leave other tasks 5% of each second and the guest would merely crawl.
+ */
+static void do_hang(struct client *c) {
+  reply(c, "hanging\n");
+  flush_client(c);
+  int fd = open("/proc/sys/kernel/sched_rt_runtime_us", O_WRONLY);
+  if (fd >= 0) {
+    if (write(fd, "-1", 2) != 2) fprintf(stderr, "record-service: cannot lift RT throttling: %s\n", strerror(errno));
+    close(fd);
+  }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  for (long i = 0; i < (cpus > 0 ? cpus : 1); i++) {
+    if (fork() != 0) continue;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET((int)i, &one);
+    sched_setaffinity(0, sizeof one, &one);
+    struct sched_param top = {.sched_priority = sched_get_priority_max(SCHED_FIFO)};
+    if (sched_setscheduler(0, SCHED_FIFO, &top) != 0) fprintf(stderr, "record-service: cannot become real-time: %s\n", strerror(errno));
+    for (volatile uint64_t spin = 0;; spin++) {
+    }
+  }
+}
+
 static void handle_line(struct client *c, const char *line, size_t len) {
   if (len > 0 && line[len - 1] == '\r') len--; /* tolerate CRLF clients such as telnet */
   if (has_prefix(line, len, "append ")) do_append(c, line + 7, len - 7);
@@ -360,6 +391,7 @@ static void handle_line(struct client *c, const char *line, size_t len) {
   else if (is_word(line, len, "stats"))
     reply(c, "stats uptime_ms=%" PRIu64 " records=%" PRIu64 " appends=%" PRIu64 " clients=%d\n", elapsed_ms(), g.last,
           g.appends, g.client_count);
+  else if (is_word(line, len, "hang")) do_hang(c);
   else reply(c, "error unknown command\n");
 }
 
