@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 #   ca-certificates              apt-get download of the guest kernel over https mirrors
 #   openssl                      the pair CA and host certificates (A-Link, quorum servers: mutual TLS)
 #   g++, make, python3           node-gyp builds better-sqlite3 (lockstepd's durable state) from source
-packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl g++ make python3"
+#   snmptrapd                    a real SNMP trap receiver for the notification tests (test/notify/snmp.test.ts)
+packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl g++ make python3 snmptrapd"
 
 missing=""
 for p in $packages; do

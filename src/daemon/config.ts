@@ -9,6 +9,7 @@ import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { DEFAULT_TIMING, type CoreConfig } from '../core/types.js';
 import type { ResyncRate } from '../storage/resync-rate.js';
+import { DEFAULT_RETRY, type HttpReceiverConfig, type NotificationsConfig, type SmtpReceiverConfig } from '../notify/receivers.js';
 import { HEARTBEAT_TIMEOUT_MS_MIN, HEARTBEAT_TIMEOUT_MS_MAX } from '../qemu/vm-spec.js';
 
 export interface AlinkPathConfig {
@@ -78,6 +79,8 @@ export interface DaemonConfig {
   resync: ResyncRate;
   /** A guest that has sent heartbeats and then, while running, sends none for this long is hung (qemu/guest-heartbeat.ts). */
   guestHeartbeatTimeoutMs: number;
+  /** e-Alerts, SNMP traps, Call Home and webhooks for the core's alerts (docs/notifications.md); null: none. */
+  notifications: NotificationsConfig | null;
 }
 
 /** A resync yields to a busy guest by default, and is otherwise as fast as the link (docs/ha.md). */
@@ -219,5 +222,125 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     dataPorts: { replication: port(data, 'replication', 'dataPorts.replication', 7793), migration: port(data, 'migration', 'dataPorts.migration', 7794) },
     resync,
     guestHeartbeatTimeoutMs: heartbeatTimeout,
+    notifications: parseNotifications(o['notifications'], bad),
   };
+}
+
+// ── notifications (src/notify/, docs/notifications.md) ─────────────────────────────────────────────────
+
+type Bad = (key: string, why: string, value?: unknown) => never;
+
+/** An envelope address: local@domain, nothing SMTP or a header would read as syntax (spaces, brackets, line breaks). */
+const MAIL_ADDRESS = /^[^\s<>()",;:@\\]{1,64}@[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/;
+/** A receiver's host: a DNS name or an IPv4/IPv6 address. */
+const RECEIVER_HOST = /^([A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:.]{2,45})$/;
+/** SNMP communities: printable ASCII, as agents and receivers accept them. */
+const COMMUNITY = /^[\x21-\x7e]{1,64}$/;
+/** Limits on lists, so that one alert makes a bounded number of deliveries. */
+const NOTIFY_RECIPIENTS_MAX = 20;
+const NOTIFY_TARGETS_MAX = 8;
+
+/** The `notifications` section; absent (or null): no notifications. Unknown keys are refused (a typo would silence alerts). */
+function parseNotifications(raw: unknown, bad: Bad): NotificationsConfig | null {
+  if (raw === undefined || raw === null) return null;
+  const obj = (v: unknown, at: string, keys: readonly string[]): Record<string, unknown> => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad(at, 'must be a JSON object');
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (!keys.includes(k)) bad(`${at}.${k}`, `is not a known field (known: ${keys.join(', ')})`);
+    return o;
+  };
+  const str = (o: Record<string, unknown>, key: string, at: string): string => {
+    const v = o[key];
+    return typeof v === 'string' && v !== '' && !/[\r\n]/.test(v) ? v : bad(`${at}.${key}`, 'must be a non-empty string on one line', v);
+  };
+  const optional = <T>(o: Record<string, unknown>, key: string, read: () => T): T | null => (o[key] === undefined || o[key] === null ? null : read());
+  const absolute = (o: Record<string, unknown>, key: string, at: string): string | null =>
+    optional(o, key, () => {
+      const p = str(o, key, at);
+      return path.isAbsolute(p) ? p : bad(`${at}.${key}`, 'must be an absolute path', p);
+    });
+  const port = (o: Record<string, unknown>, at: string, fallback: number): number => {
+    const v = o['port'] ?? fallback;
+    return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535 ? v : bad(`${at}.port`, 'must be a TCP/UDP port (1–65535)', v);
+  };
+  const host = (o: Record<string, unknown>, at: string): string => {
+    const h = str(o, 'host', at);
+    return RECEIVER_HOST.test(h) ? h : bad(`${at}.host`, 'must be a host name or an IP address', h);
+  };
+  const url = (o: Record<string, unknown>, at: string, protocols: readonly string[]): string => {
+    const s = str(o, 'url', at);
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      return bad(`${at}.url`, 'must be an absolute URL', s);
+    }
+    return protocols.includes(u.protocol) ? s : bad(`${at}.url`, `must be an ${protocols.map((p) => p.replace(':', '')).join(' or ')} URL`, s);
+  };
+  const list = (v: unknown, at: string, max: number): unknown[] => (Array.isArray(v) && v.length <= max ? v : bad(at, `must be a list of at most ${max}`, v));
+  const ms = (o: Record<string, unknown>, key: string, fallback: number, min: number, max: number): number => {
+    const v = o[key] ?? fallback;
+    return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : bad(`notifications.retry.${key}`, `must be an integer number of ms from ${min} to ${max}`, v);
+  };
+
+  const n = obj(raw, 'notifications', ['minSeverity', 'smtp', 'snmp', 'callHome', 'webhooks', 'retry']);
+  const minSeverity = n['minSeverity'] ?? 'info';
+  if (minSeverity !== 'info' && minSeverity !== 'warning' && minSeverity !== 'critical') bad('notifications.minSeverity', 'must be info, warning or critical', minSeverity);
+
+  const smtp = optional(n, 'smtp', (): SmtpReceiverConfig => {
+    const at = 'notifications.smtp';
+    const s = obj(n['smtp'], at, ['host', 'port', 'from', 'to', 'starttls', 'user', 'passwordFile', 'caFile']);
+    const address = (v: unknown, key: string): string => (typeof v === 'string' && MAIL_ADDRESS.test(v) ? v : bad(key, 'must be an e-mail address (local@domain)', v));
+    const to = list(s['to'], `${at}.to`, NOTIFY_RECIPIENTS_MAX).map((v, i) => address(v, `${at}.to[${i}]`));
+    if (to.length === 0) bad(`${at}.to`, 'must name at least one recipient');
+    if (new Set(to).size !== to.length) bad(`${at}.to`, 'names a recipient twice');
+    const starttls = s['starttls'] ?? 'required';
+    if (starttls !== 'required' && starttls !== 'opportunistic' && starttls !== 'off') bad(`${at}.starttls`, 'must be required, opportunistic or off', starttls);
+    const user = optional(s, 'user', () => str(s, 'user', at));
+    const passwordFile = absolute(s, 'passwordFile', at);
+    if ((user === null) !== (passwordFile === null)) bad(`${at}.${user === null ? 'user' : 'passwordFile'}`, 'must be given with the other: AUTH needs both user and passwordFile');
+    return {
+      host: host(s, at),
+      port: port(s, at, 25),
+      from: address(s['from'], `${at}.from`),
+      to,
+      starttls: starttls as SmtpReceiverConfig['starttls'],
+      user,
+      passwordFile,
+      caFile: absolute(s, 'caFile', at),
+    };
+  });
+
+  const snmp = optional(n, 'snmp', (): NotificationsConfig['snmp'] => {
+    const s = obj(n['snmp'], 'notifications.snmp', ['targets']);
+    const targets = list(s['targets'], 'notifications.snmp.targets', NOTIFY_TARGETS_MAX).map((t, i) => {
+      const at = `notifications.snmp.targets[${i}]`;
+      const o = obj(t, at, ['host', 'port', 'community']);
+      const community = str(o, 'community', at);
+      if (!COMMUNITY.test(community)) bad(`${at}.community`, 'must be 1–64 printable ASCII characters');
+      return { host: host(o, at), port: port(o, at, 162), community };
+    });
+    if (targets.length === 0) bad('notifications.snmp.targets', 'must name at least one trap receiver');
+    if (new Set(targets.map((t) => `${t.host}:${t.port}`)).size !== targets.length) bad('notifications.snmp.targets', 'names a receiver (host and port) twice');
+    return { targets };
+  });
+
+  const httpReceiver = (v: unknown, at: string, protocols: readonly string[]): HttpReceiverConfig => {
+    const o = obj(v, at, ['url', 'caFile']);
+    const u = url(o, at, protocols);
+    const caFile = absolute(o, 'caFile', at);
+    if (caFile !== null && !u.startsWith('https:')) bad(`${at}.caFile`, 'only applies to an https URL');
+    return { url: u, caFile };
+  };
+  // Call Home carries the system's details to the support organisation, over networks not the site's: HTTPS only.
+  const callHome = optional(n, 'callHome', () => httpReceiver(n['callHome'], 'notifications.callHome', ['https:']));
+  const webhooks = list(n['webhooks'] ?? [], 'notifications.webhooks', NOTIFY_TARGETS_MAX).map((w, i) => httpReceiver(w, `notifications.webhooks[${i}]`, ['http:', 'https:']));
+  if (new Set(webhooks.map((w) => w.url)).size !== webhooks.length) bad('notifications.webhooks', 'names a URL twice');
+  if (!smtp && !snmp && !callHome && webhooks.length === 0) bad('notifications', 'names no receiver: configure smtp, snmp, callHome or webhooks, or leave the section out');
+
+  const r = n['retry'] === undefined ? {} : obj(n['retry'], 'notifications.retry', ['initialMs', 'maxMs', 'giveUpAfterMs']);
+  const initialMs = ms(r, 'initialMs', DEFAULT_RETRY.initialMs, 10, 600_000);
+  const maxMs = ms(r, 'maxMs', Math.max(DEFAULT_RETRY.maxMs, initialMs), initialMs, 86_400_000);
+  const giveUpAfterMs = ms(r, 'giveUpAfterMs', DEFAULT_RETRY.giveUpAfterMs, maxMs, 30 * 86_400_000);
+  return { minSeverity: minSeverity as NotificationsConfig['minSeverity'], smtp, snmp, callHome, webhooks, retry: { initialMs, maxMs, giveUpAfterMs } };
 }

@@ -27,6 +27,8 @@ export interface DriverPorts {
   probeQuorum(server: QuorumServerId): Promise<boolean>;
   /** The seed's reboot attempt after a backup fault: the daemon restarts its services. */
   restartServices(reason: string): void;
+  /** Alerts were appended to the event log: notifications (src/notify/) pick them up from there. */
+  alertsLogged?(): void;
 }
 
 export type CommandResult = { ok: true } | { ok: false; reason: string };
@@ -229,6 +231,7 @@ export class CoreDriver {
       // The audit log is not the durable state: losing an entry must not stop the decisions.
       this.log(`could not append to the event log: ${describeError(err)}`);
     }
+    if (entries.some((en) => en.kind === 'alert')) this.ports.alertsLogged?.();
   }
 
   private scheduleTick(wakeAt: number): void {

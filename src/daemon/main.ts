@@ -26,6 +26,7 @@ import { CopyServer } from './copy-server.js';
 import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
 import { startApiServer } from './api.js';
+import { Notifier } from '../notify/notifier.js';
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
 const PAIRING_RETRY_MS = 2000;
@@ -61,6 +62,18 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   const db = StateDb.open(path.join(config.dataDir, 'state', 'lockstepd.db'));
   const incarnation = db.nextIncarnation();
   log(`lockstepd starting (pid ${process.pid}, incarnation ${incarnation}, data ${config.dataDir})`);
+  // Notifications follow the event log (src/notify/); started now so that deliveries left pending by the
+  // previous run go out even before pairing. An outbox that cannot be opened costs the notifications only.
+  let notifier: Notifier | null = null;
+  if (config.notifications) {
+    try {
+      notifier = new Notifier({ config: config.notifications, pair: config.pair.id, host: config.host, outboxFile: path.join(config.dataDir, 'state', 'notify.db'), source: db, log });
+      notifier.start();
+      log(`notifications to ${notifier.receivers().map((r) => r.id).join(', ')}`);
+    } catch (e) {
+      log(`notifications disabled: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
+    }
+  }
 
   let driver: CoreDriver | null = null;
   let alink: Alink | null = null;
@@ -116,6 +129,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
       await copies?.close();
       alink?.close();
       await watchdog.close();
+      await notifier?.stop();
       db.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     })();
@@ -170,6 +184,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     askQuorum: (id, knownEpoch): Promise<QuorumReply> => askQuorum({ ...quorumEndpoint(id), pair: config.pair.id, host: config.host, knownEpoch }),
     probeQuorum: (id) => probeQuorum(quorumEndpoint(id)),
     restartServices: (reason) => void restartSelf(reason, shutdown, log),
+    alertsLogged: () => notifier?.nudge(),
   }, log);
   const liveDriver = driver;
   alink.on('message', (msg) => liveDriver.submit({ type: 'peer-message', msg }));

@@ -45,6 +45,7 @@ export const ERROR_CODES = {
   COPY_EXPORT: "the export of this host's copy of a VM disk (qemu-nbd) could not be started or died",
   MIRROR_FAILED: "mirroring a VM disk to the peer's copy failed (QEMU's block job reported an error or could not start)",
   MIGRATION_FAILED: 'a live migration failed, was cancelled or did not converge',
+  NOTIFY_OUTBOX: "lockstepd's notification outbox (SQLite) cannot be opened, is newer than this version, or holds a corrupt row",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

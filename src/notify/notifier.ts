@@ -1,0 +1,255 @@
+/**
+ * The delivery loop of notifications. Each pass:
+ *   1. catches up with the event log: every alert row newer than the outbox's cursor, at or above the
+ *      minimum severity, becomes one pending delivery per configured receiver (one transaction with the
+ *      cursor, so nothing is recorded twice and nothing is skipped across a crash);
+ *   2. sends what is due, oldest alert first, one delivery at a time per receiver and the receivers side by
+ *      side; an accepted one is marked delivered, a failed one is retried after a doubling delay (capped),
+ *      and is abandoned, with its last error, only after the policy's give-up time.
+ * A pass runs when the driver says alerts were logged (`nudge`), when a retry falls due, and at least every
+ * `IDLE_PASS_MS` (the catch-up is the safety net for a missed nudge). Every delivery and failure is logged.
+ */
+import { alertOfLogEntry, severityAtLeast, type LogRow, type NotifyAlert } from './alert.js';
+import { describeOutcome, failed, type DeliveryOutcome } from './outcome.js';
+import { Outbox, retryDelayMs, type Delivery } from './outbox.js';
+import { receiversOf, sendTest, type DeliveryContext, type NotificationsConfig, type Receiver } from './receivers.js';
+import { CALL_HOME_TIMELINE_MAX } from './call-home.js';
+import { describeError } from '../util/errors.js';
+
+/** The event log as the notifier reads it: `StateDb.recentLog` (newest first, paged by id). */
+export interface AlertSource {
+  recentLog(opts: { limit: number; beforeId?: number; kind?: 'event' | 'alert' }): LogRow[];
+}
+
+export interface NotifierOptions {
+  config: NotificationsConfig;
+  pair: string;
+  host: string;
+  outboxFile: string;
+  source: AlertSource;
+  log: (line: string) => void;
+  /** The name in EHLO; default the host's name. */
+  heloName?: string;
+}
+
+/** The longest a quiet notifier waits between passes. */
+export const IDLE_PASS_MS = 5000;
+/** Deliveries sent per pass at most; the next pass comes at once when this many were due. */
+const PASS_DELIVERIES_MAX = 64;
+/** The catch-up reads the log in pages of this many alerts, and at most this many pages per pass. */
+const CATCH_UP_PAGE = 200;
+const CATCH_UP_PAGES_MAX = 25;
+
+export class Notifier {
+  readonly outbox: Outbox;
+  private readonly receiverList: Receiver[];
+  private readonly abort = new AbortController();
+  private timer: NodeJS.Timeout | null = null;
+  private pass: Promise<void> | null = null;
+  /** Passes run one after another, whoever asks: two at once could send the same due delivery twice. */
+  private passChain: Promise<void> = Promise.resolve();
+  private again = false;
+  private started = false;
+  private stopped = false;
+  private lastPassError: string | null = null;
+  private readonly ctx: DeliveryContext;
+
+  /**
+   * Opens the outbox. A new outbox starts at the log's newest row: alerts from before notifications were
+   * configured are history, not news. Pending deliveries to receivers no longer configured are abandoned.
+   */
+  constructor(private readonly opts: NotifierOptions) {
+    this.outbox = Outbox.open(opts.outboxFile);
+    try {
+      this.receiverList = receiversOf(opts.config);
+      if (this.outbox.cursor() === null) this.outbox.setCursor(opts.source.recentLog({ limit: 1 })[0]?.id ?? 0);
+      const gone = this.outbox.abandonReceiversNotIn(this.receiverList.map((r) => r.id), Date.now());
+      if (gone.length > 0) opts.log(`notify: abandoned pending deliveries to receivers no longer configured: ${gone.join(', ')}`);
+    } catch (e) {
+      this.outbox.close();
+      throw e;
+    }
+    this.ctx = {
+      timeline: (a) => this.timeline(a),
+      heloName: opts.heloName ?? opts.host,
+      uptimeCs: () => Math.floor(process.uptime() * 100),
+      nowMs: () => Date.now(),
+      signal: this.abort.signal,
+    };
+  }
+
+  /** The receivers' ids and kinds, for the console and the CLI. */
+  receivers(): { id: string; kind: Receiver['kind'] }[] {
+    return this.receiverList.map((r) => ({ id: r.id, kind: r.kind }));
+  }
+
+  /** Sends a test notification to one receiver now (not through the outbox) and returns the outcome. */
+  async sendTest(receiverId: string): Promise<{ receiver: string; outcome: DeliveryOutcome }> {
+    const r = this.receiverList.find((x) => x.id === receiverId);
+    if (!r) return { receiver: receiverId, outcome: failed('receiver', `no receiver ${JSON.stringify(receiverId)} is configured (configured: ${this.receiverList.map((x) => x.id).join(', ') || 'none'})`) };
+    const result = await sendTest(r, this.ctx, this.opts.pair, this.opts.host);
+    this.opts.log(`notify: test to ${r.id} ${describeOutcome(result.outcome)}`);
+    return result;
+  }
+
+  start(): void {
+    if (this.started || this.stopped) return;
+    this.started = true;
+    this.nudge();
+  }
+
+  /** New alerts may be in the log: run a pass now (or right after the one running). */
+  nudge(): void {
+    if (!this.started || this.stopped) return;
+    if (this.pass) {
+      this.again = true;
+      return;
+    }
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.pass = this.runOnce()
+      .catch((e) => this.passFailed(e))
+      .finally(() => {
+        this.pass = null;
+        if (this.stopped) return;
+        if (this.again) {
+          this.again = false;
+          this.nudge();
+        } else this.schedule();
+      });
+  }
+
+  /** Stops the loop: in-flight deliveries are aborted (they stay pending), then the outbox is closed. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.abort.abort();
+    await this.pass;
+    await this.passChain;
+    this.outbox.close();
+  }
+
+  /** One pass: catch up with the log, then send what is due; after any pass already running. Exposed for tests. */
+  runOnce(): Promise<void> {
+    const mine = this.passChain.then(() => (this.stopped ? undefined : this.passBody()));
+    this.passChain = mine.catch(() => undefined);
+    return mine;
+  }
+
+  private async passBody(): Promise<void> {
+    this.catchUp();
+    const due = this.outbox.due(Date.now(), PASS_DELIVERIES_MAX);
+    if (due.length === PASS_DELIVERIES_MAX) this.again = true;
+    const byReceiver = new Map<string, Delivery[]>();
+    for (const d of due) byReceiver.set(d.receiver, [...(byReceiver.get(d.receiver) ?? []), d]);
+    await Promise.all([...byReceiver].map(([id, items]) => this.deliverAll(id, items)));
+    this.outbox.trim();
+    this.lastPassError = null;
+  }
+
+  /** Turns the alerts logged since the cursor into pending deliveries. */
+  private catchUp(): void {
+    let cursor = this.outbox.cursor() ?? 0;
+    const newest = this.opts.source.recentLog({ limit: 1 })[0]?.id ?? 0;
+    if (newest < cursor) {
+      // The log is younger than the outbox's cursor: the state database was recreated. Its rows are all new.
+      this.opts.log(`notify: the event log restarted below the outbox's cursor (${newest} < ${cursor}); following the new log from its start`);
+      cursor = 0;
+    }
+    const fresh: LogRow[] = [];
+    let before: number | undefined;
+    let complete = false;
+    for (let page = 0; page < CATCH_UP_PAGES_MAX && !complete; page++) {
+      const rows = this.opts.source.recentLog({ limit: CATCH_UP_PAGE, kind: 'alert', ...(before === undefined ? {} : { beforeId: before }) });
+      for (const r of rows) {
+        if (r.id <= cursor) {
+          complete = true;
+          break;
+        }
+        fresh.push(r);
+      }
+      if (rows.length < CATCH_UP_PAGE) complete = true;
+      before = rows.at(-1)?.id;
+    }
+    if (!complete) this.opts.log(`notify: more than ${CATCH_UP_PAGE * CATCH_UP_PAGES_MAX} alerts since the last delivery pass; the older ones are not sent (they are in the event log)`);
+    const next = Math.max(cursor, newest);
+    if (fresh.length === 0) {
+      if (next !== this.outbox.cursor()) this.outbox.setCursor(next);
+      return;
+    }
+    fresh.reverse();
+    const alerts = fresh.map((r) => alertOfLogEntry(r, this.opts.pair)).filter((a): a is NotifyAlert => a !== null && severityAtLeast(a.severity, this.opts.config.minSeverity));
+    const added = this.outbox.enqueue(alerts, this.receiverList.map((r) => r.id), Math.max(next, fresh.at(-1)!.id), Date.now());
+    if (added > 0) this.opts.log(`notify: ${alerts.length} new alert(s) recorded for ${this.receiverList.length} receiver(s) (${added} deliveries)`);
+  }
+
+  /** A receiver's due deliveries in order; the first failure ends its turn (the rest wait for its retry). */
+  private async deliverAll(receiverId: string, items: readonly Delivery[]): Promise<void> {
+    const receiver = this.receiverList.find((r) => r.id === receiverId);
+    for (const d of items) {
+      if (this.stopped) return;
+      if (!receiver) {
+        this.outbox.abandon(d.id, Date.now(), 'the receiver is no longer configured');
+        continue;
+      }
+      const outcome = await receiver.deliver(d.alert, this.ctx).catch((e: unknown): DeliveryOutcome => failed('send', describeError(e)));
+      // Stopping aborted the attempt: it stays pending, neither counted nor logged as the receiver's failure.
+      if (this.stopped) return;
+      const now = Date.now();
+      const what = `alert ${d.alert.code} (${d.alertUid}) to ${receiver.id}`;
+      if (outcome.ok) {
+        this.outbox.markDelivered(d.id, now, outcome.detail);
+        this.opts.log(`notify: ${what} ${describeOutcome(outcome)}${d.attempts > 0 ? ` after ${d.attempts + 1} attempts` : ''}`);
+        continue;
+      }
+      const error = describeOutcome(outcome);
+      const { retry } = this.opts.config;
+      if (now - d.createdMs >= retry.giveUpAfterMs) {
+        this.outbox.markFailed(d.id, receiver.id, now, error, now);
+        this.outbox.abandon(d.id, now, `given up after ${d.attempts + 1} attempts over ${Math.round((now - d.createdMs) / 60_000)} min`);
+        this.opts.log(`notify: ${what} ${error}; given up after ${d.attempts + 1} attempts`);
+      } else {
+        const delayMs = retryDelayMs(retry, d.attempts + 1);
+        this.outbox.markFailed(d.id, receiver.id, now, error, now + delayMs);
+        this.opts.log(`notify: ${what} ${error}; attempt ${d.attempts + 1}, next in ${formatDelay(delayMs)}`);
+      }
+      return;
+    }
+  }
+
+  /** The host's log up to the alert, oldest first; a test alert (no log row) gets the latest entries. */
+  private timeline(a: NotifyAlert): LogRow[] {
+    try {
+      return this.opts.source.recentLog({ limit: CALL_HOME_TIMELINE_MAX, ...(a.logId > 0 ? { beforeId: a.logId + 1 } : {}) }).reverse();
+    } catch (e) {
+      this.opts.log(`notify: cannot read the event log for the timeline: ${describeError(e)}`);
+      return [];
+    }
+  }
+
+  private schedule(): void {
+    let waitMs = IDLE_PASS_MS;
+    try {
+      const next = this.outbox.nextDueMs();
+      if (next !== null) waitMs = Math.min(waitMs, Math.max(0, next - Date.now()));
+    } catch (e) {
+      this.passFailed(e);
+    }
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.nudge();
+    }, waitMs);
+  }
+
+  private passFailed(e: unknown): void {
+    const why = describeError(e);
+    // The same error every few seconds (a broken outbox) is logged once, until it changes.
+    if (why !== this.lastPassError) this.opts.log(`notify: delivery pass failed: ${why}`);
+    this.lastPassError = why;
+  }
+}
+
+function formatDelay(ms: number): string {
+  return ms < 10_000 ? `${ms} ms` : ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`;
+}
