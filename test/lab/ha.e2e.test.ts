@@ -76,11 +76,15 @@ async function protectedOn(h: Host): Promise<void> {
 
 let address = '';
 
-/** The client's append loop, started in the client namespace; stop() ends it and returns its log. */
-function startLoad(name: string): { stop: () => Promise<LoadEvent[]> } {
+/**
+ * The client's append loop, started in the client namespace; stop() ends it and returns its log. `steady`:
+ * over one connection that must stay open (a live migration), not reconnecting after a failover.
+ */
+function startLoad(name: string, connection: 'reconnect' | 'steady' = 'reconnect'): { stop: () => Promise<LoadEvent[]> } {
   const out = path.join(scratch, `${name}.jsonl`);
   const script = path.join(repoRoot(), 'dist', 'src', 'lab', 'append-load.js');
-  const child: ChildProcess = spawn('nsenter', [`--net=${clientNs}`, '--', process.execPath, script, '--out', out, '--reconnect', '--prefix', name, address, String(RECORD_SERVICE_PORT)], {
+  const reconnect = connection === 'reconnect' ? ['--reconnect'] : [];
+  const child: ChildProcess = spawn('nsenter', [`--net=${clientNs}`, '--', process.execPath, script, '--out', out, ...reconnect, '--prefix', name, address, String(RECORD_SERVICE_PORT)], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const exited = new Promise<void>((r) => child.once('close', () => r()));
@@ -206,23 +210,6 @@ test('both A-Links cut, quorum only on host1: host2 stops its instance, host1 ru
   assert.deepEqual(await verify(events), []);
 });
 
-/** The client's append loop over one connection that must stay open (no reconnect): a live migration. */
-function startSteadyLoad(name: string): { stop: () => Promise<LoadEvent[]> } {
-  const out = path.join(scratch, `${name}.jsonl`);
-  const script = path.join(repoRoot(), 'dist', 'src', 'lab', 'append-load.js');
-  const child = spawn('nsenter', [`--net=${clientNs}`, '--', process.execPath, script, '--out', out, '--prefix', name, address, String(RECORD_SERVICE_PORT)], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const exited = new Promise<void>((r) => child.once('close', () => r()));
-  return {
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-      return readLoadLog(out);
-    },
-  };
-}
-
 function vmCli(...args: string[]): string {
   const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'vm', ...args], { env, encoding: 'utf8', timeout: 300_000 });
   assert.equal(r.status, 0, `lockstep vm ${args.join(' ')} exited ${r.status}: ${r.stderr}${r.stdout}`);
@@ -230,7 +217,7 @@ function vmCli(...args: string[]): string {
 }
 
 test('live migration under continuous appends: no append fails, the connection stays open, no record lost', async (t) => {
-  const load = startSteadyLoad('migrate');
+  const load = startLoad('migrate', 'steady');
   await waitForAcks(load, 'migrate', 20);
   const pidBefore = (await vmOn('host1'))?.local?.pid;
   assert.ok(pidBefore, 'demo runs on host1 before');
