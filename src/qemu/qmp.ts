@@ -310,10 +310,13 @@ export class QmpClient {
       this.fail('protocol', protocolError(this.socketPath, 'QEMU sent JSON that is not an object', { line: preview(text) }));
       return;
     }
-    if (this.state === 'greeting') {
-      this.onGreeting(message, text);
-    } else if ('event' in message) {
+    if ('event' in message) {
+      // Also before the greeting: a client that connects while QEMU starts its guest can be sent the
+      // RESUME of that start before the greeting (QEMU queues the greeting on the connect event, but
+      // broadcasts the event at once). It is a well-formed event, not a broken protocol.
       this.onEventMessage(message, text);
+    } else if (this.state === 'greeting') {
+      this.onGreeting(message, text);
     } else if ('return' in message || 'error' in message) {
       this.onAnswer(message, text);
     } else {

@@ -69,6 +69,20 @@ test('greeting, events and answers coalesced into one write are all delivered', 
   assert.deepEqual(events[1]!.timestamp, { seconds: 1, microseconds: 2 });
 });
 
+test('an event before the greeting (QEMU starting its guest as the client connects) is delivered, not a protocol error', async () => {
+  const events: QmpEvent[] = [];
+  const dir = await tempDir(cleanup);
+  const { path } = await fakeQmpServer(cleanup, dir, (socket) => {
+    onRequests(socket, (req) => socket.write(JSON.stringify({ return: {}, id: req.id }) + '\r\n'));
+    socket.write(event('RESUME') + GREETING);
+  });
+  const client = await QmpClient.connect(path, { timeoutMs: 2000, onEvent: (e) => events.push(e) });
+  cleanup.add(() => client.close());
+  assert.deepEqual(client.version.qemu, { major: 7, minor: 2, micro: 0 });
+  assert.deepEqual(events.map((e) => e.event), ['RESUME']);
+  assert.deepEqual(await client.execute('query-status'), {});
+});
+
 test('answers are matched to commands by id, even when they come back in another order', async () => {
   const held: { id: string; execute: string }[] = [];
   const client = await connect(
