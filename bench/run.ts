@@ -18,6 +18,9 @@ const BENCHES: Readonly<Record<string, () => Promise<BenchModule>>> = {
   'ha-writes': () => import('./ha-writes.js'),
   'ha-failover': () => import('./ha-failover.js'),
   'ha-resync': () => import('./ha-resync.js'),
+  'ft-epoch-disk': () => import('./ft-epoch-disk.js'),
+  'ft-output-commit': () => import('./ft-output-commit.js'),
+  'ft-epoch': () => import('./ft-epoch.js'),
 };
 
 async function main(names: string[]): Promise<number> {

@@ -11,11 +11,12 @@
  * - `-blockdev` with explicit node names (format node `<id>`, file node `<id>-file`), not `-drive`: block
  *   jobs (mirror to the peer's NBD export, incremental backup) and dirty bitmaps address nodes by name.
  * - Tap NICs with `vhost=off`: the FT output path puts filter-redirectors on the netdev, which do not see
- *   packets that vhost moves in the kernel.
+ *   packets that vhost moves in the kernel. A NIC with an `outputGate` gets them on the command line
+ *   (`outputGateArgs`), in the order that works: `fin` (indev) first, then `fout` (outdev).
  * - `-cpu host` under KVM (fast, but migration needs the same CPU on both hosts); QEMU's default model
  *   under TCG.
  */
-import type { VmDisk, VmSpec } from './vm-spec.js';
+import type { VmDisk, VmOutputGate, VmSpec } from './vm-spec.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -34,13 +35,21 @@ export interface QemuArgsOptions {
    * set over QMP before the first byte arrives.
    */
   incoming?: boolean;
+  /**
+   * Start as the restore of an FT checkpoint (`src/ft/resume.ts`): `-incoming defer` for a stream that is only
+   * QEMU's device state (`xen-save-devices-state`; RAM is the memory backend's file). Such a stream has no
+   * configuration section and no VM description after its end, so the destination must not expect them:
+   * `-global migration.send-configuration=off` and `-machine …,suppress-vmdesc=on`.
+   */
+  checkpointRestore?: boolean;
 }
 
 /** The id of the memory backend object, for `-machine memory-backend=` and for QMP (`query-memdev`). */
 export const RAM_BACKEND_ID = 'ram0';
 
 export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
-  const machine = spec.memoryBackend ? `pc,memory-backend=${RAM_BACKEND_ID}` : 'pc';
+  let machine = spec.memoryBackend ? `pc,memory-backend=${RAM_BACKEND_ID}` : 'pc';
+  if (opts.checkpointRestore) machine += ',suppress-vmdesc=on';
   const args: string[] = [
     '-name', `guest=${spec.name},debug-threads=on`,
     '-machine', machine,
@@ -85,14 +94,47 @@ export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
     args.push(...diskArgs(d, spec.boot ? undefined : i));
   });
   for (const n of spec.nics) {
-    args.push(
-      '-netdev', `tap,id=${n.id},ifname=${n.tap},script=no,downscript=no,vhost=off`,
-      '-device', `virtio-net-pci,netdev=${n.id},mac=${n.mac},id=${n.id}`,
-    );
+    args.push('-netdev', `tap,id=${n.id},ifname=${n.tap},script=no,downscript=no,vhost=off`);
+    if (n.outputGate) args.push(...outputGateArgs(n.id, n.outputGate));
+    args.push('-device', `virtio-net-pci,netdev=${n.id},mac=${n.mac},id=${n.id}`);
   }
   if (opts.paused) args.push('-S');
-  if (opts.incoming) args.push('-incoming', 'defer');
+  if (opts.checkpointRestore) args.push('-global', 'migration.send-configuration=off');
+  if (opts.incoming || opts.checkpointRestore) args.push('-incoming', 'defer');
   return args;
+}
+
+/** The QEMU ids of a NIC's output gate: its two chardevs and its two filter-redirectors. */
+export interface OutputGateIds {
+  /** Socket chardev QEMU reads released frames from (the gate's `toNetwork` socket). */
+  toNetworkChardev: string;
+  /** Socket chardev QEMU writes the guest's frames to (the gate's `fromGuest` socket). */
+  fromGuestChardev: string;
+  /** `fin`: reads `toNetworkChardev` and sends what it reads out of the tap. */
+  releaseFilter: string;
+  /** `fout`: takes the guest's frames off the netdev and writes them to `fromGuestChardev`. */
+  holdFilter: string;
+}
+
+export function outputGateIds(nicId: string): OutputGateIds {
+  return { toNetworkChardev: `${nicId}-gate-net`, fromGuestChardev: `${nicId}-gate-guest`, releaseFilter: `${nicId}-gate-fin`, holdFilter: `${nicId}-gate-fout` };
+}
+
+/**
+ * A NIC's output gate on the command line. QEMU walks a netdev's `queue=rx` filters last-declared first, so
+ * the guest's frames meet `fout` (to the gate) before `fin`, and what `fin` injects goes on to the tap; the
+ * other way round, released frames would be taken by `fout` again and loop. The chardevs are clients of the
+ * gate's sockets, without `reconnect`: if the gate dies, QEMU drops the NIC's output rather than sending it
+ * unheld.
+ */
+function outputGateArgs(nicId: string, gate: VmOutputGate): string[] {
+  const ids = outputGateIds(nicId);
+  return [
+    '-chardev', `socket,id=${ids.toNetworkChardev},path=${optionValue(gate.toNetwork)}`,
+    '-chardev', `socket,id=${ids.fromGuestChardev},path=${optionValue(gate.fromGuest)}`,
+    '-object', `filter-redirector,id=${ids.releaseFilter},netdev=${nicId},queue=rx,indev=${ids.toNetworkChardev},vnet_hdr_support=on`,
+    '-object', `filter-redirector,id=${ids.holdFilter},netdev=${nicId},queue=rx,outdev=${ids.fromGuestChardev},vnet_hdr_support=on`,
+  ];
 }
 
 /** The file node's name for a disk: block jobs that need the raw file (not the format) name it. */

@@ -39,6 +39,17 @@ export interface VmNic {
   mac: string;
   /** The host tap interface (created by QEMU if it does not exist; needs CAP_NET_ADMIN then). */
   tap: string;
+  /** FT output commit from the start: the NIC's output goes through the output gate listening on these
+   * sockets (`src/ft/output-commit.ts`), which must listen before QEMU starts. */
+  outputGate?: VmOutputGate;
+}
+
+/** The two unix sockets of a NIC's output gate; QEMU connects to both as a client. */
+export interface VmOutputGate {
+  /** QEMU writes the guest's frames here (the `fout` filter-redirector's outdev). */
+  fromGuest: string;
+  /** The gate writes released frames here, and QEMU sends them out of the tap (`fin`'s indev). */
+  toNetwork: string;
 }
 
 export interface VmMemoryBackend {
@@ -88,6 +99,8 @@ export const NICS_MAX = 8;
 /** x86 Linux's COMMAND_LINE_SIZE. */
 export const CMDLINE_BYTES_MAX = 2048;
 const PATH_BYTES_MAX = 4096;
+/** sun_path is 108 bytes including the terminating NUL. */
+const UNIX_SOCKET_PATH_BYTES_MAX = 107;
 
 const ACCELS: readonly AccelRequest[] = ['auto', 'kvm', 'tcg'];
 const FORMATS: readonly DiskFormat[] = ['qcow2', 'raw'];
@@ -127,6 +140,13 @@ export function parseVmSpec(input: unknown): VmSpec {
   unique(spec.disks.map((d, i): Entry => [`disks[${i}].path`, d.path]), 'path');
   unique(spec.nics.map((n, i): Entry => [`nics[${i}].mac`, n.mac]), 'MAC');
   unique(spec.nics.map((n, i): Entry => [`nics[${i}].tap`, n.tap]), 'tap');
+  // Two gates (or both ends of one) on one socket would cross one NIC's frames into another's.
+  unique(
+    spec.nics.flatMap((n, i): Entry[] =>
+      n.outputGate ? [[`nics[${i}].outputGate.fromGuest`, n.outputGate.fromGuest], [`nics[${i}].outputGate.toNetwork`, n.outputGate.toNetwork]] : [],
+    ),
+    'socket',
+  );
   return spec;
 }
 
@@ -158,7 +178,7 @@ function disk(v: unknown, field: string): VmDisk {
 
 function nic(v: unknown, field: string): VmNic {
   const o = object(v, field);
-  onlyKeys(o, field, ['id', 'mac', 'tap']);
+  onlyKeys(o, field, ['id', 'mac', 'tap', 'outputGate']);
   const mac = str(o['mac'], `${field}.mac`);
   if (!MAC_RE.test(mac)) bad(`${field}.mac`, mac, 'must look like 52:54:00:12:34:56');
   const first = parseInt(mac.slice(0, 2), 16);
@@ -167,7 +187,19 @@ function nic(v: unknown, field: string): VmNic {
   if (/^00(:00){5}$/.test(mac)) bad(`${field}.mac`, mac, 'is all zeros');
   const tap = str(o['tap'], `${field}.tap`);
   if (!TAP_RE.test(tap) || tap === '.' || tap === '..') bad(`${field}.tap`, tap, 'must be an interface name of 1-15 characters from [A-Za-z0-9_.-]');
-  return { id: id(o['id'], `${field}.id`), mac: mac.toLowerCase(), tap };
+  const n: VmNic = { id: id(o['id'], `${field}.id`), mac: mac.toLowerCase(), tap };
+  if (o['outputGate'] !== undefined) {
+    const g = object(o['outputGate'], `${field}.outputGate`);
+    onlyKeys(g, `${field}.outputGate`, ['fromGuest', 'toNetwork']);
+    n.outputGate = { fromGuest: socketPath(g['fromGuest'], `${field}.outputGate.fromGuest`), toNetwork: socketPath(g['toNetwork'], `${field}.outputGate.toNetwork`) };
+  }
+  return n;
+}
+
+function socketPath(v: unknown, field: string): string {
+  const s = absPath(v, field);
+  if (Buffer.byteLength(s) > UNIX_SOCKET_PATH_BYTES_MAX) bad(field, s, `is longer than a unix socket path may be (${UNIX_SOCKET_PATH_BYTES_MAX} bytes)`);
+  return s;
 }
 
 function id(v: unknown, field: string): string {

@@ -39,6 +39,12 @@ export interface CopyExportOptions {
   log?: DriverLog;
   /** Bound on qemu-nbd opening the image and answering an NBD handshake. */
   startTimeoutMs?: number;
+  /**
+   * `writethrough` (default, HA: every write on disk before its answer, see above). `writeback` only for a
+   * client that flushes itself before it counts anything durable: the FT epoch disk (`src/ft/epoch-disk.ts`)
+   * flushes once per committed epoch instead of once per write.
+   */
+  cache?: 'writethrough' | 'writeback';
 }
 
 export interface CopyExportExit {
@@ -117,7 +123,7 @@ export class CopyExport {
     const args = [
       '--pdeathsig', 'SIGKILL', '--', qemuNbd,
       `--socket=${opts.socketPath}`, `--format=${opts.format}`, `--export-name=${opts.vm}`,
-      '--persistent', '--shared=1', '--cache=writethrough', '--aio=threads', '--discard=unmap', '--detect-zeroes=unmap',
+      '--persistent', '--shared=1', `--cache=${opts.cache ?? 'writethrough'}`, '--aio=threads', '--discard=unmap', '--detect-zeroes=unmap',
       opts.disk,
     ];
     let proc: QemuProcess;
@@ -174,6 +180,7 @@ function checkOptions(o: CopyExportOptions): void {
   };
   if (typeof o.vm !== 'string' || !NAME_RE.test(o.vm)) bad('vm', 'must be a VM name ([a-z][a-z0-9-]{0,30})');
   if (o.format !== 'qcow2' && o.format !== 'raw') bad('format', 'must be qcow2 or raw');
+  if (o.cache !== undefined && o.cache !== 'writethrough' && o.cache !== 'writeback') bad('cache', 'must be writethrough or writeback');
   if (typeof o.disk !== 'string' || o.disk === '') bad('disk', 'must be an image file path');
   if (typeof o.socketPath !== 'string' || o.socketPath === '') bad('socketPath', 'must be a path');
   if (Buffer.byteLength(o.socketPath) > UNIX_SOCKET_PATH_MAX) bad('socketPath', `is longer than a unix socket path may be (${UNIX_SOCKET_PATH_MAX} bytes)`);

@@ -46,6 +46,18 @@ export const ERROR_CODES = {
   MIRROR_FAILED: "mirroring a VM disk to the peer's copy failed (QEMU's block job reported an error or could not start)",
   MIGRATION_FAILED: 'a live migration failed, was cancelled or did not converge',
   NOTIFY_OUTBOX: "lockstepd's notification outbox (SQLite) cannot be opened, is newer than this version, or holds a corrupt row",
+  OUTPUT_GATE_FRAME: "a record on an FT output gate's socket does not match filter-redirector's framing (length, vnet header length); the gate closes",
+  OUTPUT_GATE: "an FT output gate could not listen on its sockets, or attaching it to (or detaching it from) a VM's NIC over QMP failed",
+  NBD_PROTOCOL: 'an NBD server or client broke the NBD protocol, or an NBD server refused the export asked for',
+  NBD_DISCONNECTED: 'an NBD connection could not be made, closed, or went unanswered past its bound',
+  NBD_REQUEST_FAILED: 'an NBD server answered a request with an error (fields.errno)',
+  EPOCH_DISK: "the FT backup's epoch disk cannot hold, commit or hand over the copy (a write was refused or lost, the copy failed)",
+  CHECKPOINT_CAPTURE: "an FT checkpoint could not be taken on the primary (QMP stop/save/cont failed, the guest's RAM file or device state could not be read)",
+  CHECKPOINT_WIRE: 'an FT checkpoint stream does not match the wire format (truncated, wrong sizes, pages outside RAM, bad checksum, oversized); the field is named',
+  CHECKPOINT_STORE: "the backup's FT checkpoint store refused an epoch (not the next one and not a full image, another VM or size) or cannot be opened or written",
+  CHECKPOINT_REFUSED: 'the backup refused an FT checkpoint; its error code and message are in the fields',
+  CHECKPOINT_LINK: 'the FT checkpoint stream to or from the peer closed or failed, or an ack did not come in time',
+  CHECKPOINT_RESUME: "a VM could not be resumed from the backup's committed FT checkpoint",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

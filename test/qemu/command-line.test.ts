@@ -74,6 +74,36 @@ test('a migration destination waits with -incoming defer, after -S when both are
   assert.ok(!qemuArgs(spec, { accel: 'tcg', ...io }).includes('-incoming'), 'no -incoming unless asked');
 });
 
+test('an FT checkpoint restore: -incoming defer for a device-state-only stream (no configuration section, no vmdesc)', () => {
+  const spec = parseVmSpec({ name: 'ft', vcpus: 1, memoryMiB: 128, accel: 'tcg', memoryBackend: { path: '/dev/shm/ft/ram.img' } });
+  const args = qemuArgs(spec, { accel: 'tcg', paused: true, checkpointRestore: true, ...io });
+  assert.equal(args[args.indexOf('-machine') + 1], 'pc,memory-backend=ram0,suppress-vmdesc=on');
+  assert.deepEqual(args.slice(-5), ['-S', '-global', 'migration.send-configuration=off', '-incoming', 'defer']);
+  const plain = qemuArgs(spec, { accel: 'tcg', ...io });
+  assert.equal(plain[plain.indexOf('-machine') + 1], 'pc,memory-backend=ram0');
+  assert.ok(!plain.includes('-global'), 'the flags only for a restore');
+});
+
+test('a NIC under FT output commit: the gate\'s two socket chardevs, then fin (indev) before fout (outdev), between netdev and device', () => {
+  const spec = parseVmSpec({
+    name: 'ft',
+    vcpus: 1,
+    memoryMiB: 64,
+    nics: [{ id: 'net0', mac: '52:54:00:12:34:56', tap: 't-ft', outputGate: { fromGuest: '/run/vm/g,1.sock', toNetwork: '/run/vm/n.sock' } }],
+  });
+  const args = qemuArgs(spec, { accel: 'tcg', ...io });
+  const from = args.indexOf('-netdev');
+  assert.deepEqual(args.slice(from, from + 12), [
+    '-netdev', 'tap,id=net0,ifname=t-ft,script=no,downscript=no,vhost=off',
+    '-chardev', 'socket,id=net0-gate-net,path=/run/vm/n.sock',
+    '-chardev', 'socket,id=net0-gate-guest,path=/run/vm/g,,1.sock',
+    // The order matters: QEMU walks queue=rx filters last-declared first, so the guest's frames meet fout.
+    '-object', 'filter-redirector,id=net0-gate-fin,netdev=net0,queue=rx,indev=net0-gate-net,vnet_hdr_support=on',
+    '-object', 'filter-redirector,id=net0-gate-fout,netdev=net0,queue=rx,outdev=net0-gate-guest,vnet_hdr_support=on',
+    '-device', 'virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,id=net0',
+  ]);
+});
+
 test('optionValue doubles commas and nothing else', () => {
   assert.equal(optionValue('/a,b,,c=d'), '/a,,b,,,,c=d');
 });

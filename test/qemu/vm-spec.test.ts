@@ -74,6 +74,17 @@ test('bad input names the bad field', () => {
   invalid({ ...good, nics: [{ ...good.nics[0], tap: 'tap/0' }] }, 'nics[0].tap');
   invalid({ ...good, nics: [good.nics[0], { ...good.nics[0], id: 'net1', tap: 't2' }] }, 'nics[1].mac');
   invalid({ ...good, nics: [good.nics[0], { ...good.nics[0], id: 'net1', mac: '52:54:00:00:00:02' }] }, 'nics[1].tap');
+  const gate = { fromGuest: '/run/vm/g.sock', toNetwork: '/run/vm/n.sock' };
+  invalid({ ...good, nics: [{ ...good.nics[0], outputGate: { ...gate, toNetwork: 'n.sock' } }] }, 'nics[0].outputGate.toNetwork');
+  invalid({ ...good, nics: [{ ...good.nics[0], outputGate: { ...gate, fromGuest: `/${'s'.repeat(107)}` } }] }, 'nics[0].outputGate.fromGuest');
+  invalid({ ...good, nics: [{ ...good.nics[0], outputGate: { fromGuest: gate.fromGuest } }] }, 'nics[0].outputGate.toNetwork');
+  invalid({ ...good, nics: [{ ...good.nics[0], outputGate: { ...gate, hold: true } }] }, 'nics[0].outputGate.hold');
+  invalid({ ...good, nics: [{ ...good.nics[0], outputGate: { ...gate, toNetwork: gate.fromGuest } }] }, 'nics[0].outputGate.toNetwork');
+  invalid(
+    { ...good, nics: [{ ...good.nics[0], outputGate: gate }, { id: 'net1', mac: '52:54:00:00:00:02', tap: 't2', outputGate: { fromGuest: '/run/vm/g2.sock', toNetwork: gate.toNetwork } }] },
+    'nics[1].outputGate.toNetwork',
+  );
+  assert.deepEqual(parseVmSpec({ ...good, nics: [{ ...good.nics[0], outputGate: gate }] }).nics[0]!.outputGate, gate);
   invalid({ ...good, memoryBackend: { path: 'ram' } }, 'memoryBackend.path');
   invalid({ ...good, memoryBackend: { path: '/dev/shm/x', share: false } }, 'memoryBackend.share');
   invalid({ ...good, heartbeat: { timeoutMs: 10 } }, 'heartbeat.timeoutMs');

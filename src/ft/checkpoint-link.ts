@@ -1,0 +1,219 @@
+/**
+ * Checkpoints over a stream, whatever carries it (the A-Link's TLS streams later; a unix socket in tests):
+ * the primary's `CheckpointSender` writes each checkpoint and waits for the backup's ack; the backup's
+ * `receiveCheckpoints` reads, stages, commits into its `CheckpointStore` and acks. Wire format:
+ * `checkpoint-wire.ts`.
+ *
+ * On bad input (the decoder's or the store's refusal) the receiver answers REFUSED with the error's code and
+ * message and ends the stream: past a framing error nothing in it can be trusted, and the store still holds
+ * the last committed epoch. The sender then fails every pending send with `CHECKPOINT_REFUSED`; a new stream
+ * starts with a full image (`CheckpointEngine.requestFull`) unless the backup's committed epoch is known to
+ * be the one before.
+ */
+import type { Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import { BugError, assert } from '../util/assert.js';
+import { LockstepError, describeError, isLockstepError } from '../util/errors.js';
+import type { Checkpoint } from './checkpoint.js';
+import { CheckpointDecoder, ReplyDecoder, encodeAck, encodeCheckpoint, encodeRefusal } from './checkpoint-wire.js';
+import type { CheckpointStore, CommitResult } from './checkpoint-store.js';
+
+export interface SendResult {
+  epoch: number;
+  wireBytes: number;
+  /** From the first write to the last one handed to the stream. */
+  writeMs: number;
+  /** From the first write to the ack. */
+  ackMs: number;
+}
+
+/** Sends in flight at once: the checkpoint being acked and the next one (the tracker's two buffers). */
+const IN_FLIGHT_MAX = 2;
+
+export class CheckpointSender {
+  private readonly replies = new ReplyDecoder();
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: LockstepError) => void }>();
+  private failed: LockstepError | undefined;
+  /** Writes go out one checkpoint after the other. */
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly stream: Duplex,
+    private readonly opts: { vm: string; ackTimeoutMs: number },
+  ) {
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('error', (e) => this.fail(new LockstepError('CHECKPOINT_LINK', `checkpoint stream of '${opts.vm}' failed: ${e.message}`, { vm: opts.vm }, { cause: e })));
+    stream.on('close', () => this.fail(new LockstepError('CHECKPOINT_LINK', `checkpoint stream of '${opts.vm}' closed`, { vm: opts.vm })));
+  }
+
+  /**
+   * Writes `cp` and resolves once the backup has committed it. Releases the checkpoint's page data once
+   * written. Throws `CHECKPOINT_REFUSED` (the backup's code and message in fields), `CHECKPOINT_LINK`
+   * (stream closed or failed, no ack within `ackTimeoutMs`), `CHECKPOINT_WIRE` (the backup's answer is not
+   * the wire format).
+   */
+  async send(cp: Checkpoint): Promise<SendResult> {
+    assert(cp.vm === this.opts.vm, `a checkpoint of '${cp.vm}' sent on the stream of '${this.opts.vm}'`);
+    assert(!this.waiting.has(cp.epoch), `epoch ${cp.epoch} sent twice`);
+    assert(this.waiting.size < IN_FLIGHT_MAX, `more than ${IN_FLIGHT_MAX} checkpoints in flight`);
+    if (this.failed) {
+      cp.release();
+      throw this.failed;
+    }
+    const acked = new Promise<void>((resolve, reject) => this.waiting.set(cp.epoch, { resolve, reject }));
+    acked.catch(() => undefined);
+    const t0 = performance.now();
+    let wireBytes = 0;
+    const write = this.writing.then(async () => {
+      try {
+        await this.writeAll(encodeCheckpoint(cp), (n) => (wireBytes += n));
+      } finally {
+        cp.release();
+      }
+    });
+    this.writing = write.catch(() => undefined);
+    await write;
+    const writeMs = performance.now() - t0;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new LockstepError('CHECKPOINT_LINK', `the backup did not ack epoch ${cp.epoch} of '${cp.vm}' within ${this.opts.ackTimeoutMs} ms`, { vm: cp.vm, epoch: cp.epoch, ackTimeoutMs: this.opts.ackTimeoutMs })),
+        this.opts.ackTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([acked, timeout]);
+    } finally {
+      clearTimeout(timer);
+      this.waiting.delete(cp.epoch);
+    }
+    return { epoch: cp.epoch, wireBytes, writeMs, ackMs: performance.now() - t0 };
+  }
+
+  /** Ends the stream; pending sends fail with `CHECKPOINT_LINK`. */
+  close(): void {
+    this.stream.destroy();
+  }
+
+  /** Writes in order, waiting for 'drain' when the stream's buffer is full; resolves once the last buffer
+   * was handed on (to the kernel or the TLS layer), so the views it holds may change then. */
+  private async writeAll(buffers: Buffer[], counted: (n: number) => void): Promise<void> {
+    for (let i = 0; i < buffers.length; i++) {
+      if (this.failed) throw this.failed;
+      const b = buffers[i]!;
+      counted(b.length);
+      if (i === buffers.length - 1) {
+        await new Promise<void>((resolve, reject) => this.stream.write(b, (e) => (e ? reject(this.linkError(e)) : resolve())));
+      } else if (!this.stream.write(b)) {
+        await new Promise<void>((resolve, reject) => {
+          const done = (e?: Error): void => {
+            this.stream.off('drain', done);
+            this.stream.off('close', done);
+            if (e !== undefined || this.failed) reject(this.failed ?? this.linkError(e!));
+            else resolve();
+          };
+          this.stream.on('drain', done);
+          this.stream.on('close', done);
+        });
+      }
+    }
+  }
+
+  private linkError(e: Error): LockstepError {
+    return this.failed ?? new LockstepError('CHECKPOINT_LINK', `checkpoint stream of '${this.opts.vm}': ${e.message}`, { vm: this.opts.vm }, { cause: e });
+  }
+
+  private onData(chunk: Buffer): void {
+    let replies;
+    try {
+      replies = this.replies.push(chunk);
+    } catch (e) {
+      this.fail(isLockstepError(e) ? e : new LockstepError('CHECKPOINT_WIRE', describeError(e), {}));
+      this.stream.destroy();
+      return;
+    }
+    for (const r of replies) {
+      if (r.kind === 'refused') {
+        const { epoch, code, message } = r.refusal;
+        this.fail(new LockstepError('CHECKPOINT_REFUSED', `the backup refused epoch ${epoch} of '${this.opts.vm}': ${code}: ${message}`, { vm: this.opts.vm, epoch, peerCode: code, peerMessage: message }));
+        // The backup reads no more of this stream: a write waiting for room would wait for ever.
+        this.stream.destroy();
+        return;
+      }
+      const w = this.waiting.get(r.ack.epoch);
+      if (r.ack.vm !== this.opts.vm || w === undefined) {
+        this.fail(new LockstepError('CHECKPOINT_WIRE', `the backup acked epoch ${r.ack.epoch} of '${r.ack.vm}', which was not sent`, { vm: this.opts.vm, field: 'ack.epoch', epoch: r.ack.epoch }));
+        this.stream.destroy();
+        return;
+      }
+      w.resolve();
+    }
+  }
+
+  private fail(e: LockstepError): void {
+    this.failed ??= e;
+    for (const w of this.waiting.values()) w.reject(this.failed);
+  }
+}
+
+export interface ReceiveOutcome {
+  /** Every commit made from this stream, in order. */
+  commits: CommitResult[];
+  /** Why the stream was refused, or null if it simply ended. */
+  refused: LockstepError | null;
+}
+
+/**
+ * Reads checkpoints from `stream` into `store` until the stream ends, acking each one once committed.
+ * Resolves (never rejects on bad input) with what was committed and, if it came to that, the error the
+ * stream was refused with (`CHECKPOINT_WIRE`, `CHECKPOINT_STORE`), which was also sent back as REFUSED.
+ */
+export async function receiveCheckpoints(stream: Duplex, store: CheckpointStore, opts: { onCommit?: (c: CommitResult) => void } = {}): Promise<ReceiveOutcome> {
+  const decoder = new CheckpointDecoder(store.geometry);
+  const commits: CommitResult[] = [];
+  let epoch = 0;
+  try {
+    // Not destroyed when the loop is left on an error: the REFUSED record must still go out.
+    for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
+      for (const staged of decoder.push(chunk as Buffer)) {
+        epoch = staged.epoch;
+        const c = await store.commit(staged);
+        commits.push(c);
+        opts.onCommit?.(c);
+        stream.write(encodeAck({ vm: store.vm, epoch: staged.epoch }));
+      }
+      epoch = decoder.receivingEpoch ?? epoch;
+    }
+    decoder.end();
+    stream.end();
+    return { commits, refused: null };
+  } catch (e) {
+    if (e instanceof BugError) throw e;
+    if (!isLockstepError(e, 'CHECKPOINT_WIRE') && !isLockstepError(e, 'CHECKPOINT_STORE')) {
+      // The stream itself failed (reset, TLS error): nobody is left to tell; the store keeps what it has.
+      stream.destroy();
+      return { commits, refused: new LockstepError('CHECKPOINT_LINK', `checkpoint stream of '${store.vm}' failed: ${describeError(e)}`, { vm: store.vm }, { cause: e }) };
+    }
+    refuse(stream, encodeRefusal({ vm: store.vm, epoch: decoder.receivingEpoch ?? epoch, code: e.code, message: e.message }));
+    return { commits, refused: e };
+  }
+}
+
+/** How long a refused stream is drained, for the sender to read REFUSED and close its end. */
+const REFUSED_LINGER_MS = 5_000;
+
+/**
+ * Sends REFUSED and half-closes; what the sender still writes is read and dropped (a peer that closes with
+ * unread data resets the connection, and the sender could lose the REFUSED record), until it closes or the
+ * linger bound.
+ */
+function refuse(stream: Duplex, record: Buffer): void {
+  if (stream.destroyed) return;
+  stream.on('error', () => undefined);
+  const timer = setTimeout(() => stream.destroy(), REFUSED_LINGER_MS);
+  timer.unref();
+  stream.once('close', () => clearTimeout(timer));
+  stream.once('end', () => stream.destroy());
+  stream.resume();
+  stream.end(record);
+}

@@ -1,0 +1,96 @@
+// The change finder: the pure diff, and the copy-and-compare tracker over a plain file standing in for a
+// guest's RAM file (what it reads is a file either way).
+import { afterEach, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { open, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { CopyCompareTracker, PAGE_BYTES, changedPageRuns } from '../../src/ft/ram-tracker.js';
+import { BugError } from '../../src/util/assert.js';
+import { LockstepError } from '../../src/util/errors.js';
+import { Cleanup } from '../support/cleanup.js';
+import { rejectionOf } from '../qemu/helpers.js';
+import { shmDir } from './helpers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+const P = PAGE_BYTES;
+const runsOf = (runs: { firstPage: number; data: Buffer }[]): [number, number][] => runs.map((r) => [r.firstPage, r.data.length / P]);
+
+test('changedPageRuns: nothing, single pages, merged neighbours, first and last page, one byte is enough', () => {
+  const prev = Buffer.alloc(16 * P);
+  assert.deepEqual(changedPageRuns(Buffer.from(prev), prev, P), []);
+  const cur = Buffer.from(prev);
+  cur[0] = 1; // page 0
+  cur[3 * P + P - 1] = 1; // last byte of page 3
+  cur[4 * P] = 1; // page 4: touches page 3, one run
+  cur[9 * P + 100] = 1;
+  cur[15 * P + 5] = 1; // the last page
+  const runs = changedPageRuns(cur, prev, P);
+  assert.deepEqual(runsOf(runs), [[0, 1], [3, 2], [9, 1], [15, 1]]);
+  // Views into the current buffer, not copies.
+  assert.equal(runs[1]!.data.buffer, cur.buffer);
+  assert.equal(runs[1]!.data[P - 1], 1);
+  assert.deepEqual(runsOf(changedPageRuns(Buffer.alloc(16 * P, 7), prev, P)), [[0, 16]]);
+});
+
+test('CopyCompareTracker: the first capture is full; then only what changed in the file; requestFull', async () => {
+  const dir = await shmDir(cleanup);
+  const file = path.join(dir, 'ram');
+  await writeFile(file, Buffer.alloc(64 * P));
+  const tracker = await CopyCompareTracker.open(file, 64 * P);
+  cleanup.add(() => tracker.close());
+  await tracker.capture();
+  const first = tracker.changes();
+  assert.equal(first.full, true);
+  assert.equal(first.pageCount, 64);
+  first.release();
+
+  const fh = await open(file, 'r+');
+  await fh.write(Buffer.from([1]), 0, 1, 10 * P + 7);
+  await fh.write(Buffer.alloc(2 * P, 9), 0, 2 * P, 40 * P);
+  await tracker.capture();
+  const second = tracker.changes();
+  assert.equal(second.full, false);
+  assert.deepEqual(runsOf(second.runs), [[10, 1], [40, 2]]);
+  assert.equal(second.runs[1]!.data[0], 9);
+
+  // Nothing changed: an empty epoch. The second's views are still in use, and this capture does not touch them.
+  await tracker.capture();
+  const third = tracker.changes();
+  assert.deepEqual(third.runs, []);
+  assert.equal(second.runs[1]!.data[0], 9);
+  second.release();
+  third.release();
+
+  await fh.write(Buffer.from([2]), 0, 1, 63 * P);
+  await fh.close();
+  tracker.requestFull();
+  await tracker.capture();
+  const fourth = tracker.changes();
+  assert.equal(fourth.full, true);
+  assert.equal(fourth.runs[0]!.data[63 * P], 2);
+  fourth.release();
+  // After the full one, the diff is against it again.
+  await tracker.capture();
+  assert.deepEqual(tracker.changes().runs, []);
+});
+
+test('CopyCompareTracker: a capture over page data still in use is a bug; a wrong file size is CHECKPOINT_CAPTURE', async () => {
+  const dir = await shmDir(cleanup);
+  const file = path.join(dir, 'ram');
+  await writeFile(file, Buffer.alloc(8 * P));
+  const tracker = await CopyCompareTracker.open(file, 8 * P);
+  cleanup.add(() => tracker.close());
+  await tracker.capture();
+  tracker.changes(); // not released
+  await tracker.capture();
+  tracker.changes(); // not released: both buffers in use
+  assert.ok((await rejectionOf(tracker.capture())) instanceof BugError);
+
+  const e = await rejectionOf(CopyCompareTracker.open(file, 16 * P));
+  assert.ok(e instanceof LockstepError && e.code === 'CHECKPOINT_CAPTURE', String(e));
+  assert.match(e.message, /holds 32768 bytes, not the VM's 65536/);
+  const missing = await rejectionOf(CopyCompareTracker.open(path.join(dir, 'nope'), 8 * P));
+  assert.ok(missing instanceof LockstepError && missing.code === 'CHECKPOINT_CAPTURE');
+});
