@@ -14,7 +14,7 @@
 import { assert } from '../util/assert.js';
 import { ALINK_COMPONENTS, estimateMtbfMs, FAULT_HISTORY_KEPT, healthScore, healthyComponents, newFailures, recoveries, SERIOUS_COMPONENTS } from './health.js';
 import { holderFenceAt, quorumLeaseHolderMs, waiterSafeAfterMs } from './lease.js';
-import { effectiveProtection } from './splitsite.js';
+import { RESTORE_FRACTION, SPLITSITE_UNMEASURED, effectiveProtection, settle, splitsiteDueAt, splitsiteSample, stronger, type SplitSite } from './splitsite.js';
 import { mergeVms, newConfig, sameRecords } from './vm-records.js';
 import type {
   CoreConfig,
@@ -93,7 +93,8 @@ export interface CoreState {
   /** VMs being stopped so that the peer can take them (restart limit, maintenance, better health). */
   readonly transfers: Readonly<Record<VmName, HostId>>;
   readonly health: HealthSnapshot;
-  readonly rttMs: number | null;
+  /** What the A-Link's round trip allows (SplitSite, with hysteresis) and its last sample. */
+  readonly splitsite: SplitSite;
   readonly announcedProtection: Readonly<Record<VmName, ProtectionLevel>>;
   /** Owner side: the mirror of each VM this host runs into the peer's copy, for the current instance. */
   readonly mirrors: Readonly<Record<VmName, OwnerMirror>>;
@@ -205,7 +206,7 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     failedVms: {},
     transfers: {},
     health: healthyComponents(),
-    rttMs: null,
+    splitsite: SPLITSITE_UNMEASURED,
     announcedProtection: {},
     mirrors: {},
     syncPoints: {},
@@ -260,7 +261,7 @@ export function step(state: CoreState, input: Input): [CoreState, Decision] {
       onHealth(st, input.health, input.wallMs);
       break;
     case 'alink-rtt':
-      st.s.rttMs = input.rttMs;
+      st.s.splitsite = splitsiteSample(st.s.splitsite, input.rttMs, st.s.now, st.s.cfg);
       break;
     case 'command':
       onCommand(st, input.command);
@@ -389,7 +390,7 @@ export function vmState(s: CoreState, name: VmName): VmState {
   if (rec.config.protection === 'none' || !pairedWithPeer(s)) return 'unprotected';
   const mirror = s.mirrors[name];
   if (mirror?.state !== 'ready') return mirror?.state === 'syncing' ? 'syncing' : 'unprotected';
-  return effectiveProtection(rec.config.protection, s.rttMs, s.cfg) === rec.config.protection ? 'protected' : 'downgraded';
+  return effectiveProtection(rec.config.protection, s.splitsite.allowed) === rec.config.protection ? 'protected' : 'downgraded';
 }
 
 /** Protected VMs keep a copy of their disk on both hosts (FT builds on HA's copies). */
@@ -720,6 +721,7 @@ function onCommand(st: Step, cmd: OperatorCommand): void {
 // ── evaluation: what to do now ─────────────────────────────────────────────────────────────────────────
 
 function evaluate(st: Step): void {
+  st.s.splitsite = settle(st.s.splitsite, st.s.now, st.s.cfg);
   pairing(st);
   quorumRounds(st);
   tiebreak(st);
@@ -1307,13 +1309,16 @@ function protectionAlerts(st: Step): void {
   let announced: Record<VmName, ProtectionLevel> | null = null;
   for (const [name, rec] of Object.entries(s.durable.vms)) {
     if (rec.owner.host !== s.cfg.self || rec.config.removed) continue;
-    const effective = effectiveProtection(rec.config.protection, s.rttMs, s.cfg);
+    const effective = effectiveProtection(rec.config.protection, s.splitsite.allowed);
     const before = s.announcedProtection[name] ?? rec.config.protection;
     if (effective !== before) {
       announced ??= { ...s.announcedProtection };
       announced[name] = effective;
-      const rtt = s.rttMs === null ? 'unknown' : `${s.rttMs.toFixed(2)} ms`;
-      if (effective !== rec.config.protection) {
+      const rtt = s.splitsite.rttMs === null ? 'unknown' : `${s.splitsite.rttMs.toFixed(2)} ms`;
+      if (effective !== rec.config.protection && stronger(effective, before)) {
+        const limit = s.cfg.rttLimitMs[rec.config.protection as 'ft' | 'ha'] * RESTORE_FRACTION;
+        alert(st, 'info', 'SPLITSITE_RESTORED', `VM ${name}: A-Link round trip ${rtt}; protection restored to ${effective}, not yet ${rec.config.protection.toUpperCase()} (it needs a round trip under ${limit.toFixed(1)} ms)`);
+      } else if (effective !== rec.config.protection) {
         alert(st, 'warning', 'SPLITSITE_DOWNGRADE', `VM ${name}: A-Link round trip ${rtt} exceeds the ${rec.config.protection.toUpperCase()} limit; protection downgraded to ${effective}`);
       } else {
         alert(st, 'info', 'SPLITSITE_RESTORED', `VM ${name}: A-Link round trip ${rtt}; ${effective.toUpperCase()} protection restored`);
@@ -1385,6 +1390,8 @@ function wakeAt(s: CoreState): number {
   if (s.quorum.lastRoundAt !== null) later(s.quorum.lastRoundAt + s.cfg.quorumRetryMs);
   for (const t of Object.values(s.retryAt)) later(t);
   if (s.peerHealthierSince !== null) later(s.peerHealthierSince + HEALTH_MOVE_AFTER_MS);
+  const splitsiteDue = splitsiteDueAt(s.splitsite, s.cfg);
+  if (splitsiteDue !== null) later(splitsiteDue);
   return Math.min(...candidates);
 }
 

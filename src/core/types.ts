@@ -44,6 +44,8 @@ export interface CoreConfig {
   vmRestartWindowMs: number;
   /** SplitSite: largest A-Link round trip each protection level tolerates. */
   rttLimitMs: { ft: number; ha: number };
+  /** SplitSite hysteresis: how long the round trip must stay over a limit before a downgrade, and clearly under it before a restore (splitsite.ts). */
+  splitsiteHoldMs: { downgrade: number; restore: number };
 }
 
 export const DEFAULT_TIMING = {
@@ -60,6 +62,7 @@ export const DEFAULT_TIMING = {
   vmRestartLimit: 3,
   vmRestartWindowMs: 10 * 60_000,
   rttLimitMs: { ft: 2, ha: 10 },
+  splitsiteHoldMs: { downgrade: 2000, restore: 5000 },
 } as const;
 
 // ── health ─────────────────────────────────────────────────────────────────────────────────────────────

@@ -109,7 +109,7 @@ export class CoreDriver {
       peerState: hb?.hostState ?? null,
       peerHealth: hb?.health ?? null,
       activeQuorum: s.durable.activeQuorum,
-      rttMs: s.rttMs,
+      rttMs: s.splitsite.rttMs,
       maintenance: s.durable.maintenance,
       declaredDown: s.durable.declaredDown,
       vms: Object.values(s.durable.vms)

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mergeVms } from '../../src/core/vm-records.js';
 import { decideGrant, emptyPairRecord, recoveredPairRecord } from '../../src/core/quorum-grant.js';
 import { quorumLeaseHolderMs, waiterSafeAfterMs } from '../../src/core/lease.js';
-import { effectiveProtection } from '../../src/core/splitsite.js';
+import { SPLITSITE_UNMEASURED, effectiveProtection, settle, splitsiteDueAt, splitsiteSample, type SplitSite } from '../../src/core/splitsite.js';
 import { estimateMtbfMs, healthScore, healthyComponents } from '../../src/core/health.js';
 import { bootState, step } from '../../src/core/host-core.js';
 import { DEFAULT_TIMING, type CoreConfig, type VmRecord } from '../../src/core/types.js';
@@ -82,7 +82,7 @@ test('leases are stretched and shrunk for clock drift, never the other way', () 
   assert.equal(waiterSafeAfterMs(1000, { ...cfg, clockDriftMax: 0 }), 1000);
 });
 
-test('SplitSite: FT needs ≤ 2 ms, HA ≤ 10 ms; an unknown RTT downgrades nothing', () => {
+test('SplitSite: FT needs ≤ 2 ms, HA ≤ 10 ms; the first sample sets the allowance; unmeasured downgrades nothing', () => {
   const cases: [Parameters<typeof effectiveProtection>[0], number | null, string][] = [
     ['ft', 2, 'ft'],
     ['ft', 2.01, 'ha'],
@@ -92,7 +92,35 @@ test('SplitSite: FT needs ≤ 2 ms, HA ≤ 10 ms; an unknown RTT downgrades noth
     ['none', 0.1, 'none'],
     ['ft', null, 'ft'],
   ];
-  for (const [level, rtt, expected] of cases) assert.equal(effectiveProtection(level, rtt, cfg), expected, `${level} at ${rtt} ms`);
+  for (const [level, rtt, expected] of cases) {
+    const allowed = rtt === null ? SPLITSITE_UNMEASURED.allowed : splitsiteSample(SPLITSITE_UNMEASURED, rtt, 0, cfg).allowed;
+    assert.equal(effectiveProtection(level, allowed), expected, `${level} at ${rtt} ms`);
+  }
+});
+
+test('SplitSite hysteresis: a slow spike changes nothing; a slow link downgrades after the hold; a restore needs a clear margin for longer', () => {
+  const { downgrade, restore } = cfg.splitsiteHoldMs;
+  const feed = (s: SplitSite, samples: [at: number, rtt: number][]): SplitSite => samples.reduce((acc, [at, rtt]) => splitsiteSample(acc, rtt, at, cfg), s);
+  const fast = splitsiteSample(SPLITSITE_UNMEASURED, 0.4, 0, cfg);
+  assert.equal(fast.allowed, 'ft');
+
+  const spiked = feed(fast, [[100, 30], [200, 30], [downgrade - 100, 30], [downgrade, 0.5]]);
+  assert.equal(spiked.allowed, 'ft', 'slow for less than the hold, then fast: no downgrade');
+  assert.equal(spiked.pending, null);
+
+  const slow = feed(fast, [[100, 5], [1000, 15], [100 + downgrade - 1, 5]]);
+  assert.equal(slow.allowed, 'ft', 'not yet: the hold has not passed');
+  assert.equal(splitsiteDueAt(slow, cfg), 100 + downgrade);
+  const settled = settle(slow, 100 + downgrade, cfg);
+  assert.equal(settled.allowed, 'ha', 'over the FT limit throughout the hold: downgraded to what the last sample allows');
+
+  const hovering = feed(settled, [[3000, 1.9], [3000 + restore, 1.9], [3000 + 2 * restore, 1.9]]);
+  assert.equal(hovering.allowed, 'ha', 'inside the FT limit but not by the restore margin: stays downgraded');
+  const clear = feed(settled, [[3000, 1], [3000 + restore - 1, 1]]);
+  assert.equal(clear.allowed, 'ha', 'clearly inside, but for less than the restore hold');
+  assert.equal(settle(clear, 3000 + restore, cfg).allowed, 'ft');
+  const broken = feed(settled, [[3000, 1], [4000, 1.9], [3000 + restore, 1]]);
+  assert.equal(broken.allowed, 'ha', 'a sample without the margin restarts the restore hold');
 });
 
 test('MTBF: window divided by the faults in the window; none means infinite', () => {
