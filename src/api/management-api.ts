@@ -29,7 +29,7 @@ export async function startManagementApi(
   let audit: AuditLog | null = null;
   try {
     audit = AuditLog.open(path.join(stateDir, 'audit.db'), config.host, (opts) => api.recentLog(opts));
-    const server = await ManagementServer.start({ address: m.address, port: m.port, tls, api, users, audit, sessionMaxMs: m.sessionMaxMs, log });
+    const server = await ManagementServer.start({ address: m.address, port: m.port, tls, api, users, audit, sessionMaxMs: m.sessionMaxMs, metricsToken: m.metricsToken, log });
     const opened = audit;
     if (users.userCount() === 0) log('management API: no user yet: make the first administrator with POST /api/v1/setup');
     return {

@@ -13,6 +13,8 @@ import { ROLES, type Role } from '../users/roles.js';
 import { FULL_NAME_LENGTH_MAX, NAME_PATTERN, PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, type UserStore } from '../users/user-store.js';
 import type { Reply, Route } from './routes.js';
 import type { Schema } from './schema.js';
+import type { EventStream } from './event-stream.js';
+import { METRICS_CONTENT_TYPE, metricsView, renderMetrics } from './metrics.js';
 
 /** The cookie that carries the session token in a browser (the same token works as `Authorization: Bearer`). */
 export const SESSION_COOKIE = 'lockstep_session';
@@ -26,6 +28,9 @@ export interface ManagementDeps {
   /** The session's absolute lifetime: the cookie's Max-Age. */
   sessionMaxMs: number;
   openApi(): unknown;
+  stream: EventStream;
+  /** `managementApi.metricsToken`: a bearer `/metrics` accepts besides a session; null when not configured. */
+  metricsToken: string | null;
 }
 
 export interface RequestContext {
@@ -371,6 +376,47 @@ const OWN_ROUTES: readonly Route<RequestContext>[] = [
       rc.deps.users.deleteGroup(params['name']!);
       return { status: 204, body: null };
     },
+  },
+  {
+    // Served by the server's upgrade handler; a plain GET reaches this handler only to be told to upgrade.
+    operationId: 'streamEvents',
+    method: 'GET',
+    path: '/v1/events/stream',
+    tag: 'events',
+    summary: 'live events: a WebSocket of status changes, event log entries and audit entries',
+    description:
+      'Connect with a WebSocket (RFC 6455) and the session as for any call (cookie or Authorization: Bearer). The server sends JSON text messages: ' +
+      '{"type":"status","status":…} (as GET /v1/status; on connect and whenever it changes, checked every 500 ms), ' +
+      '{"type":"log","entry":…} (each new event log entry, as GET /v1/events), {"type":"audit","entry":…} (each new user action, as GET /v1/audit), ' +
+      'and on resume {"type":"gap","after","before"} when more than 1000 entries were missed. after=ID replays the entries newer than that log id first. ' +
+      'Client frames must be masked text, ping, pong or close, unfragmented, at most 64 KiB; others close the connection (1002, 1003, 1007, 1009). ' +
+      'The server pings every 15 s and drops a client silent for as long; a client that lets more than 1 MiB queue up is closed with 1008, ' +
+      'as is a stream whose session ends, expires or loses its role.',
+    access: 'read-only',
+    query: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { after: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'replay the event log entries newer than this id (the id of the last entry received)' } },
+    },
+    response: { status: 101, description: 'switching to the WebSocket protocol' },
+    errors: ['UPGRADE_REQUIRED', 'TOO_MANY_STREAMS'],
+    handler: async () => {
+      throw new LockstepError('UPGRADE_REQUIRED', 'the event stream is a WebSocket: connect with Upgrade: websocket', {});
+    },
+  },
+  {
+    operationId: 'getMetrics',
+    method: 'GET',
+    path: '/metrics',
+    root: true,
+    metricsToken: true,
+    tag: 'meta',
+    summary: 'Prometheus metrics of this host and its VMs (text exposition format 0.0.4)',
+    description:
+      'A read-only session, or the configured managementApi.metricsToken as Authorization: Bearer (for a scraper). States are gauges with one series per state (1 for the current one); counters count since lockstepd started.',
+    access: 'read-only',
+    response: { status: 200, description: 'the metrics', contentType: METRICS_CONTENT_TYPE, schema: { type: 'string' } },
+    handler: async (rc) => ({ status: 200, body: renderMetrics(metricsView(rc.deps.api, rc.deps.stream.clientCount())), contentType: METRICS_CONTENT_TYPE }),
   },
   {
     operationId: 'listAudit',

@@ -9,7 +9,11 @@
  *   4. handled; every call that changes something (any method but GET) is written to the audit log with
  *      who, from where, what, on what and how it ended — refused ones included.
  * Errors answer `{"error":{code,message,fields}}` with the code's status; a bug answers 500 and is logged.
+ * Two routes differ: `/metrics` is at the root, where Prometheus looks, and takes the configured metrics
+ * token too; the live event stream (`/api/v1/events/stream`) is a WebSocket upgrade, authenticated the same
+ * way before the handshake (src/api/event-stream.ts).
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import https from 'node:https';
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -22,6 +26,7 @@ import { roleAllows } from '../users/roles.js';
 import type { UserStore } from '../users/user-store.js';
 import { MANAGEMENT_ROUTES, SESSION_COOKIE, type ManagementDeps, type RequestContext } from './management-routes.js';
 import { openApiDocument } from './openapi.js';
+import { DEFAULT_STREAM_LIMITS, EventStream, type StreamLimits } from './event-stream.js';
 import { RouteTable, errorReply, prepareRequest, readJsonBody, requestUrl, send, type Reply, type Route } from './routes.js';
 
 const PREFIX = '/api';
@@ -51,10 +56,16 @@ export interface ManagementServerOptions {
   sessionMaxMs: number;
   now?: () => number;
   limiter?: LimiterOptions;
+  /** `managementApi.metricsToken`: a bearer `/metrics` accepts besides a session. */
+  metricsToken?: string | null;
+  /** The event stream's limits (tests make them small). */
+  streamLimits?: Partial<StreamLimits>;
   log: (line: string) => void;
 }
 
-const table = new RouteTable(MANAGEMENT_ROUTES);
+const table = new RouteTable(MANAGEMENT_ROUTES.filter((r) => !r.root));
+const rootTable = new RouteTable(MANAGEMENT_ROUTES.filter((r) => r.root));
+const STREAM_PATH = '/v1/events/stream';
 let openApiCache: unknown = null;
 
 /** The management API's OpenAPI document (made once from the route table). */
@@ -69,7 +80,7 @@ export class ManagementServer {
 
   private constructor(
     private readonly server: https.Server,
-    private readonly log: (line: string) => void,
+    private readonly stream: EventStream,
   ) {
     server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
@@ -79,6 +90,7 @@ export class ManagementServer {
 
   static async start(opts: ManagementServerOptions): Promise<ManagementServer> {
     const now = opts.now ?? Date.now;
+    const stream = new EventStream(opts.api, opts.users, now, { ...DEFAULT_STREAM_LIMITS, ...opts.streamLimits }, opts.log);
     const deps: ManagementDeps = {
       api: opts.api,
       users: opts.users,
@@ -86,6 +98,8 @@ export class ManagementServer {
       limiter: new LoginLimiter(now, opts.limiter),
       sessionMaxMs: opts.sessionMaxMs,
       openApi: managementOpenApi,
+      stream,
+      metricsToken: opts.metricsToken ?? null,
     };
     const server = https.createServer({
       cert: opts.tls.cert,
@@ -104,14 +118,19 @@ export class ManagementServer {
           res.destroy();
         });
     });
-    // CONNECT (a proxy's method) and protocol upgrades are no API's: a 4xx answer, then the connection closes.
-    const refuse = (status: number, code: 'METHOD_NOT_ALLOWED' | 'UNKNOWN_ENDPOINT', message: string) => (_req: http.IncomingMessage, socket: Duplex) => {
-      const text = JSON.stringify({ error: { code, message, fields: {} } });
+    // CONNECT (a proxy's method) is no API's, nor any upgrade but the event stream's: a 4xx answer, then the
+    // connection closes.
+    server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+      rawReply(socket, errorReply(new LockstepError('METHOD_NOT_ALLOWED', 'CONNECT is not an API method', { allow: ['GET', 'POST', 'PATCH', 'DELETE'] }), 'CONNECT', opts.log));
+    });
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', () => socket.destroy());
-      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`, () => socket.destroy());
-    };
-    server.on('connect', refuse(405, 'METHOD_NOT_ALLOWED', 'CONNECT is not an API method'));
-    server.on('upgrade', refuse(404, 'UNKNOWN_ENDPOINT', 'the management API has no protocol upgrades'));
+      try {
+        upgrade(deps, stream, req, socket, head);
+      } catch (e) {
+        rawReply(socket, errorReply(e, `upgrade ${req.method} ${req.url}`, opts.log));
+      }
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(opts.port, opts.address, () => {
@@ -120,7 +139,7 @@ export class ManagementServer {
       });
     });
     server.on('error', (e) => opts.log(`management API: ${(e as Error).message}`));
-    return new ManagementServer(server, opts.log);
+    return new ManagementServer(server, stream);
   }
 
   port(): number {
@@ -128,6 +147,7 @@ export class ManagementServer {
   }
 
   async close(): Promise<void> {
+    this.stream.close();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -146,8 +166,7 @@ async function handle(deps: ManagementDeps, req: http.IncomingMessage, now: () =
   try {
     const url = requestUrl(req);
     pathname = url.pathname;
-    if (!pathname.startsWith(`${PREFIX}/`)) throw new LockstepError('UNKNOWN_ENDPOINT', `no such endpoint: ${req.method} ${pathname}`, { method: req.method, path: pathname });
-    const match = table.match(req.method ?? 'GET', pathname.slice(PREFIX.length));
+    const match = pathname.startsWith(`${PREFIX}/`) ? table.match(req.method ?? 'GET', pathname.slice(PREFIX.length)) : rootTable.match(req.method ?? 'GET', pathname);
     route = match.route;
     params = rawParams(match.names, match.raw);
     authenticate(rc, req, route);
@@ -165,6 +184,31 @@ async function handle(deps: ManagementDeps, req: http.IncomingMessage, now: () =
   }
   if (route !== null && route.method !== 'GET') record(deps, rc, req, route, params, rawBody, pathname, reply, now, log);
   return { reply, close: isPayloadTooLarge(reply) };
+}
+
+/**
+ * The event stream's upgrade: only at its path; the caller authenticated and its role checked as for any
+ * route, its query checked, then the handshake (src/api/event-stream.ts). Throws the error to answer.
+ */
+function upgrade(deps: ManagementDeps, stream: EventStream, req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+  const url = requestUrl(req);
+  if (url.pathname !== `${PREFIX}${STREAM_PATH}`) {
+    throw new LockstepError('UNKNOWN_ENDPOINT', `no protocol upgrade at ${url.pathname}: the management API has one, at ${PREFIX}${STREAM_PATH}`, { path: url.pathname });
+  }
+  const { route, raw, names } = table.match(req.method ?? 'GET', STREAM_PATH);
+  const rc: RequestContext = { deps, client: req.socket.remoteAddress ?? 'unknown', session: null, actingUser: null };
+  authenticate(rc, req, route);
+  const { query } = prepareRequest(route, raw, names, url.searchParams, undefined);
+  stream.accept(req, socket, head, rc.session!, (query as { after?: number }).after);
+}
+
+/** An error answer written on a socket the HTTP server no longer handles (an upgrade, a CONNECT); then it closes. */
+function rawReply(socket: Duplex, reply: Reply): void {
+  const text = JSON.stringify(reply.body);
+  const headers = { ...SECURITY_HEADERS, ...(reply.headers ?? {}), 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), connection: 'close' };
+  const head = Object.entries(headers).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`);
+  socket.on('error', () => socket.destroy());
+  socket.end(`HTTP/1.1 ${reply.status} ${http.STATUS_CODES[reply.status]}\r\n${head.join('\r\n')}\r\n\r\n${text}`, () => socket.destroy());
 }
 
 /** The path parameters as the audit log names the target, before they are checked (a refused call has one too). */
@@ -187,6 +231,8 @@ function isPayloadTooLarge(reply: Reply): boolean {
 /** Finds the caller's session; refuses a route the caller may not call (401 without a session, 403 without the role). */
 function authenticate(rc: RequestContext, req: http.IncomingMessage, route: Route<RequestContext>): void {
   const token = tokenOf(req);
+  // The scraper's static token stands for no user: the request has no session, and the route needs none.
+  if (route.metricsToken && rc.deps.metricsToken !== null && token !== null && sameSecret(token, rc.deps.metricsToken)) return;
   if (token !== null) {
     const found = rc.deps.users.session(token);
     if (found.ok) rc.session = { user: found.session.user, role: found.session.role, tokenHash: found.tokenHash };
@@ -203,6 +249,11 @@ function authenticate(rc: RequestContext, req: http.IncomingMessage, route: Rout
       has: rc.session.role,
     });
   }
+}
+
+/** Constant-time comparison of two secrets (through their hashes, so that lengths do not matter either). */
+function sameSecret(a: string, b: string): boolean {
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
 }
 
 /** The session token: `Authorization: Bearer …` first, else the session cookie; null when neither. */
@@ -239,7 +290,7 @@ function record(
   const bodyName = typeof body === 'object' && body !== null && typeof (body as { name?: unknown }).name === 'string' ? (body as { name: string }).name : null;
   const target = params['name'] ?? bodyName ?? (route.operationId === 'changeOwnPassword' ? (rc.session?.user ?? null) : null);
   try {
-    deps.audit.append({
+    const entry = deps.audit.append({
       wallMs: now(),
       user: rc.actingUser ?? rc.session?.user ?? null,
       client: rc.client,
@@ -252,8 +303,11 @@ function record(
       code: error?.code ?? null,
       message: error?.message ?? null,
     });
+    deps.stream.audited(entry);
   } catch (e) {
     // The action has happened; its answer still goes out. The failure is the daemon's to report.
     log(`management API: ${isLockstepError(e) ? `${e.code}: ` : ''}${(e as Error).message}`);
   }
+  // Every way a session ends early (logout, password change, user deleted, role taken) is a changing call.
+  deps.stream.recheckSessions();
 }

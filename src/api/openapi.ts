@@ -27,7 +27,7 @@ export function errorCodesOf(route: Route<unknown>): ErrorCode[] {
 export function openApiDocument(routes: readonly Route<unknown>[], info: { title: string; version: string }): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const route of routes) {
-    const path = OPENAPI_PREFIX + route.path;
+    const path = route.root ? route.path : OPENAPI_PREFIX + route.path;
     const parameters = [
       ...Object.entries(route.params ?? {}).map(([name, schema]) => ({ name, in: 'path', required: true, schema })),
       ...Object.entries(route.query?.properties ?? {}).map(([name, schema]) => ({ name, in: 'query', required: (route.query?.required ?? []).includes(name), schema })),
@@ -35,7 +35,7 @@ export function openApiDocument(routes: readonly Route<unknown>[], info: { title
     const responses: Record<string, unknown> = {
       [String(route.response.status)]: {
         description: route.response.description,
-        ...(route.response.schema ? { content: { 'application/json': { schema: route.response.schema } } } : {}),
+        ...(route.response.schema ? { content: { [route.response.contentType ?? 'application/json']: { schema: route.response.schema } } } : {}),
       },
     };
     const byStatus = new Map<number, ErrorCode[]>();
@@ -55,7 +55,7 @@ export function openApiDocument(routes: readonly Route<unknown>[], info: { title
       summary: route.summary,
       ...(route.description ? { description: route.description } : {}),
       'x-lockstep-access': route.access,
-      security: route.access === 'public' ? [] : [{ sessionCookie: [] }, { bearer: [] }],
+      security: route.access === 'public' ? [] : [{ sessionCookie: [] }, { bearer: [] }, ...(route.metricsToken ? [{ metricsToken: [] }] : [])],
       ...(parameters.length > 0 ? { parameters } : {}),
       ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: route.body } } } } : {}),
       responses,
@@ -90,6 +90,7 @@ export function openApiDocument(routes: readonly Route<unknown>[], info: { title
       securitySchemes: {
         sessionCookie: { type: 'apiKey', in: 'cookie', name: SESSION_COOKIE },
         bearer: { type: 'http', scheme: 'bearer' },
+        metricsToken: { type: 'http', scheme: 'bearer', description: 'managementApi.metricsToken from the daemon config: accepted by /metrics only' },
       },
       schemas: { Error: error },
     },

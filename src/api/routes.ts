@@ -17,8 +17,10 @@ export type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
 
 export interface Reply {
   status: number;
+  /** Sent as JSON; with `contentType`, a string sent as it is. */
   body: unknown;
   headers?: Record<string, string | string[]>;
+  contentType?: string;
 }
 
 export interface RouteRequest {
@@ -33,6 +35,10 @@ export interface Route<C> {
   method: Method;
   /** Below the API's prefix (`/v1` on the socket, `/api/v1` on the management network), `{name}` for a parameter. */
   path: string;
+  /** The path is from the server's root, not below the prefix: `/metrics`, where Prometheus looks by default. */
+  root?: true;
+  /** The management API also takes its configured `metricsToken` as the bearer, for a scraper without a session. */
+  metricsToken?: true;
   tag: string;
   summary: string;
   description?: string;
@@ -44,7 +50,8 @@ export interface Route<C> {
   body?: Schema;
   /** The code of a body that fails its schema (default `INVALID_ARGUMENT`). */
   bodyError?: ErrorCode;
-  response: { status: number; description: string; schema?: Schema };
+  /** `contentType`: what the answer is when not JSON (its schema then describes the text). */
+  response: { status: number; description: string; schema?: Schema; contentType?: string };
   /** The error codes the handler itself raises, for the documentation. */
   errors?: readonly ErrorCode[];
   handler(ctx: C, req: RouteRequest): Promise<Reply>;
@@ -71,8 +78,10 @@ export const HTTP_STATUS_OF: Partial<Record<ErrorCode, number>> = {
   LAST_ADMINISTRATOR: 409,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
+  UPGRADE_REQUIRED: 426,
   RATE_LIMITED: 429,
   NOT_PAIRED: 503,
+  TOO_MANY_STREAMS: 503,
 };
 
 export const BODY_BYTES_MAX = 1024 * 1024;
@@ -151,9 +160,10 @@ export function prepareRequest<C>(route: Route<C>, raw: string[], names: string[
 export function errorReply(e: unknown, what: string, log: (line: string) => void): Reply {
   if (isLockstepError(e)) {
     const status = HTTP_STATUS_OF[e.code] ?? 500;
-    if (status >= 500 && e.code !== 'NOT_PAIRED') log(`API ${what} failed: ${e.code}: ${e.message}`);
+    if (status >= 500 && e.code !== 'NOT_PAIRED' && e.code !== 'TOO_MANY_STREAMS') log(`API ${what} failed: ${e.code}: ${e.message}`);
     const headers: Record<string, string> = {};
     if (e.code === 'METHOD_NOT_ALLOWED') headers['allow'] = (e.fields['allow'] as string[]).join(', ');
+    if (e.code === 'UPGRADE_REQUIRED') headers['upgrade'] = 'websocket';
     if (e.code === 'RATE_LIMITED') headers['retry-after'] = String(Math.max(1, Math.ceil(Number(e.fields['retryAfterMs']) / 1000)));
     return { status, body: { error: e.toJSON() }, headers };
   }
@@ -187,9 +197,9 @@ export async function readJsonBody(req: http.IncomingMessage): Promise<unknown> 
   }
 }
 
-/** Writes a JSON answer (no body for 204 or null). */
+/** Writes the answer: JSON (no body for 204 or null), or the text of a reply with its own content type. */
 export function send(res: http.ServerResponse, reply: Reply, extraHeaders: Record<string, string> = {}): void {
-  const text = reply.body === null || reply.status === 204 ? '' : JSON.stringify(reply.body);
-  res.writeHead(reply.status, { ...extraHeaders, ...(reply.headers ?? {}), 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  const text = reply.contentType !== undefined ? String(reply.body) : reply.body === null || reply.status === 204 ? '' : JSON.stringify(reply.body);
+  res.writeHead(reply.status, { ...extraHeaders, ...(reply.headers ?? {}), 'content-type': reply.contentType ?? 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

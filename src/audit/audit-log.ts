@@ -146,16 +146,18 @@ export class AuditLog {
     this.db.close();
   }
 
-  append(a: UserAction): void {
+  /** Appends a user action; the entry as the log shows it (the live event stream sends it on). */
+  append(a: UserAction): AuditEntry {
     try {
       const cut = (s: string | null): string | null => (s === null ? null : s.length > TEXT_MAX ? `${s.slice(0, TEXT_MAX - 1)}…` : s);
-      this.db.transaction(() => {
+      return this.db.transaction(() => {
         const { lastInsertRowid } = this.db
           .prepare(`INSERT INTO actions (wall_ms, host, user, client, operation, method, path, target, result, status, code, message)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
           .run(a.wallMs, this.host, cut(a.user), cut(a.client), a.operation, cut(a.method), cut(a.path), cut(a.target), a.result, a.status, cut(a.code), cut(a.message));
         const last = Number(lastInsertRowid);
         if (last > AUDIT_MAX_ROWS && last % 1000 === 0) this.db.prepare('DELETE FROM actions WHERE id <= ?').run(last - AUDIT_MAX_ROWS);
+        return userEntry(this.db.prepare('SELECT * FROM actions WHERE id = ?').get(last) as Row);
       })();
     } catch (e) {
       throw new LockstepError('AUDIT_DB', `cannot append to the audit log ${this.file}: ${(e as Error).message}`, { file: this.file }, { cause: e });

@@ -32,6 +32,12 @@ export interface ApiContext {
   health(): unknown;
   pairCaPem(): Promise<string | null>;
   recentLog(opts: { limit: number; beforeId?: number; kind?: 'event' | 'alert' }): (LogEntry & { id: number })[];
+  /** Entries newer than `afterId`, oldest first: what the live event stream sends. */
+  logAfter(afterId: number, limit: number): (LogEntry & { id: number })[];
+  /** Calls `listener` whenever entries were appended to the event log; the result unsubscribes. */
+  onLogged(listener: () => void): () => void;
+  /** Notification deliveries waiting to go out; null when notifications are not configured. */
+  notifyPending(): number | null;
 }
 
 /** A VM as the API shows it: the pair's record (from the core) and, when it runs here, its process. */
@@ -166,23 +172,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
         },
       },
     },
-    handler: async (ctx) => {
-      const core = ctx.driver()?.view() ?? null;
-      return {
-        status: 200,
-        body: {
-          host: ctx.host,
-          pid: process.pid,
-          startedAt: ctx.startedAt,
-          incarnation: ctx.incarnation,
-          pairing: ctx.pairing(),
-          core: core === null ? null : { ...core, vms: undefined },
-          alink: ctx.alink(),
-          health: ctx.health(),
-          vms: vmStatuses(ctx, core),
-        },
-      };
-    },
+    handler: async (ctx) => ({ status: 200, body: statusBody(ctx) }),
   },
   {
     operationId: 'listVms',
@@ -386,6 +376,22 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   },
 ];
 
+/** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */
+export function statusBody(ctx: ApiContext): Record<string, unknown> {
+  const core = ctx.driver()?.view() ?? null;
+  return {
+    host: ctx.host,
+    pid: process.pid,
+    startedAt: ctx.startedAt,
+    incarnation: ctx.incarnation,
+    pairing: ctx.pairing(),
+    core: core === null ? null : { ...core, vms: undefined },
+    alink: ctx.alink(),
+    health: ctx.health(),
+    vms: vmStatuses(ctx, core),
+  };
+}
+
 async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {
   const driver = ctx.driver();
   if (!driver) throw new LockstepError('NOT_PAIRED', `${ctx.host} is not paired yet: commands wait for the pair`, { host: ctx.host });
@@ -405,7 +411,7 @@ function vmStatus(ctx: ApiContext, name: string): VmStatus | null {
   return vmStatuses(ctx, ctx.driver()?.view() ?? null).find((v) => v.name === name) ?? null;
 }
 
-function vmStatuses(ctx: ApiContext, core: CoreView | null): VmStatus[] {
+export function vmStatuses(ctx: ApiContext, core: CoreView | null): VmStatus[] {
   const running = new Map(ctx.running().map((r) => [r.name, r]));
   return (core?.vms ?? []).map((v) => ({ ...v, local: running.get(v.name) ?? null, lastExit: ctx.lastExit(v.name) }));
 }

@@ -50,6 +50,8 @@ export interface ManagementApiConfig {
   /** A session ends after this long without a request, and this long after login in any case. */
   sessionIdleMs: number;
   sessionMaxMs: number;
+  /** A bearer token `/metrics` accepts besides a session (a Prometheus scraper has none); null: sessions only. */
+  metricsToken: string | null;
 }
 
 export interface DaemonConfig {
@@ -365,7 +367,9 @@ function parseNotifications(raw: unknown, bad: Bad): NotificationsConfig | null 
 // ── the management API (src/api/, docs/api.md) ──────────────────────────────────────────────────────────
 
 export const DEFAULT_MANAGEMENT_PORT = 7443;
-const MANAGEMENT_KEYS = ['address', 'port', 'certFile', 'keyFile', 'sessionIdleMinutes', 'sessionMaxHours'] as const;
+const MANAGEMENT_KEYS = ['address', 'port', 'certFile', 'keyFile', 'sessionIdleMinutes', 'sessionMaxHours', 'metricsToken'] as const;
+/** Long enough that it cannot be guessed (`openssl rand -hex 32` makes one), in the characters a bearer token has. */
+const METRICS_TOKEN_PATTERN = /^[A-Za-z0-9_-]{32,128}$/;
 
 /** The `managementApi` section; absent (or null): not served. Unknown keys are refused. */
 function parseManagementApi(raw: unknown, bad: (key: string, why: string, value?: unknown) => never): ManagementApiConfig | null {
@@ -392,5 +396,10 @@ function parseManagementApi(raw: unknown, bad: (key: string, why: string, value?
   const idleMinutes = whole('sessionIdleMinutes', 30, 24 * 60);
   const maxHours = whole('sessionMaxHours', 12, 7 * 24);
   if (idleMinutes > maxHours * 60) bad('managementApi.sessionIdleMinutes', 'must not be longer than sessionMaxHours', idleMinutes);
-  return { address: address as string, port: port as number, certFile, keyFile, sessionIdleMs: idleMinutes * 60_000, sessionMaxMs: maxHours * 3600_000 };
+  const metricsToken = o['metricsToken'] ?? null;
+  if (metricsToken !== null && (typeof metricsToken !== 'string' || !METRICS_TOKEN_PATTERN.test(metricsToken))) {
+    // The value is a secret: the error names the field, never echoes it.
+    bad('managementApi.metricsToken', 'must be 32 to 128 letters, digits, _ or - (e.g. `openssl rand -hex 32`)');
+  }
+  return { address: address as string, port: port as number, certFile, keyFile, sessionIdleMs: idleMinutes * 60_000, sessionMaxMs: maxHours * 3600_000, metricsToken: metricsToken as string | null };
 }

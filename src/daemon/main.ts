@@ -101,6 +101,8 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   });
   await runner.reapLeftovers();
 
+  // Whoever follows the event log live (the management API's event stream) is told of each append.
+  const logListeners = new Set<() => void>();
   const apiContext: ApiContext = {
     host: config.host,
     startedAt: new Date().toISOString(),
@@ -113,6 +115,12 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     health: () => health?.current() ?? null,
     pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
     recentLog: (opts) => db.recentLog(opts),
+    logAfter: (afterId, limit) => db.logAfter(afterId, limit),
+    onLogged: (listener) => {
+      logListeners.add(listener);
+      return () => logListeners.delete(listener);
+    },
+    notifyPending: () => notifier?.pending() ?? null,
   };
   const server = await startApiServer(config.apiSocket, apiContext, log);
   log(`API listening on ${config.apiSocket}`);
@@ -196,6 +204,9 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     probeQuorum: (id) => probeQuorum(quorumEndpoint(id)),
     restartServices: (reason) => void restartSelf(reason, shutdown, log),
     alertsLogged: () => notifier?.nudge(),
+    logged: () => {
+      for (const listener of logListeners) listener();
+    },
   }, log);
   const liveDriver = driver;
   alink.on('message', (msg) => liveDriver.submit({ type: 'peer-message', msg }));

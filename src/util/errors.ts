@@ -64,6 +64,8 @@ export const ERROR_CODES = {
   USERS_DB: "the management API's user database cannot be opened, is newer than this version, or holds a corrupt row",
   AUDIT_DB: 'the audit log cannot be opened, is newer than this version, or cannot be written',
   MANAGEMENT_TLS: "the management API's certificate or key cannot be read, made, or do not fit together",
+  UPGRADE_REQUIRED: 'the live event stream was asked for without a WebSocket upgrade',
+  TOO_MANY_STREAMS: 'the live event stream has as many clients as it serves at once',
   NOTIFY_OUTBOX: "lockstepd's notification outbox (SQLite) cannot be opened, is newer than this version, or holds a corrupt row",
 } as const;
 

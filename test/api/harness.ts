@@ -23,6 +23,7 @@ import { AuditLog } from '../../src/audit/audit-log.js';
 import { ManagementServer } from '../../src/api/management-server.js';
 import { loadManagementTls } from '../../src/api/management-tls.js';
 import type { LimiterOptions } from '../../src/users/login-limiter.js';
+import type { StreamLimits } from '../../src/api/event-stream.js';
 import { Cleanup } from '../support/cleanup.js';
 
 export interface Answer {
@@ -49,6 +50,8 @@ export interface Harness {
   request(method: string, path: string, opts?: { body?: unknown; raw?: string | Buffer; token?: string; headers?: Record<string, string> }): Promise<Answer>;
   /** POST /api/v1/session; the token. */
   login(name: string, password: string): Promise<string>;
+  /** Tells the event log's followers of entries a test appended to `db` itself. */
+  logged(): void;
 }
 
 export const ADMIN = { name: 'admin', password: 'correct horse battery' };
@@ -66,7 +69,7 @@ export const SAMPLE_VM = {
 
 export async function startHarness(
   cleanup: Cleanup,
-  opts: { withDriver?: boolean; idleMs?: number; maxMs?: number; limiter?: LimiterOptions } = {},
+  opts: { withDriver?: boolean; idleMs?: number; maxMs?: number; limiter?: LimiterOptions; metricsToken?: string; streamLimits?: Partial<StreamLimits> } = {},
 ): Promise<Harness> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'lockstep-api-test-'));
   cleanup.add(() => rm(dir, { recursive: true, force: true }));
@@ -79,6 +82,8 @@ export async function startHarness(
   const db = StateDb.open(path.join(dir, 'state', 'lockstepd.db'));
   cleanup.add(() => db.close());
   const incarnation = db.nextIncarnation();
+  // As lockstepd does: whoever follows the event log live is told of each append.
+  const logListeners = new Set<() => void>();
   let driver: CoreDriver | null = null;
   let runner: VmRunner | null = null;
   if (opts.withDriver !== false) {
@@ -108,6 +113,9 @@ export async function startHarness(
         askQuorum: () => Promise.reject(new Error('no quorum server in this test')),
         probeQuorum: async () => false,
         restartServices: () => {},
+        logged: () => {
+          for (const l of logListeners) l();
+        },
       },
       () => {},
     );
@@ -127,6 +135,12 @@ export async function startHarness(
     health: () => null,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),
+    logAfter: (afterId, limit) => db.logAfter(afterId, limit),
+    onLogged: (listener) => {
+      logListeners.add(listener);
+      return () => logListeners.delete(listener);
+    },
+    notifyPending: () => null,
   };
   const clock = {
     now: Date.now(),
@@ -150,6 +164,8 @@ export async function startHarness(
     sessionMaxMs: opts.maxMs ?? 12 * 3600_000,
     now,
     ...(opts.limiter ? { limiter: opts.limiter } : {}),
+    ...(opts.metricsToken ? { metricsToken: opts.metricsToken } : {}),
+    ...(opts.streamLimits ? { streamLimits: opts.streamLimits } : {}),
     log: () => {},
   });
   cleanup.add(() => server.close());
@@ -209,5 +225,5 @@ export async function startHarness(
     return r.body.token as string;
   };
 
-  return { dir, config, db, api, driver, users, audit, server, port, ca: tls.cert, clock, request, login };
+  return { dir, config, db, api, driver, users, audit, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()) };
 }

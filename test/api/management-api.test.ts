@@ -58,7 +58,7 @@ async function userWith(h: Harness, admin: string, name: string, groups: string[
 
 /** A path for `route` with every parameter filled. */
 function pathOf(route: Route<unknown>, value = 'nobody'): string {
-  return `/api${route.path.replace(/\{[a-zA-Z]+\}/g, value)}`;
+  return `${route.root ? '' : '/api'}${route.path.replace(/\{[a-zA-Z]+\}/g, value)}`;
 }
 
 test('first run: setup makes the first administrator, once; there is no default account', async () => {
@@ -185,6 +185,13 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
 
   const audit = await h.request('GET', '/api/v1/audit', { token });
   expectDocumented('listAudit', audit, covered);
+  // The live ones: the stream is a WebSocket (test/api/event-stream.test.ts), metrics are text (metrics-http.test.ts).
+  expectError(await h.request('GET', '/api/v1/events/stream', { token }), 426, 'UPGRADE_REQUIRED');
+  covered.add('streamEvents');
+  const metrics = await h.request('GET', '/metrics', { token });
+  assert.equal(metrics.status, 200, metrics.text);
+  assert.match(String(metrics.headers['content-type']), /^text\/plain; version=0\.0\.4/);
+  covered.add('getMetrics');
 
   assert.deepEqual([...MANAGEMENT_ROUTES.map((r) => r.operationId)].filter((id) => !covered.has(id)), [], 'every route was called');
 });
@@ -462,8 +469,9 @@ test('the OpenAPI document describes every route with the schemas that validate 
   for (const p of Object.values(doc.paths) as Record<string, unknown>[]) operations += Object.keys(p).length;
   assert.equal(operations, MANAGEMENT_ROUTES.length, 'no undocumented route, no documented route that does not exist');
   for (const route of MANAGEMENT_ROUTES) {
-    const op = doc.paths[`/api${route.path}`]?.[route.method.toLowerCase()];
-    assert.ok(op, `${route.method} /api${route.path} is documented`);
+    // A root route (/metrics) is documented at its own path; the others below /api.
+    const op = doc.paths[`${route.root ? '' : '/api'}${route.path}`]?.[route.method.toLowerCase()];
+    assert.ok(op, `${route.method} ${route.path} is documented`);
     assert.equal(op.operationId, route.operationId);
     assert.equal(op['x-lockstep-access'], route.access);
     assert.ok(op.responses[String(route.response.status)], `${route.operationId} documents its success`);

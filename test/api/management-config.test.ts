@@ -27,10 +27,11 @@ test('no managementApi section: not served', () => {
 
 test('defaults: port 7443, a self-signed certificate, 30 min idle and 12 h sessions', () => {
   assert.deepEqual(parseDaemonConfig({ ...minimal, managementApi: { address: '10.10.0.11' } }).managementApi, {
-    address: '10.10.0.11', port: 7443, certFile: null, keyFile: null, sessionIdleMs: 30 * 60_000, sessionMaxMs: 12 * 3600_000,
+    address: '10.10.0.11', port: 7443, certFile: null, keyFile: null, sessionIdleMs: 30 * 60_000, sessionMaxMs: 12 * 3600_000, metricsToken: null,
   });
-  const full = parseDaemonConfig({ ...minimal, managementApi: { address: '::', port: 8443, certFile: '/etc/l/c.pem', keyFile: '/etc/l/k.pem', sessionIdleMinutes: 5, sessionMaxHours: 1 } }).managementApi;
-  assert.deepEqual(full, { address: '::', port: 8443, certFile: '/etc/l/c.pem', keyFile: '/etc/l/k.pem', sessionIdleMs: 300_000, sessionMaxMs: 3600_000 });
+  const token = 'a'.repeat(64);
+  const full = parseDaemonConfig({ ...minimal, managementApi: { address: '::', port: 8443, certFile: '/etc/l/c.pem', keyFile: '/etc/l/k.pem', sessionIdleMinutes: 5, sessionMaxHours: 1, metricsToken: token } }).managementApi;
+  assert.deepEqual(full, { address: '::', port: 8443, certFile: '/etc/l/c.pem', keyFile: '/etc/l/k.pem', sessionIdleMs: 300_000, sessionMaxMs: 3600_000, metricsToken: token });
 });
 
 for (const [what, api, key] of [
@@ -42,6 +43,8 @@ for (const [what, api, key] of [
   ['a certificate without its key', { address: '10.0.0.1', certFile: '/c.pem' }, 'managementApi.keyFile'],
   ['an idle limit longer than the session', { address: '10.0.0.1', sessionIdleMinutes: 120, sessionMaxHours: 1 }, 'managementApi.sessionIdleMinutes'],
   ['an unknown field', { address: '10.0.0.1', prot: 1 }, 'managementApi.prot'],
+  ['a metrics token too short to be a secret', { address: '10.0.0.1', metricsToken: 'short-token' }, 'managementApi.metricsToken'],
+  ['a metrics token with characters a bearer has not', { address: '10.0.0.1', metricsToken: `${'a'.repeat(40)} b` }, 'managementApi.metricsToken'],
 ] as const) {
   test(`rejects ${what}, naming '${key}'`, () => {
     assert.throws(() => parseDaemonConfig({ ...minimal, managementApi: api }), (e) => isLockstepError(e, 'INVALID_SPEC') && e.fields['key'] === key);
