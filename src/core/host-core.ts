@@ -515,7 +515,7 @@ function onVmEvent(st: Step, vm: VmName, ev: VmEvent): void {
         s.exports = without(s.exports, vm);
         const failed = ev.kind === 'start-failed' || !ev.expected;
         s.incoming = failed ? { ...s.incoming, [vm]: { ...inc, ready: false, port: null, failed: true } } : without(s.incoming, vm);
-        if (failed) alert(st, 'warning', 'MIGRATION_FAILED', `the incoming instance of VM ${vm} on ${s.cfg.self} ended: ${ev.kind === 'start-failed' ? ev.reason : ev.cause}`);
+        if (failed) alert(st, 'warning', 'MIGRATION_FAILED', `the incoming instance of VM ${vm} on ${s.cfg.self} ended: ${ev.kind === 'start-failed' ? ev.reason : ev.cause}`, vm);
         return;
       }
       if (s.migrations[vm]) abandonMigration(st, vm, `the VM's instance ended (${ev.kind === 'start-failed' ? ev.reason : ev.cause})`);
@@ -546,15 +546,15 @@ function countVmFailure(st: Step, vm: VmName, why: string): void {
   s.restarts = { ...s.restarts, [vm]: recent };
   if (recent.length <= s.cfg.vmRestartLimit) {
     event(st, `VM ${vm} failed (${why}): restarting in place (${recent.length} of ${s.cfg.vmRestartLimit})`);
-    alert(st, 'warning', 'VM_RESTARTED', `VM ${vm} failed (${why}); restarting it on ${s.cfg.self}`);
+    alert(st, 'warning', 'VM_RESTARTED', `VM ${vm} failed (${why}); restarting it on ${s.cfg.self}`, vm);
   } else if (pairedWithPeer(s) && s.durable.vms[vm]?.config.protection !== 'none') {
     event(st, `VM ${vm} failed ${recent.length} times: restarting it on ${s.cfg.peer}`);
-    alert(st, 'warning', 'VM_MOVED_AFTER_FAILURES', `VM ${vm} failed ${recent.length} times on ${s.cfg.self}; restarting it on ${s.cfg.peer}`);
+    alert(st, 'warning', 'VM_MOVED_AFTER_FAILURES', `VM ${vm} failed ${recent.length} times on ${s.cfg.self}; restarting it on ${s.cfg.peer}`, vm);
     s.transfers = { ...s.transfers, [vm]: s.cfg.peer };
   } else {
     s.failedVms = { ...s.failedVms, [vm]: s.durable.vms[vm]?.config.version ?? 0 };
     event(st, `VM ${vm} failed ${recent.length} times and no peer can take it (or it is unprotected): giving up`);
-    alert(st, 'critical', 'VM_FAILED', `VM ${vm} failed ${recent.length} times within ${s.cfg.vmRestartWindowMs / 60_000} min and no healthy peer can take it`);
+    alert(st, 'critical', 'VM_FAILED', `VM ${vm} failed ${recent.length} times within ${s.cfg.vmRestartWindowMs / 60_000} min and no healthy peer can take it`, vm);
   }
 }
 
@@ -934,7 +934,7 @@ function vmDecisions(st: Step): void {
         s.refusedTakeovers = without(s.refusedTakeovers, name);
         stopServing(st, name, 'taking it over');
         event(st, `took over VM ${name} from ${s.cfg.peer} in epoch ${s.durable.epoch}`);
-        alert(st, 'critical', 'FAILOVER', `VM ${name} failed over from ${s.cfg.peer} to ${s.cfg.self}`);
+        alert(st, 'critical', 'FAILOVER', `VM ${name} failed over from ${s.cfg.peer} to ${s.cfg.self}`, name);
         if (wantRun) startVm(st, name);
       }
     }
@@ -1048,7 +1048,7 @@ function onMigrated(st: Step, name: VmName, inst: Instance, mig: OutgoingMigrati
   if (mig.stream !== null) markCopy(st, name, { stream: mig.stream, current: false });
   s.heartbeatNow = true;
   event(st, `live migration ${mig.id} of VM ${name} to ${s.cfg.peer} completed`);
-  alert(st, 'info', 'VM_MIGRATED', `VM ${name} moved from ${s.cfg.self} to ${s.cfg.peer} by live migration`);
+  alert(st, 'info', 'VM_MIGRATED', `VM ${name} moved from ${s.cfg.self} to ${s.cfg.peer} by live migration`, name);
   stopVm(st, name, 'migrated to the peer');
 }
 
@@ -1066,7 +1066,7 @@ function abandonMigration(st: Step, name: VmName, reason: string): void {
   // An operator's move is not retried behind their back; maintenance and health ask again by themselves.
   if (s.transfers[name]) s.transfers = without(s.transfers, name);
   s.heartbeatNow = true;
-  alert(st, 'warning', 'MIGRATION_FAILED', `live migration ${mig.id} of VM ${name} to ${s.cfg.peer} failed (${reason}); it runs on ${s.cfg.self}`);
+  alert(st, 'warning', 'MIGRATION_FAILED', `live migration ${mig.id} of VM ${name} to ${s.cfg.peer} failed (${reason}); it runs on ${s.cfg.self}`, name);
 }
 
 /**
@@ -1317,11 +1317,11 @@ function protectionAlerts(st: Step): void {
       const rtt = s.splitsite.rttMs === null ? 'unknown' : `${s.splitsite.rttMs.toFixed(2)} ms`;
       if (effective !== rec.config.protection && stronger(effective, before)) {
         const limit = s.cfg.rttLimitMs[rec.config.protection as 'ft' | 'ha'] * RESTORE_FRACTION;
-        alert(st, 'info', 'SPLITSITE_RESTORED', `VM ${name}: A-Link round trip ${rtt}; protection restored to ${effective}, not yet ${rec.config.protection.toUpperCase()} (it needs a round trip under ${limit.toFixed(1)} ms)`);
+        alert(st, 'info', 'SPLITSITE_RESTORED', `VM ${name}: A-Link round trip ${rtt}; protection restored to ${effective}, not yet ${rec.config.protection.toUpperCase()} (it needs a round trip under ${limit.toFixed(1)} ms)`, name);
       } else if (effective !== rec.config.protection) {
-        alert(st, 'warning', 'SPLITSITE_DOWNGRADE', `VM ${name}: A-Link round trip ${rtt} exceeds the ${rec.config.protection.toUpperCase()} limit; protection downgraded to ${effective}`);
+        alert(st, 'warning', 'SPLITSITE_DOWNGRADE', `VM ${name}: A-Link round trip ${rtt} exceeds the ${rec.config.protection.toUpperCase()} limit; protection downgraded to ${effective}`, name);
       } else {
-        alert(st, 'info', 'SPLITSITE_RESTORED', `VM ${name}: A-Link round trip ${rtt}; ${effective.toUpperCase()} protection restored`);
+        alert(st, 'info', 'SPLITSITE_RESTORED', `VM ${name}: A-Link round trip ${rtt}; ${effective.toUpperCase()} protection restored`, name);
       }
     }
   }
@@ -1415,8 +1415,9 @@ function event(st: Step, what: string): void {
   st.events.push({ at: st.s.now, host: st.s.cfg.self, what, cause: st.cause });
 }
 
-function alert(st: Step, severity: 'info' | 'warning' | 'critical', code: string, message: string): void {
-  st.effects.push({ kind: 'alert', severity, code, message });
+/** `vm`: the VM the alert is about, when it is about one (the daemon counts failovers, migrations, restarts by it). */
+function alert(st: Step, severity: 'info' | 'warning' | 'critical', code: string, message: string, vm?: VmName): void {
+  st.effects.push({ kind: 'alert', severity, code, message, ...(vm !== undefined ? { vm } : {}) });
   event(st, `alert ${severity} ${code}: ${message}`);
 }
 

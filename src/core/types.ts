@@ -306,7 +306,7 @@ export type Effect =
   | { kind: 'unserve-copy'; vm: VmName; reason: string }
   | { kind: 'stop-vm'; vm: VmName; instance: number; reason: string }
   | { kind: 'restart-services'; reason: string }
-  | { kind: 'alert'; severity: 'info' | 'warning' | 'critical'; code: string; message: string };
+  | { kind: 'alert'; severity: 'info' | 'warning' | 'critical'; code: string; message: string; vm?: VmName };
 
 /** One decision and why: the raw material of alerts, the audit log and failover timelines. */
 export interface CoreEvent {

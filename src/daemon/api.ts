@@ -1,19 +1,22 @@
 /**
- * lockstepd's local API: HTTP with JSON bodies on a unix socket in the host's run directory. The lab and the
- * CLI use it; the management-network API (TLS, users, the console) is built on the same handlers later.
+ * lockstepd's resources as API routes, and the local API that serves them: HTTP with JSON bodies on a unix
+ * socket in the host's run directory, under `/v1`. The lab and the CLI use it, unauthenticated: it is root's
+ * local access. The management-network API (`src/api/management-server.ts`: HTTPS, users, roles, audit)
+ * serves the same route table under `/api/v1`, each route's `access` saying the role it needs there.
  * Every change goes through the decision core as an operator command: the API never starts or stops a VM
  * itself, it asks, and answers with the core's verdict.
  */
 import http from 'node:http';
 import { rm } from 'node:fs/promises';
-import { LockstepError, isLockstepError, type ErrorCode } from '../util/errors.js';
+import { LockstepError } from '../util/errors.js';
 import type { OperatorCommand } from '../core/types.js';
-import { hardwareOf, parseVmDefinition, PROTECTION_LEVELS, type ProtectionLevel } from './vm-definition.js';
+import { hardwareOf, parseVmDefinition, PROTECTION_LEVELS } from './vm-definition.js';
 import type { CoreDriver, CoreView } from './core-driver.js';
 import type { LastExit, RunningVm } from './vm-runner.js';
 import type { LogEntry } from './state-db.js';
+import { RouteTable, errorReply, prepareRequest, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
+import type { Schema } from '../api/schema.js';
 
-const BODY_BYTES_MAX = 1024 * 1024;
 const LOG_LIMIT_MAX = 1000;
 
 /** What the API reads from the running daemon; `driver` is null until the host is paired. */
@@ -29,6 +32,12 @@ export interface ApiContext {
   health(): unknown;
   pairCaPem(): Promise<string | null>;
   recentLog(opts: { limit: number; beforeId?: number; kind?: 'event' | 'alert' }): (LogEntry & { id: number })[];
+  /** Entries newer than `afterId`, oldest first: what the live event stream sends. */
+  logAfter(afterId: number, limit: number): (LogEntry & { id: number })[];
+  /** Calls `listener` whenever entries were appended to the event log; the result unsubscribes. */
+  onLogged(listener: () => void): () => void;
+  /** Notification deliveries waiting to go out; null when notifications are not configured. */
+  notifyPending(): number | null;
 }
 
 /** A VM as the API shows it: the pair's record (from the core) and, when it runs here, its process. */
@@ -44,109 +53,299 @@ export interface VmStatus {
   lastExit: LastExit | null;
 }
 
-type Handler = (ctx: ApiContext, params: string[], body: unknown, query: URLSearchParams) => Promise<{ status: number; body: unknown }>;
+// ── schemas: what the routes accept (checked) and answer (documented) ──────────────────────────────────
 
-const routes: { method: string; pattern: RegExp; handler: Handler }[] = [
-  {
-    method: 'GET',
-    pattern: /^\/v1\/status$/,
-    handler: async (ctx) => {
-      const core = ctx.driver()?.view() ?? null;
-      return {
-        status: 200,
-        body: {
-          host: ctx.host,
-          pid: process.pid,
-          startedAt: ctx.startedAt,
-          incarnation: ctx.incarnation,
-          pairing: ctx.pairing(),
-          core: core === null ? null : { ...core, vms: undefined },
-          alink: ctx.alink(),
-          health: ctx.health(),
-          vms: vmStatuses(ctx, core),
-        },
-      };
+const VM_NAME_PARAM: Schema = { type: 'string', minLength: 1, maxLength: 64, description: "the VM's name" };
+const VM_NAME: Schema = { type: 'string', pattern: '^[a-z][a-z0-9-]{0,30}$', description: 'lowercase letters, digits and -, starting with a letter' };
+const ABSOLUTE_PATH: Schema = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^/' };
+const PROTECTION: Schema = { type: 'string', enum: PROTECTION_LEVELS, description: 'none: no copy; ha: a synchronous copy on the peer, restarted there on failure; ft: runs as ha until the FT engine lands' };
+
+/** A VM definition: what `parseVmDefinition` reads (it checks again, and lowercases the MAC). */
+export const VM_DEFINITION_SCHEMA: Schema = {
+  type: 'object',
+  required: ['name', 'vcpus', 'memoryMiB', 'diskMiB', 'guest', 'nic', 'protection', 'desired'],
+  additionalProperties: false,
+  properties: {
+    name: VM_NAME,
+    vcpus: { type: 'integer', minimum: 1, maximum: 64 },
+    memoryMiB: { type: 'integer', minimum: 64, maximum: 1024 * 1024 },
+    diskMiB: { type: 'integer', minimum: 1, maximum: 16 * 1024 * 1024, description: "size of the VM's data disk" },
+    guest: {
+      type: 'object',
+      required: ['kernel', 'initrd', 'cmdline'],
+      additionalProperties: false,
+      description: 'direct kernel boot: files on every host of the pair',
+      properties: { kernel: ABSOLUTE_PATH, initrd: ABSOLUTE_PATH, cmdline: { type: 'string', minLength: 1, maxLength: 4096 } },
     },
+    nic: {
+      type: 'object',
+      required: ['mac', 'address'],
+      additionalProperties: false,
+      description: "the guest NIC's identity on the business network",
+      properties: {
+        mac: { type: 'string', pattern: '^[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$', description: 'a unicast MAC, e.g. 52:54:00:12:34:56' },
+        address: { type: 'string', pattern: '^((25[0-5]|2[0-4]\\d|1?\\d?\\d)\\.){3}(25[0-5]|2[0-4]\\d|1?\\d?\\d)$', description: 'the IPv4 address the guest configures' },
+      },
+    },
+    protection: PROTECTION,
+    desired: { type: 'string', enum: ['running', 'stopped'] },
   },
-  { method: 'GET', pattern: /^\/v1\/vms$/, handler: async (ctx) => ({ status: 200, body: vmStatuses(ctx, ctx.driver()?.view() ?? null) }) },
+};
+
+const NULLABLE_OBJECT: Schema = { type: ['object', 'null'] };
+
+const VM_STATUS_SCHEMA: Schema = {
+  type: 'object',
+  required: ['name', 'owner', 'protection', 'desired', 'state', 'hardware', 'local', 'lastExit'],
+  properties: {
+    name: { type: 'string' },
+    owner: { type: 'string', description: 'the host that runs the VM (or would)' },
+    protection: { type: 'string', enum: PROTECTION_LEVELS },
+    desired: { type: 'string', enum: ['running', 'stopped'] },
+    state: { type: 'string', description: "the core's VM state" },
+    hardware: { type: 'object' },
+    local: { ...NULLABLE_OBJECT, description: "this host's QEMU for the VM (pid, state, mirror, migration), or null" },
+    lastExit: { ...NULLABLE_OBJECT, description: "the last exit of the VM's QEMU on this host, with its cause" },
+  },
+};
+
+const CORE_VIEW_SCHEMA: Schema = {
+  type: ['object', 'null'],
+  description: "the core's view of this host (null before pairing)",
+  properties: {
+    host: { type: 'string' },
+    peer: { type: 'string' },
+    state: { type: 'string' },
+    epoch: { type: 'integer' },
+    authority: { type: 'string' },
+    health: { type: 'number' },
+    maintenance: { type: 'boolean' },
+    declaredDown: { type: 'boolean' },
+  },
+};
+
+const LOG_ENTRY_SCHEMA: Schema = {
+  type: 'object',
+  required: ['id', 'wallMs', 'atMs', 'host', 'kind', 'severity', 'code', 'what', 'cause'],
+  properties: {
+    id: { type: 'integer', description: 'paging cursor: pass it as before= for older entries' },
+    wallMs: { type: 'integer' },
+    atMs: { type: 'integer' },
+    host: { type: 'string' },
+    kind: { type: 'string', enum: ['event', 'alert'] },
+    severity: { type: ['string', 'null'], enum: ['info', 'warning', 'critical', null] },
+    code: { type: ['string', 'null'] },
+    what: { type: 'string' },
+    cause: { type: 'string' },
+  },
+};
+
+const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
+const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
+
+/** The resources: host status, VMs, host commands, the pair CA, the event log. */
+export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   {
+    operationId: 'getStatus',
     method: 'GET',
-    pattern: /^\/v1\/vms\/([^/]+)$/,
-    handler: async (ctx, [name]) => {
-      const vm = vmStatuses(ctx, ctx.driver()?.view() ?? null).find((v) => v.name === name);
-      if (!vm) throw new LockstepError('UNKNOWN_VM', `no VM named '${name}'`, { vm: name });
+    path: '/status',
+    tag: 'host',
+    summary: "this host's status",
+    description: "host, pid, incarnation, pairing state, the core's view (state, epoch, authority, health, peer, active quorum server, A-Link RTT), A-Link paths, health components, VMs",
+    access: 'read-only',
+    response: {
+      status: 200,
+      description: 'the status',
+      schema: {
+        type: 'object',
+        required: ['host', 'pid', 'startedAt', 'incarnation', 'pairing', 'core', 'vms'],
+        properties: {
+          host: { type: 'string' },
+          pid: { type: 'integer' },
+          startedAt: { type: 'string', format: 'date-time' },
+          incarnation: { type: 'integer' },
+          pairing: { type: 'object', properties: { state: { type: 'string', enum: ['pairing', 'paired'] }, lastError: { type: ['string', 'null'] } } },
+          core: CORE_VIEW_SCHEMA,
+          alink: { description: 'the A-Link paths (null before pairing)' },
+          health: { description: "this host's health components (null before the first check)" },
+          vms: { type: 'array', items: VM_STATUS_SCHEMA },
+        },
+      },
+    },
+    handler: async (ctx) => ({ status: 200, body: statusBody(ctx) }),
+  },
+  {
+    operationId: 'listVms',
+    method: 'GET',
+    path: '/vms',
+    tag: 'vms',
+    summary: 'every VM of the pair',
+    access: 'read-only',
+    response: { status: 200, description: 'the VMs, by name', schema: { type: 'array', items: VM_STATUS_SCHEMA } },
+    handler: async (ctx) => ({ status: 200, body: vmStatuses(ctx, ctx.driver()?.view() ?? null) }),
+  },
+  {
+    operationId: 'getVm',
+    method: 'GET',
+    path: '/vms/{name}',
+    tag: 'vms',
+    summary: 'one VM',
+    access: 'read-only',
+    params: NAME_PARAMS,
+    response: { status: 200, description: 'the VM', schema: VM_STATUS_SCHEMA },
+    errors: ['UNKNOWN_VM'],
+    handler: async (ctx, { params }) => {
+      const vm = vmStatuses(ctx, ctx.driver()?.view() ?? null).find((v) => v.name === params['name']);
+      if (!vm) throw new LockstepError('UNKNOWN_VM', `no VM named '${params['name']}'`, { vm: params['name'] });
       return { status: 200, body: vm };
     },
   },
   {
+    operationId: 'defineVm',
     method: 'POST',
-    pattern: /^\/v1\/vms$/,
-    handler: async (ctx, _, body) => {
+    path: '/vms',
+    tag: 'vms',
+    summary: 'define a VM',
+    description: 'the host that defines a VM owns it; COMMAND_REFUSED if the name exists',
+    access: 'platform-manager',
+    body: VM_DEFINITION_SCHEMA,
+    bodyError: 'INVALID_SPEC',
+    response: { status: 201, description: 'the VM as defined', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: ['NOT_PAIRED', 'COMMAND_REFUSED'],
+    handler: async (ctx, { body }) => {
       const def = parseVmDefinition(body);
       await command(ctx, { kind: 'define-vm', name: def.name, protection: def.protection, desired: def.desired, hardware: { ...hardwareOf(def) } });
       return { status: 201, body: vmStatus(ctx, def.name) };
     },
   },
-  { method: 'POST', pattern: /^\/v1\/vms\/([^/]+)\/start$/, handler: async (ctx, [name]) => desired(ctx, name!, 'running') },
-  { method: 'POST', pattern: /^\/v1\/vms\/([^/]+)\/stop$/, handler: async (ctx, [name]) => desired(ctx, name!, 'stopped') },
+  {
+    operationId: 'startVm',
+    method: 'POST',
+    path: '/vms/{name}/start',
+    tag: 'vms',
+    summary: 'desired state: running',
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: COMMAND_ERRORS,
+    handler: async (ctx, { params }) => desired(ctx, params['name']!, 'running'),
+  },
+  {
+    operationId: 'stopVm',
+    method: 'POST',
+    path: '/vms/{name}/stop',
+    tag: 'vms',
+    summary: 'desired state: stopped',
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: COMMAND_ERRORS,
+    handler: async (ctx, { params }) => desired(ctx, params['name']!, 'stopped'),
+  },
   {
     // Live migration to the peer; only the host that runs the VM accepts it (COMMAND_REFUSED names the owner).
+    operationId: 'migrateVm',
     method: 'POST',
-    pattern: /^\/v1\/vms\/([^/]+)\/migrate$/,
-    handler: async (ctx, [name]) => {
-      await command(ctx, { kind: 'migrate-vm', name: name! });
-      return { status: 202, body: vmStatus(ctx, name!) };
+    path: '/vms/{name}/migrate',
+    tag: 'vms',
+    summary: 'live migration to the peer',
+    description: 'accepted (202) by the host that runs the VM; progress in local.migration on the source',
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    response: { status: 202, description: 'the migration is under way', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: COMMAND_ERRORS,
+    handler: async (ctx, { params }) => {
+      await command(ctx, { kind: 'migrate-vm', name: params['name']! });
+      return { status: 202, body: vmStatus(ctx, params['name']!) };
     },
   },
   {
+    operationId: 'setVmProtection',
     method: 'POST',
-    pattern: /^\/v1\/vms\/([^/]+)\/protection$/,
-    handler: async (ctx, [name], body) => {
-      const level = (body as { protection?: unknown } | undefined)?.protection;
-      if (typeof level !== 'string' || !(PROTECTION_LEVELS as readonly string[]).includes(level)) {
-        throw new LockstepError('INVALID_ARGUMENT', `'protection' must be one of ${PROTECTION_LEVELS.join(', ')}`, { field: 'protection' });
-      }
-      await command(ctx, { kind: 'set-protection', name: name!, protection: level as ProtectionLevel });
-      return { status: 200, body: vmStatus(ctx, name!) };
+    path: '/vms/{name}/protection',
+    tag: 'vms',
+    summary: 'protection level',
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    body: { type: 'object', required: ['protection'], additionalProperties: false, properties: { protection: PROTECTION } },
+    response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: COMMAND_ERRORS,
+    handler: async (ctx, { params, body }) => {
+      const { protection } = body as { protection: (typeof PROTECTION_LEVELS)[number] };
+      await command(ctx, { kind: 'set-protection', name: params['name']!, protection });
+      return { status: 200, body: vmStatus(ctx, params['name']!) };
     },
   },
   {
+    operationId: 'removeVm',
     method: 'DELETE',
-    pattern: /^\/v1\/vms\/([^/]+)$/,
-    handler: async (ctx, [name]) => {
-      await command(ctx, { kind: 'remove-vm', name: name! });
+    path: '/vms/{name}',
+    tag: 'vms',
+    summary: 'remove a VM',
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    response: { status: 204, description: 'removed' },
+    errors: COMMAND_ERRORS,
+    handler: async (ctx, { params }) => {
+      await command(ctx, { kind: 'remove-vm', name: params['name']! });
       return { status: 204, body: null };
     },
   },
   {
+    operationId: 'setMaintenance',
     method: 'POST',
-    pattern: /^\/v1\/host\/maintenance$/,
-    handler: async (ctx, _, body) => {
-      const on = (body as { on?: unknown } | undefined)?.on;
-      if (typeof on !== 'boolean') throw new LockstepError('INVALID_ARGUMENT', `'on' must be true or false`, { field: 'on' });
-      await command(ctx, { kind: 'maintenance', on });
+    path: '/host/maintenance',
+    tag: 'host',
+    summary: 'maintenance mode on or off',
+    description: "on: this host's running HA VMs move to the peer by live migration; off: they stay where they are",
+    access: 'platform-manager',
+    body: { type: 'object', required: ['on'], additionalProperties: false, properties: { on: { type: 'boolean' } } },
+    response: { status: 200, description: "the core's view", schema: CORE_VIEW_SCHEMA },
+    errors: ['NOT_PAIRED', 'COMMAND_REFUSED'],
+    handler: async (ctx, { body }) => {
+      await command(ctx, { kind: 'maintenance', on: (body as { on: boolean }).on });
       return { status: 200, body: ctx.driver()?.view() ?? null };
     },
   },
   {
+    operationId: 'forceTakeover',
     method: 'POST',
-    pattern: /^\/v1\/host\/force-takeover$/,
+    path: '/host/force-takeover',
+    tag: 'host',
+    summary: 'the operator asserts the peer is dead',
+    description: 'refused while the peer is heard',
+    access: 'platform-manager',
+    response: { status: 200, description: "the core's view", schema: CORE_VIEW_SCHEMA },
+    errors: ['NOT_PAIRED', 'COMMAND_REFUSED'],
     handler: async (ctx) => {
       await command(ctx, { kind: 'force-takeover' });
       return { status: 200, body: ctx.driver()?.view() ?? null };
     },
   },
   {
+    operationId: 'markRepaired',
     method: 'POST',
-    pattern: /^\/v1\/host\/repaired$/,
+    path: '/host/repaired',
+    tag: 'host',
+    summary: 'clear a down verdict and its fault history',
+    access: 'platform-manager',
+    response: { status: 200, description: "the core's view", schema: CORE_VIEW_SCHEMA },
+    errors: ['NOT_PAIRED', 'COMMAND_REFUSED'],
     handler: async (ctx) => {
       await command(ctx, { kind: 'mark-repaired' });
       return { status: 200, body: ctx.driver()?.view() ?? null };
     },
   },
   {
+    operationId: 'getPairCa',
     method: 'GET',
-    pattern: /^\/v1\/pair\/ca$/,
+    path: '/pair/ca',
+    tag: 'host',
+    summary: 'the pair CA certificate',
+    description: 'to enroll the pair with quorum servers',
+    access: 'read-only',
+    response: { status: 200, description: 'the certificate', schema: { type: 'object', required: ['pem'], properties: { pem: { type: 'string' } } } },
+    errors: ['NOT_PAIRED'],
     handler: async (ctx) => {
       const pem = await ctx.pairCaPem();
       if (pem === null) throw new LockstepError('NOT_PAIRED', `${ctx.host} is not paired yet: it has no pair CA`, { host: ctx.host });
@@ -154,25 +353,44 @@ const routes: { method: string; pattern: RegExp; handler: Handler }[] = [
     },
   },
   {
+    operationId: 'listEvents',
     method: 'GET',
-    pattern: /^\/v1\/events$/,
-    handler: async (ctx, _, __, query) => {
-      const limit = intParam(query, 'limit', 100, 1, LOG_LIMIT_MAX);
-      const beforeId = query.has('before') ? intParam(query, 'before', 0, 1, Number.MAX_SAFE_INTEGER) : undefined;
-      const kind = query.get('kind');
-      if (kind !== null && kind !== 'event' && kind !== 'alert') throw new LockstepError('INVALID_ARGUMENT', `'kind' must be event or alert`, { field: 'kind' });
-      return { status: 200, body: ctx.recentLog({ limit, ...(beforeId !== undefined ? { beforeId } : {}), ...(kind !== null ? { kind } : {}) }) };
+    path: '/events',
+    tag: 'events',
+    summary: "the core's event log, newest first",
+    access: 'read-only',
+    query: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        limit: { type: 'integer', minimum: 1, maximum: LOG_LIMIT_MAX, default: 100 },
+        before: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'entries with a smaller id (the last id of the previous page)' },
+        kind: { type: 'string', enum: ['event', 'alert'] },
+      },
+    },
+    response: { status: 200, description: 'the entries', schema: { type: 'array', items: LOG_ENTRY_SCHEMA } },
+    handler: async (ctx, { query }) => {
+      const { limit = 100, before, kind } = query as { limit?: number; before?: number; kind?: 'event' | 'alert' };
+      return { status: 200, body: ctx.recentLog({ limit, ...(before !== undefined ? { beforeId: before } : {}), ...(kind !== undefined ? { kind } : {}) }) };
     },
   },
 ];
 
-const STATUS_OF: Partial<Record<ErrorCode, number>> = {
-  INVALID_SPEC: 400,
-  INVALID_ARGUMENT: 400,
-  UNKNOWN_VM: 404,
-  COMMAND_REFUSED: 409,
-  NOT_PAIRED: 503,
-};
+/** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */
+export function statusBody(ctx: ApiContext): Record<string, unknown> {
+  const core = ctx.driver()?.view() ?? null;
+  return {
+    host: ctx.host,
+    pid: process.pid,
+    startedAt: ctx.startedAt,
+    incarnation: ctx.incarnation,
+    pairing: ctx.pairing(),
+    core: core === null ? null : { ...core, vms: undefined },
+    alink: ctx.alink(),
+    health: ctx.health(),
+    vms: vmStatuses(ctx, core),
+  };
+}
 
 async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {
   const driver = ctx.driver();
@@ -184,7 +402,7 @@ async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {
   if (!result.ok) throw new LockstepError('COMMAND_REFUSED', result.reason, { command: cmd.kind });
 }
 
-async function desired(ctx: ApiContext, name: string, want: 'running' | 'stopped'): Promise<{ status: number; body: unknown }> {
+async function desired(ctx: ApiContext, name: string, want: 'running' | 'stopped'): Promise<Reply> {
   await command(ctx, { kind: 'set-desired', name, desired: want });
   return { status: 200, body: vmStatus(ctx, name) };
 }
@@ -193,27 +411,19 @@ function vmStatus(ctx: ApiContext, name: string): VmStatus | null {
   return vmStatuses(ctx, ctx.driver()?.view() ?? null).find((v) => v.name === name) ?? null;
 }
 
-function vmStatuses(ctx: ApiContext, core: CoreView | null): VmStatus[] {
+export function vmStatuses(ctx: ApiContext, core: CoreView | null): VmStatus[] {
   const running = new Map(ctx.running().map((r) => [r.name, r]));
   return (core?.vms ?? []).map((v) => ({ ...v, local: running.get(v.name) ?? null, lastExit: ctx.lastExit(v.name) }));
 }
 
-function intParam(q: URLSearchParams, key: string, fallback: number, min: number, max: number): number {
-  const raw = q.get(key);
-  if (raw === null) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new LockstepError('INVALID_ARGUMENT', `'${key}' must be an integer from ${min} to ${max}`, { field: key });
-  return n;
-}
+const LOCAL_PREFIX = '/v1';
+const localRoutes = new RouteTable(RESOURCE_ROUTES);
 
+/** The local API on `socketPath`: the resource routes under `/v1`, no users (the socket is root's). */
 export async function startApiServer(socketPath: string, ctx: ApiContext, log: (line: string) => void): Promise<http.Server> {
   await rm(socketPath, { force: true });
   const server = http.createServer((req, res) => {
-    void handle(ctx, req, log).then(({ status, body }) => {
-      const text = body === null ? '' : JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-      res.end(text);
-    });
+    void handleLocal(ctx, req, log).then((reply) => send(res, reply));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -222,38 +432,15 @@ export async function startApiServer(socketPath: string, ctx: ApiContext, log: (
   return server;
 }
 
-async function handle(ctx: ApiContext, req: http.IncomingMessage, log: (line: string) => void): Promise<{ status: number; body: unknown }> {
+async function handleLocal(ctx: ApiContext, req: http.IncomingMessage, log: (line: string) => void): Promise<Reply> {
   try {
-    const url = new URL(req.url ?? '/', 'http://lockstepd');
+    const url = requestUrl(req);
     const body = await readJsonBody(req);
-    for (const route of routes) {
-      const m = route.method === req.method ? route.pattern.exec(url.pathname) : null;
-      if (m) return await route.handler(ctx, m.slice(1).map(decodeURIComponent), body, url.searchParams);
-    }
-    return errorBody(404, 'INVALID_ARGUMENT', `no such endpoint: ${req.method} ${url.pathname}`);
+    const path = url.pathname.startsWith(`${LOCAL_PREFIX}/`) ? url.pathname.slice(LOCAL_PREFIX.length) : null;
+    if (path === null) throw new LockstepError('UNKNOWN_ENDPOINT', `no such endpoint: ${req.method} ${url.pathname}`, { method: req.method, path: url.pathname });
+    const { route, raw, names } = localRoutes.match(req.method ?? 'GET', path);
+    return await route.handler(ctx, prepareRequest(route, raw, names, url.searchParams, body));
   } catch (e) {
-    if (isLockstepError(e)) return { status: STATUS_OF[e.code] ?? 500, body: { error: e.toJSON() } };
-    log(`API request ${req.method} ${req.url} failed: ${(e as Error).stack ?? String(e)}`);
-    return errorBody(500, 'DAEMON_ERROR', (e as Error).message);
-  }
-}
-
-function errorBody(status: number, code: ErrorCode, message: string): { status: number; body: unknown } {
-  return { status, body: { error: { code, message, fields: {} } } };
-}
-
-async function readJsonBody(req: http.IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > BODY_BYTES_MAX) throw new LockstepError('INVALID_ARGUMENT', `request body over ${BODY_BYTES_MAX} bytes`);
-    chunks.push(chunk);
-  }
-  if (size === 0) return undefined;
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new LockstepError('INVALID_ARGUMENT', 'request body is not valid JSON');
+    return errorReply(e, `request ${req.method} ${req.url}`, log);
   }
 }

@@ -5,6 +5,7 @@
  * field named in the error: a daemon that starts on a wrong config fails later, and worse.
  */
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { DEFAULT_TIMING, type CoreConfig } from '../core/types.js';
@@ -38,12 +39,27 @@ export type TimingConfig = Pick<CoreConfig, 'heartbeatIntervalMs' | 'peerTimeout
   healthIntervalMs: number;
 };
 
+/** The management API (HTTPS on the management network: users, roles, audit; docs/api.md). */
+export interface ManagementApiConfig {
+  /** The address it listens on: this host's management address (0.0.0.0 or :: for all). */
+  address: string;
+  port: number;
+  /** The operator's certificate and key (PEM); both null: a self-signed one made once in the state directory. */
+  certFile: string | null;
+  keyFile: string | null;
+  /** A session ends after this long without a request, and this long after login in any case. */
+  sessionIdleMs: number;
+  sessionMaxMs: number;
+  /** A bearer token `/metrics` accepts besides a session (a Prometheus scraper has none); null: sessions only. */
+  metricsToken: string | null;
+}
+
 export interface DaemonConfig {
   /** The host's name in the pair (`host1`, `host2`, or any name an operator gives). */
   host: string;
   /** The host's own data directory: VM disks, state, run files, logs. Never another host's. */
   dataDir: string;
-  /** The API's unix socket; the management network API arrives with the console. */
+  /** The local API's unix socket (root's access; the management network has `managementApi`). */
   apiSocket: string;
   /** The bridge on this host that the guests' taps join (the business network). */
   businessBridge: string;
@@ -81,6 +97,8 @@ export interface DaemonConfig {
   guestHeartbeatTimeoutMs: number;
   /** e-Alerts, SNMP traps, Call Home and webhooks for the core's alerts (docs/notifications.md); null: none. */
   notifications: NotificationsConfig | null;
+  /** The management API; null: not served (the local socket API only). */
+  managementApi: ManagementApiConfig | null;
 }
 
 /** A resync yields to a busy guest by default, and is otherwise as fast as the link (docs/ha.md). */
@@ -223,6 +241,7 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     resync,
     guestHeartbeatTimeoutMs: heartbeatTimeout,
     notifications: parseNotifications(o['notifications'], bad),
+    managementApi: parseManagementApi(o['managementApi'], bad),
   };
 }
 
@@ -343,4 +362,44 @@ function parseNotifications(raw: unknown, bad: Bad): NotificationsConfig | null 
   const maxMs = ms(r, 'maxMs', Math.max(DEFAULT_RETRY.maxMs, initialMs), initialMs, 86_400_000);
   const giveUpAfterMs = ms(r, 'giveUpAfterMs', DEFAULT_RETRY.giveUpAfterMs, maxMs, 30 * 86_400_000);
   return { minSeverity: minSeverity as NotificationsConfig['minSeverity'], smtp, snmp, callHome, webhooks, retry: { initialMs, maxMs, giveUpAfterMs } };
+}
+
+// ── the management API (src/api/, docs/api.md) ──────────────────────────────────────────────────────────
+
+export const DEFAULT_MANAGEMENT_PORT = 7443;
+const MANAGEMENT_KEYS = ['address', 'port', 'certFile', 'keyFile', 'sessionIdleMinutes', 'sessionMaxHours', 'metricsToken'] as const;
+/** Long enough that it cannot be guessed (`openssl rand -hex 32` makes one), in the characters a bearer token has. */
+const METRICS_TOKEN_PATTERN = /^[A-Za-z0-9_-]{32,128}$/;
+
+/** The `managementApi` section; absent (or null): not served. Unknown keys are refused. */
+function parseManagementApi(raw: unknown, bad: (key: string, why: string, value?: unknown) => never): ManagementApiConfig | null {
+  if (raw === undefined || raw === null) return null;
+  if (typeof raw !== 'object' || Array.isArray(raw)) return bad('managementApi', 'must be a JSON object');
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!(MANAGEMENT_KEYS as readonly string[]).includes(k)) bad(`managementApi.${k}`, `is not a known field (known: ${MANAGEMENT_KEYS.join(', ')})`);
+  const address = o['address'];
+  if (typeof address !== 'string' || isIP(address) === 0) bad('managementApi.address', 'must be an IPv4 or IPv6 address', address);
+  const port = o['port'] ?? DEFAULT_MANAGEMENT_PORT;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) bad('managementApi.port', 'must be a TCP port (1–65535)', port);
+  const file = (key: 'certFile' | 'keyFile'): string | null => {
+    const v = o[key];
+    if (v === undefined || v === null) return null;
+    return typeof v === 'string' && path.isAbsolute(v) ? v : bad(`managementApi.${key}`, 'must be an absolute path', v);
+  };
+  const certFile = file('certFile');
+  const keyFile = file('keyFile');
+  if ((certFile === null) !== (keyFile === null)) bad(certFile === null ? 'managementApi.certFile' : 'managementApi.keyFile', 'must be given with the other of certFile and keyFile');
+  const whole = (key: string, fallback: number, max: number): number => {
+    const v = o[key] ?? fallback;
+    return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= max ? v : bad(`managementApi.${key}`, `must be an integer from 1 to ${max}`, v);
+  };
+  const idleMinutes = whole('sessionIdleMinutes', 30, 24 * 60);
+  const maxHours = whole('sessionMaxHours', 12, 7 * 24);
+  if (idleMinutes > maxHours * 60) bad('managementApi.sessionIdleMinutes', 'must not be longer than sessionMaxHours', idleMinutes);
+  const metricsToken = o['metricsToken'] ?? null;
+  if (metricsToken !== null && (typeof metricsToken !== 'string' || !METRICS_TOKEN_PATTERN.test(metricsToken))) {
+    // The value is a secret: the error names the field, never echoes it.
+    bad('managementApi.metricsToken', 'must be 32 to 128 letters, digits, _ or - (e.g. `openssl rand -hex 32`)');
+  }
+  return { address: address as string, port: port as number, certFile, keyFile, sessionIdleMs: idleMinutes * 60_000, sessionMaxMs: maxHours * 3600_000, metricsToken: metricsToken as string | null };
 }

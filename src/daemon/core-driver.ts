@@ -29,6 +29,15 @@ export interface DriverPorts {
   restartServices(reason: string): void;
   /** Alerts were appended to the event log: notifications (src/notify/) pick them up from there. */
   alertsLogged?(): void;
+  /** Entries (events or alerts) were appended to the event log: the live event stream sends them on. */
+  logged?(): void;
+}
+
+/** The alerts this driver recorded since the process started: counters for the metrics, never going back. */
+export interface AlertCounts {
+  byCode: { code: string; severity: string; count: number }[];
+  /** Alerts about one VM (failovers, migrations, restarts …), by VM and code. */
+  byVm: { vm: string; code: string; count: number }[];
 }
 
 export type CommandResult = { ok: true } | { ok: false; reason: string };
@@ -57,6 +66,9 @@ export class CoreDriver {
   private busy = false;
   private tickTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Keyed `code severity` and `vm code` (neither holds a space). */
+  private readonly alertsByCode = new Map<string, number>();
+  private readonly alertsByVm = new Map<string, number>();
 
   constructor(
     private readonly cfg: CoreConfig,
@@ -123,6 +135,14 @@ export class CoreDriver {
           state: vmState(s, r.config.name),
           hardware: r.config.hardware,
         })),
+    };
+  }
+
+  alertCounts(): AlertCounts {
+    const split = (m: Map<string, number>): [string, string, number][] => [...m].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([k, n]) => [...(k.split(' ') as [string, string]), n]);
+    return {
+      byCode: split(this.alertsByCode).map(([code, severity, count]) => ({ code, severity, count })),
+      byVm: split(this.alertsByVm).map(([vm, code, count]) => ({ vm, code, count })),
     };
   }
 
@@ -221,6 +241,8 @@ export class CoreDriver {
     const entries: LogEntry[] = events.map((ev) => ({ wallMs, atMs: ev.at, host: ev.host, kind: 'event', severity: null, code: null, what: ev.what, cause: ev.cause }));
     for (const e of effects) {
       if (e.kind !== 'alert') continue;
+      bump(this.alertsByCode, `${e.code} ${e.severity}`);
+      if (e.vm !== undefined) bump(this.alertsByVm, `${e.vm} ${e.code}`);
       entries.push({ wallMs, atMs: cause.now, host: this.cfg.self, kind: 'alert', severity: e.severity, code: e.code, what: e.message, cause: describeInput(cause) });
     }
     if (entries.length === 0) return;
@@ -232,12 +254,17 @@ export class CoreDriver {
       this.log(`could not append to the event log: ${describeError(err)}`);
     }
     if (entries.some((en) => en.kind === 'alert')) this.ports.alertsLogged?.();
+    this.ports.logged?.();
   }
 
   private scheduleTick(wakeAt: number): void {
     if (this.tickTimer) clearTimeout(this.tickTimer);
     this.tickTimer = setTimeout(() => this.submit({ type: 'tick' }), Math.max(0, wakeAt - coreNow()));
   }
+}
+
+function bump(counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1);
 }
 
 /** A short description of the input that caused a decision (the core's events carry their own). */

@@ -1,7 +1,8 @@
 /**
  * `lockstepd`: the Availability Services of one host. Start-up, in order:
  *   1. the state database (its boot counter gives this run's incarnation) and the QEMU leftovers reaped;
- *   2. the local API (it answers from the first moment: "pairing" until the pair exists);
+ *   2. the local API (it answers from the first moment: "pairing" until the pair exists), and the management
+ *      API when configured (src/api/: HTTPS, users, audit);
  *   3. pairing with the peer over the first A-Link, once in the pair's life (src/pairing/);
  *   4. the A-Link, the health monitor and the decision core's driver, wired together.
  * After that every decision is the core's (src/core/); this file only connects the parts.
@@ -25,7 +26,8 @@ import { VmRunner } from './vm-runner.js';
 import { CopyServer } from './copy-server.js';
 import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
-import { startApiServer } from './api.js';
+import { startApiServer, type ApiContext } from './api.js';
+import { startManagementApi, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
@@ -99,24 +101,40 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   });
   await runner.reapLeftovers();
 
-  const server = await startApiServer(
-    config.apiSocket,
-    {
-      host: config.host,
-      startedAt: new Date().toISOString(),
-      incarnation,
-      pairing: () => ({ ...pairing }),
-      driver: () => driver,
-      running: () => runner.running(),
-      lastExit: (vm) => runner.lastExit(vm),
-      alink: () => alink?.status() ?? null,
-      health: () => health?.current() ?? null,
-      pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
-      recentLog: (opts) => db.recentLog(opts),
+  // Whoever follows the event log live (the management API's event stream) is told of each append.
+  const logListeners = new Set<() => void>();
+  const apiContext: ApiContext = {
+    host: config.host,
+    startedAt: new Date().toISOString(),
+    incarnation,
+    pairing: () => ({ ...pairing }),
+    driver: () => driver,
+    running: () => runner.running(),
+    lastExit: (vm) => runner.lastExit(vm),
+    alink: () => alink?.status() ?? null,
+    health: () => health?.current() ?? null,
+    pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
+    recentLog: (opts) => db.recentLog(opts),
+    logAfter: (afterId, limit) => db.logAfter(afterId, limit),
+    onLogged: (listener) => {
+      logListeners.add(listener);
+      return () => logListeners.delete(listener);
     },
-    log,
-  );
+    notifyPending: () => notifier?.pending() ?? null,
+  };
+  const server = await startApiServer(config.apiSocket, apiContext, log);
   log(`API listening on ${config.apiSocket}`);
+  // The management API serves the same resources over HTTPS to users (src/api/); one that cannot start costs
+  // the remote access only, never the Availability Services.
+  let management: RunningManagementApi | null = null;
+  if (config.managementApi) {
+    try {
+      management = await startManagementApi({ host: config.host, dataDir: config.dataDir, managementApi: config.managementApi }, apiContext, log);
+      log(`management API listening on https://${config.managementApi.address}:${management.port}/api/v1${management.selfSigned ? ' (self-signed certificate)' : ''}`);
+    } catch (e) {
+      log(`management API not started: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
+    }
+  }
 
   let stopping: Promise<void> | null = null;
   const shutdown = (why: string): Promise<void> => {
@@ -130,6 +148,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
       alink?.close();
       await watchdog.close();
       await notifier?.stop();
+      await management?.close();
       db.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     })();
@@ -185,6 +204,9 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     probeQuorum: (id) => probeQuorum(quorumEndpoint(id)),
     restartServices: (reason) => void restartSelf(reason, shutdown, log),
     alertsLogged: () => notifier?.nudge(),
+    logged: () => {
+      for (const listener of logListeners) listener();
+    },
   }, log);
   const liveDriver = driver;
   alink.on('message', (msg) => liveDriver.submit({ type: 'peer-message', msg }));

@@ -153,6 +153,7 @@ export class StateDb {
         INSERT INTO log (wall_ms, at_ms, host, kind, severity, code, what, cause)
         VALUES (@wallMs, @atMs, @host, @kind, @severity, @code, @what, @cause)`),
       trimLog: db.prepare('DELETE FROM log WHERE id <= ?'),
+      logAfter: db.prepare('SELECT * FROM log WHERE id > ? ORDER BY id ASC LIMIT ?'),
       recentLog: db.prepare('SELECT * FROM log WHERE id < ? ORDER BY id DESC LIMIT ?'),
       recentLogOfKind: db.prepare('SELECT * FROM log WHERE kind = ? AND id < ? ORDER BY id DESC LIMIT ?'),
     };
@@ -301,24 +302,32 @@ export class StateDb {
   recentLog(opts: { limit: number; beforeId?: number; kind?: 'event' | 'alert' }): (LogEntry & { id: number })[] {
     assert(Number.isSafeInteger(opts.limit) && opts.limit > 0, `log limit ${opts.limit} is not a positive integer`);
     const before = opts.beforeId ?? Number.MAX_SAFE_INTEGER;
-    return this.guard('read the log', () => {
-      const rows = (opts.kind === undefined ? this.stmt.recentLog.all(before, opts.limit) : this.stmt.recentLogOfKind.all(opts.kind, before, opts.limit)) as Row[];
-      return rows.map((row) => {
-        const r = new RowReader(this.file, 'log', row, String(row['id']));
-        return {
-          id: r.int('id'),
-          wallMs: r.int('wall_ms'),
-          atMs: r.int('at_ms'),
-          host: r.str('host'),
-          kind: r.oneOf('kind', LOG_KINDS),
-          severity: row['severity'] === null ? null : r.oneOf('severity', SEVERITIES),
-          code: r.strOrNull('code'),
-          what: r.str('what'),
-          cause: r.str('cause'),
-        };
-      });
-    });
+    return this.guard('read the log', () =>
+      ((opts.kind === undefined ? this.stmt.recentLog.all(before, opts.limit) : this.stmt.recentLogOfKind.all(opts.kind, before, opts.limit)) as Row[]).map((row) => this.logRow(row)),
+    );
   }
+
+  /** Log entries oldest first, those newer than `afterId`, at most `limit`: the live stream's catch-up. */
+  logAfter(afterId: number, limit: number): (LogEntry & { id: number })[] {
+    assert(Number.isSafeInteger(limit) && limit > 0, `log limit ${limit} is not a positive integer`);
+    return this.guard('read the log', () => (this.stmt.logAfter.all(afterId, limit) as Row[]).map((row) => this.logRow(row)));
+  }
+
+  private logRow(row: Row): LogEntry & { id: number } {
+    const r = new RowReader(this.file, 'log', row, String(row['id']));
+    return {
+      id: r.int('id'),
+      wallMs: r.int('wall_ms'),
+      atMs: r.int('at_ms'),
+      host: r.str('host'),
+      kind: r.oneOf('kind', LOG_KINDS),
+      severity: row['severity'] === null ? null : r.oneOf('severity', SEVERITIES),
+      code: r.strOrNull('code'),
+      what: r.str('what'),
+      cause: r.str('cause'),
+    };
+  }
+
 
   close(): void {
     this.db.close();

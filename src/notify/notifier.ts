@@ -98,6 +98,11 @@ export class Notifier {
     this.nudge();
   }
 
+  /** Deliveries waiting to go out, for the metrics. */
+  pending(): number {
+    return this.outbox.pendingCount();
+  }
+
   /** New alerts may be in the log: run a pass now (or right after the one running). */
   nudge(): void {
     if (!this.started || this.stopped) return;

@@ -101,6 +101,7 @@ export class Outbox {
       failed: db.prepare(`UPDATE deliveries SET attempts = attempts + 1, last_attempt_ms = @now, next_attempt_ms = @next, last_error = @error WHERE id = @id AND state = 'pending'`),
       defer: db.prepare(`UPDATE deliveries SET next_attempt_ms = MAX(next_attempt_ms, @next) WHERE receiver = @receiver AND state = 'pending'`),
       abandon: db.prepare(`UPDATE deliveries SET state = 'abandoned', done_ms = @now, detail = @why WHERE id = @id AND state = 'pending'`),
+      pendingCount: db.prepare(`SELECT count(*) AS n FROM deliveries WHERE state = 'pending'`),
       pendingReceivers: db.prepare(`SELECT DISTINCT receiver FROM deliveries WHERE state = 'pending'`),
       abandonReceiver: db.prepare(`UPDATE deliveries SET state = 'abandoned', done_ms = @now, detail = @why WHERE receiver = @receiver AND state = 'pending'`),
       list: db.prepare('SELECT * FROM deliveries ORDER BY id DESC LIMIT ?'),
@@ -124,6 +125,11 @@ export class Outbox {
       if (e instanceof LockstepError) throw e;
       throw new LockstepError('NOTIFY_OUTBOX', `notification outbox ${file} cannot be opened: ${(e as Error).message}`, { file }, { cause: e });
     }
+  }
+
+  /** How many deliveries wait to go out (the metrics' outbox depth). */
+  pendingCount(): number {
+    return this.guard('count pending deliveries', () => int(this.file, this.stmt.pendingCount.get() as Row, 'n', 'pending count'));
   }
 
   /** The newest event-log id already turned into deliveries; null for a new outbox. */

@@ -123,6 +123,25 @@ export async function issueCert(ca: CaFiles, dir: string, opts: IssueOptions): P
 }
 
 /**
+ * A self-signed leaf certificate in `dir`, `cert.pem` and `key.pem` (mode 0600): for a TLS server that no CA
+ * of ours vouches for — the management API when the operator gives it no certificate. The same extensions
+ * as an issued leaf, signed by its own key.
+ */
+export async function createSelfSignedCert(dir: string, opts: IssueOptions): Promise<{ cert: string; key: string }> {
+  const leaf = checkedLeafOptions(opts);
+  const files = { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
+  await withScratch(async (scratch) => {
+    await writeKey(files.key);
+    const config = await writeLeafConfig(scratch, leaf);
+    const { stdout } = await run('openssl', [
+      'req', '-x509', '-new', '-config', config, '-extensions', 'ext', '-key', files.key, '-sha256', '-days', String(leaf.days), '-set_serial', serial(),
+    ]);
+    await writeFileDurably(files.cert, checkedPem(stdout, 'certificate'));
+  });
+  return files;
+}
+
+/**
  * A fresh P-256 key written at `keyFile` (mode 0600, durably) and a CSR for `commonName` signed with it,
  * returned as PEM. The key stays where the caller put it: a host that asks its peer for a certificate
  * sends only the CSR.

@@ -1,0 +1,313 @@
+/**
+ * The management API: HTTPS on the management network, served by lockstepd next to its local socket API.
+ * Each request, in order:
+ *   1. matched against the route table (`MANAGEMENT_ROUTES`: the daemon's resources and the API's own);
+ *   2. its caller found: a session token as `Authorization: Bearer` or the session cookie; a route that is
+ *      not public needs one (401), a route that names a role needs a user with it (403);
+ *   3. its body read (JSON only, at most 1 MiB) and its parameters, query and body checked against the
+ *      route's schemas (400);
+ *   4. handled; every call that changes something (any method but GET) is written to the audit log with
+ *      who, from where, what, on what and how it ended — refused ones included.
+ * Errors answer `{"error":{code,message,fields}}` with the code's status; a bug answers 500 and is logged.
+ * Two routes differ: `/metrics` is at the root, where Prometheus looks, and takes the configured metrics
+ * token too; the live event stream (`/api/v1/events/stream`) is a WebSocket upgrade, authenticated the same
+ * way before the handshake (src/api/event-stream.ts).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import https from 'node:https';
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { AddressInfo, Socket } from 'node:net';
+import { LockstepError, isLockstepError } from '../util/errors.js';
+import type { ApiContext } from '../daemon/api.js';
+import type { AuditLog, AuditResult } from '../audit/audit-log.js';
+import { LoginLimiter, type LimiterOptions } from '../users/login-limiter.js';
+import { roleAllows } from '../users/roles.js';
+import type { UserStore } from '../users/user-store.js';
+import { MANAGEMENT_ROUTES, SESSION_COOKIE, type ManagementDeps, type RequestContext } from './management-routes.js';
+import { openApiDocument } from './openapi.js';
+import { DEFAULT_STREAM_LIMITS, EventStream, type StreamLimits } from './event-stream.js';
+import { RouteTable, errorReply, prepareRequest, readJsonBody, requestUrl, send, type Reply, type Route } from './routes.js';
+
+const PREFIX = '/api';
+/** Limits on what one client can hold: connections, header time, request time. */
+const CONNECTIONS_MAX = 256;
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+const KEEP_ALIVE_TIMEOUT_MS = 5000;
+
+const SECURITY_HEADERS: Record<string, string> = {
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  'referrer-policy': 'no-referrer',
+};
+
+export interface ManagementServerOptions {
+  address: string;
+  /** 0: any free port (tests; see `port()`). */
+  port: number;
+  tls: { cert: string | Buffer; key: string | Buffer };
+  api: ApiContext;
+  users: UserStore;
+  audit: AuditLog;
+  /** The session's absolute lifetime, for the cookie (the store enforces it). */
+  sessionMaxMs: number;
+  now?: () => number;
+  limiter?: LimiterOptions;
+  /** `managementApi.metricsToken`: a bearer `/metrics` accepts besides a session. */
+  metricsToken?: string | null;
+  /** The event stream's limits (tests make them small). */
+  streamLimits?: Partial<StreamLimits>;
+  log: (line: string) => void;
+}
+
+const table = new RouteTable(MANAGEMENT_ROUTES.filter((r) => !r.root));
+const rootTable = new RouteTable(MANAGEMENT_ROUTES.filter((r) => r.root));
+const STREAM_PATH = '/v1/events/stream';
+let openApiCache: unknown = null;
+
+/** The management API's OpenAPI document (made once from the route table). */
+export function managementOpenApi(): unknown {
+  openApiCache ??= openApiDocument(MANAGEMENT_ROUTES as readonly Route<unknown>[], { title: 'Lockstep management API', version: '1' });
+  return openApiCache;
+}
+
+export class ManagementServer {
+  /** Every connection, HTTP or not (a refused CONNECT's socket is no longer the HTTP server's): closed with the server. */
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(
+    private readonly server: https.Server,
+    private readonly stream: EventStream,
+  ) {
+    server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+  }
+
+  static async start(opts: ManagementServerOptions): Promise<ManagementServer> {
+    const now = opts.now ?? Date.now;
+    const stream = new EventStream(opts.api, opts.users, now, { ...DEFAULT_STREAM_LIMITS, ...opts.streamLimits }, opts.log);
+    const deps: ManagementDeps = {
+      api: opts.api,
+      users: opts.users,
+      audit: opts.audit,
+      limiter: new LoginLimiter(now, opts.limiter),
+      sessionMaxMs: opts.sessionMaxMs,
+      openApi: managementOpenApi,
+      stream,
+      metricsToken: opts.metricsToken ?? null,
+    };
+    const server = https.createServer({
+      cert: opts.tls.cert,
+      key: opts.tls.key,
+      minVersion: 'TLSv1.2',
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    });
+    server.maxConnections = CONNECTIONS_MAX;
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      void handle(deps, req, now, opts.log)
+        .then(({ reply, close }) => send(res, reply, close ? { ...SECURITY_HEADERS, connection: 'close' } : SECURITY_HEADERS))
+        .catch((e: unknown) => {
+          opts.log(`management API: answering ${req.method} ${req.url} failed: ${(e as Error).stack ?? String(e)}`);
+          res.destroy();
+        });
+    });
+    // CONNECT (a proxy's method) is no API's, nor any upgrade but the event stream's: a 4xx answer, then the
+    // connection closes.
+    server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+      rawReply(socket, errorReply(new LockstepError('METHOD_NOT_ALLOWED', 'CONNECT is not an API method', { allow: ['GET', 'POST', 'PATCH', 'DELETE'] }), 'CONNECT', opts.log));
+    });
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => socket.destroy());
+      try {
+        upgrade(deps, stream, req, socket, head);
+      } catch (e) {
+        rawReply(socket, errorReply(e, `upgrade ${req.method} ${req.url}`, opts.log));
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port, opts.address, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (e) => opts.log(`management API: ${(e as Error).message}`));
+    return new ManagementServer(server, stream);
+  }
+
+  port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    this.stream.close();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+      for (const socket of this.sockets) socket.destroy();
+    });
+  }
+}
+
+async function handle(deps: ManagementDeps, req: http.IncomingMessage, now: () => number, log: (line: string) => void): Promise<{ reply: Reply; close: boolean }> {
+  const rc: RequestContext = { deps, client: req.socket.remoteAddress ?? 'unknown', session: null, actingUser: null };
+  let route: Route<RequestContext> | null = null;
+  let params: Record<string, string> = {};
+  let rawBody: unknown;
+  let pathname = '';
+  let reply: Reply;
+  try {
+    const url = requestUrl(req);
+    pathname = url.pathname;
+    const match = pathname.startsWith(`${PREFIX}/`) ? table.match(req.method ?? 'GET', pathname.slice(PREFIX.length)) : rootTable.match(req.method ?? 'GET', pathname);
+    route = match.route;
+    params = rawParams(match.names, match.raw);
+    authenticate(rc, req, route);
+    if (route.body) {
+      const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
+      if (hasBody && type !== 'application/json') throw new LockstepError('UNSUPPORTED_MEDIA_TYPE', 'the body must be JSON (Content-Type: application/json)', { contentType: type });
+      rawBody = await readJsonBody(req);
+    }
+    const prepared = prepareRequest(route, match.raw, match.names, url.searchParams, rawBody);
+    params = prepared.params;
+    reply = await route.handler(rc, prepared);
+  } catch (e) {
+    reply = errorReply(e, `${req.method} ${req.url}`, log);
+  }
+  if (route !== null && route.method !== 'GET') record(deps, rc, req, route, params, rawBody, pathname, reply, now, log);
+  return { reply, close: isPayloadTooLarge(reply) };
+}
+
+/**
+ * The event stream's upgrade: only at its path; the caller authenticated and its role checked as for any
+ * route, its query checked, then the handshake (src/api/event-stream.ts). Throws the error to answer.
+ */
+function upgrade(deps: ManagementDeps, stream: EventStream, req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+  const url = requestUrl(req);
+  if (url.pathname !== `${PREFIX}${STREAM_PATH}`) {
+    throw new LockstepError('UNKNOWN_ENDPOINT', `no protocol upgrade at ${url.pathname}: the management API has one, at ${PREFIX}${STREAM_PATH}`, { path: url.pathname });
+  }
+  const { route, raw, names } = table.match(req.method ?? 'GET', STREAM_PATH);
+  const rc: RequestContext = { deps, client: req.socket.remoteAddress ?? 'unknown', session: null, actingUser: null };
+  authenticate(rc, req, route);
+  const { query } = prepareRequest(route, raw, names, url.searchParams, undefined);
+  stream.accept(req, socket, head, rc.session!, (query as { after?: number }).after);
+}
+
+/** An error answer written on a socket the HTTP server no longer handles (an upgrade, a CONNECT); then it closes. */
+function rawReply(socket: Duplex, reply: Reply): void {
+  const text = JSON.stringify(reply.body);
+  const headers = { ...SECURITY_HEADERS, ...(reply.headers ?? {}), 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), connection: 'close' };
+  const head = Object.entries(headers).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`);
+  socket.on('error', () => socket.destroy());
+  socket.end(`HTTP/1.1 ${reply.status} ${http.STATUS_CODES[reply.status]}\r\n${head.join('\r\n')}\r\n\r\n${text}`, () => socket.destroy());
+}
+
+/** The path parameters as the audit log names the target, before they are checked (a refused call has one too). */
+function rawParams(names: string[], raw: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  names.forEach((name, i) => {
+    try {
+      out[name] = decodeURIComponent(raw[i]!);
+    } catch {
+      out[name] = raw[i]!;
+    }
+  });
+  return out;
+}
+
+function isPayloadTooLarge(reply: Reply): boolean {
+  return reply.status === 413;
+}
+
+/** Finds the caller's session; refuses a route the caller may not call (401 without a session, 403 without the role). */
+function authenticate(rc: RequestContext, req: http.IncomingMessage, route: Route<RequestContext>): void {
+  const token = tokenOf(req);
+  // The scraper's static token stands for no user: the request has no session, and the route needs none.
+  if (route.metricsToken && rc.deps.metricsToken !== null && token !== null && sameSecret(token, rc.deps.metricsToken)) return;
+  if (token !== null) {
+    const found = rc.deps.users.session(token);
+    if (found.ok) rc.session = { user: found.session.user, role: found.session.role, tokenHash: found.tokenHash };
+    else if (route.access !== 'public') {
+      throw new LockstepError('NOT_AUTHENTICATED', found.why === 'expired' ? 'the session has expired: log in again' : 'not a valid session: log in again', { reason: found.why });
+    }
+  }
+  if (route.access === 'public') return;
+  if (rc.session === null) throw new LockstepError('NOT_AUTHENTICATED', 'log in first (POST /api/v1/session)', { reason: 'none' });
+  if (route.access === 'session') return;
+  if (!roleAllows(rc.session.role, route.access)) {
+    throw new LockstepError('FORBIDDEN', `${route.operationId} needs the role ${route.access}; ${rc.session.user} has ${rc.session.role ?? 'none'}`, {
+      needs: route.access,
+      has: rc.session.role,
+    });
+  }
+}
+
+/** Constant-time comparison of two secrets (through their hashes, so that lengths do not matter either). */
+function sameSecret(a: string, b: string): boolean {
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+}
+
+/** The session token: `Authorization: Bearer …` first, else the session cookie; null when neither. */
+function tokenOf(req: http.IncomingMessage): string | null {
+  const auth = req.headers.authorization;
+  if (auth !== undefined) {
+    const m = /^Bearer\s+([A-Za-z0-9_-]{1,128})\s*$/i.exec(auth);
+    return m ? m[1]! : 'invalid';
+  }
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === SESSION_COOKIE) {
+      const value = part.slice(eq + 1).trim();
+      return value === '' ? null : value;
+    }
+  }
+  return null;
+}
+
+function record(
+  deps: ManagementDeps,
+  rc: RequestContext,
+  req: http.IncomingMessage,
+  route: Route<RequestContext>,
+  params: Record<string, string>,
+  body: unknown,
+  pathname: string,
+  reply: Reply,
+  now: () => number,
+  log: (line: string) => void,
+): void {
+  const error = (reply.body as { error?: { code?: string; message?: string } } | null)?.error;
+  const result: AuditResult = reply.status < 400 ? 'ok' : reply.status === 401 || reply.status === 403 || reply.status === 429 ? 'denied' : 'failed';
+  const bodyName = typeof body === 'object' && body !== null && typeof (body as { name?: unknown }).name === 'string' ? (body as { name: string }).name : null;
+  const target = params['name'] ?? bodyName ?? (route.operationId === 'changeOwnPassword' ? (rc.session?.user ?? null) : null);
+  try {
+    const entry = deps.audit.append({
+      wallMs: now(),
+      user: rc.actingUser ?? rc.session?.user ?? null,
+      client: rc.client,
+      operation: route.operationId,
+      method: req.method ?? '',
+      path: pathname,
+      target,
+      result,
+      status: reply.status,
+      code: error?.code ?? null,
+      message: error?.message ?? null,
+    });
+    deps.stream.audited(entry);
+  } catch (e) {
+    // The action has happened; its answer still goes out. The failure is the daemon's to report.
+    log(`management API: ${isLockstepError(e) ? `${e.code}: ` : ''}${(e as Error).message}`);
+  }
+  // Every way a session ends early (logout, password change, user deleted, role taken) is a changing call.
+  deps.stream.recheckSessions();
+}
