@@ -6,16 +6,21 @@ import { LockstepError } from '../util/errors.js';
 import { EXIT, reportError } from './output.js';
 import { labCommand, LAB_USAGE } from './lab-command.js';
 import { vmCommand, VM_USAGE } from './vm-command.js';
+import { volumeCommand, VOLUME_USAGE } from './volume-command.js';
 import { doctorCommand } from './doctor-command.js';
 
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
   lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove
+  lockstep volume …     the pair's volumes (VM disks) and their state: list, show
+  lockstep storage-group …  a host's storage groups and their usage: list, show
   lockstep lab …        the whole pair on one machine (lockstep lab help)
   lockstep doctor       what this machine has and what Lockstep will do about it
   lockstep version
 
 ${VM_USAGE}
+
+${VOLUME_USAGE}
 
 ${LAB_USAGE}`;
 
@@ -26,6 +31,9 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'vm':
         return await vmCommand(rest);
+      case 'volume':
+      case 'storage-group':
+        return await volumeCommand(command, rest);
       case 'lab':
         return await labCommand(rest);
       case 'doctor':

@@ -8,7 +8,8 @@ import { parseArgs } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import { daemonRequest } from '../daemon/api-client.js';
-import { PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition } from '../daemon/vm-definition.js';
+import { DEFAULT_DISK, PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
+import { VOLUME_FORMATS, type VolumeFormat } from '../storage/storage-group.js';
 import { checkWhere, resolveTarget, type Target, type Where } from './daemon-target.js';
 import { labGuest, forgetLabVm, noteLabVm, type CompleteGuest, type GuestOptions } from './vm-lab.js';
 import { migrateVm } from './vm-migrate.js';
@@ -19,8 +20,9 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
 
   lockstep vm list
   lockstep vm show NAME
-  lockstep vm create NAME --memory MIB --vcpus N --disk MIB [--mac MAC --address IP]
-                    [--protection none|ha|ft] [--stopped] [--kernel PATH --initrd PATH] [--cmdline TEXT]
+  lockstep vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw]
+                    [--mac MAC --address IP] [--protection none|ha|ft] [--stopped]
+                    [--kernel PATH --initrd PATH] [--cmdline TEXT]
   lockstep vm start|stop|remove NAME
   lockstep vm protect NAME --level none|ha|ft
   lockstep vm migrate NAME [--no-wait]     live migration to the peer; follows it unless --no-wait
@@ -36,7 +38,7 @@ const NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
-interface Common {
+export interface Common {
   json: boolean;
   where: Where;
 }
@@ -53,12 +55,13 @@ export type VmRequest =
       memoryMiB: number;
       vcpus: number;
       diskMiB: number;
+      disk: VmDisk;
       protection: ProtectionLevel;
       desired: 'running' | 'stopped';
       guest: GuestOptions;
     });
 
-const WHERE_OPTIONS = { json: { type: 'boolean' }, socket: { type: 'string' }, host: { type: 'string' } } as const;
+export const WHERE_OPTIONS = { json: { type: 'boolean' }, socket: { type: 'string' }, host: { type: 'string' } } as const;
 
 /** Parses and checks a `vm` command line; every mistake is an `INVALID_ARGUMENT` (or `UNKNOWN_HOST`). */
 export function parseVmCommand(argv: readonly string[]): VmRequest {
@@ -71,24 +74,24 @@ export function parseVmCommand(argv: readonly string[]): VmRequest {
     case 'list': {
       const { values, positionals } = parse(rest, {});
       if (positionals.length !== 0) throw usage('vm list');
-      return { verb, ...common(values) };
+      return { verb, ...commonOptions(values) };
     }
     case 'show':
     case 'start':
     case 'stop':
     case 'remove': {
       const { values, positionals } = parse(rest, {});
-      return { verb, name: oneName(positionals, `vm ${verb} NAME`), ...common(values) };
+      return { verb, name: oneName(positionals, `vm ${verb} NAME`), ...commonOptions(values) };
     }
     case 'protect': {
       const { values, positionals } = parse(rest, { level: { type: 'string' } });
       const name = oneName(positionals, 'vm protect NAME --level none|ha|ft');
       if (values.level === undefined) throw usage('vm protect NAME --level none|ha|ft');
-      return { verb, name, level: protectionLevel(values.level, '--level'), ...common(values) };
+      return { verb, name, level: protectionLevel(values.level, '--level'), ...commonOptions(values) };
     }
     case 'migrate': {
       const { values, positionals } = parse(rest, { 'no-wait': { type: 'boolean' } });
-      return { verb, name: oneName(positionals, 'vm migrate NAME [--no-wait]'), wait: values['no-wait'] !== true, ...common(values) };
+      return { verb, name: oneName(positionals, 'vm migrate NAME [--no-wait]'), wait: values['no-wait'] !== true, ...commonOptions(values) };
     }
     case 'create':
       return parseCreate(rest);
@@ -102,6 +105,8 @@ function parseCreate(rest: string[]): VmRequest {
     memory: { type: 'string' },
     vcpus: { type: 'string' },
     disk: { type: 'string' },
+    'storage-group': { type: 'string' },
+    'disk-format': { type: 'string' },
     mac: { type: 'string' },
     address: { type: 'string' },
     protection: { type: 'string' },
@@ -110,7 +115,8 @@ function parseCreate(rest: string[]): VmRequest {
     initrd: { type: 'string' },
     cmdline: { type: 'string' },
   });
-  const form = 'vm create NAME --memory MIB --vcpus N --disk MIB [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--kernel PATH --initrd PATH] [--cmdline TEXT]';
+  const form =
+    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--kernel PATH --initrd PATH] [--cmdline TEXT]';
   const name = oneName(positionals, form);
   const missing = (['memory', 'vcpus', 'disk'] as const).filter((k) => values[k] === undefined);
   if (missing.length > 0) throw new LockstepError('INVALID_ARGUMENT', `vm create needs ${missing.map((k) => `--${k}`).join(', ')}\nusage: lockstep ${form}`);
@@ -122,6 +128,10 @@ function parseCreate(rest: string[]): VmRequest {
   if (values.address !== undefined && !IPV4.test(values.address)) throw new LockstepError('INVALID_ARGUMENT', `--address must be an IPv4 address (got '${values.address}')`);
   if ((values.kernel === undefined) !== (values.initrd === undefined)) throw new LockstepError('INVALID_ARGUMENT', '--kernel and --initrd go together: give both or neither');
   if (values.cmdline === '') throw new LockstepError('INVALID_ARGUMENT', '--cmdline must not be empty');
+  const storageGroup = values['storage-group'] ?? DEFAULT_DISK.storageGroup;
+  if (!NAME.test(storageGroup)) throw new LockstepError('INVALID_ARGUMENT', `--storage-group must start with a letter and use a–z, 0–9 and '-', 31 characters at most (got '${storageGroup}')`);
+  const format = values['disk-format'] ?? DEFAULT_DISK.format;
+  if (!(VOLUME_FORMATS as readonly string[]).includes(format)) throw new LockstepError('INVALID_ARGUMENT', `--disk-format must be one of ${VOLUME_FORMATS.join(', ')} (got '${format}')`);
   // The daemon opens the kernel from its own working directory: a relative path is made absolute here.
   const guest: GuestOptions = {
     ...(mac !== undefined ? { mac } : {}),
@@ -130,7 +140,7 @@ function parseCreate(rest: string[]): VmRequest {
     ...(values.initrd !== undefined ? { initrd: path.resolve(values.initrd) } : {}),
     ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}),
   };
-  const where = common(values);
+  const where = commonOptions(values);
   if (where.where.socket !== undefined) {
     const absent = (['mac', 'address', 'kernel', 'initrd', 'cmdline'] as const).filter((k) => guest[k] === undefined);
     if (absent.length > 0) {
@@ -143,6 +153,7 @@ function parseCreate(rest: string[]): VmRequest {
     memoryMiB: integer(values.memory!, 'memory', 64, 1024 * 1024),
     vcpus: integer(values.vcpus!, 'vcpus', 1, 64),
     diskMiB: integer(values.disk!, 'disk', 1, 16 * 1024 * 1024),
+    disk: { storageGroup, format: format as VolumeFormat },
     protection: values.protection === undefined ? 'ha' : protectionLevel(values.protection, '--protection'),
     desired: values.stopped ? 'stopped' : 'running',
     guest,
@@ -231,6 +242,7 @@ async function createVm(target: Target, req: Extract<VmRequest, { verb: 'create'
     memoryMiB: req.memoryMiB,
     guest: { kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
     diskMiB: req.diskMiB,
+    disk: req.disk,
     nic: { mac: guest.mac, address: guest.address },
     protection: req.protection,
     desired: req.desired,
@@ -239,8 +251,14 @@ async function createVm(target: Target, req: Extract<VmRequest, { verb: 'create'
   if (target.kind === 'lab' && slot !== null) {
     await noteLabVm(target.lab, { name: req.name, host: target.daemon.host, protection: req.protection, index: slot, address: guest.address, mac: guest.mac });
   }
-  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${req.diskMiB} MiB disk, ${guest.mac} ${guest.address}, desired ${req.desired}`;
+  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${req.diskMiB} MiB disk${diskPlace(req.disk)}, ${guest.mac} ${guest.address}, desired ${req.desired}`;
   return { verb: 'change', headline, vm };
+}
+
+/** Where the volume goes, when it is not the default group's qcow2 (the line stays short for the common case). */
+function diskPlace(disk: VmDisk): string {
+  const parts = [disk.format !== DEFAULT_DISK.format ? disk.format : null, disk.storageGroup !== DEFAULT_DISK.storageGroup ? `in storage group ${disk.storageGroup}` : null].filter((x) => x !== null);
+  return parts.length === 0 ? '' : ` (${parts.join(', ')})`;
 }
 
 /** With no host named in the lab, the other hosts' views too: each host sees only its own QEMU. */
@@ -280,7 +298,8 @@ function parse<O extends Options>(args: string[], options: O) {
   }
 }
 
-function common(values: { json?: boolean | string; socket?: string | boolean; host?: string | boolean }): Common {
+/** The options every verb of `vm`, `volume` and `storage-group` takes: `--json` and which daemon to ask. */
+export function commonOptions(values: { json?: boolean | string; socket?: string | boolean; host?: string | boolean }): Common {
   const where: Where = {
     ...(typeof values.socket === 'string' ? { socket: values.socket } : {}),
     ...(typeof values.host === 'string' ? { host: values.host } : {}),

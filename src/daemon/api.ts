@@ -16,6 +16,9 @@ import type { LastExit, RunningVm } from './vm-runner.js';
 import type { LogEntry } from './state-db.js';
 import { RouteTable, errorReply, prepareRequest, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
+import type { HealthSnapshot } from '../core/types.js';
+import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-group.js';
+import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -29,7 +32,9 @@ export interface ApiContext {
   running(): RunningVm[];
   lastExit(vm: string): LastExit | null;
   alink(): unknown;
-  health(): unknown;
+  health(): HealthSnapshot | null;
+  /** This host's storage groups (its config). */
+  storageGroups: readonly StorageGroupConfig[];
   pairCaPem(): Promise<string | null>;
   recentLog(opts: { limit: number; beforeId?: number; kind?: 'event' | 'alert' }): (LogEntry & { id: number })[];
   /** Entries newer than `afterId`, oldest first: what the live event stream sends. */
@@ -55,6 +60,7 @@ export interface VmStatus {
 
 // ── schemas: what the routes accept (checked) and answer (documented) ──────────────────────────────────
 
+const GROUP_NAME: Schema = { type: 'string', pattern: '^[a-z][a-z0-9-]{0,30}$', description: 'a storage group of both hosts (default: default)' };
 const VM_NAME_PARAM: Schema = { type: 'string', minLength: 1, maxLength: 64, description: "the VM's name" };
 const VM_NAME: Schema = { type: 'string', pattern: '^[a-z][a-z0-9-]{0,30}$', description: 'lowercase letters, digits and -, starting with a letter' };
 const ABSOLUTE_PATH: Schema = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^/' };
@@ -70,6 +76,12 @@ export const VM_DEFINITION_SCHEMA: Schema = {
     vcpus: { type: 'integer', minimum: 1, maximum: 64 },
     memoryMiB: { type: 'integer', minimum: 64, maximum: 1024 * 1024 },
     diskMiB: { type: 'integer', minimum: 1, maximum: 16 * 1024 * 1024, description: "size of the VM's data disk" },
+    disk: {
+      type: 'object',
+      additionalProperties: false,
+      description: "where the VM's volume lives (a storage group both hosts configure) and its image format; default: default, qcow2",
+      properties: { storageGroup: GROUP_NAME, format: { type: 'string', enum: VOLUME_FORMATS } },
+    },
     guest: {
       type: 'object',
       required: ['kernel', 'initrd', 'cmdline'],
@@ -106,8 +118,58 @@ const VM_STATUS_SCHEMA: Schema = {
     hardware: { type: 'object' },
     local: { ...NULLABLE_OBJECT, description: "this host's QEMU for the VM (pid, state, mirror, migration), or null" },
     lastExit: { ...NULLABLE_OBJECT, description: "the last exit of the VM's QEMU on this host, with its cause" },
+    copies: {
+      type: 'object',
+      description: "whether each host's copy of the disk holds every acknowledged write, as this host knows: here (its copy record), peer (the peer's last report); null: unknown",
+      properties: { here: { type: ['boolean', 'null'] }, peer: { type: ['boolean', 'null'] } },
+    },
   },
 };
+
+const NULLABLE_INTEGER: Schema = { type: ['integer', 'null'] };
+
+const VOLUME_SCHEMA: Schema = {
+  type: 'object',
+  required: ['name', 'vm', 'host', 'owner', 'protection', 'storageGroup', 'format', 'sizeBytes', 'path', 'allocatedBytes', 'state', 'reason', 'sync'],
+  properties: {
+    name: { type: 'string', description: "the volume's name: its VM's" },
+    vm: { type: 'string' },
+    host: { type: 'string', description: 'the host that answered: path, allocation and state are as it sees them' },
+    owner: { type: 'string' },
+    protection: { type: 'string', enum: PROTECTION_LEVELS },
+    storageGroup: { type: 'string' },
+    format: { type: 'string', enum: VOLUME_FORMATS },
+    sizeBytes: { type: 'integer' },
+    path: { type: ['string', 'null'], description: "this host's file of the volume (null: it holds none, or lacks the group)" },
+    allocatedBytes: { ...NULLABLE_INTEGER, description: 'what the file has allocated (null: no file here yet)' },
+    state: {
+      type: 'string',
+      enum: ['simplex', 'in-sync', 'syncing', 'degraded', 'failed'],
+      description: 'simplex: one copy by choice; in-sync: both copies current; syncing: the peer copy is brought up to date; degraded: one copy current; failed: this host cannot use its copy',
+    },
+    reason: { type: 'string', description: 'why, in one sentence' },
+    sync: {
+      type: ['object', 'null'],
+      description: 'while syncing: figures the answering host measures (null where it does not: the owner has them)',
+      properties: { copiedBytes: NULLABLE_INTEGER, totalBytes: NULLABLE_INTEGER, bytesPerSec: NULLABLE_INTEGER, etaMs: NULLABLE_INTEGER },
+    },
+  },
+};
+
+const STORAGE_GROUP_PROPERTIES: Readonly<Record<string, Schema>> = {
+  name: { type: 'string' },
+  path: { type: 'string' },
+  sizeMiB: { ...NULLABLE_INTEGER, description: "the group's cap (null: its file system's size)" },
+  capacityBytes: { ...NULLABLE_INTEGER, description: 'the cap, or the file system size (null: the file system cannot be read)' },
+  usedBytes: { type: 'integer', description: "what this host's volumes in the group have allocated" },
+  freeBytes: { ...NULLABLE_INTEGER, description: "the lower of the file system's free space and the capacity less what is used" },
+  volumeCount: { type: 'integer' },
+  error: { type: ['string', 'null'] },
+};
+const STORAGE_GROUP_REQUIRED = ['name', 'path', 'sizeMiB', 'capacityBytes', 'usedBytes', 'freeBytes', 'volumeCount', 'error'];
+const STORAGE_GROUP_SCHEMA: Schema = { type: 'object', required: STORAGE_GROUP_REQUIRED, properties: STORAGE_GROUP_PROPERTIES };
+const GROUP_NAME_PARAMS = { name: { type: 'string', minLength: 1, maxLength: 64, description: "the storage group's name" } } as const;
+const VOLUME_NAME_PARAMS = { name: { type: 'string', minLength: 1, maxLength: 64, description: "the volume's name: its VM's" } } as const;
 
 const CORE_VIEW_SCHEMA: Schema = {
   type: ['object', 'null'],
@@ -206,7 +268,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     path: '/vms',
     tag: 'vms',
     summary: 'define a VM',
-    description: 'the host that defines a VM owns it; COMMAND_REFUSED if the name exists',
+    description: "the host that defines a VM owns it; COMMAND_REFUSED if the name exists or the disk does not fit in its storage group's free space; INVALID_SPEC for a storage group this host does not have",
     access: 'platform-manager',
     body: VM_DEFINITION_SCHEMA,
     bodyError: 'INVALID_SPEC',
@@ -214,6 +276,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     errors: ['NOT_PAIRED', 'COMMAND_REFUSED'],
     handler: async (ctx, { body }) => {
       const def = parseVmDefinition(body);
+      await checkVolumeFits(volumeContext(ctx), def);
       await command(ctx, { kind: 'define-vm', name: def.name, protection: def.protection, desired: def.desired, hardware: { ...hardwareOf(def) } });
       return { status: 201, body: vmStatus(ctx, def.name) };
     },
@@ -353,6 +416,54 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     },
   },
   {
+    operationId: 'listVolumes',
+    method: 'GET',
+    path: '/volumes',
+    tag: 'storage',
+    summary: "every VM's volume, as this host sees it",
+    access: 'read-only',
+    response: { status: 200, description: 'the volumes, by name', schema: { type: 'array', items: VOLUME_SCHEMA } },
+    handler: async (ctx) => ({ status: 200, body: await volumeStatuses(volumeContext(ctx)) }),
+  },
+  {
+    operationId: 'getVolume',
+    method: 'GET',
+    path: '/volumes/{name}',
+    tag: 'storage',
+    summary: 'one volume (named after its VM)',
+    access: 'read-only',
+    params: VOLUME_NAME_PARAMS,
+    response: { status: 200, description: 'the volume', schema: VOLUME_SCHEMA },
+    errors: ['UNKNOWN_VOLUME'],
+    handler: async (ctx, { params }) => ({ status: 200, body: await volumeStatus(volumeContext(ctx), params['name']!) }),
+  },
+  {
+    operationId: 'listStorageGroups',
+    method: 'GET',
+    path: '/storage-groups',
+    tag: 'storage',
+    summary: "this host's storage groups and their usage",
+    access: 'read-only',
+    response: { status: 200, description: 'the groups, in config order', schema: { type: 'array', items: STORAGE_GROUP_SCHEMA } },
+    handler: async (ctx) => ({ status: 200, body: await storageGroupStatuses(volumeContext(ctx)) }),
+  },
+  {
+    operationId: 'getStorageGroup',
+    method: 'GET',
+    path: '/storage-groups/{name}',
+    tag: 'storage',
+    summary: 'one storage group of this host, with its volumes',
+    access: 'read-only',
+    params: GROUP_NAME_PARAMS,
+    response: {
+      status: 200,
+      description: 'the group',
+      schema: { type: 'object', required: [...STORAGE_GROUP_REQUIRED, 'volumes'], properties: { ...STORAGE_GROUP_PROPERTIES, volumes: { type: 'array', items: VOLUME_SCHEMA } } },
+    },
+    errors: ['UNKNOWN_STORAGE_GROUP'],
+    handler: async (ctx, { params }) => ({ status: 200, body: await storageGroupDetail(volumeContext(ctx), params['name']!) }),
+  },
+  {
     operationId: 'listEvents',
     method: 'GET',
     path: '/events',
@@ -390,6 +501,10 @@ export function statusBody(ctx: ApiContext): Record<string, unknown> {
     health: ctx.health(),
     vms: vmStatuses(ctx, core),
   };
+}
+
+function volumeContext(ctx: ApiContext): VolumeContext {
+  return { host: ctx.host, storageGroups: ctx.storageGroups, core: ctx.driver()?.view() ?? null, running: ctx.running(), health: ctx.health() };
 }
 
 async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {

@@ -12,6 +12,7 @@ import { DEFAULT_TIMING, type CoreConfig } from '../core/types.js';
 import type { ResyncRate } from '../storage/resync-rate.js';
 import { DEFAULT_RETRY, type HttpReceiverConfig, type NotificationsConfig, type SmtpReceiverConfig } from '../notify/receivers.js';
 import { HEARTBEAT_TIMEOUT_MS_MIN, HEARTBEAT_TIMEOUT_MS_MAX } from '../qemu/vm-spec.js';
+import { parseStorageGroups, type StorageGroupConfig } from '../storage/storage-group.js';
 
 export interface AlinkPathConfig {
   /** `alink1`, `alink2`: also the health component it reports on. */
@@ -57,8 +58,10 @@ export interface ManagementApiConfig {
 export interface DaemonConfig {
   /** The host's name in the pair (`host1`, `host2`, or any name an operator gives). */
   host: string;
-  /** The host's own data directory: VM disks, state, run files, logs. Never another host's. */
+  /** The host's own data directory: state, run files, logs (and the VM disks of the default storage group). Never another host's. */
   dataDir: string;
+  /** Where this host keeps volumes (src/storage/storage-group.ts); default: `default` at `<dataDir>/disks`. */
+  storageGroups: StorageGroupConfig[];
   /** The local API's unix socket (root's access; the management network has `managementApi`). */
   apiSocket: string;
   /** The bridge on this host that the guests' taps join (the business network). */
@@ -227,6 +230,7 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
   return {
     host,
     dataDir,
+    storageGroups: parseStorageGroups(o['storageGroups'], dataDir, bad),
     apiSocket: str(o, 'apiSocket', 'apiSocket', path.join(dataDir, 'run', 'lockstepd.sock')),
     businessBridge: str(o, 'businessBridge', 'businessBridge', 'br-biz'),
     businessInterface: str(o, 'businessInterface', 'businessInterface', str(o, 'businessBridge', 'businessBridge', 'br-biz')),

@@ -17,7 +17,8 @@ import type { AlinkTlsContext } from '../alink/tls.js';
 import type { StorageEvent, VmName } from '../core/types.js';
 import { describeError } from '../util/errors.js';
 import type { DaemonConfig } from './config.js';
-import { diskPathOf, parseVmHardware } from './vm-definition.js';
+import { parseVmHardware } from './vm-definition.js';
+import { locateVolume } from '../storage/storage-group.js';
 
 interface Served {
   /** Serialises this VM's start and stop: each step waits for the one before. */
@@ -33,6 +34,11 @@ export class CopyServer {
   private readonly pending = new Map<VmName, Promise<void>>();
   /** Copies served from inside a live migration's incoming QEMU (its own NBD server), by socket. */
   private readonly adopted = new Map<VmName, string>();
+  /**
+   * The last reason an export of each VM's copy could not start. The core asks again every second, so a
+   * cause that lasts (a storage group this host lacks) is logged when it begins, not at every attempt.
+   */
+  private readonly lastStartFailure = new Map<VmName, string>();
   private readonly server: ReplicationServer;
   private readonly socketDir: string;
 
@@ -117,10 +123,12 @@ export class CopyServer {
     if (slot.stopping) return;
     try {
       const hw = parseVmHardware(hardwareRaw);
-      const disk = diskPathOf(this.config.dataDir, vm);
-      await ensureDisk(disk, hw.diskMiB);
-      const x = await CopyExport.start({ vm, disk, format: 'qcow2', socketPath: path.join(this.socketDir, `${vm}.sock`) });
+      // A group this host lacks: UNKNOWN_STORAGE_GROUP, reported to the core as the export's failure.
+      const disk = locateVolume(this.config.storageGroups, this.config.host, vm, hw.disk);
+      await ensureDisk(disk, hw.diskMiB, hw.disk.format);
+      const x = await CopyExport.start({ vm, disk, format: hw.disk.format, socketPath: path.join(this.socketDir, `${vm}.sock`) });
       slot.export = x;
+      this.lastStartFailure.delete(vm);
       if (slot.stopping) return; // unserve() is waiting behind us and stops it
       this.log(`serving this host's copy of VM ${vm} (qemu-nbd pid ${x.pid})`);
       this.report(vm, { kind: 'export-ready' });
@@ -133,8 +141,10 @@ export class CopyServer {
       });
     } catch (e) {
       if (this.served.get(vm) === slot) this.served.delete(vm);
-      this.log(`could not serve VM ${vm}'s copy: ${describeError(e)}`);
-      this.report(vm, { kind: 'export-failed', reason: describeError(e) });
+      const reason = describeError(e);
+      if (this.lastStartFailure.get(vm) !== reason) this.log(`could not serve VM ${vm}'s copy: ${reason}`);
+      this.lastStartFailure.set(vm, reason);
+      this.report(vm, { kind: 'export-failed', reason });
     }
   }
 }

@@ -57,7 +57,17 @@ export interface CoreView {
   rttMs: number | null;
   maintenance: boolean;
   declaredDown: boolean;
-  vms: { name: string; owner: string; protection: string; desired: string; state: string; hardware: unknown }[];
+  vms: { name: string; owner: string; protection: string; desired: string; state: string; hardware: unknown; copies: CopiesView }[];
+}
+
+/**
+ * Whether each host's copy of a VM's disk holds every write the guest acknowledged, as this host knows it:
+ * `here` from its own copy record (null: none), `peer` from the peer's last heartbeat (null: the peer is not
+ * heard, or said nothing of it). The volume state (src/storage/volume.ts) is derived from these.
+ */
+export interface CopiesView {
+  here: boolean | null;
+  peer: boolean | null;
 }
 
 export class CoreDriver {
@@ -134,6 +144,10 @@ export class CoreDriver {
           desired: r.config.desired,
           state: vmState(s, r.config.name),
           hardware: r.config.hardware,
+          copies: {
+            here: s.durable.copies[r.config.name]?.current ?? null,
+            peer: hb?.copies[r.config.name]?.current ?? null,
+          },
         })),
     };
   }

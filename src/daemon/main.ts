@@ -113,6 +113,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     lastExit: (vm) => runner.lastExit(vm),
     alink: () => alink?.status() ?? null,
     health: () => health?.current() ?? null,
+    storageGroups: config.storageGroups,
     pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
     recentLog: (opts) => db.recentLog(opts),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),

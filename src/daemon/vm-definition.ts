@@ -3,8 +3,8 @@
  * should run. The protection and desired state go to the decision core; the hardware travels with them,
  * opaque to the core, and the host that runs the VM turns it into a QEMU `VmSpec` in its own data directory.
  */
-import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
+import { DEFAULT_STORAGE_GROUP, VOLUME_FORMATS, type VolumeFormat } from '../storage/storage-group.js';
 
 export const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
 export type ProtectionLevel = (typeof PROTECTION_LEVELS)[number];
@@ -15,11 +15,21 @@ export interface VmHardware {
   memoryMiB: number;
   /** Direct kernel boot of the guest (the lab's guest is a kernel + initramfs). */
   guest: { kernel: string; initrd: string; cmdline: string };
-  /** Size of the VM's data disk (virtio-blk, qcow2 in the host's data directory). */
+  /** Size of the VM's data disk (virtio-blk): its volume. */
   diskMiB: number;
+  /** Where the volume lives on each host (a storage group both hosts configure) and its image format. */
+  disk: VmDisk;
   /** The guest NIC's identity on the business network; the address is what the guest configures itself. */
   nic: { mac: string; address: string };
 }
+
+export interface VmDisk {
+  storageGroup: string;
+  format: VolumeFormat;
+}
+
+/** A record made before storage groups had neither field: its disk was a qcow2 in what is now the default group. */
+export const DEFAULT_DISK: VmDisk = { storageGroup: DEFAULT_STORAGE_GROUP, format: 'qcow2' };
 
 /** What an operator submits to define a VM: its name, hardware, protection and whether it should run. */
 export interface VmDefinition extends VmHardware {
@@ -63,18 +73,25 @@ export function parseVmHardware(raw: unknown): VmHardware {
       cmdline: string(guestRaw, 'cmdline', 'guest.cmdline'),
     },
     diskMiB: integer(o, 'diskMiB', 1, 16 * 1024 * 1024),
+    disk: parseDisk(o['disk']),
     nic: { mac, address },
   };
 }
 
-/** Where a VM's disk lives in a host's data directory: the VM's own disk on its owner, the copy on its peer. */
-export function diskPathOf(dataDir: string, vm: string): string {
-  return path.join(dataDir, 'disks', `${vm}.qcow2`);
+/** The `disk` object; absent (an older record, or a definition that leaves it out): the default group, qcow2. */
+function parseDisk(raw: unknown): VmDisk {
+  if (raw === undefined) return { ...DEFAULT_DISK };
+  const o = object(raw, 'disk');
+  const storageGroup = o['storageGroup'] ?? DEFAULT_DISK.storageGroup;
+  if (typeof storageGroup !== 'string' || !NAME.test(storageGroup)) invalid('disk.storageGroup', 'must match [a-z][a-z0-9-]{0,30}', storageGroup);
+  const format = o['format'] ?? DEFAULT_DISK.format;
+  if (!(VOLUME_FORMATS as readonly unknown[]).includes(format)) invalid('disk.format', `must be one of ${VOLUME_FORMATS.join(', ')}`, format);
+  return { storageGroup, format: format as VolumeFormat };
 }
 
 /** The hardware part of a definition, as the core replicates it. */
 export function hardwareOf(def: VmDefinition): VmHardware {
-  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, nic: def.nic };
+  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, disk: def.disk, nic: def.nic };
 }
 
 function invalid(field: string, why: string, value?: unknown): never {

@@ -22,7 +22,9 @@ import { listenForMigration, migrate, waitForIncomingMigration, type MigrationTl
 import type { VmSpec } from '../qemu/vm-spec.js';
 import type { MirrorMode, StorageEvent, VmEvent, VmName } from '../core/types.js';
 import type { DaemonConfig } from './config.js';
-import { diskPathOf, parseVmHardware, type VmHardware } from './vm-definition.js';
+import { parseVmHardware, type VmHardware } from './vm-definition.js';
+import { locateVolume } from '../storage/storage-group.js';
+import { addSample, syncRate, type ProgressSample } from '../storage/volume.js';
 
 /** `incoming`: a live migration's destination, paused, its guest not running here yet. */
 export type VmRunState = 'starting' | 'running' | 'stopping' | 'incoming';
@@ -61,6 +63,8 @@ export interface MirrorView {
   /** The resync's speed limit now (bytes/s; null: none), and whether it is yielding to guest I/O. */
   limitBytesPerSec: number | null;
   guestBusy: boolean;
+  /** How fast the sync copies, measured over its recent progress reports (null: not measured yet, or in sync). */
+  bytesPerSec: number | null;
   lastSync: { stream: string; mode: MirrorMode; copiedBytes: number; pauseMs: number; durationMs: number; at: string } | null;
 }
 
@@ -81,6 +85,8 @@ interface Slot {
   mirror: DiskMirror | null;
   stream: string | null;
   view: MirrorView | null;
+  /** The current sync's recent progress, for its rate. */
+  samples: ProgressSample[];
   lastSync: MirrorView['lastSync'];
   migration: MigrationView | null;
   /** An incoming instance: resolves once the migration's state is all here (rejects if it never is). */
@@ -155,7 +161,7 @@ export class VmRunner {
       this.report(name, { kind: 'start-failed', instance: req.instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    const slot: Slot = { instance: req.instance, state: 'starting', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, lastSync: null, migration: null, received: null };
+    const slot: Slot = { instance: req.instance, state: 'starting', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, samples: [], lastSync: null, migration: null, received: null };
     this.slots.set(name, slot);
     void this.launch(name, slot, req);
   }
@@ -254,10 +260,13 @@ export class VmRunner {
     slot.stream = stream;
     const startedAt = performance.now();
     const socketPath = await dialer.open(name, stream);
-    slot.view = { stream, mode, state: 'syncing', copiedBytes: 0, totalBytes: 0, limitBytesPerSec: null, guestBusy: false, lastSync: null };
+    slot.view = { stream, mode, state: 'syncing', copiedBytes: 0, totalBytes: 0, limitBytesPerSec: null, guestBusy: false, bytesPerSec: null, lastSync: null };
+    slot.samples = [];
     this.ports.reportStorage(name, { kind: 'mirror-syncing', instance: slot.instance, stream });
     const onProgress = (p: MirrorProgress): void => {
-      if (slot.view?.stream === stream) slot.view = { ...slot.view, ...p };
+      if (slot.view?.stream !== stream) return;
+      slot.samples = addSample(slot.samples, { atMs: performance.now(), copiedBytes: p.copiedBytes });
+      slot.view = { ...slot.view, ...p, bytesPerSec: syncRate(slot.samples) };
     };
     slot.mirror.on('progress', onProgress);
     try {
@@ -275,8 +284,10 @@ export class VmRunner {
         totalBytes: Math.max(slot.view?.totalBytes ?? 0, ready.copiedBytes),
         limitBytesPerSec: null,
         guestBusy: false,
+        bytesPerSec: null,
         lastSync: null,
       };
+      slot.samples = [];
       this.ports.reportStorage(name, { kind: 'mirror-ready', instance: slot.instance, stream });
     } finally {
       slot.mirror.off('progress', onProgress);
@@ -303,7 +314,7 @@ export class VmRunner {
       this.report(name, { kind: 'start-failed', instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    const slot: Slot = { instance, state: 'incoming', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, lastSync: null, migration: null, received: null };
+    const slot: Slot = { instance, state: 'incoming', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, samples: [], lastSync: null, migration: null, received: null };
     this.slots.set(name, slot);
     void this.launchIncoming(name, slot, migration, hardware);
   }
@@ -536,10 +547,13 @@ export class VmRunner {
     this.report(name, { kind: 'exited', instance: slot.instance, cause: exit.cause, expected, clean });
   }
 
-  /** The host-local half of starting a VM: its disk in this host's data directory and its tap. */
+  /**
+   * The host-local half of starting a VM: its volume in its storage group here and its tap. A group this
+   * host lacks fails the start with `UNKNOWN_STORAGE_GROUP`, which the start's failure names in the log.
+   */
   private async prepare(name: VmName, hw: VmHardware): Promise<VmSpec> {
-    const disk = diskPathOf(this.config.dataDir, name);
-    await ensureDisk(disk, hw.diskMiB);
+    const disk = locateVolume(this.config.storageGroups, this.config.host, name, hw.disk);
+    await ensureDisk(disk, hw.diskMiB, hw.disk.format);
     const tap = tapName(name);
     await ensureTap(tap, this.config.businessBridge);
     return {
@@ -548,7 +562,7 @@ export class VmRunner {
       memoryMiB: hw.memoryMiB,
       accel: this.config.accel,
       boot: hw.guest,
-      disks: [{ id: DISK_ID, path: disk, format: 'qcow2', cache: 'writeback' }],
+      disks: [{ id: DISK_ID, path: disk, format: hw.disk.format, cache: 'writeback' }],
       nics: [{ id: 'net0', mac: hw.nic.mac, tap }],
       // Every VM has the heartbeat port; only a guest whose agent beats is watched (guest-heartbeat.ts).
       heartbeat: { timeoutMs: this.config.guestHeartbeatTimeoutMs },

@@ -3,12 +3,19 @@ import { access, mkdir, open, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError, describeError } from '../util/errors.js';
 import { run } from '../util/exec.js';
+import type { VolumeFormat } from './storage-group.js';
+
+/** Creates an empty qcow2 image (see `createImage`). */
+export function createQcow2(file: string, sizeMiB: number): Promise<void> {
+  return createImage(file, sizeMiB, 'qcow2');
+}
 
 /**
- * Creates an empty qcow2 image. Throws `DISK_EXISTS` if anything is at `file` already: a data disk holds
- * acknowledged writes, and overwriting one by mistake would lose them.
+ * Creates an empty image: qcow2, or raw (a sparse file: it allocates as the guest writes, like qcow2).
+ * Throws `DISK_EXISTS` if anything is at `file` already: a data disk holds acknowledged writes, and
+ * overwriting one by mistake would lose them.
  */
-export async function createQcow2(file: string, sizeMiB: number): Promise<void> {
+export async function createImage(file: string, sizeMiB: number, format: VolumeFormat): Promise<void> {
   if (!Number.isInteger(sizeMiB) || sizeMiB < 1) {
     throw new LockstepError('INVALID_ARGUMENT', `disk size must be a whole number of MiB ≥ 1, not ${sizeMiB}`, { file, sizeMiB });
   }
@@ -22,17 +29,17 @@ export async function createQcow2(file: string, sizeMiB: number): Promise<void> 
     throw new LockstepError('INVALID_ARGUMENT', `cannot create the disk image ${file}: ${describeError(e)}`, { file }, { cause: e });
   }
   try {
-    await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, `${sizeMiB}M`]);
+    await run('qemu-img', ['create', '-q', '-f', format, file, `${sizeMiB}M`]);
   } catch (e) {
     await rm(file, { force: true });
     throw e;
   }
 }
 
-/** A VM's disk on this host: created empty (qcow2, `sizeMiB`) when there is none, else left as it is. */
-export async function ensureDisk(file: string, sizeMiB: number): Promise<void> {
+/** A VM's disk on this host: created empty (`format`, `sizeMiB`) when there is none, else left as it is. */
+export async function ensureDisk(file: string, sizeMiB: number, format: VolumeFormat): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
-  if (!(await exists(file))) await createQcow2(file, sizeMiB);
+  if (!(await exists(file))) await createImage(file, sizeMiB, format);
 }
 
 export async function exists(file: string): Promise<boolean> {

@@ -11,6 +11,8 @@ export const ERROR_CODES = {
   INVALID_ARGUMENT: 'a CLI argument, option or value is not valid',
   INVALID_SPEC: 'a VM spec or config file does not have the expected shape',
   UNKNOWN_VM: 'no VM of that name exists',
+  UNKNOWN_VOLUME: 'no volume of that name exists',
+  UNKNOWN_STORAGE_GROUP: 'no storage group of that name is configured on this host',
   UNKNOWN_HOST: 'no lab host of that name exists',
   UNKNOWN_FAULT: 'no fault of that name exists for that target',
   LAB_NOT_UP: 'the lab is not up',

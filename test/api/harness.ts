@@ -69,7 +69,7 @@ export const SAMPLE_VM = {
 
 export async function startHarness(
   cleanup: Cleanup,
-  opts: { withDriver?: boolean; idleMs?: number; maxMs?: number; limiter?: LimiterOptions; metricsToken?: string; streamLimits?: Partial<StreamLimits> } = {},
+  opts: { withDriver?: boolean; idleMs?: number; maxMs?: number; limiter?: LimiterOptions; metricsToken?: string; streamLimits?: Partial<StreamLimits>; storageGroups?: (dataDir: string) => unknown } = {},
 ): Promise<Harness> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'lockstep-api-test-'));
   cleanup.add(() => rm(dir, { recursive: true, force: true }));
@@ -78,6 +78,7 @@ export async function startHarness(
     dataDir: dir,
     pair: { id: 'test', peer: 'host2', secret: 'a-long-enough-secret', tiebreakWinner: 'host2' },
     alink: [{ name: 'alink1', local: '10.10.1.1', peer: '10.10.1.2', port: 7788, broadcast: '10.10.1.255' }],
+    ...(opts.storageGroups !== undefined ? { storageGroups: opts.storageGroups(dir) } : {}),
   });
   const db = StateDb.open(path.join(dir, 'state', 'lockstepd.db'));
   cleanup.add(() => db.close());
@@ -133,6 +134,7 @@ export async function startHarness(
     lastExit: (vm) => runner?.lastExit(vm) ?? null,
     alink: () => null,
     health: () => null,
+    storageGroups: config.storageGroups,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),

@@ -118,6 +118,14 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   assert.equal(defined.body.name, 'web');
   assert.equal(defined.body.owner, 'host1');
   expectDocumented('getVm', await h.request('GET', '/api/v1/vms/web', { token }), covered);
+  const volumes = await h.request('GET', '/api/v1/volumes', { token });
+  expectDocumented('listVolumes', volumes, covered);
+  assert.deepEqual(volumes.body.map((v: { name: string; storageGroup: string }) => [v.name, v.storageGroup]), [['web', 'default']]);
+  expectDocumented('getVolume', await h.request('GET', '/api/v1/volumes/web', { token }), covered);
+  expectDocumented('listStorageGroups', await h.request('GET', '/api/v1/storage-groups', { token }), covered);
+  const storageGroup = await h.request('GET', '/api/v1/storage-groups/default', { token });
+  expectDocumented('getStorageGroup', storageGroup, covered);
+  assert.deepEqual(storageGroup.body.volumes.map((v: { name: string }) => v.name), ['web']);
   const started = await h.request('POST', '/api/v1/vms/web/start', { token });
   expectDocumented('startVm', started, covered);
   assert.equal(started.body.desired, 'running');

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseVmDefinition } from '../../src/daemon/vm-definition.js';
+import { DEFAULT_DISK, hardwareOf, parseVmDefinition, parseVmHardware } from '../../src/daemon/vm-definition.js';
 import { tapName } from '../../src/daemon/vm-runner.js';
 import { isLockstepError } from '../../src/util/errors.js';
 
@@ -49,3 +49,30 @@ test('tap names fit in 15 bytes and stay unique for long VM names', () => {
   assert.ok(a.length <= 15 && b.length <= 15);
   assert.notEqual(a, b);
 });
+
+test('a definition without disk gets the default group and qcow2; hardwareOf carries the disk to the peer', () => {
+  const def = parseVmDefinition(good);
+  assert.deepEqual(def.disk, { storageGroup: 'default', format: 'qcow2' });
+  assert.deepEqual(hardwareOf(def).disk, def.disk);
+  const raw = parseVmDefinition({ ...good, disk: { storageGroup: 'fast-ssd', format: 'raw' } });
+  assert.deepEqual(raw.disk, { storageGroup: 'fast-ssd', format: 'raw' });
+  assert.deepEqual(parseVmDefinition({ ...good, disk: { format: 'raw' } }).disk, { storageGroup: 'default', format: 'raw' });
+});
+
+test('a hardware record made before storage groups (no disk field) parses to the defaults', () => {
+  // Replicated records carry the hardware as it was defined: old ones have no `disk`, and must still run.
+  const { name: _n, protection: _p, desired: _d, ...oldHardware } = good;
+  const hw = parseVmHardware(oldHardware);
+  assert.deepEqual(hw.disk, DEFAULT_DISK);
+  assert.equal(hw.diskMiB, 64);
+});
+
+for (const [what, disk, field] of [
+  ['a bad group name', { storageGroup: 'Fast!' }, 'disk.storageGroup'],
+  ['an unknown format', { format: 'vmdk' }, 'disk.format'],
+  ['a disk that is not an object', 'raw', 'disk'],
+] as const) {
+  test(`rejects ${what}, naming the field`, () => {
+    assert.throws(() => parseVmDefinition({ ...good, disk }), (e) => isLockstepError(e, 'INVALID_SPEC') && e.fields['field'] === field);
+  });
+}

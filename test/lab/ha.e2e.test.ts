@@ -6,7 +6,8 @@
  * - host1 back: it becomes the backup by itself (a full resync: its copy may hold writes the guest never
  *   acknowledged, at unknown places);
  * - the backup away and back while the VM runs: only the blocks written meanwhile are copied, and once the
- *   VM is stopped the two copies are identical (`qemu-img compare`);
+ *   VM is stopped the two copies are identical (`qemu-img compare`); `lockstep volume list` says the volume
+ *   is in sync before, from either host, and degraded while the guest writes alone;
  * - both A-Links cut with the quorum servers reachable only from host2: host1's instance stops before
  *   host2's starts (never two), and no acknowledged record is lost;
  * - live migrations (one completing under appends over one connection, one whose destination dies), and a
@@ -53,6 +54,13 @@ async function vmOn(h: Host): Promise<VmStatus | null> {
   } catch {
     return null;
   }
+}
+
+/** The demo VM's volume as `lockstep volume list --json` shows it, asking host `h`. */
+function volumeOn(h: Host): { state: string; reason: string } | undefined {
+  const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'volume', 'list', '--json', '--host', h], { env, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, `lockstep volume list --host ${h} exited ${r.status}: ${r.stderr}${r.stdout}`);
+  return (JSON.parse(r.stdout) as { name: string; state: string; reason: string }[]).find((v) => v.name === 'demo');
 }
 
 async function eventually<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 120_000): Promise<T> {
@@ -168,11 +176,14 @@ test('host1 returns as the backup by itself: a full resync of its copy, then the
 });
 
 test('the backup away and back: only the blocks written meanwhile are copied, and the copies end identical', async (t) => {
+  // Both copies current: either host says so (the owner from its mirror, the backup from its copy record).
+  for (const h of HOSTS) assert.equal(volumeOn(h)?.state, 'in-sync', `demo's volume as ${h} sees it: ${JSON.stringify(volumeOn(h))}`);
   const load = startLoad('away');
   await waitForAcks(load, 'away', 20);
   lab('fail', 'host1', 'power');
   const n = acks(readLoadLog(path.join(scratch, 'away.jsonl')));
   await waitForAcks(load, 'away', n + 100); // the guest goes on writing alone on host2
+  await eventually("demo's volume degraded on host2 while its backup is away", async () => volumeOn('host2')?.state === 'degraded', 30_000);
   lab('heal', 'host1');
   await protectedOn('host2');
   const events = await load.stop();

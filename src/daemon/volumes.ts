@@ -1,0 +1,183 @@
+/**
+ * Volumes and storage groups as the API shows them, from one host: its config's groups and their usage on
+ * its file systems, and each VM's volume with its state (derived in `src/storage/volume.ts` from this
+ * host's file, its disk health, its QEMU and mirror, and the core's copy records). Also the define-time
+ * check that a new VM's volume has a group here and fits in it.
+ */
+import { LockstepError, describeError } from '../util/errors.js';
+import { fileSystemSpace, groupUsage, volumeFile, volumePath, type StorageGroupConfig, type VolumeFile, type VolumeFormat } from '../storage/storage-group.js';
+import { volumeVerdict, type SyncProgress, type VolumeState } from '../storage/volume.js';
+import type { HealthSnapshot } from '../core/types.js';
+import type { CoreView } from './core-driver.js';
+import type { RunningVm } from './vm-runner.js';
+import { DEFAULT_DISK, parseVmHardware, type VmDefinition, type VmDisk } from './vm-definition.js';
+
+const MIB = 1024 * 1024;
+
+/** What the volume views read from the running daemon (a part of the API's context). */
+export interface VolumeContext {
+  host: string;
+  storageGroups: readonly StorageGroupConfig[];
+  /** The core's view; null before pairing (no VMs are known then). */
+  core: CoreView | null;
+  running: readonly RunningVm[];
+  health: HealthSnapshot | null;
+}
+
+export interface VolumeStatus {
+  /** The volume's name: its VM's (a VM has one volume). */
+  name: string;
+  vm: string;
+  /** The host that answered: `file` and the state are as it sees them. */
+  host: string;
+  owner: string;
+  protection: string;
+  storageGroup: string;
+  format: VolumeFormat;
+  sizeBytes: number;
+  /** This host's file of the volume (null: its group is not configured here, or it holds no copy by choice). */
+  path: string | null;
+  /** Bytes the file has allocated (null: no file here). */
+  allocatedBytes: number | null;
+  state: VolumeState;
+  reason: string;
+  sync: SyncProgress | null;
+}
+
+export interface StorageGroupStatus {
+  name: string;
+  path: string;
+  sizeMiB: number | null;
+  /** Null when the file system cannot be read (`error` says why). */
+  capacityBytes: number | null;
+  usedBytes: number;
+  freeBytes: number | null;
+  volumeCount: number;
+  error: string | null;
+}
+
+interface Located {
+  vm: CoreView['vms'][number];
+  disk: VmDisk;
+  sizeBytes: number;
+  group: StorageGroupConfig | null;
+  /** Null: this host holds no file of it (a peer's unprotected VM) or has no path for it (no such group here). */
+  path: string | null;
+  /** A hardware record this daemon cannot read (from a newer peer, say): the volume is failed with this. */
+  unreadable: string | null;
+}
+
+function locate(ctx: VolumeContext, vm: CoreView['vms'][number]): Located {
+  let disk = DEFAULT_DISK;
+  let sizeBytes = 0;
+  let unreadable: string | null = null;
+  try {
+    const hw = parseVmHardware(vm.hardware);
+    disk = hw.disk;
+    sizeBytes = hw.diskMiB * MIB;
+  } catch (e) {
+    unreadable = `the VM's hardware record cannot be read here: ${describeError(e)}`;
+  }
+  const group = ctx.storageGroups.find((g) => g.name === disk.storageGroup) ?? null;
+  const holdsFile = vm.owner === ctx.host || vm.protection !== 'none';
+  return { vm, disk, sizeBytes, group, path: group && holdsFile && !unreadable ? volumePath(group, vm.name, disk.format) : null, unreadable };
+}
+
+async function statusOf(ctx: VolumeContext, l: Located): Promise<VolumeStatus> {
+  const file: VolumeFile | null = l.path === null ? null : await volumeFile(l.path);
+  const local = ctx.running.find((r) => r.name === l.vm.name) ?? null;
+  const verdict = l.unreadable
+    ? { state: 'failed' as const, reason: l.unreadable, sync: null }
+    : volumeVerdict({
+        self: ctx.host,
+        peer: ctx.core?.peer ?? '',
+        owner: l.vm.owner,
+        protection: l.vm.protection as 'none' | 'ha' | 'ft',
+        storageGroup: l.disk.storageGroup,
+        groupKnown: l.group !== null,
+        file,
+        diskHealth: ctx.health?.disk ?? null,
+        local: local && { state: local.state, mirror: local.mirror && { state: local.mirror.state, copiedBytes: local.mirror.copiedBytes, totalBytes: local.mirror.totalBytes, bytesPerSec: local.mirror.bytesPerSec } },
+        peerHeard: ctx.core?.peerHeard ?? false,
+        copyHere: l.vm.copies.here,
+        copyPeer: l.vm.copies.peer,
+      });
+  return {
+    name: l.vm.name,
+    vm: l.vm.name,
+    host: ctx.host,
+    owner: l.vm.owner,
+    protection: l.vm.protection,
+    storageGroup: l.disk.storageGroup,
+    format: l.disk.format,
+    sizeBytes: l.sizeBytes,
+    path: l.path,
+    allocatedBytes: file?.kind === 'present' ? file.allocatedBytes : null,
+    ...verdict,
+  };
+}
+
+/** Every VM's volume, by name. */
+export async function volumeStatuses(ctx: VolumeContext): Promise<VolumeStatus[]> {
+  return Promise.all((ctx.core?.vms ?? []).map((vm) => statusOf(ctx, locate(ctx, vm))));
+}
+
+export async function volumeStatus(ctx: VolumeContext, name: string): Promise<VolumeStatus> {
+  const vm = ctx.core?.vms.find((v) => v.name === name);
+  if (!vm) throw new LockstepError('UNKNOWN_VOLUME', `no volume named '${name}' (a volume is named after its VM)`, { volume: name });
+  return statusOf(ctx, locate(ctx, vm));
+}
+
+/** One group's usage, from its file system and the volumes this host holds in it. */
+async function groupStatus(ctx: VolumeContext, group: StorageGroupConfig): Promise<StorageGroupStatus> {
+  const held = (ctx.core?.vms ?? []).map((vm) => locate(ctx, vm)).filter((l) => l.group === group && l.path !== null);
+  const files = await Promise.all(held.map((l) => volumeFile(l.path!)));
+  const allocated = files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : []));
+  const base = { name: group.name, path: group.path, sizeMiB: group.sizeMiB };
+  try {
+    const u = groupUsage(group.sizeMiB, await fileSystemSpace(group.path), allocated);
+    // The count is of the volumes this host holds in the group, whether their file is made yet or not.
+    return { ...base, ...u, volumeCount: held.length, error: null };
+  } catch (e) {
+    return { ...base, capacityBytes: null, usedBytes: allocated.reduce((a, b) => a + b, 0), freeBytes: null, volumeCount: held.length, error: `cannot read the file system of ${group.path}: ${describeError(e)}` };
+  }
+}
+
+export async function storageGroupStatuses(ctx: VolumeContext): Promise<StorageGroupStatus[]> {
+  return Promise.all(ctx.storageGroups.map((g) => groupStatus(ctx, g)));
+}
+
+/** One group with the volumes this host holds in it. */
+export async function storageGroupDetail(ctx: VolumeContext, name: string): Promise<StorageGroupStatus & { volumes: VolumeStatus[] }> {
+  const group = ctx.storageGroups.find((g) => g.name === name);
+  if (!group) {
+    throw new LockstepError('UNKNOWN_STORAGE_GROUP', `no storage group named '${name}' on ${ctx.host} (it has ${ctx.storageGroups.map((g) => g.name).join(', ')})`, { storageGroup: name, host: ctx.host });
+  }
+  const volumes = (await volumeStatuses(ctx)).filter((v) => v.storageGroup === name && v.path !== null);
+  return { ...(await groupStatus(ctx, group)), volumes };
+}
+
+/**
+ * A new VM's volume must have its group on this host (`INVALID_SPEC` naming `disk.storageGroup`) and fit
+ * in what the group has free now (`COMMAND_REFUSED`): its whole size, since a thin image grows to it.
+ */
+export async function checkVolumeFits(ctx: VolumeContext, def: VmDefinition): Promise<void> {
+  const group = ctx.storageGroups.find((g) => g.name === def.disk.storageGroup);
+  if (!group) {
+    throw new LockstepError(
+      'INVALID_SPEC',
+      `vm.disk.storageGroup names '${def.disk.storageGroup}', which is not configured on ${ctx.host} (it has ${ctx.storageGroups.map((g) => g.name).join(', ')})`,
+      { field: 'disk.storageGroup', value: def.disk.storageGroup },
+    );
+  }
+  const status = await groupStatus(ctx, group);
+  if (status.freeBytes === null) throw new LockstepError('COMMAND_REFUSED', `cannot tell whether VM ${def.name}'s disk fits in storage group '${group.name}': ${status.error}`, { command: 'define-vm', storageGroup: group.name });
+  const sizeBytes = def.diskMiB * MIB;
+  if (sizeBytes > status.freeBytes) {
+    throw new LockstepError(
+      'COMMAND_REFUSED',
+      `VM ${def.name}'s ${def.diskMiB} MiB disk does not fit in storage group '${group.name}' on ${ctx.host}: ${Math.floor(status.freeBytes / MIB)} MiB free`,
+      { command: 'define-vm', field: 'diskMiB', storageGroup: group.name, sizeBytes, freeBytes: status.freeBytes },
+    );
+  }
+}
