@@ -273,7 +273,12 @@ test('a scrape of a real server parses, shows the VMs and the alerts, and its co
   assert.equal(defined.get('lockstep_vm_failovers_total{host="host1",vm="web"}'), 0);
   // The lone host is told its peer is dead: the core's alert is counted.
   assert.equal((await h.request('POST', '/api/v1/host/force-takeover', { token: admin })).status, 200);
-  const after = await scrape();
+  // The command is accepted at once; the core takes over on its next steps.
+  let after = await scrape();
+  for (let tries = 0; tries < 100 && after.get('lockstep_host_state{host="host1",state="solo"}') !== 1; tries++) {
+    await new Promise((r) => setTimeout(r, 100));
+    after = await scrape();
+  }
   const forced = [...after].find(([k]) => k.startsWith('lockstep_alerts_total{host="host1",code="FORCED_TAKEOVER"'));
   assert.ok(forced && forced[1] >= 1, [...after.keys()].filter((k) => k.startsWith('lockstep_alerts')).join(', '));
   assert.equal(after.get('lockstep_host_state{host="host1",state="solo"}'), 1);
