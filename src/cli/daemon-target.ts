@@ -81,3 +81,22 @@ async function labIsUp(lab: LabPaths): Promise<boolean> {
     throw e;
   }
 }
+
+/**
+ * In the lab with no host named, what the other hosts answer to `GET path` too: each host sees only its own
+ * QEMU and mirrors, while the pair's records came with the first answer. A host that does not answer has
+ * nothing to add.
+ */
+export async function askOtherLabHosts<T>(target: Target, path: string): Promise<{ host: string; body: T }[]> {
+  if (target.kind !== 'lab' || !target.anyHost) return [];
+  const others = target.pair.filter((d) => d.host !== target.daemon.host);
+  const answers = await Promise.all(
+    others.map((d) =>
+      daemonRequest<T>(d.socket, 'GET', path, undefined, PROBE_MS).then(
+        (body) => ({ host: d.host, body }),
+        () => null,
+      ),
+    ),
+  );
+  return answers.filter((a) => a !== null);
+}

@@ -10,7 +10,7 @@ import { assert } from '../util/assert.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import { DEFAULT_DISK, PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
 import { VOLUME_FORMATS, type VolumeFormat } from '../storage/storage-group.js';
-import { checkWhere, resolveTarget, type Target, type Where } from './daemon-target.js';
+import { askOtherLabHosts, checkWhere, resolveTarget, type Target, type Where } from './daemon-target.js';
 import { labGuest, forgetLabVm, noteLabVm, type CompleteGuest, type GuestOptions } from './vm-lab.js';
 import { migrateVm } from './vm-migrate.js';
 import { renderChange, renderVmShow, renderVmTable, vmRows, type HostView, type VmView } from './vm-view.js';
@@ -261,20 +261,9 @@ function diskPlace(disk: VmDisk): string {
   return parts.length === 0 ? '' : ` (${parts.join(', ')})`;
 }
 
-/** With no host named in the lab, the other hosts' views too: each host sees only its own QEMU. */
+/** With no host named in the lab, the other hosts' views too. */
 async function otherViews(target: Target): Promise<HostView[]> {
-  if (target.kind !== 'lab' || !target.anyHost) return [];
-  const others = target.pair.filter((d) => d.host !== target.daemon.host);
-  const answers = await Promise.all(
-    others.map((d) =>
-      daemonRequest<VmView[]>(d.socket, 'GET', '/v1/vms', undefined, 3000).then(
-        (vms) => ({ host: d.host, vms }),
-        // A host that does not answer has nothing of its own to add: the pair's records came from the first.
-        () => null,
-      ),
-    ),
-  );
-  return answers.filter((a) => a !== null);
+  return (await askOtherLabHosts<VmView[]>(target, '/v1/vms')).map(({ host, body }) => ({ host, vms: body }));
 }
 
 /** The VM as the host that runs it sees it (its QEMU, its mirror), when no host was named and another runs it. */

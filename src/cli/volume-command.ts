@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { daemonRequest } from '../daemon/api-client.js';
-import { resolveTarget, type Target } from './daemon-target.js';
+import { askOtherLabHosts, resolveTarget, type Target } from './daemon-target.js';
 import { commonOptions, WHERE_OPTIONS, type Common } from './vm-command.js';
 import { renderStorageGroupShow, renderStorageGroupTable, renderVolumeShow, renderVolumeTable, volumeRows, type HostVolumes, type StorageGroupView, type VolumeView } from './volume-view.js';
 import { EXIT } from './output.js';
@@ -104,18 +104,7 @@ async function carryOut(target: Target, req: Exclude<VolumeRequest, { verb: 'hel
 
 /** In the lab with no host named, the other hosts' answers too: a resync's figures are its owner's. */
 async function otherVolumes(target: Target): Promise<HostVolumes[]> {
-  if (target.kind !== 'lab' || !target.anyHost) return [];
-  const others = target.pair.filter((d) => d.host !== target.daemon.host);
-  const answers = await Promise.all(
-    others.map((d) =>
-      daemonRequest<VolumeView[]>(d.socket, 'GET', '/v1/volumes', undefined, 3000).then(
-        (volumes) => ({ host: d.host, volumes }),
-        // A host that does not answer has nothing to add: the first answer stands for the pair.
-        () => null,
-      ),
-    ),
-  );
-  return answers.filter((a) => a !== null);
+  return (await askOtherLabHosts<VolumeView[]>(target, '/v1/volumes')).map(({ host, body }) => ({ host, volumes: body }));
 }
 
 function parse(args: string[]) {
