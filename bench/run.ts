@@ -21,6 +21,7 @@ const BENCHES: Readonly<Record<string, () => Promise<BenchModule>>> = {
   'ft-epoch-disk': () => import('./ft-epoch-disk.js'),
   'ft-output-commit': () => import('./ft-output-commit.js'),
   'ft-epoch': () => import('./ft-epoch.js'),
+  'ft-pair': () => import('./ft-pair.js'),
 };
 
 async function main(names: string[]): Promise<number> {

@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { BugError, assert } from '../util/assert.js';
 import { LockstepError, describeError, isLockstepError } from '../util/errors.js';
 import type { Checkpoint } from './checkpoint.js';
-import { CheckpointDecoder, ReplyDecoder, encodeAck, encodeCheckpoint, encodeRefusal } from './checkpoint-wire.js';
+import { CheckpointDecoder, ReplyDecoder, encodeAck, encodeCheckpoint, encodeControl, encodeRefusal, type StagedCheckpoint } from './checkpoint-wire.js';
 import type { CheckpointStore, CommitResult } from './checkpoint-store.js';
 
 export interface SendResult {
@@ -33,13 +33,15 @@ const IN_FLIGHT_MAX = 2;
 export class CheckpointSender {
   private readonly replies = new ReplyDecoder();
   private readonly waiting = new Map<number, { resolve: () => void; reject: (e: LockstepError) => void }>();
+  /** The disk seal waiting for SEALED: one at a time (it is asked inside the primary's pause). */
+  private sealing: { epoch: number; resolve: () => void; reject: (e: LockstepError) => void } | undefined;
   private failed: LockstepError | undefined;
   /** Writes go out one checkpoint after the other. */
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly stream: Duplex,
-    private readonly opts: { vm: string; ackTimeoutMs: number },
+    private readonly opts: { vm: string; ackTimeoutMs: number; sealTimeoutMs?: number; onPressure?: (epoch: number) => void },
   ) {
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('error', (e) => this.fail(new LockstepError('CHECKPOINT_LINK', `checkpoint stream of '${opts.vm}' failed: ${e.message}`, { vm: opts.vm }, { cause: e })));
@@ -88,6 +90,34 @@ export class CheckpointSender {
       this.waiting.delete(cp.epoch);
     }
     return { epoch: cp.epoch, wireBytes, writeMs, ackMs: performance.now() - t0 };
+  }
+
+  /**
+   * Asks the backup to seal epoch `epoch` of the VM's disk and resolves once it did (SEALED). Called with the
+   * guest paused, between checkpoints on the stream (its record cannot go inside one). Throws what `send`
+   * throws; no answer within `sealTimeoutMs` (default `ackTimeoutMs`) is `CHECKPOINT_LINK`.
+   */
+  async seal(epoch: number): Promise<void> {
+    assert(this.sealing === undefined, `seal(${epoch}) while the seal of ${this.sealing?.epoch} waits`);
+    if (this.failed) throw this.failed;
+    const sealed = new Promise<void>((resolve, reject) => (this.sealing = { epoch, resolve, reject }));
+    sealed.catch(() => undefined);
+    const write = this.writing.then(() => this.writeAll([encodeControl('seal', this.opts.vm, epoch)], () => undefined));
+    this.writing = write.catch(() => undefined);
+    const timeoutMs = this.opts.sealTimeoutMs ?? this.opts.ackTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new LockstepError('CHECKPOINT_LINK', `the backup did not seal epoch ${epoch} of '${this.opts.vm}' within ${timeoutMs} ms`, { vm: this.opts.vm, epoch, sealTimeoutMs: timeoutMs })),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([write.then(() => sealed), timeout]);
+    } finally {
+      clearTimeout(timer);
+      this.sealing = undefined;
+    }
   }
 
   /** Ends the stream; pending sends fail with `CHECKPOINT_LINK`. */
@@ -140,6 +170,19 @@ export class CheckpointSender {
         this.stream.destroy();
         return;
       }
+      if (r.kind === 'pressure') {
+        if (r.ack.vm === this.opts.vm) this.opts.onPressure?.(r.ack.epoch);
+        continue;
+      }
+      if (r.kind === 'sealed') {
+        if (r.ack.vm !== this.opts.vm || this.sealing?.epoch !== r.ack.epoch) {
+          this.fail(new LockstepError('CHECKPOINT_WIRE', `the backup sealed epoch ${r.ack.epoch} of '${r.ack.vm}', which was not asked`, { vm: this.opts.vm, field: 'sealed.epoch', epoch: r.ack.epoch }));
+          this.stream.destroy();
+          return;
+        }
+        this.sealing.resolve();
+        continue;
+      }
       const w = this.waiting.get(r.ack.epoch);
       if (r.ack.vm !== this.opts.vm || w === undefined) {
         this.fail(new LockstepError('CHECKPOINT_WIRE', `the backup acked epoch ${r.ack.epoch} of '${r.ack.vm}', which was not sent`, { vm: this.opts.vm, field: 'ack.epoch', epoch: r.ack.epoch }));
@@ -153,6 +196,7 @@ export class CheckpointSender {
   private fail(e: LockstepError): void {
     this.failed ??= e;
     for (const w of this.waiting.values()) w.reject(this.failed);
+    this.sealing?.reject(this.failed);
   }
 }
 
@@ -163,20 +207,44 @@ export interface ReceiveOutcome {
   refused: LockstepError | null;
 }
 
+export interface ReceiveOptions {
+  onCommit?: (c: CommitResult) => void;
+  /**
+   * A SEAL record: seal the disk's epoch, answered SEALED once this resolves. Without it a SEAL is refused
+   * (`CHECKPOINT_WIRE`). Throwing `EPOCH_DISK` refuses the stream.
+   */
+  onSeal?: (epoch: number) => Promise<void>;
+  /** Runs before the store commits a checkpoint (the disk's commit of that epoch); throwing `EPOCH_DISK` refuses. */
+  beforeCommit?: (cp: StagedCheckpoint) => Promise<void>;
+}
+
+/** The errors the receiver answers with REFUSED: bad input, or an epoch this backup cannot hold. */
+const REFUSING_CODES = ['CHECKPOINT_WIRE', 'CHECKPOINT_STORE', 'EPOCH_DISK'] as const;
+
 /**
- * Reads checkpoints from `stream` into `store` until the stream ends, acking each one once committed.
- * Resolves (never rejects on bad input) with what was committed and, if it came to that, the error the
- * stream was refused with (`CHECKPOINT_WIRE`, `CHECKPOINT_STORE`), which was also sent back as REFUSED.
+ * Reads checkpoints from `stream` into `store` until the stream ends, acking each one once committed (after
+ * `beforeCommit`, then the store). Resolves (never rejects on bad input) with what was committed and, if it
+ * came to that, the error the stream was refused with (`CHECKPOINT_WIRE`, `CHECKPOINT_STORE`, `EPOCH_DISK`),
+ * which was also sent back as REFUSED.
  */
-export async function receiveCheckpoints(stream: Duplex, store: CheckpointStore, opts: { onCommit?: (c: CommitResult) => void } = {}): Promise<ReceiveOutcome> {
+export async function receiveCheckpoints(stream: Duplex, store: CheckpointStore, opts: ReceiveOptions = {}): Promise<ReceiveOutcome> {
   const decoder = new CheckpointDecoder(store.geometry);
   const commits: CommitResult[] = [];
   let epoch = 0;
   try {
     // Not destroyed when the loop is left on an error: the REFUSED record must still go out.
     for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
-      for (const staged of decoder.push(chunk as Buffer)) {
+      for (const input of decoder.push(chunk as Buffer)) {
+        if (input.kind === 'seal') {
+          epoch = input.epoch;
+          if (opts.onSeal === undefined) throw new LockstepError('CHECKPOINT_WIRE', `checkpoint stream: a seal of epoch ${input.epoch}, and this backup holds no disk`, { field: 'type', epoch: input.epoch });
+          await opts.onSeal(input.epoch);
+          stream.write(encodeControl('sealed', store.vm, input.epoch));
+          continue;
+        }
+        const staged = input.checkpoint;
         epoch = staged.epoch;
+        await opts.beforeCommit?.(staged);
         const c = await store.commit(staged);
         commits.push(c);
         opts.onCommit?.(c);
@@ -189,13 +257,14 @@ export async function receiveCheckpoints(stream: Duplex, store: CheckpointStore,
     return { commits, refused: null };
   } catch (e) {
     if (e instanceof BugError) throw e;
-    if (!isLockstepError(e, 'CHECKPOINT_WIRE') && !isLockstepError(e, 'CHECKPOINT_STORE')) {
+    if (!REFUSING_CODES.some((code) => isLockstepError(e, code))) {
       // The stream itself failed (reset, TLS error): nobody is left to tell; the store keeps what it has.
       stream.destroy();
       return { commits, refused: new LockstepError('CHECKPOINT_LINK', `checkpoint stream of '${store.vm}' failed: ${describeError(e)}`, { vm: store.vm }, { cause: e }) };
     }
-    refuse(stream, encodeRefusal({ vm: store.vm, epoch: decoder.receivingEpoch ?? epoch, code: e.code, message: e.message }));
-    return { commits, refused: e };
+    const err = e as LockstepError;
+    refuse(stream, encodeRefusal({ vm: store.vm, epoch: decoder.receivingEpoch ?? epoch, code: err.code, message: err.message }));
+    return { commits, refused: err };
   }
 }
 

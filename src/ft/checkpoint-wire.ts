@@ -10,8 +10,14 @@
  *   DEVICE  the device state, exactly as many bytes as the header said
  *   END     crc32 u32 of every byte of this checkpoint's records before END (record heads included)
  *
- * Backup → primary: ACK (vm, epoch u64: that epoch is committed) or REFUSED (vm, epoch, error code, message:
- * the backup will not take this stream; it closes it after this record).
+ * Between checkpoints, the FT pair's control records (`ft-primary.ts`, `ft-backup.ts`):
+ *
+ *   SEAL    vm, epoch u64: the primary's guest is paused at the end of this epoch; seal its disk writes
+ *
+ * Backup → primary: ACK (vm, epoch u64: that epoch is committed), SEALED (vm, epoch: the disk seal took
+ * effect), PRESSURE (vm, epoch: the backup's held disk writes passed their pressure mark, end the epoch
+ * early) or REFUSED (vm, epoch, error code, message: the backup will not take this stream; it closes it after
+ * this record).
  *
  * What the parser holds to, so that bad input is an error naming what is wrong, and never a partial
  * checkpoint: records come in that order; a length is checked against its type's bound before a byte of the
@@ -34,7 +40,7 @@ export const RUN_PAGES_MAX = 256;
 const RECORD_HEAD_BYTES = 5;
 const REFUSED_MESSAGE_BYTES_MAX = 1024;
 
-export const RecordType = { header: 1, pages: 2, device: 3, end: 4, ack: 5, refused: 6 } as const;
+export const RecordType = { header: 1, pages: 2, device: 3, end: 4, ack: 5, refused: 6, seal: 7, sealed: 8, pressure: 9 } as const;
 type RecordTypeName = keyof typeof RecordType;
 const TYPE_NAMES = new Map<number, RecordTypeName>(Object.entries(RecordType).map(([k, v]) => [v, k as RecordTypeName]));
 
@@ -119,6 +125,12 @@ export function encodeCheckpoint(cp: CheckpointData): Buffer[] {
 export function encodeAck(ack: Ack): Buffer {
   const body = vmEpoch(ack.vm, ack.epoch);
   return Buffer.concat([recordHead(RecordType.ack, body.length), body]);
+}
+
+/** A control record of `vm` and `epoch`: SEAL (primary → backup), SEALED or PRESSURE (backup → primary). */
+export function encodeControl(type: 'seal' | 'sealed' | 'pressure', vm: string, epoch: number): Buffer {
+  const body = vmEpoch(vm, epoch);
+  return Buffer.concat([recordHead(RecordType[type], body.length), body]);
 }
 
 export function encodeRefusal(r: Refusal): Buffer {
@@ -301,8 +313,14 @@ export interface StagedCheckpoint extends CheckpointData {
   wireBytes: number;
 }
 
+/** What the backup reads from the stream, in stream order: a verified checkpoint, or a disk seal request. */
+export type BackupInput = { kind: 'checkpoint'; checkpoint: StagedCheckpoint } | { kind: 'seal'; epoch: number };
+
+/** A control record's payload bound: vm name (u8 length + up to 255 bytes) and epoch u64. */
+const VM_EPOCH_BYTES_MAX = 1 + 255 + 8;
+
 /**
- * The backup's side: turns the stream into verified checkpoints. Throws `CHECKPOINT_WIRE` naming the problem;
+ * The backup's side: turns the stream into verified checkpoints and seal requests. Throws `CHECKPOINT_WIRE` naming the problem;
  * after that, `push` refuses everything.
  */
 export class CheckpointDecoder {
@@ -320,13 +338,17 @@ export class CheckpointDecoder {
     this.reader = new RecordReader((type) => this.maxPayload(type));
   }
 
-  push(chunk: Buffer): StagedCheckpoint[] {
+  push(chunk: Buffer): BackupInput[] {
     if (this.broken) throw this.broken;
     try {
-      const out: StagedCheckpoint[] = [];
+      const out: BackupInput[] = [];
       this.reader.push(chunk, (type, head, payload) => {
+        if (type === 'seal') {
+          out.push({ kind: 'seal', epoch: this.readSeal(payload) });
+          return;
+        }
         const staged = this.record(type, head, payload);
-        if (staged) out.push(staged);
+        if (staged) out.push({ kind: 'checkpoint', checkpoint: staged });
       });
       return out;
     } catch (e) {
@@ -354,7 +376,7 @@ export class CheckpointDecoder {
 
   private maxPayload(type: RecordTypeName): number | undefined {
     const h = this.header;
-    if (h === undefined) return type === 'header' ? 4 + 3 + 255 + 32 : undefined;
+    if (h === undefined) return type === 'header' ? 4 + 3 + 255 + 32 : type === 'seal' ? VM_EPOCH_BYTES_MAX : undefined;
     if (this.runs.length < h.runCount) return type === 'pages' ? 8 + RUN_PAGES_MAX * h.pageBytes : undefined;
     if (this.deviceState === undefined) return type === 'device' ? h.deviceStateBytes : undefined;
     return type === 'end' ? 4 : undefined;
@@ -404,6 +426,17 @@ export class CheckpointDecoder {
     if (h.runCount < Math.ceil(h.pageCount / RUN_PAGES_MAX)) field('runCount', `${h.runCount} runs cannot carry ${h.pageCount} pages of at most ${RUN_PAGES_MAX} each`);
     if (h.deviceStateBytes < 1 || h.deviceStateBytes > DEVICE_STATE_BYTES_MAX) field('deviceStateBytes', `${h.deviceStateBytes} is not between 1 and ${DEVICE_STATE_BYTES_MAX}`);
     this.header = h;
+  }
+
+  /** A seal names this stream's VM and an epoch ≥ 1; between checkpoints only (`maxPayload`). */
+  private readSeal(payload: Buffer): number {
+    const f = new Fields(payload, 'seal');
+    const vm = f.name('vm');
+    const epoch = f.u64('epoch');
+    f.done();
+    if (vm !== this.expect.vm) throw wireError(`seal.vm is '${vm}', this stream is for '${this.expect.vm}'`, { field: 'seal.vm', epoch });
+    if (epoch < 1) throw wireError('seal.epoch is 0 (epochs start at 1)', { field: 'seal.epoch' });
+    return epoch;
   }
 
   private readPages(payload: Buffer): void {
@@ -463,22 +496,31 @@ export class CheckpointDecoder {
   }
 }
 
+/** What the primary reads from the backup. */
+export type Reply =
+  | { kind: 'ack'; ack: Ack }
+  | { kind: 'sealed'; ack: Ack }
+  | { kind: 'pressure'; ack: Ack }
+  | { kind: 'refused'; refusal: Refusal };
+
 /** The primary's side: the backup's answers. Throws `CHECKPOINT_WIRE`; after that, refuses everything. */
 export class ReplyDecoder {
-  private readonly reader = new RecordReader((type) => (type === 'ack' ? 1 + 255 + 8 : type === 'refused' ? 1 + 255 + 8 + 1 + 64 + 2 + REFUSED_MESSAGE_BYTES_MAX : undefined));
+  private readonly reader = new RecordReader((type) =>
+    type === 'ack' || type === 'sealed' || type === 'pressure' ? VM_EPOCH_BYTES_MAX : type === 'refused' ? VM_EPOCH_BYTES_MAX + 1 + 64 + 2 + REFUSED_MESSAGE_BYTES_MAX : undefined,
+  );
   private broken: LockstepError | undefined;
 
-  push(chunk: Buffer): ({ kind: 'ack'; ack: Ack } | { kind: 'refused'; refusal: Refusal })[] {
+  push(chunk: Buffer): Reply[] {
     if (this.broken) throw this.broken;
     try {
-      const out: ({ kind: 'ack'; ack: Ack } | { kind: 'refused'; refusal: Refusal })[] = [];
+      const out: Reply[] = [];
       this.reader.push(chunk, (type, _head, payload) => {
         const f = new Fields(payload, type);
         const vm = f.name('vm');
         const epoch = f.u64('epoch');
-        if (type === 'ack') {
+        if (type === 'ack' || type === 'sealed' || type === 'pressure') {
           f.done();
-          out.push({ kind: 'ack', ack: { vm, epoch } });
+          out.push({ kind: type, ack: { vm, epoch } });
           return;
         }
         const code = f.bytes(f.u8('code length'), 'code').toString('utf8');

@@ -108,8 +108,12 @@ export class CheckpointEngine {
    * Takes the next checkpoint. Throws `CHECKPOINT_CAPTURE` (QEMU refused a command, RAM or the device state
    * could not be read); the guest is let run again whenever it was stopped, and the epoch is not used up:
    * the next checkpoint is taken against the last good one.
+   *
+   * `atPause(epoch)` runs while the guest is paused, beside the RAM copy and the device save, and `cont`
+   * waits for it: what must happen at the epoch's boundary (the FT pair seals the output gate and the disk
+   * there). Its error is thrown as it is, after `cont`.
    */
-  async checkpoint(): Promise<Checkpoint> {
+  async checkpoint(opts: { atPause?: (epoch: number) => Promise<void> } = {}): Promise<Checkpoint> {
     const qmp = this.vm.qmp;
     const name = this.vm.spec.name;
     const t0 = performance.now();
@@ -118,19 +122,26 @@ export class CheckpointEngine {
     let ramCopyMs = 0;
     let deviceSaveMs = 0;
     let tSaved = t0;
+    let atPauseError: unknown;
     try {
       await qmp.execute('stop', undefined, { timeoutMs: QMP_TIMEOUT_MS });
       stopped = true;
       tStop = performance.now();
+      const atPause = opts.atPause?.(this.nextEpoch).catch((e: unknown) => {
+        atPauseError = e;
+        throw e;
+      });
       const [ram, deviceSave] = await Promise.all([
         this.tracker.capture(),
         qmp.execute('xen-save-devices-state', { filename: this.deviceStatePath, live: false }, { timeoutMs: QMP_TIMEOUT_MS }).then(() => performance.now() - tStop),
+        atPause,
       ]);
       ramCopyMs = ram.copyMs;
       deviceSaveMs = deviceSave;
       tSaved = performance.now();
     } catch (e) {
       if (stopped) await qmp.execute('cont', undefined, { timeoutMs: QMP_TIMEOUT_MS }).catch(() => undefined);
+      if (atPauseError !== undefined) throw atPauseError;
       throw captureError(name, this.nextEpoch, 'while the guest was paused', e);
     }
     try {

@@ -81,6 +81,8 @@ export const ERROR_CODES = {
   CHECKPOINT_REFUSED: 'the backup refused an FT checkpoint; its error code and message are in the fields',
   CHECKPOINT_LINK: 'the FT checkpoint stream to or from the peer closed or failed, or an ack did not come in time',
   CHECKPOINT_RESUME: "a VM could not be resumed from the backup's committed FT checkpoint",
+  FT_PRIMARY: 'FT protection of a VM could not start on the primary (its disk mirror is not in sync, its output gate is not holding)',
+  FT_TAKEOVER: "the FT backup could not take over a VM: its disk and its RAM/device store are not at the same committed epoch, or the copy could not be released",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

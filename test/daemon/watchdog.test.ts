@@ -45,9 +45,11 @@ test('a later arm moves the fence; null disarms', async () => {
   const w = new Watchdog(() => {});
   watchdogs.push(w);
   w.setPids([victim.pid!]);
-  w.arm(coreNow() + 150);
+  // The first fence is far enough away that a starved worker thread (a loaded machine) still reads the
+  // second arm before it: waiting past it then shows the fence moved.
+  w.arm(coreNow() + 1500);
   w.arm(coreNow() + 60_000);
-  await new Promise((r) => setTimeout(r, 400));
+  await new Promise((r) => setTimeout(r, 2000));
   assert.equal(await isAlive(victim.pid!), true, 'the re-armed fence is a minute away');
   assert.equal(w.expired(coreNow()), false);
   w.arm(null);

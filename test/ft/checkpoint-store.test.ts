@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Checkpoint } from '../../src/ft/checkpoint.js';
 import { CheckpointSender, receiveCheckpoints } from '../../src/ft/checkpoint-link.js';
 import { CheckpointStore } from '../../src/ft/checkpoint-store.js';
-import { encodeCheckpoint, type StagedCheckpoint } from '../../src/ft/checkpoint-wire.js';
+import { encodeCheckpoint, encodeControl, type StagedCheckpoint } from '../../src/ft/checkpoint-wire.js';
 import { LockstepError } from '../../src/util/errors.js';
 import { Cleanup } from '../support/cleanup.js';
 import { rejectionOf } from '../qemu/helpers.js';
@@ -142,4 +142,66 @@ test('over a socket: a stream cut inside an epoch, and an epoch out of sequence,
   await sender3.send(asCheckpoint(staged(4, true, [[0, 256, 4]])));
   assert.equal(store.committedEpoch, 4);
   sender3.close();
+});
+
+test('over a socket, the FT pair’s control records: a seal answered once its handler ran, beforeCommit ahead of the store, a pressure note; an EPOCH_DISK refusal of a seal or a commit acks nothing', async () => {
+  const dir = await shmDir(cleanup);
+  const store = await openStore(path.join(dir, 'store'));
+  const link = await socketPair(cleanup, dir);
+  const order: string[] = [];
+  const pressure: number[] = [];
+  let refuseSeal = false;
+  const received = receiveCheckpoints(link.backup, store, {
+    onSeal: async (epoch) => {
+      if (refuseSeal) throw new LockstepError('EPOCH_DISK', `epoch ${epoch} can never commit`, { epoch });
+      order.push(`seal ${epoch}`);
+    },
+    beforeCommit: async (cp) => {
+      assert.equal(store.committedEpoch, cp.epoch - 1, 'the disk commits before the store');
+      order.push(`disk ${cp.epoch}`);
+    },
+    onCommit: (c) => order.push(`store ${c.epoch}`),
+  });
+  const sender = new CheckpointSender(link.primary, { vm: 'web', ackTimeoutMs: 10_000, onPressure: (e) => pressure.push(e) });
+  await sender.seal(1);
+  assert.deepEqual(order, ['seal 1'], 'SEALED comes after the handler');
+  await sender.send(asCheckpoint(staged(1, true, [[0, 256, 1]])));
+  assert.deepEqual(order, ['seal 1', 'disk 1', 'store 1']);
+  link.backup.write(encodeControl('pressure', 'web', 2));
+  await sender.seal(2);
+  assert.deepEqual(pressure, [2]);
+
+  refuseSeal = true;
+  const refused = await rejectionOf(sender.seal(3));
+  assert.ok(refused instanceof LockstepError && refused.code === 'CHECKPOINT_REFUSED', String(refused));
+  assert.equal(refused.fields['peerCode'], 'EPOCH_DISK');
+  const outcome = await received;
+  assert.equal(outcome.refused?.code, 'EPOCH_DISK');
+  assert.equal(store.committedEpoch, 1);
+});
+
+test('over a socket: a disk commit that fails refuses the checkpoint: the store keeps the epoch before, no ack; a seal to a backup without a disk is refused', async () => {
+  const dir = await shmDir(cleanup);
+  const store = await openStore(path.join(dir, 'store'));
+  const link = await socketPair(cleanup, dir);
+  const received = receiveCheckpoints(link.backup, store, {
+    onSeal: async () => undefined,
+    beforeCommit: async (cp) => {
+      if (cp.epoch === 2) throw new LockstepError('EPOCH_DISK', 'epoch 2 could not be applied to the copy', { epoch: 2 });
+    },
+  });
+  const sender = new CheckpointSender(link.primary, { vm: 'web', ackTimeoutMs: 10_000 });
+  await sender.send(asCheckpoint(staged(1, true, [[0, 256, 1]])));
+  const refused = await rejectionOf(sender.send(asCheckpoint(staged(2, false, [[5, 3, 2]]))));
+  assert.ok(refused instanceof LockstepError && refused.code === 'CHECKPOINT_REFUSED' && refused.fields['peerCode'] === 'EPOCH_DISK', String(refused));
+  assert.equal((await received).refused?.code, 'EPOCH_DISK');
+  assert.equal(store.committedEpoch, 1);
+
+  const store2 = await openStore(path.join(dir, 'store2'));
+  const link2 = await socketPair(cleanup, dir, 'two.sock');
+  const received2 = receiveCheckpoints(link2.backup, store2);
+  const sender2 = new CheckpointSender(link2.primary, { vm: 'web', ackTimeoutMs: 10_000 });
+  const noDisk = await rejectionOf(sender2.seal(1));
+  assert.ok(noDisk instanceof LockstepError && noDisk.code === 'CHECKPOINT_REFUSED' && noDisk.fields['peerCode'] === 'CHECKPOINT_WIRE', String(noDisk));
+  assert.match((await received2).refused?.message ?? '', /holds no disk/);
 });

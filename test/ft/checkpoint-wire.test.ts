@@ -2,7 +2,7 @@
 // names what is wrong, with nothing handed on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CheckpointDecoder, RUN_PAGES_MAX, ReplyDecoder, encodeAck, encodeCheckpoint, encodeRefusal, type CheckpointData, type StagedCheckpoint } from '../../src/ft/checkpoint-wire.js';
+import { CheckpointDecoder, RUN_PAGES_MAX, ReplyDecoder, encodeAck, encodeCheckpoint, encodeControl, encodeRefusal, type CheckpointData, type StagedCheckpoint } from '../../src/ft/checkpoint-wire.js';
 import { LockstepError } from '../../src/util/errors.js';
 
 const P = 4096;
@@ -39,7 +39,12 @@ function wire(cp: CheckpointData): Buffer {
 function decodeAll(bytes: Buffer, chunk = bytes.length): StagedCheckpoint[] {
   const d = new CheckpointDecoder(expect);
   const out: StagedCheckpoint[] = [];
-  for (let o = 0; o < bytes.length; o += chunk) out.push(...d.push(bytes.subarray(o, o + chunk)));
+  for (let o = 0; o < bytes.length; o += chunk) {
+    for (const input of d.push(bytes.subarray(o, o + chunk))) {
+      assert.equal(input.kind, 'checkpoint');
+      if (input.kind === 'checkpoint') out.push(input.checkpoint);
+    }
+  }
   d.end();
   return out;
 }
@@ -157,4 +162,33 @@ test('acks and refusals: round trip; garbage is an error', () => {
   ]);
   wireError(() => new ReplyDecoder().push(Buffer.from([5, 0, 0, 0, 2, 9, 9])), /not a VM name|too short/);
   wireError(() => new ReplyDecoder().push(wire(checkpoint())), /unexpected record type 1/);
+});
+
+test('seal requests between checkpoints: in stream order with them, byte by byte; inside a checkpoint, for another VM or epoch 0 they are errors', () => {
+  const d = new CheckpointDecoder(expect);
+  const bytes = Buffer.concat([encodeControl('seal', 'web', 7), wire(checkpoint()), encodeControl('seal', 'web', 8)]);
+  const got = [...bytes].flatMap((b) => d.push(Buffer.from([b])));
+  assert.deepEqual(got.map((i) => (i.kind === 'seal' ? `seal ${i.epoch}` : `checkpoint ${i.checkpoint.epoch}`)), ['seal 7', 'checkpoint 7', 'seal 8']);
+  d.end();
+  const cp = wire(checkpoint());
+  const headerEnd = 5 + cp.readUInt32BE(1);
+  wireError(() => new CheckpointDecoder(expect).push(Buffer.concat([cp.subarray(0, headerEnd), encodeControl('seal', 'web', 7)])), /unexpected record type 7 \(seal\)/, 'type');
+  wireError(() => new CheckpointDecoder(expect).push(encodeControl('seal', 'other', 7)), /seal.vm is 'other'/, 'seal.vm');
+  wireError(() => new CheckpointDecoder(expect).push(encodeControl('seal', 'web', 0)), /seal.epoch is 0/, 'seal.epoch');
+  const long = encodeControl('seal', 'web', 7);
+  long.writeUInt32BE(1000, 1);
+  wireError(() => new CheckpointDecoder(expect).push(long), /seal record of 1000 bytes is over its bound/, 'length');
+  // The backup's control records are not the primary's to send.
+  wireError(() => new CheckpointDecoder(expect).push(encodeControl('sealed', 'web', 7)), /unexpected record type 8/, 'type');
+});
+
+test('sealed and pressure replies: round trip beside acks; a seal is not a reply', () => {
+  const r = new ReplyDecoder();
+  const bytes = Buffer.concat([encodeControl('sealed', 'web', 3), encodeControl('pressure', 'web', 4), encodeAck({ vm: 'web', epoch: 3 })]);
+  assert.deepEqual([...bytes].flatMap((b) => r.push(Buffer.from([b]))), [
+    { kind: 'sealed', ack: { vm: 'web', epoch: 3 } },
+    { kind: 'pressure', ack: { vm: 'web', epoch: 4 } },
+    { kind: 'ack', ack: { vm: 'web', epoch: 3 } },
+  ]);
+  wireError(() => new ReplyDecoder().push(encodeControl('seal', 'web', 3)), /unexpected record type 7/, 'type');
 });
