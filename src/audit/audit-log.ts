@@ -12,10 +12,9 @@
  * search), a bounded number of rows per page (`CORE_SCAN_MAX`): a page may then hold fewer entries than asked,
  * with a cursor to go on.
  */
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { LockstepError } from '../util/errors.js';
+import { openSqlite } from '../util/sqlite.js';
 import type { LogEntry } from '../daemon/state-db.js';
 
 export const AUDIT_MAX_ROWS = 200_000;
@@ -118,28 +117,7 @@ export class AuditLog {
   ) {}
 
   static open(file: string, host: string, coreLog: CoreLogReader): AuditLog {
-    let db: Database.Database;
-    try {
-      mkdirSync(path.dirname(file), { recursive: true });
-      db = new Database(file);
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
-      const version = db.pragma('user_version', { simple: true }) as number;
-      if (version > MIGRATIONS.length) {
-        db.close();
-        throw new LockstepError('AUDIT_DB', `${file} has schema version ${version}, newer than this lockstepd (${MIGRATIONS.length})`, { file, version });
-      }
-      db.transaction(() => {
-        for (let i = version; i < MIGRATIONS.length; i++) {
-          db.exec(MIGRATIONS[i]!);
-          db.pragma(`user_version = ${i + 1}`);
-        }
-      })();
-    } catch (e) {
-      if (e instanceof LockstepError) throw e;
-      throw new LockstepError('AUDIT_DB', `cannot open the audit log ${file}: ${(e as Error).message}`, { file }, { cause: e });
-    }
-    return new AuditLog(db, file, host, coreLog);
+    return new AuditLog(openSqlite(file, { what: 'audit log', code: 'AUDIT_DB', migrations: MIGRATIONS, synchronous: 'FULL' }), file, host, coreLog);
   }
 
   close(): void {

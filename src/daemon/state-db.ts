@@ -14,12 +14,11 @@
  * row is reported by table, column and row rather than as an unreadable blob. Every read is checked again:
  * a row that passes neither is never handed to the core.
  */
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Authority, Durable, VmRecord } from '../core/types.js';
 import { assert } from '../util/assert.js';
 import { LockstepError } from '../util/errors.js';
+import { openSqlite } from '../util/sqlite.js';
 
 /** One line of the event log: a core event (`kind: 'event'`) or an alert effect (`kind: 'alert'`). */
 export interface LogEntry {
@@ -164,24 +163,9 @@ export class StateDb {
    * when it is not a SQLite database, cannot be opened, or was written by a newer Lockstep.
    */
   static open(file: string): StateDb {
-    let db: Database.Database | null = null;
-    try {
-      mkdirSync(path.dirname(file), { recursive: true });
-      // A second handle (the CLI, a restarting daemon) waits this long for a write lock (busy_timeout).
-      db = new Database(file, { timeout: 5000 });
-      db.pragma('journal_mode = WAL');
-      // In WAL mode `synchronous = NORMAL` syncs only at checkpoints: a commit survives a process crash but
-      // not a power loss. FULL syncs the WAL at every commit, so a Durable saved before effects ran
-      // (and an incarnation handed out) is still there after the power comes back.
-      db.pragma('synchronous = FULL');
-      db.pragma('foreign_keys = ON');
-      migrate(db, file);
-      return new StateDb(db, file);
-    } catch (e) {
-      db?.close();
-      if (e instanceof LockstepError) throw e;
-      throw new LockstepError('STATE_DB', `state database ${file} cannot be opened: ${(e as Error).message}`, { file }, { cause: e });
-    }
+    // FULL: a Durable saved before effects ran (and an incarnation handed out) must survive a power loss.
+    const db = openSqlite(file, { what: 'state database', code: 'STATE_DB', migrations: MIGRATIONS, synchronous: 'FULL', foreignKeys: true });
+    return new StateDb(db, file);
   }
 
   /** The next boot's incarnation: committed before it is returned, so no two boots ever share one. */
@@ -341,30 +325,6 @@ export class StateDb {
       if (!(e instanceof Database.SqliteError)) throw e;
       throw new LockstepError('STATE_DB', `state database ${this.file}: cannot ${doing}: ${e.message}`, { file: this.file, sqliteCode: e.code }, { cause: e });
     }
-  }
-}
-
-/**
- * Brings the schema up to `STATE_DB_SCHEMA_VERSION`, one step per transaction. Each step takes the write lock
- * first and reads the version again under it, so two processes opening a fresh file cannot both apply it.
- */
-function migrate(db: Database.Database, file: string): void {
-  const version = (): number => db.pragma('user_version', { simple: true }) as number;
-  const found = version();
-  if (found > STATE_DB_SCHEMA_VERSION) {
-    throw new LockstepError(
-      'STATE_DB',
-      `state database ${file} has schema version ${found}, newer than this lockstepd knows (${STATE_DB_SCHEMA_VERSION}): run the Lockstep version that wrote it`,
-      { file, version: found, known: STATE_DB_SCHEMA_VERSION },
-    );
-  }
-  for (const [i, sql] of MIGRATIONS.entries()) {
-    if (i < found) continue;
-    db.transaction(() => {
-      if (version() > i) return;
-      db.exec(sql);
-      db.pragma(`user_version = ${i + 1}`);
-    }).immediate();
   }
 }
 

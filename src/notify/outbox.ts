@@ -22,11 +22,10 @@
  * with it, so the deliveries are made again from the log; a lost "delivered" mark means one more copy. What
  * must not be lost is in lockstepd.db, synced at each commit.
  */
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { alertFromJson, alertJson, type NotifyAlert } from './alert.js';
 import { LockstepError } from '../util/errors.js';
+import { openSqlite } from '../util/sqlite.js';
 
 export type DeliveryState = 'pending' | 'delivered' | 'abandoned';
 
@@ -112,19 +111,8 @@ export class Outbox {
 
   /** Opens (creating it and its folder) and migrates the outbox at `file`; `NOTIFY_OUTBOX` when it cannot. */
   static open(file: string): Outbox {
-    let db: Database.Database | null = null;
-    try {
-      mkdirSync(path.dirname(file), { recursive: true });
-      db = new Database(file, { timeout: 5000 });
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      migrate(db, file);
-      return new Outbox(db, file);
-    } catch (e) {
-      db?.close();
-      if (e instanceof LockstepError) throw e;
-      throw new LockstepError('NOTIFY_OUTBOX', `notification outbox ${file} cannot be opened: ${(e as Error).message}`, { file }, { cause: e });
-    }
+    // NORMAL: a delivery lost to a power cut is one the event log turns into a delivery again.
+    return new Outbox(openSqlite(file, { what: 'notification outbox', code: 'NOTIFY_OUTBOX', migrations: MIGRATIONS, synchronous: 'NORMAL' }), file);
   }
 
   /** How many deliveries wait to go out (the metrics' outbox depth). */
@@ -271,22 +259,6 @@ export class Outbox {
 export function retryDelayMs(policy: { initialMs: number; maxMs: number }, attempts: number): number {
   const exp = Math.min(Math.max(attempts - 1, 0), 40);
   return Math.min(policy.initialMs * 2 ** exp, policy.maxMs);
-}
-
-function migrate(db: Database.Database, file: string): void {
-  const version = (): number => db.pragma('user_version', { simple: true }) as number;
-  const found = version();
-  if (found > OUTBOX_SCHEMA_VERSION) {
-    throw new LockstepError('NOTIFY_OUTBOX', `notification outbox ${file} has schema version ${found}, newer than this lockstepd knows (${OUTBOX_SCHEMA_VERSION})`, { file, version: found, known: OUTBOX_SCHEMA_VERSION });
-  }
-  for (const [i, sql] of MIGRATIONS.entries()) {
-    if (i < found) continue;
-    db.transaction(() => {
-      if (version() > i) return;
-      db.exec(sql);
-      db.pragma(`user_version = ${i + 1}`);
-    }).immediate();
-  }
 }
 
 function int(file: string, row: Row, column: string, key: string): number {

@@ -16,10 +16,9 @@
  * `idleMs` without a request and `maxMs` after login, whichever comes first; time is the injected clock.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { LockstepError } from '../util/errors.js';
+import { openSqlite } from '../util/sqlite.js';
 import { BUILTIN_GROUPS, highestRole, isRole, type Role } from './roles.js';
 import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
 
@@ -120,29 +119,15 @@ export class UserStore {
   }
 
   static open(file: string, opts: UserStoreOptions = {}): UserStore {
-    let db: Database.Database;
+    const db = openSqlite(file, { what: 'user database', code: 'USERS_DB', migrations: MIGRATIONS, synchronous: 'FULL', foreignKeys: true });
     try {
-      mkdirSync(path.dirname(file), { recursive: true });
-      db = new Database(file);
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
-      db.pragma('foreign_keys = ON');
-      const version = db.pragma('user_version', { simple: true }) as number;
-      if (version > MIGRATIONS.length) {
-        db.close();
-        throw new LockstepError('USERS_DB', `${file} has schema version ${version}, newer than this lockstepd (${MIGRATIONS.length})`, { file, version });
-      }
+      const insert = db.prepare('INSERT OR IGNORE INTO groups (name, role, description, builtin) VALUES (?, ?, ?, 1)');
       db.transaction(() => {
-        for (let i = version; i < MIGRATIONS.length; i++) {
-          db.exec(MIGRATIONS[i]!);
-          db.pragma(`user_version = ${i + 1}`);
-        }
-        const insert = db.prepare('INSERT OR IGNORE INTO groups (name, role, description, builtin) VALUES (?, ?, ?, 1)');
         for (const g of BUILTIN_GROUPS) insert.run(g.name, g.role, g.description);
-      })();
+      }).immediate();
     } catch (e) {
-      if (e instanceof LockstepError) throw e;
-      throw new LockstepError('USERS_DB', `cannot open the user database ${file}: ${(e as Error).message}`, { file }, { cause: e });
+      db.close();
+      throw new LockstepError('USERS_DB', `cannot set up the built-in groups in ${file}: ${(e as Error).message}`, { file }, { cause: e });
     }
     return new UserStore(db, file, opts);
   }
