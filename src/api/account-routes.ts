@@ -19,6 +19,9 @@ export interface AccountsContext {
   actingUser: string | null;
 }
 
+/** Who acted, as the audit log names it: a user, or root on a host through its local socket (`root@host1`). */
+export const AUDIT_USER_PATTERN = '^([a-z][a-z0-9._-]{0,31}|root@[a-z][a-z0-9-]{0,30})$';
+
 export const NAME: Schema = { type: 'string', pattern: NAME_PATTERN, description: 'lowercase letters, digits, . _ -, starting with a letter; at most 32' };
 export const PASSWORD: Schema = { type: 'string', minLength: PASSWORD_LENGTH_MIN, maxLength: PASSWORD_LENGTH_MAX, writeOnly: true, format: 'password' };
 const FULL_NAME: Schema = { type: 'string', maxLength: FULL_NAME_LENGTH_MAX };
@@ -252,7 +255,7 @@ export const ACCOUNT_ROUTES: readonly Route<AccountsContext>[] = [
         limit: { type: 'integer', minimum: 1, maximum: AUDIT_PAGE_MAX, default: 50 },
         before: { type: 'string', pattern: '^\\d{0,16}\\.\\d{0,16}$', description: 'the next cursor of the previous page' },
         kind: { type: 'string', enum: AUDIT_KINDS, description: "user: users' actions; event, alert: the core's" },
-        user: { ...NAME, description: "only this user's actions" },
+        user: { type: 'string', pattern: AUDIT_USER_PATTERN, description: "only this user's actions: a user's name, or root@<host> for the local socket's" },
         text: { type: 'string', minLength: 1, maxLength: 200, description: 'case-insensitive text anywhere in the entry' },
       },
     },
