@@ -10,6 +10,7 @@ import { LockstepError } from '../../src/util/errors.js';
 import { parseUserCommand, renderUserAnswer, type UserRequest } from '../../src/cli/user-command.js';
 import { alertsOf, parseLogCommand, renderAlerts, renderAudit, type LogRequest } from '../../src/cli/log-command.js';
 import { firstLine, readPassword } from '../../src/cli/password-input.js';
+import { EXIT, reportError } from '../../src/cli/output.js';
 import type { UserView } from '../../src/users/user-store.js';
 import type { LogEntry } from '../../src/daemon/state-db.js';
 import type { AuditEntry } from '../../src/audit/audit-log.js';
@@ -41,6 +42,18 @@ test('bad user input is a usage error; a password on the command line is refused
   ];
   for (const [args, message] of cases) {
     assert.throws(() => parseUserCommand(args), (e) => e instanceof LockstepError && (e.code === 'INVALID_ARGUMENT' || e.code === 'UNKNOWN_HOST') && message.test(e.message), args.join(' '));
+  }
+});
+
+test('an unknown user or group named on the command line is a usage error (exit 2), as an unknown VM is', () => {
+  const quiet = console.error;
+  console.error = () => {};
+  try {
+    assert.equal(reportError(new LockstepError('UNKNOWN_USER', "no user named 'nope'", { user: 'nope' }), false), EXIT.usage);
+    assert.equal(reportError(new LockstepError('UNKNOWN_GROUP', "no group named 'nope'", { group: 'nope' }), false), EXIT.usage);
+    assert.equal(reportError(new LockstepError('SETUP_DONE', 'host1 has its first administrator already', {}), false), EXIT.failed);
+  } finally {
+    console.error = quiet;
   }
 });
 
