@@ -20,14 +20,15 @@ import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
 import { LockstepError, isLockstepError } from '../util/errors.js';
 import type { ApiContext } from '../daemon/api.js';
-import type { AuditLog, AuditResult } from '../audit/audit-log.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import { auditedAction } from './audit-action.js';
 import { LoginLimiter, type LimiterOptions } from '../users/login-limiter.js';
 import { roleAllows } from '../users/roles.js';
 import type { UserStore } from '../users/user-store.js';
 import { MANAGEMENT_ROUTES, SESSION_COOKIE, type ManagementDeps, type RequestContext } from './management-routes.js';
 import { openApiDocument } from './openapi.js';
 import { DEFAULT_STREAM_LIMITS, EventStream, type StreamLimits } from './event-stream.js';
-import { RouteTable, errorReply, prepareRequest, readJsonBody, requestUrl, send, type Reply, type Route } from './routes.js';
+import { RouteTable, errorReply, prepareRequest, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from './routes.js';
 
 const PREFIX = '/api';
 /** Limits on what one client can hold: connections, header time, request time. */
@@ -81,6 +82,7 @@ export class ManagementServer {
   private constructor(
     private readonly server: https.Server,
     private readonly stream: EventStream,
+    private readonly unfollowAudit: () => void,
   ) {
     server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
@@ -139,7 +141,13 @@ export class ManagementServer {
       });
     });
     server.on('error', (e) => opts.log(`management API: ${(e as Error).message}`));
-    return new ManagementServer(server, stream);
+    // Every audited action, through this server or the local socket, goes to the live streams; and every way
+    // a session ends early (logout, password change, user deleted, role taken) is an audited change.
+    const unfollowAudit = opts.audit.onAppended((entry) => {
+      stream.audited(entry);
+      stream.recheckSessions();
+    });
+    return new ManagementServer(server, stream, unfollowAudit);
   }
 
   port(): number {
@@ -147,6 +155,7 @@ export class ManagementServer {
   }
 
   async close(): Promise<void> {
+    this.unfollowAudit();
     this.stream.close();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
@@ -211,19 +220,6 @@ function rawReply(socket: Duplex, reply: Reply): void {
   socket.end(`HTTP/1.1 ${reply.status} ${http.STATUS_CODES[reply.status]}\r\n${head.join('\r\n')}\r\n\r\n${text}`, () => socket.destroy());
 }
 
-/** The path parameters as the audit log names the target, before they are checked (a refused call has one too). */
-function rawParams(names: string[], raw: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  names.forEach((name, i) => {
-    try {
-      out[name] = decodeURIComponent(raw[i]!);
-    } catch {
-      out[name] = raw[i]!;
-    }
-  });
-  return out;
-}
-
 function isPayloadTooLarge(reply: Reply): boolean {
   return reply.status === 413;
 }
@@ -285,29 +281,12 @@ function record(
   now: () => number,
   log: (line: string) => void,
 ): void {
-  const error = (reply.body as { error?: { code?: string; message?: string } } | null)?.error;
-  const result: AuditResult = reply.status < 400 ? 'ok' : reply.status === 401 || reply.status === 403 || reply.status === 429 ? 'denied' : 'failed';
-  const bodyName = typeof body === 'object' && body !== null && typeof (body as { name?: unknown }).name === 'string' ? (body as { name: string }).name : null;
-  const target = params['name'] ?? bodyName ?? (route.operationId === 'changeOwnPassword' ? (rc.session?.user ?? null) : null);
   try {
-    const entry = deps.audit.append({
-      wallMs: now(),
-      user: rc.actingUser ?? rc.session?.user ?? null,
-      client: rc.client,
-      operation: route.operationId,
-      method: req.method ?? '',
-      path: pathname,
-      target,
-      result,
-      status: reply.status,
-      code: error?.code ?? null,
-      message: error?.message ?? null,
-    });
-    deps.stream.audited(entry);
+    // The entry reaches the live event stream through the log's own listener (the socket's actions too).
+    deps.audit.append(auditedAction(route, params, body, reply, { wallMs: now(), user: rc.actingUser ?? rc.session?.user ?? null, client: rc.client, method: req.method ?? '', path: pathname }));
   } catch (e) {
     // The action has happened; its answer still goes out. The failure is the daemon's to report.
     log(`management API: ${isLockstepError(e) ? `${e.code}: ` : ''}${(e as Error).message}`);
+    deps.stream.recheckSessions();
   }
-  // Every way a session ends early (logout, password change, user deleted, role taken) is a changing call.
-  deps.stream.recheckSessions();
 }

@@ -158,6 +158,19 @@ export function prepareRequest<C>(route: Route<C>, raw: string[], names: string[
   return { params, query: parsedQuery, body: route.body ? body : undefined };
 }
 
+/** The path parameters as the audit log names the target, before they are checked (a refused call has one too). */
+export function rawParams(names: string[], raw: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  names.forEach((name, i) => {
+    try {
+      out[name] = decodeURIComponent(raw[i]!);
+    } catch {
+      out[name] = raw[i]!;
+    }
+  });
+  return out;
+}
+
 /** A thrown value as an answer: an operational error by its code; anything else is a bug, logged, 500. */
 export function errorReply(e: unknown, what: string, log: (line: string) => void): Reply {
   if (isLockstepError(e)) {

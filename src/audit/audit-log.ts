@@ -109,6 +109,8 @@ const MIGRATIONS: readonly string[] = [
 type Row = Record<string, unknown>;
 
 export class AuditLog {
+  private readonly listeners = new Set<(entry: AuditEntry) => void>();
+
   private constructor(
     private readonly db: Database.Database,
     readonly file: string,
@@ -124,8 +126,20 @@ export class AuditLog {
     this.db.close();
   }
 
-  /** Appends a user action; the entry as the log shows it (the live event stream sends it on). */
+  /** Calls `listener` with each entry appended (the live event stream sends them on); the result unsubscribes. */
+  onAppended(listener: (entry: AuditEntry) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Appends a user action; the entry as the log shows it. */
   append(a: UserAction): AuditEntry {
+    const entry = this.insert(a);
+    for (const listener of this.listeners) listener(entry);
+    return entry;
+  }
+
+  private insert(a: UserAction): AuditEntry {
     try {
       const cut = (s: string | null): string | null => (s === null ? null : s.length > TEXT_MAX ? `${s.slice(0, TEXT_MAX - 1)}…` : s);
       return this.db.transaction(() => {

@@ -166,7 +166,17 @@ export function renderStatus(s: LabStatus): string {
       ? 'no VMs (`lockstep lab up --vm demo` makes one)'
       : table(['vm', 'running on', 'owner', 'protection', 'state', 'address'], s.vms.map((v) => [v.name, v.host ?? '-', v.owner ?? '-', v.protection, v.state, v.address]));
   const latency = s.alinkLatencyMs > 0 ? `\nA-Link latency: +${s.alinkLatencyMs} ms round trip` : '';
-  return `lab '${s.lab}' is up (client ${s.client.addresses.business} on the business network)${latency}\n\n${hosts}\n\n${quorum}\n\n${vms}`;
+  return `lab '${s.lab}' is up (client ${s.client.addresses.business} on the business network)${latency}\n\n${hosts}\n\n${quorum}\n\n${vms}\n\n${renderManagement(s)}`;
+}
+
+/** Each host's management API and its first-run step: the console's way in (docs/lab.md). */
+export function renderManagement(s: LabStatus): string {
+  const rows = s.hosts.map((h) => [
+    h.name,
+    `${h.management.url}/api/v1`,
+    h.management.setupNeeded === null ? 'no answer' : h.management.setupNeeded ? `first run: npx lockstep user setup admin --host ${h.name}` : 'set up (log in)',
+  ]);
+  return `${table(['management API', 'url', 'users'], rows)}\n(self-signed certificates; reachable from the management network, e.g. \`npx lockstep lab client -- curl -k ${s.hosts[0]?.management.url ?? ''}/api/openapi.json\`)`;
 }
 
 function nextSteps(s: LabStatus): string {

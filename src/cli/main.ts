@@ -8,12 +8,17 @@ import { labCommand, LAB_USAGE } from './lab-command.js';
 import { vmCommand, VM_USAGE } from './vm-command.js';
 import { volumeCommand, VOLUME_USAGE } from './volume-command.js';
 import { doctorCommand } from './doctor-command.js';
+import { userCommand, USER_USAGE } from './user-command.js';
+import { logCommand, LOG_USAGE } from './log-command.js';
 
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
   lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove
   lockstep volume …     the pair's volumes (VM disks) and their state: list, show
   lockstep storage-group …  a host's storage groups and their usage: list, show
+  lockstep alert list   a host's alerts (the core's, from its event log)
+  lockstep audit list   a host's audit log: users' actions and the platform's own
+  lockstep user …       a host's management API users: setup, list, add, passwd, remove
   lockstep lab …        the whole pair on one machine (lockstep lab help)
   lockstep doctor       what this machine has and what Lockstep will do about it
   lockstep version
@@ -21,6 +26,10 @@ const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux
 ${VM_USAGE}
 
 ${VOLUME_USAGE}
+
+${LOG_USAGE}
+
+${USER_USAGE}
 
 ${LAB_USAGE}`;
 
@@ -34,6 +43,11 @@ export async function main(argv: string[]): Promise<number> {
       case 'volume':
       case 'storage-group':
         return await volumeCommand(command, rest);
+      case 'alert':
+      case 'audit':
+        return await logCommand(command, rest);
+      case 'user':
+        return await userCommand(rest);
       case 'lab':
         return await labCommand(rest);
       case 'doctor':

@@ -8,14 +8,19 @@
  */
 import http from 'node:http';
 import { rm } from 'node:fs/promises';
-import { LockstepError } from '../util/errors.js';
+import { LockstepError, describeError } from '../util/errors.js';
+import { assert } from '../util/assert.js';
 import type { OperatorCommand } from '../core/types.js';
 import { hardwareOf, parseVmDefinition, PROTECTION_LEVELS } from './vm-definition.js';
 import type { CoreDriver, CoreView } from './core-driver.js';
 import type { LastExit, RunningVm } from './vm-runner.js';
 import type { LogEntry } from './state-db.js';
-import { RouteTable, errorReply, prepareRequest, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
+import { RouteTable, errorReply, prepareRequest, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
+import { ACCOUNT_ROUTES, type AccountsContext } from '../api/account-routes.js';
+import { auditedAction } from '../api/audit-action.js';
+import type { UserStore } from '../users/user-store.js';
+import type { AuditLog } from '../audit/audit-log.js';
 import type { HealthSnapshot } from '../core/types.js';
 import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-group.js';
 import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
@@ -543,13 +548,50 @@ export function vmStatuses(ctx: ApiContext, core: CoreView | null): VmStatus[] {
 }
 
 const LOCAL_PREFIX = '/v1';
-const localRoutes = new RouteTable(RESOURCE_ROUTES);
 
-/** The local API on `socketPath`: the resource routes under `/v1`, no users (the socket is root's). */
-export async function startApiServer(socketPath: string, ctx: ApiContext, log: (line: string) => void): Promise<http.Server> {
+/**
+ * The host's accounts as the socket serves them: its user database and audit log, or why they could not be
+ * opened (then the accounts routes answer that error, and changes go unaudited, each one logged).
+ */
+export type LocalAccounts = { users: UserStore; audit: AuditLog } | { error: LockstepError };
+
+interface LocalContext {
+  api: ApiContext;
+  accounts: LocalAccounts;
+}
+
+function accountsOf(lc: LocalContext): AccountsContext {
+  if ('error' in lc.accounts) throw lc.accounts.error;
+  return { deps: lc.accounts, actingUser: null };
+}
+
+/**
+ * The socket's table: the resources, and the accounts routes (setup, users, groups, audit) that the
+ * management API serves to administrators; root on the host is its administrator. The very route objects,
+ * so both check the same schemas and answer the same shapes. The accounts paths are below `/v1` already.
+ */
+const localRoutes = new RouteTable<LocalContext>([
+  ...RESOURCE_ROUTES.map((r): Route<LocalContext> => ({ ...r, handler: (lc, req) => r.handler(lc.api, req) })),
+  ...ACCOUNT_ROUTES.map((r): Route<LocalContext> => {
+    assert(r.path.startsWith(`${LOCAL_PREFIX}/`), `accounts route ${r.operationId} is not below ${LOCAL_PREFIX}`);
+    return { ...r, path: r.path.slice(LOCAL_PREFIX.length), handler: (lc, req) => r.handler(accountsOf(lc), req) };
+  }),
+]);
+
+/** Who the audit log names for a change through the socket: root on this host (the socket has no users). */
+export function localActor(host: string): string {
+  return `root@${host}`;
+}
+
+/**
+ * The local API on `socketPath`: the routes above under `/v1`, no users (the socket is root's). Every change
+ * is audited as the management API's are, by `root@<host>` from `local`.
+ */
+export async function startApiServer(socketPath: string, ctx: ApiContext, accounts: LocalAccounts, log: (line: string) => void): Promise<http.Server> {
   await rm(socketPath, { force: true });
+  const lc: LocalContext = { api: ctx, accounts };
   const server = http.createServer((req, res) => {
-    void handleLocal(ctx, req, log).then((reply) => send(res, reply));
+    void handleLocal(lc, req, log).then((reply) => send(res, reply));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -558,15 +600,35 @@ export async function startApiServer(socketPath: string, ctx: ApiContext, log: (
   return server;
 }
 
-async function handleLocal(ctx: ApiContext, req: http.IncomingMessage, log: (line: string) => void): Promise<Reply> {
+async function handleLocal(lc: LocalContext, req: http.IncomingMessage, log: (line: string) => void): Promise<Reply> {
+  let matched: { route: Route<LocalContext>; params: Record<string, string>; body: unknown; path: string } | null = null;
+  let reply: Reply;
   try {
     const url = requestUrl(req);
     const body = await readJsonBody(req);
     const path = url.pathname.startsWith(`${LOCAL_PREFIX}/`) ? url.pathname.slice(LOCAL_PREFIX.length) : null;
     if (path === null) throw new LockstepError('UNKNOWN_ENDPOINT', `no such endpoint: ${req.method} ${url.pathname}`, { method: req.method, path: url.pathname });
     const { route, raw, names } = localRoutes.match(req.method ?? 'GET', path);
-    return await route.handler(ctx, prepareRequest(route, raw, names, url.searchParams, body));
+    matched = { route, params: rawParams(names, raw), body, path: url.pathname };
+    reply = await route.handler(lc, prepareRequest(route, raw, names, url.searchParams, body));
   } catch (e) {
-    return errorReply(e, `request ${req.method} ${req.url}`, log);
+    reply = errorReply(e, `request ${req.method} ${req.url}`, log);
+  }
+  if (matched !== null && matched.route.method !== 'GET') auditLocal(lc, matched, req.method ?? '', reply, log);
+  return reply;
+}
+
+function auditLocal(lc: LocalContext, call: { route: Route<LocalContext>; params: Record<string, string>; body: unknown; path: string }, method: string, reply: Reply, log: (line: string) => void): void {
+  const action = auditedAction(call.route, call.params, call.body, reply, { wallMs: Date.now(), user: localActor(lc.api.host), client: 'local', method, path: call.path });
+  if ('error' in lc.accounts) {
+    log(`local API: ${action.operation} ${action.target ?? ''} (${action.result}) not audited: ${lc.accounts.error.message}`);
+    return;
+  }
+  try {
+    lc.accounts.audit.append(action);
+  } catch (e) {
+    // The action has happened; its answer still goes out. The failure is the daemon's to report.
+    log(`local API: ${describeError(e)}`);
   }
 }
+

@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { describeError, isLockstepError } from '../util/errors.js';
+import { LockstepError, describeError, isLockstepError } from '../util/errors.js';
 import { sleep } from '../util/proc.js';
 import { DEFAULT_TIMING, type CoreConfig, type QuorumReply } from '../core/types.js';
 import { Alink } from '../alink/alink.js';
@@ -26,8 +26,8 @@ import { VmRunner } from './vm-runner.js';
 import { CopyServer } from './copy-server.js';
 import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
-import { startApiServer, type ApiContext } from './api.js';
-import { startManagementApi, type RunningManagementApi } from '../api/management-api.js';
+import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
+import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
@@ -123,14 +123,27 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     },
     notifyPending: () => notifier?.pending() ?? null,
   };
-  const server = await startApiServer(config.apiSocket, apiContext, log);
+  // The host's users and audit log, served by the local socket to root and by the management API to users.
+  // Accounts that cannot be opened cost user management, auditing and the management API, never the
+  // Availability Services.
+  let accounts: Accounts | null = null;
+  let localAccounts: LocalAccounts;
+  try {
+    accounts = openAccounts(config, apiContext);
+    localAccounts = accounts;
+  } catch (e) {
+    localAccounts = { error: isLockstepError(e) ? e : new LockstepError('USERS_DB', describeError(e), {}, { cause: e }) };
+    log(`accounts not available (no user management, changes not audited): ${localAccounts.error.code}: ${describeError(e)}`);
+  }
+  const server = await startApiServer(config.apiSocket, apiContext, localAccounts, log);
   log(`API listening on ${config.apiSocket}`);
   // The management API serves the same resources over HTTPS to users (src/api/); one that cannot start costs
   // the remote access only, never the Availability Services.
   let management: RunningManagementApi | null = null;
-  if (config.managementApi) {
+  if (config.managementApi && accounts === null) log('management API not started: it needs the accounts');
+  else if (config.managementApi && accounts !== null) {
     try {
-      management = await startManagementApi({ host: config.host, dataDir: config.dataDir, managementApi: config.managementApi }, apiContext, log);
+      management = await startManagementApi({ host: config.host, dataDir: config.dataDir, managementApi: config.managementApi }, apiContext, accounts, log);
       log(`management API listening on https://${config.managementApi.address}:${management.port}/api/v1${management.selfSigned ? ' (self-signed certificate)' : ''}`);
     } catch (e) {
       log(`management API not started: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
@@ -150,8 +163,9 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
       await watchdog.close();
       await notifier?.stop();
       await management?.close();
-      db.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      accounts?.close();
+      db.close();
     })();
     return stopping;
   };

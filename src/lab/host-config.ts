@@ -1,9 +1,10 @@
 /**
  * The lockstepd configuration the lab writes for each host: what an operator would type into each server's
- * config when installing a pair. Pure; the same pair settings on both hosts, each naming itself.
+ * config when installing a pair, the management API included. Pure; the same pair settings on both hosts,
+ * each naming itself.
  */
 import type { DaemonConfig } from '../daemon/config.js';
-import { ALINKS, ALINK_PORTS, HOST_BUSINESS_BRIDGE, IF, QUORUM_PORT, QUORUM_SERVERS, addressesOf, alinkBroadcast, peerOf, type HostName, type QuorumName } from './topology.js';
+import { ALINKS, ALINK_PORTS, HOST_BUSINESS_BRIDGE, IF, MANAGEMENT_PORT, QUORUM_PORT, QUORUM_SERVERS, addressesOf, alinkBroadcast, peerOf, type HostName, type QuorumName } from './topology.js';
 
 /** The lab's pair is called after the lab, so two labs on one machine never share a quorum record. */
 export function labPairId(labName: string): string {
@@ -37,5 +38,8 @@ export function labHostConfig(i: HostConfigInput): Record<string, unknown> {
     pair: { id: labPairId(i.labName), peer, secret: i.pairSecret },
     alink: ALINKS.map((a) => ({ name: a, local: addressesOf(i.host)[a], peer: addressesOf(peer)[a], port: ALINK_PORTS[a], broadcast: alinkBroadcast(a) })),
     quorum: i.quorumServers.filter((q) => (QUORUM_SERVERS as readonly string[]).includes(q)).map((q) => ({ id: q, address: addressesOf(q).mgmt, port: QUORUM_PORT, ca: i.quorumCaFile(q) })),
+    // The console's API on the management network, as an installer would turn it on: no certificate given,
+    // so lockstepd makes a self-signed one at its first start; no user until the first-run setup.
+    managementApi: { address: addressesOf(i.host).mgmt, port: MANAGEMENT_PORT },
   };
 }

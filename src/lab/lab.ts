@@ -36,6 +36,7 @@ import {
   guestAddress,
   guestMac,
   labNames,
+  managementUrl,
   type HostName,
   type QuorumName,
   type LabNames,
@@ -73,6 +74,8 @@ export interface LabStatus {
     daemon: { state: 'running' | 'not-running'; pid: number | null };
     /** The host's Availability Services as its lockstepd reports them (null when it does not answer). */
     availability: { state: string; epoch: number; authority: string; health: number } | null;
+    /** The host's management API (HTTPS, self-signed): its root, and whether its first administrator is still to be made (null: no answer). */
+    management: { url: string; setupNeeded: boolean | null };
   }[];
   quorumServers: { name: string; netns: string; state: 'up' | 'down'; address: string; faults: string[] }[];
   client: { netns: string; addresses: ReturnType<typeof addressesOf> };
@@ -161,7 +164,12 @@ export class Lab {
     const up = state !== null && present.includes(this.names.ns('fabric'));
     const faults = state?.faults ?? noFaults();
     const daemonStatus = new Map<HostName, DaemonStatus | null>();
-    for (const host of HOSTS) daemonStatus.set(host, up && !faults.hosts[host].includes('power') ? await this.daemonStatus(host) : null);
+    const setupNeeded = new Map<HostName, boolean | null>();
+    for (const host of HOSTS) {
+      const d = up && !faults.hosts[host].includes('power') ? await this.daemonStatus(host) : null;
+      daemonStatus.set(host, d);
+      setupNeeded.set(host, d ? await this.setupNeeded(host) : null);
+    }
     return {
       lab: this.paths.name,
       up,
@@ -178,6 +186,7 @@ export class Lab {
           faults: [...faults.hosts[name]],
           daemon: { state: d ? 'running' : 'not-running', pid: d?.pid ?? null },
           availability: d?.core ? { state: d.core.state, epoch: d.core.epoch, authority: d.core.authority, health: d.core.health } : null,
+          management: { url: managementUrl(name), setupNeeded: setupNeeded.get(name) ?? null },
         };
       }),
       quorumServers: QUORUM_SERVERS.map((name) => ({
@@ -488,6 +497,15 @@ export class Lab {
   private async daemonStatus(host: HostName): Promise<DaemonStatus | null> {
     try {
       return await daemonRequest<DaemonStatus>(this.paths.hostApiSocket(host), 'GET', '/v1/status', undefined, 3000);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Whether the host's first administrator is still to be made, asked over its socket; null: no answer. */
+  private async setupNeeded(host: HostName): Promise<boolean | null> {
+    try {
+      return (await daemonRequest<{ needed: boolean }>(this.paths.hostApiSocket(host), 'GET', '/v1/setup', undefined, 3000)).needed;
     } catch {
       return null;
     }

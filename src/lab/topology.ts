@@ -28,6 +28,14 @@ export const RECORD_SERVICE_PORT = 7070;
 
 /** The port each lab quorum server listens on, on its management address. */
 export const QUORUM_PORT = 7790;
+/** The port of each host's management API (HTTPS), on its management address: lockstepd's default. */
+export const MANAGEMENT_PORT = 7443;
+
+/** Where a host's management API answers: the console's and the API's root (`/api/v1`, `/api/openapi.json`). */
+export function managementUrl(host: HostName): string {
+  return `https://${addressesOf(host).mgmt}:${MANAGEMENT_PORT}`;
+}
+
 /** Each A-Link's listener port (on host2, the larger id), one per cable. */
 export const ALINK_PORTS: Readonly<Record<AlinkName, number>> = { alink1: 7788, alink2: 7789 };
 

@@ -1,7 +1,8 @@
 /**
  * The local API on the unix socket after the route table was shared with the management API: the CLI's and
- * the lab's requests answer as before, unauthenticated, through the same handlers and input checks; the
- * management API's own routes (users, audit, setup) are not on the socket.
+ * the lab's requests answer as before, unauthenticated, through the same handlers and input checks; of the
+ * management API's own routes, only the accounts routes (setup, users, groups, audit) are on the socket
+ * (test/api/local-accounts.test.ts).
  */
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,7 +21,7 @@ async function localApi(withDriver: boolean): Promise<string> {
   const socket = path.join(h.dir, 'run', 'lockstepd.sock');
   const { mkdir } = await import('node:fs/promises');
   await mkdir(path.dirname(socket), { recursive: true });
-  const server = await startApiServer(socket, h.api, () => {});
+  const server = await startApiServer(socket, h.api, { users: h.users, audit: h.audit }, () => {});
   cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())));
   return socket;
 }
@@ -58,8 +59,8 @@ test('bad input on the socket: the same checks and codes as the management API',
   await refused(daemonRequest(socket, 'GET', '/v1/vms/%E0%A4%A'), 'INVALID_ARGUMENT', 400);
   await refused(daemonRequest(socket, 'GET', '/v1/nothing'), 'UNKNOWN_ENDPOINT', 404);
   await refused(daemonRequest(socket, 'PATCH', '/v1/vms'), 'METHOD_NOT_ALLOWED', 405);
-  // The management API's own routes are not root's socket's.
-  for (const p of ['/v1/users', '/v1/audit', '/v1/setup', '/v1/session', '/api/v1/status']) await refused(daemonRequest(socket, 'GET', p), 'UNKNOWN_ENDPOINT', 404);
+  // Sessions, the event stream and metrics are the management API's own: root's socket needs none of them.
+  for (const p of ['/v1/session', '/v1/events/stream', '/v1/openapi.json', '/metrics', '/api/v1/status']) await refused(daemonRequest(socket, 'GET', p), 'UNKNOWN_ENDPOINT', 404);
 });
 
 test('before pairing, commands answer NOT_PAIRED and reads answer', async () => {

@@ -58,7 +58,7 @@ async function lone(): Promise<{ h: Harness; socket: string }> {
   });
   const socket = path.join(h.dir, 'run', 'lockstepd.sock');
   await mkdir(path.dirname(socket), { recursive: true });
-  const server = await startApiServer(socket, h.api, () => {});
+  const server = await startApiServer(socket, h.api, { users: h.users, audit: h.audit }, () => {});
   cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())));
   return { h, socket };
 }

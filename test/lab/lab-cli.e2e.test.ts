@@ -1,8 +1,9 @@
 /**
  * The lab as a newcomer drives it, through the CLI: up with the demo VM, the record service from the client
  * namespace, each fault and its heal changing reachability as docs/lab.md says, bad input, and down leaving
- * the machine as it was found. Real namespaces, real QEMU (TCG), real lockstepd. The demo VM is unprotected
- * here (an unprotected VM waits for its host); HA is test/lab/ha.e2e.test.ts's.
+ * the machine as it was found; each host's management API reached from the client namespace, and the
+ * first administrator made with `lockstep user setup`. Real namespaces, real QEMU (TCG), real lockstepd.
+ * The demo VM is unprotected here (an unprotected VM waits for its host); HA is test/lab/ha.e2e.test.ts's.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -101,6 +102,42 @@ test('the networks reach who docs/lab.md says they reach', () => {
   assert.ok(reaches('client', '10.10.3.50'), 'client → guest on the business network');
   assert.ok(reaches('host1', '10.10.1.2') && reaches('host1', '10.10.2.2'), 'both A-Links');
   assert.ok(!reaches('client', '10.10.1.2'), 'the A-Link is not on the management network');
+});
+
+test('the management API: its URL in the status, HTTPS from the management network, first-run setup, login, alerts and audit', () => {
+  const hostsOf = (s: { hosts: { management: unknown }[] }): unknown[] => s.hosts.map((h) => h.management);
+  assert.deepEqual(hostsOf(JSON.parse(ok('lab', 'status', '--json'))), [
+    { url: 'https://10.10.0.11:7443', setupNeeded: true },
+    { url: 'https://10.10.0.12:7443', setupNeeded: true },
+  ]);
+  // From the client namespace, as a console's browser would: the certificate is the host's self-signed one.
+  const curl = (...args: string[]): string => {
+    const r = sh('nsenter', [`--net=/run/netns/${ns('client')}`, '--', 'curl', '-sS', '-k', '--max-time', '10', ...args]);
+    assert.equal(r.code, 0, `curl ${args.join(' ')}: ${r.out}`);
+    return r.out;
+  };
+  assert.equal(curl('-o', '/dev/null', '-w', '%{http_code}', 'https://10.10.0.11:7443/api/openapi.json'), '200');
+  const setup = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'user', 'setup', 'admin', '--host', 'host1', '--password-stdin'], {
+    env,
+    input: 'a long passphrase\n',
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  assert.equal(setup.status, 0, `user setup: ${setup.stderr}`);
+  assert.match(setup.stdout, /user admin made on host1: groups administrators, role administrator/);
+  const login = JSON.parse(curl('-H', 'content-type: application/json', '-d', JSON.stringify({ name: 'admin', password: 'a long passphrase' }), 'https://10.10.0.11:7443/api/v1/session'));
+  const me = JSON.parse(curl('-H', `authorization: Bearer ${login.token}`, 'https://10.10.0.11:7443/api/v1/session'));
+  assert.equal(me.user.role, 'administrator');
+  assert.deepEqual(hostsOf(JSON.parse(ok('lab', 'status', '--json'))).map((m) => (m as { setupNeeded: boolean }).setupNeeded), [false, true], "users are each host's own");
+
+  assert.ok(Array.isArray(JSON.parse(ok('alert', 'list', '--json', '--host', 'host1'))));
+  const audit = JSON.parse(ok('audit', 'list', '--json', '--host', 'host1')) as { entries: { user: string | null; client: string | null; operation: string | null; result: string | null }[] };
+  const actions = audit.entries.filter((e) => e.operation !== null).map((e) => [e.user, e.client, e.operation, e.result]);
+  assert.deepEqual(actions.slice(0, 2), [
+    ['admin', '10.10.0.100', 'login', 'ok'],
+    ['root@host1', 'local', 'setup', 'ok'],
+  ]);
+  assert.ok(audit.entries.some((e) => e.operation === null), "the platform's own events are in the audit log too");
 });
 
 test('A-Link faults: one cable, both cables, heal', async () => {
