@@ -5,15 +5,12 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CheckpointEngine, type Checkpoint } from '../../src/ft/checkpoint.js';
-import { CheckpointSender, receiveCheckpoints } from '../../src/ft/checkpoint-link.js';
-import { CheckpointStore } from '../../src/ft/checkpoint-store.js';
+import type { Checkpoint } from '../../src/ft/checkpoint.js';
 import { PAGE_BYTES } from '../../src/ft/ram-tracker.js';
 import { resumeFromCheckpoint } from '../../src/ft/resume.js';
-import { VmSupervisor } from '../../src/qemu/supervisor.js';
 import { Cleanup } from '../support/cleanup.js';
 import { waitFor } from '../qemu/helpers.js';
-import { MiB, patternVmSpec, shmDir, sleep, socketPair, startVm } from './helpers.js';
+import { MiB, checkpointPair, patternVmSpec, sleep } from './helpers.js';
 import { checkPattern, type PatternRegion } from './pattern-guest.js';
 
 const cleanup = new Cleanup();
@@ -26,26 +23,8 @@ const EPOCHS = 5;
 const EPOCH_MS = 100;
 
 test('epochs of checkpoints over a socket, kill -9 of the primary, resume from the backup: the guest runs on where the last committed epoch left it', async () => {
-  const primaryDir = await shmDir(cleanup, 'lockstep-ft-primary-');
-  const backupDir = await shmDir(cleanup, 'lockstep-ft-backup-');
-  const primarySup = new VmSupervisor({ runRoot: path.join(primaryDir, 'run') });
-  const backupSup = new VmSupervisor({ runRoot: path.join(backupDir, 'run') });
-  cleanup.add(() => primarySup.stopAll({ gracefulMs: 0, quitMs: 1000 }));
-  cleanup.add(() => backupSup.stopAll({ gracefulMs: 0, quitMs: 1000 }));
-
-  const spec = await patternVmSpec({ name: 'ft1', memoryMiB: MEMORY_MIB, region: REGION, dir: primaryDir, ramFile: path.join(primaryDir, 'ft1.ram') });
-  const vm = await startVm(cleanup, primarySup, spec, path.join(primaryDir, 'run', 'ft1'));
-  // The guest is in its loop once it has printed 'A' and finished a pass.
-  await waitFor(async () => /AB/.test(await readFile(vm.paths.serialLog, 'latin1')), 20_000, "the guest's first pass");
-
-  const engine = await CheckpointEngine.open(vm);
-  cleanup.add(() => engine.close());
+  const { backupDir, backupSup, vm, engine, store, sender, received } = await checkpointPair(cleanup, { name: 'ft1', memoryMiB: MEMORY_MIB, region: REGION });
   const ramBytes = MEMORY_MIB * MiB;
-  const store = await CheckpointStore.open(path.join(backupDir, 'store'), { vm: 'ft1', ramBytes, pageBytes: PAGE_BYTES });
-  cleanup.add(() => store.close());
-  const link = await socketPair(cleanup, backupDir);
-  const received = receiveCheckpoints(link.backup, store);
-  const sender = new CheckpointSender(link.primary, { vm: 'ft1', ackTimeoutMs: 30_000 });
 
   const taken: Checkpoint[] = [];
   for (let i = 0; i < EPOCHS; i++) {

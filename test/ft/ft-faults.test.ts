@@ -4,8 +4,6 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CheckpointEngine } from '../../src/ft/checkpoint.js';
-import { CheckpointSender, receiveCheckpoints } from '../../src/ft/checkpoint-link.js';
 import { CheckpointStore } from '../../src/ft/checkpoint-store.js';
 import { encodeCheckpoint } from '../../src/ft/checkpoint-wire.js';
 import { PAGE_BYTES } from '../../src/ft/ram-tracker.js';
@@ -14,7 +12,7 @@ import { VmSupervisor } from '../../src/qemu/supervisor.js';
 import { LockstepError } from '../../src/util/errors.js';
 import { Cleanup } from '../support/cleanup.js';
 import { rejectionOf, waitFor } from '../qemu/helpers.js';
-import { MiB, patternVmSpec, shmDir, sleep, socketPair, startVm } from './helpers.js';
+import { MiB, checkpointPair, patternVmSpec, shmDir, sleep } from './helpers.js';
 import { checkPattern, type PatternRegion } from './pattern-guest.js';
 
 const cleanup = new Cleanup();
@@ -24,23 +22,7 @@ const MEMORY_MIB = 64;
 const REGION: PatternRegion = { startBytes: 1 * MiB, endBytes: 9 * MiB };
 
 test('a corrupt epoch is refused (CHECKPOINT_WIRE at the backup, CHECKPOINT_REFUSED at the primary); the store keeps epoch 2, and the guest resumes from it', async () => {
-  const primaryDir = await shmDir(cleanup, 'lockstep-ft-primary-');
-  const backupDir = await shmDir(cleanup, 'lockstep-ft-backup-');
-  const primarySup = new VmSupervisor({ runRoot: path.join(primaryDir, 'run') });
-  const backupSup = new VmSupervisor({ runRoot: path.join(backupDir, 'run') });
-  cleanup.add(() => primarySup.stopAll({ gracefulMs: 0, quitMs: 1000 }));
-  cleanup.add(() => backupSup.stopAll({ gracefulMs: 0, quitMs: 1000 }));
-  const spec = await patternVmSpec({ name: 'ft2', memoryMiB: MEMORY_MIB, region: REGION, dir: primaryDir, ramFile: path.join(primaryDir, 'ft2.ram') });
-  const vm = await startVm(cleanup, primarySup, spec, path.join(primaryDir, 'run', 'ft2'));
-  await waitFor(async () => /AB/.test(await readFile(vm.paths.serialLog, 'latin1')), 20_000, "the guest's first pass");
-
-  const engine = await CheckpointEngine.open(vm);
-  cleanup.add(() => engine.close());
-  const store = await CheckpointStore.open(path.join(backupDir, 'store'), { vm: 'ft2', ramBytes: MEMORY_MIB * MiB, pageBytes: PAGE_BYTES });
-  cleanup.add(() => store.close());
-  const link = await socketPair(cleanup, backupDir);
-  const received = receiveCheckpoints(link.backup, store);
-  const sender = new CheckpointSender(link.primary, { vm: 'ft2', ackTimeoutMs: 30_000 });
+  const { backupDir, backupSup, vm, engine, store, sender, received, primaryEnd } = await checkpointPair(cleanup, { name: 'ft2', memoryMiB: MEMORY_MIB, region: REGION });
   for (let i = 0; i < 2; i++) {
     await sleep(50);
     await sender.send(await engine.checkpoint());
@@ -55,7 +37,7 @@ test('a corrupt epoch is refused (CHECKPOINT_WIRE at the backup, CHECKPOINT_REFU
   const bytes = Buffer.concat(encodeCheckpoint(cp3));
   cp3.release();
   bytes[bytes.length - 30]! ^= 4;
-  link.primary.write(bytes);
+  primaryEnd.write(bytes);
   const outcome = await received;
   assert.ok(outcome.refused instanceof LockstepError && outcome.refused.code === 'CHECKPOINT_WIRE');
   assert.match(outcome.refused.message, /checksum of epoch 3/);
