@@ -100,7 +100,9 @@ test('FT output commit on a real guest', { skip: !isRoot && 'needs root (network
     sockets: outputGateSockets(runDir, 'net0'),
     name: 'ftvm/net0',
     // Small, so the frames piled up by a few blocked clients pass the soft limit; the hard limit is not hit.
-    limits: { heldBytesSoftMax: 8 * 1024, heldBytesMax: 16 * 1024 * 1024, heldFramesMax: 65_536 },
+    // How many bytes pile up depends on the guest's TCP (Nagle holds answers back while nothing is acked;
+    // retransmissions add some): a few KiB here, so the soft limit sits well below that.
+    limits: { heldBytesSoftMax: 2 * 1024, heldBytesMax: 16 * 1024 * 1024, heldFramesMax: 65_536 },
     onSoftLimit: () => softSignals++,
   });
   cleanup.add(() => gate.close());
@@ -221,11 +223,13 @@ test('FT output commit on a real guest', { skip: !isRoot && 'needs root (network
     // The new clients' handshakes go out; from here on nothing does.
     await releaseUntil(() => true, 'handshakes', 500);
     const heldBefore = gate.stats.heldFrames;
+    const softSignalsBefore = softSignals;
     const beatsBefore = vm.heartbeats;
     for (const c of clients) for (let i = 0; i < 40; i++) c.send('stats');
     const startedAt = Date.now();
     let statusAnswers = 0;
-    while (Date.now() - startedAt < 4_000) {
+    // At least 4 s, and on until the soft limit is crossed: a loaded machine's guest answers later.
+    while (Date.now() - startedAt < 4_000 || (softSignals === softSignalsBefore && Date.now() - startedAt < 30_000)) {
       const status = await vm.qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: 5_000 });
       assert.equal(status.status, 'running');
       statusAnswers++;
@@ -235,7 +239,7 @@ test('FT output commit on a real guest', { skip: !isRoot && 'needs root (network
     const s = gate.stats;
     t.diagnostic(`held ${s.heldFrames} frames, ${s.heldBytes} bytes; ${statusAnswers} query-status answers; ${vm.heartbeats - beatsBefore} heartbeats`);
     assert.ok(s.heldFrames > heldBefore, 'frames piled up in the gate');
-    assert.ok(softSignals >= 1, 'the soft limit was signalled');
+    assert.ok(softSignals > softSignalsBefore, 'the soft limit was signalled');
     assert.equal(clients.reduce((n, c) => n + c.unread, 0), 0, 'no answer left the host');
     await releaseUntil(() => clients.every((c) => c.unread === 40), 'every stats answer');
     for (const c of clients) for (let i = 0; i < 40; i++) assert.match(await c.next(), /^stats uptime_ms=/);
