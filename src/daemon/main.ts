@@ -13,6 +13,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError, describeError, isLockstepError } from '../util/errors.js';
 import { sleep } from '../util/proc.js';
+import { ExecThread } from '../util/exec-thread.js';
 import { DEFAULT_TIMING, type CoreConfig, type QuorumReply } from '../core/types.js';
 import { Alink } from '../alink/alink.js';
 import { loadAlinkTls, prepareAlinkTls } from '../alink/tls.js';
@@ -150,12 +151,15 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     }
   }
 
+  // The health checks' `ip` runs here, off the main thread (why: src/util/exec-thread.ts).
+  const healthExec = new ExecThread();
   let stopping: Promise<void> | null = null;
   const shutdown = (why: string): Promise<void> => {
     stopping ??= (async () => {
       log(`${why}: stopping`);
       driver?.stop();
-      health?.stop();
+      await health?.stop();
+      await healthExec.close();
       await runner.shutdown();
       await dialer?.close();
       await copies?.close();
@@ -233,6 +237,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     intervalMs: config.timing.healthIntervalMs,
     dataDir: config.dataDir,
     interfaces: { mgmt: config.mgmtInterface, business: config.businessInterface },
+    run: (cmd, args, opts) => healthExec.run(cmd, args, opts),
     // A path that has not come up yet since start is not a fault until it had time to connect: otherwise
     // every boot would begin with a component failure (and the core's reboot attempt for it).
     alinkPaths: () => Object.fromEntries(liveAlink.status().map((p) => [p.name, p.up || (p.changedAt === null && Date.now() - alinkStartedAt < ALINK_CONNECT_GRACE_MS)])),
@@ -287,6 +292,7 @@ export function coreConfigOf(config: DaemonConfig): CoreConfig {
   return {
     ...DEFAULT_TIMING,
     ...timing,
+    rttLimitMs: config.rttLimitMs,
     self: config.host,
     peer: config.pair.peer,
     quorumServers: config.quorum.map((q) => q.id),

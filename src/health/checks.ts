@@ -86,11 +86,12 @@ export function linkStateFromIpJson(json: string, ifname: string): CheckResult {
 
 /**
  * Checks interface `ifname` in this process's network namespace (lockstepd runs inside the host's).
- * A missing interface is failed; so is an `ip` that fails or takes longer than `timeoutMs`.
+ * A missing interface is failed; so is an `ip` that fails or takes longer than `timeoutMs`. `runner` starts
+ * `ip` (the daemon's runs it off its main thread: `ExecThread`).
  */
-export async function checkInterface(ifname: string, timeoutMs: number): Promise<CheckResult> {
+export async function checkInterface(ifname: string, timeoutMs: number, runner: typeof run = run): Promise<CheckResult> {
   try {
-    const r = await run('ip', ['-j', 'link', 'show', 'dev', ifname], { allowFailure: true, timeoutMs });
+    const r = await runner('ip', ['-j', 'link', 'show', 'dev', ifname], { allowFailure: true, timeoutMs });
     if (r.code !== 0) {
       const why = r.stderr.trim() || `exit ${r.code}`;
       return { state: 'failed', detail: /does not exist/i.test(why) ? `interface ${ifname} does not exist` : `ip link show ${ifname}: ${why}` };

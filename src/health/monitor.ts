@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { HEALTH_COMPONENTS, type ComponentState, type HealthComponent, type HealthSnapshot } from '../core/types.js';
 import { describeError } from '../util/errors.js';
+import type { run } from '../util/exec.js';
 import {
   alinkStates,
   applyInjected,
@@ -45,6 +46,8 @@ export interface HealthMonitorOptions {
   diskSlowMs?: number;
   /** Bound on one `ip link show`. Default 2000. */
   linkTimeoutMs?: number;
+  /** Starts `ip` for the link checks; default `run` on this thread (lockstepd passes its `ExecThread`'s). */
+  run?: typeof run;
   /** Bound on the `qemu` function, over its own timeout. Default 5000. */
   qemuTimeoutMs?: number;
 }
@@ -87,7 +90,7 @@ export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
     this.disk = new SingleFlight(() => diskProbe(opts.dataDir), diskTimeoutMs);
     this.qemu = new SingleFlight(() => opts.qemu(), qemuTimeoutMs);
     // `run` kills `ip` at the timeout; the outer bound (twice as long) covers an `ip` stuck in the kernel.
-    const link = (ifname: string | null) => (ifname === null ? null : new SingleFlight(() => checkInterface(ifname, linkTimeoutMs), 2 * linkTimeoutMs));
+    const link = (ifname: string | null) => (ifname === null ? null : new SingleFlight(() => checkInterface(ifname, linkTimeoutMs, opts.run), 2 * linkTimeoutMs));
     this.links = { mgmt: link(opts.interfaces.mgmt), business: link(opts.interfaces.business) };
     this.injectRead = opts.injectFile === undefined ? null : new SingleFlight(() => readFile(opts.injectFile!, 'utf8'), diskTimeoutMs);
   }
