@@ -150,7 +150,7 @@ export class CheckpointEngine {
       throw captureError(name, this.nextEpoch, 'letting the guest run again (cont)', e);
     }
     const tCont = performance.now();
-    const changes = this.tracker.changes();
+    const changes = await this.tracker.changes();
     const tRead = performance.now();
     let deviceState: Buffer;
     try {

@@ -4,7 +4,7 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CopyCompareTracker, PAGE_BYTES, changedPageRuns } from '../../src/ft/ram-tracker.js';
+import { CopyCompareTracker, PAGE_BYTES, changedPageRuns, changedPageRunsYielding } from '../../src/ft/ram-tracker.js';
 import { BugError } from '../../src/util/assert.js';
 import { LockstepError } from '../../src/util/errors.js';
 import { Cleanup } from '../support/cleanup.js';
@@ -34,6 +34,28 @@ test('changedPageRuns: nothing, single pages, merged neighbours, first and last 
   assert.deepEqual(runsOf(changedPageRuns(Buffer.alloc(16 * P, 7), prev, P)), [[0, 16]]);
 });
 
+test('changedPageRunsYielding: the same runs as changedPageRuns, runs that cross its slices included, and the event loop turned meanwhile', async () => {
+  const pages = 3 * 4096 + 17; // three whole slices of the yielding diff and a partial one
+  const prev = Buffer.alloc(pages * P);
+  const cur = Buffer.from(prev);
+  // A run across the first slice boundary, one ending on the second, single pages, the last page.
+  for (const page of [0, 4090, 4091, 4092, 4093, 4094, 4095, 4096, 4097, 8190, 8191, 9000, pages - 1]) cur[page * P + 7] = 9;
+  // An immediate that requeues itself runs once per turn of the loop: only if the diff lets the loop turn.
+  let turns = 0;
+  let done = false;
+  const spin = (): void => {
+    turns++;
+    if (!done) setImmediate(spin);
+  };
+  setImmediate(spin);
+  const turnsBefore = turns;
+  const yielding = await changedPageRunsYielding(cur, prev, P);
+  done = true;
+  assert.deepEqual(runsOf(yielding), runsOf(changedPageRuns(cur, prev, P)));
+  assert.deepEqual(runsOf(yielding), [[0, 1], [4090, 8], [8190, 2], [9000, 1], [pages - 1, 1]]);
+  assert.ok(turns - turnsBefore >= 3, `the loop turned between the slices (${turns - turnsBefore} turns)`);
+});
+
 test('CopyCompareTracker: the first capture is full; then only what changed in the file; requestFull', async () => {
   const dir = await shmDir(cleanup);
   const file = path.join(dir, 'ram');
@@ -41,7 +63,7 @@ test('CopyCompareTracker: the first capture is full; then only what changed in t
   const tracker = await CopyCompareTracker.open(file, 64 * P);
   cleanup.add(() => tracker.close());
   await tracker.capture();
-  const first = tracker.changes();
+  const first = await tracker.changes();
   assert.equal(first.full, true);
   assert.equal(first.pageCount, 64);
   first.release();
@@ -50,14 +72,14 @@ test('CopyCompareTracker: the first capture is full; then only what changed in t
   await fh.write(Buffer.from([1]), 0, 1, 10 * P + 7);
   await fh.write(Buffer.alloc(2 * P, 9), 0, 2 * P, 40 * P);
   await tracker.capture();
-  const second = tracker.changes();
+  const second = await tracker.changes();
   assert.equal(second.full, false);
   assert.deepEqual(runsOf(second.runs), [[10, 1], [40, 2]]);
   assert.equal(second.runs[1]!.data[0], 9);
 
   // Nothing changed: an empty epoch. The second's views are still in use, and this capture does not touch them.
   await tracker.capture();
-  const third = tracker.changes();
+  const third = await tracker.changes();
   assert.deepEqual(third.runs, []);
   assert.equal(second.runs[1]!.data[0], 9);
   second.release();
@@ -67,13 +89,13 @@ test('CopyCompareTracker: the first capture is full; then only what changed in t
   await fh.close();
   tracker.requestFull();
   await tracker.capture();
-  const fourth = tracker.changes();
+  const fourth = await tracker.changes();
   assert.equal(fourth.full, true);
   assert.equal(fourth.runs[0]!.data[63 * P], 2);
   fourth.release();
   // After the full one, the diff is against it again.
   await tracker.capture();
-  assert.deepEqual(tracker.changes().runs, []);
+  assert.deepEqual((await tracker.changes()).runs, []);
 });
 
 test('CopyCompareTracker: a capture over page data still in use is a bug; a wrong file size is CHECKPOINT_CAPTURE', async () => {
