@@ -96,6 +96,11 @@ export interface DaemonConfig {
   dataPorts: { replication: number; migration: number };
   /** How fast a disk resync copies, and how much it yields while the guest does I/O (storage/resync-rate.ts). */
   resync: ResyncRate;
+  /**
+   * SplitSite: the largest A-Link round trip (ms) at which each protection level runs. The defaults are
+   * everRun's (2 ms FT, 10 ms HA); a site may only raise them knowingly (the lab does: docs/lab.md).
+   */
+  rttLimitMs: { ft: number; ha: number };
   /** A guest that has sent heartbeats and then, while running, sends none for this long is hung (qemu/guest-heartbeat.ts). */
   guestHeartbeatTimeoutMs: number;
   /** e-Alerts, SNMP traps, Call Home and webhooks for the core's alerts (docs/notifications.md); null: none. */
@@ -225,6 +230,15 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
       ? heartbeatRaw
       : bad('guestHeartbeatTimeoutMs', `must be an integer number of ms from ${HEARTBEAT_TIMEOUT_MS_MIN} to ${HEARTBEAT_TIMEOUT_MS_MAX}`, heartbeatRaw);
 
+  const splitsite = o['splitsite'] === undefined ? {} : obj(o['splitsite'], 'splitsite');
+  const limit = (key: 'ftRttLimitMs' | 'haRttLimitMs', fallback: number): number => {
+    const v = key in splitsite ? splitsite[key] : fallback;
+    return typeof v === 'number' && Number.isFinite(v) && v > 0 && v <= 10_000 ? v : bad(`splitsite.${key}`, 'must be a number of ms above 0, at most 10000', v);
+  };
+  for (const k of Object.keys(splitsite)) if (k !== 'ftRttLimitMs' && k !== 'haRttLimitMs') bad(`splitsite.${k}`, 'is not a field of splitsite (ftRttLimitMs, haRttLimitMs)', splitsite[k]);
+  const rttLimitMs = { ft: limit('ftRttLimitMs', DEFAULT_TIMING.rttLimitMs.ft), ha: limit('haRttLimitMs', DEFAULT_TIMING.rttLimitMs.ha) };
+  if (rttLimitMs.ft > rttLimitMs.ha) bad('splitsite.ftRttLimitMs', 'must not be above splitsite.haRttLimitMs (FT needs the shorter round trip)', rttLimitMs.ft);
+
   const pairing = o['pairingPorts'] === undefined ? {} : obj(o['pairingPorts'], 'pairingPorts');
   const data = o['dataPorts'] === undefined ? {} : obj(o['dataPorts'], 'dataPorts');
   return {
@@ -243,6 +257,7 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     pairingPorts: { discovery: port(pairing, 'discovery', 'pairingPorts.discovery', 7791), exchange: port(pairing, 'exchange', 'pairingPorts.exchange', 7792) },
     dataPorts: { replication: port(data, 'replication', 'dataPorts.replication', 7793), migration: port(data, 'migration', 'dataPorts.migration', 7794) },
     resync,
+    rttLimitMs,
     guestHeartbeatTimeoutMs: heartbeatTimeout,
     notifications: parseNotifications(o['notifications'], bad),
     managementApi: parseManagementApi(o['managementApi'], bad),

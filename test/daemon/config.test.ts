@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_DAEMON_TIMING, parseDaemonConfig } from '../../src/daemon/config.js';
 import { isLockstepError } from '../../src/util/errors.js';
+import { coreConfigOf } from '../../src/daemon/main.js';
 
 const minimal = {
   host: 'host1',
@@ -24,6 +25,14 @@ test('a minimal config gets the documented defaults', () => {
   assert.deepEqual(c.dataPorts, { replication: 7793, migration: 7794 });
   assert.deepEqual(c.resync, { maxBytesPerSec: null, busyBytesPerSec: 64 * 1024 * 1024 }, 'a resync yields to a busy guest by default');
   assert.equal(c.guestHeartbeatTimeoutMs, 15_000);
+  assert.deepEqual(c.rttLimitMs, { ft: 2, ha: 10 }, "SplitSite's limits are everRun's by default");
+});
+
+test("SplitSite's limits may be raised, and reach the core's configuration", () => {
+  const c = parseDaemonConfig({ ...minimal, splitsite: { ftRttLimitMs: 50, haRttLimitMs: 100 } });
+  assert.deepEqual(c.rttLimitMs, { ft: 50, ha: 100 });
+  assert.deepEqual(coreConfigOf(c).rttLimitMs, { ft: 50, ha: 100 });
+  assert.deepEqual(parseDaemonConfig({ ...minimal, splitsite: { haRttLimitMs: 20 } }).rttLimitMs, { ft: 2, ha: 20 }, 'one given, the other default');
 });
 
 test('resync limits in MiB/s, null for none', () => {
@@ -67,6 +76,9 @@ for (const [what, patch, key] of [
   ['a guest heartbeat timeout under a second', { guestHeartbeatTimeoutMs: 100 }, 'guestHeartbeatTimeoutMs'],
   ['a resync limit of 0', { resync: { busyMiBps: 0 } }, 'resync.busyMiBps'],
   ['a resync limit that is not a number', { resync: { maxMiBps: 'fast' } }, 'resync.maxMiBps'],
+  ['an FT round trip limit of 0', { splitsite: { ftRttLimitMs: 0 } }, 'splitsite.ftRttLimitMs'],
+  ['an FT limit above the HA limit', { splitsite: { ftRttLimitMs: 20 } }, 'splitsite.ftRttLimitMs'],
+  ['an unknown SplitSite field', { splitsite: { ftRttMs: 5 } }, 'splitsite.ftRttMs'],
 ] as const) {
   test(`rejects ${what}, naming '${key}'`, () => {
     assert.throws(
