@@ -10,9 +10,12 @@ import { volumeCommand, VOLUME_USAGE } from './volume-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { userCommand, USER_USAGE } from './user-command.js';
 import { logCommand, LOG_USAGE } from './log-command.js';
+import { hostCommand, parseHostCommand, parseStatusCommand, HOST_USAGE } from './host-command.js';
 
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
+  lockstep status       the pair at a glance: hosts (state, epoch, authority, health, A-Link) and VMs
+  lockstep host …       one host: list, show, maintenance on|off, repaired, force-takeover
   lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove
   lockstep volume …     the pair's volumes (VM disks) and their state: list, show
   lockstep storage-group …  a host's storage groups and their usage: list, show
@@ -22,6 +25,8 @@ const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux
   lockstep lab …        the whole pair on one machine (lockstep lab help)
   lockstep doctor       what this machine has and what Lockstep will do about it
   lockstep version
+
+${HOST_USAGE}
 
 ${VM_USAGE}
 
@@ -38,6 +43,10 @@ export async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   try {
     switch (command) {
+      case 'status':
+        return await hostCommand(parseStatusCommand(rest));
+      case 'host':
+        return await hostCommand(parseHostCommand(rest));
       case 'vm':
         return await vmCommand(rest);
       case 'volume':

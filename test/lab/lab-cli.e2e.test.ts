@@ -87,6 +87,26 @@ test('lab up with the demo VM, idempotent, status shape', () => {
   assert.deepEqual(again.hosts.map((h: { daemon: { pid: number } }) => h.daemon.pid), pids, 'a second up must not restart the daemons');
 });
 
+test('lockstep status and host: the pair as both hosts see it; a host action needs the host named', () => {
+  // Both hosts agree on an epoch once paired (lab up waited for that).
+  const status = ok('status');
+  assert.match(status, /^host1\s+paired\s+(\d+)\s+pair\s+\d+\s.*alink1 [\d.]+ ms, alink2 [\d.]+ ms$/m);
+  assert.match(status, /^host2\s+paired\s+\d+\s+pair\s/m);
+  assert.match(status, /^demo\s+host1\s+ha\s+\w+/m);
+  const epochs = [...status.matchAll(/^host[12]\s+paired\s+(\d+)/gm)].map((m) => m[1]);
+  assert.equal(new Set(epochs).size, 1, `one epoch: ${status}`);
+  const two = JSON.parse(ok('host', 'show', '--host', 'host2', '--json'));
+  assert.equal(two.host, 'host2');
+  assert.equal(two.core.peer, 'host1');
+  assert.match(ok('host', 'show', '--host', 'host2'), /^peer\s+host1: paired/m);
+  assert.equal(JSON.parse(ok('host', 'list', '--json')).length, 2, 'host list asks both lab hosts');
+  const unnamed = cli('host', 'maintenance', 'on');
+  assert.equal(unnamed.code, 2, unnamed.err);
+  assert.match(unnamed.err, /concerns one host: name it with --host/);
+  // Off while off changes nothing, and says so through the host's own view.
+  assert.match(ok('host', 'maintenance', 'off', '--host', 'host2'), /^host2: maintenance off\n[\s\S]*^maintenance\s+off$/m);
+});
+
 test('record service from the client namespace', () => {
   assert.equal(ok('lab', 'record', 'append', 'hello'), 'ok 1');
   assert.equal(ok('lab', 'record', 'append', 'second', 'record'), 'ok 2');

@@ -1,0 +1,122 @@
+/**
+ * `lockstep status` and `lockstep host …`: the pair's hosts through lockstepd's local API (docs/cli.md).
+ * A host's state, health and maintenance are its own, so each is asked of the host it concerns: `--host`
+ * (or `--socket`) names it; in the lab with none named, `status` and `host list` ask both hosts.
+ */
+import { parseArgs } from 'node:util';
+import { LockstepError } from '../util/errors.js';
+import { daemonRequest } from '../daemon/api-client.js';
+import { askOtherLabHosts, resolveTarget, type Target } from './daemon-target.js';
+import { commonOptions, WHERE_OPTIONS, type Common } from './vm-command.js';
+import { renderHostShow, renderHostTable, renderStatus, type HostStatus } from './host-view.js';
+import { EXIT } from './output.js';
+
+export const HOST_USAGE = `lockstep status — the pair at a glance: each host's state, epoch, authority, health and A-Link, the VMs
+
+lockstep host — one host of the pair
+
+  lockstep host list
+  lockstep host show
+  lockstep host maintenance on|off     on: the host's protected VMs move to its peer (live migration)
+  lockstep host repaired               clears a down verdict (predictive failure) and its fault history
+  lockstep host force-takeover         the operator asserts the peer is dead (refused while it is heard)
+
+Every verb takes --json (the API's JSON) and --socket PATH or --host host1|host2 as \`lockstep vm\` does:
+show and the actions concern the host asked (in the lab, --host is needed for them).`;
+
+export type HostAction = 'maintenance-on' | 'maintenance-off' | 'repaired' | 'force-takeover';
+
+export type HostRequest = { verb: 'help'; exit: number } | (Common & { verb: 'status' | 'list' | 'show' }) | (Common & { verb: 'action'; action: HostAction });
+
+/** `lockstep status ARGS` is `host`'s `status` verb. */
+export function parseStatusCommand(argv: readonly string[]): HostRequest {
+  const { values, positionals } = parse(argv);
+  if (positionals.length !== 0) throw new LockstepError('INVALID_ARGUMENT', 'usage: lockstep status [--json] [--socket PATH | --host NAME]');
+  return { verb: 'status', ...commonOptions(values) };
+}
+
+export function parseHostCommand(argv: readonly string[]): HostRequest {
+  const [verb, ...rest] = argv;
+  switch (verb) {
+    case undefined:
+    case 'help':
+    case '--help':
+      return { verb: 'help', exit: verb === undefined ? EXIT.usage : EXIT.ok };
+    case 'list':
+    case 'show': {
+      const { values, positionals } = parse(rest);
+      if (positionals.length !== 0) throw new LockstepError('INVALID_ARGUMENT', `usage: lockstep host ${verb} [--host NAME | --socket PATH]`);
+      return { verb, ...commonOptions(values) };
+    }
+    case 'maintenance': {
+      const { values, positionals } = parse(rest);
+      const [onOff] = positionals;
+      if (positionals.length !== 1 || (onOff !== 'on' && onOff !== 'off')) throw new LockstepError('INVALID_ARGUMENT', 'usage: lockstep host maintenance on|off [--host NAME | --socket PATH]');
+      return { verb: 'action', action: onOff === 'on' ? 'maintenance-on' : 'maintenance-off', ...commonOptions(values) };
+    }
+    case 'repaired':
+    case 'force-takeover': {
+      const { values, positionals } = parse(rest);
+      if (positionals.length !== 0) throw new LockstepError('INVALID_ARGUMENT', `usage: lockstep host ${verb} [--host NAME | --socket PATH]`);
+      return { verb: 'action', action: verb, ...commonOptions(values) };
+    }
+    default:
+      throw new LockstepError('INVALID_ARGUMENT', `unknown host command '${verb}'\n\n${HOST_USAGE}`);
+  }
+}
+
+export async function hostCommand(req: HostRequest): Promise<number> {
+  if (req.verb === 'help') {
+    console.log(HOST_USAGE);
+    return req.exit;
+  }
+  const target = await resolveTarget(req.where);
+  if (req.verb === 'action' && target.kind === 'lab' && target.anyHost) {
+    // A host's maintenance or verdict is that host's: acting on whichever answered first would be a guess.
+    throw new LockstepError('INVALID_ARGUMENT', `lockstep host ${actionWords(req.action)} concerns one host: name it with --host host1|host2`);
+  }
+  console.log(await carryOut(target, req));
+  return EXIT.ok;
+}
+
+async function carryOut(target: Target, req: Exclude<HostRequest, { verb: 'help' }>): Promise<string> {
+  const socket = target.daemon.socket;
+  if (req.verb === 'action') {
+    const [path, body] = ACTIONS[req.action];
+    const view = await daemonRequest<unknown>(socket, 'POST', path, body);
+    if (req.json) return JSON.stringify(view, null, 2);
+    const s = await daemonRequest<HostStatus>(socket, 'GET', '/v1/status');
+    return `${target.daemon.host}: ${DONE[req.action]}\n\n${renderHostShow(s)}`;
+  }
+  const first = await daemonRequest<HostStatus>(socket, 'GET', '/v1/status');
+  if (req.verb === 'show') return req.json ? JSON.stringify(first, null, 2) : renderHostShow(first);
+  const answers = [first, ...(await askOtherLabHosts<HostStatus>(target, '/v1/status')).map((a) => a.body)];
+  if (req.json) return JSON.stringify(req.verb === 'status' ? first : answers, null, 2);
+  return req.verb === 'status' ? renderStatus(answers) : renderHostTable(answers);
+}
+
+const ACTIONS: Readonly<Record<HostAction, [string, unknown]>> = {
+  'maintenance-on': ['/v1/host/maintenance', { on: true }],
+  'maintenance-off': ['/v1/host/maintenance', { on: false }],
+  repaired: ['/v1/host/repaired', undefined],
+  'force-takeover': ['/v1/host/force-takeover', undefined],
+};
+
+const DONE: Readonly<Record<HostAction, string>> = {
+  'maintenance-on': 'maintenance on: its protected VMs move to the peer',
+  'maintenance-off': 'maintenance off',
+  repaired: 'marked repaired: the down verdict and fault history are cleared',
+  'force-takeover': 'takeover forced: the peer is treated as dead',
+};
+
+function actionWords(a: HostAction): string {
+  return a.startsWith('maintenance') ? 'maintenance' : a;
+}
+
+function parse(argv: readonly string[]) {
+  try {
+    return parseArgs({ args: [...argv], options: WHERE_OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new LockstepError('INVALID_ARGUMENT', `${(e as Error).message}\n\n${HOST_USAGE}`);
+  }
+}
