@@ -1,7 +1,7 @@
 /**
  * The shapes the console reads from the management API (docs/api.md, GET /api/openapi.json), as far as it
  * uses them. The browser cannot import the daemon's modules (they are not served, and hold Node code), so
- * these are written out; test/console/console.test.ts checks them against real answers.
+ * these are written out; test/console/console-browser.test.ts renders every page from real answers.
  */
 
 export type Role = 'read-only' | 'platform-manager' | 'administrator';
