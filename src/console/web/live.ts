@@ -5,7 +5,7 @@
  * session's end (1008) sends the console to its login page instead.
  */
 import { call } from './api.js';
-import { addAudit, addLog, changed, store } from './store.js';
+import { addAudit, addLog, changed, LOG_KEPT_MAX, store } from './store.js';
 import type { AuditEntry, LogEntry, Status } from './types.js';
 
 const BACKOFF_MIN_MS = 1000;
@@ -104,7 +104,7 @@ export class LiveStream {
     // addLog keeps ids increasing, so older entries are merged by rebuilding the buffer.
     const byId = new Map(store.log.map((e) => [e.id, e]));
     for (const e of r.body) byId.set(e.id, e);
-    store.log = [...byId.values()].sort((a, b) => a.id - b.id);
+    store.log = [...byId.values()].sort((a, b) => a.id - b.id).slice(-LOG_KEPT_MAX);
     changed();
   }
 }
