@@ -24,6 +24,8 @@ export interface Browser {
   problems: string[];
   /** Saves a full-page screenshot as `<artifacts>/<name>.png`; the path. */
   screenshot(name: string): Promise<string>;
+  /** After a failure: a screenshot of every page still open (`failure-N.png`), whatever it shows. */
+  failureShots(): Promise<void>;
 }
 
 /** The directory for this run's artifacts: `LOCKSTEP_ARTIFACTS/<label>`, or a fresh temporary one. */
@@ -81,6 +83,10 @@ export async function launchBrowser(cleanup: Cleanup, artifacts: string, opts: {
       const file = path.join(artifacts, `${name}.png`);
       await page.screenshot({ path: file, fullPage: true });
       return file;
+    },
+    failureShots: async () => {
+      let n = 0;
+      for (const p of context.pages()) await p.screenshot({ path: path.join(artifacts, `failure-${++n}.png`), fullPage: true }).catch(() => {});
     },
   };
 }

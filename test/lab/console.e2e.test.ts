@@ -90,64 +90,70 @@ test("the console on both hosts: setup, the pair, a VM created and started, host
   t.diagnostic(`screenshots in ${artifacts}`);
   const b = await launchBrowser(cleanup, artifacts, { netns: status.client.netns });
   const one = b.page;
-  const shot = async (p: Page, name: string): Promise<void> => {
-    await p.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
-  };
+  // A failed step leaves a picture of the page it failed on.
+  try {
+    const shot = async (p: Page, name: string): Promise<void> => {
+      await p.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
+    };
 
-  // ── host1: first run, the pair on the dashboard ──
-  await setUp(one, urls['host1']!);
-  await one.locator('#pair [data-host=host1] .badge', { hasText: 'paired' }).waitFor();
-  await one.locator('#pair [data-host=host2] .badge', { hasText: 'paired' }).waitFor();
-  await one.locator('#dashboard-vms td', { hasText: 'demo' }).first().waitFor();
-  await shot(one, '01-host1-dashboard');
+    // ── host1: first run, the pair on the dashboard ──
+    await setUp(one, urls['host1']!);
+    await one.locator('#pair [data-host=host1] .badge', { hasText: 'paired' }).waitFor();
+    await one.locator('#pair [data-host=host2] .badge', { hasText: 'paired' }).waitFor();
+    await one.locator('#dashboard-vms td', { hasText: 'demo' }).first().waitFor();
+    await shot(one, '01-host1-dashboard');
 
-  // ── a VM made from the form (the guest files of the demo VM: the pair's), started, seen running, stopped ──
-  await one.click('nav a[data-page=vms]');
-  await one.locator('#vm-create').waitFor();
-  await one.click('#vm-create [data-action=copy-guest]');
-  for (const [name, value] of Object.entries({ name: 'web', vcpus: '1', memoryMiB: '128', diskMiB: '16', mac: '52:54:00:4c:53:60', address: '10.10.3.60' })) await one.fill(`#vm-create [name=${name}]`, value);
-  await one.selectOption('#vm-create [name=protection]', 'none');
-  await one.click('#vm-create [data-action=create]');
-  await one.locator('h1', { hasText: 'VM web' }).waitFor();
-  await one.click('.actions[data-vm=web] [data-action=start]');
-  await one.locator('.facts dd', { hasText: /^running, pid \d+/ }).waitFor({ timeout: 60_000 });
-  await shot(one, '02-host1-vm-running');
-  // Stopped again: a second guest booting under TCG would only slow the failover down.
-  await one.click('.actions[data-vm=web] [data-action=stop]');
-  await one.locator('.facts dd', { hasText: 'not running here' }).waitFor({ timeout: 60_000 });
-  await one.close();
+    // ── a VM made from the form (the guest files of the demo VM: the pair's), started, seen running, stopped ──
+    await one.click('nav a[data-page=vms]');
+    await one.locator('#vm-create').waitFor();
+    await one.click('#vm-create [data-action=copy-guest]');
+    for (const [name, value] of Object.entries({ name: 'web', vcpus: '1', memoryMiB: '128', diskMiB: '16', mac: '52:54:00:4c:53:60', address: '10.10.3.60' })) await one.fill(`#vm-create [name=${name}]`, value);
+    await one.selectOption('#vm-create [name=protection]', 'none');
+    await one.click('#vm-create [data-action=create]');
+    await one.locator('h1', { hasText: 'VM web' }).waitFor();
+    await one.click('.actions[data-vm=web] [data-action=start]');
+    await one.locator('.facts dd', { hasText: /^running, pid \d+/ }).waitFor({ timeout: 60_000 });
+    await shot(one, '02-host1-vm-running');
+    // Stopped again: a second guest booting under TCG would only slow the failover down.
+    await one.click('.actions[data-vm=web] [data-action=stop]');
+    await one.locator('.facts dd', { hasText: 'not running here' }).waitFor({ timeout: 60_000 });
+    await one.close();
 
-  // ── host2's console, on its dashboard, when host1 loses power ──
-  const two = await b.context.newPage();
-  await setUp(two, urls['host2']!);
-  await two.locator('#dashboard-vms td', { hasText: 'web' }).first().waitFor();
-  await shot(two, '03-host2-dashboard-before');
-  const faultAt = Date.now();
-  lab('fail', 'host1', 'power');
-  await two.locator('#dashboard-alerts td', { hasText: 'FAILOVER' }).first().waitFor({ timeout: FAILOVER_WAIT_MS });
-  t.diagnostic(`FAILOVER alert on host2's dashboard ${Date.now() - faultAt} ms after the power cut`);
-  const incident = two.locator('article.incident[data-kind=failover][data-vm=demo]');
-  await incident.waitFor();
-  assert.match((await incident.locator('li[data-phase=detect] .what').first().textContent())!, /→ peer-lost/);
-  assert.match((await incident.locator('li[data-phase=decide] .what').first().textContent())!, /^quorum granted authority in epoch \d+$/);
-  const actions = await incident.locator('li[data-phase=act] .what').allTextContents();
-  assert.ok(actions.some((a) => /^took over VM demo from host1 in epoch \d+$/.test(a)), actions.join(' | '));
-  assert.ok(actions.some((a) => /^start VM demo \(epoch \d+\)/.test(a)), actions.join(' | '));
-  assert.match((await incident.locator('li.pending[data-phase=resync]').textContent())!, /waiting for the peer to return/);
-  await two.locator('#pair [data-host=host2] .badge', { hasText: 'solo' }).waitFor();
-  await shot(two, '04-host2-dashboard-failover');
+    // ── host2's console, on its dashboard, when host1 loses power ──
+    const two = await b.context.newPage();
+    await setUp(two, urls['host2']!);
+    await two.locator('#dashboard-vms td', { hasText: 'web' }).first().waitFor();
+    await shot(two, '03-host2-dashboard-before');
+    const faultAt = Date.now();
+    lab('fail', 'host1', 'power');
+    await two.locator('#dashboard-alerts td', { hasText: 'FAILOVER' }).first().waitFor({ timeout: FAILOVER_WAIT_MS });
+    t.diagnostic(`FAILOVER alert on host2's dashboard ${Date.now() - faultAt} ms after the power cut`);
+    const incident = two.locator('article.incident[data-kind=failover][data-vm=demo]');
+    await incident.waitFor();
+    assert.match((await incident.locator('li[data-phase=detect] .what').first().textContent())!, /→ peer-lost/);
+    assert.match((await incident.locator('li[data-phase=decide] .what').first().textContent())!, /^quorum granted authority in epoch \d+$/);
+    const actions = await incident.locator('li[data-phase=act] .what').allTextContents();
+    assert.ok(actions.some((a) => /^took over VM demo from host1 in epoch \d+$/.test(a)), actions.join(' | '));
+    assert.ok(actions.some((a) => /^start VM demo \(epoch \d+\)/.test(a)), actions.join(' | '));
+    assert.match((await incident.locator('li.pending[data-phase=resync]').textContent())!, /waiting for the peer to return/);
+    await two.locator('#pair [data-host=host2] .badge', { hasText: 'solo' }).waitFor();
+    await shot(two, '04-host2-dashboard-failover');
 
-  // ── host1 back: the resync steps join the timeline, still without a reload ──
-  await two.click('nav a[data-page=timeline]');
-  lab('heal', 'host1');
-  const timeline = two.locator('article.incident[data-kind=failover][data-vm=demo]').first();
-  await timeline.locator('li[data-phase=resync] .what', { hasText: /^mirror VM demo to host1/ }).waitFor({ timeout: RESYNC_WAIT_MS });
-  await timeline.locator('li[data-phase=resync] .what', { hasText: /^mirror of VM demo in sync with host1/ }).waitFor({ timeout: RESYNC_WAIT_MS });
-  assert.equal(await timeline.locator('li.pending').count(), 0, 'nothing pending once resynced');
-  await shot(two, '05-host2-timeline-resynced');
-  await two.click('nav a[data-page=storage]');
-  await two.locator('#volumes td', { hasText: 'demo' }).first().waitFor();
-  await shot(two, '06-host2-storage');
+    // ── host1 back: the resync steps join the timeline, still without a reload ──
+    await two.click('nav a[data-page=timeline]');
+    lab('heal', 'host1');
+    const timeline = two.locator('article.incident[data-kind=failover][data-vm=demo]').first();
+    await timeline.locator('li[data-phase=resync] .what', { hasText: /^mirror VM demo to host1/ }).waitFor({ timeout: RESYNC_WAIT_MS });
+    await timeline.locator('li[data-phase=resync] .what', { hasText: /^mirror of VM demo in sync with host1/ }).waitFor({ timeout: RESYNC_WAIT_MS });
+    assert.equal(await timeline.locator('li.pending').count(), 0, 'nothing pending once resynced');
+    await shot(two, '05-host2-timeline-resynced');
+    await two.click('nav a[data-page=storage]');
+    await two.locator('#volumes td', { hasText: 'demo' }).first().waitFor();
+    await shot(two, '06-host2-storage');
 
-  assert.deepEqual(b.problems.filter((p) => !/status of 401/.test(p)), [], 'no console errors, no CSP violations');
+    assert.deepEqual(b.problems.filter((p) => !/status of 401/.test(p)), [], 'no console errors, no CSP violations');
+  } catch (e) {
+    await b.failureShots();
+    throw e;
+  }
 });

@@ -20,9 +20,15 @@ export const dashboardPage: Page = {
   mount(root) {
     const body = h('div', { class: 'grid' });
     fill(root, h('h1', {}, 'Dashboard'), body);
-    return { update: () => fill(body, pairCard(), alertsCard(), vmsCard(), latestIncidentCard()) };
+    return { update: () => fill(body, pairCard(), vmsCard(), wide(alertsCard()), wide(latestIncidentCard())) };
   },
 };
+
+/** A card across the whole grid: tables of sentences need the width. */
+function wide(card: HTMLElement): HTMLElement {
+  card.classList.add('wide');
+  return card;
+}
 
 function pairCard(): HTMLElement {
   const s = store.status;
