@@ -31,6 +31,8 @@ const FAILOVER_WAIT_MS = 90_000;
 const RESYNC_WAIT_MS = 240_000;
 
 const cleanup = new Cleanup();
+/** One directory for the run's screenshots and logs, made once. */
+const artifactsReady = artifactsDir('console-lab');
 
 function lab(...args: string[]): string {
   const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'lab', ...args], { env, encoding: 'utf8', timeout: 300_000 });
@@ -47,10 +49,13 @@ async function demoOn(host: 'host1' | 'host2'): Promise<{ state: string; local: 
   }
 }
 
-async function eventually(what: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+/** Waits for `probe` to say true; a timeout fails with the last thing it saw (`seen`). */
+async function eventually(what: string, probe: () => Promise<{ ok: boolean; seen: unknown }>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${what}`);
+  for (;;) {
+    const { ok, seen } = await probe();
+    if (ok) return;
+    if (Date.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${what}; last seen ${JSON.stringify(seen)}`);
     await new Promise((r) => setTimeout(r, 1000));
   }
 }
@@ -71,12 +76,17 @@ before(async () => {
   lab('up', '--vm', 'demo', '--protection', 'ha', '--memory', '128');
   await eventually('demo protected on host1', async () => {
     const [one, two] = [await demoOn('host1'), await demoOn('host2')];
-    return Boolean(one?.local?.pid) && one?.state === 'protected' && two?.state === 'protected';
+    return { ok: Boolean(one?.local?.pid) && one?.state === 'protected' && two?.state === 'protected', seen: { host1: one, host2: two } };
   }, 180_000);
 });
 
 after(async () => {
   await cleanup.run();
+  // Both daemons' logs go with the screenshots: `lab down` removes the lab's directory.
+  const logs = path.join(await artifactsReady, 'logs');
+  spawnSync('mkdir', ['-p', logs]);
+  for (const host of ['host1', 'host2']) spawnSync('cp', ['-r', path.join(DIR, 'hosts', host, 'log'), path.join(logs, host)]);
+  console.log(`lab daemons' logs kept in ${logs}`);
   spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'lab', 'down'], { env, encoding: 'utf8', timeout: 300_000 });
 });
 
@@ -86,8 +96,8 @@ test("the console on both hosts: setup, the pair, a VM created and started, host
   assert.equal(urls['host1'], 'https://10.10.0.11:7443');
   assert.equal(urls['host2'], 'https://10.10.0.12:7443');
   assert.equal(status.client.netns, `${PREFIX}client`);
-  const artifacts = await artifactsDir('console-lab');
-  t.diagnostic(`screenshots in ${artifacts}`);
+  const artifacts = await artifactsReady;
+  t.diagnostic(`screenshots and, afterwards, both daemons' logs in ${artifacts}`);
   const b = await launchBrowser(cleanup, artifacts, { netns: status.client.netns });
   const one = b.page;
   // A failed step leaves a picture of the page it failed on.

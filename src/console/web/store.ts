@@ -35,7 +35,10 @@ export function subscribe(l: Listener): () => void {
 }
 
 let pending = false;
-/** Tells the listeners, at most once per animation frame however many messages came. */
+/**
+ * Tells the listeners, at most once per animation frame however many messages came. A hidden tab gets no
+ * frames: the store keeps taking messages, and the page redraws once when it is looked at again.
+ */
 export function changed(): void {
   if (pending) return;
   pending = true;
