@@ -81,6 +81,28 @@ test('before the failed host returns, the resync is pending and says what it wai
   assert.match(latest!.pending[0]!.why, /peer to return/);
 });
 
+test('a takeover the core refuses (its copy may be stale): the loss, the denials and the grant, the refusal; nothing pending', () => {
+  const [refused] = incidents(scenarioLog('stale-copy-refuses-takeover')).filter((i) => i.host === 'host2');
+  assert.ok(refused, 'the refusal is an incident');
+  assert.deepEqual([refused.kind, refused.vm, refused.outcome], ['failover', 'vm1', 'refused']);
+  const steps = phases(refused);
+  assert.deepEqual(steps[0], ['detect', 'host state paired → peer-lost']);
+  assert.deepEqual(steps[1], ['decide', 'host state peer-lost → isolated']);
+  assert.equal(steps.filter(([p, w]) => p === 'decide' && w.startsWith('quorum server quorum1 denied authority: host1 holds epoch 2')).length, 8);
+  const refusal = refused.steps.findIndex((x) => x.entry.kind === 'alert');
+  assert.deepEqual(steps.slice(refusal - 2, refusal), [['decide', 'quorum granted authority in epoch 3'], ['decide', 'host state isolated → solo']]);
+  const act = refused.steps[refusal]!;
+  assert.equal(act.phase, 'act');
+  assert.match(act.entry.what, /^VM vm1 cannot fail over to host2: its copy here was last in sync in epoch 1/);
+  assert.match(act.explanation, /refused to run the VM here \(TAKEOVER_REFUSED\)/);
+  // host1 back: it runs the VM again and host2's copy is brought up to date: the protection's return.
+  assert.deepEqual(steps.slice(refusal + 1), [
+    ['resync', 'host state solo → pairing'],
+    ['resync', 'copy of VM vm1 is in sync with host1 (stream host1.2.1)'],
+  ]);
+  assert.deepEqual(refused.pending, [], 'a refusal waits for nothing: the VM runs again when its host returns');
+});
+
 test('a live migration: the trigger, the switch-over and the action on the source; the arrival and resync on the destination', () => {
   const all = incidents(scenarioLog('live-migration'));
   const source = all.find((i) => i.kind === 'migration' && i.host === 'host1')!;

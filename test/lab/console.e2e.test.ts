@@ -40,6 +40,16 @@ function lab(...args: string[]): string {
   return r.stdout.trim();
 }
 
+/** A host's core view (state, epoch) and the demo VM as it sees them; null while its lockstepd does not answer. */
+async function pairOn(host: 'host1' | 'host2'): Promise<{ state: string; epoch: number; demo: string | null } | null> {
+  try {
+    const s = await daemonRequest<{ core: { state: string; epoch: number } | null; vms: { name: string; state: string }[] }>(path.join(DIR, 'hosts', host, 'run', 'lockstepd.sock'), 'GET', '/v1/status', undefined, 3000);
+    return s.core === null ? null : { state: s.core.state, epoch: s.core.epoch, demo: s.vms.find((v) => v.name === 'demo')?.state ?? null };
+  } catch {
+    return null;
+  }
+}
+
 async function demoOn(host: 'host1' | 'host2'): Promise<{ state: string; local: { pid: number | null } | null } | null> {
   try {
     const s = await daemonRequest<{ vms: { name: string; state: string; local: { pid: number | null } | null }[] }>(path.join(DIR, 'hosts', host, 'run', 'lockstepd.sock'), 'GET', '/v1/status', undefined, 3000);
@@ -130,6 +140,13 @@ test("the console on both hosts: setup, the pair, a VM created and started, host
     await one.close();
 
     // ── host2's console, on its dashboard, when host1 loses power ──
+    // The failover needs host2's copy current in the pair's epoch: the second guest's boot may have made the
+    // pair lose and find itself again, so the cut waits until both hosts are paired in one epoch, demo protected.
+    await eventually('both hosts paired in the same epoch, demo protected on both', async () => {
+      const [p1, p2] = [await pairOn('host1'), await pairOn('host2')];
+      const ok = p1 !== null && p2 !== null && p1.state === 'paired' && p2.state === 'paired' && p1.epoch === p2.epoch && p1.demo === 'protected' && p2.demo === 'protected';
+      return { ok, seen: { host1: p1, host2: p2 } };
+    }, 120_000);
     const two = await b.context.newPage();
     await setUp(two, urls['host2']!);
     await two.locator('#dashboard-vms td', { hasText: 'web' }).first().waitFor();

@@ -5,8 +5,9 @@
  * is what that entry means in the core's state tables (docs/core.md). A phase the log has no entry for yet
  * (a resync before the peer is back) is said to be pending, not guessed.
  *
- * An incident is anchored on the alert the core raises for it (FAILOVER, FORCED_TAKEOVER's takeover,
- * VM_MIGRATED, MIGRATION_FAILED, VM_RESTARTED, VM_MOVED_AFTER_FAILURES, VM_FAILED), or on the destination's
+ * An incident is anchored on the alert the core raises for it (FAILOVER, or TAKEOVER_REFUSED and
+ * START_REFUSED when it would not run its copy; VM_MIGRATED, MIGRATION_FAILED; VM_RESTARTED,
+ * VM_MOVED_AFTER_FAILURES, VM_FAILED), or on the destination's
  * "resume VM … here after its live migration", which raises none. Its steps are found around the anchor on
  * the same host: the fault or trigger before it (within `LOOKBACK_MS`), the decision between, the action at
  * it, and the resync after it, up to the VM's next incident.
@@ -41,7 +42,8 @@ export interface Incident {
   anchor: LogEntry;
   /** One line: what happened, from the anchor. */
   summary: string;
-  outcome: 'done' | 'failed' | 'in progress';
+  /** refused: the core would not run the VM here (TAKEOVER_REFUSED, START_REFUSED: its copy may be stale). */
+  outcome: 'done' | 'failed' | 'refused' | 'in progress';
   steps: Step[];
   /** Phases without an entry yet, with what the log is waiting for. */
   pending: { phase: Phase; why: string }[];
@@ -61,14 +63,14 @@ interface Pattern {
 const FAILOVER_DETECT: Pattern[] = [
   { re: /^host state (\S+) → peer-lost$/, explain: (_m, e) => `${e.host} stopped hearing its peer: the peer went silent, so it asks for authority while the pair lease still runs` },
   { re: /^operator asserted (\S+) is dead: taking authority in epoch (\d+)$/, explain: (m) => `an operator asserted that ${m[1]} is dead (force takeover): authority is taken in epoch ${m[2]} without a quorum grant` },
-  { re: /^host state (\S+) → isolated$/, explain: () => 'no peer and no authority: this host runs no VM until the peer returns or a quorum server grants it authority' },
 ];
 const FAILOVER_DECIDE: Pattern[] = [
+  { re: /^host state (\S+) → isolated$/, explain: () => 'no peer and no authority: this host runs no VM until the peer returns or a quorum server grants it authority' },
   { re: /^quorum granted authority in epoch (\d+)$/, explain: (m, e) => `the active quorum server granted ${e.host} authority in epoch ${m[1]}; it never grants an epoch to two hosts, so only ${e.host} may run the VMs` },
   { re: /^quorum server (\S+) denied authority: (\S+) holds epoch (\d+)$/, explain: (m) => `quorum server ${m[1]} refused: ${m[2]} holds epoch ${m[3]}` },
   { re: /^quorum servers answered epochs (.+): aligning them on (\d+)$/, explain: (m) => `the quorum servers knew different epochs (${m[1]}): asking again for ${m[2]}` },
   { re: /^peer lost and no quorum server: tie-break winner takes authority in epoch (\d+)$/, explain: (m) => `no quorum server is configured: the designated tie-break winner takes authority in epoch ${m[1]}` },
-  { re: /^host state peer-lost → solo$/, explain: () => 'holds authority without the peer: runs every VM' },
+  { re: /^host state (\S+) → solo$/, explain: () => 'holds authority without the peer: runs every VM' },
 ];
 const FAILOVER_ACT: Pattern[] = [
   { re: /^took over VM %VM% from (\S+) in epoch (\d+)$/, explain: (m, e) => `${e.host}'s copy of the disk held every acknowledged write, so ${e.host} became the VM's owner in epoch ${m[2]}` },
@@ -113,7 +115,13 @@ const ANCHOR_CODES: Record<string, IncidentKind> = {
   VM_RESTARTED: 'restart',
   VM_MOVED_AFTER_FAILURES: 'restart',
   VM_FAILED: 'restart',
+  // The core would not run its copy: a failover that did not happen, and why, is the story most worth telling.
+  TAKEOVER_REFUSED: 'failover',
+  START_REFUSED: 'failover',
 };
+/** Anchors whose incident ended without the action: the VM does not run (yet). */
+const REFUSED = new Set(['TAKEOVER_REFUSED', 'START_REFUSED']);
+const FAILED = new Set(['MIGRATION_FAILED', 'VM_FAILED']);
 const RESUME_AFTER_MIGRATION = /^resume VM (\S+) here after its live migration/;
 /** The VM an anchor alert is about, from its message (the alerts name it first). */
 const ANCHOR_VM = /VM (\S+?)(?: |$|:)/;
@@ -220,7 +228,13 @@ function build(kind: IncidentKind, vm: string, anchor: LogEntry, events: LogEntr
     const why = matchAny(actP, e);
     if (why !== null) add('act', e, why);
   }
-  add('act', anchor, anchor.kind === 'alert' ? `the core raised the ${anchor.severity} alert ${anchor.code}` : 'the VM runs here now');
+  const anchorWhy =
+    anchor.kind !== 'alert'
+      ? 'the VM runs here now'
+      : anchor.code !== null && REFUSED.has(anchor.code)
+        ? `the core refused to run the VM here (${anchor.code}): a copy that may lack acknowledged writes is never run`
+        : `the core raised the ${anchor.severity} alert ${anchor.code}`;
+  add('act', anchor, anchorWhy);
   let resynced = false;
   for (const e of after) {
     const why = matchAny(resyncP, e);
@@ -237,15 +251,16 @@ function build(kind: IncidentKind, vm: string, anchor: LogEntry, events: LogEntr
   const has = (p: Phase): boolean => steps.some((s) => s.phase === p);
   if (!has('detect')) pending.push({ phase: 'detect', why: `no fault or trigger in ${anchor.host}'s log within ${LOOKBACK_MS / 1000} s before` });
   if (kind !== 'restart' && !has('decide')) pending.push({ phase: 'decide', why: kind === 'failover' ? 'no quorum decision in this log (an operator forced it, or it is older)' : "this host's log has no switch-over (it is the destination)" });
-  const failed = anchor.code === 'MIGRATION_FAILED' || anchor.code === 'VM_FAILED';
-  if (!resynced && !failed && !unprotected) pending.push({ phase: 'resync', why: kind === 'failover' ? `waiting for the peer to return and its copy of ${vm} to be brought up to date` : `waiting for both copies of ${vm} to be in sync` });
+  const refused = anchor.code !== null && REFUSED.has(anchor.code);
+  const failed = anchor.code !== null && FAILED.has(anchor.code);
+  if (!resynced && !failed && !refused && !unprotected) pending.push({ phase: 'resync', why: kind === 'failover' ? `waiting for the peer to return and its copy of ${vm} to be brought up to date` : `waiting for both copies of ${vm} to be in sync` });
   return {
     kind,
     vm,
     host: anchor.host,
     anchor,
     summary: anchor.kind === 'alert' ? anchor.what : `VM ${vm} arrived on ${anchor.host} by live migration`,
-    outcome: failed ? 'failed' : resynced || unprotected ? 'done' : 'in progress',
+    outcome: refused ? 'refused' : failed ? 'failed' : resynced || unprotected ? 'done' : 'in progress',
     steps: dedupe(steps),
     pending,
   };

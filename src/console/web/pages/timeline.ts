@@ -32,7 +32,7 @@ export function incidentView(i: Incident): HTMLElement {
   return h(
     'article',
     { class: 'incident', 'data-kind': i.kind, 'data-vm': i.vm },
-    h('h3', {}, `${i.kind} of ${i.vm} on ${i.host} `, badge(i.outcome === 'in progress' ? 'pending' : i.outcome === 'done' ? 'done' : 'failed')),
+    h('h3', {}, `${i.kind} of ${i.vm} on ${i.host} `, badge(i.outcome === 'in progress' ? 'pending' : i.outcome)),
     h('p', {}, i.summary),
     h(
       'ol',
