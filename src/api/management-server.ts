@@ -11,7 +11,9 @@
  * Errors answer `{"error":{code,message,fields}}` with the code's status; a bug answers 500 and is logged.
  * Two routes differ: `/metrics` is at the root, where Prometheus looks, and takes the configured metrics
  * token too; the live event stream (`/api/v1/events/stream`) is a WebSocket upgrade, authenticated the same
- * way before the handshake (src/api/event-stream.ts).
+ * way before the handshake (src/api/event-stream.ts). Besides the API, the server answers `/` and
+ * `/console/…` with the Availability Console's files (src/console/console-assets.ts), under their own
+ * Content-Security-Policy; they are public, like a login page: the data they show comes through the API.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import https from 'node:https';
@@ -28,6 +30,7 @@ import type { UserStore } from '../users/user-store.js';
 import { MANAGEMENT_ROUTES, SESSION_COOKIE, type ManagementDeps, type RequestContext } from './management-routes.js';
 import { openApiDocument } from './openapi.js';
 import { DEFAULT_STREAM_LIMITS, EventStream, type StreamLimits } from './event-stream.js';
+import { consoleReply, isConsolePath, loadConsoleAssets, type ConsoleAssets } from '../console/console-assets.js';
 import { RouteTable, errorReply, prepareRequest, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from './routes.js';
 
 const PREFIX = '/api';
@@ -61,6 +64,8 @@ export interface ManagementServerOptions {
   metricsToken?: string | null;
   /** The event stream's limits (tests make them small). */
   streamLimits?: Partial<StreamLimits>;
+  /** The console's files; default: loaded from this checkout (src/console/web and its compiled scripts). */
+  console?: ConsoleAssets;
   log: (line: string) => void;
 }
 
@@ -92,6 +97,9 @@ export class ManagementServer {
 
   static async start(opts: ManagementServerOptions): Promise<ManagementServer> {
     const now = opts.now ?? Date.now;
+    const consoleAssets = opts.console ?? (await loadConsoleAssets());
+    // The API works without the console: its absence is said once here and at `/` (503) to whoever asks.
+    if (!consoleAssets.ok) opts.log(`management API: ${consoleAssets.error.message}`);
     const stream = new EventStream(opts.api, opts.users, now, { ...DEFAULT_STREAM_LIMITS, ...opts.streamLimits }, opts.log);
     const deps: ManagementDeps = {
       api: opts.api,
@@ -113,7 +121,7 @@ export class ManagementServer {
     });
     server.maxConnections = CONNECTIONS_MAX;
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-      void handle(deps, req, now, opts.log)
+      void handle(deps, consoleAssets, req, now, opts.log)
         .then(({ reply, close }) => send(res, reply, close ? { ...SECURITY_HEADERS, connection: 'close' } : SECURITY_HEADERS))
         .catch((e: unknown) => {
           opts.log(`management API: answering ${req.method} ${req.url} failed: ${(e as Error).stack ?? String(e)}`);
@@ -165,7 +173,7 @@ export class ManagementServer {
   }
 }
 
-async function handle(deps: ManagementDeps, req: http.IncomingMessage, now: () => number, log: (line: string) => void): Promise<{ reply: Reply; close: boolean }> {
+async function handle(deps: ManagementDeps, consoleAssets: ConsoleAssets, req: http.IncomingMessage, now: () => number, log: (line: string) => void): Promise<{ reply: Reply; close: boolean }> {
   const rc: RequestContext = { deps, client: req.socket.remoteAddress ?? 'unknown', session: null, actingUser: null };
   let route: Route<RequestContext> | null = null;
   let params: Record<string, string> = {};
@@ -175,6 +183,8 @@ async function handle(deps: ManagementDeps, req: http.IncomingMessage, now: () =
   try {
     const url = requestUrl(req);
     pathname = url.pathname;
+    // The console's files are no route of the API: nothing to authenticate, validate or audit.
+    if (isConsolePath(pathname)) return { reply: consoleReply(consoleAssets, req.method ?? 'GET', pathname), close: false };
     const match = pathname.startsWith(`${PREFIX}/`) ? table.match(req.method ?? 'GET', pathname.slice(PREFIX.length)) : rootTable.match(req.method ?? 'GET', pathname);
     route = match.route;
     params = rawParams(match.names, match.raw);

@@ -84,6 +84,7 @@ export const HTTP_STATUS_OF: Partial<Record<ErrorCode, number>> = {
   RATE_LIMITED: 429,
   NOT_PAIRED: 503,
   TOO_MANY_STREAMS: 503,
+  CONSOLE_UNAVAILABLE: 503,
 };
 
 export const BODY_BYTES_MAX = 1024 * 1024;
@@ -175,7 +176,7 @@ export function rawParams(names: string[], raw: string[]): Record<string, string
 export function errorReply(e: unknown, what: string, log: (line: string) => void): Reply {
   if (isLockstepError(e)) {
     const status = HTTP_STATUS_OF[e.code] ?? 500;
-    if (status >= 500 && e.code !== 'NOT_PAIRED' && e.code !== 'TOO_MANY_STREAMS') log(`API ${what} failed: ${e.code}: ${e.message}`);
+    if (status >= 500 && e.code !== 'NOT_PAIRED' && e.code !== 'TOO_MANY_STREAMS' && e.code !== 'CONSOLE_UNAVAILABLE') log(`API ${what} failed: ${e.code}: ${e.message}`);
     const headers: Record<string, string> = {};
     if (e.code === 'METHOD_NOT_ALLOWED') headers['allow'] = (e.fields['allow'] as string[]).join(', ');
     if (e.code === 'UPGRADE_REQUIRED') headers['upgrade'] = 'websocket';

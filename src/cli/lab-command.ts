@@ -176,7 +176,11 @@ export function renderManagement(s: LabStatus): string {
     `${h.management.url}/api/v1`,
     h.management.setupNeeded === null ? 'no answer' : h.management.setupNeeded ? `first run: npx lockstep user setup admin --host ${h.name}` : 'set up (log in)',
   ]);
-  return `${table(['management API', 'url', 'users'], rows)}\n(self-signed certificates; reachable from the management network, e.g. \`npx lockstep lab client -- curl -k ${s.hosts[0]?.management.url ?? ''}/api/openapi.json\`)`;
+  const consoles = s.hosts.map((h) => `${h.management.url}/`).join(' and ');
+  return (
+    `${table(['management API', 'url', 'users'], rows)}\n(self-signed certificates; reachable from the management network, e.g. \`npx lockstep lab client -- curl -k ${s.hosts[0]?.management.url ?? ''}/api/openapi.json\`)\n` +
+    `Availability Console: ${consoles} in a browser on the management network (docs/console.md); a host without users opens on its first-run setup`
+  );
 }
 
 function nextSteps(s: LabStatus): string {

@@ -68,6 +68,7 @@ export const ERROR_CODES = {
   MANAGEMENT_TLS: "the management API's certificate or key cannot be read, made, or do not fit together",
   UPGRADE_REQUIRED: 'the live event stream was asked for without a WebSocket upgrade',
   TOO_MANY_STREAMS: 'the live event stream has as many clients as it serves at once',
+  CONSOLE_UNAVAILABLE: "the Availability Console's files could not be loaded when lockstepd started (not built, or missing)",
   NOTIFY_OUTBOX: "lockstepd's notification outbox (SQLite) cannot be opened, is newer than this version, or holds a corrupt row",
   OUTPUT_GATE_FRAME: "a record on an FT output gate's socket does not match filter-redirector's framing (length, vnet header length); the gate closes",
   OUTPUT_GATE: "an FT output gate could not listen on its sockets, or attaching it to (or detaching it from) a VM's NIC over QMP failed",

@@ -32,7 +32,7 @@ test("each lab host's lockstepd serves the management API on its management addr
   }
 });
 
-test("the status shows each host's API and whether its first administrator is still to be made", () => {
+test("the status shows each host's API, its console and whether its first administrator is still to be made", () => {
   const host = (name: 'host1' | 'host2', setupNeeded: boolean | null) => ({ name, management: { url: managementUrl(name), setupNeeded } });
   const text = renderManagement({ hosts: [host('host1', true), host('host2', null)] } as unknown as LabStatus);
   const [head, h1, h2, note] = text.split('\n');
@@ -42,5 +42,6 @@ test("the status shows each host's API and whether its first administrator is st
     ['host2', 'https://10.10.0.12:7443/api/v1', 'no answer'],
   ]);
   assert.match(note!, /lab client -- curl -k https:\/\/10\.10\.0\.11:7443\/api\/openapi\.json/);
+  assert.match(text.split('\n')[4]!, /^Availability Console: https:\/\/10\.10\.0\.11:7443\/ and https:\/\/10\.10\.0\.12:7443\/ /);
   assert.match(renderManagement({ hosts: [host('host1', false)] } as unknown as LabStatus), /host1 .* set up \(log in\)/);
 });

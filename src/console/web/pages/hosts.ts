@@ -1,0 +1,87 @@
+/**
+ * Hosts: this host's Availability Services (state, epoch, authority, health score and each health component,
+ * the A-Link paths with their round trips), the peer as this host hears it, and the host commands:
+ * maintenance mode, force takeover, repaired (platform managers).
+ */
+import { call } from '../api.js';
+import { badge, facts, fill, h, section, table } from '../dom.js';
+import { duration, time } from '../format.js';
+import { store } from '../store.js';
+import { actionButton, type Page } from '../ui.js';
+
+export const hostsPage: Page = {
+  name: 'hosts',
+  title: 'Hosts',
+  needs: 'read-only',
+  mount(root) {
+    const body = h('div', { class: 'grid' });
+    fill(root, h('h1', {}, 'Hosts'), body);
+    return { update: () => fill(body, ...cards()) };
+  },
+};
+
+function cards(): HTMLElement[] {
+  const s = store.status;
+  if (s === null) return [section('Hosts', h('p', { class: 'empty' }, 'waiting for the host’s status…'))];
+  const c = s.core;
+  const self = section(
+    `${s.host} (this host)`,
+    facts([
+      ['state', badge(c?.state ?? s.pairing.state)],
+      ['pairing', s.pairing.state],
+      ['epoch', c ? String(c.epoch) : '—'],
+      ['authority', c?.authority ?? '—'],
+      ['health score', c ? String(c.health) : '—'],
+      ['maintenance', c ? (c.maintenance ? 'on' : 'off') : '—'],
+      ['declared down', c ? (c.declaredDown ? 'yes (MTBF below threshold)' : 'no') : '—'],
+      ['lockstepd', `pid ${s.pid}, started ${time(s.startedAt)}, incarnation ${s.incarnation}`],
+    ]),
+    h(
+      'div',
+      { class: 'actions' },
+      c?.maintenance
+        ? actionButton('Leave maintenance', 'platform-manager', 'maintenance-off', () => call('POST', '/v1/host/maintenance', { on: false }))
+        : actionButton('Enter maintenance', 'platform-manager', 'maintenance-on', () =>
+            confirm(`Put ${s.host} in maintenance? Its running HA VMs move to the peer by live migration.`) ? call('POST', '/v1/host/maintenance', { on: true }) : Promise.resolve(null),
+          ),
+      actionButton('Force takeover', 'platform-manager', 'force-takeover', () =>
+        confirm(`Assert that ${c?.peer ?? 'the peer'} is dead and take over its VMs? Only when you know it is off.`) ? call('POST', '/v1/host/force-takeover') : Promise.resolve(null),
+      ),
+      actionButton('Mark repaired', 'platform-manager', 'repaired', () => call('POST', '/v1/host/repaired')),
+    ),
+  );
+  const components = section(
+    'Health components',
+    table(
+      ['component', 'state'],
+      Object.entries(s.health ?? {}).map(([name, state]) => [name, badge(state)]),
+      'No health check has run yet.',
+      { id: 'health-components' },
+    ),
+  );
+  const alink = section(
+    'A-Link paths',
+    table(
+      ['path', 'role', 'state', 'round trip', 'changed', 'dropped frames', 'last error'],
+      (s.alink ?? []).map((p) => [p.name, p.role, badge(p.up ? 'up' : 'down'), p.srttMs === null ? '—' : `${p.srttMs.toFixed(2)} ms`, time(p.changedAt), String(p.droppedFrames), p.lastError ?? '']),
+      'No A-Link yet (the host is not paired).',
+      { id: 'alink-paths' },
+    ),
+    c ? h('p', {}, `The core's round trip (SplitSite): ${c.rttMs === null ? '—' : `${c.rttMs.toFixed(2)} ms`}`) : null,
+  );
+  const peer = section(
+    c ? `${c.peer} (peer)` : 'peer',
+    c
+      ? facts([
+          ['heard', c.peerHeard ? 'yes' : 'no'],
+          ['state', badge(c.peerHeard ? c.peerState : 'not heard')],
+          ['health score', c.peerHealth === null ? '—' : String(c.peerHealth)],
+          ['VMs it runs', String(s.vms.filter((v) => v.owner === c.peer).length)],
+        ])
+      : h('p', { class: 'empty' }, 'Not paired yet.'),
+    h('p', { class: 'hint' }, `What ${s.host} hears in the peer's heartbeats; the peer's own console shows its components.`),
+  );
+  const uptime = Date.now() - new Date(s.startedAt).getTime();
+  self.append(h('p', { class: 'hint' }, `lockstepd up for ${duration(uptime)}`));
+  return [self, peer, components, alink];
+}

@@ -1,0 +1,222 @@
+/**
+ * VMs: the pair's VMs with their state and where they run, the operator's commands on each (start, stop,
+ * migrate, protection level, remove: platform managers), a form to create one with what the API takes
+ * (cores, memory, disk and its storage group and format, guest kernel, NIC), and one VM's detail: its
+ * record, its process on this host, its volume, its timeline and its recent events.
+ */
+import { call, describe } from '../api.js';
+import { badge, facts, fill, h, section, table } from '../dom.js';
+import { bytes, duration, percent, time } from '../format.js';
+import { store } from '../store.js';
+import { incidents } from '../timeline.js';
+import type { StorageGroup, Vm, Volume } from '../types.js';
+import { actionButton, can, field, notify, valueOf, type Page } from '../ui.js';
+import { incidentView } from './timeline.js';
+
+const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
+/** Events shown on a VM's page. */
+const VM_EVENTS_SHOWN = 30;
+
+export const vmsPage: Page = {
+  name: 'vms',
+  title: 'VMs',
+  needs: 'read-only',
+  mount(root, ctx) {
+    if (ctx.param !== null) return mountDetail(root, ctx.param);
+    const list = h('div', {});
+    const form = createForm(ctx.navigate);
+    fill(root, h('h1', {}, 'VMs'), list, form);
+    // Redrawn only when the status changed, so a selection being made in a row survives other messages.
+    let drawn: unknown = undefined;
+    return {
+      update: () => {
+        if (drawn === store.status) return;
+        drawn = store.status;
+        fill(list, vmTable(store.status?.vms ?? []));
+      },
+    };
+  },
+};
+
+function vmTable(vms: Vm[]): HTMLElement {
+  return section(
+    'Virtual machines',
+    table(
+      ['VM', 'state', 'desired', 'protection', 'owner', 'here', 'cores', 'memory', 'disk', 'address', 'actions'],
+      vms.map((v) => [
+        h('a', { href: `#/vms/${encodeURIComponent(v.name)}` }, v.name),
+        badge(v.state),
+        v.desired,
+        v.protection.toUpperCase(),
+        v.owner,
+        v.local ? badge(v.local.state) : '—',
+        String(v.hardware.vcpus ?? '—'),
+        v.hardware.memoryMiB !== undefined ? `${v.hardware.memoryMiB} MiB` : '—',
+        v.hardware.diskMiB !== undefined ? `${v.hardware.diskMiB} MiB` : '—',
+        v.hardware.nic?.address ?? '—',
+        vmActions(v),
+      ]),
+      'No VMs yet: create one below.',
+      { id: 'vm-table' },
+    ),
+  );
+}
+
+function vmActions(v: Vm): HTMLElement {
+  const path = `/v1/vms/${encodeURIComponent(v.name)}`;
+  const level = h('select', { 'data-action': 'protection-level', disabled: !can('platform-manager') }, PROTECTION_LEVELS.map((p) => h('option', { value: p, selected: p === v.protection }, p.toUpperCase())));
+  return h(
+    'div',
+    { class: 'actions', 'data-vm': v.name },
+    v.desired === 'running'
+      ? actionButton('Stop', 'platform-manager', 'stop', () => call('POST', `${path}/stop`))
+      : actionButton('Start', 'platform-manager', 'start', () => call('POST', `${path}/start`)),
+    actionButton('Migrate', 'platform-manager', 'migrate', () => call('POST', `${path}/migrate`), { title: can('platform-manager') ? 'live migration to the peer' : '' }),
+    level,
+    actionButton('Set protection', 'platform-manager', 'protect', () => call('POST', `${path}/protection`, { protection: (level as HTMLSelectElement).value })),
+    actionButton('Remove', 'platform-manager', 'remove', () => (confirm(`Remove VM ${v.name} and its volume?`) ? call('DELETE', path) : Promise.resolve(null))),
+  );
+}
+
+/** The create form; its guest and NIC fields can be filled from an existing VM (the guest files are the pair's). */
+function createForm(navigate: (hash: string) => void): HTMLElement {
+  const groups = h('select', { name: 'storageGroup' }, h('option', { value: 'default' }, 'default'));
+  void call<StorageGroup[]>('GET', '/v1/storage-groups').then((r) => {
+    if (r.ok && r.body.length > 0) fill(groups, r.body.map((g) => h('option', { value: g.name }, `${g.name} (${bytes(g.freeBytes)} free)`)));
+  });
+  const form = h(
+    'form',
+    { id: 'vm-create', class: 'card' },
+    h('h2', {}, 'Create a VM'),
+    h(
+      'div',
+      { class: 'form-grid' },
+      field('Name', h('input', { name: 'name', required: true, pattern: '[a-z][a-z0-9\\-]{0,30}' })),
+      field('Cores', h('input', { name: 'vcpus', type: 'number', min: 1, max: 64, value: 1, required: true })),
+      field('Memory (MiB)', h('input', { name: 'memoryMiB', type: 'number', min: 64, value: 256, required: true })),
+      field('Disk (MiB)', h('input', { name: 'diskMiB', type: 'number', min: 1, value: 64, required: true })),
+      field('Storage group', groups),
+      field('Disk format', h('select', { name: 'format' }, h('option', { value: 'qcow2' }, 'qcow2'), h('option', { value: 'raw' }, 'raw'))),
+      field('Kernel', h('input', { name: 'kernel', required: true, placeholder: '/path/on/both/hosts/vmlinuz' })),
+      field('Initrd', h('input', { name: 'initrd', required: true })),
+      field('Kernel command line', h('input', { name: 'cmdline', required: true, value: 'console=ttyS0' })),
+      field('NIC MAC', h('input', { name: 'mac', required: true, placeholder: '52:54:00:12:34:56' })),
+      field('NIC IPv4 address', h('input', { name: 'address', required: true, placeholder: '10.10.3.60' })),
+      field('Protection', h('select', { name: 'protection' }, PROTECTION_LEVELS.map((p) => h('option', { value: p, selected: p === 'ha' }, p.toUpperCase())))),
+      field('Start now', h('select', { name: 'desired' }, h('option', { value: 'stopped' }, 'no'), h('option', { value: 'running' }, 'yes'))),
+    ),
+    h('div', { class: 'actions' }, h('button', { type: 'button', 'data-action': 'copy-guest' }, 'Guest from an existing VM'), h('button', { type: 'submit', 'data-action': 'create', disabled: !can('platform-manager') }, 'Create')),
+  );
+  form.querySelector('[data-action=copy-guest]')!.addEventListener('click', () => {
+    const g = store.status?.vms.find((v) => v.hardware.guest !== undefined)?.hardware.guest;
+    if (!g) return notify('No VM to copy the guest from.', 'bad');
+    for (const [k, v] of Object.entries({ kernel: g.kernel, initrd: g.initrd, cmdline: g.cmdline })) (form.elements.namedItem(k) as HTMLInputElement).value = v;
+  });
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = valueOf(form, 'name');
+    const body = {
+      name,
+      vcpus: Number(valueOf(form, 'vcpus')),
+      memoryMiB: Number(valueOf(form, 'memoryMiB')),
+      diskMiB: Number(valueOf(form, 'diskMiB')),
+      disk: { storageGroup: valueOf(form, 'storageGroup'), format: valueOf(form, 'format') },
+      guest: { kernel: valueOf(form, 'kernel'), initrd: valueOf(form, 'initrd'), cmdline: valueOf(form, 'cmdline') },
+      nic: { mac: valueOf(form, 'mac'), address: valueOf(form, 'address') },
+      protection: valueOf(form, 'protection'),
+      desired: valueOf(form, 'desired'),
+    };
+    void call('POST', '/v1/vms', body).then((r) => {
+      if (!r.ok) return notify(`Create ${name}: ${describe(r)}${r.fields['field'] ? ` (field ${String(r.fields['field'])})` : ''}`, 'bad');
+      notify(`Created VM ${name}.`, 'good');
+      navigate(`#/vms/${encodeURIComponent(name)}`);
+    });
+  });
+  return form;
+}
+
+function mountDetail(root: HTMLElement, name: string): { update(): void } {
+  const body = h('div', { class: 'grid' });
+  let volume: Volume | null = null;
+  let volumeNote = 'loading…';
+  let lastFetch = 0;
+  fill(root, h('h1', {}, `VM ${name}`), h('p', {}, h('a', { href: '#/vms' }, '← all VMs')), body);
+  const update = (): void => {
+    const vm = store.status?.vms.find((v) => v.name === name);
+    // The volume is not in the status: fetched again at most every 2 s while the status changes.
+    if (Date.now() - lastFetch > 2000) {
+      lastFetch = Date.now();
+      void call<Volume>('GET', `/v1/volumes/${encodeURIComponent(name)}`).then((r) => {
+        volume = r.ok ? r.body : null;
+        volumeNote = r.ok ? '' : describe(r);
+        fill(body, ...detail(name, vm, volume, volumeNote));
+      });
+    }
+    fill(body, ...detail(name, vm, volume, volumeNote));
+  };
+  return { update };
+}
+
+function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string): HTMLElement[] {
+  if (vm === undefined) return [section('Not found', h('p', { class: 'empty' }, store.status === null ? 'waiting for the host’s status…' : `The pair has no VM named ${name}.`))];
+  const hw = vm.hardware;
+  const m = vm.local?.migration ?? null;
+  const protection = new Map((store.status?.vms ?? []).map((v) => [v.name, v.protection]));
+  const own = incidents(store.log, (x) => protection.get(x)).filter((i) => i.vm === name);
+  const events = store.log.filter((e) => e.what.includes(`VM ${name}`)).slice(-VM_EVENTS_SHOWN).reverse();
+  return [
+    section(
+      'Status',
+      facts([
+        ['state', badge(vm.state)],
+        ['desired', vm.desired],
+        ['protection', vm.protection.toUpperCase()],
+        ['owner', vm.owner],
+        ['copies', vm.protection === 'none' ? 'one (unprotected)' : `here ${String(vm.copies?.here ?? 'unknown')}, peer ${String(vm.copies?.peer ?? 'unknown')}`],
+        ['on this host', vm.local ? `${vm.local.state}, pid ${vm.local.pid ?? '—'}, since ${time(vm.local.startedAt)}` : 'not running here'],
+        ['last exit here', vm.lastExit ? JSON.stringify(vm.lastExit) : '—'],
+      ]),
+      vmActions(vm),
+    ),
+    section(
+      'Hardware',
+      facts([
+        ['cores', String(hw.vcpus ?? '—')],
+        ['memory', hw.memoryMiB !== undefined ? `${hw.memoryMiB} MiB` : '—'],
+        ['disk', hw.diskMiB !== undefined ? `${hw.diskMiB} MiB, ${hw.disk?.format ?? 'qcow2'} in ${hw.disk?.storageGroup ?? 'default'}` : '—'],
+        ['kernel', hw.guest?.kernel ?? '—'],
+        ['command line', hw.guest?.cmdline ?? '—'],
+        ['NIC', hw.nic ? `${hw.nic.mac}, ${hw.nic.address}` : '—'],
+      ]),
+    ),
+    section(
+      'Volume',
+      volume
+        ? facts([
+            ['state', badge(volume.state)],
+            ['why', volume.reason],
+            ['size', bytes(volume.sizeBytes)],
+            ['allocated here', bytes(volume.allocatedBytes)],
+            ['file here', volume.path ?? '—'],
+            ['sync', volume.sync ? `${bytes(volume.sync.copiedBytes)} of ${bytes(volume.sync.totalBytes)} (${percent(volume.sync.copiedBytes, volume.sync.totalBytes)}), ETA ${duration(volume.sync.etaMs)}` : '—'],
+          ])
+        : h('p', { class: 'empty' }, volumeNote),
+    ),
+    m
+      ? section(
+          'Live migration',
+          facts([
+            ['id', m.id],
+            ['phase', badge(m.phase)],
+            ['transferred', `${bytes(m.transferredBytes)} of ${bytes(m.totalBytes)}`],
+            ['rate', m.mbps === null ? '—' : `${m.mbps.toFixed(0)} Mbit/s`],
+            ['ETA', duration(m.etaMs)],
+            ['downtime', duration(m.downtimeMs)],
+            ['error', m.error ?? '—'],
+          ]),
+        )
+      : h('span', { hidden: true }),
+    section('Timeline', own.length === 0 ? h('p', { class: 'empty' }, 'No failover, migration or restart of this VM in the event log.') : own.map(incidentView)),
+    section('Recent events', table(['when', 'what', 'cause'], events.map((e) => [time(e.wallMs), e.what, e.cause]), 'No events name this VM.')),
+  ];
+}

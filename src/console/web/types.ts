@@ -1,0 +1,155 @@
+/**
+ * The shapes the console reads from the management API (docs/api.md, GET /api/openapi.json), as far as it
+ * uses them. The browser cannot import the daemon's modules (they are not served, and hold Node code), so
+ * these are written out; test/console/console-browser.test.ts renders every page from real answers.
+ */
+
+export type Role = 'read-only' | 'platform-manager' | 'administrator';
+
+export interface User {
+  name: string;
+  fullName: string;
+  groups: string[];
+  role: Role | null;
+  createdAt: string;
+  passwordChangedAt: string;
+}
+
+export interface Group {
+  name: string;
+  role: Role;
+  description: string | null;
+  builtin: boolean;
+  members: string[];
+}
+
+export interface CoreView {
+  host: string;
+  peer: string;
+  state: string;
+  epoch: number;
+  authority: string;
+  health: number;
+  peerHeard: boolean;
+  peerState: string | null;
+  peerHealth: number | null;
+  activeQuorum: string | null;
+  rttMs: number | null;
+  maintenance: boolean;
+  declaredDown: boolean;
+}
+
+export interface MigrationView {
+  id: string;
+  phase: 'migrating' | 'completed' | 'failed';
+  transferredBytes: number | null;
+  remainingBytes: number | null;
+  totalBytes: number | null;
+  mbps: number | null;
+  etaMs: number | null;
+  downtimeMs?: number;
+  totalMs?: number;
+  error?: string;
+}
+
+export interface VmHardware {
+  vcpus?: number;
+  memoryMiB?: number;
+  diskMiB?: number;
+  disk?: { storageGroup?: string; format?: string };
+  guest?: { kernel: string; initrd: string; cmdline: string };
+  nic?: { mac: string; address: string };
+}
+
+export interface Vm {
+  name: string;
+  owner: string;
+  protection: string;
+  desired: string;
+  state: string;
+  hardware: VmHardware;
+  local: { instance: number; state: string; pid: number | null; startedAt: string | null; mirror: unknown; migration: MigrationView | null } | null;
+  lastExit: { cause?: string; at?: string; [k: string]: unknown } | null;
+  copies?: { here: boolean | null; peer: boolean | null };
+}
+
+export interface AlinkPath {
+  name: string;
+  role: 'dial' | 'listen';
+  up: boolean;
+  changedAt: number | null;
+  srttMs: number | null;
+  lastError: string | null;
+  port: number;
+  droppedFrames: number;
+}
+
+export interface Status {
+  host: string;
+  pid: number;
+  startedAt: string;
+  incarnation: number;
+  pairing: { state: 'pairing' | 'paired'; lastError: string | null };
+  core: CoreView | null;
+  alink: AlinkPath[] | null;
+  health: Record<string, 'ok' | 'degraded' | 'failed'> | null;
+  vms: Vm[];
+}
+
+export interface LogEntry {
+  id: number;
+  wallMs: number;
+  atMs: number;
+  host: string;
+  kind: 'event' | 'alert';
+  severity: 'info' | 'warning' | 'critical' | null;
+  code: string | null;
+  what: string;
+  cause: string;
+}
+
+export interface AuditEntry {
+  id: string;
+  kind: 'user' | 'event' | 'alert';
+  at: string;
+  host: string;
+  user: string | null;
+  client: string | null;
+  operation: string | null;
+  method: string | null;
+  path: string | null;
+  target: string | null;
+  result: string | null;
+  status: number | null;
+  severity: string | null;
+  code: string | null;
+  message: string | null;
+  cause: string | null;
+}
+
+export interface Volume {
+  name: string;
+  vm: string;
+  host: string;
+  owner: string;
+  protection: string;
+  storageGroup: string;
+  format: string;
+  sizeBytes: number;
+  path: string | null;
+  allocatedBytes: number | null;
+  state: string;
+  reason: string;
+  sync: { copiedBytes: number | null; totalBytes: number | null; bytesPerSec: number | null; etaMs: number | null } | null;
+}
+
+export interface StorageGroup {
+  name: string;
+  path: string;
+  sizeMiB: number | null;
+  capacityBytes: number | null;
+  usedBytes: number;
+  freeBytes: number | null;
+  volumeCount: number;
+  error: string | null;
+}

@@ -1,0 +1,164 @@
+/**
+ * The Availability Console in Debian's Chromium against the real management server of test/api/harness.ts
+ * (the real core driver, user database, audit log, event stream; no QEMU: this lone host never has
+ * authority). An operator's first visit: first-run setup, then every main page showing the host's real data;
+ * a VM created and started through the form and buttons; a read-only user, made on the users page, sees
+ * every changing button disabled; an alert raised by another operator's call appears without a reload.
+ * No console error and no CSP violation on any page. Screenshots of each page go to the printed directory.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Cleanup } from '../support/cleanup.js';
+import { startHarness } from '../api/harness.js';
+import { artifactsDir, launchBrowser } from './browser.js';
+
+const cleanup = new Cleanup();
+after(() => cleanup.run());
+
+const ADMIN = { name: 'olga', password: 'a long console passphrase' };
+const VIEWER = { name: 'vic', password: 'read only passphrase' };
+
+test('first-run setup, every page with real data, a VM created and started, a live alert, a read-only user', async (t) => {
+  const h = await startHarness(cleanup);
+  const artifacts = await artifactsDir('console');
+  t.diagnostic(`screenshots in ${artifacts}`);
+  const b = await launchBrowser(cleanup, artifacts);
+  const { page } = b;
+  // A failed step leaves a picture of the page it failed on.
+  try {
+    const base = `https://127.0.0.1:${h.port}`;
+
+    // ── the page and its headers ──
+    const first = await page.goto(`${base}/`);
+    assert.equal(first?.status(), 200);
+    const headers = first!.headers();
+    assert.match(headers['content-security-policy']!, /script-src 'self'/);
+    assert.doesNotMatch(headers['content-security-policy']!, /unsafe-inline|unsafe-eval/);
+    assert.equal(headers['x-frame-options'], 'DENY');
+
+    // ── first-run setup: no user yet ──
+    await page.locator('#setup-form').waitFor();
+    await b.screenshot('01-setup');
+    await page.fill('#setup-form [name=name]', ADMIN.name);
+    await page.fill('#setup-form [name=fullName]', 'Olga Operator');
+    await page.fill('#setup-form [name=password]', ADMIN.password);
+    await page.fill('#setup-form [name=again]', ADMIN.password);
+    await page.click('#setup-form button[type=submit]');
+    await page.locator('#header-user', { hasText: `${ADMIN.name} (administrator)` }).waitFor();
+    assert.equal((await h.request('GET', '/api/v1/setup')).body.needed, false, 'the administrator exists on the server');
+
+    // ── dashboard: the live stream and the pair as the core sees it ──
+    await page.locator('#connection', { hasText: 'live' }).waitFor();
+    await page.locator('#pair [data-host=host1]').waitFor();
+    await page.locator('#pair [data-host=host2]').waitFor();
+    const status = (await h.request('GET', '/api/v1/status', { token: await h.login(ADMIN.name, ADMIN.password) })).body;
+    const hostState = await page.locator('#pair [data-host=host1] .badge').first().textContent();
+    assert.equal(hostState, status.core.state, 'the dashboard shows the core’s host state');
+    await b.screenshot('02-dashboard');
+
+    // ── VMs: create through the form, then start ──
+    await page.click('nav a[data-page=vms]');
+    await page.locator('#vm-create').waitFor();
+    const form = '#vm-create';
+    for (const [name, value] of Object.entries({ name: 'web', vcpus: '2', memoryMiB: '128', diskMiB: '16', kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'console=ttyS0', mac: '52:54:00:12:34:56', address: '10.10.3.60' })) {
+      await page.fill(`${form} [name=${name}]`, value);
+    }
+    await page.selectOption(`${form} [name=protection]`, 'ha');
+    await page.click(`${form} [data-action=create]`);
+    await page.locator('h1', { hasText: 'VM web' }).waitFor();
+    await page.locator('.facts dd', { hasText: '2' }).first().waitFor();
+    const defined = (await h.request('GET', '/api/v1/vms/web', { token: await h.login(ADMIN.name, ADMIN.password) })).body;
+    assert.deepEqual([defined.hardware.vcpus, defined.hardware.memoryMiB, defined.protection, defined.desired], [2, 128, 'ha', 'stopped'], 'the VM the form defined');
+    await page.click('.actions[data-vm=web] [data-action=start]');
+    await page.locator('.actions[data-vm=web] [data-action=stop]').waitFor();
+    assert.equal((await h.request('GET', '/api/v1/vms/web', { token: await h.login(ADMIN.name, ADMIN.password) })).body.desired, 'running');
+    await b.screenshot('03-vm-detail');
+    await page.click('nav a[data-page=vms]');
+    await page.locator('#vm-table td', { hasText: 'web' }).first().waitFor();
+    await b.screenshot('04-vms');
+
+    // ── hosts, storage, alerts and audit, timeline ──
+    await page.click('nav a[data-page=hosts]');
+    await page.locator('h2', { hasText: 'host1 (this host)' }).waitFor();
+    await page.locator('h2', { hasText: 'host2 (peer)' }).waitFor();
+    await b.screenshot('05-hosts');
+    // Maintenance mode from its button: the notice says the core's verdict, and the page follows the host's state.
+    await page.click('[data-action=maintenance-on]');
+    const verdict = (await page.locator('#notice').filter({ hasText: 'Enter maintenance' }).textContent())!;
+    const afterMaintenance = (await h.request('GET', '/api/v1/status', { token: await h.login(ADMIN.name, ADMIN.password) })).body.core;
+    if (afterMaintenance.maintenance) {
+      assert.match(verdict, /done \(200\)/);
+      await page.click('[data-action=maintenance-off]');
+      await page.locator('[data-action=maintenance-on]').waitFor();
+    } else {
+      assert.match(verdict, /COMMAND_REFUSED: /, 'a refusal is shown with the API’s code and reason');
+    }
+    await page.click('nav a[data-page=storage]');
+    await page.locator('#volumes td', { hasText: 'web' }).first().waitFor();
+    await page.locator('#storage-groups td', { hasText: 'default' }).first().waitFor();
+    await b.screenshot('06-storage');
+    await page.click('nav a[data-page=alerts]');
+    await page.locator('#audit td', { hasText: 'defineVm' }).first().waitFor();
+    await page.locator('#audit td', { hasText: 'startVm' }).first().waitFor();
+    // Server-side search: only the matching entries.
+    await page.fill('#audit-filter [name=text]', 'startVm');
+    await page.click('#audit-filter [data-action=audit-search]');
+    await page.waitForFunction(() => [...document.querySelectorAll('#audit tbody tr')].every((r) => r.textContent!.includes('startVm')));
+    await b.screenshot('07-alerts-audit');
+
+    // ── a live alert: another operator forces a takeover through the API; no reload ──
+    await page.click('nav a[data-page=dashboard]');
+    await page.locator('#dashboard-alerts, .card p.empty').first().waitFor();
+    const other = await h.login(ADMIN.name, ADMIN.password);
+    assert.equal((await h.request('POST', '/api/v1/vms/web/stop', { token: other })).status, 200);
+    assert.equal((await h.request('POST', '/api/v1/host/force-takeover', { token: other })).status, 200);
+    await page.locator('#dashboard-alerts td', { hasText: 'FORCED_TAKEOVER' }).waitFor();
+    await page.locator('#dashboard-vms td', { hasText: 'web' }).first().waitFor();
+    await b.screenshot('08-dashboard-live-alert');
+    await page.click('nav a[data-page=timeline]');
+    await page.locator('h1', { hasText: 'Failovers and migrations' }).waitFor();
+    await b.screenshot('09-timeline');
+
+    // ── users: a read-only user made on the page ──
+    await page.click('nav a[data-page=users]');
+    await page.locator('#users td', { hasText: ADMIN.name }).first().waitFor();
+    await page.fill('#user-create [name=name]', VIEWER.name);
+    await page.fill('#user-create [name=password]', VIEWER.password);
+    await page.fill('#user-create [name=groups]', 'read-only');
+    await page.click('#user-create [data-action=create-user]');
+    await page.locator('#users td', { hasText: VIEWER.name }).first().waitFor();
+    const made = (await h.request('GET', `/api/v1/users/${VIEWER.name}`, { token: other })).body;
+    assert.deepEqual([made.groups, made.role], [['read-only'], 'read-only']);
+    await b.screenshot('10-users');
+
+    // ── the read-only user: everything visible, nothing changeable ──
+    await page.click('[data-action=logout]');
+    await page.locator('#login-form').waitFor();
+    await page.fill('#login-form [name=name]', VIEWER.name);
+    await page.fill('#login-form [name=password]', 'not the password');
+    await page.click('#login-form button[type=submit]');
+    await page.locator('#login-form .form-error', { hasText: 'LOGIN_FAILED' }).waitFor();
+    await page.fill('#login-form [name=password]', VIEWER.password);
+    await page.click('#login-form button[type=submit]');
+    await page.locator('#header-user', { hasText: `${VIEWER.name} (read-only)` }).waitFor();
+    await page.click('nav a[data-page=vms]');
+    await page.locator('.actions[data-vm=web]').waitFor();
+    for (const action of ['start', 'migrate', 'protect', 'remove']) {
+      assert.equal(await page.locator(`.actions[data-vm=web] [data-action=${action}]`).isDisabled(), true, `${action} is disabled for read-only`);
+    }
+    assert.equal(await page.locator('#vm-create [data-action=create]').isDisabled(), true);
+    await page.click('nav a[data-page=hosts]');
+    for (const action of ['maintenance-on', 'force-takeover', 'repaired']) assert.equal(await page.locator(`[data-action=${action}]`).isDisabled(), true, `${action} is disabled for read-only`);
+    assert.equal(await page.locator('nav [data-page=users]').evaluate((el) => el.tagName), 'SPAN', 'the users page is not a link for read-only');
+    await page.locator('#connection', { hasText: 'live' }).waitFor();
+    await b.screenshot('11-read-only-hosts');
+
+    // The browser logs every 4xx answer as an error: the wrong password above and the session check of the
+    // login page are 401, and the lone host's refusal of maintenance 409, by design. Anything else (a CSP
+    // violation, an exception, a 404) fails the test.
+    assert.deepEqual(b.problems.filter((p) => !/the server responded with a status of (401|409)/.test(p)), [], 'no console errors, no CSP violations');
+  } catch (e) {
+    await b.failureShots();
+    throw e;
+  }
+});
