@@ -94,6 +94,8 @@ interface SimHost {
 interface SimQuorum {
   id: QuorumServerId;
   up: boolean;
+  /** Extra round-trip time of a request to it (a loaded server or host: TLS handshakes that take long), half each way. */
+  extraLatencyMs: number;
   record: PairRecord;
   durable: { epoch: number; holder: HostId | null };
 }
@@ -175,7 +177,7 @@ export class World {
         mirrors: new Map(),
       });
     }
-    for (const q of options.quorumServers) this.quorum.set(q, { id: q, up: true, record: emptyPairRecord(), durable: { epoch: 0, holder: null } });
+    for (const q of options.quorumServers) this.quorum.set(q, { id: q, up: true, extraLatencyMs: 0, record: emptyPairRecord(), durable: { epoch: 0, holder: null } });
   }
 
   // ── driving the world ───────────────────────────────────────────────────────────────────────────────
@@ -254,6 +256,13 @@ export class World {
     q.up = true;
     q.record = recoveredPairRecord(q.durable.epoch, q.durable.holder, this.now, this.hosts.values().next().value!.cfg.quorumLeaseMs);
     this.note(id, 'quorum server up', 'fault');
+  }
+
+  /** Requests to a quorum server take this much longer, there and back (0: back to normal). */
+  setQuorumLatency(id: QuorumServerId, ms: number): void {
+    const q = this.quorum.get(id)!;
+    q.extraLatencyMs = ms;
+    this.note(id, `quorum server answers ${ms} ms slower`, 'fault');
   }
 
   cut(from: string, to: string): void {
@@ -412,7 +421,8 @@ export class World {
           this.at(this.now + this.opts.quorumTimeoutMs, reportUnreachable);
           return;
         }
-        this.at(this.now + this.delay(), () => {
+        const leg = q.extraLatencyMs / 2;
+        this.at(this.now + this.delay() + leg, () => {
           if (!q.up) return reportUnreachable();
           const outcome = decideGrant(q.record, { pair: 'sim', host: h.id, knownEpoch: e.knownEpoch }, this.now, h.cfg.quorumLeaseMs);
           q.record = outcome.record;
@@ -429,7 +439,7 @@ export class World {
             this.at(this.now + this.opts.quorumTimeoutMs, reportUnreachable);
             return;
           }
-          this.at(this.now + this.delay(), () => {
+          this.at(this.now + this.delay() + leg, () => {
             if (alive()) this.input(h.id, { type: 'quorum-reply', now: 0, server: e.server, requestId: e.requestId, reply });
           });
         });
