@@ -1293,7 +1293,10 @@ function mirrorDecisions(st: Step): void {
       }
       continue;
     }
-    if (m.cutting) continue;
+    // A start's mirror is cut only once the instance runs: until its mirror connects the driver has no
+    // stream to cut (the daemon's runner names it only then) and would drop the cut, leaving us waiting
+    // for a mirror-ended that never comes while the guest's writes wait on the mirror.
+    if (m.cutting || inst.state === 'starting') continue;
     const peerGaveUp = peerFresh(s) && s.peer.hb?.copies[name]?.current !== true && m.state === 'stalled';
     const alone = !peerFresh(s) && hasSoloAuthority(s);
     if (peerGaveUp || alone) {
