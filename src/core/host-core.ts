@@ -80,6 +80,12 @@ export interface CoreState {
     readonly fenceAt: number;
     readonly grantedBy: Readonly<Record<QuorumServerId, number>>;
     readonly deniedBy: HostId | null;
+    /**
+     * The newest epoch a quorum server told us it granted (to us or to the peer), this boot. A round asked on
+     * suspicion that the pair then outlives leaves the server an epoch past the pair's: the pair moves past
+     * it (`passQuorumEpoch`), or the next takeover would look to the copies like one after a solo run.
+     */
+    readonly seenEpoch: number;
   };
   readonly probe: { readonly reachable: Readonly<Record<QuorumServerId, boolean>>; readonly lastAt: number | null };
   readonly instances: Readonly<Record<VmName, Instance>>;
@@ -198,7 +204,7 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     lastHeartbeatAt: null,
     peer: { heardAt: null, incarnation: -1, seq: 0, hb: null },
     pairLeaseUntil: 0,
-    quorum: { round: 0, startedAt: 0, inFlight: false, replies: {}, lastRoundAt: null, fenceAt: 0, grantedBy: {}, deniedBy: null },
+    quorum: { round: 0, startedAt: 0, inFlight: false, replies: {}, lastRoundAt: null, fenceAt: 0, grantedBy: {}, deniedBy: null, seenEpoch: 0 },
     probe: { reachable: {}, lastAt: null },
     instances: {},
     nextInstance: 1,
@@ -244,6 +250,7 @@ export function step(state: CoreState, input: Input): [CoreState, Decision] {
       onPeerMessage(st, input.msg);
       break;
     case 'quorum-reply':
+      if (input.reply.kind !== 'unreachable' && input.reply.epoch > st.s.quorum.seenEpoch) st.s.quorum = { ...st.s.quorum, seenEpoch: input.reply.epoch };
       if (st.s.quorum.inFlight && input.requestId === st.s.quorum.round && input.server in st.s.quorum.replies) {
         st.s.quorum = { ...st.s.quorum, replies: { ...st.s.quorum.replies, [input.server]: input.reply } };
       }
@@ -287,6 +294,21 @@ export function step(state: CoreState, input: Input): [CoreState, Decision] {
 
 export function peerFresh(s: CoreState): boolean {
   return s.peer.heardAt !== null && s.now - s.peer.heardAt <= s.cfg.peerTimeoutMs;
+}
+
+/**
+ * How long the peer may be silent before this host starts asking the quorum servers, while it still counts
+ * the peer as alive: half the peer timeout (at least two heartbeats, at most the timeout itself). The pair
+ * lease runs out a fence margin before *pairLeaseMs* after the last echo, only a little after the peer is
+ * declared lost; asking on suspicion leaves the quorum round the time the peer timeout's second half adds.
+ */
+export function suspectAfterMs(cfg: CoreConfig): number {
+  return Math.min(cfg.peerTimeoutMs, Math.max(Math.floor(cfg.peerTimeoutMs / 2), 2 * cfg.heartbeatIntervalMs));
+}
+
+/** The peer is still counted alive, but silent long enough that this host asks for a quorum grant. */
+function peerSuspected(s: CoreState): boolean {
+  return s.peer.heardAt !== null && s.now - s.peer.heardAt > suspectAfterMs(s.cfg);
 }
 
 /** Both hosts hold the same epoch by agreement and hear each other. */
@@ -752,6 +774,11 @@ function pairing(st: Step): void {
   if (pairedWithPeer(s)) {
     // Confirmed: both hosts hold this epoch, so a pending quorum-server switch is agreed by both.
     if (d.quorumSet.length > 1) s.durable = { ...d, quorumSet: setOf(d.activeQuorum) };
+    const seen = Math.max(s.quorum.seenEpoch, hb.quorumEpoch);
+    if (seen > s.durable.epoch && s.cfg.self < s.cfg.peer && !peerSuspected(s)) {
+      passQuorumEpoch(st, seen);
+      return;
+    }
     maybeSwitchQuorum(st);
     return;
   }
@@ -766,6 +793,27 @@ function pairing(st: Step): void {
   // The side with the newer epoch knows the pair's active quorum server best.
   const active = hb.epoch > d.epoch ? hb.activeQuorum : d.activeQuorum;
   propose(st, target + 1, active);
+}
+
+/**
+ * Paired, and heard without suspicion, but a quorum server granted an epoch past the pair's (a round asked
+ * on suspicion that the pair outlived: the grant or the denial told us, or the peer's heartbeat did). The
+ * next grant through that server will be past it, and a takeover then, in an epoch more than one past the
+ * copies' epoch, would be refused as if a solo run had happened between. So the proposer moves the pair past
+ * the server's epoch; the copies are current in the new epoch with the next heartbeat. A lease we hold for
+ * the old epoch stays a lease (it still keeps the peer from being granted) but can no longer become our
+ * authority (`adoptable`). The other host only reports what it saw (`quorumEpoch` in its heartbeat): it
+ * must not raise its own epoch alone to one a server may have granted to the peer.
+ */
+function passQuorumEpoch(st: Step, seen: number): void {
+  const s = st.s;
+  const d = s.durable;
+  if (d.proposal && d.proposal.epoch > seen) {
+    if (s.lastHeartbeatAt === null || s.now - s.lastHeartbeatAt >= s.cfg.heartbeatIntervalMs) sendProposal(st);
+    return;
+  }
+  event(st, `a quorum server granted epoch ${seen} while the pair went on in epoch ${d.epoch}: moving the pair past it`);
+  propose(st, seen + 1, d.proposal?.activeQuorum ?? d.activeQuorum);
 }
 
 function propose(st: Step, epoch: number, activeQuorum: QuorumServerId | null): void {
@@ -798,6 +846,21 @@ function maybeSwitchQuorum(st: Step): void {
   propose(st, s.durable.epoch + 1, wanted);
 }
 
+/**
+ * Quorum rounds. A host asks while its peer is lost, and already while the peer is only suspected (silent
+ * for `suspectAfterMs`): the grant then usually arrives before the pair lease runs out, and the host keeps
+ * its VMs through the loss. What a grant may change depends on whether the peer is still counted alive:
+ * - peer still fresh (paired, or pairing): the grant is held as a lease only (`quorum.fenceAt`,
+ *   `grantedBy`). It lets this host run its own VMs (no one else can be granted meanwhile), but the durable
+ *   epoch and authority stay the pair's: the pair goes on as if nothing happened. The holder stops renewing
+ *   once the peer is heard again, and the server's lease lapses by itself.
+ * - peer lost: a lease held from every server of the quorum set, for an epoch newer than any this host
+ *   shared or proposed, becomes its authority at once (`adoptGrant`): in the step the peer is declared lost,
+ *   not one renewal later. A lease for an older epoch (the pair agreed a new epoch since it was granted) is
+ *   never adopted: a new round asks past it at once.
+ * A denial only ends a lease this host held from that round; it never touches the pair lease, so a paired
+ * host that lost the race to its peer keeps running until its pair lease is over, and asks again later.
+ */
 function quorumRounds(st: Step): void {
   const s = st.s;
   const q = s.quorum;
@@ -816,35 +879,72 @@ function quorumRounds(st: Step): void {
       const epoch = Math.max(s.durable.epoch, ...epochs);
       if (epochs.some((e) => e !== epoch)) {
         // Servers of the set answered different epochs: bring them all to the newest before relying on it,
-        // or a later grant through the lagging one could order below ours.
+        // or a later grant through the lagging one could order below ours. The round asks for that epoch
+        // itself, so it converges even while the durable epoch stays the pair's (peer still fresh).
         s.quorum = { ...q, inFlight: false, lastRoundAt: null, grantedBy };
-        s.durable = epoch > s.durable.epoch && !pairedWithPeer(s) ? { ...s.durable, epoch } : s.durable;
+        s.durable = epoch > s.durable.epoch && !peerFresh(s) ? { ...s.durable, epoch } : s.durable;
         event(st, `quorum servers answered epochs ${epochs.join(', ')}: aligning them on ${epoch}`);
-        startQuorumRound(st, true);
+        startQuorumRound(st, epoch);
         return;
       }
+      const fresh = !(q.fenceAt > s.now && s.durable.quorumSet.every((x) => q.grantedBy[x] === epoch));
       s.quorum = { ...q, inFlight: false, fenceAt: q.startedAt + quorumLeaseHolderMs(s.cfg) - s.cfg.fenceMarginMs, grantedBy, deniedBy: null };
-      if (epoch !== s.durable.epoch || s.durable.authority !== 'quorum') {
-        if (!pairedWithPeer(s)) {
-          s.durable = { ...s.durable, epoch, authority: 'quorum' };
-          event(st, `quorum granted authority in epoch ${epoch}`);
-        }
+      if (peerFresh(s) && fresh && (epoch !== s.durable.epoch || s.durable.authority !== 'quorum')) {
+        event(st, `quorum lease held in epoch ${epoch} while ${s.cfg.peer} is still heard: the ${s.durable.authority === 'pair' ? 'pair' : 'host'} keeps epoch ${s.durable.epoch}`);
       }
+      if (adoptGrant(st, 'quorum granted')) return;
     } else if (done || timedOut) {
       s.quorum = { ...q, inFlight: false };
     }
   }
-  // A host that still hears its peer is re-pairing, not alone: only a silent peer is a reason to ask.
-  const wanted = s.cfg.quorumServers.length > 0 && !peerFresh(s) && !initializing(s) && s.durable.quorumSet.length > 0;
+  // The peer was declared lost while we hold a lease from an earlier round (asked on suspicion): it is our
+  // authority now, before any renewal.
+  if (adoptGrant(st, 'the quorum lease it holds becomes')) return;
+  // A host that still hears its peer is re-pairing, not alone, unless the peer has been silent a while.
+  const wanted = s.cfg.quorumServers.length > 0 && (!peerFresh(s) || peerSuspected(s)) && !initializing(s) && s.durable.quorumSet.length > 0;
   if (!wanted || s.quorum.inFlight) return;
-  const holding = quorumLeaseValid(s);
-  const interval = holding ? Math.floor(quorumLeaseHolderMs(s.cfg) / 3) : s.cfg.quorumRetryMs;
+  // A lease is renewed at a third of its term; a lease that could not become our authority (granted for an
+  // epoch the pair has reached since) is replaced at the retry pace.
+  const granted = grantEpoch(s);
+  const usable = granted !== null && ((s.durable.authority === 'quorum' && granted === s.durable.epoch) || adoptable(s, granted));
+  const interval = usable ? Math.floor(quorumLeaseHolderMs(s.cfg) / 3) : s.cfg.quorumRetryMs;
   if (s.quorum.lastRoundAt !== null && s.now - s.quorum.lastRoundAt < interval) return;
-  startQuorumRound(st, false);
+  startQuorumRound(st, null);
 }
 
-/** Asks every server of the quorum set; `align` carries our newest epoch to the servers that lag. */
-function startQuorumRound(st: Step, align: boolean): void {
+/** The one epoch every server of the quorum set granted us in the lease we hold (null: none, or they differ). */
+function grantEpoch(s: CoreState): number | null {
+  if (!quorumLeaseValid(s)) return null;
+  const epochs = new Set(s.durable.quorumSet.map((x) => s.quorum.grantedBy[x]));
+  return epochs.size === 1 ? ([...epochs][0] ?? null) : null;
+}
+
+/**
+ * May a grant for `epoch` become this host's authority? Only if it is newer than every epoch it shared with
+ * the peer or proposed to it: a solo term must never share an epoch with a copy the peer counts current
+ * (copyRefusal), nor with a pairing the peer may have accepted.
+ */
+function adoptable(s: CoreState, epoch: number): boolean {
+  return epoch > s.durable.epoch && epoch > (s.durable.proposal?.epoch ?? 0);
+}
+
+/**
+ * With the peer lost, make the lease we hold our durable authority (persisted before any start it allows).
+ * Returns whether it did.
+ */
+function adoptGrant(st: Step, what: string): boolean {
+  const s = st.s;
+  if (peerFresh(s) || initializing(s)) return false;
+  const epoch = grantEpoch(s);
+  if (epoch === null || (s.durable.authority === 'quorum' && epoch === s.durable.epoch)) return false;
+  if (!adoptable(s, epoch)) return false;
+  s.durable = { ...s.durable, epoch, authority: 'quorum' };
+  event(st, `${what} authority in epoch ${epoch}`);
+  return true;
+}
+
+/** Asks every server of the quorum set; `alignTo` carries our newest epoch to the servers that lag. */
+function startQuorumRound(st: Step, alignTo: number | null): void {
   const s = st.s;
   const round = s.quorum.round + 1;
   const servers = s.durable.quorumSet;
@@ -856,11 +956,11 @@ function startQuorumRound(st: Step, align: boolean): void {
   // A lease still running from an older term is not renewed once the pair has agreed a newer epoch.
   // Past our own pending proposal too: the peer may have accepted it (and hold that epoch by pairing)
   // without our hearing the accept.
-  const renewing = holding && !align && s.durable.authority === 'quorum';
+  const renewing = holding && alignTo === null && s.durable.authority === 'quorum';
   const base = Math.max(s.durable.epoch, s.durable.proposal?.epoch ?? 0);
   const bump = s.durable.authority === 'quorum' && base === s.durable.epoch ? 0 : 1;
   for (const server of servers) {
-    const knownEpoch = renewing ? (s.quorum.grantedBy[server] ?? s.durable.epoch) : base + bump;
+    const knownEpoch = renewing ? (s.quorum.grantedBy[server] ?? s.durable.epoch) : Math.max(base + bump, alignTo ?? 0);
     st.effects.push({ kind: 'ask-quorum', server, requestId: round, knownEpoch });
   }
 }
@@ -1193,7 +1293,10 @@ function mirrorDecisions(st: Step): void {
       }
       continue;
     }
-    if (m.cutting) continue;
+    // A start's mirror is cut only once the instance runs: until its mirror connects the driver has no
+    // stream to cut (the daemon's runner names it only then) and would drop the cut, leaving us waiting
+    // for a mirror-ended that never comes while the guest's writes wait on the mirror.
+    if (m.cutting || inst.state === 'starting') continue;
     const peerGaveUp = peerFresh(s) && s.peer.hb?.copies[name]?.current !== true && m.state === 'stalled';
     const alone = !peerFresh(s) && hasSoloAuthority(s);
     if (peerGaveUp || alone) {
@@ -1350,6 +1453,7 @@ function heartbeat(st: Step): void {
     health: myHealth(s),
     quorumReachable: s.cfg.quorumServers.filter((q) => s.probe.reachable[q] === true),
     activeQuorum: s.durable.activeQuorum,
+    quorumEpoch: s.quorum.seenEpoch,
     vms: s.durable.vms,
     // Every VM with a process here that runs (or may run) guest code, stopping ones included: the peer must
     // not start them yet. A migration's incoming or switched-away instance runs none.
@@ -1384,6 +1488,7 @@ function wakeAt(s: CoreState): number {
   };
   later(s.pairLeaseUntil - s.cfg.fenceMarginMs);
   later(s.quorum.fenceAt);
+  if (s.peer.heardAt !== null) later(s.peer.heardAt + suspectAfterMs(s.cfg) + 1);
   if (s.peer.heardAt !== null) later(s.peer.heardAt + s.cfg.peerTimeoutMs + 1);
   later(s.bootAt + s.cfg.peerTimeoutMs);
   later(peerLeaseOverAt(s));

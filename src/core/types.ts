@@ -173,6 +173,12 @@ export interface Heartbeat {
   health: number;
   quorumReachable: QuorumServerId[];
   activeQuorum: QuorumServerId | null;
+  /**
+   * The newest epoch a quorum server told this host it granted (to either host), this boot; 0 if none. A
+   * pair whose epoch is older moves past it (a round asked on suspicion that the pair outlived). Absent on
+   * the wire from hosts that predate it: read as 0.
+   */
+  quorumEpoch: number;
   vms: Record<VmName, VmRecord>;
   /** VMs this host has a running instance of right now. */
   running: VmName[];

@@ -106,6 +106,8 @@ function parseHeartbeat(o: Record<string, unknown>): Heartbeat {
     health: health(o['health'], 'health'),
     quorumReachable: list(o['quorumReachable'], 'quorumReachable', PEER_LIMITS.quorumServersMax, quorumId),
     activeQuorum: o['activeQuorum'] === null ? null : quorumId(o['activeQuorum'], 'activeQuorum'),
+    // Optional: a host that predates it sends none (a rolling upgrade); 0 asks nothing of the pair.
+    quorumEpoch: o['quorumEpoch'] === undefined ? 0 : count(o['quorumEpoch'], 'quorumEpoch'),
     vms: vmRecords(o['vms'], 'vms'),
     running: list(o['running'], 'running', PEER_LIMITS.vmsMax, name),
     mirrors: byVm(o['mirrors'], 'mirrors', (m, at) => ({ stream: streamId(m['stream'], `${at}.stream`), state: oneOf(m['state'], `${at}.state`, MIRROR_STATES) })),

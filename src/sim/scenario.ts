@@ -11,6 +11,7 @@
  *   at T cut|heal HOST>HOST              one direction of the A-Link
  *   at T cut|heal HOST<>QUORUM           a host's management path to a quorum server, both ways
  *   at T quorum-down|quorum-up QUORUM
+ *   at T quorum-latency QUORUM MS        requests to it take MS longer, there and back (0: normal again)
  *   at T health HOST COMPONENT ok|degraded|failed
  *   at T rtt MS
  *   at T crash-vm HOST VM
@@ -121,6 +122,11 @@ function parseAction(w: string[], fail: (why: string) => never): (world: World) 
       return (world) => world.quorumDown(a ?? fail('quorum-down Q'));
     case 'quorum-up':
       return (world) => world.quorumUp(a ?? fail('quorum-up Q'));
+    case 'quorum-latency': {
+      const ms = Number(b);
+      if (b === undefined || !Number.isFinite(ms) || ms < 0) fail('quorum-latency QUORUM MS');
+      return (world) => world.setQuorumLatency(a ?? fail('quorum-latency QUORUM MS'), ms);
+    }
     case 'health': {
       if (!(HEALTH_COMPONENTS as readonly string[]).includes(b ?? '')) fail(`unknown component ${b}`);
       if (c !== 'ok' && c !== 'degraded' && c !== 'failed') fail('state must be ok, degraded or failed');

@@ -14,6 +14,32 @@ export interface ScheduleResult {
   failure?: string;
   faults: string[];
   log: string;
+  /** How often the run went through each path worth covering (see COVERAGE): proof the schedules reach them. */
+  coverage: Record<CoverageKey, number>;
+}
+
+/** Decisions of the cores that the schedules must reach, by the words of their events. */
+export const COVERAGE = {
+  /** A quorum grant arrived while the peer was still heard (asked on suspicion). */
+  earlyGrant: 'quorum lease held in epoch',
+  /** A lease held from such a round became the host's authority when the peer was declared lost. */
+  earlyGrantAdopted: 'the quorum lease it holds becomes authority',
+  /** A denial while the peer was still heard or just lost. */
+  denied: 'denied authority',
+  /** The pair outlived a round asked on suspicion and moved past the server's epoch. */
+  pairPassedQuorumEpoch: 'while the pair went on in epoch',
+  /** A host stopped its VMs for want of authority. */
+  fenced: 'no authority (fence)',
+  takeover: 'took over VM',
+} as const;
+export type CoverageKey = keyof typeof COVERAGE;
+
+function coverageOf(world: World): Record<CoverageKey, number> {
+  const counts = Object.fromEntries(Object.keys(COVERAGE).map((k) => [k, 0])) as Record<CoverageKey, number>;
+  for (const line of world.log) {
+    for (const [key, words] of Object.entries(COVERAGE) as [CoverageKey, string][]) if (line.what.includes(words)) counts[key] += 1;
+  }
+  return counts;
 }
 
 const FAULT_PHASE_MS = 30_000;
@@ -52,7 +78,7 @@ export function runSchedule(seed: number): ScheduleResult {
     const heal = Math.min(FAULT_PHASE_MS, t + rnd.between(300, 8000));
     const host = rnd.pick(HOSTS);
     const peer = host === 'host1' ? 'host2' : 'host1';
-    switch (rnd.int(0, 9)) {
+    switch (rnd.int(0, 12)) {
       case 0:
         plan(t, `crash ${host}`, () => world.powerOff(host));
         plan(heal, `restart ${host}`, () => world.powerOn(host));
@@ -115,6 +141,35 @@ export function runSchedule(seed: number): ScheduleResult {
         plan(t, `maintenance on ${host}`, () => world.command(host, { kind: 'maintenance', on: true }));
         plan(heal, `maintenance off ${host}`, () => world.command(host, { kind: 'maintenance', on: false }));
         break;
+      case 10: {
+        // A short silence on the A-Link, one way or both: long enough to be suspected, often too short to be a loss.
+        const oneWay = rnd.chance(0.5);
+        const end = Math.min(FAULT_PHASE_MS, t + rnd.between(200, 900));
+        plan(t, `blip A-Link ${oneWay ? `${host}→${peer}` : 'both ways'}`, () => {
+          world.cut(host, peer);
+          if (!oneWay) world.cut(peer, host);
+        });
+        plan(end, 'A-Link back', () => {
+          world.heal(host, peer);
+          world.heal(peer, host);
+        });
+        break;
+      }
+      case 11: {
+        // A slow quorum server (a loaded machine: TLS rounds of hundreds of ms), for a while.
+        if (servers.length === 0) break;
+        const q = rnd.pick(servers);
+        const ms = rnd.between(100, 800);
+        plan(t, `slow ${q} (${Math.round(ms)} ms)`, () => world.setQuorumLatency(q, ms));
+        plan(heal, `${q} fast again`, () => world.setQuorumLatency(q, 0));
+        break;
+      }
+      case 12: {
+        // A host's driver loop held up: its heartbeats stop, then it catches up with what queued meanwhile.
+        const ms = rnd.between(150, 1200);
+        plan(t, `stall ${host} ${Math.round(ms)} ms`, () => world.stall(host, ms));
+        break;
+      }
       case 7:
         plan(t, `crash both hosts`, () => {
           world.powerOff('host1');
@@ -132,7 +187,10 @@ export function runSchedule(seed: number): ScheduleResult {
       world.powerOn(h);
       world.command(h, { kind: 'maintenance', on: false });
     }
-    for (const q of servers) world.quorumUp(q);
+    for (const q of servers) {
+      world.quorumUp(q);
+      world.setQuorumLatency(q, 0);
+    }
     // The operator's repair: VMs the restart policy gave up on (the schedule crashed them) are wanted again.
     for (const vm of ['vm1', 'vm2', 'vm3']) world.command('host1', { kind: 'set-desired', name: vm, desired: 'running' });
   });
@@ -147,12 +205,12 @@ export function runSchedule(seed: number): ScheduleResult {
       else if (!world.isProtected(vm)) problems.push(`${vm} is not protected (its mirror is not in sync with a current copy)`);
     }
     if (problems.length > 0) {
-      return { seed, ok: false, failure: `liveness: ${LIVENESS_BOUND_MS / 1000} s after faults healed: ${problems.join('; ')}`, faults, log: formatLog(world.log) };
+      return { seed, ok: false, failure: `liveness: ${LIVENESS_BOUND_MS / 1000} s after faults healed: ${problems.join('; ')}`, faults, log: formatLog(world.log), coverage: coverageOf(world) };
     }
-    return { seed, ok: true, faults, log: '' };
+    return { seed, ok: true, faults, log: '', coverage: coverageOf(world) };
   } catch (e) {
-    if (e instanceof SafetyViolation) return { seed, ok: false, failure: `safety: ${e.message}`, faults, log: formatLog(world.log) };
+    if (e instanceof SafetyViolation) return { seed, ok: false, failure: `safety: ${e.message}`, faults, log: formatLog(world.log), coverage: coverageOf(world) };
     // An assertion inside the core is a bug that this seed found: report it like a violation.
-    return { seed, ok: false, failure: `bug: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`, faults, log: formatLog(world.log) };
+    return { seed, ok: false, failure: `bug: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`, faults, log: formatLog(world.log), coverage: coverageOf(world) };
   }
 }

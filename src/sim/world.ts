@@ -89,11 +89,15 @@ interface SimHost {
   serving: Map<VmName, object>;
   exportGen: number;
   mirrors: Map<VmName, SimMirror>;
+  /** Streams cut before they connected (`vm#stream`): they never connect, as the daemon's runner does. */
+  cutBeforeConnect: Set<string>;
 }
 
 interface SimQuorum {
   id: QuorumServerId;
   up: boolean;
+  /** Extra round-trip time of a request to it (a loaded server or host: TLS handshakes that take long), half each way. */
+  extraLatencyMs: number;
   record: PairRecord;
   durable: { epoch: number; holder: HostId | null };
 }
@@ -173,9 +177,10 @@ export class World {
         serving: new Map(),
         exportGen: 0,
         mirrors: new Map(),
+        cutBeforeConnect: new Set(),
       });
     }
-    for (const q of options.quorumServers) this.quorum.set(q, { id: q, up: true, record: emptyPairRecord(), durable: { epoch: 0, holder: null } });
+    for (const q of options.quorumServers) this.quorum.set(q, { id: q, up: true, extraLatencyMs: 0, record: emptyPairRecord(), durable: { epoch: 0, holder: null } });
   }
 
   // ── driving the world ───────────────────────────────────────────────────────────────────────────────
@@ -228,6 +233,7 @@ export class World {
     h.exports.clear();
     h.serving.clear();
     h.mirrors.clear();
+    h.cutBeforeConnect.clear();
     this.note(id, 'power off', 'fault');
   }
 
@@ -256,12 +262,36 @@ export class World {
     this.note(id, 'quorum server up', 'fault');
   }
 
+  /** Requests to a quorum server take this much longer, there and back (0: back to normal). */
+  setQuorumLatency(id: QuorumServerId, ms: number): void {
+    const q = this.quorum.get(id)!;
+    if (q.extraLatencyMs === ms) return;
+    q.extraLatencyMs = ms;
+    this.note(id, `quorum server answers ${ms} ms slower`, 'fault');
+  }
+
   cut(from: string, to: string): void {
     this.cuts.add(`${from}>${to}`);
   }
 
   heal(from: string, to: string): void {
     this.cuts.delete(`${from}>${to}`);
+  }
+
+  /**
+   * The host's driver loop is held up (a loaded machine, a long pause): inputs wait until it resumes. Its
+   * watchdog, its own thread, still fires on time; so do effects already under way.
+   */
+  stall(id: HostId, ms: number): void {
+    const h = this.host(id);
+    if (!h.up) return;
+    const boot = h.boot;
+    h.busyUntil = Math.max(h.busyUntil, this.now + ms);
+    const until = h.busyUntil;
+    this.note(id, `driver loop stalls ${Math.round(ms)} ms`, 'fault');
+    this.at(until, () => {
+      if (h.up && h.boot === boot) this.drain(h);
+    });
   }
 
   setPersistLatency(id: HostId, ms: number): void {
@@ -412,7 +442,8 @@ export class World {
           this.at(this.now + this.opts.quorumTimeoutMs, reportUnreachable);
           return;
         }
-        this.at(this.now + this.delay(), () => {
+        const leg = q.extraLatencyMs / 2;
+        this.at(this.now + this.delay() + leg, () => {
           if (!q.up) return reportUnreachable();
           const outcome = decideGrant(q.record, { pair: 'sim', host: h.id, knownEpoch: e.knownEpoch }, this.now, h.cfg.quorumLeaseMs);
           q.record = outcome.record;
@@ -429,7 +460,7 @@ export class World {
             this.at(this.now + this.opts.quorumTimeoutMs, reportUnreachable);
             return;
           }
-          this.at(this.now + this.delay(), () => {
+          this.at(this.now + this.delay() + leg, () => {
             if (alive()) this.input(h.id, { type: 'quorum-reply', now: 0, server: e.server, requestId: e.requestId, reply });
           });
         });
@@ -481,6 +512,7 @@ export class World {
         this.at(this.now + 20, () => {
           const p = h.processes.get(e.vm);
           if (!alive() || p?.instance !== e.instance || h.mirrors.has(e.vm)) return;
+          if (h.cutBeforeConnect.delete(`${e.vm}#${e.stream}`)) return;
           if (!this.connectMirror(h, e.vm, e.instance, e.stream, e.mode)) {
             this.storage(h, e.vm, { kind: 'mirror-ended', instance: e.instance, stream: e.stream, reason: 'could not connect to the peer' });
           }
@@ -489,7 +521,18 @@ export class World {
       }
       case 'cut-mirror': {
         const m = h.mirrors.get(e.vm);
-        if (!m || m.stream !== e.stream) return;
+        if (!m || m.stream !== e.stream) {
+          // A running instance's start-mirror not connected yet: it never will be, and the core hears it
+          // ended, as from the daemon's runner (which names the stream as soon as it starts connecting). A
+          // starting instance's mirror has no stream in the runner until QEMU is up: the cut is dropped
+          // there, and here too (the core does not cut it before the instance runs).
+          if (h.processes.get(e.vm)?.instance !== e.instance || h.processes.get(e.vm)?.state !== 'running' || m !== undefined) return;
+          h.cutBeforeConnect.add(`${e.vm}#${e.stream}`);
+          this.at(this.now + 5, () => {
+            if (alive()) this.storage(h, e.vm, { kind: 'mirror-ended', instance: e.instance, stream: e.stream, reason: 'cut' });
+          });
+          return;
+        }
         h.mirrors.delete(e.vm);
         this.at(this.now + 5, () => {
           if (alive()) this.storage(h, e.vm, { kind: 'mirror-ended', instance: e.instance, stream: e.stream, reason: 'cut' });

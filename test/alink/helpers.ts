@@ -64,6 +64,7 @@ export function heartbeat(from: string, seq: number, vms: Record<string, VmRecor
     health: 97.5,
     quorumReachable: ['quorum1'],
     activeQuorum: 'quorum1',
+    quorumEpoch: 0,
     vms,
     running: Object.keys(vms),
     mirrors: Object.fromEntries(Object.keys(vms).map((vm) => [vm, { stream: `${from}.1.1`, state: 'ready' as const }])),
