@@ -62,10 +62,16 @@ interface Pattern {
 /** Entry patterns by phase and kind; `%VM%` in a pattern is replaced by the VM's name (escaped). */
 const FAILOVER_DETECT: Pattern[] = [
   { re: /^host state (\S+) → peer-lost$/, explain: (_m, e) => `${e.host} stopped hearing its peer: the peer went silent, so it asks for authority while the pair lease still runs` },
+  // The peer silent for half the timeout: the host asks the quorum servers before declaring it lost (docs/core.md).
+  {
+    re: /^quorum lease held in epoch (\d+) while (\S+) is still heard: the (?:pair|host) keeps epoch (\d+)$/,
+    explain: (m, e) => `${m[2]} went silent: before declaring it lost, ${e.host} asked the quorum servers and holds a lease in epoch ${m[1]}; until ${m[2]} is declared lost the pair goes on in epoch ${m[3]}`,
+  },
   { re: /^operator asserted (\S+) is dead: taking authority in epoch (\d+)$/, explain: (m) => `an operator asserted that ${m[1]} is dead (force takeover): authority is taken in epoch ${m[2]} without a quorum grant` },
 ];
 const FAILOVER_DECIDE: Pattern[] = [
   { re: /^host state (\S+) → isolated$/, explain: () => 'no peer and no authority: this host runs no VM until the peer returns or a quorum server grants it authority' },
+  { re: /^the quorum lease it holds becomes authority in epoch (\d+)$/, explain: (m, e) => `the peer is declared lost: the lease ${e.host} already holds from every quorum server becomes its authority in epoch ${m[1]}; a server never grants an epoch to two hosts, so only ${e.host} may run the VMs` },
   { re: /^quorum granted authority in epoch (\d+)$/, explain: (m, e) => `the active quorum server granted ${e.host} authority in epoch ${m[1]}; it never grants an epoch to two hosts, so only ${e.host} may run the VMs` },
   { re: /^quorum server (\S+) denied authority: (\S+) holds epoch (\d+)$/, explain: (m) => `quorum server ${m[1]} refused: ${m[2]} holds epoch ${m[3]}` },
   { re: /^quorum servers answered epochs (.+): aligning them on (\d+)$/, explain: (m) => `the quorum servers knew different epochs (${m[1]}): asking again for ${m[2]}` },
