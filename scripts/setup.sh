@@ -15,8 +15,9 @@ cd "$(dirname "$0")/.."
 #   openssl                      the pair CA and host certificates (A-Link, quorum servers: mutual TLS)
 #   g++, make, python3           node-gyp builds better-sqlite3 (lockstepd's durable state) from source
 #   snmptrapd                    a real SNMP trap receiver for the notification tests (test/notify/snmp.test.ts)
+#   curl                         the lab's management API from the client (README, docs/lab.md, lab-cli e2e test)
 #   chromium                     the browser playwright-core drives in the console's tests (test/console/, test/lab/console.e2e.test.ts)
-packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl g++ make python3 snmptrapd chromium"
+packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl g++ make python3 snmptrapd chromium curl"
 
 missing=""
 for p in $packages; do
