@@ -3,30 +3,20 @@
  * (each host as it sees itself, its peer as it last heard it), one host's components and A-Link paths.
  * Pure: the tests feed fixed answers.
  */
+import type { AlinkPathStatus } from '../alink/alink.js';
+import type { CoreView } from '../daemon/core-driver.js';
 import { keyValues, table } from './output.js';
 
-/** The parts of `GET /v1/status` shown here (docs/api.md). */
+/** The parts of `GET /v1/status` shown here (docs/api.md): the daemon's own types, as the API sends them. */
 export interface HostStatus {
   host: string;
   pid: number;
   startedAt: string;
   incarnation: number;
   pairing: { state: string; lastError: string | null };
-  core: {
-    peer: string;
-    state: string;
-    epoch: number;
-    authority: string;
-    health: number;
-    peerHeard: boolean;
-    peerState: string | null;
-    peerHealth: number | null;
-    activeQuorum: string | null;
-    rttMs: number | null;
-    maintenance: boolean;
-    declaredDown: boolean;
-  } | null;
-  alink: { name: string; up: boolean; srttMs: number | null; lastError: string | null }[] | null;
+  /** The core's view without its VMs (they are `vms`, with each one's local state). */
+  core: Omit<CoreView, 'host' | 'vms'> | null;
+  alink: Pick<AlinkPathStatus, 'name' | 'up' | 'srttMs' | 'lastError'>[] | null;
   health: Record<string, string> | null;
   vms: { name: string; owner: string; protection: string; state: string }[];
 }
