@@ -144,7 +144,7 @@ export class CopyCompareTracker implements RamTracker {
     let runs: PageRun[];
     this.diffing = true;
     try {
-      runs = full ? [{ firstPage: 0, data: cur }] : await changedPageRunsYielding(cur, this.buffers[1 - i]!, this.pageBytes);
+      runs = full ? [{ firstPage: 0, data: cur }] : await changedPageRuns(cur, this.buffers[1 - i]!, this.pageBytes);
     } finally {
       this.diffing = false;
     }
@@ -201,19 +201,11 @@ export class CopyCompareTracker implements RamTracker {
 /**
  * The pages where `cur` differs from `prev`, as runs of consecutive pages whose data are views into `cur`.
  * Pure. `Buffer.compare` per page (memcmp in C++) measured faster here than any JavaScript word loop.
+ * It lets the event loop run between slices of `YIELD_PAGES`: the whole diff of 128 MiB took 70–300 ms on
+ * this 2-core machine, and as one piece it was a stall of lockstepd's main thread (late A-Link heartbeats,
+ * a measured round trip over SplitSite's limit).
  */
-export function changedPageRuns(cur: Buffer, prev: Buffer, pageBytes: number): PageRun[] {
-  const diff = new PageDiff(cur, prev, pageBytes);
-  diff.compare(cur.length / pageBytes);
-  return diff.finish();
-}
-
-/**
- * `changedPageRuns`, letting the event loop run between slices of `YIELD_PAGES`: the whole diff of 128 MiB
- * took 70–300 ms on this 2-core machine, all of it one stall of lockstepd's main thread (late A-Link
- * heartbeats, a measured round trip over SplitSite's limit). Same result, a little later.
- */
-export async function changedPageRunsYielding(cur: Buffer, prev: Buffer, pageBytes: number): Promise<PageRun[]> {
+export async function changedPageRuns(cur: Buffer, prev: Buffer, pageBytes: number): Promise<PageRun[]> {
   const diff = new PageDiff(cur, prev, pageBytes);
   const pages = cur.length / pageBytes;
   for (let p = 0; p < pages; p += YIELD_PAGES) {

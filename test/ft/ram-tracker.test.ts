@@ -4,7 +4,7 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CopyCompareTracker, PAGE_BYTES, changedPageRuns, changedPageRunsYielding } from '../../src/ft/ram-tracker.js';
+import { CopyCompareTracker, PAGE_BYTES, changedPageRuns } from '../../src/ft/ram-tracker.js';
 import { BugError } from '../../src/util/assert.js';
 import { LockstepError } from '../../src/util/errors.js';
 import { Cleanup } from '../support/cleanup.js';
@@ -17,24 +17,24 @@ afterEach(() => cleanup.run());
 const P = PAGE_BYTES;
 const runsOf = (runs: { firstPage: number; data: Buffer }[]): [number, number][] => runs.map((r) => [r.firstPage, r.data.length / P]);
 
-test('changedPageRuns: nothing, single pages, merged neighbours, first and last page, one byte is enough', () => {
+test('changedPageRuns: nothing, single pages, merged neighbours, first and last page, one byte is enough', async () => {
   const prev = Buffer.alloc(16 * P);
-  assert.deepEqual(changedPageRuns(Buffer.from(prev), prev, P), []);
+  assert.deepEqual(await changedPageRuns(Buffer.from(prev), prev, P), []);
   const cur = Buffer.from(prev);
   cur[0] = 1; // page 0
   cur[3 * P + P - 1] = 1; // last byte of page 3
   cur[4 * P] = 1; // page 4: touches page 3, one run
   cur[9 * P + 100] = 1;
   cur[15 * P + 5] = 1; // the last page
-  const runs = changedPageRuns(cur, prev, P);
+  const runs = await changedPageRuns(cur, prev, P);
   assert.deepEqual(runsOf(runs), [[0, 1], [3, 2], [9, 1], [15, 1]]);
   // Views into the current buffer, not copies.
   assert.equal(runs[1]!.data.buffer, cur.buffer);
   assert.equal(runs[1]!.data[P - 1], 1);
-  assert.deepEqual(runsOf(changedPageRuns(Buffer.alloc(16 * P, 7), prev, P)), [[0, 16]]);
+  assert.deepEqual(runsOf(await changedPageRuns(Buffer.alloc(16 * P, 7), prev, P)), [[0, 16]]);
 });
 
-test('changedPageRunsYielding: the same runs as changedPageRuns, runs that cross its slices included, and the event loop turned meanwhile', async () => {
+test('changedPageRuns over several slices: runs that cross a slice boundary stay whole, and the event loop turns between slices', async () => {
   const pages = 3 * 4096 + 17; // three whole slices of the yielding diff and a partial one
   const prev = Buffer.alloc(pages * P);
   const cur = Buffer.from(prev);
@@ -49,9 +49,8 @@ test('changedPageRunsYielding: the same runs as changedPageRuns, runs that cross
   };
   setImmediate(spin);
   const turnsBefore = turns;
-  const yielding = await changedPageRunsYielding(cur, prev, P);
+  const yielding = await changedPageRuns(cur, prev, P);
   done = true;
-  assert.deepEqual(runsOf(yielding), runsOf(changedPageRuns(cur, prev, P)));
   assert.deepEqual(runsOf(yielding), [[0, 1], [4090, 8], [8190, 2], [9000, 1], [pages - 1, 1]]);
   assert.ok(turns - turnsBefore >= 3, `the loop turned between the slices (${turns - turnsBefore} turns)`);
 });
