@@ -7,6 +7,7 @@
  *   4. the A-Link, the health monitor and the decision core's driver, wired together.
  * After that every decision is the core's (src/core/); this file only connects the parts.
  */
+import { describePriority, raiseServicePriority } from '../platform/priority.js';
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
@@ -61,10 +62,13 @@ export async function main(argv: string[]): Promise<number> {
 
 async function runDaemon(config: DaemonConfig): Promise<number> {
   const log = (line: string): void => console.log(`${new Date().toISOString()} ${config.host} ${line}`);
+  // First: the threads started from here on (libuv's, the workers) inherit the daemon's priority.
+  const priority = raiseServicePriority();
   await mkdir(path.dirname(config.apiSocket), { recursive: true });
   const db = StateDb.open(path.join(config.dataDir, 'state', 'lockstepd.db'));
   const incarnation = db.nextIncarnation();
   log(`lockstepd starting (pid ${process.pid}, incarnation ${incarnation}, data ${config.dataDir})`);
+  log(describePriority(priority));
   // Notifications follow the event log (src/notify/); started now so that deliveries left pending by the
   // previous run go out even before pairing. An outbox that cannot be opened costs the notifications only.
   let notifier: Notifier | null = null;

@@ -16,6 +16,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError, describeError, isLockstepError } from '../util/errors.js';
 import { inNetns, missingProgram } from '../util/exec.js';
+import { guestNiceIncrement } from '../platform/priority.js';
 import { resolveAccel as resolveAccelDefault, type AccelVerdict } from './accel.js';
 import { qemuArgs, type Accel } from './command-line.js';
 import { exitCause, type VmExitCause } from './exit-cause.js';
@@ -184,6 +185,10 @@ export class VmSupervisor {
       if ((await findProgram('nsenter')) === undefined) throw missingProgram('nsenter');
       [cmd, prefix] = inNetns(opts.netns, qemu);
     }
+    // The guest runs at the nice lockstepd was started with, below the daemon's own (platform/priority.ts):
+    // its vCPUs must not delay the heartbeats that keep it protected. `nice` execs in place, like nsenter.
+    const increment = guestNiceIncrement();
+    if (increment > 0) [cmd, prefix] = ['nice', ['-n', String(increment), '--', cmd, ...prefix]];
     // QEMU must not outlive this process however it ends (SIGKILL runs no exit hook): a VM running on after
     // its daemon died would run without a fence while the peer takes it over. The kernel's parent-death
     // signal survives the exec of nsenter and QEMU.

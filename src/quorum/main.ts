@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { fingerprint } from '../pki/pki.js';
+import { describePriority, raiseServicePriority } from '../platform/priority.js';
 import { describeError, isLockstepError, LockstepError, type ErrorCode } from '../util/errors.js';
 import { QUORUM_SERVER_DEFAULTS, QuorumServer } from './server.js';
 import { enrollPair, initServerState, loadServerIdentity } from './state.js';
@@ -90,6 +91,8 @@ async function enroll(argv: string[]): Promise<number> {
 }
 
 async function serve(argv: string[]): Promise<number> {
+  // First: the threads started from here on inherit it. A grant answered late is a fence on the pair.
+  const priority = raiseServicePriority();
   const v = options(argv, { state: { type: 'string' }, listen: { type: 'string' }, 'lease-ms': { type: 'string' } });
   const state = required(v.state, '--state DIR');
   const { host, port } = parseListen(required(v.listen, '--listen ADDR:PORT'));
@@ -104,6 +107,7 @@ async function serve(argv: string[]): Promise<number> {
   const log = (line: string): void => console.log(`${new Date().toISOString()} ${name} ${line}`);
   const server = await QuorumServer.start({ stateDir: state, host, port, leaseMs, log });
   log(`listening on ${host.includes(':') ? `[${host}]` : host}:${server.port} (lease ${leaseMs} ms, ${server.pairStatus().length} pairs, pid ${process.pid})`);
+  log(describePriority(priority));
   const onHup = (): void => {
     log('SIGHUP: reloading enrolled pairs');
     server.reload().catch((e: unknown) => log(`reload failed: ${describeError(e)}`));

@@ -16,6 +16,7 @@ import { daemonRequest } from '../../src/daemon/api-client.js';
 import { ensureGuestImage, guestKernelCmdline } from '../../src/lab/guest-image.js';
 import { DEFAULT_DAEMON_TIMING } from '../../src/daemon/config.js';
 import { DEFAULT_TIMING } from '../../src/core/types.js';
+import { SERVICE_NICE } from '../../src/platform/priority.js';
 
 const LAB = `a${process.pid}`;
 const DIR = path.join(os.tmpdir(), `lockstep-lab-${LAB}`);
@@ -52,6 +53,11 @@ async function eventually<T>(what: string, probe: () => Promise<T | null | undef
     if (Date.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** The newest entries of a host's event log, newest first. */
+async function logEntries(h: Host, limit: number): Promise<{ id: number; what: string; cause: string }[]> {
+  return daemonRequest<{ id: number; what: string; cause: string }[]>(socket(h), 'GET', `/v1/events?limit=${limit}`, undefined, 5000);
 }
 
 /** VM name → pids of its QEMU processes in the host's namespace (found by the namespace inode and the run dir). */
@@ -121,6 +127,9 @@ before(() => {
 
 after(() => {
   watcher.stop();
+  // LOCKSTEP_KEEP_LOGS=DIR keeps both daemons' logs for a post-mortem (the lab's own files go with `lab down`).
+  const keep = process.env['LOCKSTEP_KEEP_LOGS'];
+  if (keep) for (const h of HOSTS) spawnSync('cp', ['-r', path.join(DIR, 'hosts', h, 'log'), path.join(keep, `availability-e2e-${h}`)]);
   spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'lab', 'down'], { env, encoding: 'utf8', timeout: 180_000 });
 });
 
@@ -145,6 +154,10 @@ test('VMs defined on either host run on their owner only, and both hosts know ev
     assert.deepEqual(s?.vms.map((v) => [v.name, v.owner]), [['alpha', 'host1'], ['beta', 'host2']], `${h} sees the replicated records`);
   }
   assert.ok(!qemusIn('host2').has('alpha') && !qemusIn('host1').has('beta'));
+  // The daemons run ahead of their guests (src/platform/priority.ts): nice -10, the QEMUs at the test's own.
+  const niceOf = (pid: number): number => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+  for (const h of HOSTS) assert.equal(niceOf((await status(h))!.pid), SERVICE_NICE, `${h}'s lockstepd`);
+  assert.deepEqual([...qemusIn('host1').get('alpha')!, ...qemusIn('host2').get('beta')!].map(niceOf), [0, 0], 'the guests’ QEMUs');
   // HA: each VM's disk is mirrored into the peer's copy, and each host counts its copy of the other's VM current.
   for (const h of HOSTS) {
     await eventually(`${h} sees both VMs protected`, async () => (await status(h))?.vms.every((v) => v.state === 'protected'));
@@ -198,7 +211,7 @@ test('a quorum server restart changes nothing for the VMs; the pair moves to the
 test('one A-Link cut changes nothing but an alert', async () => {
   const pids = { alpha: qemusIn('host1').get('alpha'), beta: qemusIn('host2').get('beta') };
   const beforeCut = await Promise.all(HOSTS.map(status));
-  const epochs = beforeCut.map((s) => s?.core?.epoch);
+  const lastIds = await Promise.all(HOSTS.map(async (h) => (await logEntries(h, 1))[0]?.id ?? 0));
   ok('lab', 'fail', 'host1', 'alink1');
   for (const h of HOSTS) {
     await eventually(`${h} alerts that alink1 is down`, async () => {
@@ -208,7 +221,14 @@ test('one A-Link cut changes nothing but an alert', async () => {
   }
   const during = await Promise.all(HOSTS.map(status));
   assert.deepEqual(during.map((s) => s?.core?.state), ['paired', 'paired']);
-  assert.deepEqual(during.map((s) => s?.core?.epoch), epochs, 'no new epoch');
+  // Neither host stopped hearing its peer. (Not "no new epoch": on a loaded machine a late heartbeat may
+  // make a host ask the quorum server early, and the pair then moves past the epoch it granted —
+  // docs/core.md — whatever the cut did. What a lost path must never do is lose the peer.)
+  for (const [i, h] of HOSTS.entries()) {
+    const since = (await logEntries(h, 200)).filter((e) => e.id > lastIds[i]!);
+    const losses = since.filter((e) => /host state \S+ → (peer-lost|solo|isolated)/.test(e.what));
+    assert.deepEqual(losses.map((e) => e.what), [], `${h} kept hearing its peer`);
+  }
   assert.deepEqual({ alpha: qemusIn('host1').get('alpha'), beta: qemusIn('host2').get('beta') }, pids, 'the same QEMUs run on');
   assert.deepEqual(during.map((s) => s?.pid), beforeCut.map((s) => s?.pid), 'no daemon restarted');
   ok('lab', 'heal');
