@@ -22,7 +22,7 @@ const NETWORK_SCHEMA: Schema = {
     state: {
       type: 'string',
       enum: NETWORK_STATES,
-      description: 'up: administratively up with carrier; down: admin down, no carrier or another operstate; missing: no such interface here; not-configured; unreadable: sysfs could not be read',
+      description: 'up: administratively up with carrier; down: admin down, no carrier or another operstate; missing: no such interface here; not-configured; unreadable: sysfs (or, for an A-Link, the address lookup) could not be read',
     },
     detail: { type: 'string', description: 'why, in a few words' },
     health: { type: ['string', 'null'], enum: ['ok', 'degraded', 'failed', null], description: 'its health component as last checked' },

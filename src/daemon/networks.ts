@@ -105,7 +105,10 @@ const SAMPLE_TIMEOUT_MS = 5000;
 const ADDRESS_FOUND_TTL_MS = 30_000;
 const ADDRESS_MISSING_TTL_MS = 5000;
 
-type Resolved = { spec: NetworkSpec; ifname: string | null; why: string | null };
+const NOT_SAMPLING = 'not sampled yet: the health loop samples the counters once the host is paired';
+
+/** Each network's interface, or why it has none: not configured, not found (`absent`), or not known (`unknown`). */
+type Resolved = { spec: NetworkSpec; ifname: string | null; why: string | null; unknown: boolean };
 type Read = Resolved & { reading: InterfaceReading | null };
 
 export class HostNetworks {
@@ -114,6 +117,8 @@ export class HostNetworks {
   private readonly sampling: SingleFlight<void>;
   private readonly owners = new Map<string, { owner: AddressOwner; atMs: number }>();
   private finding: Promise<void> | null = null;
+  /** Whether anyone has sampled yet: lockstepd's health loop, which starts once the host is paired. */
+  private sampled = false;
   private readonly now: () => number;
 
   constructor(private readonly opts: HostNetworksOptions) {
@@ -137,6 +142,7 @@ export class HostNetworks {
   }
 
   private async sampleNow(): Promise<void> {
+    this.sampled = true;
     for (const r of await this.readAll()) {
       if (r.ifname === null || r.reading === null) continue;
       if (r.reading.kind === 'present') {
@@ -168,16 +174,16 @@ export class HostNetworks {
     const stale = this.specs.some((s) => {
       if (!s.alink) return false;
       const c = this.owners.get(s.alink.localAddress);
-      return c === undefined || now - c.atMs > (c.owner.ok ? ADDRESS_FOUND_TTL_MS : ADDRESS_MISSING_TTL_MS);
+      return c === undefined || now - c.atMs > (c.owner.kind === 'found' ? ADDRESS_FOUND_TTL_MS : ADDRESS_MISSING_TTL_MS);
     });
     if (stale) {
       this.finding ??= this.findOwners().finally(() => (this.finding = null));
       await this.finding;
     }
     return this.specs.map((spec): Resolved => {
-      if (!spec.alink) return { spec, ifname: spec.interface, why: spec.interface === null ? 'not configured' : null };
-      const owner = this.owners.get(spec.alink.localAddress)?.owner ?? { ok: false, reason: 'not looked up yet' };
-      return owner.ok ? { spec, ifname: owner.ifname, why: null } : { spec, ifname: null, why: owner.reason };
+      if (!spec.alink) return { spec, ifname: spec.interface, why: spec.interface === null ? 'not configured' : null, unknown: false };
+      const owner: AddressOwner = this.owners.get(spec.alink.localAddress)?.owner ?? { kind: 'unknown', reason: 'not looked up yet' };
+      return owner.kind === 'found' ? { spec, ifname: owner.ifname, why: null, unknown: false } : { spec, ifname: null, why: owner.reason, unknown: owner.kind === 'unknown' };
     });
   }
 
@@ -187,7 +193,7 @@ export class HostNetworks {
     for (const s of this.specs) {
       if (!s.alink) continue;
       const a = s.alink.localAddress;
-      this.owners.set(a, { owner: listing.ok ? interfaceWithAddress(listing.json, a) : { ok: false, reason: listing.reason }, atMs });
+      this.owners.set(a, { owner: listing.ok ? interfaceWithAddress(listing.json, a) : { kind: 'unknown', reason: listing.reason }, atMs });
     }
   }
 
@@ -211,10 +217,10 @@ export class HostNetworks {
       mtu: null,
       rxBytes: null,
       txBytes: null,
-      bandwidth: bandwidthOf(r.ifname === null ? { kind: 'unknown', reason: 'no interface' } : this.sampler.rate(r.ifname, now)),
+      bandwidth: bandwidthOf(r.ifname === null ? { kind: 'unknown', reason: 'no interface' } : this.sampled ? this.sampler.rate(r.ifname, now) : { kind: 'unknown', reason: NOT_SAMPLING }),
       alink: spec.alink && { ...spec.alink, connected: path ? path.up : null, rttMs: path ? path.srttMs : null, lastError: path ? path.lastError : null },
     };
-    if (r.reading === null) return { ...base, state: spec.alink ? 'missing' : 'not-configured' };
+    if (r.reading === null) return { ...base, state: !spec.alink ? 'not-configured' : r.unknown ? 'unreadable' : 'missing' };
     switch (r.reading.kind) {
       case 'missing':
         return { ...base, state: 'missing', detail: `interface ${r.ifname} does not exist` };

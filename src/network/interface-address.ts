@@ -7,7 +7,8 @@
 import { describeError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 
-export type AddressOwner = { ok: true; ifname: string } | { ok: false; reason: string };
+/** Found; no interface has it (a fact about the host); or the kernel's answer could not be had (unknown). */
+export type AddressOwner = { kind: 'found'; ifname: string } | { kind: 'absent'; reason: string } | { kind: 'unknown'; reason: string };
 
 /** The interface holding IPv4 `address`, from `ip -j addr show`'s standard output. Pure. */
 export function interfaceWithAddress(json: string, address: string): AddressOwner {
@@ -15,16 +16,16 @@ export function interfaceWithAddress(json: string, address: string): AddressOwne
   try {
     parsed = JSON.parse(json);
   } catch (e) {
-    return { ok: false, reason: `ip printed no valid JSON: ${describeError(e)}` };
+    return { kind: 'unknown', reason: `ip printed no valid JSON: ${describeError(e)}` };
   }
-  if (!Array.isArray(parsed)) return { ok: false, reason: 'ip printed JSON that is not a list of links' };
+  if (!Array.isArray(parsed)) return { kind: 'unknown', reason: 'ip printed JSON that is not a list of links' };
   for (const link of parsed as unknown[]) {
     if (typeof link !== 'object' || link === null) continue;
     const l = link as { ifname?: unknown; addr_info?: unknown };
     if (typeof l.ifname !== 'string' || !Array.isArray(l.addr_info)) continue;
-    if (l.addr_info.some((a: unknown) => typeof a === 'object' && a !== null && (a as { local?: unknown }).local === address)) return { ok: true, ifname: l.ifname };
+    if (l.addr_info.some((a: unknown) => typeof a === 'object' && a !== null && (a as { local?: unknown }).local === address)) return { kind: 'found', ifname: l.ifname };
   }
-  return { ok: false, reason: `no interface has the address ${address}` };
+  return { kind: 'absent', reason: `no interface has the address ${address}` };
 }
 
 /**

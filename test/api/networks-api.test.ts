@@ -41,7 +41,7 @@ test("this host's networks on the local socket: each configured one, as the kern
   assert.deepEqual([mgmt.interface, mgmt.state, mgmt.operstate, mgmt.carrier, mgmt.speedMbps, mgmt.mac, mgmt.mtu], ['lo', 'up', 'unknown', true, null, '00:00:00:00:00:00', 65536]);
   assert.ok(mgmt.rxBytes! > 0 && mgmt.txBytes! > 0, 'the harness has talked over loopback already');
   assert.deepEqual([business.interface, business.bridge, business.state, business.detail], ['br-biz', null, 'missing', 'interface br-biz does not exist']);
-  assert.deepEqual(mgmt.bandwidth, { rxBytesPerSec: null, txBytesPerSec: null, overMs: null, sampledAt: null, reason: 'not sampled yet' });
+  assert.deepEqual(mgmt.bandwidth, { rxBytesPerSec: null, txBytesPerSec: null, overMs: null, sampledAt: null, reason: 'not sampled yet: the health loop samples the counters once the host is paired' });
 });
 
 test('bandwidth on the management API: two samples around requests over loopback; a read-only user reads it; OpenAPI documents it', { skip: !isRoot && 'needs root (the sysfs holder mounts)' }, async () => {

@@ -134,11 +134,11 @@ test("an A-Link's interface is the one holding its local address in `ip -j addr`
     { ifindex: 6, ifname: 'alink2', addr_info: [{ family: 'inet', local: '10.10.2.1', prefixlen: 24 }, { family: 'inet', local: '10.10.9.1', prefixlen: 24 }] },
     { ifindex: 7, ifname: 'odd' },
   ]);
-  assert.deepEqual(interfaceWithAddress(listing, '10.10.1.1'), { ok: true, ifname: 'alink1' }, 'found whatever the link state');
-  assert.deepEqual(interfaceWithAddress(listing, '10.10.9.1'), { ok: true, ifname: 'alink2' });
-  assert.deepEqual(interfaceWithAddress(listing, '10.10.1.2'), { ok: false, reason: 'no interface has the address 10.10.1.2' });
-  assert.equal(interfaceWithAddress('not json', '10.10.1.1').ok, false);
-  assert.deepEqual(interfaceWithAddress('{}', '10.10.1.1'), { ok: false, reason: 'ip printed JSON that is not a list of links' });
+  assert.deepEqual(interfaceWithAddress(listing, '10.10.1.1'), { kind: 'found', ifname: 'alink1' }, 'found whatever the link state');
+  assert.deepEqual(interfaceWithAddress(listing, '10.10.9.1'), { kind: 'found', ifname: 'alink2' });
+  assert.deepEqual(interfaceWithAddress(listing, '10.10.1.2'), { kind: 'absent', reason: 'no interface has the address 10.10.1.2' });
+  assert.equal(interfaceWithAddress('not json', '10.10.1.1').kind, 'unknown', 'output ip would not print says nothing of the host');
+  assert.deepEqual(interfaceWithAddress('{}', '10.10.1.1'), { kind: 'unknown', reason: 'ip printed JSON that is not a list of links' });
 });
 
 test('the networks a config names: A-Link paths first, the business bridge beside its uplink', () => {

@@ -19,10 +19,10 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { deleteNamespace, ensureAddress, ensureBridge, ensureNamespace, ensureVeth, setLinkUp, setMaster } from '../../src/lab/netns.js';
-import { inNetns, runIn } from '../../src/util/exec.js';
+import { inNetns, run, runIn } from '../../src/util/exec.js';
 import { processState, waitGone } from '../../src/util/proc.js';
 import { NamespaceSysfs } from '../../src/network/namespace-sysfs.js';
-import type { NetworkConfig, NetworkStatus } from '../../src/daemon/networks.js';
+import { HostNetworks, type NetworkConfig, type NetworkStatus } from '../../src/daemon/networks.js';
 import { Cleanup } from '../support/cleanup.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -141,7 +141,7 @@ test("each network's facts from the host namespace's own sysfs; traffic moves th
     ['alink', 'host1', 'al1', 'up', 'carrier (operstate up)', 'up', true, true, 10000, MAC, 1400],
   );
   assert.deepEqual(a1.alink, { localAddress: '10.77.1.1', peerAddress: '10.77.1.2', connected: null, rttMs: null, lastError: null }, 'no A-Link runs here: its view is unknown');
-  assert.deepEqual(a1.bandwidth, { rxBytesPerSec: null, txBytesPerSec: null, overMs: null, sampledAt: null, reason: 'not sampled yet' });
+  assert.deepEqual(a1.bandwidth, { rxBytesPerSec: null, txBytesPerSec: null, overMs: null, sampledAt: null, reason: 'not sampled yet: the health loop samples the counters once the host is paired' });
   const a2 = n['alink2']!;
   assert.deepEqual([a2.interface, a2.state, a2.detail], [null, 'missing', 'no interface has the address 10.77.2.1']);
   const mgmt = n['mgmt']!;
@@ -225,4 +225,20 @@ test('a holder that died is started again, not sooner than its restart interval'
   assert.notEqual(again.dir, first.dir, 'a new holder');
   assert.ok(logs.some((l) => /the sysfs holder exited \(SIGKILL\)/.test(l)), logs.join('\n'));
   await sysfs.close();
+});
+
+test("without `ip`, which interface holds an A-Link's address is not known: unreadable, with why, not missing", async () => {
+  // This process's own namespace, whose sysfs /sys is; an `ip` that is not on the PATH.
+  const networks = new HostNetworks({
+    host: 'host1',
+    config: { ...CONFIG, mgmtInterface: 'lo' },
+    netDir: async () => ({ ok: true, dir: '/sys/class/net' }),
+    alink: () => null,
+    health: () => null,
+    run: (cmd, args, opts) => run(cmd, args, { ...opts, env: { PATH: '/nonexistent' } }),
+  });
+  const [alink1, , mgmt] = await networks.list();
+  assert.equal(alink1!.state, 'unreadable');
+  assert.match(alink1!.detail, /'ip' is not installed: install the Debian package 'iproute2'/);
+  assert.deepEqual([mgmt!.interface, mgmt!.state], ['lo', 'up'], 'a configured interface is read all the same');
 });
