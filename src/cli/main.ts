@@ -11,11 +11,13 @@ import { doctorCommand } from './doctor-command.js';
 import { userCommand, USER_USAGE } from './user-command.js';
 import { logCommand, LOG_USAGE } from './log-command.js';
 import { hostCommand, parseHostCommand, parseStatusCommand, HOST_USAGE } from './host-command.js';
+import { networkCommand, NETWORK_USAGE } from './network-command.js';
 
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
   lockstep status       the pair at a glance: hosts (state, epoch, authority, health, A-Link) and VMs
   lockstep host …       one host: list, show, maintenance on|off, repaired, force-takeover
+  lockstep network list each host's networks: A-Link paths, management, business (state, speed, bandwidth)
   lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove
   lockstep volume …     the pair's volumes (VM disks) and their state: list, show
   lockstep storage-group …  a host's storage groups and their usage: list, show
@@ -27,6 +29,8 @@ const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux
   lockstep version
 
 ${HOST_USAGE}
+
+${NETWORK_USAGE}
 
 ${VM_USAGE}
 
@@ -47,6 +51,8 @@ export async function main(argv: string[]): Promise<number> {
         return await hostCommand(parseStatusCommand(rest));
       case 'host':
         return await hostCommand(parseHostCommand(rest));
+      case 'network':
+        return await networkCommand(rest);
       case 'vm':
         return await vmCommand(rest);
       case 'volume':

@@ -24,6 +24,8 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { HealthSnapshot } from '../core/types.js';
 import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-group.js';
 import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
+import { NETWORK_ROUTES } from './network-routes.js';
+import type { NetworkStatus } from './networks.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -38,6 +40,8 @@ export interface ApiContext {
   lastExit(vm: string): LastExit | null;
   alink(): unknown;
   health(): HealthSnapshot | null;
+  /** This host's networks, read now (src/daemon/networks.ts). */
+  networks(): Promise<NetworkStatus[]>;
   /** This host's storage groups (its config). */
   storageGroups: readonly StorageGroupConfig[];
   pairCaPem(): Promise<string | null>;
@@ -210,7 +214,7 @@ const LOG_ENTRY_SCHEMA: Schema = {
 const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
 const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
 
-/** The resources: host status, VMs, host commands, the pair CA, the event log. */
+/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, the event log, networks. */
 export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'getStatus',
@@ -492,6 +496,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
       return { status: 200, body: ctx.recentLog({ limit, ...(before !== undefined ? { beforeId: before } : {}), ...(kind !== undefined ? { kind } : {}) }) };
     },
   },
+  ...NETWORK_ROUTES,
 ];
 
 /** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */

@@ -31,6 +31,8 @@ import { CoreDriver } from './core-driver.js';
 import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
+import { NamespaceSysfs } from '../network/namespace-sysfs.js';
+import { HostNetworks } from './networks.js';
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
 const PAIRING_RETRY_MS = 2000;
@@ -106,6 +108,24 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   });
   await runner.reapLeftovers();
 
+  // The health checks' `ip` runs here, off the main thread (why: src/util/exec-thread.ts); so does the
+  // networks' (which interface holds each A-Link address).
+  const healthExec = new ExecThread();
+  // This host's networks, from its own namespace's sysfs (why a holder process: src/network/namespace-sysfs.ts);
+  // read on request from the start, their counters sampled by the health loop once paired. The holder is
+  // started now: starting a program stalls this thread until it has exec'd, which before pairing delays no
+  // heartbeat.
+  const sysfs = new NamespaceSysfs({ log });
+  void sysfs.netDir();
+  const networks = new HostNetworks({
+    host: config.host,
+    config,
+    netDir: () => sysfs.netDir(),
+    alink: () => alink?.status() ?? null,
+    health: () => health?.current() ?? null,
+    run: (cmd, args, opts) => healthExec.run(cmd, args, opts),
+  });
+
   // Whoever follows the event log live (the management API's event stream) is told of each append.
   const logListeners = new Set<() => void>();
   const apiContext: ApiContext = {
@@ -118,6 +138,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     lastExit: (vm) => runner.lastExit(vm),
     alink: () => alink?.status() ?? null,
     health: () => health?.current() ?? null,
+    networks: () => networks.list(),
     storageGroups: config.storageGroups,
     pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
     recentLog: (opts) => db.recentLog(opts),
@@ -155,14 +176,13 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     }
   }
 
-  // The health checks' `ip` runs here, off the main thread (why: src/util/exec-thread.ts).
-  const healthExec = new ExecThread();
   let stopping: Promise<void> | null = null;
   const shutdown = (why: string): Promise<void> => {
     stopping ??= (async () => {
       log(`${why}: stopping`);
       driver?.stop();
       await health?.stop();
+      await sysfs.close();
       await healthExec.close();
       await runner.shutdown();
       await dialer?.close();
@@ -250,6 +270,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     log,
   });
   health.on('snapshot', (snapshot) => liveDriver.submit({ type: 'health', wallMs: Date.now(), health: snapshot }));
+  health.on('round', () => void networks.sample());
 
   const alinkStartedAt = Date.now();
   alink.start();

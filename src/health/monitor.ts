@@ -1,7 +1,8 @@
 /**
  * The host health monitor: every `intervalMs` it checks each component of `HEALTH_COMPONENTS` (see
  * `checks.ts` and docs/health.md) and emits a `HealthSnapshot` when the snapshot differs from the previous
- * one (and always the first). The daemon feeds each emitted snapshot to the core as a `health` input.
+ * one (and always the first). The daemon feeds each emitted snapshot to the core as a `health` input. Each
+ * round of the loop also emits `round`, so that the daemon samples what it watches at the same pace.
  *
  * A round never throws and is bounded in time: each check has a timeout, and a check that hangs past it
  * (a write to a dead disk cannot be cancelled) reports failed and is not started again until it settles.
@@ -54,6 +55,8 @@ export interface HealthMonitorOptions {
 
 export interface HealthMonitorEvents {
   snapshot: [HealthSnapshot];
+  /** Every round of the loop, changed or not: what else the daemon samples at the health interval (networks' counters). */
+  round: [];
 }
 
 export const HEALTH_DEFAULTS = { diskTimeoutMs: 2000, diskSlowMs: 500, linkTimeoutMs: 2000, qemuTimeoutMs: 5000 } as const;
@@ -141,8 +144,10 @@ export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
     const t0 = performance.now();
     try {
       await this.check();
+      // A round that ends after stop() is not told: what rides on the loop stops with it.
+      if (this.running && gen === this.generation) this.emit('round');
     } catch (e) {
-      this.opts.log(`health: a snapshot listener threw: ${describeError(e)}`);
+      this.opts.log(`health: a snapshot or round listener threw: ${describeError(e)}`);
     }
     if (!this.running || gen !== this.generation) return;
     const delay = Math.max(0, this.opts.intervalMs - (performance.now() - t0));

@@ -26,6 +26,7 @@ export const PACKAGE_OF: Readonly<Record<string, string>> = {
   umount: 'mount',
   ping: 'iputils-ping',
   nsenter: 'util-linux',
+  unshare: 'util-linux',
   setpriv: 'util-linux',
   truncate: 'coreutils',
   openssl: 'openssl',

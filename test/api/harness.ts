@@ -25,6 +25,8 @@ import { loadManagementTls } from '../../src/api/management-tls.js';
 import type { LimiterOptions } from '../../src/users/login-limiter.js';
 import type { StreamLimits } from '../../src/api/event-stream.js';
 import { Cleanup } from '../support/cleanup.js';
+import { NamespaceSysfs } from '../../src/network/namespace-sysfs.js';
+import { HostNetworks } from '../../src/daemon/networks.js';
 
 export interface Answer {
   status: number;
@@ -38,6 +40,8 @@ export interface Harness {
   config: DaemonConfig;
   db: StateDb;
   api: ApiContext;
+  /** This process's networks behind `GET /v1/networks`: `sample()` takes what the health loop would. */
+  networks: HostNetworks;
   driver: CoreDriver | null;
   users: UserStore;
   audit: AuditLog;
@@ -78,6 +82,8 @@ export async function startHarness(
     dataDir: dir,
     pair: { id: 'test', peer: 'host2', secret: 'a-long-enough-secret', tiebreakWinner: 'host2' },
     alink: [{ name: 'alink1', local: '10.10.1.1', peer: '10.10.1.2', port: 7788, broadcast: '10.10.1.255' }],
+    // The test's own loopback stands for the management network: a real interface, up, with counters.
+    mgmtInterface: 'lo',
     ...(opts.storageGroups !== undefined ? { storageGroups: opts.storageGroups(dir) } : {}),
   });
   const db = StateDb.open(path.join(dir, 'state', 'lockstepd.db'));
@@ -124,6 +130,10 @@ export async function startHarness(
     cleanup.add(() => live.stop());
   }
   const pairCa = await createPairCa(dir, 'test');
+  // This process's networks as lockstepd reads its own (no A-Link interface here: alink1 is missing).
+  const sysfs = new NamespaceSysfs({ log: () => {} });
+  cleanup.add(() => sysfs.close());
+  const networks = new HostNetworks({ host: 'host1', config, netDir: () => sysfs.netDir(), alink: () => null, health: () => null });
   const api: ApiContext = {
     host: 'host1',
     startedAt: new Date().toISOString(),
@@ -134,6 +144,7 @@ export async function startHarness(
     lastExit: (vm) => runner?.lastExit(vm) ?? null,
     alink: () => null,
     health: () => null,
+    networks: () => networks.list(),
     storageGroups: config.storageGroups,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),
@@ -227,5 +238,5 @@ export async function startHarness(
     return r.body.token as string;
   };
 
-  return { dir, config, db, api, driver, users, audit, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()) };
+  return { dir, config, db, api, networks, driver, users, audit, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()) };
 }

@@ -126,6 +126,7 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   const storageGroup = await h.request('GET', '/api/v1/storage-groups/default', { token });
   expectDocumented('getStorageGroup', storageGroup, covered);
   assert.deepEqual(storageGroup.body.volumes.map((v: { name: string }) => v.name), ['web']);
+  expectDocumented('listNetworks', await h.request('GET', '/api/v1/networks', { token }), covered);
   const started = await h.request('POST', '/api/v1/vms/web/start', { token });
   expectDocumented('startVm', started, covered);
   assert.equal(started.body.desired, 'running');
@@ -496,7 +497,7 @@ test('the OpenAPI document describes every route with the schemas that validate 
     if (route.access !== 'public' && route.access !== 'session') assert.ok(op.responses['403'], `${route.operationId} documents 403`);
   }
   // Every resource of the local socket API is on the management API too.
-  for (const id of ['getStatus', 'listVms', 'getVm', 'defineVm', 'startVm', 'stopVm', 'migrateVm', 'setVmProtection', 'removeVm', 'setMaintenance', 'forceTakeover', 'markRepaired', 'getPairCa', 'listEvents']) {
+  for (const id of ['getStatus', 'listVms', 'getVm', 'defineVm', 'startVm', 'stopVm', 'migrateVm', 'setVmProtection', 'removeVm', 'setMaintenance', 'forceTakeover', 'markRepaired', 'getPairCa', 'listEvents', 'listNetworks']) {
     assert.ok(routeById.get(id)?.path.startsWith('/v1/'), id);
   }
 });

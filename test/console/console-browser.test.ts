@@ -1,8 +1,9 @@
 /**
  * The Availability Console in Debian's Chromium against the real management server of test/api/harness.ts
- * (the real core driver, user database, audit log, event stream; no QEMU: this lone host never has
- * authority). An operator's first visit: first-run setup, then every main page showing the host's real data;
- * a VM created and started through the form and buttons; a read-only user, made on the users page, sees
+ * (the real core driver, user database, audit log, event stream, this machine's own interfaces; no QEMU:
+ * this lone host never has authority). An operator's first visit: first-run setup, then every main page
+ * showing the host's real data, the networks' bandwidth redrawn as it is sampled; a VM created and started
+ * through the form and buttons; a read-only user, made on the users page, sees
  * every changing button disabled; an alert raised by another operator's call appears without a reload.
  * No console error and no CSP violation on any page. Screenshots of each page go to the printed directory.
  */
@@ -97,6 +98,20 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.locator('#volumes td', { hasText: 'web' }).first().waitFor();
     await page.locator('#storage-groups td', { hasText: 'default' }).first().waitFor();
     await b.screenshot('06-storage');
+    // Networks: the harness's real interfaces (loopback as its management network); no A-Link interface here.
+    await page.click('nav a[data-page=networks]');
+    await page.locator('#networks td', { hasText: 'lo' }).first().waitFor();
+    await page.locator('#networks tr', { hasText: 'no interface has the address 10.10.1.1' }).waitFor();
+    const mgmtRow = page.locator('#networks tbody tr', { hasText: 'management' });
+    assert.equal(await mgmtRow.locator('.badge').first().textContent(), 'up', 'loopback is up');
+    assert.match((await mgmtRow.textContent())!, /65536/, 'its MTU');
+    // The page asks again while open: a sample taken meanwhile shows without a reload.
+    await h.networks.sample();
+    await new Promise((r) => setTimeout(r, 300));
+    await h.networks.sample();
+    await page.locator('#networks-sampled').waitFor({ timeout: 10_000 });
+    await page.waitForFunction(() => /\d+(\.\d)? (B|KiB|MiB)\/s/.test(document.querySelector('#networks tbody tr:nth-child(2)')?.textContent ?? ''));
+    await b.screenshot('06b-networks');
     await page.click('nav a[data-page=alerts]');
     await page.locator('#audit td', { hasText: 'defineVm' }).first().waitFor();
     await page.locator('#audit td', { hasText: 'startVm' }).first().waitFor();

@@ -254,21 +254,26 @@ test('a snapshot is emitted first and then only when it changed; current() is th
   assert.ok(Object.isFrozen(m.current()));
 });
 
-test('start() checks every interval and emits only changes; stop() ends it', async () => {
+test('start() checks every interval and emits only changes, and every round as a round; stop() ends it', async () => {
   let down = false;
   const { m, events } = monitor({ intervalMs: 30, alinkPaths: () => ({ alink1: !down, alink2: true }) });
+  let rounds = 0;
+  m.on('round', () => rounds++);
   m.start();
   m.start(); // no second loop
   await waitFor(() => events.length === 1, 2000, 'first snapshot');
   await sleep(150);
   assert.equal(events.length, 1);
+  assert.ok(rounds >= 3, `${rounds} rounds in 150 ms at a 30 ms interval, each one told (the networks' sampling rides on it)`);
   down = true;
   await waitFor(() => events.length === 2, 2000, 'the change');
   assert.equal(events[1]!.alink1, 'failed');
   await m.stop();
+  const roundsAtStop = rounds;
   down = false;
   await sleep(150);
   assert.equal(events.length, 2, 'nothing after stop');
+  assert.equal(rounds, roundsAtStop, 'no round after stop');
 });
 
 // ── disk ───────────────────────────────────────────────────────────────────────────────────────────────

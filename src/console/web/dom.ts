@@ -51,7 +51,7 @@ export function badge(word: string | null | undefined, family = toneOf(word)): H
 
 const GOOD = new Set(['paired', 'ok', 'protected', 'in-sync', 'running', 'up', 'info', 'live', 'completed', 'done']);
 const WARN = new Set(['pairing', 'peer-lost', 'syncing', 'degraded', 'downgraded', 'starting', 'failing-over', 'warning', 'maintenance', 'simplex', 'solo', 'reconnecting', 'migrating', 'pending', 'unprotected', 'initializing']);
-const BAD = new Set(['refused', 'isolated', 'down', 'failed', 'host-down', 'critical', 'denied', 'closed']);
+const BAD = new Set(['refused', 'isolated', 'down', 'failed', 'host-down', 'critical', 'denied', 'closed', 'missing', 'unreadable']);
 
 export function toneOf(word: string | null | undefined): string {
   if (word === null || word === undefined) return 'none';

@@ -14,11 +14,12 @@ import { dashboardPage } from './pages/dashboard.js';
 import { hostsPage } from './pages/hosts.js';
 import { vmsPage } from './pages/vms.js';
 import { storagePage } from './pages/storage.js';
+import { networksPage } from './pages/networks.js';
 import { alertsPage } from './pages/alerts.js';
 import { timelinePage } from './pages/timeline.js';
 import { usersPage } from './pages/users.js';
 
-const PAGES: Page[] = [dashboardPage, hostsPage, vmsPage, storagePage, alertsPage, timelinePage, usersPage];
+const PAGES: Page[] = [dashboardPage, hostsPage, vmsPage, storagePage, networksPage, alertsPage, timelinePage, usersPage];
 
 const root = document.getElementById('app')!;
 let live: LiveStream | null = null;

@@ -153,3 +153,24 @@ export interface StorageGroup {
   volumeCount: number;
   error: string | null;
 }
+
+export interface Network {
+  name: 'alink1' | 'alink2' | 'mgmt' | 'business';
+  role: 'alink' | 'management' | 'business';
+  host: string;
+  interface: string | null;
+  bridge: string | null;
+  state: 'up' | 'down' | 'missing' | 'not-configured' | 'unreadable';
+  detail: string;
+  health: 'ok' | 'degraded' | 'failed' | null;
+  operstate: string | null;
+  adminUp: boolean | null;
+  carrier: boolean | null;
+  speedMbps: number | null;
+  mac: string | null;
+  mtu: number | null;
+  rxBytes: number | null;
+  txBytes: number | null;
+  bandwidth: { rxBytesPerSec: number | null; txBytesPerSec: number | null; overMs: number | null; sampledAt: string | null; reason: string | null };
+  alink: { localAddress: string; peerAddress: string; connected: boolean | null; rttMs: number | null; lastError: string | null } | null;
+}
