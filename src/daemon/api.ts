@@ -24,6 +24,7 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { HealthSnapshot } from '../core/types.js';
 import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-group.js';
 import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
+import { PREFERENCE_ROUTES, type PreferencesContext } from './preference-routes.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -48,6 +49,8 @@ export interface ApiContext {
   onLogged(listener: () => void): () => void;
   /** Notification deliveries waiting to go out; null when notifications are not configured. */
   notifyPending(): number | null;
+  /** The config as the preferences show it, the notifier, the host's clock (preference-routes.ts). */
+  preferences: PreferencesContext;
 }
 
 /** A VM as the API shows it: the pair's record (from the core) and, when it runs here, its process. */
@@ -210,7 +213,7 @@ const LOG_ENTRY_SCHEMA: Schema = {
 const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
 const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
 
-/** The resources: host status, VMs, host commands, the pair CA, the event log. */
+/** The resources: host status, VMs, host commands, the pair CA, the event log, the preferences and notifications. */
 export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'getStatus',
@@ -492,6 +495,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
       return { status: 200, body: ctx.recentLog({ limit, ...(before !== undefined ? { beforeId: before } : {}), ...(kind !== undefined ? { kind } : {}) }) };
     },
   },
+  ...PREFERENCE_ROUTES,
 ];
 
 /** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */

@@ -30,6 +30,8 @@ import { CoreDriver } from './core-driver.js';
 import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
+import type { NotificationsState } from '../notify/receiver-view.js';
+import { HostClockReader } from './host-clock.js';
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
 const PAIRING_RETRY_MS = 2000;
@@ -52,14 +54,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     const config = await loadDaemonConfig(configFile);
-    return await runDaemon(config);
+    return await runDaemon(config, configFile);
   } catch (e) {
     console.error(`lockstepd: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
     return 1;
   }
 }
 
-async function runDaemon(config: DaemonConfig): Promise<number> {
+async function runDaemon(config: DaemonConfig, configFile: string): Promise<number> {
   const log = (line: string): void => console.log(`${new Date().toISOString()} ${config.host} ${line}`);
   await mkdir(path.dirname(config.apiSocket), { recursive: true });
   const db = StateDb.open(path.join(config.dataDir, 'state', 'lockstepd.db'));
@@ -68,15 +70,22 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   // Notifications follow the event log (src/notify/); started now so that deliveries left pending by the
   // previous run go out even before pairing. An outbox that cannot be opened costs the notifications only.
   let notifier: Notifier | null = null;
+  let notifications: NotificationsState<Notifier> = { state: 'off' };
   if (config.notifications) {
     try {
       notifier = new Notifier({ config: config.notifications, pair: config.pair.id, host: config.host, outboxFile: path.join(config.dataDir, 'state', 'notify.db'), source: db, log });
       notifier.start();
+      notifications = { state: 'on', config: config.notifications, notifier };
       log(`notifications to ${notifier.receivers().map((r) => r.id).join(', ')}`);
     } catch (e) {
-      log(`notifications disabled: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
+      const why = `${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`;
+      notifications = { state: 'failed', config: config.notifications, error: why };
+      log(`notifications disabled: ${why}`);
     }
   }
+  // Programs lockstepd runs while serving (the health checks' `ip`, the clock's adjtimex) run here, off the
+  // main thread (why: src/util/exec-thread.ts).
+  const healthExec = new ExecThread();
 
   let driver: CoreDriver | null = null;
   let alink: Alink | null = null;
@@ -104,6 +113,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
 
   // Whoever follows the event log live (the management API's event stream) is told of each append.
   const logListeners = new Set<() => void>();
+  const clock = new HostClockReader((cmd, args, opts) => healthExec.run(cmd, args, opts));
   const apiContext: ApiContext = {
     host: config.host,
     startedAt: new Date().toISOString(),
@@ -123,6 +133,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
       return () => logListeners.delete(listener);
     },
     notifyPending: () => notifier?.pending() ?? null,
+    preferences: { config, configFile, notifications, clock: () => clock.read() },
   };
   // The host's users and audit log, served by the local socket to root and by the management API to users.
   // Accounts that cannot be opened cost user management, auditing and the management API, never the
@@ -151,8 +162,6 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     }
   }
 
-  // The health checks' `ip` runs here, off the main thread (why: src/util/exec-thread.ts).
-  const healthExec = new ExecThread();
   let stopping: Promise<void> | null = null;
   const shutdown = (why: string): Promise<void> => {
     stopping ??= (async () => {
