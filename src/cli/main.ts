@@ -11,6 +11,7 @@ import { doctorCommand } from './doctor-command.js';
 import { userCommand, USER_USAGE } from './user-command.js';
 import { logCommand, LOG_USAGE } from './log-command.js';
 import { hostCommand, parseHostCommand, parseStatusCommand, HOST_USAGE } from './host-command.js';
+import { prefCommand, PREF_USAGE } from './pref-command.js';
 
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
@@ -22,6 +23,8 @@ const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux
   lockstep alert list   a host's alerts (the core's, from its event log)
   lockstep audit list   a host's audit log: users' actions and the platform's own
   lockstep user …       a host's management API users: setup, list, add, passwd, remove
+  lockstep pref show    what is set up for the pair as a host runs it: addresses, quorum, clock, limits
+  lockstep notification …  a host's notification receivers: list, test [RECEIVER]
   lockstep lab …        the whole pair on one machine (lockstep lab help)
   lockstep doctor       what this machine has and what Lockstep will do about it
   lockstep version
@@ -35,6 +38,8 @@ ${VOLUME_USAGE}
 ${LOG_USAGE}
 
 ${USER_USAGE}
+
+${PREF_USAGE}
 
 ${LAB_USAGE}`;
 
@@ -57,6 +62,9 @@ export async function main(argv: string[]): Promise<number> {
         return await logCommand(command, rest);
       case 'user':
         return await userCommand(rest);
+      case 'pref':
+      case 'notification':
+        return await prefCommand(command, rest);
       case 'lab':
         return await labCommand(rest);
       case 'doctor':

@@ -81,7 +81,7 @@ export function parseAdjtimex(text: string): NtpStatus {
   };
   const synchronized = (statusWord & STA_UNSYNC) === 0;
   const verdict = /\((.*)\)/.exec(field('return value') ?? '')?.[1] ?? (synchronized ? 'clock synchronized' : 'clock not synchronized');
-  return { synchronized, source: SOURCE, detail: `${verdict} (status ${status})`, maxErrorMs: usToMs(field('maxerror')), estimatedErrorMs: usToMs(field('esterror')) };
+  return { synchronized, source: SOURCE, detail: `${verdict}, status ${status}`, maxErrorMs: usToMs(field('maxerror')), estimatedErrorMs: usToMs(field('esterror')) };
 }
 
 function unknown(why: string): NtpStatus {

@@ -16,7 +16,7 @@ import { LockstepError } from '../util/errors.js';
 import type { Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
 import type { Notifier } from '../notify/notifier.js';
-import { notificationsView, testResultView, type NotificationsState } from '../notify/receiver-view.js';
+import { notificationsView, testResultView, type NotificationsState, type NotificationsView, type TestResultView } from '../notify/receiver-view.js';
 import type { ApiContext } from './api.js';
 import type { DaemonConfig } from './config.js';
 import type { HostClock } from './host-clock.js';
@@ -28,6 +28,34 @@ export interface PreferencesContext {
   configFile: string | null;
   notifications: NotificationsState<Notifier>;
   clock(): Promise<HostClock>;
+}
+
+/** `GET /v1/preferences`'s answer (the CLI renders it). */
+export interface PreferencesView {
+  host: string;
+  pair: { id: string; peer: string; tiebreakWinner: string };
+  configFile: string | null;
+  editable: false;
+  howToChange: string;
+  network: {
+    management: { interface: string | null; apiAddress: string | null; apiPort: number | null };
+    business: { bridge: string; interface: string };
+    alink: { name: string; local: string; peer: string; port: number; broadcast: string }[];
+    dataPorts: { replication: number; migration: number };
+  };
+  quorum: { active: string | null; servers: { id: string; role: 'preferred' | 'alternate'; address: string; port: number; active: boolean }[] };
+  clock: HostClock;
+  notifications: NotificationsView;
+  splitsite: { ftRttLimitMs: number; haRttLimitMs: number; alinkRttMs: number | null };
+  resync: { maxMiBps: number | null; busyMiBps: number | null };
+}
+
+/** `POST /v1/notifications/test`'s answer. */
+export interface NotificationTestAnswer {
+  host: string;
+  results: TestResultView[];
+  delivered: number;
+  failed: number;
 }
 
 /** How a preference is changed, as the view and the docs say it. */
@@ -237,7 +265,7 @@ export const PREFERENCE_ROUTES: readonly Route<ApiContext>[] = [
   },
 ];
 
-async function sendTests(ctx: ApiContext, name: string | null): Promise<Record<string, unknown>> {
+async function sendTests(ctx: ApiContext, name: string | null): Promise<NotificationTestAnswer> {
   const n = ctx.preferences.notifications;
   if (n.state === 'off') throw new LockstepError('NOTIFICATIONS_OFF', `${ctx.host} sends no notifications: its config has no notifications section (docs/notifications.md)`, { host: ctx.host });
   if (n.state === 'failed') throw new LockstepError('NOTIFICATIONS_OFF', `${ctx.host} sends no notifications: they did not start (${n.error})`, { host: ctx.host });
@@ -251,7 +279,7 @@ async function sendTests(ctx: ApiContext, name: string | null): Promise<Record<s
   return { host: ctx.host, results, delivered, failed: results.length - delivered };
 }
 
-async function preferencesBody(ctx: ApiContext): Promise<Record<string, unknown>> {
+async function preferencesBody(ctx: ApiContext): Promise<PreferencesView> {
   const { config: c, configFile } = ctx.preferences;
   const core = ctx.driver()?.view() ?? null;
   const active = core?.activeQuorum ?? null;
@@ -269,7 +297,7 @@ async function preferencesBody(ctx: ApiContext): Promise<Record<string, unknown>
     },
     quorum: {
       active,
-      servers: c.quorum.map((q, i) => ({ id: q.id, role: i === 0 ? 'preferred' : 'alternate', address: q.address, port: q.port, active: q.id === active })),
+      servers: c.quorum.map((q, i) => ({ id: q.id, role: i === 0 ? ('preferred' as const) : ('alternate' as const), address: q.address, port: q.port, active: q.id === active })),
     },
     clock: await ctx.preferences.clock(),
     notifications: notificationsView(ctx.preferences.notifications),

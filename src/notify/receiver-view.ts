@@ -103,7 +103,16 @@ export function receiverView(r: Receiver, notifier: NotifierReadout | null): Rec
 }
 
 /** A "send test" result as the API answers it. */
-export function testResultView(r: Receiver, run: TestRun): { receiver: string; kind: ReceiverKind; target: string; at: string; durationMs: number; outcome: DeliveryOutcome } {
+export interface TestResultView {
+  receiver: string;
+  kind: ReceiverKind;
+  target: string;
+  at: string;
+  durationMs: number;
+  outcome: DeliveryOutcome;
+}
+
+export function testResultView(r: Receiver, run: TestRun): TestResultView {
   return { receiver: r.name, kind: r.kind, target: targetOf(r), at: isoTime(run.atMs), durationMs: run.durationMs, outcome: publicOutcome(r, run.outcome) };
 }
 

@@ -297,7 +297,7 @@ test('pure parts: the kernel clock reading, URLs as shown, a notifier that did n
   const unsynced = parseAdjtimex(
     '    mode:         0\n-o  offset:       0 us\n    maxerror:     16000000\n    esterror:     16000000\n    status:       64 (UNSYNC)\n    return value: 5 (clock not synchronized)\n',
   );
-  assert.deepEqual(unsynced, { synchronized: false, source: 'kernel (adjtimex)', detail: 'clock not synchronized (status 64 (UNSYNC))', maxErrorMs: 16000, estimatedErrorMs: 16000 });
+  assert.deepEqual(unsynced, { synchronized: false, source: 'kernel (adjtimex)', detail: 'clock not synchronized, status 64 (UNSYNC)', maxErrorMs: 16000, estimatedErrorMs: 16000 });
   const synced = parseAdjtimex('    maxerror:     1500\n    esterror:     20\n    status:       8192 (NANO)\n    return value: 0 (clock synchronized)\n');
   assert.deepEqual([synced.synchronized, synced.maxErrorMs, synced.estimatedErrorMs], [true, 1.5, 0.02]);
   assert.equal(parseAdjtimex('adjtimex: Operation not permitted\n').synchronized, null, 'no status word: unknown, not guessed');
