@@ -50,9 +50,11 @@ export class HostClockReader {
   ) {}
 
   async read(): Promise<HostClock> {
-    const now = this.nowMs();
-    if (this.reading === null || now - this.reading.atMs > NTP_READING_REUSE_MS) this.reading = { atMs: now, status: this.readNtp() };
+    const asked = this.nowMs();
+    if (this.reading === null || asked - this.reading.atMs > NTP_READING_REUSE_MS) this.reading = { atMs: asked, status: this.readNtp() };
     const ntp = await this.reading.status;
+    // The time once the reading is in, so that the answer's time is as close as can be to when it is sent.
+    const now = this.nowMs();
     // East of UTC is positive; `0 -` rather than a unary minus, which makes UTC's offset -0.
     const utcOffsetMinutes = 0 - new Date(now).getTimezoneOffset();
     return { now: new Date(now).toISOString(), timeZone: Intl.DateTimeFormat().resolvedOptions().timeZone ?? 'unknown', utcOffsetMinutes, ntp };
