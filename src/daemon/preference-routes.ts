@@ -60,7 +60,7 @@ export interface NotificationTestAnswer {
 
 /** How a preference is changed, as the view and the docs say it. */
 export const HOW_TO_CHANGE =
-  "edit lockstepd's config file and restart lockstepd (a restart stops this host's VMs: enter maintenance first, so they move to the peer); settings of the pair (quorum servers, SplitSite limits, timing) belong in both hosts' configs, changed one host at a time";
+  "edit lockstepd's config file and restart lockstepd (a restart stops this host's VMs: enter maintenance first, so its protected VMs move to the peer); settings of the pair (quorum servers, SplitSite limits, timing) belong in both hosts' configs, changed one host at a time";
 
 const MIB = 1024 * 1024;
 
