@@ -12,8 +12,7 @@
 import { alertOfLogEntry, severityAtLeast, type LogRow, type NotifyAlert } from './alert.js';
 import { describeOutcome, failed, type DeliveryOutcome } from './outcome.js';
 import { Outbox, retryDelayMs, type Delivery } from './outbox.js';
-import { receiversOf, type DeliveryContext, type NotificationsConfig, type Receiver } from './receivers.js';
-import { testAlert } from './alert.js';
+import { receiversOf, sendTest, type DeliveryContext, type NotificationsConfig, type Receiver } from './receivers.js';
 import type { NotifierReadout, TestRun } from './receiver-view.js';
 import { CALL_HOME_TIMELINE_MAX } from './call-home.js';
 import { describeError } from '../util/errors.js';
@@ -125,7 +124,7 @@ export class Notifier implements NotifierReadout {
       return { receiver: name, outcome, atMs: Date.now(), durationMs: 0 };
     }
     const atMs = Date.now();
-    const outcome = await this.attemptTest(r, testAlert(this.opts.pair, this.opts.host, atMs));
+    const outcome = await this.attemptTest(r);
     const run: TestRun = { receiver: r.name, outcome, atMs, durationMs: Date.now() - atMs };
     this.lastTests.set(r.id, run);
     this.opts.log(`notify: test to ${r.id} ${describeOutcome(outcome)}`);
@@ -137,12 +136,15 @@ export class Notifier implements NotifierReadout {
     return Promise.all((names ?? this.receiverList.map((r) => r.name)).map((n) => this.sendTest(n)));
   }
 
-  private async attemptTest(r: Receiver, alert: ReturnType<typeof testAlert>): Promise<DeliveryOutcome> {
+  private async attemptTest(r: Receiver): Promise<DeliveryOutcome> {
     const attempt = new AbortController();
     const stopping = (): void => attempt.abort();
     this.abort.signal.addEventListener('abort', stopping, { once: true });
     const timeoutMs = this.opts.testTimeoutMs ?? SEND_TEST_TIMEOUT_MS;
-    const settled = r.deliver(alert, { ...this.ctx, signal: attempt.signal }).catch((e: unknown): DeliveryOutcome => failed('send', describeError(e)));
+    const settled = sendTest(r, { ...this.ctx, signal: attempt.signal }, this.opts.pair, this.opts.host).then(
+      (t) => t.outcome,
+      (e: unknown): DeliveryOutcome => failed('send', describeError(e)),
+    );
     const timers: NodeJS.Timeout[] = [];
     const after = (ms: number): Promise<null> => new Promise((resolve) => timers.push(setTimeout(() => resolve(null), ms)));
     try {
