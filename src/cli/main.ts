@@ -12,6 +12,7 @@ import { userCommand, USER_USAGE } from './user-command.js';
 import { logCommand, LOG_USAGE } from './log-command.js';
 import { hostCommand, parseHostCommand, parseStatusCommand, HOST_USAGE } from './host-command.js';
 import { networkCommand, NETWORK_USAGE } from './network-command.js';
+import { prefCommand, PREF_USAGE } from './pref-command.js';
 
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
@@ -24,6 +25,8 @@ const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux
   lockstep alert list   a host's alerts (the core's, from its event log)
   lockstep audit list   a host's audit log: users' actions and the platform's own
   lockstep user …       a host's management API users: setup, list, add, passwd, remove
+  lockstep pref show    what is set up for the pair as a host runs it: addresses, quorum, clock, limits
+  lockstep notification …  a host's notification receivers: list, test [RECEIVER]
   lockstep lab …        the whole pair on one machine (lockstep lab help)
   lockstep doctor       what this machine has and what Lockstep will do about it
   lockstep version
@@ -39,6 +42,8 @@ ${VOLUME_USAGE}
 ${LOG_USAGE}
 
 ${USER_USAGE}
+
+${PREF_USAGE}
 
 ${LAB_USAGE}`;
 
@@ -63,6 +68,9 @@ export async function main(argv: string[]): Promise<number> {
         return await logCommand(command, rest);
       case 'user':
         return await userCommand(rest);
+      case 'pref':
+      case 'notification':
+        return await prefCommand(command, rest);
       case 'lab':
         return await labCommand(rest);
       case 'doctor':

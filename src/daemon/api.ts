@@ -26,6 +26,7 @@ import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-grou
 import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
 import { NETWORK_ROUTES } from './network-routes.js';
 import type { NetworkStatus } from './networks.js';
+import { PREFERENCE_ROUTES, type PreferencesContext } from './preference-routes.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -52,6 +53,8 @@ export interface ApiContext {
   onLogged(listener: () => void): () => void;
   /** Notification deliveries waiting to go out; null when notifications are not configured. */
   notifyPending(): number | null;
+  /** The config as the preferences show it, the notifier, the host's clock (preference-routes.ts). */
+  preferences: PreferencesContext;
 }
 
 /** A VM as the API shows it: the pair's record (from the core) and, when it runs here, its process. */
@@ -214,7 +217,7 @@ const LOG_ENTRY_SCHEMA: Schema = {
 const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
 const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
 
-/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, the event log, networks. */
+/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, the event log, networks, the preferences and notifications. */
 export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'getStatus',
@@ -497,6 +500,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     },
   },
   ...NETWORK_ROUTES,
+  ...PREFERENCE_ROUTES,
 ];
 
 /** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */

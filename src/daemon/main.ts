@@ -33,6 +33,8 @@ import { openAccounts, startManagementApi, type Accounts, type RunningManagement
 import { Notifier } from '../notify/notifier.js';
 import { NamespaceSysfs } from '../network/namespace-sysfs.js';
 import { HostNetworks } from './networks.js';
+import type { NotificationsState } from '../notify/receiver-view.js';
+import { HostClockReader } from './host-clock.js';
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
 const PAIRING_RETRY_MS = 2000;
@@ -55,14 +57,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     const config = await loadDaemonConfig(configFile);
-    return await runDaemon(config);
+    return await runDaemon(config, configFile);
   } catch (e) {
     console.error(`lockstepd: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
     return 1;
   }
 }
 
-async function runDaemon(config: DaemonConfig): Promise<number> {
+async function runDaemon(config: DaemonConfig, configFile: string): Promise<number> {
   const log = (line: string): void => console.log(`${new Date().toISOString()} ${config.host} ${line}`);
   // First: the threads started from here on (libuv's, the workers) inherit the daemon's priority.
   const priority = raiseServicePriority();
@@ -74,15 +76,22 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   // Notifications follow the event log (src/notify/); started now so that deliveries left pending by the
   // previous run go out even before pairing. An outbox that cannot be opened costs the notifications only.
   let notifier: Notifier | null = null;
+  let notifications: NotificationsState<Notifier> = { state: 'off' };
   if (config.notifications) {
     try {
       notifier = new Notifier({ config: config.notifications, pair: config.pair.id, host: config.host, outboxFile: path.join(config.dataDir, 'state', 'notify.db'), source: db, log });
       notifier.start();
+      notifications = { state: 'on', config: config.notifications, notifier };
       log(`notifications to ${notifier.receivers().map((r) => r.id).join(', ')}`);
     } catch (e) {
-      log(`notifications disabled: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
+      const why = `${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`;
+      notifications = { state: 'failed', config: config.notifications, error: why };
+      log(`notifications disabled: ${why}`);
     }
   }
+  // Programs lockstepd runs while serving (the health checks' `ip`, the networks' `ip` — which interface
+  // holds each A-Link address —, the clock's adjtimex) run here, off the main thread (why: src/util/exec-thread.ts).
+  const healthExec = new ExecThread();
 
   let driver: CoreDriver | null = null;
   let alink: Alink | null = null;
@@ -108,9 +117,6 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   });
   await runner.reapLeftovers();
 
-  // The health checks' `ip` runs here, off the main thread (why: src/util/exec-thread.ts); so does the
-  // networks' (which interface holds each A-Link address).
-  const healthExec = new ExecThread();
   // This host's networks, from its own namespace's sysfs (why a holder process: src/network/namespace-sysfs.ts);
   // read on request from the start, their counters sampled by the health loop once paired. The holder is
   // started now: starting a program stalls this thread until it has exec'd, which before pairing delays no
@@ -128,6 +134,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
 
   // Whoever follows the event log live (the management API's event stream) is told of each append.
   const logListeners = new Set<() => void>();
+  const clock = new HostClockReader((cmd, args, opts) => healthExec.run(cmd, args, opts));
   const apiContext: ApiContext = {
     host: config.host,
     startedAt: new Date().toISOString(),
@@ -148,6 +155,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
       return () => logListeners.delete(listener);
     },
     notifyPending: () => notifier?.pending() ?? null,
+    preferences: { config, configFile, notifications, clock: () => clock.read() },
   };
   // The host's users and audit log, served by the local socket to root and by the management API to users.
   // Accounts that cannot be opened cost user management, auditing and the management API, never the

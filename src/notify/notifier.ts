@@ -13,6 +13,7 @@ import { alertOfLogEntry, severityAtLeast, type LogRow, type NotifyAlert } from 
 import { describeOutcome, failed, type DeliveryOutcome } from './outcome.js';
 import { Outbox, retryDelayMs, type Delivery } from './outbox.js';
 import { receiversOf, sendTest, type DeliveryContext, type NotificationsConfig, type Receiver } from './receivers.js';
+import type { NotifierReadout, TestRun } from './receiver-view.js';
 import { CALL_HOME_TIMELINE_MAX } from './call-home.js';
 import { describeError } from '../util/errors.js';
 
@@ -30,7 +31,18 @@ export interface NotifierOptions {
   log: (line: string) => void;
   /** The name in EHLO; default the host's name. */
   heloName?: string;
+  /** How long a "send test" waits for a receiver's outcome; default `SEND_TEST_TIMEOUT_MS`. */
+  testTimeoutMs?: number;
 }
+
+/**
+ * A "send test" is answered while someone waits (the console's request gives up after 20 s): a receiver
+ * that has not finished by then is reported as failed at the step it had reached. A real alert's delivery
+ * waits longer (30 s per SMTP reply, 30 s per POST) and is retried.
+ */
+export const SEND_TEST_TIMEOUT_MS = 15_000;
+/** After giving up, how long the aborted attempt gets to say which step it was at. */
+const TEST_ABORT_GRACE_MS = 1000;
 
 /** The longest a quiet notifier waits between passes. */
 export const IDLE_PASS_MS = 5000;
@@ -40,7 +52,7 @@ const PASS_DELIVERIES_MAX = 64;
 const CATCH_UP_PAGE = 200;
 const CATCH_UP_PAGES_MAX = 25;
 
-export class Notifier {
+export class Notifier implements NotifierReadout {
   readonly outbox: Outbox;
   private readonly receiverList: Receiver[];
   private readonly abort = new AbortController();
@@ -53,6 +65,8 @@ export class Notifier {
   private stopped = false;
   private lastPassError: string | null = null;
   private readonly ctx: DeliveryContext;
+  /** Each receiver's latest "send test", by id: since this lockstepd started (a test leaves no row in the outbox). */
+  private readonly lastTests = new Map<string, TestRun>();
 
   /**
    * Opens the outbox. A new outbox starts at the log's newest row: alerts from before notifications were
@@ -78,18 +92,73 @@ export class Notifier {
     };
   }
 
-  /** The receivers' ids and kinds, for the console and the CLI. */
-  receivers(): { id: string; kind: Receiver['kind'] }[] {
-    return this.receiverList.map((r) => ({ id: r.id, kind: r.kind }));
+  /** The configured receivers, in config order. */
+  receivers(): readonly Receiver[] {
+    return this.receiverList;
   }
 
-  /** Sends a test notification to one receiver now (not through the outbox) and returns the outcome. */
-  async sendTest(receiverId: string): Promise<{ receiver: string; outcome: DeliveryOutcome }> {
-    const r = this.receiverList.find((x) => x.id === receiverId);
-    if (!r) return { receiver: receiverId, outcome: failed('receiver', `no receiver ${JSON.stringify(receiverId)} is configured (configured: ${this.receiverList.map((x) => x.id).join(', ') || 'none'})`) };
-    const result = await sendTest(r, this.ctx, this.opts.pair, this.opts.host);
-    this.opts.log(`notify: test to ${r.id} ${describeOutcome(result.outcome)}`);
-    return result;
+  /** The receiver named `name` (`smtp`, `snmp:HOST:PORT`, `call-home`, `webhook:N`); null when none is. */
+  receiver(name: string): Receiver | null {
+    return this.receiverList.find((r) => r.name === name) ?? null;
+  }
+
+  /** A receiver's deliveries waiting in the outbox and its latest outcome there. */
+  summary(receiver: Receiver): { pending: number; last: Delivery | null } {
+    return this.outbox.receiverSummary(receiver.id);
+  }
+
+  lastTest(receiver: Receiver): TestRun | null {
+    return this.lastTests.get(receiver.id) ?? null;
+  }
+
+  /**
+   * "Send test": a test notification to the receiver named `name`, now, through the receiver's own delivery
+   * (the same formatting, transport, TLS checks and files read as an alert's), but not through the outbox:
+   * a test is answered to the one who asked, not retried for a week, and never queues behind or ahead of
+   * real alerts. Bounded by the test timeout. An unknown name is a failed outcome at step `receiver`.
+   */
+  async sendTest(name: string): Promise<TestRun> {
+    const r = this.receiver(name);
+    if (!r) {
+      const outcome = failed('receiver', `no receiver ${JSON.stringify(name)} is configured (configured: ${this.receiverList.map((x) => x.name).join(', ') || 'none'})`);
+      return { receiver: name, outcome, atMs: Date.now(), durationMs: 0 };
+    }
+    const atMs = Date.now();
+    const outcome = await this.attemptTest(r);
+    const run: TestRun = { receiver: r.name, outcome, atMs, durationMs: Date.now() - atMs };
+    this.lastTests.set(r.id, run);
+    this.opts.log(`notify: test to ${r.id} ${describeOutcome(outcome)}`);
+    return run;
+  }
+
+  /** "Send test" to each receiver named (all of them for null), side by side: one that hangs delays no other. */
+  sendTests(names: readonly string[] | null): Promise<TestRun[]> {
+    return Promise.all((names ?? this.receiverList.map((r) => r.name)).map((n) => this.sendTest(n)));
+  }
+
+  private async attemptTest(r: Receiver): Promise<DeliveryOutcome> {
+    const attempt = new AbortController();
+    const stopping = (): void => attempt.abort();
+    this.abort.signal.addEventListener('abort', stopping, { once: true });
+    const timeoutMs = this.opts.testTimeoutMs ?? SEND_TEST_TIMEOUT_MS;
+    const settled = sendTest(r, { ...this.ctx, signal: attempt.signal }, this.opts.pair, this.opts.host).then(
+      (t) => t.outcome,
+      (e: unknown): DeliveryOutcome => failed('send', describeError(e)),
+    );
+    const timers: NodeJS.Timeout[] = [];
+    const after = (ms: number): Promise<null> => new Promise((resolve) => timers.push(setTimeout(() => resolve(null), ms)));
+    try {
+      const first = await Promise.race([settled, after(timeoutMs)]);
+      if (first !== null) return first;
+      attempt.abort();
+      // The aborted attempt says which step it had reached; a sender that ignores the abort is not waited for.
+      const late = await Promise.race([settled, after(TEST_ABORT_GRACE_MS)]);
+      if (late?.ok) return late;
+      return failed(late?.step ?? 'send', `no outcome within ${formatDelay(timeoutMs)}: the test gave up (an alert's delivery would wait longer, and be retried)`);
+    } finally {
+      for (const t of timers) clearTimeout(t);
+      this.abort.signal.removeEventListener('abort', stopping);
+    }
   }
 
   start(): void {

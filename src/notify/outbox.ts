@@ -104,6 +104,9 @@ export class Outbox {
       pendingReceivers: db.prepare(`SELECT DISTINCT receiver FROM deliveries WHERE state = 'pending'`),
       abandonReceiver: db.prepare(`UPDATE deliveries SET state = 'abandoned', done_ms = @now, detail = @why WHERE receiver = @receiver AND state = 'pending'`),
       list: db.prepare('SELECT * FROM deliveries ORDER BY id DESC LIMIT ?'),
+      // The newest outcome a receiver gave: the latest attempt, or an abandonment without one.
+      lastOutcome: db.prepare(`SELECT * FROM deliveries WHERE receiver = ? AND (last_attempt_ms IS NOT NULL OR done_ms IS NOT NULL) ORDER BY COALESCE(last_attempt_ms, done_ms) DESC, id DESC LIMIT 1`),
+      pendingOf: db.prepare(`SELECT count(*) AS n FROM deliveries WHERE receiver = ? AND state = 'pending'`),
       listOfState: db.prepare('SELECT * FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?'),
       trim: db.prepare(`DELETE FROM deliveries WHERE state != 'pending' AND id NOT IN (SELECT id FROM deliveries WHERE state != 'pending' ORDER BY id DESC LIMIT ?)`),
     };
@@ -208,6 +211,17 @@ export class Outbox {
     return this.guard('list deliveries', () => {
       const rows = (opts.state === undefined ? this.stmt.list.all(opts.limit) : this.stmt.listOfState.all(opts.state, opts.limit)) as Row[];
       return rows.map((r) => this.delivery(r));
+    });
+  }
+
+  /**
+   * What the console and the CLI show of one receiver: its deliveries waiting, and the delivery of its
+   * latest outcome (delivered, a failed attempt now waiting for its retry, or abandoned); null before any.
+   */
+  receiverSummary(receiver: string): { pending: number; last: Delivery | null } {
+    return this.guard('summarise a receiver', () => {
+      const row = this.stmt.lastOutcome.get(receiver) as Row | undefined;
+      return { pending: int(this.file, this.stmt.pendingOf.get(receiver) as Row, 'n', 'pending count'), last: row === undefined ? null : this.delivery(row) };
     });
   }
 

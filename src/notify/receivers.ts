@@ -65,31 +65,51 @@ export interface DeliveryContext {
 
 export type ReceiverKind = 'smtp' | 'snmp' | 'call-home' | 'webhook';
 
-export interface Receiver {
-  /** `smtp`, `snmp:HOST:PORT`, `call-home`, `webhook:URL`: stable while the config says the same. */
+/** A receiver's kind and the config section it was made from (the console and the CLI show it, without secrets). */
+export type ReceiverSettings =
+  | { kind: 'smtp'; config: SmtpReceiverConfig }
+  | { kind: 'snmp'; config: SnmpTarget }
+  | { kind: 'call-home' | 'webhook'; config: HttpReceiverConfig };
+
+export type Receiver = ReceiverSettings & {
+  /** `smtp`, `snmp:HOST:PORT`, `call-home`, `webhook:URL`: the outbox's key, stable while the config says the same. */
   id: string;
-  kind: ReceiverKind;
+  /**
+   * What the API, the console and the CLI call it: the id, but `webhook:N` (its place in the config's
+   * `webhooks`, from 1) for a webhook, whose URL often is its secret (a chat service's incoming-webhook
+   * token is in its path) and must not reach a read-only user.
+   */
+  name: string;
   deliver(a: NotifyAlert, ctx: DeliveryContext): Promise<DeliveryOutcome>;
-}
+};
 
 export function receiversOf(cfg: NotificationsConfig): Receiver[] {
   const out: Receiver[] = [];
   const smtp = cfg.smtp;
-  if (smtp) out.push({ id: 'smtp', kind: 'smtp', deliver: (a, ctx) => deliverMail(smtp, a, ctx) });
+  if (smtp) out.push({ id: 'smtp', name: 'smtp', kind: 'smtp', config: smtp, deliver: (a, ctx) => deliverMail(smtp, a, ctx) });
   for (const t of cfg.snmp?.targets ?? []) {
-    out.push({ id: `snmp:${t.host}:${t.port}`, kind: 'snmp', deliver: (a, ctx) => sendTrap(t, a, ctx.uptimeCs()) });
+    const id = `snmp:${t.host}:${t.port}`;
+    out.push({ id, name: id, kind: 'snmp', config: t, deliver: (a, ctx) => sendTrap(t, a, ctx.uptimeCs()) });
   }
   const callHome = cfg.callHome;
   if (callHome) {
     out.push({
       id: 'call-home',
+      name: 'call-home',
       kind: 'call-home',
+      config: callHome,
       deliver: async (a, ctx) => withCa(callHome.caFile, (ca) => sendCallHome(callHome.url, a, ctx.timeline(a), { ca, ...signalOf(ctx) })),
     });
   }
-  for (const w of cfg.webhooks) {
-    out.push({ id: `webhook:${redacted(new URL(w.url))}`, kind: 'webhook', deliver: (a, ctx) => withCa(w.caFile, (ca) => sendWebhook(w.url, a, { ca, ...signalOf(ctx) })) });
-  }
+  cfg.webhooks.forEach((w, i) => {
+    out.push({
+      id: `webhook:${redacted(new URL(w.url))}`,
+      name: `webhook:${i + 1}`,
+      kind: 'webhook',
+      config: w,
+      deliver: (a, ctx) => withCa(w.caFile, (ca) => sendWebhook(w.url, a, { ca, ...signalOf(ctx) })),
+    });
+  });
   return out;
 }
 

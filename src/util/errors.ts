@@ -70,6 +70,8 @@ export const ERROR_CODES = {
   TOO_MANY_STREAMS: 'the live event stream has as many clients as it serves at once',
   CONSOLE_UNAVAILABLE: "the Availability Console's files could not be loaded when lockstepd started (not built, or missing)",
   NOTIFY_OUTBOX: "lockstepd's notification outbox (SQLite) cannot be opened, is newer than this version, or holds a corrupt row",
+  UNKNOWN_RECEIVER: 'no notification receiver of that name is configured on this host',
+  NOTIFICATIONS_OFF: 'the host sends no notifications: none are configured, or its outbox could not be opened',
   OUTPUT_GATE_FRAME: "a record on an FT output gate's socket does not match filter-redirector's framing (length, vnet header length); the gate closes",
   OUTPUT_GATE: "an FT output gate could not listen on its sockets, or attaching it to (or detaching it from) a VM's NIC over QMP failed",
   NBD_PROTOCOL: 'an NBD server or client broke the NBD protocol, or an NBD server refused the export asked for',

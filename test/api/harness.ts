@@ -24,6 +24,10 @@ import { ManagementServer } from '../../src/api/management-server.js';
 import { loadManagementTls } from '../../src/api/management-tls.js';
 import type { LimiterOptions } from '../../src/users/login-limiter.js';
 import type { StreamLimits } from '../../src/api/event-stream.js';
+import { Notifier } from '../../src/notify/notifier.js';
+import { HostClockReader } from '../../src/daemon/host-clock.js';
+import { run } from '../../src/util/exec.js';
+import type { NotificationsState } from '../../src/notify/receiver-view.js';
 import { Cleanup } from '../support/cleanup.js';
 import { NamespaceSysfs } from '../../src/network/namespace-sysfs.js';
 import { HostNetworks } from '../../src/daemon/networks.js';
@@ -45,6 +49,9 @@ export interface Harness {
   driver: CoreDriver | null;
   users: UserStore;
   audit: AuditLog;
+  /** The notifier when the config has notifications (`config` option), its log lines collected. */
+  notifier: Notifier | null;
+  notifyLog: string[];
   server: ManagementServer;
   port: number;
   ca: Buffer;
@@ -73,7 +80,19 @@ export const SAMPLE_VM = {
 
 export async function startHarness(
   cleanup: Cleanup,
-  opts: { withDriver?: boolean; idleMs?: number; maxMs?: number; limiter?: LimiterOptions; metricsToken?: string; streamLimits?: Partial<StreamLimits>; storageGroups?: (dataDir: string) => unknown } = {},
+  opts: {
+    withDriver?: boolean;
+    idleMs?: number;
+    maxMs?: number;
+    limiter?: LimiterOptions;
+    metricsToken?: string;
+    streamLimits?: Partial<StreamLimits>;
+    storageGroups?: (dataDir: string) => unknown;
+    /** More of lockstepd's config (notifications, quorum, splitsite …), made with the data directory. */
+    config?: (dataDir: string) => Record<string, unknown>;
+    /** The notifier's "send test" timeout. */
+    testTimeoutMs?: number;
+  } = {},
 ): Promise<Harness> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'lockstep-api-test-'));
   cleanup.add(() => rm(dir, { recursive: true, force: true }));
@@ -85,6 +104,7 @@ export async function startHarness(
     // The test's own loopback stands for the management network: a real interface, up, with counters.
     mgmtInterface: 'lo',
     ...(opts.storageGroups !== undefined ? { storageGroups: opts.storageGroups(dir) } : {}),
+    ...(opts.config?.(dir) ?? {}),
   });
   const db = StateDb.open(path.join(dir, 'state', 'lockstepd.db'));
   cleanup.add(() => db.close());
@@ -129,6 +149,26 @@ export async function startHarness(
     driver = live;
     cleanup.add(() => live.stop());
   }
+  // As lockstepd does: a notifier over the event log when the config has notifications (src/daemon/main.ts).
+  let notifier: Notifier | null = null;
+  let notifications: NotificationsState<Notifier> = { state: 'off' };
+  const notifyLog: string[] = [];
+  if (config.notifications) {
+    const live = new Notifier({
+      config: config.notifications,
+      pair: config.pair.id,
+      host: config.host,
+      outboxFile: path.join(dir, 'state', 'notify.db'),
+      source: db,
+      log: (l) => notifyLog.push(l),
+      ...(opts.testTimeoutMs !== undefined ? { testTimeoutMs: opts.testTimeoutMs } : {}),
+    });
+    cleanup.add(() => live.stop());
+    live.start();
+    notifier = live;
+    notifications = { state: 'on', config: config.notifications, notifier: live };
+  }
+  const hostClock = new HostClockReader(run);
   const pairCa = await createPairCa(dir, 'test');
   // This process's networks as lockstepd reads its own (no A-Link interface here: alink1 is missing).
   const sysfs = new NamespaceSysfs({ log: () => {} });
@@ -153,7 +193,8 @@ export async function startHarness(
       logListeners.add(listener);
       return () => logListeners.delete(listener);
     },
-    notifyPending: () => null,
+    notifyPending: () => notifier?.pending() ?? null,
+    preferences: { config, configFile: null, notifications, clock: () => hostClock.read() },
   };
   const clock = {
     now: Date.now(),
@@ -238,5 +279,5 @@ export async function startHarness(
     return r.body.token as string;
   };
 
-  return { dir, config, db, api, networks, driver, users, audit, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()) };
+  return { dir, config, db, api, networks, driver, users, audit, notifier, notifyLog, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()) };
 }

@@ -90,7 +90,8 @@ test('first run: setup makes the first administrator, once; there is no default 
 });
 
 test('every endpoint answers its happy path as its OpenAPI entry documents', async () => {
-  const h = await startHarness(cleanup);
+  // A webhook to a closed port: "send test" answers its failure (test/api/preferences-api.test.ts has real receivers).
+  const h = await startHarness(cleanup, { config: () => ({ notifications: { webhooks: [{ url: 'http://127.0.0.1:9/hook' }] } }) });
   const covered = new Set<string>();
   const setup = await h.request('GET', '/api/v1/setup');
   expectDocumented('getSetup', setup, covered);
@@ -153,6 +154,12 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   const events = await h.request('GET', '/api/v1/events?limit=50&kind=event', { token });
   expectDocumented('listEvents', events, covered);
   assert.ok(events.body.some((e: { what: string }) => e.what.includes('operator defined VM web')), JSON.stringify(events.body));
+  expectDocumented('getPreferences', await h.request('GET', '/api/v1/preferences', { token }), covered);
+  expectDocumented('listNotifications', await h.request('GET', '/api/v1/notifications', { token }), covered);
+  const tested = await h.request('POST', '/api/v1/notifications/test', { token });
+  expectDocumented('testNotifications', tested, covered);
+  assert.deepEqual([tested.body.delivered, tested.body.failed, tested.body.results[0].outcome.step], [0, 1, 'connect']);
+  expectDocumented('testNotification', await h.request('POST', '/api/v1/notifications/webhook:1/test', { token }), covered);
   expectDocumented('removeVm', await h.request('DELETE', '/api/v1/vms/web', { token }), covered);
   expectError(await h.request('GET', '/api/v1/vms/web', { token }), 404, 'UNKNOWN_VM');
   // Last, with no VM left to start: the operator asserts the (absent) peer is dead.

@@ -3,8 +3,9 @@
  * (the real core driver, user database, audit log, event stream, this machine's own interfaces; no QEMU:
  * this lone host never has authority). An operator's first visit: first-run setup, then every main page
  * showing the host's real data, the networks' bandwidth redrawn as it is sampled; a VM created and started
- * through the form and buttons; a read-only user, made on the users page, sees
- * every changing button disabled; an alert raised by another operator's call appears without a reload.
+ * through the form and buttons; a read-only user, made on the users page, sees every changing button
+ * disabled; an alert raised by another operator's call appears without a reload; the preferences page's
+ * "Send test" reaches a real HTTPS webhook and reports the one that is down.
  * No console error and no CSP violation on any page. Screenshots of each page go to the printed directory.
  */
 import { after, test } from 'node:test';
@@ -12,6 +13,7 @@ import assert from 'node:assert/strict';
 import { Cleanup } from '../support/cleanup.js';
 import { startHarness } from '../api/harness.js';
 import { artifactsDir, launchBrowser } from './browser.js';
+import { HttpsTestServer, freePort, tempDir, testPki } from '../notify/helpers.js';
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
@@ -20,7 +22,14 @@ const ADMIN = { name: 'olga', password: 'a long console passphrase' };
 const VIEWER = { name: 'vic', password: 'read only passphrase' };
 
 test('first-run setup, every page with real data, a VM created and started, a live alert, a read-only user', async (t) => {
-  const h = await startHarness(cleanup);
+  // Notifications to a real HTTPS webhook and to one whose endpoint is down, for the preferences page's "Send test".
+  const scratch = await tempDir(cleanup, 'lockstep-console-notify-');
+  const pki = await testPki(scratch);
+  const chat = await HttpsTestServer.start(cleanup, pki);
+  const downPort = await freePort('tcp');
+  const h = await startHarness(cleanup, {
+    config: () => ({ notifications: { webhooks: [{ url: chat.url('/hooks/CONSOLETOKEN'), caFile: pki.caFile }, { url: `https://127.0.0.1:${downPort}/hooks/DOWNTOKEN`, caFile: pki.caFile }] } }),
+  });
   const artifacts = await artifactsDir('console');
   t.diagnostic(`screenshots in ${artifacts}`);
   const b = await launchBrowser(cleanup, artifacts);
@@ -146,6 +155,25 @@ test('first-run setup, every page with real data, a VM created and started, a li
     assert.deepEqual([made.groups, made.role], [['read-only'], 'read-only']);
     await b.screenshot('10-users');
 
+    // ── preferences: the view, and "Send test" to each receiver with its outcome on the notice line ──
+    await page.click('nav a[data-page=preferences]');
+    await page.locator('#notification-receivers td', { hasText: 'webhook:2' }).first().waitFor();
+    await page.locator('h2', { hasText: 'IP settings' }).waitFor();
+    await page.locator('.facts dd', { hasText: '10.10.1.1 → 10.10.1.2' }).waitFor();
+    await page.locator('#ntp .badge').waitFor();
+    await page.locator('#preferences-how', { hasText: 'Read-only' }).waitFor();
+    assert.equal(await page.locator('#notification-receivers td', { hasText: 'CONSOLETOKEN' }).count(), 0, 'a webhook URL’s token is not shown');
+    await page.click('[data-action=send-test][data-receiver="webhook:1"]');
+    await page.locator('#notice.good', { hasText: 'Send test to webhook:1: delivered (HTTP 200)' }).waitFor();
+    assert.equal(chat.accepted().filter((r) => (r.body as { test?: boolean }).test === true).length, 1, 'the test reached the webhook');
+    await page.click('[data-action=send-test][data-receiver="webhook:2"]');
+    await page.locator('#notice.bad', { hasText: 'Send test to webhook:2: failed at connect' }).waitFor();
+    await page.locator('#notification-receivers tr', { hasText: 'webhook:2' }).locator('.badge', { hasText: 'failed' }).waitFor();
+    await page.click('[data-action=send-test-all]');
+    await page.locator('#notice.bad', { hasText: 'Send test: 1 of 2 delivered' }).waitFor();
+    assert.ok(!(await page.locator('#notice').textContent())!.includes('DOWNTOKEN'), 'nor is it in an error');
+    await b.screenshot('11-preferences');
+
     // ── the read-only user: everything visible, nothing changeable ──
     await page.click('[data-action=logout]');
     await page.locator('#login-form').waitFor();
@@ -164,9 +192,13 @@ test('first-run setup, every page with real data, a VM created and started, a li
     assert.equal(await page.locator('#vm-create [data-action=create]').isDisabled(), true);
     await page.click('nav a[data-page=hosts]');
     for (const action of ['maintenance-on', 'force-takeover', 'repaired']) assert.equal(await page.locator(`[data-action=${action}]`).isDisabled(), true, `${action} is disabled for read-only`);
+    await page.click('nav a[data-page=preferences]');
+    await page.locator('#notification-receivers [data-action=send-test]').first().waitFor();
+    for (const button of await page.locator('[data-action=send-test], [data-action=send-test-all]').all()) assert.equal(await button.isDisabled(), true, 'send test is disabled for read-only');
+    await page.click('nav a[data-page=hosts]');
     assert.equal(await page.locator('nav [data-page=users]').evaluate((el) => el.tagName), 'SPAN', 'the users page is not a link for read-only');
     await page.locator('#connection', { hasText: 'live' }).waitFor();
-    await b.screenshot('11-read-only-hosts');
+    await b.screenshot('12-read-only-hosts');
 
     // The browser logs every 4xx answer as an error: the wrong password above and the session check of the
     // login page are 401, and the lone host's refusal of maintenance 409, by design. Anything else (a CSP

@@ -1,10 +1,13 @@
 /**
  * Real receivers for the notification tests, in the test process and on 127.0.0.1 only: an SMTP server
  * (STARTTLS, AUTH PLAIN/LOGIN, scripted rejections) that records every session, an HTTPS server that
- * answers from a scripted list of statuses and records every request, a test CA for both, and a state
- * database whose event log feeds the notifier. Everything is registered with `Cleanup`.
+ * answers from a scripted list of statuses and records every request, a test CA for both, Debian's
+ * snmptrapd on a loopback port, and a state database whose event log feeds the notifier. Everything is
+ * registered with `Cleanup`.
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import https from 'node:https';
@@ -338,6 +341,46 @@ export class HttpsTestServer {
   accepted(): HttpRequestRecord[] {
     return this.requests.filter((r) => r.status >= 200 && r.status < 300);
   }
+}
+
+// ── SNMP ─────────────────────────────────────────────────────────────────────────────────────────────────
+
+/** snmptrapd on 127.0.0.1:port, logging numeric OIDs to stdout, accepting only `community` (default `public`). */
+export async function startSnmptrapd(cleanup: Cleanup, dir: string, community = 'public'): Promise<{ port: number; output: () => string }> {
+  const which = spawnSync('sh', ['-c', 'command -v snmptrapd']);
+  assert.equal(which.status, 0, 'snmptrapd is not installed: run scripts/setup.sh (Debian package snmptrapd)');
+  const conf = path.join(dir, 'snmptrapd.conf');
+  await writeFile(conf, `authCommunity log ${community}\n`);
+  const port = await freePort('udp');
+  const child = spawn('snmptrapd', ['-f', '-Lo', '-n', '-C', '-c', conf, '-On', '-M', '/nonexistent', '-m', '', `udp:127.0.0.1:${port}`], {
+    env: { ...process.env, SNMP_PERSISTENT_DIR: dir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  cleanup.add(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+  await waitFor(`snmptrapd to start (output so far: ${out})`, () => /NET-SNMP version/.test(out) || child.exitCode !== null, 10_000);
+  assert.equal(child.exitCode, null, `snmptrapd exited: ${out}`);
+  return { port, output: () => out };
+}
+
+/** The varbinds snmptrapd logged for the trap that carries `uid`, as OID → printed value. */
+export function varbindsOf(output: string, uid: string): Map<string, string> {
+  const line = output.split('\n').find((l) => l.includes(`"${uid}"`));
+  assert.ok(line, `no trap with id ${uid} in snmptrapd's log:\n${output}`);
+  const m = new Map<string, string>();
+  for (const part of line.split('\t')) {
+    const at = part.indexOf(' = ');
+    if (at > 0) m.set(part.slice(0, at).trim().replace(/^.*\]:\s*/, ''), part.slice(at + 3).trim());
+  }
+  return m;
 }
 
 // ── the notifier ────────────────────────────────────────────────────────────────────────────────────────

@@ -2,14 +2,13 @@
 // on a loopback port with a temporary config, whose log must show the OIDs and values of LOCKSTEP-MIB.
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { berInteger, berLength, berOctetString, berOid, berUnsigned, TAG } from '../../src/notify/ber.js';
 import { dateAndTime, sendTrap, SNMP_OIDS, trapMessage } from '../../src/notify/snmp-trap.js';
 import { testAlert, type NotifyAlert } from '../../src/notify/alert.js';
 import { repoRoot } from '../../src/util/paths.js';
-import { Cleanup, freePort, logAlert, notifyConfig, startNotifier, stateDb, tempDir, waitFor } from './helpers.js';
+import { Cleanup, logAlert, notifyConfig, startNotifier, startSnmptrapd, stateDb, tempDir, varbindsOf, waitFor } from './helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -67,47 +66,9 @@ test('docs/LOCKSTEP-MIB.txt defines exactly the OIDs the traps carry', async () 
   assert.match(mib, /SYNTAX INTEGER \{ info\(1\), warning\(2\), critical\(3\) \}/);
 });
 
-/** snmptrapd on 127.0.0.1:port, logging numeric OIDs to stdout, accepting only the community `public`. */
-async function startSnmptrapd(dir: string): Promise<{ port: number; output: () => string }> {
-  const which = spawnSync('sh', ['-c', 'command -v snmptrapd']);
-  assert.equal(which.status, 0, 'snmptrapd is not installed: run scripts/setup.sh (Debian package snmptrapd)');
-  const conf = path.join(dir, 'snmptrapd.conf');
-  await writeFile(conf, 'authCommunity log public\n');
-  const port = await freePort('udp');
-  const child = spawn('snmptrapd', ['-f', '-Lo', '-n', '-C', '-c', conf, '-On', '-M', '/nonexistent', '-m', '', `udp:127.0.0.1:${port}`], {
-    env: { ...process.env, SNMP_PERSISTENT_DIR: dir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  cleanup.add(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    }
-  });
-  await waitFor(`snmptrapd to start (output so far: ${out})`, () => /NET-SNMP version/.test(out) || child.exitCode !== null, 10_000);
-  assert.equal(child.exitCode, null, `snmptrapd exited: ${out}`);
-  return { port, output: () => out };
-}
-
-/** The varbinds snmptrapd logged for the trap that carries `uid`, as OID → printed value. */
-function varbindsOf(output: string, uid: string): Map<string, string> {
-  const line = output.split('\n').find((l) => l.includes(`"${uid}"`));
-  assert.ok(line, `no trap with id ${uid} in snmptrapd's log:\n${output}`);
-  const m = new Map<string, string>();
-  for (const part of line.split('\t')) {
-    const at = part.indexOf(' = ');
-    if (at > 0) m.set(part.slice(0, at).trim().replace(/^.*\]:\s*/, ''), part.slice(at + 3).trim());
-  }
-  return m;
-}
-
 test('snmptrapd receives the alert trap: sysUpTime.0, snmpTrapOID.0 and the LOCKSTEP-MIB varbinds', async () => {
   const dir = await tempDir(cleanup);
-  const trapd = await startSnmptrapd(dir);
+  const trapd = await startSnmptrapd(cleanup, dir);
   const alert: NotifyAlert = {
     uid: 'host2-17-1709629622300',
     logId: 17,
@@ -144,7 +105,7 @@ test('snmptrapd receives the alert trap: sysUpTime.0, snmpTrapOID.0 and the LOCK
 
 test('through the notifier: an alert logged by the driver reaches snmptrapd; "send test" sends the test notification', async () => {
   const dir = await tempDir(cleanup);
-  const trapd = await startSnmptrapd(dir);
+  const trapd = await startSnmptrapd(cleanup, dir);
   const { db } = stateDb(cleanup, dir);
   const { notifier } = startNotifier(cleanup, dir, db, notifyConfig({ snmp: { targets: [{ host: '127.0.0.1', port: trapd.port, community: 'public' }] } }));
   logAlert(db, 'warning', 'ALINK_PATH_DOWN', 'A-Link path alink2 down on host1: the pair carries on over alink1');

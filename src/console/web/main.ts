@@ -18,8 +18,9 @@ import { networksPage } from './pages/networks.js';
 import { alertsPage } from './pages/alerts.js';
 import { timelinePage } from './pages/timeline.js';
 import { usersPage } from './pages/users.js';
+import { preferencesPage } from './pages/preferences.js';
 
-const PAGES: Page[] = [dashboardPage, hostsPage, vmsPage, storagePage, networksPage, alertsPage, timelinePage, usersPage];
+const PAGES: Page[] = [dashboardPage, hostsPage, vmsPage, storagePage, networksPage, alertsPage, timelinePage, usersPage, preferencesPage];
 
 const root = document.getElementById('app')!;
 let live: LiveStream | null = null;

@@ -174,3 +174,67 @@ export interface Network {
   bandwidth: { rxBytesPerSec: number | null; txBytesPerSec: number | null; overMs: number | null; sampledAt: string | null; reason: string | null };
   alink: { localAddress: string; peerAddress: string; connected: boolean | null; rttMs: number | null; lastError: string | null } | null;
 }
+
+/** What one delivery attempt came to (src/notify/outcome.ts). */
+export type DeliveryOutcome = { ok: true; detail: string } | { ok: false; step: string; error: string; reply: string | null };
+
+/** A notification receiver as GET /v1/notifications shows it: no secrets. */
+export interface Receiver {
+  name: string;
+  kind: 'smtp' | 'snmp' | 'call-home' | 'webhook';
+  target: string;
+  settings: Record<string, unknown>;
+  pending: number | null;
+  lastDelivery: {
+    alert: string;
+    code: string;
+    state: 'delivered' | 'retrying' | 'abandoned';
+    attempts: number;
+    at: string;
+    detail: string | null;
+    lastError: string | null;
+    nextAttemptAt: string | null;
+  } | null;
+  lastTest: { at: string; durationMs: number; outcome: DeliveryOutcome } | null;
+}
+
+export interface Notifications {
+  state: 'off' | 'failed' | 'on';
+  error: string | null;
+  minSeverity: 'info' | 'warning' | 'critical' | null;
+  retry: { initialMs: number; maxMs: number; giveUpAfterMs: number } | null;
+  receivers: Receiver[];
+}
+
+/** POST /v1/notifications/test and /v1/notifications/NAME/test. */
+export interface TestAnswer {
+  host: string;
+  results: { receiver: string; kind: string; target: string; at: string; durationMs: number; outcome: DeliveryOutcome }[];
+  delivered: number;
+  failed: number;
+}
+
+/** GET /v1/preferences. */
+export interface Preferences {
+  host: string;
+  pair: { id: string; peer: string; tiebreakWinner: string };
+  configFile: string | null;
+  editable: boolean;
+  howToChange: string;
+  network: {
+    management: { interface: string | null; apiAddress: string | null; apiPort: number | null };
+    business: { bridge: string; interface: string };
+    alink: { name: string; local: string; peer: string; port: number; broadcast: string }[];
+    dataPorts: { replication: number; migration: number };
+  };
+  quorum: { active: string | null; servers: { id: string; role: 'preferred' | 'alternate'; address: string; port: number; active: boolean }[] };
+  clock: {
+    now: string;
+    timeZone: string;
+    utcOffsetMinutes: number;
+    ntp: { synchronized: boolean | null; source: string; detail: string; maxErrorMs: number | null; estimatedErrorMs: number | null };
+  };
+  notifications: Notifications;
+  splitsite: { ftRttLimitMs: number; haRttLimitMs: number; alinkRttMs: number | null };
+  resync: { maxMiBps: number | null; busyMiBps: number | null };
+}

@@ -1,0 +1,194 @@
+/**
+ * Preferences: what is set up for the pair as this host runs it (GET /v1/preferences) — the pair, the IP
+ * settings (management, business, A-Links), the quorum servers with the active one, the host's date and
+ * time with NTP as the kernel reports it, SplitSite's limits, the resync rate — and the notification
+ * receivers with their latest delivery and test, each with a "Send test" button (platform managers). The
+ * view is read-only: lockstepd changes none of it while it runs, and the page says how to change it.
+ * The quorum server in use and the A-Link round trip follow the live status; the rest is fetched on entry.
+ */
+import { call, describe, type ApiResult } from '../api.js';
+import { badge, facts, fill, h, section, table } from '../dom.js';
+import { duration, time } from '../format.js';
+import { store } from '../store.js';
+import type { DeliveryOutcome, Notifications, Preferences, Receiver, TestAnswer } from '../types.js';
+import { actionButton, notify, type Page } from '../ui.js';
+
+export const preferencesPage: Page = {
+  name: 'preferences',
+  title: 'Preferences',
+  needs: 'read-only',
+  mount(root) {
+    const how = h('p', { class: 'hint', id: 'preferences-how' });
+    const body = h('div', { class: 'grid' }, section('Preferences', h('p', { class: 'empty' }, 'loading…')));
+    fill(root, h('h1', {}, 'Preferences'), how, body);
+    let prefs: Preferences | null = null;
+    /** The host's clock minus this browser's when the answer came (about: the answer's travel is not known). */
+    let skewMs = 0;
+    let drawnStatus: unknown = undefined;
+    const draw = (): void => {
+      drawnStatus = store.status;
+      if (prefs === null) return;
+      fill(how, `Read-only: ${prefs.howToChange}.${prefs.configFile ? ` This host's config: ${prefs.configFile}.` : ''}`);
+      fill(body, ...cards(prefs, skewMs, reloadNotifications));
+    };
+    const load = async (): Promise<void> => {
+      const r = await call<Preferences>('GET', '/v1/preferences');
+      if (!r.ok) return fill(body, section('Preferences', h('p', { class: 'form-error' }, describe(r))));
+      prefs = r.body;
+      skewMs = Date.parse(r.body.clock.now) - Date.now();
+      draw();
+    };
+    const reloadNotifications = async (): Promise<void> => {
+      const r = await call<Notifications>('GET', '/v1/notifications');
+      if (r.ok && prefs !== null) {
+        prefs = { ...prefs, notifications: r.body };
+        draw();
+      }
+    };
+    void load();
+    return {
+      update: () => {
+        if (drawnStatus !== store.status) draw();
+      },
+    };
+  },
+};
+
+function cards(p: Preferences, skewMs: number, reloadNotifications: () => Promise<void>): HTMLElement[] {
+  const n = p.network;
+  const core = store.status?.core ?? null;
+  // The live status knows which quorum server the pair asks now; the fetched view knew it when fetched.
+  const activeQuorum = core ? core.activeQuorum : p.quorum.active;
+  const rttMs = core ? core.rttMs : p.splitsite.alinkRttMs;
+  const ntp = p.clock.ntp;
+  const pair = section(
+    'Pair',
+    facts([
+      ['this host', p.host],
+      ['pair', p.pair.id],
+      ['peer', p.pair.peer],
+      ['tie-break winner', `${p.pair.tiebreakWinner} (keeps its VMs when the A-Links fail and no quorum server answers)`],
+    ]),
+  );
+  const network = section(
+    'IP settings',
+    facts([
+      ['management', `${n.management.interface ?? 'interface not checked'}${n.management.apiAddress === null ? '; no management API' : `; management API on ${n.management.apiAddress}:${n.management.apiPort}`}`],
+      ['business', `bridge ${n.business.bridge}, uplink ${n.business.interface}`],
+      ...n.alink.map((a): [string, string] => [a.name, `${a.local} → ${a.peer}, port ${a.port} (broadcast ${a.broadcast})`]),
+      ['data ports', `replication ${n.dataPorts.replication}, migration ${n.dataPorts.migration} (on the A-Link addresses)`],
+    ]),
+  );
+  const quorum = section(
+    'Quorum servers',
+    table(
+      ['server', 'role', 'address', 'in use'],
+      p.quorum.servers.map((q) => [q.id, q.role, `${q.address}:${q.port}`, q.id === activeQuorum ? badge('active', 'good') : '—']),
+      `No quorum server: ${p.pair.tiebreakWinner} keeps its VMs when the A-Links fail.`,
+      { id: 'quorum-servers' },
+    ),
+  );
+  const clock = section(
+    'Date and time',
+    facts([
+      ['host clock', `${p.clock.now} (UTC)`],
+      ['time zone', `${p.clock.timeZone} (UTC${offset(p.clock.utcOffsetMinutes)})`],
+      ['NTP', h('span', { id: 'ntp' }, ntp.synchronized === null ? badge('unknown', 'none') : ntp.synchronized ? badge('synchronised', 'good') : badge('not synchronised', 'warn'), ` ${ntp.detail}`)],
+      ['error bound', ntp.maxErrorMs === null ? '—' : `at most ${duration(ntp.maxErrorMs)}, estimated ${duration(ntp.estimatedErrorMs)}`],
+      ['this browser', `about ${duration(Math.abs(skewMs))} ${skewMs >= 0 ? 'behind' : 'ahead of'} the host`],
+    ]),
+    h('p', { class: 'hint' }, `NTP as the ${ntp.source} reports it: set by the NTP daemon (chrony, ntpd, systemd-timesyncd) that disciplines the host's clock.`),
+  );
+  const splitsite = section(
+    'SplitSite',
+    facts([
+      ['FT', `runs up to ${p.splitsite.ftRttLimitMs} ms A-Link round trip`],
+      ['HA', `runs up to ${p.splitsite.haRttLimitMs} ms`],
+      ['A-Link round trip now', rttMs === null ? '—' : `${rttMs.toFixed(2)} ms`],
+    ]),
+    h('p', { class: 'hint' }, 'A VM whose protection needs a shorter round trip than the A-Link has is downgraded until it is short again.'),
+  );
+  const resync = section(
+    'Resync rate',
+    facts([
+      ['at most', p.resync.maxMiBps === null ? 'no limit' : `${p.resync.maxMiBps} MiB/s`],
+      ['while the guest does disk I/O', p.resync.busyMiBps === null ? 'no limit' : `${p.resync.busyMiBps} MiB/s`],
+    ]),
+  );
+  const notifications = notificationsCard(p.notifications, reloadNotifications);
+  notifications.classList.add('wide');
+  return [notifications, pair, network, quorum, clock, splitsite, resync];
+}
+
+function notificationsCard(n: Notifications, reload: () => Promise<void>): HTMLElement {
+  if (n.state === 'off') return section('Notifications', h('p', { class: 'empty' }, 'None configured on this host: add a notifications section to its config (e-Alerts, SNMP traps, Call Home, webhooks).'));
+  const head =
+    n.state === 'failed'
+      ? h('p', { class: 'form-error' }, `Configured but not running: ${n.error}`)
+      : h('p', {}, `Alerts of severity ${n.minSeverity} and above; a failed delivery is retried after ${period(n.retry!.initialMs)}, doubling up to ${period(n.retry!.maxMs)}, and given up after ${period(n.retry!.giveUpAfterMs)}.`);
+  const sendTest = (name: string | null): Promise<null> =>
+    call<TestAnswer>('POST', name === null ? '/v1/notifications/test' : `/v1/notifications/${encodeURIComponent(name)}/test`).then((r) => {
+      reportTest(name, r);
+      void reload();
+      // The notice is written here: the button's own would only say "done".
+      return null;
+    });
+  return section(
+    'Notifications',
+    head,
+    table(
+      ['receiver', 'kind', 'target', 'waiting', 'last delivery', 'last test', ''],
+      n.receivers.map((r) => [
+        r.name,
+        r.kind,
+        r.target,
+        r.pending === null ? '—' : String(r.pending),
+        lastDelivery(r),
+        r.lastTest === null ? '—' : h('span', {}, badge(r.lastTest.outcome.ok ? 'delivered' : 'failed', r.lastTest.outcome.ok ? 'good' : 'bad'), ` ${time(r.lastTest.at)}`, h('br', {}), h('small', {}, outcomeText(r.lastTest.outcome))),
+        h('div', { class: 'actions' }, actionButton('Send test', 'platform-manager', 'send-test', () => sendTest(r.name), { 'data-receiver': r.name })),
+      ]),
+      'No receivers.',
+      { id: 'notification-receivers' },
+    ),
+    h('div', { class: 'actions' }, actionButton('Send test to all', 'platform-manager', 'send-test-all', () => sendTest(null))),
+    h('p', { class: 'hint' }, 'A test goes through each receiver’s own delivery, now, and is not queued: real alerts are not held up, and a failed test is not retried.'),
+  );
+}
+
+function lastDelivery(r: Receiver): HTMLElement | string {
+  const d = r.lastDelivery;
+  if (d === null) return '—';
+  const tone = d.state === 'delivered' ? 'good' : d.state === 'retrying' ? 'warn' : 'bad';
+  const why = d.state === 'delivered' ? d.detail : d.state === 'retrying' ? `${d.lastError ?? ''}; next attempt ${time(d.nextAttemptAt)}` : d.detail;
+  return h('span', {}, badge(d.state, tone), ` ${d.code} ${time(d.at)}`, h('br', {}), h('small', {}, why ?? ''));
+}
+
+/** The outcome on the notice line: each receiver's, or the API's refusal. */
+function reportTest(name: string | null, r: ApiResult<TestAnswer>): void {
+  const what = name === null ? 'Send test' : `Send test to ${name}`;
+  if (!r.ok) return notify(`${what}: ${describe(r)}`, 'bad');
+  const a = r.body;
+  const tone = a.failed === 0 ? 'good' : 'bad';
+  if (name !== null) return notify(`${what}: ${a.results.map((x) => outcomeText(x.outcome)).join('; ')}`, tone);
+  const each = a.results.map((x) => `${x.receiver} ${outcomeText(x.outcome)}`).join('; ');
+  notify(`${what}: ${a.delivered} of ${a.delivered + a.failed} delivered: ${each}`, tone);
+}
+
+/** `delivered (250 ok)`, or `failed at RCPT TO <x>: rejected (reply: 550 …)`, as the CLI and the log say it. */
+function outcomeText(o: DeliveryOutcome): string {
+  if (o.ok) return `delivered (${o.detail})`;
+  return `failed at ${o.step}: ${o.error}${o.reply === null ? '' : ` (reply: ${o.reply})`}`;
+}
+
+/** A configured period in the unit it was likely set in: "5 s", "10 min", "7 days". */
+function period(ms: number): string {
+  for (const [unit, size] of [['days', 86_400_000], ['h', 3_600_000], ['min', 60_000], ['s', 1000]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size} ${ms === size && unit === 'days' ? 'day' : unit}`;
+  }
+  return duration(ms);
+}
+
+function offset(minutes: number): string {
+  const a = Math.abs(minutes);
+  return `${minutes < 0 ? '-' : '+'}${String(Math.floor(a / 60)).padStart(2, '0')}:${String(a % 60).padStart(2, '0')}`;
+}
