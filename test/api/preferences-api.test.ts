@@ -255,7 +255,7 @@ test('without notifications: the view says off, a test is NOTIFICATIONS_OFF; bad
   const prefs = await h.request('GET', '/api/v1/preferences', { token: reader });
   documented('getPreferences', prefs);
   assert.deepEqual(prefs.body.quorum, { active: null, servers: [] });
-  assert.deepEqual(prefs.body.network.management, { interface: null, apiAddress: null, apiPort: null });
+  assert.deepEqual(prefs.body.network.management, { interface: 'lo', apiAddress: null, apiPort: null });
   assert.deepEqual(prefs.body.splitsite, { ftRttLimitMs: 2, haRttLimitMs: 10, alinkRttMs: null }, "everRun's limits by default");
   assert.deepEqual(prefs.body.resync, { maxMiBps: null, busyMiBps: 64 });
 
