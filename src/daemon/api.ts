@@ -24,6 +24,8 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { HealthSnapshot } from '../core/types.js';
 import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-group.js';
 import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
+import type { HistoryView } from '../history/sampler.js';
+import { HISTORY_ROUTES } from './history-routes.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -48,6 +50,8 @@ export interface ApiContext {
   onLogged(listener: () => void): () => void;
   /** Notification deliveries waiting to go out; null when notifications are not configured. */
   notifyPending(): number | null;
+  /** The resource history of this host and the VMs that ran here (`src/history/`). */
+  history: HistoryView;
 }
 
 /** A VM as the API shows it: the pair's record (from the core) and, when it runs here, its process. */
@@ -210,7 +214,7 @@ const LOG_ENTRY_SCHEMA: Schema = {
 const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
 const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
 
-/** The resources: host status, VMs, host commands, the pair CA, the event log. */
+/** The resources: host status, VMs, host commands, the pair CA, the event log, the resource history. */
 export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'getStatus',
@@ -492,6 +496,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
       return { status: 200, body: ctx.recentLog({ limit, ...(before !== undefined ? { beforeId: before } : {}), ...(kind !== undefined ? { kind } : {}) }) };
     },
   },
+  ...HISTORY_ROUTES,
 ];
 
 /** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */

@@ -30,6 +30,8 @@ import { CoreDriver } from './core-driver.js';
 import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
+import { HistorySampler } from '../history/sampler.js';
+import { historySources } from './history-sources.js';
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
 const PAIRING_RETRY_MS = 2000;
@@ -102,6 +104,14 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   });
   await runner.reapLeftovers();
 
+  // The resource history (src/history/): measured from the start, paired or not, every 5 s. Its reads are
+  // small kernel files read off this thread, and its storage usage is time-bounded, so the A-Link's
+  // heartbeats on this thread do not wait for it.
+  const history = new HistorySampler(
+    historySources({ host: config.host, storageGroups: config.storageGroups, driver: () => driver, running: () => runner.running(), health: () => health?.current() ?? null }, config),
+    { log },
+  );
+
   // Whoever follows the event log live (the management API's event stream) is told of each append.
   const logListeners = new Set<() => void>();
   const apiContext: ApiContext = {
@@ -123,6 +133,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
       return () => logListeners.delete(listener);
     },
     notifyPending: () => notifier?.pending() ?? null,
+    history,
   };
   // The host's users and audit log, served by the local socket to root and by the management API to users.
   // Accounts that cannot be opened cost user management, auditing and the management API, never the
@@ -138,6 +149,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
   }
   const server = await startApiServer(config.apiSocket, apiContext, localAccounts, log);
   log(`API listening on ${config.apiSocket}`);
+  history.start();
   // The management API serves the same resources over HTTPS to users (src/api/); one that cannot start costs
   // the remote access only, never the Availability Services.
   let management: RunningManagementApi | null = null;
@@ -158,6 +170,7 @@ async function runDaemon(config: DaemonConfig): Promise<number> {
     stopping ??= (async () => {
       log(`${why}: stopping`);
       driver?.stop();
+      await history.stop();
       await health?.stop();
       await healthExec.close();
       await runner.shutdown();

@@ -68,8 +68,12 @@ export interface History {
 
 /** What the API reads: one host's, or one VM's history (null: none kept here). */
 export interface HistoryView {
+  /** The rounds' spacing and how far back a full history reaches. */
+  window(): { intervalMs: number; keptMs: number };
   host(sinceMs: number, families: readonly HostFamily[]): History;
   vm(name: string, sinceMs: number, families: readonly VmFamily[]): (History & { here: boolean }) | null;
+  /** A host series' value in the newest round (null: none, or no round yet) and its limit: what `/metrics` shows. */
+  hostLatest(id: string): { value: number | null; limit: number | null };
 }
 
 /** A VM whose QEMU runs here, as the daemon knows it. */
@@ -230,6 +234,10 @@ export class HistorySampler implements HistoryView {
     return this.inFlight;
   }
 
+  window(): { intervalMs: number; keptMs: number } {
+    return { intervalMs: this.intervalMs, keptMs: this.intervalMs * this.points };
+  }
+
   host(sinceMs: number, families: readonly HostFamily[]): History {
     return this.hostTrack.history(sinceMs, families, this.intervalMs);
   }
@@ -238,6 +246,10 @@ export class HistorySampler implements HistoryView {
     const t = this.vmTracks.get(name);
     if (t === undefined) return null;
     return { ...t.track.history(sinceMs, families, this.intervalMs), here: t.running };
+  }
+
+  hostLatest(id: string): { value: number | null; limit: number | null } {
+    return { value: this.hostTrack.ring.latest(id), limit: this.hostTrack.meta.get(id)?.limit ?? null };
   }
 
   /** The bytes the rings hold now (each ring's is fixed when it is made). */

@@ -25,6 +25,8 @@ import { loadManagementTls } from '../../src/api/management-tls.js';
 import type { LimiterOptions } from '../../src/users/login-limiter.js';
 import type { StreamLimits } from '../../src/api/event-stream.js';
 import { Cleanup } from '../support/cleanup.js';
+import { HistorySampler } from '../../src/history/sampler.js';
+import { historySources } from '../../src/daemon/history-sources.js';
 
 export interface Answer {
   status: number;
@@ -52,6 +54,8 @@ export interface Harness {
   login(name: string, password: string): Promise<string>;
   /** Tells the event log's followers of entries a test appended to `db` itself. */
   logged(): void;
+  /** The resource history: `sampleNow()` takes a round; running on its own timer only with `historyIntervalMs`. */
+  history: HistorySampler;
 }
 
 export const ADMIN = { name: 'admin', password: 'correct horse battery' };
@@ -69,7 +73,7 @@ export const SAMPLE_VM = {
 
 export async function startHarness(
   cleanup: Cleanup,
-  opts: { withDriver?: boolean; idleMs?: number; maxMs?: number; limiter?: LimiterOptions; metricsToken?: string; streamLimits?: Partial<StreamLimits>; storageGroups?: (dataDir: string) => unknown } = {},
+  opts: { withDriver?: boolean; historyIntervalMs?: number; idleMs?: number; maxMs?: number; limiter?: LimiterOptions; metricsToken?: string; streamLimits?: Partial<StreamLimits>; storageGroups?: (dataDir: string) => unknown } = {},
 ): Promise<Harness> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'lockstep-api-test-'));
   cleanup.add(() => rm(dir, { recursive: true, force: true }));
@@ -78,6 +82,8 @@ export async function startHarness(
     dataDir: dir,
     pair: { id: 'test', peer: 'host2', secret: 'a-long-enough-secret', tiebreakWinner: 'host2' },
     alink: [{ name: 'alink1', local: '10.10.1.1', peer: '10.10.1.2', port: 7788, broadcast: '10.10.1.255' }],
+    // The history's management network: lo, which every test machine has (the business bridge is not there).
+    mgmtInterface: 'lo',
     ...(opts.storageGroups !== undefined ? { storageGroups: opts.storageGroups(dir) } : {}),
   });
   const db = StateDb.open(path.join(dir, 'state', 'lockstepd.db'));
@@ -124,6 +130,12 @@ export async function startHarness(
     cleanup.add(() => live.stop());
   }
   const pairCa = await createPairCa(dir, 'test');
+  const history = new HistorySampler(
+    historySources({ host: 'host1', storageGroups: config.storageGroups, driver: () => driver, running: () => runner?.running() ?? [], health: () => null }, config),
+    { log: () => {}, ...(opts.historyIntervalMs !== undefined ? { intervalMs: opts.historyIntervalMs } : {}) },
+  );
+  if (opts.historyIntervalMs !== undefined) history.start();
+  cleanup.add(() => history.stop());
   const api: ApiContext = {
     host: 'host1',
     startedAt: new Date().toISOString(),
@@ -143,6 +155,7 @@ export async function startHarness(
       return () => logListeners.delete(listener);
     },
     notifyPending: () => null,
+    history,
   };
   const clock = {
     now: Date.now(),
@@ -227,5 +240,5 @@ export async function startHarness(
     return r.body.token as string;
   };
 
-  return { dir, config, db, api, driver, users, audit, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()) };
+  return { dir, config, db, api, driver, users, audit, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()), history };
 }

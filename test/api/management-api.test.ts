@@ -152,6 +152,9 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   const events = await h.request('GET', '/api/v1/events?limit=50&kind=event', { token });
   expectDocumented('listEvents', events, covered);
   assert.ok(events.body.some((e: { what: string }) => e.what.includes('operator defined VM web')), JSON.stringify(events.body));
+  await h.history.sampleNow();
+  expectDocumented('getHostHistory', await h.request('GET', '/api/v1/host/history', { token }), covered);
+  expectDocumented('getVmHistory', await h.request('GET', '/api/v1/vms/web/history', { token }), covered);
   expectDocumented('removeVm', await h.request('DELETE', '/api/v1/vms/web', { token }), covered);
   expectError(await h.request('GET', '/api/v1/vms/web', { token }), 404, 'UNKNOWN_VM');
   // Last, with no VM left to start: the operator asserts the (absent) peer is dead.
