@@ -148,18 +148,20 @@ function mountDetail(root: HTMLElement, name: string): { update(): void; unmount
   const charts = section('Resources over time (on this host)', resources.element);
   charts.classList.add('wide');
   charts.id = 'vm-resources';
+  // Drawn from the store as it is now: a volume answer that comes after a newer status must not bring back
+  // the VM as the status was when it was asked for (it would show "not found" for a VM just created).
+  const draw = (): void => fill(body, ...detail(name, store.status?.vms.find((v) => v.name === name), volume, volumeNote, charts));
   const update = (): void => {
-    const vm = store.status?.vms.find((v) => v.name === name);
     // The volume is not in the status: fetched again at most every 2 s while the status changes.
     if (Date.now() - lastFetch > 2000) {
       lastFetch = Date.now();
       void call<Volume>('GET', `/v1/volumes/${encodeURIComponent(name)}`).then((r) => {
         volume = r.ok ? r.body : null;
         volumeNote = r.ok ? '' : describe(r);
-        fill(body, ...detail(name, vm, volume, volumeNote, charts));
+        draw();
       });
     }
-    fill(body, ...detail(name, vm, volume, volumeNote, charts));
+    draw();
   };
   return { update, unmount: resources.unmount };
 }
