@@ -2,7 +2,7 @@
  * A bounded history of samples: at most `capacity` rounds, each a wall-clock time and one value per column
  * (a column is a series: `cpu`, `memory`, …). When full, a new round replaces the oldest. The memory is
  * fixed when the ring is made: `capacity × (1 + columns) × 8` bytes in typed arrays, and never grows
- * (720 rounds of 10 columns: 63 KiB). A column with no value in a round (the file could not be read) holds
+ * (720 rounds of 10 columns: 62 KiB). A column with no value in a round (the file could not be read) holds
  * NaN there, and is left out of what `since` answers.
  */
 import { assert } from '../util/assert.js';
