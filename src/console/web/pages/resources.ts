@@ -29,12 +29,15 @@ export function resourceCharts(path: string, draw: (kept: KeptHistory) => HTMLEl
     const since = newestMs(kept);
     const r = await call<HistoryAnswer>('GET', since === null ? path : `${path}?since=${since}`);
     if (stopped) return;
-    if (r.ok) {
-      kept = mergeHistory(kept, r.body);
-      fill(element, ...draw(kept));
-    } else if (kept.series.length === 0) fill(element, h('p', { class: 'form-error' }, describe(r)));
-    // An error after the charts are drawn leaves them as they are: the next round tries again.
-    timer = setTimeout(() => void refresh(), Math.max(REFRESH_MIN_MS, kept.intervalMs));
+    try {
+      if (r.ok) {
+        kept = mergeHistory(kept, r.body);
+        fill(element, ...draw(kept));
+      } else if (kept.series.length === 0) fill(element, h('p', { class: 'form-error' }, describe(r)));
+      // An error after the charts are drawn leaves them as they are: the next round tries again.
+    } finally {
+      timer = setTimeout(() => void refresh(), Math.max(REFRESH_MIN_MS, kept.intervalMs));
+    }
   };
   void refresh();
   return {
@@ -89,16 +92,20 @@ export function hostCharts(kept: KeptHistory): HTMLElement[] {
   return charts.length === 0 ? [h('p', { class: 'empty' }, 'The host has no history yet.')] : charts.map(lineChart);
 }
 
-/** A VM's charts on this host: its QEMU's CPU and resident memory, its volume's allocation. */
-export function vmCharts(vm: string, owner: () => string | null): (kept: KeptHistory) => HTMLElement[] {
+/**
+ * A VM's charts on this host: its QEMU's CPU and resident memory, its volume's allocation. `elsewhere`: the
+ * VM's owner when that is another host (which has its charts), else null.
+ */
+export function vmCharts(vm: string, elsewhere: () => string | null): (kept: KeptHistory) => HTMLElement[] {
   return (kept) => {
-    const elsewhere = owner() !== null ? `: ${owner()}, which runs it, has its charts` : '';
+    const owner = elsewhere();
+    const there = owner !== null ? `: ${owner}, which runs it, has its charts` : '';
     if (kept.series.length === 0) {
-      return [h('p', { class: 'empty', id: 'vm-history-none' }, `VM ${vm} has not run on this host in the last ${Math.round(kept.keptMs / 60_000)} min${elsewhere}.`)];
+      return [h('p', { class: 'empty', id: 'vm-history-none' }, `VM ${vm} has not run on this host in the last ${Math.round(kept.keptMs / 60_000)} min${there}.`)];
     }
     const titles: Record<string, [string, string]> = { cpu: ['CPU used by its QEMU', 'vCPUs'], memory: ['Resident memory of its QEMU', 'guest memory'], disk: ['Disk allocated here', 'disk size'] };
     return [
-      ...(kept.here === false ? [h('p', { class: 'hint' }, `VM ${vm} does not run on this host now${elsewhere}; what it did here is kept for an hour.`)] : []),
+      ...(kept.here === false ? [h('p', { class: 'hint' }, `VM ${vm} does not run on this host now${there}; what it did here is kept for an hour.`)] : []),
       ...kept.series.map((s) => lineChart(single(s, titles[s.id]?.[0] ?? s.label, kept.intervalMs, titles[s.id]?.[1] ?? null))),
     ];
   };

@@ -144,7 +144,7 @@ function mountDetail(root: HTMLElement, name: string): { update(): void; unmount
   let lastFetch = 0;
   fill(root, h('h1', {}, `VM ${name}`), h('p', {}, h('a', { href: '#/vms' }, '← all VMs')), body);
   // Made once, on its own timer: the detail's redraws move the same element.
-  const resources = resourceCharts(`/v1/vms/${encodeURIComponent(name)}/history`, vmCharts(name, () => store.status?.vms.find((v) => v.name === name)?.owner ?? null));
+  const resources = resourceCharts(`/v1/vms/${encodeURIComponent(name)}/history`, vmCharts(name, () => ownerElsewhere(name)));
   const charts = section('Resources over time (on this host)', resources.element);
   charts.classList.add('wide');
   charts.id = 'vm-resources';
@@ -164,6 +164,12 @@ function mountDetail(root: HTMLElement, name: string): { update(): void; unmount
     draw();
   };
   return { update, unmount: resources.unmount };
+}
+
+/** The VM's owner when it is not this host (then that host has its charts), else null. */
+function ownerElsewhere(name: string): string | null {
+  const owner = store.status?.vms.find((v) => v.name === name)?.owner ?? null;
+  return owner !== null && owner !== store.status?.host ? owner : null;
 }
 
 function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement): HTMLElement[] {
