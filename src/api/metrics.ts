@@ -33,6 +33,8 @@ export interface MetricsView {
   /** Notification deliveries waiting; null when notifications are not configured. */
   notifyPending: number | null;
   streamClients: number;
+  /** The resource history's newest round (src/history/): null where not measured yet. */
+  resources: { cpuBusyRatio: number | null; memoryUsedBytes: number | null; memoryTotalBytes: number | null };
 }
 
 /** The running daemon's metrics view. */
@@ -58,6 +60,10 @@ export function metricsView(ctx: ApiContext, streamClients: number): MetricsView
     alerts: driver?.alertCounts() ?? { byCode: [], byVm: [] },
     notifyPending: ctx.notifyPending(),
     streamClients,
+    resources: (() => {
+      const memory = ctx.history.hostLatest('memory');
+      return { cpuBusyRatio: ctx.history.hostLatest('cpu').value, memoryUsedBytes: memory.value, memoryTotalBytes: memory.limit };
+    })(),
   };
 }
 
@@ -107,6 +113,11 @@ export function renderMetrics(v: MetricsView): string {
   );
   family('lockstep_alink_path_up', 'gauge', 'Whether each A-Link path is connected.', v.alinkPaths.map((p) => ({ labels: [host, ['path', p.name]], value: flag(p.up) })));
   family('lockstep_alink_path_rtt_seconds', 'gauge', "Each connected A-Link path's smoothed round-trip time.", v.alinkPaths.filter((p) => p.srttMs !== null).map((p) => ({ labels: [host, ['path', p.name]], value: p.srttMs! / 1000 })));
+  const r = v.resources;
+  const measured = (value: number | null): Family['samples'] => (value === null ? [] : [{ labels: [host], value }]);
+  family('lockstep_host_cpu_busy_ratio', 'gauge', "The share of this host's CPU time, all cores, that was busy between the resource history's last two rounds (5 s apart): 0 to 1.", measured(r.cpuBusyRatio));
+  family('lockstep_host_memory_used_bytes', 'gauge', "This host's memory in use: its total less what the kernel counts available (MemAvailable).", measured(r.memoryUsedBytes));
+  family('lockstep_host_memory_total_bytes', 'gauge', "This host's memory (MemTotal).", measured(r.memoryTotalBytes));
 
   const vmLabel = (name: string): readonly [string, string] => ['vm', name];
   family('lockstep_vm_state', 'gauge', "Each VM's state in the core's state table: 1 for the current state.", v.vms.flatMap((vm) => Object.keys(VM_STATES).map((s) => ({ labels: [host, vmLabel(vm.name), ['state', s]] as Labels, value: flag(vm.state === s) }))));

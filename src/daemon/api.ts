@@ -27,6 +27,8 @@ import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus
 import { NETWORK_ROUTES } from './network-routes.js';
 import type { NetworkStatus } from './networks.js';
 import { PREFERENCE_ROUTES, type PreferencesContext } from './preference-routes.js';
+import type { HistoryView } from '../history/sampler.js';
+import { HISTORY_ROUTES } from './history-routes.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -55,6 +57,8 @@ export interface ApiContext {
   notifyPending(): number | null;
   /** The config as the preferences show it, the notifier, the host's clock (preference-routes.ts). */
   preferences: PreferencesContext;
+  /** The resource history of this host and the VMs that ran here (`src/history/`). */
+  history: HistoryView;
 }
 
 /** A VM as the API shows it: the pair's record (from the core) and, when it runs here, its process. */
@@ -217,7 +221,7 @@ const LOG_ENTRY_SCHEMA: Schema = {
 const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
 const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
 
-/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, the event log, networks, the preferences and notifications. */
+/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, the event log, networks, the preferences and notifications, the resource history. */
 export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'getStatus',
@@ -501,6 +505,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   },
   ...NETWORK_ROUTES,
   ...PREFERENCE_ROUTES,
+  ...HISTORY_ROUTES,
 ];
 
 /** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */

@@ -35,6 +35,8 @@ import { NamespaceSysfs } from '../network/namespace-sysfs.js';
 import { HostNetworks } from './networks.js';
 import type { NotificationsState } from '../notify/receiver-view.js';
 import { HostClockReader } from './host-clock.js';
+import { HistorySampler } from '../history/sampler.js';
+import { historySources } from './history-sources.js';
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
 const PAIRING_RETRY_MS = 2000;
@@ -131,6 +133,13 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     health: () => health?.current() ?? null,
     run: (cmd, args, opts) => healthExec.run(cmd, args, opts),
   });
+  // The resource history (src/history/): measured from the start, paired or not, every 5 s. Its reads are
+  // small kernel files read off this thread, and its storage usage is time-bounded, so the A-Link's
+  // heartbeats on this thread do not wait for it.
+  const history = new HistorySampler(
+    historySources({ host: config.host, storageGroups: config.storageGroups, driver: () => driver, running: () => runner.running(), health: () => health?.current() ?? null }, config),
+    { log, netDir: () => sysfs.netDir() },
+  );
 
   // Whoever follows the event log live (the management API's event stream) is told of each append.
   const logListeners = new Set<() => void>();
@@ -156,6 +165,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     },
     notifyPending: () => notifier?.pending() ?? null,
     preferences: { config, configFile, notifications, clock: () => clock.read() },
+    history,
   };
   // The host's users and audit log, served by the local socket to root and by the management API to users.
   // Accounts that cannot be opened cost user management, auditing and the management API, never the
@@ -171,6 +181,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   }
   const server = await startApiServer(config.apiSocket, apiContext, localAccounts, log);
   log(`API listening on ${config.apiSocket}`);
+  history.start();
   // The management API serves the same resources over HTTPS to users (src/api/); one that cannot start costs
   // the remote access only, never the Availability Services.
   let management: RunningManagementApi | null = null;
@@ -189,6 +200,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     stopping ??= (async () => {
       log(`${why}: stopping`);
       driver?.stop();
+      await history.stop();
       await health?.stop();
       await sysfs.close();
       await healthExec.close();

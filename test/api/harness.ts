@@ -31,6 +31,8 @@ import type { NotificationsState } from '../../src/notify/receiver-view.js';
 import { Cleanup } from '../support/cleanup.js';
 import { NamespaceSysfs } from '../../src/network/namespace-sysfs.js';
 import { HostNetworks } from '../../src/daemon/networks.js';
+import { HistorySampler } from '../../src/history/sampler.js';
+import { historySources } from '../../src/daemon/history-sources.js';
 
 export interface Answer {
   status: number;
@@ -63,6 +65,8 @@ export interface Harness {
   login(name: string, password: string): Promise<string>;
   /** Tells the event log's followers of entries a test appended to `db` itself. */
   logged(): void;
+  /** The resource history: `sampleNow()` takes a round; running on its own timer only with `historyIntervalMs`. */
+  history: HistorySampler;
 }
 
 export const ADMIN = { name: 'admin', password: 'correct horse battery' };
@@ -82,6 +86,8 @@ export async function startHarness(
   cleanup: Cleanup,
   opts: {
     withDriver?: boolean;
+    /** Sample the resource history on its own timer at this interval (else only by `sampleNow`). */
+    historyIntervalMs?: number;
     idleMs?: number;
     maxMs?: number;
     limiter?: LimiterOptions;
@@ -174,6 +180,12 @@ export async function startHarness(
   const sysfs = new NamespaceSysfs({ log: () => {} });
   cleanup.add(() => sysfs.close());
   const networks = new HostNetworks({ host: 'host1', config, netDir: () => sysfs.netDir(), alink: () => null, health: () => null });
+  const history = new HistorySampler(
+    historySources({ host: 'host1', storageGroups: config.storageGroups, driver: () => driver, running: () => runner?.running() ?? [], health: () => null }, config),
+    { log: () => {}, ...(opts.historyIntervalMs !== undefined ? { intervalMs: opts.historyIntervalMs } : {}) },
+  );
+  if (opts.historyIntervalMs !== undefined) history.start();
+  cleanup.add(() => history.stop());
   const api: ApiContext = {
     host: 'host1',
     startedAt: new Date().toISOString(),
@@ -195,6 +207,7 @@ export async function startHarness(
     },
     notifyPending: () => notifier?.pending() ?? null,
     preferences: { config, configFile: null, notifications, clock: () => hostClock.read() },
+    history,
   };
   const clock = {
     now: Date.now(),
@@ -279,5 +292,5 @@ export async function startHarness(
     return r.body.token as string;
   };
 
-  return { dir, config, db, api, networks, driver, users, audit, notifier, notifyLog, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()) };
+  return { dir, config, db, api, networks, driver, users, audit, notifier, notifyLog, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()), history };
 }

@@ -160,6 +160,9 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   expectDocumented('testNotifications', tested, covered);
   assert.deepEqual([tested.body.delivered, tested.body.failed, tested.body.results[0].outcome.step], [0, 1, 'connect']);
   expectDocumented('testNotification', await h.request('POST', '/api/v1/notifications/webhook:1/test', { token }), covered);
+  await h.history.sampleNow();
+  expectDocumented('getHostHistory', await h.request('GET', '/api/v1/host/history', { token }), covered);
+  expectDocumented('getVmHistory', await h.request('GET', '/api/v1/vms/web/history', { token }), covered);
   expectDocumented('removeVm', await h.request('DELETE', '/api/v1/vms/web', { token }), covered);
   expectError(await h.request('GET', '/api/v1/vms/web', { token }), 404, 'UNKNOWN_VM');
   // Last, with no VM left to start: the operator asserts the (absent) peer is dead.

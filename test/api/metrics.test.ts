@@ -50,6 +50,7 @@ const VIEW: MetricsView = {
   },
   notifyPending: 3,
   streamClients: 2,
+  resources: { cpuBusyRatio: 0.25, memoryUsedBytes: 1536, memoryTotalBytes: 4096 },
 };
 
 test('the renderer: exact text of a fixed view', () => {
@@ -105,6 +106,15 @@ test('the renderer: exact text of a fixed view', () => {
     "# HELP lockstep_alink_path_rtt_seconds Each connected A-Link path's smoothed round-trip time.",
     "# TYPE lockstep_alink_path_rtt_seconds gauge",
     "lockstep_alink_path_rtt_seconds{host=\"host1\",path=\"alink2\"} 0.00025",
+    "# HELP lockstep_host_cpu_busy_ratio The share of this host's CPU time, all cores, that was busy between the resource history's last two rounds (5 s apart): 0 to 1.",
+    "# TYPE lockstep_host_cpu_busy_ratio gauge",
+    "lockstep_host_cpu_busy_ratio{host=\"host1\"} 0.25",
+    "# HELP lockstep_host_memory_used_bytes This host's memory in use: its total less what the kernel counts available (MemAvailable).",
+    "# TYPE lockstep_host_memory_used_bytes gauge",
+    "lockstep_host_memory_used_bytes{host=\"host1\"} 1536",
+    "# HELP lockstep_host_memory_total_bytes This host's memory (MemTotal).",
+    "# TYPE lockstep_host_memory_total_bytes gauge",
+    "lockstep_host_memory_total_bytes{host=\"host1\"} 4096",
     "# HELP lockstep_vm_state Each VM's state in the core's state table: 1 for the current state.",
     "# TYPE lockstep_vm_state gauge",
     "lockstep_vm_state{host=\"host1\",vm=\"web\",state=\"stopped\"} 0",
@@ -165,9 +175,10 @@ test('the renderer: exact text of a fixed view', () => {
   checkExposition(renderMetrics(VIEW));
 });
 
-test('the renderer: before pairing there is no core, no VM, no notification outbox', () => {
-  const text = renderMetrics({ ...VIEW, paired: false, core: null, health: null, alinkPaths: [], vms: [], alerts: { byCode: [], byVm: [] }, notifyPending: null, streamClients: 0 });
+test('the renderer: before pairing there is no core, no VM, no notification outbox; before two rounds no CPU', () => {
+  const text = renderMetrics({ ...VIEW, paired: false, core: null, health: null, alinkPaths: [], vms: [], alerts: { byCode: [], byVm: [] }, notifyPending: null, streamClients: 0, resources: { cpuBusyRatio: null, memoryUsedBytes: 1536, memoryTotalBytes: 4096 } });
   assert.ok(text.includes('lockstep_host_paired{host="host1"} 0\n'));
+  assert.ok(text.includes('# TYPE lockstep_host_cpu_busy_ratio gauge\n# HELP') && text.includes('lockstep_host_memory_used_bytes{host="host1"} 1536\n'));
   assert.ok(!text.includes('lockstep_host_state') && !text.includes('lockstep_notify_outbox_pending'));
   assert.ok(text.includes('# TYPE lockstep_vm_failovers_total counter\n# HELP'), 'a family with no series keeps its HELP and TYPE');
   checkExposition(text);
@@ -263,6 +274,17 @@ test('a scrape of a real server parses, shows the VMs and the alerts, and its co
   const before = await scrape();
   assert.equal(before.get('lockstep_host_paired{host="host1"}'), 1);
   assert.equal(before.get('lockstep_peer_heard{host="host1",peer="host2"}'), 0);
+  // The resource history's newest round: the host's CPU once two rounds measured it, its memory at once.
+  assert.equal(before.get('lockstep_host_memory_total_bytes{host="host1"}'), undefined);
+  await h.history.sampleNow();
+  await new Promise((r) => setTimeout(r, 200)); // some ticks of CPU time between the two
+  await h.history.sampleNow();
+  const measured = await scrape();
+  const cpu = measured.get('lockstep_host_cpu_busy_ratio{host="host1"}');
+  assert.ok(cpu !== undefined && cpu >= 0 && cpu <= 1, String(cpu));
+  const used = measured.get('lockstep_host_memory_used_bytes{host="host1"}')!;
+  const total = measured.get('lockstep_host_memory_total_bytes{host="host1"}')!;
+  assert.ok(used > 0 && used < total, `${used} of ${total}`);
 
   assert.equal((await h.request('POST', '/api/v1/vms', { token: admin, body: SAMPLE_VM })).status, 201);
   const defined = await scrape();

@@ -5,21 +5,51 @@
  * showing the host's real data, the networks' bandwidth redrawn as it is sampled; a VM created and started
  * through the form and buttons; a read-only user, made on the users page, sees every changing button
  * disabled; an alert raised by another operator's call appears without a reload; the preferences page's
- * "Send test" reaches a real HTTPS webhook and reports the one that is down.
- * No console error and no CSP violation on any page. Screenshots of each page go to the printed directory.
+ * "Send test" reaches a real HTTPS webhook and reports the one that is down; the hosts page's and a VM
+ * page's resource charts drawn with the history API's points (a real process standing in for the VM's
+ * QEMU), and growing as the sampler's rounds come. No console error and no CSP violation on any page.
+ * Screenshots of each page go to the printed directory.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Cleanup } from '../support/cleanup.js';
-import { startHarness } from '../api/harness.js';
+import { startHarness, type Harness } from '../api/harness.js';
 import { artifactsDir, launchBrowser } from './browser.js';
 import { HttpsTestServer, freePort, tempDir, testPki } from '../notify/helpers.js';
+import type { Page } from 'playwright-core';
+import { HistorySampler } from '../../src/history/sampler.js';
+import { historySources } from '../../src/daemon/history-sources.js';
+import { childProcess } from '../history/children.js';
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
 
 const ADMIN = { name: 'olga', password: 'a long console passphrase' };
 const VIEWER = { name: 'vic', password: 'read only passphrase' };
+/** The harness's sampler takes a round this often, so that the charts grow while the test watches. */
+const HISTORY_INTERVAL_MS = 1000;
+
+/**
+ * A chart drawn from the API's points: every point the API had up to the chart's newest is drawn (as
+ * many polyline vertices and dots), and the chart grows without a reload. Returns the points drawn.
+ */
+async function checkChart(page: Page, h: Harness, token: string, selector: string, apiPath: string, seriesId: string): Promise<number> {
+  await page.locator(`${selector} [data-series="${seriesId}"]`).first().waitFor();
+  // Read at once: the chart is drawn anew after each of the page's requests.
+  const { drawn, newest, vertices } = await page.locator(selector).evaluate((el, id) => {
+    let n = 0;
+    for (const line of el.querySelectorAll(`polyline[data-series="${id}"]`)) n += line.getAttribute('points')!.trim().split(/\s+/).length;
+    n += el.querySelectorAll(`circle[data-series="${id}"]`).length;
+    return { drawn: Number(el.getAttribute('data-points')), newest: Number(el.getAttribute('data-newest')), vertices: n };
+  }, seriesId);
+  const series = (await h.request('GET', apiPath, { token })).body.series as { id: string; points: [number, number][] }[];
+  const points = series.find((x) => x.id === seriesId)!.points;
+  assert.ok(points.some(([t]) => t === newest), `the chart's newest point ${newest} is one of the API's`);
+  assert.equal(drawn, points.filter(([t]) => t <= newest).length, `${selector} draws every point the API had`);
+  assert.equal(vertices, drawn, 'one vertex a point');
+  await page.waitForFunction(([sel, n]) => Number(document.querySelector(sel as string)?.getAttribute('data-points')) > (n as number), [selector, drawn] as const);
+  return drawn;
+}
 
 test('first-run setup, every page with real data, a VM created and started, a live alert, a read-only user', async (t) => {
   // Notifications to a real HTTPS webhook and to one whose endpoint is down, for the preferences page's "Send test".
@@ -28,6 +58,7 @@ test('first-run setup, every page with real data, a VM created and started, a li
   const chat = await HttpsTestServer.start(cleanup, pki);
   const downPort = await freePort('tcp');
   const h = await startHarness(cleanup, {
+    historyIntervalMs: HISTORY_INTERVAL_MS,
     config: () => ({ notifications: { webhooks: [{ url: chat.url('/hooks/CONSOLETOKEN'), caFile: pki.caFile }, { url: `https://127.0.0.1:${downPort}/hooks/DOWNTOKEN`, caFile: pki.caFile }] } }),
   });
   const artifacts = await artifactsDir('console');
@@ -103,6 +134,35 @@ test('first-run setup, every page with real data, a VM created and started, a li
     } else {
       assert.match(verdict, /COMMAND_REFUSED: /, 'a refusal is shown with the API’s code and reason');
     }
+    // ── hosts: the resource charts, from GET /v1/host/history, following it live ──
+    const token = await h.login(ADMIN.name, ADMIN.password);
+    await checkChart(page, h, token, '#host-resources [data-chart=memory]', '/api/v1/host/history', 'memory');
+    await checkChart(page, h, token, '#host-resources [data-chart=cpu]', '/api/v1/host/history', 'cpu');
+    await page.locator('#host-resources [data-chart="network.mgmt"] figcaption', { hasText: 'Network mgmt (lo)' }).waitFor();
+    await page.locator('#host-resources [data-chart="network.mgmt"] [data-series="network.mgmt.tx"]').first().waitFor();
+    await page.locator('#host-resources [data-chart="network.business"] .hint', { hasText: 'no interface br-biz' }).waitFor();
+    await page.locator('#host-resources [data-chart="storage.default"]').waitFor();
+    await b.screenshot('05b-hosts-resources');
+
+    // ── a VM's charts: none while it has not run here, then a real process as its QEMU ──
+    await page.evaluate(() => {
+      location.hash = '#/vms/web';
+    });
+    await page.locator('#vm-resources #vm-history-none', { hasText: 'has not run on this host' }).waitFor();
+    const qemu = await childProcess(cleanup, { holdMiB: 32, spin: false });
+    const harnessSources = historySources({ host: 'host1', storageGroups: h.config.storageGroups, driver: () => h.driver, running: () => [], health: () => null }, h.config);
+    const standIn = new HistorySampler({ ...harnessSources, vms: () => [{ name: 'web', pid: qemu.pid, vcpus: 2, memoryBytes: 128 * 1024 * 1024, diskBytes: 16 * 1024 * 1024 }] }, { intervalMs: HISTORY_INTERVAL_MS, log: () => {} });
+    standIn.start();
+    cleanup.add(() => standIn.stop());
+    h.api.history = standIn;
+    await checkChart(page, h, token, '#vm-resources [data-chart=memory]', '/api/v1/vms/web/history', 'memory');
+    await page.locator('#vm-resources [data-chart=cpu] figcaption', { hasText: 'CPU used by its QEMU' }).waitFor();
+    await page.locator('#vm-resources [data-chart=disk] .hint', { hasText: 'its volume has no file on this host' }).waitFor();
+    await b.screenshot('05c-vm-resources');
+    h.api.history = h.history;
+    await standIn.stop();
+    await qemu.kill();
+
     await page.click('nav a[data-page=storage]');
     await page.locator('#volumes td', { hasText: 'web' }).first().waitFor();
     await page.locator('#storage-groups td', { hasText: 'default' }).first().waitFor();

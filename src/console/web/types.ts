@@ -238,3 +238,25 @@ export interface Preferences {
   splitsite: { ftRttLimitMs: number; haRttLimitMs: number; alinkRttMs: number | null };
   resync: { maxMiBps: number | null; busyMiBps: number | null };
 }
+
+/** A series of `GET /v1/host/history` or `/v1/vms/NAME/history` (docs/api.md). */
+export interface HistorySeries {
+  id: string;
+  family: string;
+  unit: 'ratio' | 'cores' | 'bytes' | 'bytes/s';
+  label: string;
+  limit: number | null;
+  error: string | null;
+  /** `[wall-clock ms, value]`, oldest first. */
+  points: [number, number][];
+}
+
+export interface HistoryAnswer {
+  host: string;
+  intervalMs: number;
+  keptMs: number;
+  series: HistorySeries[];
+  /** A VM's history only: whether its QEMU ran on this host at the last round. */
+  vm?: string;
+  here?: boolean;
+}

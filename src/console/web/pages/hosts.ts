@@ -1,13 +1,15 @@
 /**
  * Hosts: this host's Availability Services (state, epoch, authority, health score and each health component,
- * the A-Link paths with their round trips), the peer as this host hears it, and the host commands:
- * maintenance mode, force takeover, repaired (platform managers).
+ * the A-Link paths with their round trips), the peer as this host hears it, this host's CPU, memory,
+ * storage and network over the last hour (`resources.ts`), and the host commands: maintenance mode, force
+ * takeover, repaired (platform managers).
  */
 import { call } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
 import { duration, time } from '../format.js';
 import { store } from '../store.js';
 import { actionButton, type Page } from '../ui.js';
+import { hostCharts, resourceCharts } from './resources.js';
 
 export const hostsPage: Page = {
   name: 'hosts',
@@ -16,7 +18,18 @@ export const hostsPage: Page = {
   mount(root) {
     const body = h('div', { class: 'grid' });
     fill(root, h('h1', {}, 'Hosts'), body);
-    return { update: () => fill(body, ...cards()) };
+    // Made once: the charts follow the history on their own timer, and survive the cards' redraws.
+    const resources = resourceCharts('/v1/host/history', hostCharts);
+    const charts = section('Resources over time (this host)', resources.element);
+    charts.classList.add('wide');
+    charts.id = 'host-resources';
+    return {
+      update: () => {
+        const [self, peer, ...rest] = cards();
+        fill(body, self, peer, charts, ...rest);
+      },
+      unmount: resources.unmount,
+    };
   },
 };
 

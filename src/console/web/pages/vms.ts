@@ -2,7 +2,8 @@
  * VMs: the pair's VMs with their state and where they run, the operator's commands on each (start, stop,
  * migrate, protection level, remove: platform managers), a form to create one with what the API takes
  * (cores, memory, disk and its storage group and format, guest kernel, NIC), and one VM's detail: its
- * record, its process on this host, its volume, its timeline and its recent events.
+ * record, its process on this host, its volume, its QEMU's CPU and memory and its disk's allocation over
+ * the last hour here (`resources.ts`), its timeline and its recent events.
  */
 import { call, describe } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
@@ -12,6 +13,7 @@ import { incidents } from '../timeline.js';
 import type { StorageGroup, Vm, Volume } from '../types.js';
 import { actionButton, can, field, notify, valueOf, type Page } from '../ui.js';
 import { incidentView } from './timeline.js';
+import { resourceCharts, vmCharts } from './resources.js';
 
 const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
 /** Events shown on a VM's page. */
@@ -135,29 +137,42 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
   return form;
 }
 
-function mountDetail(root: HTMLElement, name: string): { update(): void } {
+function mountDetail(root: HTMLElement, name: string): { update(): void; unmount(): void } {
   const body = h('div', { class: 'grid' });
   let volume: Volume | null = null;
   let volumeNote = 'loading…';
   let lastFetch = 0;
   fill(root, h('h1', {}, `VM ${name}`), h('p', {}, h('a', { href: '#/vms' }, '← all VMs')), body);
+  // Made once, on its own timer: the detail's redraws move the same element.
+  const resources = resourceCharts(`/v1/vms/${encodeURIComponent(name)}/history`, vmCharts(name, () => ownerElsewhere(name)));
+  const charts = section('Resources over time (on this host)', resources.element);
+  charts.classList.add('wide');
+  charts.id = 'vm-resources';
+  // Drawn from the store as it is now: a volume answer that comes after a newer status must not bring back
+  // the VM as the status was when it was asked for (it would show "not found" for a VM just created).
+  const draw = (): void => fill(body, ...detail(name, store.status?.vms.find((v) => v.name === name), volume, volumeNote, charts));
   const update = (): void => {
-    const vm = store.status?.vms.find((v) => v.name === name);
     // The volume is not in the status: fetched again at most every 2 s while the status changes.
     if (Date.now() - lastFetch > 2000) {
       lastFetch = Date.now();
       void call<Volume>('GET', `/v1/volumes/${encodeURIComponent(name)}`).then((r) => {
         volume = r.ok ? r.body : null;
         volumeNote = r.ok ? '' : describe(r);
-        fill(body, ...detail(name, vm, volume, volumeNote));
+        draw();
       });
     }
-    fill(body, ...detail(name, vm, volume, volumeNote));
+    draw();
   };
-  return { update };
+  return { update, unmount: resources.unmount };
 }
 
-function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string): HTMLElement[] {
+/** The VM's owner when it is not this host (then that host has its charts), else null. */
+function ownerElsewhere(name: string): string | null {
+  const owner = store.status?.vms.find((v) => v.name === name)?.owner ?? null;
+  return owner !== null && owner !== store.status?.host ? owner : null;
+}
+
+function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement): HTMLElement[] {
   if (vm === undefined) return [section('Not found', h('p', { class: 'empty' }, store.status === null ? 'waiting for the host’s status…' : `The pair has no VM named ${name}.`))];
   const hw = vm.hardware;
   const m = vm.local?.migration ?? null;
@@ -202,6 +217,7 @@ function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeN
           ])
         : h('p', { class: 'empty' }, volumeNote),
     ),
+    charts,
     m
       ? section(
           'Live migration',
