@@ -31,7 +31,6 @@ import { CoreDriver } from './core-driver.js';
 import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
-import { NamespaceSysfs } from '../network/namespace-sysfs.js';
 import { HostNetworks } from './networks.js';
 import type { NotificationsState } from '../notify/receiver-view.js';
 import { HostClockReader } from './host-clock.js';
@@ -119,16 +118,11 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   });
   await runner.reapLeftovers();
 
-  // This host's networks, from its own namespace's sysfs (why a holder process: src/network/namespace-sysfs.ts);
-  // read on request from the start, their counters sampled by the health loop once paired. The holder is
-  // started now: starting a program stalls this thread until it has exec'd, which before pairing delays no
-  // heartbeat.
-  const sysfs = new NamespaceSysfs({ log });
-  void sysfs.netDir();
+  // This host's networks, as netlink tells them in this namespace (src/network/link-reader.ts): read on
+  // request from the start, their counters sampled by the health loop once paired.
   const networks = new HostNetworks({
     host: config.host,
     config,
-    netDir: () => sysfs.netDir(),
     alink: () => alink?.status() ?? null,
     health: () => health?.current() ?? null,
     run: (cmd, args, opts) => healthExec.run(cmd, args, opts),
@@ -138,7 +132,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   // heartbeats on this thread do not wait for it.
   const history = new HistorySampler(
     historySources({ host: config.host, storageGroups: config.storageGroups, driver: () => driver, running: () => runner.running(), health: () => health?.current() ?? null }, config),
-    { log, netDir: () => sysfs.netDir() },
+    { log },
   );
 
   // Whoever follows the event log live (the management API's event stream) is told of each append.
@@ -202,7 +196,6 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
       driver?.stop();
       await history.stop();
       await health?.stop();
-      await sysfs.close();
       await healthExec.close();
       await runner.shutdown();
       await dialer?.close();

@@ -10,11 +10,11 @@
  */
 import type { ComponentState, HealthSnapshot } from '../core/types.js';
 import type { AlinkPathStatus } from '../alink/alink.js';
-import type { run } from '../util/exec.js';
+import { run } from '../util/exec.js';
 import { SingleFlight } from '../health/checks.js';
-import type { NetDir } from '../network/namespace-sysfs.js';
+import { readLinkTable, readingOf } from '../network/link-reader.js';
 import { addressListing, interfaceWithAddress, type AddressOwner } from '../network/interface-address.js';
-import { linkStateOf, readInterface, type InterfaceReading } from '../network/sysfs-interface.js';
+import { linkStateOf, type InterfaceReading } from '../network/link-facts.js';
 import { RateSampler, type RateReading } from '../network/rate-sampler.js';
 import type { DaemonConfig } from './config.js';
 
@@ -87,8 +87,6 @@ export function networksOf(config: NetworkConfig): NetworkSpec[] {
 export interface HostNetworksOptions {
   host: string;
   config: NetworkConfig;
-  /** This namespace's `/sys/class/net` (`NamespaceSysfs.netDir`). */
-  netDir: () => Promise<NetDir>;
   /** The A-Link's per-path report; null before pairing. */
   alink: () => readonly AlinkPathStatus[] | null;
   health: () => HealthSnapshot | null;
@@ -155,12 +153,11 @@ export class HostNetworks {
   }
 
   private async readAll(): Promise<Read[]> {
-    const [dir, resolved] = await Promise.all([this.opts.netDir(), this.resolve()]);
+    const [table, resolved] = await Promise.all([readLinkTable(this.opts.run ?? run), this.resolve()]);
     return Promise.all(
       resolved.map(async (r): Promise<Read> => {
         if (r.ifname === null) return { ...r, reading: null };
-        if (!dir.ok) return { ...r, reading: { kind: 'unreadable', reason: dir.reason } };
-        const reading = await readInterface(dir.dir, r.ifname);
+        const reading = readingOf(table, r.ifname);
         // An A-Link interface that went away: which one holds the address now is asked again next time.
         if (reading.kind === 'missing' && r.spec.alink) this.owners.delete(r.spec.alink.localAddress);
         return { ...r, reading };

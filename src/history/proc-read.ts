@@ -6,15 +6,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { isInterfaceName, parseCounter, parseCpuTimes, parseMeminfo, parseProcessStat, parseResidentBytes, type CpuTimes, type Memory, type Parsed, type ProcessTimes } from './proc.js';
+import { isInterfaceName, parseCpuTimes, parseMeminfo, parseNetDev, parseProcessStat, parseResidentBytes, type CpuTimes, type Memory, type Parsed, type ProcessTimes } from './proc.js';
 
-/** Where the kernel's files are: `/proc` and `/sys/class/net` (a test may point elsewhere). */
+/** Where the kernel's files are: `/proc` (a test may point elsewhere). */
 export interface KernelFiles {
   proc: string;
-  net: string;
 }
 
-export const KERNEL_FILES: KernelFiles = { proc: '/proc', net: '/sys/class/net' };
+export const KERNEL_FILES: KernelFiles = { proc: '/proc' };
 
 /** A file's text, or why not with the errno's code (ENOENT: it is not there). */
 type Read = { ok: true; value: string } | { ok: false; reason: string; code: string | undefined; gone?: true };
@@ -57,15 +56,14 @@ export async function readResidentBytes(pid: number, k: KernelFiles = KERNEL_FIL
   return then(await processFile(pid, 'status', k), parseResidentBytes);
 }
 
-/** An interface's received and sent byte counters, in this network namespace (the daemon's: its host's). */
+/**
+ * An interface's received and sent byte counters, in this process's network namespace (the daemon's: its
+ * host's), from `/proc/net/dev`: /proc/net follows the reader's namespace, where /sys shows its mounter's (the
+ * lab enters lockstepd into its namespace with nsenter, keeping the root namespace's /sys).
+ */
 export async function readInterfaceBytes(ifname: string, k: KernelFiles = KERNEL_FILES): Promise<Parsed<{ rxBytes: number; txBytes: number }>> {
   if (!isInterfaceName(ifname)) return { ok: false, reason: `'${ifname}' is not an interface name` };
-  const dir = path.join(k.net, ifname, 'statistics');
-  const [rx, tx] = await Promise.all([text(path.join(dir, 'rx_bytes')), text(path.join(dir, 'tx_bytes'))]);
-  if (!rx.ok && rx.code === 'ENOENT') return { ok: false, reason: `no interface ${ifname} in this network namespace` };
-  const rxBytes = then(rx, (s) => parseCounter(s, `${ifname}'s rx_bytes`));
-  const txBytes = then(tx, (s) => parseCounter(s, `${ifname}'s tx_bytes`));
-  if (!rxBytes.ok) return rxBytes;
-  if (!txBytes.ok) return txBytes;
-  return { ok: true, value: { rxBytes: rxBytes.value, txBytes: txBytes.value } };
+  const dev = await text(path.join(k.proc, 'net', 'dev'));
+  if (!dev.ok) return { ok: false, reason: dev.reason };
+  return parseNetDev(dev.value, ifname);
 }

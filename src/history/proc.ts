@@ -1,7 +1,7 @@
 /**
  * What the resource history reads from the kernel, parsed, and the arithmetic that turns two readings into
  * a rate: pure functions of the files' text (`/proc/stat`, `/proc/meminfo`, `/proc/<pid>/stat`,
- * `/proc/<pid>/status`, `/sys/class/net/<if>/statistics/*`), so they are tested on real content and on
+ * `/proc/<pid>/status`, `/proc/net/dev`), so they are tested on real content and on
  * hand-made oddities alike. The reads are in `proc-read.ts`.
  *
  * A file that does not say what is expected is an error value (`{ ok: false, reason }`), never a throw: the
@@ -127,4 +127,22 @@ export function counterRate(before: number, after: number, elapsedMs: number): n
  */
 export function isInterfaceName(name: string): boolean {
   return /^[^/\s\0]{1,15}$/.test(name) && name !== '.' && name !== '..';
+}
+
+/**
+ * One interface's byte counters in `/proc/net/dev`: after two header lines, `name: rx-bytes packets errs drop
+ * fifo frame compressed multicast tx-bytes …`.
+ */
+export function parseNetDev(text: string, ifname: string): Parsed<{ rxBytes: number; txBytes: number }> {
+  for (const line of text.split('\n').slice(2)) {
+    const colon = line.indexOf(':');
+    if (colon < 0 || line.slice(0, colon).trim() !== ifname) continue;
+    const fields = line.slice(colon + 1).trim().split(/\s+/);
+    const rx = parseCounter(fields[0] ?? '', `${ifname}'s received bytes`);
+    const tx = parseCounter(fields[8] ?? '', `${ifname}'s sent bytes`);
+    if (!rx.ok) return rx;
+    if (!tx.ok) return tx;
+    return { ok: true, value: { rxBytes: rx.value, txBytes: tx.value } };
+  }
+  return { ok: false, reason: `no interface ${ifname} in this network namespace` };
 }

@@ -113,11 +113,6 @@ export interface SamplerOptions {
   vmsMax?: number;
   storageTimeoutMs?: number;
   files?: KernelFiles;
-  /**
-   * Where this network namespace's `/sys/class/net` is now (lockstepd: its sysfs holder, since the `/sys` it
-   * sees may be another namespace's — src/network/namespace-sysfs.ts); default: `files.net`.
-   */
-  netDir?: () => Promise<{ ok: true; dir: string } | { ok: false; reason: string }>;
   /** The wall clock (points' times) and the monotonic one (rates); injected by tests. */
   wallMs?: () => number;
   monoMs?: () => number;
@@ -172,7 +167,6 @@ export class HistorySampler implements HistoryView {
   private readonly points: number;
   private readonly vmsMax: number;
   private readonly files: KernelFiles;
-  private readonly netDir: NonNullable<SamplerOptions['netDir']>;
   private readonly wallMs: () => number;
   private readonly monoMs: () => number;
   private readonly storageRead: SingleFlight<StorageSample>;
@@ -198,8 +192,6 @@ export class HistorySampler implements HistoryView {
     this.points = opts.points ?? HISTORY_POINTS;
     this.vmsMax = opts.vmsMax ?? HISTORY_VMS_MAX;
     this.files = opts.files ?? KERNEL_FILES;
-    const files = this.files;
-    this.netDir = opts.netDir ?? (async () => ({ ok: true, dir: files.net }));
     this.wallMs = opts.wallMs ?? Date.now;
     this.monoMs = opts.monoMs ?? (() => performance.now());
     this.storageTimeoutMs = opts.storageTimeoutMs ?? STORAGE_READ_TIMEOUT_MS;
@@ -332,9 +324,7 @@ export class HistorySampler implements HistoryView {
   private async readNetwork(network: SampledNetwork): Promise<{ network: SampledNetwork; reading: Parsed<InterfaceReading>; readMs: number }> {
     const found = safely(() => network.interface());
     if ('error' in found) return { network, reading: { ok: false, reason: found.error }, readMs: this.monoMs() };
-    const net = await this.netDir();
-    if (!net.ok) return { network, reading: { ok: false, reason: net.reason }, readMs: this.monoMs() };
-    const bytes = await readInterfaceBytes(found.ifname, { ...this.files, net: net.dir });
+    const bytes = await readInterfaceBytes(found.ifname, this.files);
     return { network, reading: bytes.ok ? { ok: true, value: { ifname: found.ifname, ...bytes.value } } : bytes, readMs: this.monoMs() };
   }
 

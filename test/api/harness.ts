@@ -29,7 +29,6 @@ import { HostClockReader } from '../../src/daemon/host-clock.js';
 import { run } from '../../src/util/exec.js';
 import type { NotificationsState } from '../../src/notify/receiver-view.js';
 import { Cleanup } from '../support/cleanup.js';
-import { NamespaceSysfs } from '../../src/network/namespace-sysfs.js';
 import { HostNetworks } from '../../src/daemon/networks.js';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
@@ -177,9 +176,7 @@ export async function startHarness(
   const hostClock = new HostClockReader(run);
   const pairCa = await createPairCa(dir, 'test');
   // This process's networks as lockstepd reads its own (no A-Link interface here: alink1 is missing).
-  const sysfs = new NamespaceSysfs({ log: () => {} });
-  cleanup.add(() => sysfs.close());
-  const networks = new HostNetworks({ host: 'host1', config, netDir: () => sysfs.netDir(), alink: () => null, health: () => null });
+  const networks = new HostNetworks({ host: 'host1', config, alink: () => null, health: () => null });
   const history = new HistorySampler(
     historySources({ host: 'host1', storageGroups: config.storageGroups, driver: () => driver, running: () => runner?.running() ?? [], health: () => null }, config),
     { log: () => {}, ...(opts.historyIntervalMs !== undefined ? { intervalMs: opts.historyIntervalMs } : {}) },

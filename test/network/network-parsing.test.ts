@@ -7,90 +7,55 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { INTERFACE_FILES, isInterfaceName, linkStateOf, parseInterfaceFiles, type FileRead, type InterfaceFacts, type InterfaceFile } from '../../src/network/sysfs-interface.js';
+import { isInterfaceName, linkStateOf, type InterfaceFacts } from '../../src/network/link-facts.js';
+import { parseLinkTable, readLinkTable, readingOf } from '../../src/network/link-reader.js';
+import { run } from '../../src/util/exec.js';
 import { RATE_STALE_MS, RateSampler, rateBetween, type CounterSample } from '../../src/network/rate-sampler.js';
 import { interfaceWithAddress } from '../../src/network/interface-address.js';
 import { networksOf } from '../../src/daemon/networks.js';
 
 /** What a veth with both ends up shows, as the kernel writes it (newlines included). */
-const VETH_UP: Record<InterfaceFile, string> = {
-  ifindex: '7\n',
-  operstate: 'up\n',
-  flags: '0x1003\n',
-  carrier: '1\n',
-  speed: '10000\n',
-  address: '02:4C:53:00:00:01\n',
-  mtu: '1400\n',
-  'statistics/rx_bytes': '123456\n',
-  'statistics/tx_bytes': '18446744073709551615\n',
-};
+/** `ip -j -s link show` as iproute2 prints it, trimmed to what is read. */
+const LINKS = JSON.stringify([
+  { ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP', 'LOWER_UP'], mtu: 65536, operstate: 'UNKNOWN', address: '00:00:00:00:00:00', stats64: { rx: { bytes: 500 }, tx: { bytes: 500 } } },
+  { ifindex: 7, ifname: 'al1', flags: ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'], mtu: 1400, operstate: 'UP', address: '02:4C:53:00:00:01', stats64: { rx: { bytes: 123456 }, tx: { bytes: 2 ** 52 } } },
+  { ifindex: 8, ifname: 'mg0', flags: ['NO-CARRIER', 'BROADCAST', 'MULTICAST', 'UP'], mtu: 1500, operstate: 'LOWERLAYERDOWN', address: '02:00:00:00:00:02', stats64: { rx: { bytes: 0 }, tx: { bytes: 0 } } },
+  { ifindex: 9, ifname: 'bz0', flags: ['BROADCAST', 'MULTICAST'], mtu: 1500, operstate: 'DOWN', address: '02:00:00:00:00:03', stats64: { rx: { bytes: 1 }, tx: { bytes: 1 } } },
+  { ifindex: 10, ifname: 'tun0', flags: ['POINTOPOINT', 'UP', 'LOWER_UP'], mtu: 1500, operstate: 'UNKNOWN', stats64: { rx: { bytes: 3 }, tx: { bytes: 4 } } },
+  { ifindex: 11, ifname: 'weird', flags: 'UP', mtu: 1500 },
+]);
 
-function files(over: Partial<Record<InterfaceFile, string | { code: string }>> = {}): Record<InterfaceFile, FileRead> {
-  const out = {} as Record<InterfaceFile, FileRead>;
-  for (const f of INTERFACE_FILES) {
-    const v = f in over ? over[f]! : VETH_UP[f];
-    out[f] = typeof v === 'string' ? { ok: true, text: v } : { ok: false, code: v.code };
-  }
-  return out;
-}
-
-function facts(over: Partial<Record<InterfaceFile, string | { code: string }>> = {}): InterfaceFacts {
-  const r = parseInterfaceFiles('al1', files(over));
-  assert.equal(r.kind, 'present', r.kind === 'present' ? '' : JSON.stringify(r));
+function facts(ifname: string): InterfaceFacts {
+  const r = readingOf(parseLinkTable(LINKS), ifname);
+  assert.equal(r.kind, 'present', r.kind);
   return (r as { facts: InterfaceFacts }).facts;
 }
 
-test('an interface that is up: every fact, the MAC lowercased, 64-bit counters kept exactly', () => {
-  assert.deepEqual(facts(), {
-    ifname: 'al1',
-    ifindex: 7,
-    operstate: 'up',
-    adminUp: true,
-    carrier: true,
-    speedMbps: 10000,
-    mac: '02:4c:53:00:00:01',
-    mtu: 1400,
-    rxBytes: 123456n,
-    txBytes: 18446744073709551615n,
-  });
-  assert.deepEqual(linkStateOf(facts()), { state: 'up', detail: 'carrier (operstate up)' });
+test('an interface that is up: every fact netlink gives, the MAC lowercased, counters kept exactly; no speed', () => {
+  assert.deepEqual(facts('al1'), { ifname: 'al1', ifindex: 7, operstate: 'up', adminUp: true, carrier: true, speedMbps: null, mac: '02:4c:53:00:00:01', mtu: 1400, rxBytes: 123456n, txBytes: 2n ** 52n });
+  assert.deepEqual(linkStateOf(facts('al1')), { state: 'up', detail: 'carrier (operstate up)' });
+  // Loopback and a tun: operstate unknown with carrier is up; a tun has no hardware address.
+  assert.deepEqual(linkStateOf(facts('lo')), { state: 'up', detail: 'carrier (operstate unknown)' });
+  assert.equal(facts('tun0').mac, null);
 });
 
-test('what the kernel will not say in a state is unknown, not an error', () => {
-  // Administratively down: carrier and speed fail with EINVAL.
-  const down = facts({ flags: '0x1002', operstate: 'down', carrier: { code: 'EINVAL' }, speed: { code: 'EINVAL' } });
-  assert.deepEqual([down.adminUp, down.carrier, down.speedMbps], [false, null, null]);
-  assert.deepEqual(linkStateOf(down), { state: 'down', detail: 'administratively down (operstate down)' });
-  // Up, but the far end is down: no carrier, a speed the driver does not know (-1, or u32 -1 on older kernels).
-  const unplugged = facts({ operstate: 'lowerlayerdown', carrier: '0', speed: '-1' });
-  assert.deepEqual([unplugged.carrier, unplugged.speedMbps], [false, null]);
-  assert.deepEqual(linkStateOf(unplugged), { state: 'down', detail: 'no carrier (operstate lowerlayerdown)' });
-  assert.equal(facts({ speed: '4294967295' }).speedMbps, null);
-  assert.equal(facts({ speed: '0' }).speedMbps, null);
-  // A bridge that never had a port, loopback, a tun: operstate unknown with carrier is up.
-  assert.equal(linkStateOf(facts({ operstate: 'unknown' })).state, 'up');
-  assert.deepEqual(linkStateOf(facts({ operstate: 'dormant' })), { state: 'down', detail: 'operstate dormant' });
-  // No hardware address at all (a tun): no MAC.
-  assert.equal(facts({ address: '\n' }).mac, null);
+test('no carrier, administratively down; an entry that is not an interface is skipped, bad output unreadable', () => {
+  assert.deepEqual([facts('mg0').carrier, linkStateOf(facts('mg0'))], [false, { state: 'down', detail: 'no carrier (operstate lowerlayerdown)' }]);
+  // Down: the kernel keeps no carrier (sysfs answers EINVAL), so it is unknown.
+  assert.deepEqual([facts('bz0').adminUp, facts('bz0').carrier, linkStateOf(facts('bz0')).state], [false, null, 'down']);
+  assert.deepEqual(readingOf(parseLinkTable(LINKS), 'weird'), { kind: 'missing' });
+  assert.deepEqual(readingOf(parseLinkTable(LINKS), 'nosuch0'), { kind: 'missing' });
+  assert.equal(readingOf(parseLinkTable('not json'), 'lo').kind, 'unreadable');
+  assert.deepEqual(parseLinkTable('{}'), { ok: false, reason: 'ip -j link: not a list' });
 });
 
-test('an interface that is not there, or goes away while read, is missing; other failures are unreadable', () => {
-  assert.deepEqual(parseInterfaceFiles('al1', files({ ifindex: { code: 'ENOENT' } })), { kind: 'missing' });
-  assert.deepEqual(parseInterfaceFiles('al1', files({ 'statistics/tx_bytes': { code: 'ENOENT' } })), { kind: 'missing' });
-  assert.deepEqual(parseInterfaceFiles('al1', files({ mtu: { code: 'EIO' } })), { kind: 'unreadable', reason: 'cannot read mtu of al1: EIO' });
-  const bad: [Partial<Record<InterfaceFile, string>>, RegExp][] = [
-    [{ ifindex: '0' }, /^ifindex of al1 is not a positive integer/],
-    [{ operstate: 'sideways' }, /^operstate of al1 is not one of unknown, notpresent/],
-    [{ flags: '4099' }, /^flags of al1 is not a hexadecimal number/],
-    [{ mtu: '' }, /^mtu of al1 is not an integer/],
-    [{ address: 'zz:zz' }, /^address of al1 is not a hardware address/],
-    [{ 'statistics/rx_bytes': '-5' }, /^statistics\/rx_bytes of al1 is not a byte count/],
-  ];
-  for (const [over, reason] of bad) {
-    const r = parseInterfaceFiles('al1', files(over));
-    assert.equal(r.kind, 'unreadable', JSON.stringify(over));
-    assert.match((r as { reason: string }).reason, reason);
-  }
+test('the real table of this machine: loopback as the kernel has it, its speed unknown', async () => {
+  const table = await readLinkTable(run);
+  const lo = readingOf(table, 'lo');
+  assert.equal(lo.kind, 'present', lo.kind === 'unreadable' ? lo.reason : lo.kind);
+  const f = (lo as { facts: InterfaceFacts }).facts;
+  assert.deepEqual([f.ifindex, f.adminUp, f.mac, f.mtu, f.speedMbps], [1, true, '00:00:00:00:00:00', 65536, null]);
+  assert.ok(f.rxBytes > 0n);
 });
 
 test("interface names follow the kernel's rule before they become paths", () => {
