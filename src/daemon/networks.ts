@@ -153,7 +153,8 @@ export class HostNetworks {
   }
 
   private async readAll(): Promise<Read[]> {
-    const [table, resolved] = await Promise.all([readLinkTable(this.opts.run ?? run), this.resolve()]);
+    const resolved = await this.resolve();
+    const table = await readLinkTable(this.opts.run ?? run, resolved.flatMap((r) => r.ifname ?? []));
     return Promise.all(
       resolved.map(async (r): Promise<Read> => {
         if (r.ifname === null) return { ...r, reading: null };
