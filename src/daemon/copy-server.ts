@@ -12,13 +12,13 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { CopyExport } from '../storage/copy-export.js';
 import { ReplicationServer } from '../storage/replication-stream.js';
-import { ensureDisk } from '../storage/disk-image.js';
+import { ensureDisk, exists } from '../storage/disk-image.js';
 import type { AlinkTlsContext } from '../alink/tls.js';
 import type { StorageEvent, VmName } from '../core/types.js';
-import { describeError } from '../util/errors.js';
+import { LockstepError, describeError } from '../util/errors.js';
 import type { DaemonConfig } from './config.js';
 import { parseVmHardware } from './vm-definition.js';
-import { locateVolume } from '../storage/storage-group.js';
+import { fileSystemSpace, groupFileAllocations, groupUsage, storageGroupOf, volumeFitProblem, volumePath } from '../storage/storage-group.js';
 
 interface Served {
   /** Serialises this VM's start and stop: each step waits for the one before. */
@@ -124,7 +124,15 @@ export class CopyServer {
     try {
       const hw = parseVmHardware(hardwareRaw);
       // A group this host lacks: UNKNOWN_STORAGE_GROUP, reported to the core as the export's failure.
-      const disk = locateVolume(this.config.storageGroups, this.config.host, vm, hw.disk);
+      const group = storageGroupOf(this.config.storageGroups, hw.disk.storageGroup, this.config.host);
+      const disk = volumePath(group, vm, hw.disk.format);
+      // A new copy must fit as a new VM's disk must on its owner (docs/ha.md): the export fails at once,
+      // with the reason, instead of the mirror later.
+      if (!(await exists(disk))) {
+        const usage = groupUsage(group.sizeMiB, await fileSystemSpace(group.path), await groupFileAllocations(group));
+        const problem = volumeFitProblem(group, usage, hw.diskMiB * 1024 * 1024);
+        if (problem !== null) throw new LockstepError('STORAGE_GROUP_FULL', `no copy of VM ${vm} on ${this.config.host}: ${problem}`, { vm, storageGroup: group.name });
+      }
       await ensureDisk(disk, hw.diskMiB, hw.disk.format);
       const x = await CopyExport.start({ vm, disk, format: hw.disk.format, socketPath: path.join(this.socketDir, `${vm}.sock`) });
       slot.export = x;

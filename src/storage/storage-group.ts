@@ -6,7 +6,7 @@
  * The pure parts (the config section, the volume's file name, the usage arithmetic) come first; reading
  * the file system (`statfs`, each volume's allocated blocks) is at the end.
  */
-import { stat, statfs } from 'node:fs/promises';
+import { readdir, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 
@@ -112,6 +112,16 @@ export function groupUsage(sizeMiB: number | null, fs: FileSystemSpace, allocate
   return { capacityBytes, usedBytes, freeBytes: Math.max(0, Math.min(fs.freeBytes, capacityBytes - usedBytes)), volumeCount: allocatedBytes.length };
 }
 
+/**
+ * Why a new volume of `sizeBytes` does not fit in a group with `usage` (null: it fits). Its whole size is
+ * counted, since a thin image grows to it: a copy that runs out of space half-way through a resync would fail
+ * the mirror, and with it the protection, long after anyone could have been told at its start.
+ */
+export function volumeFitProblem(group: StorageGroupConfig, usage: GroupUsage, sizeBytes: number): string | null {
+  if (sizeBytes <= usage.freeBytes) return null;
+  return `a ${Math.ceil(sizeBytes / MIB)} MiB volume does not fit in storage group '${group.name}' (${group.path}): ${Math.floor(usage.freeBytes / MIB)} MiB free`;
+}
+
 // ── the file system ────────────────────────────────────────────────────────────────────────────────────
 
 /**
@@ -127,6 +137,24 @@ export async function fileSystemSpace(dir: string): Promise<FileSystemSpace> {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || d === path.dirname(d)) throw e;
     }
   }
+}
+
+/**
+ * The bytes allocated by the volume files (`<vm>.qcow2`, `<vm>.raw`) in a group's directory now: what a host
+ * that knows no VM records (the backup making a copy) counts against the group. A directory not made yet
+ * holds nothing.
+ */
+export async function groupFileAllocations(group: StorageGroupConfig): Promise<number[]> {
+  let names: string[];
+  try {
+    names = await readdir(group.path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  const volumes = names.filter((n) => VOLUME_FORMATS.some((f) => n.endsWith(`.${f}`)));
+  const files = await Promise.all(volumes.map((n) => volumeFile(path.join(group.path, n))));
+  return files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : []));
 }
 
 /** A volume's file on this host: the bytes it has allocated (a thin image is smaller than its size), or why not. */

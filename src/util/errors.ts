@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   UNKNOWN_VM: 'no VM of that name exists',
   UNKNOWN_VOLUME: 'no volume of that name exists',
   UNKNOWN_STORAGE_GROUP: 'no storage group of that name is configured on this host',
+  STORAGE_GROUP_FULL: "a volume, or the peer's copy of one, does not fit in its storage group",
   UNKNOWN_HOST: 'no lab host of that name exists',
   UNKNOWN_FAULT: 'no fault of that name exists for that target',
   LAB_NOT_UP: 'the lab is not up',

@@ -8,7 +8,7 @@ import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileSystemSpace, groupUsage, locateVolume, volumeFile, volumePath } from '../../src/storage/storage-group.js';
+import { fileSystemSpace, groupFileAllocations, groupUsage, locateVolume, volumeFile, volumeFitProblem, volumePath } from '../../src/storage/storage-group.js';
 import { parseDaemonConfig } from '../../src/daemon/config.js';
 import { isLockstepError } from '../../src/util/errors.js';
 import { Cleanup } from '../support/cleanup.js';
@@ -102,4 +102,24 @@ test("usage against a real directory: allocated blocks of the group's volumes, t
   assert.equal(capped.usedBytes, used[0]! + used[1]!);
   assert.equal(capped.freeBytes, Math.max(0, 2 * MIB - capped.usedBytes));
   assert.equal(groupUsage(null, space, used).freeBytes, Math.min(space.freeBytes, space.totalBytes - capped.usedBytes));
+});
+
+test("a new copy's fit: its whole size against what the group's files leave, other files not counted", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'lockstep-fit-'));
+  cleanup.add(() => rm(dir, { recursive: true, force: true }));
+  const group = { name: 'small', path: dir, sizeMiB: 4 };
+  // A directory not made yet holds nothing.
+  assert.deepEqual(await groupFileAllocations({ ...group, path: path.join(dir, 'not-yet') }), []);
+  await writeFile(path.join(dir, 'web.raw'), Buffer.alloc(2 * MIB, 1));
+  await writeFile(path.join(dir, 'notes.txt'), Buffer.alloc(MIB, 1));
+  const allocated = await groupFileAllocations(group);
+  assert.equal(allocated.length, 1, 'only volume files count');
+  assert.ok(allocated[0]! >= 2 * MIB && allocated[0]! < 3 * MIB, String(allocated[0]));
+
+  const usage = groupUsage(group.sizeMiB, await fileSystemSpace(dir), allocated);
+  assert.equal(volumeFitProblem(group, usage, MIB), null);
+  const problem = volumeFitProblem(group, usage, 3 * MIB);
+  assert.ok(problem !== null && problem.includes("storage group 'small'") && problem.includes('3 MiB volume'), String(problem));
+  assert.equal(volumeFitProblem(group, usage, usage.freeBytes), null, 'exactly what is free fits');
+  assert.notEqual(volumeFitProblem(group, usage, usage.freeBytes + 1), null);
 });
