@@ -23,7 +23,7 @@ lockstep notification — a host's notification receivers (e-Alert, SNMP, Call H
 
   lockstep notification list              each receiver, its latest delivery and test
   lockstep notification test [RECEIVER]   a test notification to every receiver, or one (smtp, snmp:HOST:PORT,
-                                          call-home, webhook:N); exit 1 when one failed
+                                          call-home, webhook:NAME or webhook:N); exit 1 when one failed
 
 Every verb takes --json (the API's JSON) and --socket PATH or --host host1|host2 as \`lockstep vm\` does;
 in the lab, test needs --host (it sends from that host).`;
@@ -31,7 +31,7 @@ in the lab, test needs --host (it sends from that host).`;
 /** The answer waits for every receiver's outcome, which the daemon bounds; a little more for the way there and back. */
 const TEST_ANSWER_MS = SEND_TEST_TIMEOUT_MS + 10_000;
 /** Receiver names as the daemon makes them (src/notify/receivers.ts); the daemon says whether one is configured. */
-const RECEIVER_NAME = /^(smtp|call-home|webhook:[1-9]\d?|snmp:[^\s/]{1,290})$/;
+const RECEIVER_NAME = /^(smtp|call-home|webhook:([1-9]\d?|[a-z][a-z0-9-]{0,31})|snmp:[^\s/]{1,290})$/;
 
 export type PrefRequest =
   | { verb: 'help'; exit: number }
@@ -56,7 +56,7 @@ export function parsePrefCommand(noun: 'pref' | 'notification', argv: readonly s
   if (positionals.length > 1) throw new LockstepError('INVALID_ARGUMENT', 'usage: lockstep notification test [RECEIVER] [--json] [--socket PATH | --host NAME]');
   const receiver = positionals[0] ?? null;
   if (receiver !== null && !RECEIVER_NAME.test(receiver)) {
-    throw new LockstepError('INVALID_ARGUMENT', `'${receiver}' is not a receiver's name: smtp, snmp:HOST:PORT, call-home or webhook:N (\`lockstep notification list\` shows them)`, { receiver });
+    throw new LockstepError('INVALID_ARGUMENT', `'${receiver}' is not a receiver's name: smtp, snmp:HOST:PORT, call-home, webhook:NAME or webhook:N (\`lockstep notification list\` shows them)`, { receiver });
   }
   return { noun, verb, receiver, ...commonOptions(values) };
 }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { DEFAULT_TIMING, type CoreConfig } from '../core/types.js';
 import type { ResyncRate } from '../storage/resync-rate.js';
-import { DEFAULT_RETRY, type HttpReceiverConfig, type NotificationsConfig, type SmtpReceiverConfig } from '../notify/receivers.js';
+import { DEFAULT_RETRY, WEBHOOK_NAME_RE, type HttpReceiverConfig, type NotificationsConfig, type SmtpReceiverConfig, type WebhookConfig } from '../notify/receivers.js';
 import { HEARTBEAT_TIMEOUT_MS_MIN, HEARTBEAT_TIMEOUT_MS_MAX } from '../qemu/vm-spec.js';
 import { parseStorageGroups, type StorageGroupConfig } from '../storage/storage-group.js';
 
@@ -372,8 +372,17 @@ function parseNotifications(raw: unknown, bad: Bad): NotificationsConfig | null 
   };
   // Call Home carries the system's details to the support organisation, over networks not the site's: HTTPS only.
   const callHome = optional(n, 'callHome', () => httpReceiver(n['callHome'], 'notifications.callHome', ['https:']));
-  const webhooks = list(n['webhooks'] ?? [], 'notifications.webhooks', NOTIFY_TARGETS_MAX).map((w, i) => httpReceiver(w, `notifications.webhooks[${i}]`, ['http:', 'https:']));
+  const webhooks = list(n['webhooks'] ?? [], 'notifications.webhooks', NOTIFY_TARGETS_MAX).map((w, i): WebhookConfig => {
+    const at = `notifications.webhooks[${i}]`;
+    const name = typeof w === 'object' && w !== null ? (w as Record<string, unknown>)['name'] : undefined;
+    const { name: _checkedHere, ...rest } = obj(w, at, ['url', 'caFile', 'name']);
+    const hook = httpReceiver(rest, at, ['http:', 'https:']);
+    if (name === undefined) return hook;
+    return typeof name === 'string' && WEBHOOK_NAME_RE.test(name) ? { ...hook, name } : bad(`${at}.name`, 'must be a letter, then letters, digits or -, at most 32 (webhook:NAME)', name);
+  });
   if (new Set(webhooks.map((w) => w.url)).size !== webhooks.length) bad('notifications.webhooks', 'names a URL twice');
+  const named = webhooks.flatMap((w) => (w.name === undefined ? [] : [w.name]));
+  if (new Set(named).size !== named.length) bad('notifications.webhooks', 'gives a name twice');
   if (!smtp && !snmp && !callHome && webhooks.length === 0) bad('notifications', 'names no receiver: configure smtp, snmp, callHome or webhooks, or leave the section out');
 
   const r = n['retry'] === undefined ? {} : obj(n['retry'], 'notifications.retry', ['initialMs', 'maxMs', 'giveUpAfterMs']);

@@ -78,7 +78,7 @@ const RECEIVER_SCHEMA: Schema = {
   type: 'object',
   required: ['name', 'kind', 'target', 'settings', 'pending', 'lastDelivery', 'lastTest'],
   properties: {
-    name: { type: 'string', description: 'smtp, snmp:HOST:PORT, call-home, webhook:N (its place in the config, from 1)' },
+    name: { type: 'string', description: 'smtp, snmp:HOST:PORT, call-home, webhook:NAME (its name in the config) or webhook:N (its place there, from 1)' },
     kind: { type: 'string', enum: ['smtp', 'snmp', 'call-home', 'webhook'] },
     target: { type: 'string', description: 'where it sends, without secrets' },
     settings: { type: 'object', description: 'its config, without secrets: no password (its file’s path only), no SNMP community, no URL path or query' },
@@ -215,7 +215,7 @@ const PREFERENCES_SCHEMA: Schema = {
 };
 
 /** A receiver's name as a path parameter: `snmp:HOST:PORT` may be long (a DNS name). */
-const RECEIVER_PARAMS = { name: { type: 'string', minLength: 1, maxLength: 300, description: 'smtp, snmp:HOST:PORT, call-home, webhook:N' } } as const;
+const RECEIVER_PARAMS = { name: { type: 'string', minLength: 1, maxLength: 300, description: 'smtp, snmp:HOST:PORT, call-home, webhook:NAME, webhook:N' } } as const;
 
 export const PREFERENCE_ROUTES: readonly Route<ApiContext>[] = [
   {

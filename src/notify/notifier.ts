@@ -97,7 +97,7 @@ export class Notifier implements NotifierReadout {
     return this.receiverList;
   }
 
-  /** The receiver named `name` (`smtp`, `snmp:HOST:PORT`, `call-home`, `webhook:N`); null when none is. */
+  /** The receiver named `name` (`smtp`, `snmp:HOST:PORT`, `call-home`, `webhook:NAME`, `webhook:N`); null when none is. */
   receiver(name: string): Receiver | null {
     return this.receiverList.find((r) => r.name === name) ?? null;
   }

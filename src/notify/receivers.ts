@@ -31,6 +31,14 @@ export interface HttpReceiverConfig {
   caFile: string | null;
 }
 
+/** A webhook may be given a name in the config, so that it keeps it when the list is reordered. */
+export interface WebhookConfig extends HttpReceiverConfig {
+  /** A letter, then letters, digits, `-`; at most 32 (`webhook:NAME`). Without: `webhook:N`, its place. */
+  name?: string;
+}
+
+export const WEBHOOK_NAME_RE = /^[a-z][a-z0-9-]{0,31}$/;
+
 /** The outbox's retry policy: exponential from `initialMs`, capped at `maxMs`, abandoned after `giveUpAfterMs`. */
 export interface RetryPolicy {
   initialMs: number;
@@ -47,7 +55,7 @@ export interface NotificationsConfig {
   smtp: SmtpReceiverConfig | null;
   snmp: { targets: SnmpTarget[] } | null;
   callHome: HttpReceiverConfig | null;
-  webhooks: HttpReceiverConfig[];
+  webhooks: WebhookConfig[];
   retry: RetryPolicy;
 }
 
@@ -75,9 +83,9 @@ export type Receiver = ReceiverSettings & {
   /** `smtp`, `snmp:HOST:PORT`, `call-home`, `webhook:URL`: the outbox's key, stable while the config says the same. */
   id: string;
   /**
-   * What the API, the console and the CLI call it: the id, but `webhook:N` (its place in the config's
-   * `webhooks`, from 1) for a webhook, whose URL often is its secret (a chat service's incoming-webhook
-   * token is in its path) and must not reach a read-only user.
+   * What the API, the console and the CLI call it: the id, but `webhook:NAME` (its configured name) or
+   * `webhook:N` (its place in the config's `webhooks`, from 1) for a webhook, whose URL often is its secret
+   * (a chat service's incoming-webhook token is in its path) and must not reach a read-only user.
    */
   name: string;
   deliver(a: NotifyAlert, ctx: DeliveryContext): Promise<DeliveryOutcome>;
@@ -104,7 +112,7 @@ export function receiversOf(cfg: NotificationsConfig): Receiver[] {
   cfg.webhooks.forEach((w, i) => {
     out.push({
       id: `webhook:${redacted(new URL(w.url))}`,
-      name: `webhook:${i + 1}`,
+      name: `webhook:${w.name ?? i + 1}`,
       kind: 'webhook',
       config: w,
       deliver: (a, ctx) => withCa(w.caFile, (ca) => sendWebhook(w.url, a, { ca, ...signalOf(ctx) })),

@@ -31,6 +31,7 @@ test('each verb parses into its request', () => {
     [['notification', ['test', '--host', 'host1']], { noun: 'notification', verb: 'test', receiver: null, json: false, where: { host: 'host1' } }],
     [['notification', ['test', 'snmp:10.0.0.9:162', '--json']], { noun: 'notification', verb: 'test', receiver: 'snmp:10.0.0.9:162', json: true, where: {} }],
     [['notification', ['test', 'webhook:2']], { noun: 'notification', verb: 'test', receiver: 'webhook:2', json: false, where: {} }],
+    [['notification', ['test', 'webhook:pager']], { noun: 'notification', verb: 'test', receiver: 'webhook:pager', json: false, where: {} }],
     [['pref', []], { verb: 'help', exit: 2 }],
     [['notification', ['help']], { verb: 'help', exit: 0 }],
   ];
@@ -42,7 +43,7 @@ test('mistakes are usage errors that say what is wrong; preferences have no sett
     [['pref', ['set', 'resync', '100']], /unknown pref command 'set' \(preferences are read-only/],
     [['pref', ['show', 'network']], /usage: lockstep pref show/],
     [['notification', ['test', 'smtp', 'webhook:1']], /usage: lockstep notification test \[RECEIVER\]/],
-    [['notification', ['test', 'https://hooks.example.com/x']], /is not a receiver's name: smtp, snmp:HOST:PORT, call-home or webhook:N/],
+    [['notification', ['test', 'https://hooks.example.com/x']], /is not a receiver's name: smtp, snmp:HOST:PORT, call-home, webhook:NAME or webhook:N/],
     [['notification', ['send']], /unknown notification command 'send'/],
     [['notification', ['list', '--all']], /Unknown option '--all'/],
     [['notification', ['list', '--host', 'host3']], /no lab host named 'host3'/],

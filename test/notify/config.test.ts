@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseDaemonConfig } from '../../src/daemon/config.js';
-import { DEFAULT_RETRY } from '../../src/notify/receivers.js';
+import { DEFAULT_RETRY, receiversOf } from '../../src/notify/receivers.js';
 import { isLockstepError } from '../../src/util/errors.js';
 
 const minimal = {
@@ -62,6 +62,9 @@ for (const [what, notifications, key, message] of [
   ['a webhook over ftp', { webhooks: [{ url: 'ftp://hooks.example.com/x' }] }, 'notifications.webhooks[0].url', /http or https URL/],
   ['a CA file for an http webhook', { webhooks: [{ url: 'http://h.example/x', caFile: '/etc/ca.pem' }] }, 'notifications.webhooks[0].caFile', /only applies to an https URL/],
   ['a webhook URL named twice', { webhooks: [{ url: 'https://h.example/x' }, { url: 'https://h.example/x' }] }, 'notifications.webhooks', /twice/],
+  ['a webhook name with a capital', { webhooks: [{ url: 'https://h.example/x', name: 'Chat' }] }, 'notifications.webhooks[0].name', /a letter, then letters, digits or -/],
+  ['a webhook name that is a number (a place)', { webhooks: [{ url: 'https://h.example/x', name: '2' }] }, 'notifications.webhooks[0].name', /a letter/],
+  ['a webhook name given twice', { webhooks: [{ url: 'https://h.example/x', name: 'chat' }, { url: 'https://h.example/y', name: 'chat' }] }, 'notifications.webhooks', /a name twice/],
   ['nine webhooks', { webhooks: Array.from({ length: 9 }, (_, i) => ({ url: `https://h.example/${i}` })) }, 'notifications.webhooks', /at most 8/],
   ['a cap below the first delay', { ...full, retry: { initialMs: 5000, maxMs: 1000 } }, 'notifications.retry.maxMs', /from 5000/],
   ['a give-up time below the cap', { ...full, retry: { giveUpAfterMs: 1000 } }, 'notifications.retry.giveUpAfterMs', /from 600000/],
@@ -73,3 +76,11 @@ for (const [what, notifications, key, message] of [
     );
   });
 }
+
+test('webhooks are named by their configured name, else by their place: a named one keeps its name when the list is reordered', () => {
+  const hooks = [{ url: 'https://chat.example.com/T0K3N' }, { url: 'https://pager.example.com/in', name: 'pager' }];
+  const names = (webhooks: object[]) => receiversOf(parseDaemonConfig({ ...minimal, notifications: { webhooks } }).notifications!).map((r) => r.name);
+  assert.deepEqual(names(hooks), ['webhook:1', 'webhook:pager']);
+  assert.deepEqual(names([...hooks].reverse()), ['webhook:pager', 'webhook:2']);
+  assert.equal(parseDaemonConfig({ ...minimal, notifications: { webhooks: hooks } }).notifications!.webhooks[1]!.name, 'pager');
+});
