@@ -17,7 +17,7 @@ import { EXIT } from './output.js';
 
 export const PREF_USAGE = `lockstep pref — what is set up for the pair, as a host runs it (read-only: edit the config, restart lockstepd)
 
-  lockstep pref show       addresses, quorum servers, clock and NTP, SplitSite limits, resync rate, notifications
+  lockstep pref show       owner, addresses, quorum servers, clock and NTP, SplitSite limits, resync rate, notifications
 
 lockstep notification — a host's notification receivers (e-Alert, SNMP, Call Home, webhooks)
 

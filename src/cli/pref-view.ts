@@ -1,6 +1,6 @@
 /**
  * How `lockstep pref show` and `lockstep notification list|test` show a daemon's answers: the preferences
- * in sections (network, quorum servers, clock, SplitSite, resync, notifications), the receivers with their
+ * in sections (owner, network, quorum servers, clock, SplitSite, resync, notifications), the receivers with their
  * latest outcomes, and each receiver's "send test" outcome. Pure: the tests feed fixed answers.
  */
 import type { NotificationTestAnswer, PreferencesView } from '../daemon/preference-routes.js';
@@ -20,6 +20,7 @@ export function renderPreferences(p: PreferencesView): string {
     `preferences of ${p.host} (pair ${p.pair.id} with ${p.pair.peer}), as lockstepd read them${p.configFile === null ? '' : ` from ${p.configFile}`}`,
     `read-only: ${p.howToChange}`,
     '',
+    section('owner', ownerRows(p.owner)),
     section('network', [
       ['management', `${n.management.interface ?? 'interface not checked'}${n.management.apiAddress === null ? ', no management API' : `, management API on ${n.management.apiAddress}:${n.management.apiPort}`}`],
       ['business', `bridge ${n.business.bridge}, uplink ${n.business.interface}`],
@@ -98,4 +99,10 @@ function offset(minutes: number): string {
   const sign = minutes < 0 ? '-' : '+';
   const a = Math.abs(minutes);
   return `${sign}${String(Math.floor(a / 60)).padStart(2, '0')}:${String(a % 60).padStart(2, '0')}`;
+}
+
+function ownerRows(o: PreferencesView['owner']): [string, string][] {
+  if (o === null) return [['not given', "add an owner section to lockstepd's config (name, contact, email, phone, site)"]];
+  const rows: [string, string | null][] = [['name', o.name], ['contact', o.contact], ['email', o.email], ['phone', o.phone], ['site', o.site]];
+  return rows.flatMap(([k, v]): [string, string][] => (v === null ? [] : [[k, v]]));
 }

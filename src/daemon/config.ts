@@ -107,7 +107,21 @@ export interface DaemonConfig {
   notifications: NotificationsConfig | null;
   /** The management API; null: not served (the local socket API only). */
   managementApi: ManagementApiConfig | null;
+  /** Who owns and runs this system, and where it stands (everRun's owner information); null: not given. */
+  owner: OwnerInfo | null;
 }
+
+/** Shown in the preferences for whoever answers an alert; every field optional but the name. */
+export interface OwnerInfo {
+  name: string;
+  contact: string | null;
+  email: string | null;
+  phone: string | null;
+  site: string | null;
+}
+
+const OWNER_KEYS = ['name', 'contact', 'email', 'phone', 'site'] as const;
+const OWNER_TEXT_MAX = 200;
 
 /** A resync yields to a busy guest by default, and is otherwise as fast as the link (docs/ha.md). */
 export const DEFAULT_RESYNC_MIBPS = { max: null, busy: 64 } as const;
@@ -261,6 +275,7 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     guestHeartbeatTimeoutMs: heartbeatTimeout,
     notifications: parseNotifications(o['notifications'], bad),
     managementApi: parseManagementApi(o['managementApi'], bad),
+    owner: parseOwner(o['owner'], bad),
   };
 }
 
@@ -390,6 +405,21 @@ function parseNotifications(raw: unknown, bad: Bad): NotificationsConfig | null 
   const maxMs = ms(r, 'maxMs', Math.max(DEFAULT_RETRY.maxMs, initialMs), initialMs, 86_400_000);
   const giveUpAfterMs = ms(r, 'giveUpAfterMs', DEFAULT_RETRY.giveUpAfterMs, maxMs, 30 * 86_400_000);
   return { minSeverity: minSeverity as NotificationsConfig['minSeverity'], smtp, snmp, callHome, webhooks, retry: { initialMs, maxMs, giveUpAfterMs } };
+}
+
+/** The `owner` section: one-line texts of printable characters, a name at least. */
+function parseOwner(raw: unknown, bad: Bad): OwnerInfo | null {
+  if (raw === undefined || raw === null) return null;
+  if (typeof raw !== 'object' || Array.isArray(raw)) return bad('owner', 'must be a JSON object');
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!(OWNER_KEYS as readonly string[]).includes(k)) bad(`owner.${k}`, `is not a known field (known: ${OWNER_KEYS.join(', ')})`);
+  const text = (key: (typeof OWNER_KEYS)[number]): string | null => {
+    const v = o[key];
+    if (v === undefined || v === null) return key === 'name' ? bad('owner.name', 'is required in an owner section') : null;
+    // Control characters would break the CLI's tables and a mail's header lines.
+    return typeof v === 'string' && v.trim() !== '' && v.length <= OWNER_TEXT_MAX && !/[\x00-\x1f\x7f]/.test(v) ? v : bad(`owner.${key}`, `must be text on one line, 1 to ${OWNER_TEXT_MAX} characters`, v);
+  };
+  return { name: text('name')!, contact: text('contact'), email: text('email'), phone: text('phone'), site: text('site') };
 }
 
 // ── the management API (src/api/, docs/api.md) ──────────────────────────────────────────────────────────

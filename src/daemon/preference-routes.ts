@@ -18,7 +18,7 @@ import type { Schema } from '../api/schema.js';
 import type { Notifier } from '../notify/notifier.js';
 import { notificationsView, testResultView, type NotificationsState, type NotificationsView, type TestResultView } from '../notify/receiver-view.js';
 import type { ApiContext } from './api.js';
-import type { DaemonConfig } from './config.js';
+import type { DaemonConfig, OwnerInfo } from './config.js';
 import type { HostClock } from './host-clock.js';
 
 /** What these routes read from the running daemon. */
@@ -34,6 +34,8 @@ export interface PreferencesContext {
 export interface PreferencesView {
   host: string;
   pair: { id: string; peer: string; tiebreakWinner: string };
+  /** Who owns and runs the system, as the config says; null when it does not. */
+  owner: OwnerInfo | null;
   configFile: string | null;
   editable: false;
   howToChange: string;
@@ -137,10 +139,15 @@ const TEST_SCHEMA: Schema = {
 
 const PREFERENCES_SCHEMA: Schema = {
   type: 'object',
-  required: ['host', 'pair', 'configFile', 'editable', 'howToChange', 'network', 'quorum', 'clock', 'notifications', 'splitsite', 'resync'],
+  required: ['host', 'pair', 'owner', 'configFile', 'editable', 'howToChange', 'network', 'quorum', 'clock', 'notifications', 'splitsite', 'resync'],
   properties: {
     host: { type: 'string' },
     pair: { type: 'object', required: ['id', 'peer', 'tiebreakWinner'], properties: { id: { type: 'string' }, peer: { type: 'string' }, tiebreakWinner: { type: 'string' } } },
+    owner: {
+      type: ['object', 'null'],
+      description: "the config's owner section: who owns and runs the system, and where it stands; null when not configured",
+      properties: { name: { type: 'string' }, contact: NULLABLE_STRING, email: NULLABLE_STRING, phone: NULLABLE_STRING, site: NULLABLE_STRING },
+    },
     configFile: NULLABLE_STRING,
     editable: { type: 'boolean', description: 'false: lockstepd changes none of these while it runs' },
     howToChange: { type: 'string' },
@@ -286,6 +293,7 @@ async function preferencesBody(ctx: ApiContext): Promise<PreferencesView> {
   return {
     host: c.host,
     pair: { id: c.pair.id, peer: c.pair.peer, tiebreakWinner: c.pair.tiebreakWinner },
+    owner: c.owner === null ? null : { ...c.owner },
     configFile,
     editable: false,
     howToChange: HOW_TO_CHANGE,

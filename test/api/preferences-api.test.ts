@@ -81,6 +81,7 @@ async function withReceivers() {
       mgmtInterface: 'mgmt0',
       businessInterface: 'biz0',
       managementApi: { address: '127.0.0.1', port: 7443 },
+      owner: { name: 'Example Manufacturing', contact: 'Night shift operations', email: 'ops@example.com', site: 'Plant 2, hall B' },
       quorum: [
         { id: 'quorum1', address: '10.10.0.21', port: 7790, ca: path.join(dir, 'quorum1-ca.crt') },
         { id: 'quorum2', address: '10.10.0.22', port: 7790, ca: path.join(dir, 'quorum2-ca.crt') },
@@ -211,6 +212,7 @@ test('the preferences: addresses, quorum servers, clock, notifications, SplitSit
   noSecrets('GET /v1/preferences', r.text);
   const p = r.body;
   assert.deepEqual(p.pair, { id: 'test', peer: 'host2', tiebreakWinner: 'host2' });
+  assert.deepEqual(p.owner, { name: 'Example Manufacturing', contact: 'Night shift operations', email: 'ops@example.com', phone: null, site: 'Plant 2, hall B' });
   assert.equal(p.editable, false);
   assert.match(p.howToChange, /edit lockstepd's config file and restart lockstepd/);
   assert.deepEqual(p.network.management, { interface: 'mgmt0', apiAddress: '127.0.0.1', apiPort: 7443 });
@@ -255,6 +257,7 @@ test('without notifications: the view says off, a test is NOTIFICATIONS_OFF; bad
   const prefs = await h.request('GET', '/api/v1/preferences', { token: reader });
   documented('getPreferences', prefs);
   assert.deepEqual(prefs.body.quorum, { active: null, servers: [] });
+  assert.equal(prefs.body.owner, null, 'no owner section: null, not an empty owner');
   assert.deepEqual(prefs.body.network.management, { interface: 'lo', apiAddress: null, apiPort: null });
   assert.deepEqual(prefs.body.splitsite, { ftRttLimitMs: 2, haRttLimitMs: 10, alinkRttMs: null }, "everRun's limits by default");
   assert.deepEqual(prefs.body.resync, { maxMiBps: null, busyMiBps: 64 });

@@ -56,6 +56,7 @@ test('mistakes are usage errors that say what is wrong; preferences have no sett
 const PREFS: PreferencesView = {
   host: 'host1',
   pair: { id: 'prod', peer: 'host2', tiebreakWinner: 'host1' },
+  owner: { name: 'Example Manufacturing', contact: null, email: 'ops@example.com', phone: '+33 1 23 45 67 89', site: null },
   configFile: '/etc/lockstep/lockstepd.json',
   editable: false,
   howToChange: "edit lockstepd's config file and restart lockstepd",
@@ -109,6 +110,7 @@ test('pref show: every section, read-only said first; the clock as the kernel sa
   assert.equal(lines[0], 'preferences of host1 (pair prod with host2), as lockstepd read them from /etc/lockstep/lockstepd.json');
   assert.match(lines[1]!, /^read-only: edit lockstepd's config file and restart lockstepd$/);
   for (const want of [
+    /^owner\n {2}name +Example Manufacturing\n {2}email +ops@example\.com\n {2}phone +\+33 1 23 45 67 89\nnetwork$/m,
     /^ {2}management +mgmt0, management API on 10\.10\.0\.11:7443$/m,
     /^ {2}alink1 +10\.10\.1\.1 → 10\.10\.1\.2 port 7788 \(broadcast 10\.10\.1\.255\)$/m,
     /^ {2}quorum1 +preferred, 10\.10\.0\.21:7790$/m,
@@ -123,7 +125,8 @@ test('pref show: every section, read-only said first; the clock as the kernel sa
   ]) {
     assert.match(text, want);
   }
-  const noQuorum = renderPreferences({ ...PREFS, quorum: { active: null, servers: [] }, notifications: { state: 'off', error: null, minSeverity: null, retry: null, receivers: [] } });
+  const noQuorum = renderPreferences({ ...PREFS, owner: null, quorum: { active: null, servers: [] }, notifications: { state: 'off', error: null, minSeverity: null, retry: null, receivers: [] } });
+  assert.match(noQuorum, /^ {2}not given +add an owner section to lockstepd's config/m);
   assert.match(noQuorum, /^ {2}none +with no quorum server, host1 keeps its VMs when the A-Links fail$/m);
   assert.match(noQuorum, /^notifications: none configured on host1$/m);
 });

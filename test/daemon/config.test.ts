@@ -91,3 +91,20 @@ for (const [what, patch, key] of [
 test('rejects what is not an object', () => {
   for (const bad of [null, 42, 'x', []]) assert.throws(() => parseDaemonConfig(bad), (e) => isLockstepError(e, 'INVALID_SPEC'));
 });
+
+test('owner information: a name and optional one-line fields; absent is null; anything else is refused naming the field', () => {
+  const base = parseDaemonConfig(minimal);
+  assert.equal(base.owner, null);
+  const c = parseDaemonConfig({ ...minimal, owner: { name: 'Example Manufacturing', phone: '+33 1 23 45 67 89' } });
+  assert.deepEqual(c.owner, { name: 'Example Manufacturing', contact: null, email: null, phone: '+33 1 23 45 67 89', site: null });
+  for (const [owner, key] of [
+    [{ phone: '1' }, 'owner.name'],
+    [{ name: '  ' }, 'owner.name'],
+    [{ name: 'x', site: 'line one\nline two' }, 'owner.site'],
+    [{ name: 'x', email: 'e'.repeat(201) }, 'owner.email'],
+    [{ name: 'x', fax: '1' }, 'owner.fax'],
+    ['Example', 'owner'],
+  ] as const) {
+    assert.throws(() => parseDaemonConfig({ ...minimal, owner }), (e: unknown) => isLockstepError(e) && e.code === 'INVALID_SPEC' && e.fields['key'] === key, JSON.stringify(owner));
+  }
+});

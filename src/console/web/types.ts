@@ -218,6 +218,7 @@ export interface TestAnswer {
 export interface Preferences {
   host: string;
   pair: { id: string; peer: string; tiebreakWinner: string };
+  owner: { name: string; contact: string | null; email: string | null; phone: string | null; site: string | null } | null;
   configFile: string | null;
   editable: boolean;
   howToChange: string;

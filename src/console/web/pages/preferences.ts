@@ -61,6 +61,15 @@ function cards(p: Preferences, skewMs: number, reloadNotifications: () => Promis
   const activeQuorum = core ? core.activeQuorum : p.quorum.active;
   const rttMs = core ? core.rttMs : p.splitsite.alinkRttMs;
   const ntp = p.clock.ntp;
+  const o = p.owner;
+  const owner = section(
+    'Owner information',
+    o === null
+      ? h('p', { class: 'empty', id: 'owner' }, "Not given: add an owner section to lockstepd's config (name, contact, email, phone, site).")
+      : facts(
+          ([['name', o.name], ['contact', o.contact], ['email', o.email], ['phone', o.phone], ['site', o.site]] as [string, string | null][]).flatMap(([k, v]): [string, string][] => (v === null ? [] : [[k, v]])),
+        ),
+  );
   const pair = section(
     'Pair',
     facts([
@@ -117,7 +126,7 @@ function cards(p: Preferences, skewMs: number, reloadNotifications: () => Promis
   );
   const notifications = notificationsCard(p.notifications, reloadNotifications);
   notifications.classList.add('wide');
-  return [notifications, pair, network, quorum, clock, splitsite, resync];
+  return [notifications, owner, pair, network, quorum, clock, splitsite, resync];
 }
 
 function notificationsCard(n: Notifications, reload: () => Promise<void>): HTMLElement {
