@@ -159,7 +159,9 @@ export async function storageGroupDetail(ctx: VolumeContext, name: string): Prom
 
 /**
  * A new VM's volume must have its group on this host (`INVALID_SPEC` naming `disk.storageGroup`) and fit
- * in what the group has free now (`COMMAND_REFUSED`): its whole size, since a thin image grows to it.
+ * (`COMMAND_REFUSED`): its whole size, since a thin image grows to it, in what the group has free now less
+ * what the volumes already defined in it may still grow by (their size less what they have allocated; the
+ * whole size of one whose file is not made yet). So two thin volumes can never be promised the same space.
  */
 export async function checkVolumeFits(ctx: VolumeContext, def: VmDefinition): Promise<void> {
   const group = ctx.storageGroups.find((g) => g.name === def.disk.storageGroup);
@@ -172,12 +174,25 @@ export async function checkVolumeFits(ctx: VolumeContext, def: VmDefinition): Pr
   }
   const status = await groupStatus(ctx, group);
   if (status.freeBytes === null) throw new LockstepError('COMMAND_REFUSED', `cannot tell whether VM ${def.name}'s disk fits in storage group '${group.name}': ${status.error}`, { command: 'define-vm', storageGroup: group.name });
+  const reservedBytes = await growthRoom(ctx, group);
+  const availableBytes = Math.max(0, status.freeBytes - reservedBytes);
   const sizeBytes = def.diskMiB * MIB;
-  if (sizeBytes > status.freeBytes) {
+  if (sizeBytes > availableBytes) {
+    const promised = reservedBytes > 0 ? `, of ${Math.floor(status.freeBytes / MIB)} MiB free ${Math.ceil(reservedBytes / MIB)} MiB are promised to the volumes defined in it` : '';
     throw new LockstepError(
       'COMMAND_REFUSED',
-      `VM ${def.name}'s ${def.diskMiB} MiB disk does not fit in storage group '${group.name}' on ${ctx.host}: ${Math.floor(status.freeBytes / MIB)} MiB free`,
-      { command: 'define-vm', field: 'diskMiB', storageGroup: group.name, sizeBytes, freeBytes: status.freeBytes },
+      `VM ${def.name}'s ${def.diskMiB} MiB disk does not fit in storage group '${group.name}' on ${ctx.host}: ${Math.floor(availableBytes / MIB)} MiB available${promised}`,
+      { command: 'define-vm', field: 'diskMiB', storageGroup: group.name, sizeBytes, freeBytes: status.freeBytes, reservedBytes },
     );
   }
+}
+
+/** What the volumes this host holds in `group` may still grow by: each one's size less what it has allocated. */
+async function growthRoom(ctx: VolumeContext, group: StorageGroupConfig): Promise<number> {
+  const held = (ctx.core?.vms ?? []).map((vm) => locate(ctx, vm)).filter((l) => l.group === group && l.path !== null);
+  const files = await Promise.all(held.map((l) => volumeFile(l.path!)));
+  return held.reduce((sum, l, i) => {
+    const f = files[i]!;
+    return sum + Math.max(0, l.sizeBytes - (f.kind === 'present' ? f.allocatedBytes : 0));
+  }, 0);
 }

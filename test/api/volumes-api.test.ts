@@ -130,8 +130,14 @@ test('a definition is refused for a group this host lacks, and for a disk larger
   await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, disk: { format: 'vmdk' } }), 'INVALID_SPEC', 400, 'disk.format');
   await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, diskMiB: 9, disk: { storageGroup: 'small' } }), 'COMMAND_REFUSED', 409, 'diskMiB');
   assert.deepEqual(await daemonRequest(socket, 'GET', '/v1/vms'), [], 'nothing was defined');
-  // What fits is taken.
-  await daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, diskMiB: 8, disk: { storageGroup: 'small' } });
+  // What fits is taken, and then promised: a second thin volume may not count on the first one's unwritten space.
+  await daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, diskMiB: 5, disk: { storageGroup: 'small' } });
+  const second = { ...SAMPLE_VM, name: 'db', nic: { mac: '52:54:00:12:34:57', address: '10.10.3.51' }, diskMiB: 4, disk: { storageGroup: 'small' } };
+  await assert.rejects(
+    daemonRequest(socket, 'POST', '/v1/vms', second),
+    (e) => isLockstepError(e, 'COMMAND_REFUSED') && e.fields['field'] === 'diskMiB' && /3 MiB available, of 8 MiB free 5 MiB are promised to the volumes defined in it/.test(e.message),
+  );
+  await daemonRequest(socket, 'POST', '/v1/vms', { ...second, diskMiB: 3 });
 });
 
 test('the management API serves the same routes to a read-only user; OpenAPI documents them', async () => {
