@@ -25,6 +25,8 @@ import type { HealthSnapshot } from '../core/types.js';
 import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-group.js';
 import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
 import { NETWORK_ROUTES } from './network-routes.js';
+import { SENSOR_ROUTES } from './sensor-routes.js';
+import type { SensorsView } from '../health/sensors.js';
 import type { NetworkStatus } from './networks.js';
 import { PREFERENCE_ROUTES, type PreferencesContext } from './preference-routes.js';
 import type { HistoryView } from '../history/sampler.js';
@@ -45,6 +47,8 @@ export interface ApiContext {
   health(): HealthSnapshot | null;
   /** This host's networks, read now (src/daemon/networks.ts). */
   networks(): Promise<NetworkStatus[]>;
+  /** This host's hardware sensors, read now (src/health/sensors.ts). */
+  sensors(): Promise<SensorsView>;
   /** This host's storage groups (its config). */
   storageGroups: readonly StorageGroupConfig[];
   pairCaPem(): Promise<string | null>;
@@ -504,6 +508,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     },
   },
   ...NETWORK_ROUTES,
+  ...SENSOR_ROUTES,
   ...PREFERENCE_ROUTES,
   ...HISTORY_ROUTES,
 ];

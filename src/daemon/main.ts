@@ -32,6 +32,7 @@ import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
 import { HostNetworks } from './networks.js';
+import { readSensors } from '../health/sensors.js';
 import type { NotificationsState } from '../notify/receiver-view.js';
 import { HostClockReader } from './host-clock.js';
 import { HistorySampler } from '../history/sampler.js';
@@ -149,6 +150,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     alink: () => alink?.status() ?? null,
     health: () => health?.current() ?? null,
     networks: () => networks.list(),
+    sensors: () => readSensors(),
     storageGroups: config.storageGroups,
     pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
     recentLog: (opts) => db.recentLog(opts),

@@ -29,6 +29,7 @@ import { HostClockReader } from '../../src/daemon/host-clock.js';
 import { run } from '../../src/util/exec.js';
 import type { NotificationsState } from '../../src/notify/receiver-view.js';
 import { Cleanup } from '../support/cleanup.js';
+import { readSensors } from '../../src/health/sensors.js';
 import { HostNetworks } from '../../src/daemon/networks.js';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
@@ -87,6 +88,8 @@ export async function startHarness(
     withDriver?: boolean;
     /** Sample the resource history on its own timer at this interval (else only by `sampleNow`). */
     historyIntervalMs?: number;
+    /** Where the sensors are read: a directory laid out like /sys (default: this machine's /sys). */
+    sysfsRoot?: string;
     idleMs?: number;
     maxMs?: number;
     limiter?: LimiterOptions;
@@ -194,6 +197,7 @@ export async function startHarness(
     alink: () => null,
     health: () => null,
     networks: () => networks.list(),
+    sensors: () => readSensors(opts.sysfsRoot),
     storageGroups: config.storageGroups,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),

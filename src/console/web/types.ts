@@ -154,6 +154,13 @@ export interface StorageGroup {
   error: string | null;
 }
 
+/** `GET /v1/host/sensors` (src/daemon/sensor-routes.ts). */
+export interface HostSensors {
+  host: string;
+  note: string | null;
+  sensors: { chip: string; id: string; label: string; kind: 'temperature' | 'fan' | 'voltage'; value: number; min: number | null; max: number | null; critical: number | null; state: 'ok' | 'warning' | 'critical' }[];
+}
+
 export interface Network {
   name: 'alink1' | 'alink2' | 'mgmt' | 'business';
   role: 'alink' | 'management' | 'business';

@@ -1,13 +1,14 @@
 /**
  * Hosts: this host's Availability Services (state, epoch, authority, health score and each health component,
  * the A-Link paths with their round trips), the peer as this host hears it, this host's CPU, memory,
- * storage and network over the last hour (`resources.ts`), and the host commands: maintenance mode, force
- * takeover, repaired (platform managers).
+ * storage and network over the last hour (`resources.ts`), its hardware sensors as its kernel reports them,
+ * and the host commands: maintenance mode, force takeover, repaired (platform managers).
  */
-import { call } from '../api.js';
+import { call, describe } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
 import { duration, time } from '../format.js';
 import { store } from '../store.js';
+import type { HostSensors } from '../types.js';
 import { actionButton, type Page } from '../ui.js';
 import { hostCharts, resourceCharts } from './resources.js';
 
@@ -23,12 +24,16 @@ export const hostsPage: Page = {
     const charts = section('Resources over time (this host)', resources.element);
     charts.classList.add('wide');
     charts.id = 'host-resources';
+    const sensors = sensorsCard();
     return {
       update: () => {
         const [self, peer, ...rest] = cards();
-        fill(body, self, peer, charts, ...rest);
+        fill(body, self, peer, charts, ...rest, sensors.element);
       },
-      unmount: resources.unmount,
+      unmount: () => {
+        resources.unmount();
+        sensors.unmount();
+      },
     };
   },
 };
@@ -97,4 +102,35 @@ function cards(): HTMLElement[] {
   const uptime = Date.now() - new Date(s.startedAt).getTime();
   self.append(h('p', { class: 'hint' }, `lockstepd up for ${duration(uptime)}`));
   return [self, peer, components, alink];
+}
+
+/** Sensors change slowly and are not in the live status: asked again this often while the page is open. */
+const SENSORS_REFRESH_MS = 10_000;
+const UNIT = { temperature: '°C', fan: 'RPM', voltage: 'V' } as const;
+
+function sensorsCard(): { element: HTMLElement; unmount: () => void } {
+  const element = section('Sensors', h('p', { class: 'empty' }, 'loading…'));
+  element.id = 'host-sensors';
+  const refresh = async (): Promise<void> => {
+    const r = await call<HostSensors>('GET', '/v1/host/sensors');
+    if (!r.ok) {
+      fill(element, h('h2', {}, 'Sensors'), h('p', { class: 'form-error' }, describe(r)));
+      return;
+    }
+    const limit = (v: number | null, unit: string): string => (v === null ? '—' : `${v} ${unit}`);
+    fill(
+      element,
+      h('h2', {}, 'Sensors'),
+      table(
+        ['sensor', 'chip', 'reading', 'min', 'max', 'critical', 'state'],
+        r.body.sensors.map((x) => [x.label, `${x.chip} (${x.id})`, `${x.value} ${UNIT[x.kind]}`, limit(x.min, UNIT[x.kind]), limit(x.max, UNIT[x.kind]), limit(x.critical, UNIT[x.kind]), badge(x.state)]),
+        r.body.note ?? 'No sensors.',
+        { id: 'sensors' },
+      ),
+      r.body.note !== null && r.body.sensors.length > 0 ? h('p', { class: 'hint' }, r.body.note) : null,
+    );
+  };
+  void refresh();
+  const timer = setInterval(() => void refresh(), SENSORS_REFRESH_MS);
+  return { element, unmount: () => clearInterval(timer) };
 }

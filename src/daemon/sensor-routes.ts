@@ -1,0 +1,50 @@
+/**
+ * `GET /v1/host/sensors`: this host's hardware sensors as its kernel reports them (src/health/sensors.ts),
+ * read at each request (a few small sysfs files). Only this host's: the peer's lockstepd answers for its own.
+ */
+import type { Route } from '../api/routes.js';
+import type { Schema } from '../api/schema.js';
+import type { ApiContext } from './api.js';
+
+const NULLABLE_NUMBER: Schema = { type: ['number', 'null'] };
+
+const SENSORS_SCHEMA: Schema = {
+  type: 'object',
+  required: ['host', 'sensors', 'note'],
+  properties: {
+    host: { type: 'string', description: 'the host that answered: the sensors are its own' },
+    note: { type: ['string', 'null'], description: 'why there are none, or what could not be read; null when every sensor was read' },
+    sensors: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['chip', 'id', 'label', 'kind', 'value', 'min', 'max', 'critical', 'state'],
+        properties: {
+          chip: { type: 'string', description: "the hwmon driver's name, or the thermal zone's type" },
+          id: { type: 'string', description: 'where it was read: hwmonN/tempM, thermal_zoneN' },
+          label: { type: 'string' },
+          kind: { type: 'string', enum: ['temperature', 'fan', 'voltage'] },
+          value: { type: 'number', description: '°C, RPM or V' },
+          min: { ...NULLABLE_NUMBER, description: "a fan's or a voltage's minimum, as the driver gives it" },
+          max: NULLABLE_NUMBER,
+          critical: NULLABLE_NUMBER,
+          state: { type: 'string', enum: ['ok', 'warning', 'critical'], description: 'critical at or past the critical limit; warning past the maximum or below the minimum' },
+        },
+      },
+    },
+  },
+};
+
+export const SENSOR_ROUTES: readonly Route<ApiContext>[] = [
+  {
+    operationId: 'getHostSensors',
+    method: 'GET',
+    path: '/host/sensors',
+    tag: 'host',
+    summary: "this host's hardware sensors: temperatures, fans, voltages",
+    description: "read from the kernel's hwmon drivers and thermal zones now, each with its limits and a state; an empty list with a note on a machine that has none (a virtual machine)",
+    access: 'read-only',
+    response: { status: 200, description: 'the sensors', schema: SENSORS_SCHEMA },
+    handler: async (ctx) => ({ status: 200, body: { host: ctx.host, ...(await ctx.sensors()) } }),
+  },
+];
