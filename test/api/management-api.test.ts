@@ -128,6 +128,7 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   expectDocumented('getStorageGroup', storageGroup, covered);
   assert.deepEqual(storageGroup.body.volumes.map((v: { name: string }) => v.name), ['web']);
   expectDocumented('listNetworks', await h.request('GET', '/api/v1/networks', { token }), covered);
+  expectDocumented('getHostSensors', await h.request('GET', '/api/v1/host/sensors', { token }), covered);
   const started = await h.request('POST', '/api/v1/vms/web/start', { token });
   expectDocumented('startVm', started, covered);
   assert.equal(started.body.desired, 'running');
