@@ -8,7 +8,7 @@ import { LockstepError } from '../util/errors.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import { askOtherLabHosts, resolveTarget, type Target } from './daemon-target.js';
 import { commonOptions, WHERE_OPTIONS, type Common } from './vm-command.js';
-import { renderHostShow, renderHostTable, renderStatus, type HostStatus } from './host-view.js';
+import { renderHostShow, renderHostTable, renderSensors, renderStatus, type HostSensors, type HostStatus } from './host-view.js';
 import { EXIT } from './output.js';
 
 export const HOST_USAGE = `lockstep status — the pair at a glance: each host's state, epoch, authority, health and A-Link, the VMs
@@ -17,6 +17,7 @@ lockstep host — one host of the pair
 
   lockstep host list
   lockstep host show
+  lockstep host sensors                the host's hardware sensors: temperatures, fans, voltages, with limits
   lockstep host maintenance on|off     on: the host's protected VMs move to its peer (live migration)
   lockstep host repaired               clears a down verdict (predictive failure) and its fault history
   lockstep host force-takeover         the operator asserts the peer is dead (refused while it is heard)
@@ -26,7 +27,7 @@ show and the actions concern the host asked (in the lab, --host is needed for th
 
 export type HostAction = 'maintenance-on' | 'maintenance-off' | 'repaired' | 'force-takeover';
 
-export type HostRequest = { verb: 'help'; exit: number } | (Common & { verb: 'status' | 'list' | 'show' }) | (Common & { verb: 'action'; action: HostAction });
+export type HostRequest = { verb: 'help'; exit: number } | (Common & { verb: 'status' | 'list' | 'show' | 'sensors' }) | (Common & { verb: 'action'; action: HostAction });
 
 /** `lockstep status ARGS` is `host`'s `status` verb. */
 export function parseStatusCommand(argv: readonly string[]): HostRequest {
@@ -43,7 +44,8 @@ export function parseHostCommand(argv: readonly string[]): HostRequest {
     case '--help':
       return { verb: 'help', exit: verb === undefined ? EXIT.usage : EXIT.ok };
     case 'list':
-    case 'show': {
+    case 'show':
+    case 'sensors': {
       const { values, positionals } = parse(rest);
       if (positionals.length !== 0) throw new LockstepError('INVALID_ARGUMENT', `usage: lockstep host ${verb} [--host NAME | --socket PATH]`);
       return { verb, ...commonOptions(values) };
@@ -87,6 +89,10 @@ async function carryOut(target: Target, req: Exclude<HostRequest, { verb: 'help'
     if (req.json) return JSON.stringify(view, null, 2);
     const s = await daemonRequest<HostStatus>(socket, 'GET', '/v1/status');
     return `${target.daemon.host}: ${DONE[req.action]}\n\n${renderHostShow(s)}`;
+  }
+  if (req.verb === 'sensors') {
+    const sensors = await daemonRequest<HostSensors>(socket, 'GET', '/v1/host/sensors');
+    return req.json ? JSON.stringify(sensors, null, 2) : renderSensors(sensors);
   }
   const first = await daemonRequest<HostStatus>(socket, 'GET', '/v1/status');
   if (req.verb === 'show') return req.json ? JSON.stringify(first, null, 2) : renderHostShow(first);

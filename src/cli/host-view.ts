@@ -1,10 +1,12 @@
 /**
  * How `lockstep status` and `lockstep host` show a daemon's `GET /v1/status` answer: the pair at a glance
- * (each host as it sees itself, its peer as it last heard it), one host's components and A-Link paths.
+ * (each host as it sees itself, its peer as it last heard it), one host's components and A-Link paths, and
+ * its hardware sensors.
  * Pure: the tests feed fixed answers.
  */
 import type { AlinkPathStatus } from '../alink/alink.js';
 import type { CoreView } from '../daemon/core-driver.js';
+import type { SensorReading } from '../health/sensors.js';
 import { keyValues, table } from './output.js';
 
 /** The parts of `GET /v1/status` shown here (docs/api.md): the daemon's own types, as the API sends them. */
@@ -91,4 +93,22 @@ function flags(s: HostStatus): string {
 function alinkSummary(paths: HostStatus['alink']): string {
   if (paths === null || paths.length === 0) return '-';
   return paths.map((p) => `${p.name} ${p.up ? (p.srttMs === null ? 'up' : `${p.srttMs.toFixed(1)} ms`) : 'down'}`).join(', ');
+}
+
+/** `GET /v1/host/sensors`'s answer (src/daemon/sensor-routes.ts). */
+export type HostSensors = { host: string; note: string | null; sensors: SensorReading[] };
+
+const SENSOR_UNIT = { temperature: '°C', fan: 'RPM', voltage: 'V' } as const;
+
+/** One row per sensor with its limits and state; a host without sensors says why. */
+export function renderSensors(s: HostSensors): string {
+  if (s.sensors.length === 0) return `${s.host}: no sensors${s.note === null ? '' : ` — ${s.note}`}`;
+  const limit = (v: number | null, unit: string): string => (v === null ? '-' : `${v} ${unit}`);
+  const rows = s.sensors.map((x) => {
+    const u = SENSOR_UNIT[x.kind];
+    return [x.label, x.chip, x.id, `${x.value} ${u}`, limit(x.min, u), limit(x.max, u), limit(x.critical, u), x.state];
+  });
+  const lines = [`sensors of ${s.host}`, table(['SENSOR', 'CHIP', 'ID', 'READING', 'MIN', 'MAX', 'CRITICAL', 'STATE'], rows)];
+  if (s.note !== null) lines.push(`not read: ${s.note}`);
+  return lines.join('\n');
 }

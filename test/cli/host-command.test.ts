@@ -3,12 +3,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isLockstepError } from '../../src/util/errors.js';
 import { parseHostCommand, parseStatusCommand, type HostRequest } from '../../src/cli/host-command.js';
-import { hostRows, renderHostShow, renderStatus, type HostStatus } from '../../src/cli/host-view.js';
+import { hostRows, renderHostShow, renderSensors, renderStatus, type HostStatus } from '../../src/cli/host-view.js';
 
 test('each verb parses into its request', () => {
   const cases: [string[], HostRequest][] = [
     [['list'], { verb: 'list', json: false, where: {} }],
     [['show', '--host', 'host2', '--json'], { verb: 'show', json: true, where: { host: 'host2' } }],
+    [['sensors', '--host', 'host1'], { verb: 'sensors', json: false, where: { host: 'host1' } }],
     [['maintenance', 'on', '--host', 'host1'], { verb: 'action', action: 'maintenance-on', json: false, where: { host: 'host1' } }],
     [['maintenance', 'off', '--socket', '/run/l.sock'], { verb: 'action', action: 'maintenance-off', json: false, where: { socket: '/run/l.sock' } }],
     [['repaired', '--host', 'host2'], { verb: 'action', action: 'repaired', json: false, where: { host: 'host2' } }],
@@ -84,4 +85,20 @@ test('host show: the peer, epoch, health, maintenance, each A-Link path and comp
   assert.match(out, /^alink2\s+down: connect ECONNREFUSED 10\.10\.2\.2:7789$/m);
   assert.match(out, /^ {2}disk\s+degraded$/m);
   assert.match(out, /^VMs owned\s+demo \(protected\)$/m);
+});
+
+test('host sensors: one row per sensor with its limits and state; a host without any says why', () => {
+  const text = renderSensors({
+    host: 'host1',
+    note: null,
+    sensors: [
+      { chip: 'coretemp', id: 'hwmon1/temp1', label: 'Package id 0', kind: 'temperature', value: 86, min: null, max: 85, critical: 100, state: 'warning' },
+      { chip: 'nct6775', id: 'hwmon2/fan1', label: 'CPU Fan', kind: 'fan', value: 1200, min: 300, max: null, critical: null, state: 'ok' },
+    ],
+  });
+  assert.match(text, /^sensors of host1$/m);
+  assert.match(text, /^SENSOR +CHIP +ID +READING +MIN +MAX +CRITICAL +STATE$/m);
+  assert.match(text, /^Package id 0 +coretemp +hwmon1\/temp1 +86 °C +- +85 °C +100 °C +warning$/m);
+  assert.match(text, /^CPU Fan +nct6775 +hwmon2\/fan1 +1200 RPM +300 RPM +- +- +ok$/m);
+  assert.equal(renderSensors({ host: 'host2', note: 'the kernel reports no hardware sensors on this host', sensors: [] }), 'host2: no sensors — the kernel reports no hardware sensors on this host');
 });
