@@ -3,12 +3,13 @@
  * A host's state, health and maintenance are its own, so each is asked of the host it concerns: `--host`
  * (or `--socket`) names it; in the lab with none named, `status` and `host list` ask both hosts.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import { askOtherLabHosts, resolveTarget, type Target } from './daemon-target.js';
-import { commonOptions, WHERE_OPTIONS, type Common } from './vm-command.js';
+import { commonOptions, HISTORY_OPTIONS, historyOptions, historyQuery, WHERE_OPTIONS, type Common, type HistoryOptions } from './vm-command.js';
 import { renderHostShow, renderHostTable, renderSensors, renderStatus, type HostSensors, type HostStatus } from './host-view.js';
+import { renderHostHistory, type HostHistory } from './history-view.js';
 import { EXIT } from './output.js';
 
 export const HOST_USAGE = `lockstep status — the pair at a glance: each host's state, epoch, authority, health and A-Link, the VMs
@@ -18,6 +19,9 @@ lockstep host — one host of the pair
   lockstep host list
   lockstep host show
   lockstep host sensors                the host's hardware sensors: temperatures, fans, voltages, with limits
+  lockstep host history [--last DURATION] [--series cpu,memory,storage,network]
+                                       the host's CPU, memory, storage and network over the last DURATION
+                                       (10m by default; 90s, 1h …): now, min, avg, max, limit, a sparkline
   lockstep host maintenance on|off     on: the host's protected VMs move to its peer (live migration)
   lockstep host repaired               clears a down verdict (predictive failure) and its fault history
   lockstep host force-takeover         the operator asserts the peer is dead (refused while it is heard)
@@ -27,7 +31,11 @@ show and the actions concern the host asked (in the lab, --host is needed for th
 
 export type HostAction = 'maintenance-on' | 'maintenance-off' | 'repaired' | 'force-takeover';
 
-export type HostRequest = { verb: 'help'; exit: number } | (Common & { verb: 'status' | 'list' | 'show' | 'sensors' }) | (Common & { verb: 'action'; action: HostAction });
+export type HostRequest =
+  | { verb: 'help'; exit: number }
+  | (Common & { verb: 'status' | 'list' | 'show' | 'sensors' })
+  | (Common & HistoryOptions & { verb: 'history' })
+  | (Common & { verb: 'action'; action: HostAction });
 
 /** `lockstep status ARGS` is `host`'s `status` verb. */
 export function parseStatusCommand(argv: readonly string[]): HostRequest {
@@ -49,6 +57,11 @@ export function parseHostCommand(argv: readonly string[]): HostRequest {
       const { values, positionals } = parse(rest);
       if (positionals.length !== 0) throw new LockstepError('INVALID_ARGUMENT', `usage: lockstep host ${verb} [--host NAME | --socket PATH]`);
       return { verb, ...commonOptions(values) };
+    }
+    case 'history': {
+      const { values, positionals } = parse(rest, HISTORY_OPTIONS);
+      if (positionals.length !== 0) throw new LockstepError('INVALID_ARGUMENT', 'usage: lockstep host history [--last DURATION] [--series LIST] [--host NAME | --socket PATH]');
+      return { verb, ...historyOptions(values), ...commonOptions(values) };
     }
     case 'maintenance': {
       const { values, positionals } = parse(rest);
@@ -94,6 +107,11 @@ async function carryOut(target: Target, req: Exclude<HostRequest, { verb: 'help'
     const sensors = await daemonRequest<HostSensors>(socket, 'GET', '/v1/host/sensors');
     return req.json ? JSON.stringify(sensors, null, 2) : renderSensors(sensors);
   }
+  if (req.verb === 'history') {
+    const nowMs = Date.now();
+    const history = await daemonRequest<HostHistory>(socket, 'GET', `/v1/host/history${historyQuery(req, nowMs)}`);
+    return req.json ? JSON.stringify(history, null, 2) : renderHostHistory(history, { lastMs: req.lastMs, nowMs });
+  }
   const first = await daemonRequest<HostStatus>(socket, 'GET', '/v1/status');
   if (req.verb === 'show') return req.json ? JSON.stringify(first, null, 2) : renderHostShow(first);
   const answers = [first, ...(await askOtherLabHosts<HostStatus>(target, '/v1/status')).map((a) => a.body)];
@@ -119,9 +137,10 @@ function actionWords(a: HostAction): string {
   return a.startsWith('maintenance') ? 'maintenance' : a;
 }
 
-function parse(argv: readonly string[]) {
+/** Parses a verb's options with the daemon-choosing ones every verb takes. */
+function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: readonly string[], options: O = {} as O) {
   try {
-    return parseArgs({ args: [...argv], options: WHERE_OPTIONS, allowPositionals: true, strict: true });
+    return parseArgs({ args: [...argv], options: { ...WHERE_OPTIONS, ...options }, allowPositionals: true, strict: true });
   } catch (e) {
     throw new LockstepError('INVALID_ARGUMENT', `${(e as Error).message}\n\n${HOST_USAGE}`);
   }

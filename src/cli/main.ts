@@ -17,9 +17,9 @@ import { prefCommand, PREF_USAGE } from './pref-command.js';
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
   lockstep status       the pair at a glance: hosts (state, epoch, authority, health, A-Link) and VMs
-  lockstep host …       one host: list, show, maintenance on|off, repaired, force-takeover
+  lockstep host …       one host: list, show, history, maintenance on|off, repaired, force-takeover
   lockstep network list each host's networks: A-Link paths, management, business (state, speed, bandwidth)
-  lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove
+  lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove, history
   lockstep volume …     the pair's volumes (VM disks) and their state: list, show
   lockstep storage-group …  a host's storage groups and their usage: list, show
   lockstep alert list   a host's alerts (the core's, from its event log)

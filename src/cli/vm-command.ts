@@ -14,6 +14,7 @@ import { askOtherLabHosts, checkWhere, resolveTarget, type Target, type Where } 
 import { labGuest, forgetLabVm, noteLabVm, type CompleteGuest, type GuestOptions } from './vm-lab.js';
 import { migrateVm } from './vm-migrate.js';
 import { renderChange, renderVmShow, renderVmTable, vmRows, type HostView, type VmView } from './vm-view.js';
+import { renderVmHistory, type HistoryWindow, type VmHistory } from './history-view.js';
 import { EXIT } from './output.js';
 
 export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's lockstepd
@@ -26,6 +27,9 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
   lockstep vm start|stop|remove NAME
   lockstep vm protect NAME --level none|ha|ft
   lockstep vm migrate NAME [--no-wait]     live migration to the peer; follows it unless --no-wait
+  lockstep vm history NAME [--last DURATION] [--series cpu,memory,disk]
+                                           its QEMU's CPU, memory and disk over the last DURATION
+                                           (10m by default; 90s, 1h …) on the host that runs it
 
 Every verb takes --json (the API's JSON) and one of:
   --socket PATH        that lockstepd's API socket (create then needs --mac, --address, --kernel,
@@ -49,6 +53,7 @@ export type VmRequest =
   | (Common & { verb: 'show' | 'start' | 'stop' | 'remove'; name: string })
   | (Common & { verb: 'protect'; name: string; level: ProtectionLevel })
   | (Common & { verb: 'migrate'; name: string; wait: boolean })
+  | (Common & HistoryOptions & { verb: 'history'; name: string })
   | (Common & {
       verb: 'create';
       name: string;
@@ -92,6 +97,10 @@ export function parseVmCommand(argv: readonly string[]): VmRequest {
     case 'migrate': {
       const { values, positionals } = parse(rest, { 'no-wait': { type: 'boolean' } });
       return { verb, name: oneName(positionals, 'vm migrate NAME [--no-wait]'), wait: values['no-wait'] !== true, ...commonOptions(values) };
+    }
+    case 'history': {
+      const { values, positionals } = parse(rest, HISTORY_OPTIONS);
+      return { verb, name: oneName(positionals, 'vm history NAME [--last DURATION] [--series LIST]'), ...historyOptions(values), ...commonOptions(values) };
     }
     case 'create':
       return parseCreate(rest);
@@ -178,6 +187,8 @@ export type Answer =
   /** `views[0]` is the asked daemon's `GET /v1/vms`; other hosts' views follow when they were asked too. */
   | { verb: 'list'; views: HostView[] }
   | { verb: 'show'; host: string; vm: VmView }
+  /** `window`: what was asked, for the human form's statistics and sparklines. */
+  | { verb: 'history'; history: VmHistory; window: HistoryWindow }
   /** A change: the daemon's answer (the VM after it; `null` for a removal) and a line saying what was asked. */
   | { verb: 'change'; headline: string; vm: VmView | null };
 
@@ -188,6 +199,8 @@ export function renderAnswer(json: boolean, a: Answer): string {
       return json ? JSON.stringify(a.views[0]?.vms ?? [], null, 2) : renderVmTable(vmRows(a.views));
     case 'show':
       return json ? JSON.stringify(a.vm, null, 2) : renderVmShow(a.host, a.vm);
+    case 'history':
+      return json ? JSON.stringify(a.history, null, 2) : renderVmHistory(a.history, a.window);
     case 'change':
       return json ? JSON.stringify(a.vm, null, 2) : renderChange(a.headline, a.vm);
   }
@@ -203,6 +216,11 @@ async function carryOut(target: Target, req: Exclude<VmRequest, { verb: 'help' |
     }
     case 'show':
       return { verb: 'show', ...(await runningView(target, req.name, await daemonRequest<VmView>(socket, 'GET', vmPath(req.name)))) };
+    case 'history': {
+      const nowMs = Date.now();
+      const path = `${vmPath(req.name)}/history${historyQuery(req, nowMs)}`;
+      return { verb: 'history', history: await runningHistory(target, path, await daemonRequest<VmHistory>(socket, 'GET', path)), window: { lastMs: req.lastMs, nowMs } };
+    }
     case 'create':
       return createVm(target, req);
     case 'start':
@@ -276,6 +294,12 @@ async function runningView(target: Target, name: string, first: VmView): Promise
   return { host: target.daemon.host, vm: first };
 }
 
+/** The VM's history from the host that runs it, when no host was named in the lab and the asked one does not. */
+async function runningHistory(target: Target, path: string, first: VmHistory): Promise<VmHistory> {
+  if (first.here) return first;
+  return (await askOtherLabHosts<VmHistory>(target, path)).find((o) => o.body.here)?.body ?? first;
+}
+
 type Options = Parameters<typeof parseArgs>[0] extends infer C ? (C extends { options?: infer O } ? NonNullable<O> : never) : never;
 
 /** Parses a verb's options with the daemon-choosing ones every verb takes; a name is the only positional. */
@@ -295,6 +319,39 @@ export function commonOptions(values: { json?: boolean | string; socket?: string
   };
   checkWhere(where);
   return { json: values.json === true, where };
+}
+
+/** What the `history` verbs of `vm` and `host` take: how far back, and which families (the API checks them). */
+export interface HistoryOptions {
+  lastMs: number;
+  series?: string;
+}
+
+export const HISTORY_OPTIONS = { last: { type: 'string' }, series: { type: 'string' } } as const;
+
+const DEFAULT_LAST_MS = 10 * 60_000;
+const DURATION = /^([1-9]\d{0,5})(s|m|h)$/;
+const DURATION_UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000 } as const;
+
+export function historyOptions(values: { last?: string | boolean; series?: string | boolean }): HistoryOptions {
+  const lastMs = typeof values.last === 'string' ? durationMs(values.last, '--last') : DEFAULT_LAST_MS;
+  return { lastMs, ...(typeof values.series === 'string' ? { series: values.series } : {}) };
+}
+
+/**
+ * The history routes' query for the window ending `nowMs`: `since` is its start. One clock serves both ends:
+ * the local API is a socket, so the daemon asked runs on this machine (in the lab, the same kernel's clock).
+ */
+export function historyQuery(opts: HistoryOptions, nowMs: number): string {
+  const q = new URLSearchParams({ since: String(Math.max(0, nowMs - opts.lastMs)) });
+  if (opts.series !== undefined) q.set('series', opts.series);
+  return `?${q.toString()}`;
+}
+
+function durationMs(v: string, option: string): number {
+  const m = DURATION.exec(v);
+  if (m === null) throw new LockstepError('INVALID_ARGUMENT', `${option} must be a whole number of seconds, minutes or hours, like 90s, 10m or 1h (got '${v}')`);
+  return Number(m[1]) * DURATION_UNIT_MS[m[2] as keyof typeof DURATION_UNIT_MS];
 }
 
 function oneName(positionals: string[], form: string): string {
