@@ -51,9 +51,9 @@ export interface FtBackupStats {
   last: FtBackupCommit | null;
 }
 
-export interface FtTakeOver {
-  resumed: ResumeResult;
-  /** The epoch the VM resumed from: the last one acked to the primary (or one later, committed unacked). */
+/** What `release()` leaves: the copy and the store at one committed epoch, nothing of the run still running. */
+export interface FtRelease {
+  /** The last one acked to the primary, or one later whose ack was lost with it. */
   epoch: number;
   discarded: EpochDiscard;
   timings: {
@@ -61,6 +61,16 @@ export interface FtTakeOver {
     drainMs: number;
     discardMs: number;
     copyStopMs: number;
+    releaseMs: number;
+  };
+}
+
+export interface FtTakeOver {
+  resumed: ResumeResult;
+  /** The epoch the VM resumed from: the last one acked to the primary (or one later, committed unacked). */
+  epoch: number;
+  discarded: EpochDiscard;
+  timings: FtRelease['timings'] & {
     /** `resumeFromCheckpoint`: QEMU start, device-state load, cont. */
     resumeMs: number;
     announceMs: number;
@@ -82,6 +92,7 @@ export class FtBackup extends EventEmitter<FtBackupEvents> {
   private diskCommit: EpochCommit | null = null;
   private last: FtBackupCommit | null = null;
   private epochsCommitted = 0;
+  private released: Promise<FtRelease> | null = null;
   private readonly log: DriverLog;
 
   constructor(private readonly opts: FtBackupOptions) {
@@ -125,12 +136,52 @@ export class FtBackup extends EventEmitter<FtBackupEvents> {
   }
 
   /**
-   * Failover: resumes the VM from the last committed epoch. `spec` is the VM's spec on this host: its disk is
-   * the copy's image (the epoch disk's), its NICs on this host's taps, without an output gate. Throws
-   * `FT_TAKEOVER` (disk and store at different epochs, the copy not released), `EPOCH_DISK` (the copy is at
-   * no checkpoint), `CHECKPOINT_RESUME`.
+   * The first half of a failover, and all of one when the VM will not be resumed here: the stream is cut, a
+   * checkpoint being committed finishes (disk then store), every uncommitted epoch is dropped, the disk and
+   * the store must be at the same epoch, and the copy's export stops (it holds the image's lock). Never the
+   * export first: that could tear a commit. Resolves with the epoch the copy and the store now hold: the
+   * resume point. Throws `FT_TAKEOVER` (disk and store at different epochs, the copy not released) and
+   * `EPOCH_DISK` (the copy is at no checkpoint). Once only.
+   */
+  release(): Promise<FtRelease> {
+    this.released ??= this.releaseOnce();
+    return this.released;
+  }
+
+  /**
+   * Failover: `release()`, then the VM resumed from the last committed epoch. `spec` is the VM's spec on this
+   * host: its disk is the copy's image (the epoch disk's), its NICs on this host's taps, without an output
+   * gate. Throws as `release()` and `resume()` do.
    */
   async takeOver(sup: VmSupervisor, spec: VmSpec, opts: Omit<ResumeOptions, 'paused'> = {}): Promise<FtTakeOver> {
+    const released = await this.release();
+    return this.resume(released, sup, spec, opts);
+  }
+
+  /** The second half of a failover: QEMU on the released copy and the store's image, then `announce-self`. Throws `CHECKPOINT_RESUME`. */
+  async resume(released: FtRelease, sup: VmSupervisor, spec: VmSpec, opts: Omit<ResumeOptions, 'paused'> = {}): Promise<FtTakeOver> {
+    const { store } = this.opts;
+    const t0 = performance.now();
+    const resumed = await resumeFromCheckpoint(sup, store, spec, opts);
+    const tResumed = performance.now();
+    if (spec.nics.length > 0) await resumed.vm.qmp.execute('announce-self', ANNOUNCE);
+    const tEnd = performance.now();
+    const { discarded } = released;
+    this.log.info(`FT backup of VM ${store.vm}: took over at epoch ${resumed.epoch}, dropped epochs ${discarded.discardedEpochs.join(', ') || 'none'}`, { vm: store.vm, epoch: resumed.epoch });
+    return {
+      resumed,
+      epoch: resumed.epoch,
+      discarded,
+      timings: {
+        ...released.timings,
+        resumeMs: tResumed - t0,
+        announceMs: tEnd - tResumed,
+        totalMs: released.timings.releaseMs + (tEnd - t0),
+      },
+    };
+  }
+
+  private async releaseOnce(): Promise<FtRelease> {
     const { stream, disk, store, copy } = this.opts;
     const t0 = performance.now();
     stream.destroy();
@@ -150,24 +201,11 @@ export class FtBackup extends EventEmitter<FtBackupEvents> {
     } catch (e) {
       throw new LockstepError('FT_TAKEOVER', `VM '${store.vm}': the copy's export did not stop: ${describeError(e)}`, { vm: store.vm }, { cause: e });
     }
-    const tCopyStopped = performance.now();
-    const resumed = await resumeFromCheckpoint(sup, store, spec, opts);
-    const tResumed = performance.now();
-    if (spec.nics.length > 0) await resumed.vm.qmp.execute('announce-self', ANNOUNCE);
     const tEnd = performance.now();
-    this.log.info(`FT backup of VM ${store.vm}: took over at epoch ${resumed.epoch}, dropped epochs ${discarded.discardedEpochs.join(', ') || 'none'}`, { vm: store.vm, epoch: resumed.epoch });
     return {
-      resumed,
-      epoch: resumed.epoch,
+      epoch: store.committedEpoch,
       discarded,
-      timings: {
-        drainMs: tDrained - t0,
-        discardMs: tDiscarded - tDrained,
-        copyStopMs: tCopyStopped - tDiscarded,
-        resumeMs: tResumed - tCopyStopped,
-        announceMs: tEnd - tResumed,
-        totalMs: tEnd - t0,
-      },
+      timings: { drainMs: tDrained - t0, discardMs: tDiscarded - tDrained, copyStopMs: tEnd - tDiscarded, releaseMs: tEnd - t0 },
     };
   }
 
