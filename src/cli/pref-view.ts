@@ -25,7 +25,7 @@ export function renderPreferences(p: PreferencesView): string {
       ['management', `${n.management.interface ?? 'interface not checked'}${n.management.apiAddress === null ? ', no management API' : `, management API on ${n.management.apiAddress}:${n.management.apiPort}`}`],
       ['business', `bridge ${n.business.bridge}, uplink ${n.business.interface}`],
       ...n.alink.map((a): [string, string] => [a.name, `${a.local} → ${a.peer} port ${a.port} (broadcast ${a.broadcast})`]),
-      ['data ports', `replication ${n.dataPorts.replication}, migration ${n.dataPorts.migration} (on the A-Link addresses)`],
+      ['data ports', `replication ${n.dataPorts.replication}, migration ${n.dataPorts.migration}, FT checkpoints ${n.dataPorts.checkpoint} (on the A-Link addresses)`],
     ]),
     section(
       'quorum servers',

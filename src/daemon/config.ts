@@ -90,10 +90,12 @@ export interface DaemonConfig {
   /** UDP port of pairing discovery beacons and TCP port of the pairing exchange. */
   pairingPorts: { discovery: number; exchange: number };
   /**
-   * TCP ports on the A-Link addresses: disk replication streams (the owner's mirror into this host's copy)
-   * and incoming live migrations.
+   * TCP ports on the A-Link addresses: disk replication streams (the owner's mirror into this host's copy),
+   * incoming live migrations, and FT checkpoint streams (the owner's checkpoints into this host's store).
    */
-  dataPorts: { replication: number; migration: number };
+  dataPorts: { replication: number; migration: number; checkpoint: number };
+  /** FT protection (docs/ft.md). */
+  ft: FtConfig;
   /** How fast a disk resync copies, and how much it yields while the guest does I/O (storage/resync-rate.ts). */
   resync: ResyncRate;
   /**
@@ -110,6 +112,20 @@ export interface DaemonConfig {
   /** Who owns and runs this system, and where it stands (everRun's owner information); null: not given. */
   owner: OwnerInfo | null;
 }
+
+export interface FtConfig {
+  /** How long the guest runs between two checkpoints (the pause comes on top). */
+  epochMs: number;
+  /**
+   * Where FT VMs' RAM lives as files: the owner's guest RAM (its checkpoint engine reads it) and the
+   * backup's checkpoint stores. tmpfs: a store's image becomes a resumed guest's RAM.
+   */
+  memoryDir: string;
+}
+
+/** 100 ms epochs: on the lab's 2 cores a cycle (pause, diff, send, commit) takes 60–80 ms (docs/ft.md). */
+export const DEFAULT_FT_EPOCH_MS = 100;
+export const FT_EPOCH_MS_RANGE = { min: 20, max: 2000 } as const;
 
 /** Shown in the preferences for whoever answers an alert; every field optional but the name. */
 export interface OwnerInfo {
@@ -255,6 +271,12 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
 
   const pairing = o['pairingPorts'] === undefined ? {} : obj(o['pairingPorts'], 'pairingPorts');
   const data = o['dataPorts'] === undefined ? {} : obj(o['dataPorts'], 'dataPorts');
+  const dataPorts = {
+    replication: port(data, 'replication', 'dataPorts.replication', 7793),
+    migration: port(data, 'migration', 'dataPorts.migration', 7794),
+    checkpoint: port(data, 'checkpoint', 'dataPorts.checkpoint', 7795),
+  };
+  if (new Set(Object.values(dataPorts)).size !== 3) bad('dataPorts', 'replication, migration and checkpoint must be three different ports', data);
   return {
     host,
     dataDir,
@@ -269,7 +291,8 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     quorum,
     timing,
     pairingPorts: { discovery: port(pairing, 'discovery', 'pairingPorts.discovery', 7791), exchange: port(pairing, 'exchange', 'pairingPorts.exchange', 7792) },
-    dataPorts: { replication: port(data, 'replication', 'dataPorts.replication', 7793), migration: port(data, 'migration', 'dataPorts.migration', 7794) },
+    dataPorts,
+    ft: parseFt(o['ft'], host, bad),
     resync,
     rttLimitMs,
     guestHeartbeatTimeoutMs: heartbeatTimeout,
@@ -277,6 +300,21 @@ export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig
     managementApi: parseManagementApi(o['managementApi'], bad),
     owner: parseOwner(o['owner'], bad),
   };
+}
+
+/** The `ft` section: `{epochMs?, memoryDir?}`. */
+function parseFt(raw: unknown, host: string, bad: Bad): FtConfig {
+  if (raw === undefined || raw === null) return { epochMs: DEFAULT_FT_EPOCH_MS, memoryDir: `/dev/shm/lockstep-${host}` };
+  if (typeof raw !== 'object' || Array.isArray(raw)) return bad('ft', 'must be a JSON object');
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (k !== 'epochMs' && k !== 'memoryDir') bad(`ft.${k}`, 'is not a field of ft (epochMs, memoryDir)', o[k]);
+  const epochMs = o['epochMs'] ?? DEFAULT_FT_EPOCH_MS;
+  if (typeof epochMs !== 'number' || !Number.isInteger(epochMs) || epochMs < FT_EPOCH_MS_RANGE.min || epochMs > FT_EPOCH_MS_RANGE.max) {
+    bad('ft.epochMs', `must be an integer number of ms from ${FT_EPOCH_MS_RANGE.min} to ${FT_EPOCH_MS_RANGE.max}`, epochMs);
+  }
+  const memoryDir = o['memoryDir'] ?? `/dev/shm/lockstep-${host}`;
+  if (typeof memoryDir !== 'string' || !path.isAbsolute(memoryDir) || memoryDir.length > 200) bad('ft.memoryDir', 'must be an absolute path of at most 200 characters', memoryDir);
+  return { epochMs: epochMs as number, memoryDir: memoryDir as string };
 }
 
 // ── notifications (src/notify/, docs/notifications.md) ─────────────────────────────────────────────────

@@ -43,7 +43,7 @@ export interface PreferencesView {
     management: { interface: string | null; apiAddress: string | null; apiPort: number | null };
     business: { bridge: string; interface: string };
     alink: { name: string; local: string; peer: string; port: number; broadcast: string }[];
-    dataPorts: { replication: number; migration: number };
+    dataPorts: { replication: number; migration: number; checkpoint: number };
   };
   quorum: { active: string | null; servers: { id: string; role: 'preferred' | 'alternate'; address: string; port: number; active: boolean }[] };
   clock: HostClock;
@@ -169,7 +169,7 @@ const PREFERENCES_SCHEMA: Schema = {
             properties: { name: { type: 'string' }, local: { type: 'string' }, peer: { type: 'string' }, port: { type: 'integer' }, broadcast: { type: 'string' } },
           },
         },
-        dataPorts: { type: 'object', required: ['replication', 'migration'], properties: { replication: { type: 'integer' }, migration: { type: 'integer' } } },
+        dataPorts: { type: 'object', required: ['replication', 'migration', 'checkpoint'], properties: { replication: { type: 'integer' }, migration: { type: 'integer' }, checkpoint: { type: 'integer' } } },
       },
     },
     quorum: {

@@ -218,7 +218,7 @@ test('the preferences: addresses, quorum servers, clock, notifications, SplitSit
   assert.deepEqual(p.network.management, { interface: 'mgmt0', apiAddress: '127.0.0.1', apiPort: 7443 });
   assert.deepEqual(p.network.business, { bridge: 'br-biz', interface: 'biz0' });
   assert.deepEqual(p.network.alink, [{ name: 'alink1', local: '10.10.1.1', peer: '10.10.1.2', port: 7788, broadcast: '10.10.1.255' }]);
-  assert.deepEqual(p.network.dataPorts, { replication: 7793, migration: 7794 });
+  assert.deepEqual(p.network.dataPorts, { replication: 7793, migration: 7794, checkpoint: 7795 });
   assert.deepEqual(p.quorum, {
     active: null,
     servers: [

@@ -64,7 +64,7 @@ const PREFS: PreferencesView = {
     management: { interface: 'mgmt0', apiAddress: '10.10.0.11', apiPort: 7443 },
     business: { bridge: 'br-biz', interface: 'biz0' },
     alink: [{ name: 'alink1', local: '10.10.1.1', peer: '10.10.1.2', port: 7788, broadcast: '10.10.1.255' }],
-    dataPorts: { replication: 7793, migration: 7794 },
+    dataPorts: { replication: 7793, migration: 7794, checkpoint: 7795 },
   },
   quorum: {
     active: 'quorum2',

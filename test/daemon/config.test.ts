@@ -22,7 +22,7 @@ test('a minimal config gets the documented defaults', () => {
   assert.deepEqual(c.timing, DEFAULT_DAEMON_TIMING);
   assert.equal(c.pair.tiebreakWinner, 'host1', 'the smaller id wins the tie-break by default');
   assert.deepEqual(c.pairingPorts, { discovery: 7791, exchange: 7792 });
-  assert.deepEqual(c.dataPorts, { replication: 7793, migration: 7794 });
+  assert.deepEqual(c.dataPorts, { replication: 7793, migration: 7794, checkpoint: 7795 });
   assert.deepEqual(c.resync, { maxBytesPerSec: null, busyBytesPerSec: 64 * 1024 * 1024 }, 'a resync yields to a busy guest by default');
   assert.equal(c.guestHeartbeatTimeoutMs, 15_000);
   assert.deepEqual(c.rttLimitMs, { ft: 2, ha: 10 }, "SplitSite's limits are everRun's by default");

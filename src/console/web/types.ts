@@ -39,6 +39,23 @@ export interface CoreView {
   declaredDown: boolean;
 }
 
+/** An FT protection run on this host (lockstepd's `RunningVm.ft`, src/ft/ft-primary.ts). */
+export interface FtRunView {
+  run: number;
+  state: string;
+  epochMs: number;
+  epochsPerSec: number | null;
+  lastPauseMs: number | null;
+  pauseP50Ms: number | null;
+  pauseP99Ms: number | null;
+  sentEpoch: number;
+  peerCommittedEpoch: number;
+  lagEpochs: number;
+  earlyEpochs: number;
+  heldOutputBytes: number;
+  lostBecause: string | null;
+}
+
 export interface MigrationView {
   id: string;
   phase: 'migrating' | 'completed' | 'failed';
@@ -68,7 +85,16 @@ export interface Vm {
   desired: string;
   state: string;
   hardware: VmHardware;
-  local: { instance: number; state: string; pid: number | null; startedAt: string | null; mirror: unknown; migration: MigrationView | null } | null;
+  local: {
+    instance: number;
+    state: string;
+    pid: number | null;
+    startedAt: string | null;
+    mirror: unknown;
+    migration: MigrationView | null;
+    ft?: FtRunView | null;
+    resumedFrom?: { epoch: number; totalMs: number; resumeMs: number } | null;
+  } | null;
   lastExit: { cause?: string; at?: string; [k: string]: unknown } | null;
   copies?: { here: boolean | null; peer: boolean | null };
 }
@@ -233,7 +259,7 @@ export interface Preferences {
     management: { interface: string | null; apiAddress: string | null; apiPort: number | null };
     business: { bridge: string; interface: string };
     alink: { name: string; local: string; peer: string; port: number; broadcast: string }[];
-    dataPorts: { replication: number; migration: number };
+    dataPorts: { replication: number; migration: number; checkpoint: number };
   };
   quorum: { active: string | null; servers: { id: string; role: 'preferred' | 'alternate'; address: string; port: number; active: boolean }[] };
   clock: {
