@@ -1032,7 +1032,7 @@ function vmDecisions(st: Step): void {
         const owner = { host: s.cfg.self, epoch: s.durable.epoch, seq: rec.owner.epoch === s.durable.epoch ? rec.owner.seq + 1 : 0 };
         s.durable = { ...s.durable, vms: { ...s.durable.vms, [name]: { ...rec, owner } } };
         s.refusedTakeovers = without(s.refusedTakeovers, name);
-        stopServing(st, name, 'taking it over');
+        stopServing(st, name, 'taking it over', true);
         event(st, `took over VM ${name} from ${s.cfg.peer} in epoch ${s.durable.epoch}`);
         alert(st, 'critical', 'FAILOVER', `VM ${name} failed over from ${s.cfg.peer} to ${s.cfg.self}`, name);
         if (wantRun) startVm(st, name);
@@ -1392,10 +1392,10 @@ function gainedOwnership(st: Step, name: VmName): void {
 }
 
 /** Our QEMU opens the copy next: the export must let go of it first (effects run in order). */
-function stopServing(st: Step, name: VmName, reason: string): void {
+function stopServing(st: Step, name: VmName, reason: string, takeover = false): void {
   if (!st.s.exports[name]) return;
   st.s.exports = without(st.s.exports, name);
-  st.effects.push({ kind: 'unserve-copy', vm: name, reason });
+  st.effects.push({ kind: 'unserve-copy', vm: name, reason, ...(takeover ? { takeover: true as const } : {}) });
 }
 
 function stopVm(st: Step, name: VmName, reason: string): void {

@@ -309,7 +309,8 @@ export type Effect =
   | { kind: 'resume-vm'; vm: VmName; instance: number; epoch: number }
   /** Serve this host's copy of the peer's VM to the peer (made empty first if there is none). */
   | { kind: 'serve-copy'; vm: VmName }
-  | { kind: 'unserve-copy'; vm: VmName; reason: string }
+  /** `takeover`: this host takes the VM over next (an FT copy keeps its last checkpoint to resume from). */
+  | { kind: 'unserve-copy'; vm: VmName; reason: string; takeover?: true }
   | { kind: 'stop-vm'; vm: VmName; instance: number; reason: string }
   | { kind: 'restart-services'; reason: string }
   | { kind: 'alert'; severity: 'info' | 'warning' | 'critical'; code: string; message: string; vm?: VmName };

@@ -118,6 +118,8 @@ export interface LogLine {
 export class World {
   now = 0;
   readonly log: LogLine[] = [];
+  /** Every copy a host stopped serving, in order: what the daemon's copy server is told (FT keeps a resume point on `takeover`). */
+  readonly unserved: { at: number; host: HostId; vm: VmName; reason: string; takeover: boolean }[] = [];
   readonly hosts: Map<HostId, SimHost> = new Map();
   readonly quorum: Map<QuorumServerId, SimQuorum> = new Map();
   /** Directed cuts: `host1>host2` (A-Link), `host1>quorum1` and `quorum1>host1` (management). */
@@ -616,6 +618,7 @@ export class World {
         return;
       }
       case 'unserve-copy':
+        this.unserved.push({ at: this.now, host: h.id, vm: e.vm, reason: e.reason, takeover: e.takeover === true });
         h.exports.delete(e.vm);
         h.serving.delete(e.vm);
         return;
