@@ -39,6 +39,25 @@ export interface LocalView {
   startedAt?: string | null;
   mirror?: MirrorView | null;
   migration?: MigrationView | null;
+  ft?: FtView | null;
+  resumedFrom?: { epoch?: number; totalMs?: number; resumeMs?: number } | null;
+}
+
+/** The FT protection run's numbers (`RunningVm.ft`), each optional: an older daemon may lack some. */
+export interface FtView {
+  run?: number;
+  state?: string;
+  epochMs?: number;
+  epochsPerSec?: number | null;
+  pauseP50Ms?: number | null;
+  pauseP99Ms?: number | null;
+  lastPauseMs?: number | null;
+  sentEpoch?: number;
+  peerCommittedEpoch?: number;
+  lagEpochs?: number;
+  earlyEpochs?: number;
+  heldOutputBytes?: number;
+  lostBecause?: string | null;
 }
 
 export interface ExitView {
@@ -156,6 +175,13 @@ export function renderVmShow(host: string, vm: VmView): string {
     rows.push(['mirror', mirrorLine(mirror)]);
     rows.push(['last sync', mirror.lastSync ? lastSyncLine(mirror.lastSync) : 'none yet']);
   }
+  const ft = vm.local?.ft ?? null;
+  if (ft) {
+    rows.push(['ft', ftLine(ft)]);
+    rows.push(['ft epochs', ftEpochLine(ft)]);
+  }
+  const resumed = vm.local?.resumedFrom ?? null;
+  if (resumed) rows.push(['resumed', `from FT checkpoint ${resumed.epoch ?? '?'} (takeover ${resumed.totalMs ?? '?'} ms, of it resume ${resumed.resumeMs ?? '?'} ms)`]);
   const migration = vm.local?.migration ?? null;
   if (migration) rows.push(['migration', migrationLine(migration)]);
   rows.push(['last exit', vm.lastExit ? exitLine(vm.lastExit) : 'none']);
@@ -186,6 +212,26 @@ function mirrorLine(m: MirrorView): string {
   if (limit !== undefined) parts.push(`at most ${formatBytes(limit)}/s${m.guestBusy ? ' (yielding to guest I/O)' : ''}`);
   if (m.stream !== undefined) parts.push(`stream ${m.stream}`);
   return parts.join(', ');
+}
+
+function ftLine(f: FtView): string {
+  const parts = [f.state ?? 'unknown', f.run !== undefined ? `run ${f.run}` : undefined, f.epochMs !== undefined ? `epochs of ${f.epochMs} ms` : undefined];
+  if (f.heldOutputBytes !== undefined) parts.push(`${formatBytes(f.heldOutputBytes)} output held`);
+  if (f.lostBecause) parts.push(`lost: ${f.lostBecause}`);
+  return parts.filter((x) => x !== undefined).join(', ');
+}
+
+function ftEpochLine(f: FtView): string {
+  const ms = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : `${v.toFixed(1)} ms`);
+  const rate = f.epochsPerSec === null || f.epochsPerSec === undefined ? '-' : `${f.epochsPerSec.toFixed(1)}/s`;
+  return [
+    `${rate}`,
+    `pause last ${ms(f.lastPauseMs)}, p50 ${ms(f.pauseP50Ms)}, p99 ${ms(f.pauseP99Ms)}`,
+    `peer committed ${f.peerCommittedEpoch ?? '-'} of ${f.sentEpoch ?? '-'} sent (lag ${f.lagEpochs ?? '-'})`,
+    f.earlyEpochs ? `${f.earlyEpochs} ended early` : undefined,
+  ]
+    .filter((x) => x !== undefined)
+    .join(', ');
 }
 
 function lastSyncLine(s: NonNullable<MirrorView['lastSync']>): string {

@@ -84,7 +84,11 @@ const GROUP_NAME: Schema = { type: 'string', pattern: '^[a-z][a-z0-9-]{0,30}$', 
 const VM_NAME_PARAM: Schema = { type: 'string', minLength: 1, maxLength: 64, description: "the VM's name" };
 const VM_NAME: Schema = { type: 'string', pattern: '^[a-z][a-z0-9-]{0,30}$', description: 'lowercase letters, digits and -, starting with a letter' };
 const ABSOLUTE_PATH: Schema = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^/' };
-const PROTECTION: Schema = { type: 'string', enum: PROTECTION_LEVELS, description: 'none: no copy; ha: a synchronous copy on the peer, restarted there on failure; ft: runs as ha until the FT engine lands' };
+const PROTECTION: Schema = {
+  type: 'string',
+  enum: PROTECTION_LEVELS,
+  description: 'none: no copy; ha: a synchronous copy on the peer, restarted there on failure; ft: the peer holds a checkpoint of the running VM at most one epoch old and resumes it there on failure (docs/ft.md)',
+};
 
 /** A VM definition: what `parseVmDefinition` reads (it checks again, and lowercases the MAC). */
 export const VM_DEFINITION_SCHEMA: Schema = {
@@ -136,7 +140,11 @@ const VM_STATUS_SCHEMA: Schema = {
     desired: { type: 'string', enum: ['running', 'stopped'] },
     state: { type: 'string', description: "the core's VM state" },
     hardware: { type: 'object' },
-    local: { ...NULLABLE_OBJECT, description: "this host's QEMU for the VM (pid, state, mirror, migration), or null" },
+    local: {
+      ...NULLABLE_OBJECT,
+      description:
+        "this host's QEMU for the VM (pid, state, mirror, migration; ft: an FT protection run's state, epochs/s, pauses, sent and peer-committed epoch, lag, held output; resumedFrom: the checkpoint an FT takeover resumed it from), or null",
+    },
     lastExit: { ...NULLABLE_OBJECT, description: "the last exit of the VM's QEMU on this host, with its cause" },
     copies: {
       type: 'object',
@@ -288,7 +296,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     path: '/vms',
     tag: 'vms',
     summary: 'define a VM',
-    description: "the host that defines a VM owns it; COMMAND_REFUSED if the name exists, for protection ft (not run by lockstepd yet), or the disk does not fit in its storage group's free space; INVALID_SPEC for a storage group this host does not have",
+    description: "the host that defines a VM owns it; COMMAND_REFUSED if the name exists, or the disk does not fit in its storage group's free space; INVALID_SPEC for a storage group this host does not have",
     access: 'platform-manager',
     body: VM_DEFINITION_SCHEMA,
     bodyError: 'INVALID_SPEC',
@@ -296,7 +304,6 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     errors: ['NOT_PAIRED', 'COMMAND_REFUSED'],
     handler: async (ctx, { body }) => {
       const def = parseVmDefinition(body);
-      refuseUndrivenProtection(def.protection);
       await checkVolumeFits(volumeContext(ctx), def);
       await command(ctx, { kind: 'define-vm', name: def.name, protection: def.protection, desired: def.desired, hardware: { ...hardwareOf(def) } });
       return { status: 201, body: vmStatus(ctx, def.name) };
@@ -356,7 +363,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     errors: COMMAND_ERRORS,
     handler: async (ctx, { params, body }) => {
       const { protection } = body as { protection: (typeof PROTECTION_LEVELS)[number] };
-      refuseUndrivenProtection(protection);
+      refuseLiveFtSwitch(ctx, params['name']!, protection);
       await command(ctx, { kind: 'set-protection', name: params['name']!, protection });
       return { status: 200, body: vmStatus(ctx, params['name']!) };
     },
@@ -530,12 +537,14 @@ export function statusBody(ctx: ApiContext): Record<string, unknown> {
 }
 
 /**
- * FT's mechanisms exist (src/ft/, docs/ft.md) but lockstepd does not run a VM under them yet: accepting `ft`
- * would protect the VM as HA while reporting it as FT. Refused until the daemon drives the epochs.
+ * Into or out of FT only while the VM is stopped: a running FT VM's RAM lives in a file its checkpoints
+ * read and its peer's copy is an epoch disk, neither of which a running QEMU or a served copy can change
+ * into the other yet (docs/ft.md, "Not done yet"). Between none and HA a running VM switches at once.
  */
-function refuseUndrivenProtection(level: (typeof PROTECTION_LEVELS)[number]): void {
-  if (level !== 'ft') return;
-  throw new LockstepError('COMMAND_REFUSED', 'FT protection is not run by lockstepd yet (its checkpoint engine is built and tested, see docs/ft.md): use ha, which keeps every acknowledged write across a host loss', { protection: level });
+function refuseLiveFtSwitch(ctx: ApiContext, name: string, level: (typeof PROTECTION_LEVELS)[number]): void {
+  const vm = ctx.driver()?.view().vms.find((v) => v.name === name);
+  if (!vm || vm.desired !== 'running' || (vm.protection === 'ft') === (level === 'ft')) return;
+  throw new LockstepError('COMMAND_REFUSED', `VM ${name} runs: stop it to switch between ${vm.protection} and ${level} (a running VM cannot change into or out of FT yet)`, { vm: name, protection: level, current: vm.protection });
 }
 
 function volumeContext(ctx: ApiContext): VolumeContext {

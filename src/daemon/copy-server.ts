@@ -7,8 +7,15 @@
  * hears back what happened (`export-ready`, `export-failed`, `stream-open`). A copy is either served here or
  * opened by this host's own QEMU, never both: `released(vm)` lets the VM runner wait until an export has let
  * go of the image before it starts the VM on it (the image lock would refuse QEMU otherwise).
+ *
+ * An FT VM's copy is served as an FT run (`ft-copy.ts`): the epoch disk in front of the copy's export, and
+ * a checkpoint store fed by a second replication server on `dataPorts.checkpoint` (same mutual TLS, same
+ * header line: no new transport). A run takes one mirror stream and one checkpoint stream; a mirror stream
+ * for a used run is refused while a fresh run is built (the owner's mirror tries again). Stopping to serve
+ * an FT copy releases the run — a commit under way finishes, later epochs are dropped, then the export
+ * stops — and a takeover keeps what is left as the VM's resume point (`takeResumePoint`).
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { CopyExport } from '../storage/copy-export.js';
 import { ReplicationServer } from '../storage/replication-stream.js';
@@ -17,13 +24,18 @@ import type { AlinkTlsContext } from '../alink/tls.js';
 import type { StorageEvent, VmName } from '../core/types.js';
 import { LockstepError, describeError } from '../util/errors.js';
 import type { DaemonConfig } from './config.js';
-import { parseVmHardware } from './vm-definition.js';
+import { parseVmHardware, type VmHardware } from './vm-definition.js';
+import { FtCopyRun, type ResumePoint } from './ft-copy.js';
 import { fileSystemSpace, groupFileAllocations, groupUsage, storageGroupOf, volumeFitProblem, volumePath } from '../storage/storage-group.js';
 
 interface Served {
   /** Serialises this VM's start and stop: each step waits for the one before. */
   work: Promise<void>;
+  /** HA's export, or an FT VM's run (its export inside). */
   export: CopyExport | null;
+  ft: FtCopyRun | null;
+  /** Serve this copy for FT (an FT run) rather than for HA. */
+  ftWanted: boolean;
   /** The core asked to stop serving (or a newer serve replaced this one): an exit is expected. */
   stopping: boolean;
 }
@@ -39,7 +51,10 @@ export class CopyServer {
    * cause that lasts (a storage group this host lacks) is logged when it begins, not at every attempt.
    */
   private readonly lastStartFailure = new Map<VmName, string>();
+  /** FT takeovers' resume points, until this host's start of the VM takes (or throws away) each. */
+  private readonly resumePoints = new Map<VmName, ResumePoint>();
   private readonly server: ReplicationServer;
+  private readonly checkpointServer: ReplicationServer;
   private readonly socketDir: string;
 
   constructor(
@@ -57,38 +72,77 @@ export class CopyServer {
       resolve: (vm) => {
         const incoming = this.adopted.get(vm);
         if (incoming !== undefined) return incoming;
-        const x = this.served.get(vm)?.export;
-        return x && !this.served.get(vm)!.stopping ? x.socketPath : null;
+        const slot = this.served.get(vm);
+        if (!slot || slot.stopping) return null;
+        if (slot.ft) {
+          const socket = slot.ft.mirrorSocket();
+          if (socket === null) this.renewFtRun(vm, slot, 'the owner began a new protection run');
+          return socket;
+        }
+        return slot.export?.socketPath ?? null;
       },
       log: { info: (m) => log(`replication: ${m}`), warn: (m) => log(`replication: ${m}`) },
     });
     this.server.on('stream-open', (vm, stream) => {
       log(`replication stream ${stream} of VM ${vm} connected to this host's copy`);
+      this.served.get(vm)?.ft?.mirrorConnected();
       report(vm, { kind: 'stream-open', stream });
     });
     this.server.on('stream-closed', (vm, stream, reason) => log(`replication stream ${stream} of VM ${vm} closed: ${reason}`));
+    this.checkpointServer = new ReplicationServer({
+      self: config.host,
+      peer: config.pair.peer,
+      tls,
+      listen: config.alink.map((a) => ({ address: a.local, port: config.dataPorts.checkpoint })),
+      resolve: (vm) => {
+        const slot = this.served.get(vm);
+        return slot && !slot.stopping ? (slot.ft?.checkpointSocket() ?? null) : null;
+      },
+      log: { info: (m) => log(`FT checkpoints: ${m}`), warn: (m) => log(`FT checkpoints: ${m}`) },
+    });
+    this.checkpointServer.on('stream-closed', (vm, stream, reason) => log(`FT checkpoint stream ${stream} of VM ${vm} closed: ${reason}`));
   }
 
   async start(): Promise<void> {
     await mkdir(this.socketDir, { recursive: true });
+    // Stores of an earlier lockstepd: a store is only good in the life of the run that fed it.
+    await rm(this.storeRoot(), { recursive: true, force: true });
     await this.server.start();
+    await this.checkpointServer.start();
   }
 
-  /** Serves this host's copy of `vm` (made empty, of the VM's size, if there is none yet). */
-  serve(vm: VmName, hardwareRaw: unknown): void {
+  /** Serves this host's copy of `vm` (made empty, of the VM's size, if there is none yet); `ft`: as an FT run. */
+  serve(vm: VmName, hardwareRaw: unknown, ft: boolean): void {
     const before = this.served.get(vm);
-    const slot: Served = { work: Promise.resolve(), export: null, stopping: false };
-    slot.work = (before?.work ?? Promise.resolve()).then(() => this.startExport(vm, slot, hardwareRaw));
+    const slot: Served = { work: Promise.resolve(), export: null, ft: null, ftWanted: ft, stopping: false };
+    // A new serve means this host will not resume the VM from an older run's checkpoint.
+    const stale = this.resumePoints.get(vm);
+    this.resumePoints.delete(vm);
+    // After the one before, or after an unserve still stopping its export (the socket and image are reused).
+    slot.work = (before?.work ?? this.pending.get(vm) ?? Promise.resolve()).then(async () => {
+      await stale?.discard();
+      await this.startExport(vm, slot, hardwareRaw);
+    });
     this.served.set(vm, slot);
   }
 
-  /** Stops serving `vm`'s copy; resolves once qemu-nbd has let go of the image. */
-  unserve(vm: VmName, reason: string): Promise<void> {
+  /**
+   * Stops serving `vm`'s copy; resolves once qemu-nbd has let go of the image. `takeover`: this host takes
+   * the VM over now, so an FT run's committed checkpoint is kept as its resume point.
+   */
+  unserve(vm: VmName, reason: string, takeover = false): Promise<void> {
     const slot = this.served.get(vm);
     if (!slot) return Promise.resolve();
     slot.stopping = true;
     this.served.delete(vm);
     slot.work = slot.work.then(async () => {
+      if (slot.ft) {
+        this.log(`releasing VM ${vm}'s FT copy: ${reason}`);
+        const point = await slot.ft.release();
+        if (point && takeover) this.resumePoints.set(vm, point);
+        else await point?.discard();
+        return;
+      }
       if (!slot.export) return;
       this.log(`stopping the export of VM ${vm}'s copy: ${reason}`);
       await slot.export.stop().catch((e) => this.log(`stopping the export of VM ${vm}: ${describeError(e)}`));
@@ -98,6 +152,15 @@ export class CopyServer {
       if (this.pending.get(vm) === slot.work) this.pending.delete(vm);
     });
     return slot.work;
+  }
+
+  /** A copy served for HA while the VM is now FT, or the other way round, is served again as the VM now is. */
+  reconcile(vm: VmName, hardwareRaw: unknown, ft: boolean): void {
+    const slot = this.served.get(vm);
+    if (!slot || slot.stopping || slot.ftWanted === ft) return;
+    this.log(`VM ${vm} is ${ft ? 'FT' : 'not FT'} now: serving its copy again`);
+    void this.unserve(vm, `its protection changed to ${ft ? 'FT' : 'HA'}`);
+    this.serve(vm, hardwareRaw, ft);
   }
 
   /** The copy of `vm` is served by an incoming QEMU's own NBD server at `socketPath` (a live migration). */
@@ -114,14 +177,92 @@ export class CopyServer {
     return this.pending.get(vm) ?? Promise.resolve();
   }
 
+  /** The resume point an FT takeover left for `vm` (once: whoever takes it resumes or discards it). */
+  takeResumePoint(vm: VmName): ResumePoint | null {
+    const point = this.resumePoints.get(vm) ?? null;
+    this.resumePoints.delete(vm);
+    return point;
+  }
+
+  /** What each FT copy served here has received, for the VM views. */
+  ftStats(vm: VmName): FtCopyRun['stats'] | null {
+    return this.served.get(vm)?.ft?.stats ?? null;
+  }
+
   async close(): Promise<void> {
     await this.server.close();
+    await this.checkpointServer.close();
     await Promise.all([...this.served.keys()].map((vm) => this.unserve(vm, 'lockstepd is stopping')));
+    await Promise.all([...this.resumePoints.values()].map((p) => p.discard()));
+    this.resumePoints.clear();
+  }
+
+  private storeRoot(): string {
+    return path.join(this.config.ft.memoryDir, 'stores');
+  }
+
+  /**
+   * The owner began a new FT run (a mirror stream for a run already used): the old run goes — its
+   * checkpoints are superseded by the new run's first, a full image — and a fresh one is built behind it.
+   * The stream that asked is refused meanwhile; the owner's mirror tries again.
+   */
+  private renewFtRun(vm: VmName, slot: Served, why: string): void {
+    const old = slot.ft;
+    if (old === null) return;
+    slot.ft = null;
+    this.log(`VM ${vm}: a fresh FT run of its copy (${why})`);
+    slot.work = slot.work.then(async () => {
+      await old.close();
+      if (slot.stopping) return;
+      try {
+        slot.ft = await this.startFtRun(vm, slot, parseVmHardware(this.hardware.get(vm)));
+      } catch (e) {
+        this.exportFailed(vm, slot, describeError(e));
+      }
+    });
+  }
+
+  private runCounter = 0;
+  /** The hardware each served VM was last served with (a renewed FT run needs it again). */
+  private readonly hardware = new Map<VmName, unknown>();
+
+  private async startFtRun(vm: VmName, slot: Served, hw: VmHardware): Promise<FtCopyRun> {
+    const group = storageGroupOf(this.config.storageGroups, hw.disk.storageGroup, this.config.host);
+    const run = await FtCopyRun.start({
+      vm,
+      disk: volumePath(group, vm, hw.disk.format),
+      format: hw.disk.format,
+      memoryMiB: hw.memoryMiB,
+      socketDir: this.socketDir,
+      storeDir: path.join(this.storeRoot(), `${vm}.${++this.runCounter}`),
+      log: { info: (m) => this.log(m), warn: (m) => this.log(m) },
+    });
+    this.watchExit(vm, slot, run.exited);
+    return run;
+  }
+
+  private watchExit(vm: VmName, slot: Served, exited: CopyExport['exited']): void {
+    void exited.then((exit) => {
+      if (slot.stopping || this.served.get(vm) !== slot) return;
+      // A renewed FT run stops its old export on purpose.
+      if (slot.ftWanted && slot.ft?.exited !== exited) return;
+      const why = `qemu-nbd exited (${exit.signal ?? `exit ${exit.code}`})${exit.stderrTail ? `: ${exit.stderrTail.trim().split('\n').at(-1)}` : ''}`;
+      this.exportFailed(vm, slot, why);
+    });
+  }
+
+  private exportFailed(vm: VmName, slot: Served, why: string): void {
+    if (this.served.get(vm) !== slot) return;
+    this.served.delete(vm);
+    this.log(`the export of VM ${vm}'s copy died: ${why}`);
+    void slot.ft?.close();
+    this.report(vm, { kind: 'export-failed', reason: why });
   }
 
   private async startExport(vm: VmName, slot: Served, hardwareRaw: unknown): Promise<void> {
     if (slot.stopping) return;
     try {
+      this.hardware.set(vm, hardwareRaw);
       const hw = parseVmHardware(hardwareRaw);
       // A group this host lacks: UNKNOWN_STORAGE_GROUP, reported to the core as the export's failure.
       const group = storageGroupOf(this.config.storageGroups, hw.disk.storageGroup, this.config.host);
@@ -134,19 +275,20 @@ export class CopyServer {
         if (problem !== null) throw new LockstepError('STORAGE_GROUP_FULL', `no copy of VM ${vm} on ${this.config.host}: ${problem}`, { vm, storageGroup: group.name });
       }
       await ensureDisk(disk, hw.diskMiB, hw.disk.format);
-      const x = await CopyExport.start({ vm, disk, format: hw.disk.format, socketPath: path.join(this.socketDir, `${vm}.sock`) });
-      slot.export = x;
+      let pid: number;
+      if (slot.ftWanted) {
+        slot.ft = await this.startFtRun(vm, slot, hw);
+        pid = slot.ft.pid;
+      } else {
+        const x = await CopyExport.start({ vm, disk, format: hw.disk.format, socketPath: path.join(this.socketDir, `${vm}.sock`) });
+        slot.export = x;
+        pid = x.pid;
+        this.watchExit(vm, slot, x.exited);
+      }
       this.lastStartFailure.delete(vm);
       if (slot.stopping) return; // unserve() is waiting behind us and stops it
-      this.log(`serving this host's copy of VM ${vm} (qemu-nbd pid ${x.pid})`);
+      this.log(`serving this host's copy of VM ${vm}${slot.ftWanted ? ' for FT' : ''} (qemu-nbd pid ${pid})`);
       this.report(vm, { kind: 'export-ready' });
-      void x.exited.then((exit) => {
-        if (slot.stopping) return;
-        this.served.delete(vm);
-        const why = `qemu-nbd exited (${exit.signal ?? `exit ${exit.code}`})${exit.stderrTail ? `: ${exit.stderrTail.trim().split('\n').at(-1)}` : ''}`;
-        this.log(`the export of VM ${vm}'s copy died: ${why}`);
-        this.report(vm, { kind: 'export-failed', reason: why });
-      });
     } catch (e) {
       if (this.served.get(vm) === slot) this.served.delete(vm);
       const reason = describeError(e);

@@ -10,6 +10,7 @@
  */
 import { bootState, deriveHostState, myHealth, peerFresh, step, vmState, type CoreState } from '../core/host-core.js';
 import type { CoreConfig, CoreEvent, Decision, Effect, Input, OperatorCommand, PeerMessage, QuorumReply, QuorumServerId, VmName } from '../core/types.js';
+import { effectiveProtection } from '../core/splitsite.js';
 import { describeError } from '../util/errors.js';
 import type { LogEntry, StateDb } from './state-db.js';
 import type { VmRunner } from './vm-runner.js';
@@ -21,8 +22,12 @@ export type DriverInput = Input extends infer I ? (I extends { now: number } ? O
 export interface DriverPorts {
   sendPeer(msg: PeerMessage): void;
   /** This host's copies of the peer's protected VMs (the backup half of HA). */
-  serveCopy(vm: VmName, hardware: unknown): void;
-  unserveCopy(vm: VmName, reason: string): void;
+  /** `ft`: the VM is FT (its copy is served as an FT run, whatever the owner can run it as now). */
+  serveCopy(vm: VmName, hardware: unknown, ft: boolean): void;
+  /** `takeover`: this host takes the VM over next. */
+  unserveCopy(vm: VmName, reason: string, takeover: boolean): void;
+  /** After each decision, every VM's FT-ness: a copy served for the other kind is served again (a stopped VM's protection changed). */
+  copyProtection?(vm: VmName, hardware: unknown, ft: boolean): void;
   askQuorum(server: QuorumServerId, knownEpoch: number): Promise<QuorumReply>;
   probeQuorum(server: QuorumServerId): Promise<boolean>;
   /** The seed's reboot attempt after a backup fault: the daemon restarts its services. */
@@ -161,6 +166,12 @@ export class CoreDriver {
   }
 
   /** The hardware of a VM as the pair's replicated record holds it. */
+  /** FT as configured and as SplitSite allows now (an FT VM over the round-trip limit runs as HA). */
+  private runsAsFt(vm: VmName): boolean {
+    const rec = this.state.durable.vms[vm];
+    return rec !== undefined && effectiveProtection(rec.config.protection, this.state.splitsite.allowed) === 'ft';
+  }
+
   private hardwareOf(vm: VmName): unknown {
     return this.state.durable.vms[vm]?.config.hardware;
   }
@@ -186,6 +197,7 @@ export class CoreDriver {
     if (d.persist) this.db.saveDurable(d.persist);
     this.record(d.events, d.effects, cause);
     for (const e of d.effects) if (e.kind !== 'stop-vm') this.run(e);
+    for (const [vm, rec] of Object.entries(this.state.durable.vms)) this.ports.copyProtection?.(vm, rec.config.hardware, rec.config.protection === 'ft');
     this.scheduleTick(d.wakeAt);
   }
 
@@ -210,6 +222,7 @@ export class CoreDriver {
           instance: e.instance,
           hardware: this.hardwareOf(e.vm),
           protectedVm: this.state.durable.vms[e.vm]?.config.protection !== 'none',
+          ft: this.runsAsFt(e.vm),
           ...(e.mirror ? { mirror: e.mirror } : {}),
         });
         return;
@@ -220,7 +233,7 @@ export class CoreDriver {
         this.runner.cutMirror(e.vm, e.instance, e.stream);
         return;
       case 'prepare-incoming':
-        this.runner.prepareIncoming(e.vm, e.instance, e.migration, this.hardwareOf(e.vm));
+        this.runner.prepareIncoming(e.vm, e.instance, e.migration, this.hardwareOf(e.vm), this.state.durable.vms[e.vm]?.config.protection === 'ft');
         return;
       case 'export-incoming':
         this.runner.exportIncoming(e.vm, e.instance);
@@ -237,10 +250,10 @@ export class CoreDriver {
         this.runner.resume(e.vm, e.instance);
         return;
       case 'serve-copy':
-        this.ports.serveCopy(e.vm, this.hardwareOf(e.vm));
+        this.ports.serveCopy(e.vm, this.hardwareOf(e.vm), this.state.durable.vms[e.vm]?.config.protection === 'ft');
         return;
       case 'unserve-copy':
-        this.ports.unserveCopy(e.vm, e.reason);
+        this.ports.unserveCopy(e.vm, e.reason, e.takeover === true);
         return;
       case 'restart-services':
         this.ports.restartServices(e.reason);

@@ -105,6 +105,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   const watchdog = new Watchdog((pids) => log(`WATCHDOG fired: authority ran out; killed QEMU pids ${pids.join(', ')}`));
   // The replication streams need the pair's certificates: made after pairing, reached through these.
   let dialer: ReplicationDialer | null = null;
+  let checkpointDialer: ReplicationDialer | null = null;
   let copies: CopyServer | null = null;
   const runner = new VmRunner(config, {
     report: (vm, event) => driver?.submit({ type: 'vm-event', vm, event }),
@@ -112,6 +113,8 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     onPidsChanged: (pids) => watchdog.setPids(pids),
     copyReleased: (vm) => copies?.released(vm) ?? Promise.resolve(),
     dialer: () => dialer,
+    checkpointDialer: () => checkpointDialer,
+    takeResumePoint: (vm) => copies?.takeResumePoint(vm) ?? null,
     migrationTls: () => (pki ? { files: pki, credsDir: path.join(config.dataDir, 'run', 'migration-tls'), peer: config.pair.peer } : null),
     adoptExport: (vm, socketPath) => copies?.adopt(vm, socketPath),
     disownExport: (vm) => copies?.disown(vm),
@@ -201,6 +204,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
       await healthExec.close();
       await runner.shutdown();
       await dialer?.close();
+      await checkpointDialer?.close();
       await copies?.close();
       alink?.close();
       await watchdog.close();
@@ -243,6 +247,21 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   });
   dialer.on('broken', (vm, stream, reason) => runner.streamBroken(vm, stream, reason));
   dialer.on('connected', (vm, stream, via) => log(`replication stream ${stream} of VM ${vm} connected over ${via}`));
+  // FT's checkpoint streams, the same transport on their own port. A broken one is cut at once (unlike a
+  // mirror's, nothing waits on it): the FT run sees its stream end and holds the guest's output.
+  checkpointDialer = new ReplicationDialer({
+    self: config.host,
+    peer: config.pair.peer,
+    tls: tlsContext,
+    paths: config.alink.map((p) => ({ name: p.name, address: p.peer, port: config.dataPorts.checkpoint, local: p.local })),
+    socketDir: path.join(config.dataDir, 'run', 'ft-streams'),
+    log: { info: (m: string) => log(`FT checkpoints: ${m}`), warn: (m: string) => log(`FT checkpoints: ${m}`) },
+  });
+  const liveCheckpointDialer = checkpointDialer;
+  liveCheckpointDialer.on('broken', (vm, stream, reason) => {
+    log(`FT checkpoint stream ${stream} of VM ${vm} broken: ${reason}`);
+    liveCheckpointDialer.cut(vm);
+  });
   const copyServer = new CopyServer(config, tlsContext, (vm, event) => driver?.submit({ type: 'storage', vm, event }), log);
   copies = copyServer;
   await copyServer.start();
@@ -256,8 +275,9 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   const liveAlink = alink;
   driver = new CoreDriver(coreConfig, incarnation, db, runner, watchdog, {
     sendPeer: (msg) => void liveAlink.send(msg),
-    serveCopy: (vm, hardware) => copyServer.serve(vm, hardware),
-    unserveCopy: (vm, reason) => void copyServer.unserve(vm, reason),
+    serveCopy: (vm, hardware, ft) => copyServer.serve(vm, hardware, ft),
+    unserveCopy: (vm, reason, takeover) => void copyServer.unserve(vm, reason, takeover),
+    copyProtection: (vm, hardware, ft) => copyServer.reconcile(vm, hardware, ft),
     askQuorum: (id, knownEpoch): Promise<QuorumReply> => askQuorum({ ...quorumEndpoint(id), pair: config.pair.id, host: config.host, knownEpoch }),
     probeQuorum: (id) => probeQuorum(quorumEndpoint(id)),
     restartServices: (reason) => void restartSelf(reason, shutdown, log),

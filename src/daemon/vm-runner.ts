@@ -8,8 +8,15 @@
  * A protected VM's QEMU starts paused: its write tracking (the dirty bitmap an incremental resync needs) is
  * attached before the guest's first write, and when the core asks for a mirror at start, the guest runs only
  * once the peer's copy is in sync — the core counts that copy as current, so no write may miss it.
+ *
+ * An FT VM runs with its RAM in a file (`ft.memoryDir`) and, once its mirror into the peer's epoch disk is
+ * in sync, under an FT protection run (`ft-owner.ts`): its output held per epoch, released on the peer's
+ * ack. A run that loses the peer is reported as a stalled mirror, so the core cuts it only once the peer
+ * can no longer take over; the cut is what lets the held output go. A start after an FT takeover resumes
+ * the guest from the copy's last committed checkpoint instead of booting it.
  */
 import { createHash } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { describeError } from '../util/errors.js';
@@ -25,6 +32,9 @@ import type { DaemonConfig } from './config.js';
 import { parseVmHardware, type VmHardware } from './vm-definition.js';
 import { locateVolume } from '../storage/storage-group.js';
 import { addSample, syncRate, type ProgressSample } from '../storage/volume.js';
+import type { FtPrimaryStats } from '../ft/ft-primary.js';
+import { FtOwner } from './ft-owner.js';
+import type { ResumePoint } from './ft-copy.js';
 
 /** `incoming`: a live migration's destination, paused, its guest not running here yet. */
 export type VmRunState = 'starting' | 'running' | 'stopping' | 'incoming';
@@ -39,7 +49,13 @@ export interface RunningVm {
   mirror: MirrorView | null;
   /** A live migration of it, out of this host (the source's view: progress, then the outcome). */
   migration: MigrationView | null;
+  /** FT: the protection run's numbers (null: not FT here, or no run yet). */
+  ft: FtView | null;
+  /** The checkpoint it was resumed from, for a VM that failed over to this host under FT. */
+  resumedFrom: { epoch: number; totalMs: number; resumeMs: number } | null;
 }
+
+export type FtView = FtPrimaryStats & { run: number };
 
 export interface MigrationView {
   id: string;
@@ -91,6 +107,12 @@ interface Slot {
   migration: MigrationView | null;
   /** An incoming instance: resolves once the migration's state is all here (rejects if it never is). */
   received: Promise<void> | null;
+  /** Run under FT whenever its mirror is in sync (SplitSite allowing FT at the start). */
+  ftWanted: boolean;
+  ft: FtOwner | null;
+  resumedFrom: RunningVm['resumedFrom'];
+  /** Files of its RAM (FT), removed once its QEMU has exited. */
+  memoryPaths: string[];
 }
 
 /** What the core asks of a start: with `mirror`, the guest runs only once the peer's copy is in sync. */
@@ -99,6 +121,8 @@ export interface StartRequest {
   hardware: unknown;
   /** Protected VMs track their writes (so a later resync can be incremental). */
   protectedVm: boolean;
+  /** Run it under FT (its configured protection, as SplitSite allows now). */
+  ft?: boolean;
   mirror?: { stream: string; mode: MirrorMode };
 }
 
@@ -111,6 +135,10 @@ export interface VmRunnerPorts {
   copyReleased(vm: VmName): Promise<void>;
   /** The owner side of replication streams (null until the pair's certificates exist). */
   dialer(): ReplicationDialer | null;
+  /** The owner side of FT checkpoint streams (null until the pair's certificates exist). */
+  checkpointDialer(): ReplicationDialer | null;
+  /** What an FT takeover left to resume `vm` from (once; null when there is none). */
+  takeResumePoint(vm: VmName): ResumePoint | null;
   /** QEMU's TLS for live migrations, with the pair's certificates (null until they exist). */
   migrationTls(): MigrationTls | null;
   /** An incoming instance serves this host's copy from inside its QEMU: the replication server connects streams there. */
@@ -130,6 +158,8 @@ const RESUME_WAIT_MS = 30_000;
 const GRACEFUL_STOP_MS = 5000;
 /** The VM's one data disk: its QEMU node and device id. */
 const DISK_ID = 'vda';
+/** The VM's one NIC (FT holds its output). */
+const NIC_ID = 'net0';
 
 export class VmRunner {
   private readonly slots = new Map<VmName, Slot>();
@@ -161,7 +191,7 @@ export class VmRunner {
       this.report(name, { kind: 'start-failed', instance: req.instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    const slot: Slot = { instance: req.instance, state: 'starting', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, samples: [], lastSync: null, migration: null, received: null };
+    const slot = newSlot(req.instance, 'starting', req.ft === true);
     this.slots.set(name, slot);
     void this.launch(name, slot, req);
   }
@@ -187,6 +217,8 @@ export class VmRunner {
     const slot = this.slots.get(name);
     if (!slot || slot.instance !== instance || slot.stream !== stream) return;
     this.log(`cutting the mirror of VM ${name} (stream ${stream})`);
+    // The same condition lets FT's held output go: nobody can resume the VM from an older checkpoint now.
+    if (slot.ft?.active) void slot.ft.goUnprotected().catch((e) => this.log(`VM ${name}: FT could not go unprotected: ${describeError(e)}`));
     this.ports.dialer()?.cut(name);
     // The job fails on the closed stream; stop() removes what is left of it, then the core hears it ended.
     void (slot.mirror?.stop() ?? Promise.resolve())
@@ -246,6 +278,8 @@ export class VmRunner {
         startedAt: s.startedAt,
         mirror: s.view ? { ...s.view, lastSync: s.lastSync } : null,
         migration: s.migration,
+        ft: s.ft?.stats ?? null,
+        resumedFrom: s.resumedFrom,
       }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -254,9 +288,12 @@ export class VmRunner {
     return this.lastExits.get(name) ?? null;
   }
 
-  private async connectMirror(name: VmName, slot: Slot, stream: string, mode: MirrorMode): Promise<void> {
+  private async connectMirror(name: VmName, slot: Slot, stream: string, asked: MirrorMode): Promise<void> {
     const dialer = this.ports.dialer();
     if (!dialer || !slot.mirror) throw new Error('no replication stream to the peer yet');
+    // An FT run's epoch disk is new, and a resumed guest's writes were tracked only from after its resume:
+    // both copy the whole disk.
+    const mode: MirrorMode = slot.ftWanted || slot.resumedFrom !== null ? 'full' : asked;
     slot.stream = stream;
     const startedAt = performance.now();
     const socketPath = await dialer.open(name, stream);
@@ -292,6 +329,41 @@ export class VmRunner {
     } finally {
       slot.mirror.off('progress', onProgress);
     }
+    if (slot.ftWanted) await this.protectFt(name, slot, stream);
+  }
+
+  /**
+   * An FT protection run over the mirror now in sync. Its failure to start, like a run that loses the peer
+   * later, is reported as the mirror stalling: the core then cuts it once the peer no longer counts its
+   * copy as current (or is gone), and a new mirror brings a new run.
+   */
+  private async protectFt(name: VmName, slot: Slot, stream: string): Promise<void> {
+    const qemu = slot.qemu;
+    const mirror = slot.mirror;
+    const checkpoints = this.ports.checkpointDialer();
+    if (!qemu || !mirror) return;
+    slot.ft ??= new FtOwner({
+      vm: qemu,
+      nicId: NIC_ID,
+      runDir: path.join(this.runRoot, name),
+      epochMs: this.config.ft.epochMs,
+      log: { info: (m) => this.log(m), warn: (m) => this.log(m) },
+      onLost: (e) => this.ftLost(name, slot, e.message),
+    });
+    try {
+      if (!checkpoints) throw new Error('no checkpoint stream to the peer yet');
+      await slot.ft.protect(mirror, () => checkpoints.open(name, `${stream}.ft`));
+    } catch (e) {
+      this.log(`VM ${name}: FT protection did not start: ${describeError(e)}`);
+      this.ftLost(name, slot, `FT protection did not start: ${describeError(e)}`);
+    }
+  }
+
+  private ftLost(name: VmName, slot: Slot, reason: string): void {
+    const stream = slot.stream;
+    if (stream === null || this.slots.get(name) !== slot || slot.state === 'stopping') return;
+    if (slot.view) slot.view = { ...slot.view, state: 'stalled' };
+    this.ports.reportStorage(name, { kind: 'mirror-stalled', instance: slot.instance, stream, reason: `FT: ${reason}` });
   }
 
   private endMirror(name: VmName, slot: Slot, reason: string): void {
@@ -308,13 +380,18 @@ export class VmRunner {
    * (QEMU's TLS, the pair's certificates), serving the copy from inside itself to the source's mirror
    * (an NBD export, writable, writing through) until the switch.
    */
-  prepareIncoming(name: VmName, instance: number, migration: string, hardware: unknown): void {
+  prepareIncoming(name: VmName, instance: number, migration: string, hardware: unknown, ftVm: boolean): void {
     const busy = this.slots.get(name);
     if (busy) {
       this.report(name, { kind: 'start-failed', instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    const slot: Slot = { instance, state: 'incoming', qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, samples: [], lastSync: null, migration: null, received: null };
+    if (ftVm) {
+      // Its copy here is an FT run (epoch disk, checkpoint store), not a disk an incoming QEMU can serve.
+      this.report(name, { kind: 'start-failed', instance, reason: 'live migration of an FT VM is not supported yet (docs/ft.md)' });
+      return;
+    }
+    const slot = newSlot(instance, 'incoming', false);
     this.slots.set(name, slot);
     void this.launchIncoming(name, slot, migration, hardware);
   }
@@ -326,7 +403,7 @@ export class VmRunner {
       if (!tls) throw new Error('no pair certificates for the migration yet');
       // Beside the copy's export: an incoming QEMU opens its disk inactive (no lock, no write) until the
       // switch, so the copy stays served and current while this QEMU starts.
-      const spec = await this.prepare(name, parseVmHardware(hardware));
+      const spec = await this.prepare(name, parseVmHardware(hardware), false);
       qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: true, incoming: true });
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());
@@ -470,6 +547,8 @@ export class VmRunner {
     mirror.on('failed', (f) => {
       if (slot.stream === f.streamId) {
         this.log(`mirror of VM ${name} (stream ${f.streamId}) failed: ${f.reason}`);
+        // Under FT the run loses the peer with it and holds the output: the core's cut ends the mirror.
+        if (slot.ft?.active) return;
         this.endMirror(name, slot, f.reason);
       }
     });
@@ -480,9 +559,12 @@ export class VmRunner {
     slot.stopWanted = true;
     if (qemu) {
       this.ports.dialer()?.cut(name);
+      this.ports.checkpointDialer()?.cut(name);
+      await slot.ft?.close();
       await qemu.stop({ gracefulMs: 0 }).catch(() => undefined);
       await qemu.exited;
     }
+    await this.removeMemory(slot);
     if (this.slots.get(name) === slot) this.slots.delete(name);
     this.ports.onPidsChanged(this.pids());
     this.report(name, { kind: 'start-failed', instance: slot.instance, reason: describeError(e) });
@@ -510,16 +592,20 @@ export class VmRunner {
     let qemu: VmInstance | null = null;
     try {
       await this.ports.copyReleased(name);
-      const spec = await this.prepare(name, parseVmHardware(req.hardware));
-      qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: req.protectedVm });
+      const spec = await this.prepare(name, parseVmHardware(req.hardware), slot.ftWanted);
+      const runDir = path.join(this.runRoot, name);
+      if (spec.memoryBackend) slot.memoryPaths.push(spec.memoryBackend.path);
+      qemu = await this.resumeFromCheckpoint(name, slot, spec, runDir);
+      if (qemu === null) qemu = await this.supervisor.start(spec, { runDir, paused: req.protectedVm });
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());
       void qemu.exited.then((exit) => this.onExit(name, slot, exit));
       if (req.protectedVm) {
+        // A resumed guest already runs: its writes are tracked from here, and its first mirror is full.
         slot.mirror = await DiskMirror.attach(qemu.qmp, { disk: DISK_ID, vm: name });
         this.watchMirror(name, slot, slot.mirror);
         if (req.mirror) await this.connectMirror(name, slot, req.mirror.stream, req.mirror.mode);
-        await qemu.qmp.execute('cont');
+        if (slot.resumedFrom === null) await qemu.qmp.execute('cont');
       }
     } catch (e) {
       this.log(`VM ${name} (instance ${slot.instance}) failed to start: ${describeError(e)}`);
@@ -533,10 +619,43 @@ export class VmRunner {
     if (slot.stopWanted) this.stop(name, slot.instance, 'stop asked while starting');
   }
 
+  /**
+   * After an FT takeover: the guest resumed from the copy's last committed checkpoint (running, announced on
+   * the business network), or null to boot as usual — no resume point, or the resume failed (then the copy,
+   * at that checkpoint's disk, is booted: a crash-consistent restart instead of no downtime).
+   */
+  private async resumeFromCheckpoint(name: VmName, slot: Slot, spec: VmSpec, runDir: string): Promise<VmInstance | null> {
+    const point = this.ports.takeResumePoint(name);
+    if (point === null) return null;
+    try {
+      const t = await point.resume(this.supervisor, spec, { runDir });
+      slot.memoryPaths.push(point.storeDir);
+      slot.resumedFrom = { epoch: t.epoch, totalMs: Math.round(t.timings.totalMs), resumeMs: Math.round(t.timings.resumeMs) };
+      this.log(
+        `VM ${name} resumed from FT checkpoint ${t.epoch} (release ${Math.round(t.timings.releaseMs)} ms, resume ${Math.round(t.timings.resumeMs)} ms, dropped epochs ${t.discarded.discardedEpochs.join(', ') || 'none'})`,
+      );
+      return t.resumed.vm;
+    } catch (e) {
+      this.log(`VM ${name}: could not resume from FT checkpoint ${point.epoch}, booting from its copy instead: ${describeError(e)}`);
+      await point.discard();
+      await rm(point.storeDir, { recursive: true, force: true });
+      return null;
+    }
+  }
+
+  private async removeMemory(slot: Slot): Promise<void> {
+    for (const p of slot.memoryPaths.splice(0)) await rm(p, { recursive: true, force: true }).catch((e) => this.log(`removing ${p}: ${describeError(e)}`));
+  }
+
   private onExit(name: VmName, slot: Slot, exit: VmExit): void {
     if (this.slots.get(name) !== slot) return; // a start that failed reported it already
     this.slots.delete(name);
     this.ports.onPidsChanged(this.pids());
+    this.ports.checkpointDialer()?.cut(name);
+    // Held output goes with the gate, never sent: its epochs are not on the peer, whose copy is then the
+    // state of the last acked checkpoint — what clients saw.
+    void slot.ft?.close().finally(() => this.removeMemory(slot));
+    if (slot.ft === null) void this.removeMemory(slot);
     if (slot.stream !== null) this.ports.dialer()?.cut(name);
     const expected = slot.stopWanted;
     this.lastExits.set(name, { ...exit, instance: slot.instance, at: new Date().toISOString(), expected });
@@ -551,23 +670,30 @@ export class VmRunner {
    * The host-local half of starting a VM: its volume in its storage group here and its tap. A group this
    * host lacks fails the start with `UNKNOWN_STORAGE_GROUP`, which the start's failure names in the log.
    */
-  private async prepare(name: VmName, hw: VmHardware): Promise<VmSpec> {
+  private async prepare(name: VmName, hw: VmHardware, ft: boolean): Promise<VmSpec> {
     const disk = locateVolume(this.config.storageGroups, this.config.host, name, hw.disk);
     await ensureDisk(disk, hw.diskMiB, hw.disk.format);
     const tap = tapName(name);
     await ensureTap(tap, this.config.businessBridge);
+    // FT's checkpoint engine reads the guest's RAM from this file (src/ft/checkpoint.ts).
+    if (ft) await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
     return {
+      ...(ft ? { memoryBackend: { path: path.join(this.config.ft.memoryDir, `${name}.ram`) } } : {}),
       name,
       vcpus: hw.vcpus,
       memoryMiB: hw.memoryMiB,
       accel: this.config.accel,
       boot: hw.guest,
       disks: [{ id: DISK_ID, path: disk, format: hw.disk.format, cache: 'writeback' }],
-      nics: [{ id: 'net0', mac: hw.nic.mac, tap }],
+      nics: [{ id: NIC_ID, mac: hw.nic.mac, tap }],
       // Every VM has the heartbeat port; only a guest whose agent beats is watched (guest-heartbeat.ts).
       heartbeat: { timeoutMs: this.config.guestHeartbeatTimeoutMs },
     };
   }
+}
+
+function newSlot(instance: number, state: VmRunState, ftWanted: boolean): Slot {
+  return { instance, state, qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, samples: [], lastSync: null, migration: null, received: null, ftWanted, ft: null, resumedFrom: null, memoryPaths: [] };
 }
 
 /** Interface names are at most 15 bytes: `t-NAME`, or for a long name its start and a short hash, still unique. */

@@ -9,7 +9,9 @@
  * it, the first lost connection ends the run (a live migration must keep the connection open).
  *
  * Run as a program in the lab's client namespace: `node append-load.js --out FILE [--reconnect]
- * [--prefix P] [--pause-ms N] HOST PORT`; it runs until SIGTERM and writes one JSON line per event to FILE.
+ * [--prefix P] [--pause-ms N] [--timeout-ms N] HOST PORT`; it runs until SIGTERM and writes one JSON line
+ * per event to FILE. `--timeout-ms` bounds each request (default 3 s): an FT failover is a pause of the
+ * connection, not its end, and takes longer than that.
  */
 import { appendFileSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -25,7 +27,7 @@ export type LoadEvent =
   | { t: 'failed'; atMs: number; text: string; error: string }
   | { t: 'ended'; atMs: number; why: string };
 
-const REQUEST_TIMEOUT_MS = 3000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 3000;
 const RECONNECT_PAUSE_MS = 50;
 
 export interface LoadOptions {
@@ -35,6 +37,8 @@ export interface LoadOptions {
   reconnect: boolean;
   prefix: string;
   pauseMs: number;
+  /** Bound on connecting and on each request (default 3 s). */
+  requestTimeoutMs?: number;
   stopped: () => boolean;
 }
 
@@ -42,7 +46,8 @@ export async function runLoad(o: LoadOptions): Promise<void> {
   const note = (e: LoadEvent): void => appendFileSync(o.out, `${JSON.stringify(e)}\n`);
   let n = 0;
   while (!o.stopped()) {
-    const conn = new RecordConnection(o.host, o.port, { connectTimeoutMs: REQUEST_TIMEOUT_MS, requestTimeoutMs: REQUEST_TIMEOUT_MS });
+    const timeoutMs = o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    const conn = new RecordConnection(o.host, o.port, { connectTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs });
     try {
       await conn.connect();
       note({ t: 'connected', atMs: Date.now() });
@@ -114,18 +119,19 @@ async function cli(argv: string[]): Promise<number> {
     const { values, positionals } = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { out: { type: 'string' }, reconnect: { type: 'boolean' }, prefix: { type: 'string' }, 'pause-ms': { type: 'string' } },
+      options: { out: { type: 'string' }, reconnect: { type: 'boolean' }, prefix: { type: 'string' }, 'pause-ms': { type: 'string' }, 'timeout-ms': { type: 'string' } },
     });
     const [host, portText] = positionals;
     const port = Number(portText);
     const pauseMs = Number(values['pause-ms'] ?? '0');
-    if (!values.out || host === undefined || !Number.isInteger(port) || port < 1 || port > 65535 || !(pauseMs >= 0)) {
-      throw new LockstepError('INVALID_ARGUMENT', 'usage: append-load --out FILE [--reconnect] [--prefix P] [--pause-ms N] HOST PORT');
+    const requestTimeoutMs = Number(values['timeout-ms'] ?? String(DEFAULT_REQUEST_TIMEOUT_MS));
+    if (!values.out || host === undefined || !Number.isInteger(port) || port < 1 || port > 65535 || !(pauseMs >= 0) || !Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 100) {
+      throw new LockstepError('INVALID_ARGUMENT', 'usage: append-load --out FILE [--reconnect] [--prefix P] [--pause-ms N] [--timeout-ms N ≥ 100] HOST PORT');
     }
     let stop = false;
     process.once('SIGTERM', () => (stop = true));
     process.once('SIGINT', () => (stop = true));
-    await runLoad({ host, port, out: values.out, reconnect: values.reconnect ?? false, prefix: values.prefix ?? 'load', pauseMs, stopped: () => stop });
+    await runLoad({ host, port, out: values.out, reconnect: values.reconnect ?? false, prefix: values.prefix ?? 'load', pauseMs, requestTimeoutMs, stopped: () => stop });
     return 0;
   } catch (e) {
     process.stderr.write(`append-load: ${describeError(e)}\n`);

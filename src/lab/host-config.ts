@@ -24,6 +24,17 @@ export interface HostConfigInput {
   quorumServers: readonly QuorumName[];
 }
 
+/**
+ * Where a lab host keeps FT VMs' RAM files and checkpoint stores: tmpfs, as on a server (a store's image
+ * becomes a resumed guest's RAM). Named after the lab, so two labs never share one; `lab down` removes it.
+ */
+export function labFtMemoryDir(labName: string, host: HostName): string {
+  return `/dev/shm/lockstep-${labPairId(labName)}-${host}`;
+}
+
+/** The lab's FT epochs: on 2 shared cores with two TCG guests a checkpoint cycle takes 60–200 ms (docs/ft.md). */
+export const LAB_FT_EPOCH_MS = 200;
+
 /** The lab's SplitSite limits (see `labHostConfig`). */
 export const LAB_RTT_LIMIT_MS = { ft: 50, ha: 100 } as const;
 
@@ -46,6 +57,7 @@ export function labHostConfig(i: HostConfigInput): Record<string, unknown> {
     // distance sets it; with everRun's 2 ms FT would never run here. `lab latency alink MS` above these
     // still shows SplitSite at work (docs/lab.md).
     splitsite: { ftRttLimitMs: LAB_RTT_LIMIT_MS.ft, haRttLimitMs: LAB_RTT_LIMIT_MS.ha },
+    ft: { epochMs: LAB_FT_EPOCH_MS, memoryDir: labFtMemoryDir(i.labName, i.host) },
     // The console's API on the management network, as an installer would turn it on: no certificate given,
     // so lockstepd makes a self-signed one at its first start; no user until the first-run setup.
     managementApi: { address: addressesOf(i.host).mgmt, port: MANAGEMENT_PORT },

@@ -5,7 +5,7 @@
  * See docs/lab.md for the drawing and the addresses.
  */
 import { spawn } from 'node:child_process';
-import { copyFile, mkdir, open, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
 import { repoRoot } from '../util/paths.js';
@@ -15,7 +15,7 @@ import { writeFileDurably } from '../util/durable-file.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import { DEFAULT_DISK, type VmDefinition, type ProtectionLevel } from '../daemon/vm-definition.js';
 import type { VmStatus } from '../daemon/api.js';
-import { labHostConfig, labPairId } from './host-config.js';
+import { labFtMemoryDir, labHostConfig, labPairId } from './host-config.js';
 import { enrollLabPair, ensureQuorumInitialized, isQuorumServing, startQuorumServer } from './lab-quorum.js';
 import { ensureGuestImage, guestKernelCmdline } from './guest-image.js';
 import { isWireRunning, setWireDelay, startWire, stopWire } from './wire.js';
@@ -83,7 +83,12 @@ export interface LabStatus {
 }
 
 /** Protection levels this build can keep; HA and FT join as they land. */
-const AVAILABLE_PROTECTION: readonly ProtectionLevel[] = ['none', 'ha'];
+const AVAILABLE_PROTECTION: readonly ProtectionLevel[] = ['none', 'ha', 'ft'];
+/**
+ * What `strongest` (the demo's) picks: HA. FT runs in the lab (`--protection ft`), but its copy-and-compare
+ * epochs read all of guest RAM twice per epoch on the same 2 cores as both TCG guests (docs/ft.md).
+ */
+const STRONGEST_PROTECTION: ProtectionLevel = 'ha';
 
 export class Lab {
   readonly paths: LabPaths;
@@ -152,6 +157,7 @@ export class Lab {
         throw new LockstepError('COMMAND_FAILED', `${dir} is still mounted; not removing the lab directory`, { dir });
       }
     }
+    for (const host of HOSTS) await rm(labFtMemoryDir(this.paths.name, host), { recursive: true, force: true });
     await removeLabDir(this.paths);
     if (state) this.log(`lab '${this.paths.name}' is down`);
   }
@@ -591,7 +597,7 @@ function pickVm(state: LabState, name?: string): LabVm {
 }
 
 function resolveProtection(p: ProtectionLevel | 'strongest'): ProtectionLevel {
-  if (p === 'strongest') return AVAILABLE_PROTECTION[AVAILABLE_PROTECTION.length - 1]!;
+  if (p === 'strongest') return STRONGEST_PROTECTION;
   if (!AVAILABLE_PROTECTION.includes(p)) {
     throw new LockstepError('INVALID_ARGUMENT', `protection '${p}' is not available in this build yet (available: ${AVAILABLE_PROTECTION.join(', ')})`, {
       protection: p,

@@ -130,6 +130,8 @@ export async function startHarness(
       onPidsChanged: (pids) => watchdog.setPids(pids),
       copyReleased: () => Promise.resolve(),
       dialer: () => null,
+      checkpointDialer: () => null,
+      takeResumePoint: () => null,
       migrationTls: () => null,
       adoptExport: () => {},
       disownExport: () => {},

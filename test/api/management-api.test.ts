@@ -138,10 +138,15 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   const prot = await h.request('POST', '/api/v1/vms/web/protection', { token, body: { protection: 'none' } });
   expectDocumented('setVmProtection', prot, covered);
   assert.equal(prot.body.protection, 'none');
-  // FT's engine is not run by lockstepd yet: asking for it is refused, not quietly served as HA.
-  expectError(await h.request('POST', '/api/v1/vms/web/protection', { token, body: { protection: 'ft' } }), 409, 'COMMAND_REFUSED');
-  expectError(await h.request('POST', '/api/v1/vms', { token, body: { ...SAMPLE_VM, name: 'fast', protection: 'ft' } }), 409, 'COMMAND_REFUSED');
-  assert.equal((await h.request('GET', '/api/v1/vms/web', { token })).body.protection, 'none', 'the refused change left the VM as it was');
+  // Into or out of FT only while the VM is stopped: a stopped VM switches, a running one is refused.
+  const ft = await h.request('POST', '/api/v1/vms/web/protection', { token, body: { protection: 'ft' } });
+  assert.equal(ft.status, 200, JSON.stringify(ft.body));
+  assert.equal(ft.body.protection, 'ft');
+  assert.equal((await h.request('POST', '/api/v1/vms/web/start', { token })).body.desired, 'running');
+  expectError(await h.request('POST', '/api/v1/vms/web/protection', { token, body: { protection: 'ha' } }), 409, 'COMMAND_REFUSED');
+  assert.equal((await h.request('GET', '/api/v1/vms/web', { token })).body.protection, 'ft', 'the refused change left the VM as it was');
+  assert.equal((await h.request('POST', '/api/v1/vms/web/stop', { token })).body.desired, 'stopped');
+  assert.equal((await h.request('POST', '/api/v1/vms/web/protection', { token, body: { protection: 'none' } })).body.protection, 'none');
   // A lone host has no peer to migrate to or to hand VMs to in maintenance: the core's verdict comes back.
   const migrate = await h.request('POST', '/api/v1/vms/web/migrate', { token });
   expectError(migrate, 409, 'COMMAND_REFUSED');

@@ -172,6 +172,29 @@ function ownerElsewhere(name: string): string | null {
   return owner !== null && owner !== store.status?.host ? owner : null;
 }
 
+/** FT: the protection run on this host, or the checkpoint this host resumed the VM from. */
+function ftSection(vm: Vm): HTMLElement {
+  const ft = vm.local?.ft ?? null;
+  const resumed = vm.local?.resumedFrom ?? null;
+  if (ft === null && resumed === null) return h('span', { hidden: true });
+  const ms = (v: number | null): string => (v === null ? '—' : `${v.toFixed(1)} ms`);
+  return section(
+    'Fault tolerance',
+    facts([
+      ...(ft
+        ? ([
+            ['run', `${ft.run}: ${ft.state}${ft.lostBecause ? ` (${ft.lostBecause})` : ''}`],
+            ['epochs', `${ft.epochsPerSec === null ? '—' : ft.epochsPerSec.toFixed(1)}/s of ${ft.epochMs} ms`],
+            ['pause', `last ${ms(ft.lastPauseMs)}, p50 ${ms(ft.pauseP50Ms)}, p99 ${ms(ft.pauseP99Ms)}`],
+            ['peer committed', `epoch ${ft.peerCommittedEpoch} of ${ft.sentEpoch} sent (lag ${ft.lagEpochs})`],
+            ['output held', bytes(ft.heldOutputBytes)],
+          ] as [string, string][])
+        : []),
+      ...(resumed ? ([['resumed', `from checkpoint ${resumed.epoch}: takeover ${resumed.totalMs} ms, of it resume ${resumed.resumeMs} ms`]] as [string, string][]) : []),
+    ]),
+  );
+}
+
 function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement): HTMLElement[] {
   if (vm === undefined) return [section('Not found', h('p', { class: 'empty' }, store.status === null ? 'waiting for the host’s status…' : `The pair has no VM named ${name}.`))];
   const hw = vm.hardware;
@@ -218,6 +241,7 @@ function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeN
         : h('p', { class: 'empty' }, volumeNote),
     ),
     charts,
+    ftSection(vm),
     m
       ? section(
           'Live migration',

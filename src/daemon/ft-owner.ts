@@ -1,0 +1,129 @@
+/**
+ * The owner half of FT for one running VM instance (docs/ft.md, "lockstepd"): the output gate on its NIC,
+ * attached at run time — so a VM resumed from a checkpoint is protected the same way as one booted here —
+ * and one `FtPrimary` per protection run, over a checkpoint stream to the peer.
+ *
+ * It decides nothing. A run starts once the disk's mirror into the peer's epoch disk is in sync (the
+ * runner's call). When the run loses the peer, the guest's output stays held: the backup may be about to
+ * resume from the last acknowledged checkpoint, and output of later epochs must then never have left.
+ * `goUnprotected()` is the decision core's (`cut-mirror`: the peer can no longer take the VM over).
+ */
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { FtPrimary, type FtPrimaryStats } from '../ft/ft-primary.js';
+import { OutputGate, attachOutputGate, outputGateSockets } from '../ft/output-commit.js';
+import type { DriverLog } from '../qemu/log.js';
+import type { VmInstance } from '../qemu/supervisor.js';
+import type { DiskMirror } from '../storage/disk-mirror.js';
+import type { LockstepError } from '../util/errors.js';
+
+export interface FtOwnerOptions {
+  vm: VmInstance;
+  /** The NIC whose output is held (the VM's one NIC). */
+  nicId: string;
+  /** The instance's run directory: the gate's sockets go there. */
+  runDir: string;
+  epochMs: number;
+  log: DriverLog;
+  /** A run lost the peer: its output is held until `goUnprotected()`. */
+  onLost: (error: LockstepError) => void;
+}
+
+export class FtOwner {
+  private gate: OutputGate | null = null;
+  private attached = false;
+  private primary: FtPrimary | null = null;
+  /** Protection runs started, for the stream ids and the views. */
+  private runs = 0;
+
+  constructor(private readonly opts: FtOwnerOptions) {}
+
+  /** The running protection's numbers, or the last run's once it ended (null before the first). */
+  get stats(): (FtPrimaryStats & { run: number }) | null {
+    return this.primary ? { ...this.primary.stats, run: this.runs } : null;
+  }
+
+  /** Whether a run is protecting, or lost its peer and holds output (not yet told to go unprotected). */
+  get active(): boolean {
+    const state = this.primary?.stats.state;
+    return state === 'protecting' || state === 'peer-lost';
+  }
+
+  /**
+   * Starts a protection run: the gate holds the guest's output from now, then the checkpoint stream is
+   * opened (`openStream`) and the epochs begin with a full image. `mirror` must be in sync with the peer's
+   * epoch disk. Throws what the gate, the stream or `FtPrimary.start` throw; output then passes again.
+   */
+  async protect(mirror: DiskMirror, openStream: () => Promise<string>): Promise<void> {
+    const { vm, nicId, log } = this.opts;
+    const name = vm.spec.name;
+    if (this.active) throw new Error(`VM ${name} is already FT-protected (run ${this.runs})`);
+    const gate = await this.holdOutput();
+    let stream: Duplex | null = null;
+    try {
+      const socketPath = await openStream();
+      stream = await connect(socketPath);
+      const primary = await FtPrimary.start({ vm, gate, mirrors: [mirror], stream, epochMs: this.opts.epochMs, log });
+      this.runs++;
+      this.primary = primary;
+      primary.on('peerLost', (e) => this.opts.onLost(e));
+      log.info(`FT of VM ${name}: protection run ${this.runs} started (epochs of ${this.opts.epochMs} ms, NIC ${nicId} output held until each epoch is acked)`, { vm: name });
+    } catch (e) {
+      stream?.destroy();
+      gate.unprotect();
+      throw e;
+    }
+  }
+
+  /**
+   * The decision core's call: the peer can no longer take the VM over, so what the guest sent goes out and
+   * later output passes at once. A run that has not noticed the loss yet is stopped first.
+   */
+  async goUnprotected(): Promise<void> {
+    const primary = this.primary;
+    if (primary === null) return;
+    const state = primary.stats.state;
+    if (state === 'peer-lost') primary.goUnprotected();
+    else if (state === 'protecting') {
+      await primary.stop();
+      this.gate?.unprotect();
+    }
+  }
+
+  /** The instance is going away: its run stops; held output is dropped with the gate (never sent). */
+  async close(): Promise<void> {
+    await this.primary?.stop().catch(() => undefined);
+    await this.gate?.close();
+  }
+
+  /** The gate on the NIC, holding: listening and attached once per instance, protecting again for a later run. */
+  private async holdOutput(): Promise<OutputGate> {
+    const { vm, nicId, runDir } = this.opts;
+    if (this.gate === null) {
+      this.gate = await OutputGate.listen({
+        sockets: outputGateSockets(runDir, nicId),
+        name: `${vm.spec.name}/${nicId}`,
+        onSoftLimit: () => this.primary?.endEpochSoon(),
+        log: this.opts.log,
+      });
+    } else {
+      this.gate.protect();
+    }
+    if (!this.attached) {
+      await attachOutputGate(vm.qmp, nicId, this.gate);
+      this.attached = true;
+    }
+    return this.gate;
+  }
+}
+
+/** The checkpoint stream's local end: the dialer's unix socket, whose other side is the TLS stream to the peer. */
+function connect(socketPath: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath, () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}
