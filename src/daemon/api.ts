@@ -15,7 +15,7 @@ import { hardwareOf, parseVmDefinition, PROTECTION_LEVELS } from './vm-definitio
 import type { CoreDriver, CoreView } from './core-driver.js';
 import type { LastExit, RunningVm } from './vm-runner.js';
 import type { LogEntry } from './state-db.js';
-import { RouteTable, errorReply, prepareRequest, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
+import { RouteTable, allowBody, errorReply, prepareRequest, prepareUpload, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
 import { ACCOUNT_ROUTES, type AccountsContext } from '../api/account-routes.js';
 import { auditedAction } from '../api/audit-action.js';
@@ -23,8 +23,10 @@ import type { UserStore } from '../users/user-store.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { HealthSnapshot } from '../core/types.js';
 import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-group.js';
-import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
+import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeContext, volumeStatus, volumeStatuses } from './volumes.js';
 import { NETWORK_ROUTES } from './network-routes.js';
+import { VCD_ROUTES } from './vcd-routes.js';
+import type { VcdStore } from '../storage/vcd-store.js';
 import { SENSOR_ROUTES } from './sensor-routes.js';
 import type { SensorsView } from '../health/sensors.js';
 import type { NetworkStatus } from './networks.js';
@@ -51,6 +53,8 @@ export interface ApiContext {
   sensors(): Promise<SensorsView>;
   /** This host's storage groups (its config). */
   storageGroups: readonly StorageGroupConfig[];
+  /** This host's virtual CDs, in its storage groups (src/storage/vcd-store.ts). */
+  vcds: VcdStore;
   pairCaPem(): Promise<string | null>;
   recentLog(opts: { limit: number; beforeId?: number; kind?: 'event' | 'alert' }): (LogEntry & { id: number })[];
   /** Entries newer than `afterId`, oldest first: what the live event stream sends. */
@@ -181,7 +185,7 @@ const STORAGE_GROUP_PROPERTIES: Readonly<Record<string, Schema>> = {
   path: { type: 'string' },
   sizeMiB: { ...NULLABLE_INTEGER, description: "the group's cap (null: its file system's size)" },
   capacityBytes: { ...NULLABLE_INTEGER, description: 'the cap, or the file system size (null: the file system cannot be read)' },
-  usedBytes: { type: 'integer', description: "what this host's volumes in the group have allocated" },
+  usedBytes: { type: 'integer', description: "what this host's volumes and virtual CDs in the group have allocated" },
   freeBytes: { ...NULLABLE_INTEGER, description: "the lower of the file system's free space and the capacity less what is used" },
   volumeCount: { type: 'integer' },
   error: { type: ['string', 'null'] },
@@ -225,7 +229,7 @@ const LOG_ENTRY_SCHEMA: Schema = {
 const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
 const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
 
-/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, the event log, networks, the preferences and notifications, the resource history. */
+/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, virtual CDs, the event log, networks, the preferences and notifications, the resource history. */
 export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'getStatus',
@@ -507,6 +511,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
       return { status: 200, body: ctx.recentLog({ limit, ...(before !== undefined ? { beforeId: before } : {}), ...(kind !== undefined ? { kind } : {}) }) };
     },
   },
+  ...VCD_ROUTES,
   ...NETWORK_ROUTES,
   ...SENSOR_ROUTES,
   ...PREFERENCE_ROUTES,
@@ -536,10 +541,6 @@ export function statusBody(ctx: ApiContext): Record<string, unknown> {
 function refuseUndrivenProtection(level: (typeof PROTECTION_LEVELS)[number]): void {
   if (level !== 'ft') return;
   throw new LockstepError('COMMAND_REFUSED', 'FT protection is not run by lockstepd yet (its checkpoint engine is built and tested, see docs/ft.md): use ha, which keeps every acknowledged write across a host loss', { protection: level });
-}
-
-function volumeContext(ctx: ApiContext): VolumeContext {
-  return { host: ctx.host, storageGroups: ctx.storageGroups, core: ctx.driver()?.view() ?? null, running: ctx.running(), health: ctx.health() };
 }
 
 async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {
@@ -609,9 +610,14 @@ export function localActor(host: string): string {
 export async function startApiServer(socketPath: string, ctx: ApiContext, accounts: LocalAccounts, log: (line: string) => void): Promise<http.Server> {
   await rm(socketPath, { force: true });
   const lc: LocalContext = { api: ctx, accounts };
-  const server = http.createServer((req, res) => {
-    void handleLocal(lc, req, log).then((reply) => send(res, reply));
-  });
+  // No request timeout (Node's default cuts a body at 5 minutes): a VCD's image can take longer to stream,
+  // and the socket is root's alone.
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    void handleLocal(lc, req, res, log).then(({ reply, close }) => send(res, reply, close ? { connection: 'close' } : {}));
+  };
+  const server = http.createServer({ requestTimeout: 0 }, onRequest);
+  // A client waiting for `100 Continue` (the CLI's upload) is answered by the request's own checks first.
+  server.on('checkContinue', onRequest);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => resolve());
@@ -619,22 +625,28 @@ export async function startApiServer(socketPath: string, ctx: ApiContext, accoun
   return server;
 }
 
-async function handleLocal(lc: LocalContext, req: http.IncomingMessage, log: (line: string) => void): Promise<Reply> {
+async function handleLocal(lc: LocalContext, req: http.IncomingMessage, res: http.ServerResponse, log: (line: string) => void): Promise<{ reply: Reply; close: boolean }> {
   let matched: { route: Route<LocalContext>; params: Record<string, string>; body: unknown; path: string } | null = null;
   let reply: Reply;
   try {
     const url = requestUrl(req);
-    const body = await readJsonBody(req);
     const path = url.pathname.startsWith(`${LOCAL_PREFIX}/`) ? url.pathname.slice(LOCAL_PREFIX.length) : null;
     if (path === null) throw new LockstepError('UNKNOWN_ENDPOINT', `no such endpoint: ${req.method} ${url.pathname}`, { method: req.method, path: url.pathname });
     const { route, raw, names } = localRoutes.match(req.method ?? 'GET', path);
-    matched = { route, params: rawParams(names, raw), body, path: url.pathname };
-    reply = await route.handler(lc, prepareRequest(route, raw, names, url.searchParams, body));
+    matched = { route, params: rawParams(names, raw), body: undefined, path: url.pathname };
+    // An upload's body is the handler's to stream; every other body is JSON, read whole (1 MiB at most).
+    const upload = route.upload ? prepareUpload(route, req, res) : undefined;
+    if (!upload) allowBody(req, res);
+    const body = upload ? undefined : await readJsonBody(req);
+    matched.body = body;
+    const prepared = prepareRequest(route, raw, names, url.searchParams, body);
+    reply = await route.handler(lc, upload ? { ...prepared, upload } : prepared);
   } catch (e) {
     reply = errorReply(e, `request ${req.method} ${req.url}`, log);
   }
   if (matched !== null && matched.route.method !== 'GET') auditLocal(lc, matched, req.method ?? '', reply, log);
-  return reply;
+  // A refused upload's body may be gigabytes: closing beats reading it all to keep the connection.
+  return { reply, close: matched?.route.upload !== undefined && reply.status >= 400 };
 }
 
 function auditLocal(lc: LocalContext, call: { route: Route<LocalContext>; params: Record<string, string>; body: unknown; path: string }, method: string, reply: Reply, log: (line: string) => void): void {

@@ -29,6 +29,7 @@ import { CopyServer } from './copy-server.js';
 import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
 import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
+import { VcdStore } from '../storage/vcd-store.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
 import { HostNetworks } from './networks.js';
@@ -139,6 +140,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   // Whoever follows the event log live (the management API's event stream) is told of each append.
   const logListeners = new Set<() => void>();
   const clock = new HostClockReader((cmd, args, opts) => healthExec.run(cmd, args, opts));
+  const vcds = new VcdStore(config.host, config.storageGroups);
   const apiContext: ApiContext = {
     host: config.host,
     startedAt: new Date().toISOString(),
@@ -152,6 +154,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     networks: () => networks.list(),
     sensors: () => readSensors(),
     storageGroups: config.storageGroups,
+    vcds,
     pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
     recentLog: (opts) => db.recentLog(opts),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),

@@ -33,6 +33,7 @@ import { readSensors } from '../../src/health/sensors.js';
 import { HostNetworks } from '../../src/daemon/networks.js';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
+import { VcdStore } from '../../src/storage/vcd-store.js';
 
 export interface Answer {
   status: number;
@@ -199,6 +200,7 @@ export async function startHarness(
     networks: () => networks.list(),
     sensors: () => readSensors(opts.sysfsRoot),
     storageGroups: config.storageGroups,
+    vcds: new VcdStore('host1', config.storageGroups),
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),
