@@ -11,9 +11,12 @@ import { rm } from 'node:fs/promises';
 import { LockstepError, describeError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import type { OperatorCommand } from '../core/types.js';
-import { hardwareOf, parseVmDefinition, PROTECTION_LEVELS } from './vm-definition.js';
+import { hardwareOf, parseVmDefinition, parseVmHardware, PROTECTION_LEVELS, type VcdRef } from './vm-definition.js';
+import { withMedium } from './cdrom.js';
+import { VCD_NAME_PATTERN } from '../storage/vcd.js';
+import type { VmHardware as VmHardwareRecord } from '../core/types.js';
 import type { CoreDriver, CoreView } from './core-driver.js';
-import type { LastExit, RunningVm } from './vm-runner.js';
+import type { LastExit, MediumChange, RunningVm } from './vm-runner.js';
 import type { LogEntry } from './state-db.js';
 import { RouteTable, allowBody, errorReply, prepareRequest, prepareUpload, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
@@ -45,6 +48,8 @@ export interface ApiContext {
   driver(): CoreDriver | null;
   running(): RunningVm[];
   lastExit(vm: string): LastExit | null;
+  /** Changes the CD drive of the VM's QEMU on this host, if one runs here (src/daemon/vm-runner.ts). */
+  changeMedium(vm: string, image: string | null): Promise<MediumChange>;
   alink(): unknown;
   health(): HealthSnapshot | null;
   /** This host's networks, read now (src/daemon/networks.ts). */
@@ -125,6 +130,12 @@ export const VM_DEFINITION_SCHEMA: Schema = {
     },
     protection: PROTECTION,
     desired: { type: 'string', enum: ['running', 'stopped'] },
+    cdrom: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { medium: { type: 'null', description: 'a drive is defined empty' } },
+      description: 'a CD drive, empty: insert a virtual CD into it with POST /v1/vms/NAME/cdrom (docs/vcd.md); absent: no drive',
+    },
   },
 };
 
@@ -381,6 +392,37 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     },
   },
   {
+    operationId: 'insertCdrom',
+    method: 'POST',
+    path: '/vms/{name}/cdrom',
+    tag: 'vms',
+    summary: "insert a virtual CD into the VM's CD drive",
+    description:
+      "on the host that runs the VM (a VCD is the host's that received it): into its definition, so later starts have it, and into its running QEMU; COMMAND_REFUSED when the VM has no CD drive, runs on the peer, or is starting or stopping",
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    body: { type: 'object', required: ['vcd'], additionalProperties: false, properties: { vcd: { type: 'string', pattern: VCD_NAME_PATTERN, description: 'a virtual CD of this host' } } },
+    response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: [...COMMAND_ERRORS, 'UNKNOWN_VCD'],
+    handler: async (ctx, { params, body }) => {
+      const vcd = await ctx.vcds.get((body as { vcd: string }).vcd);
+      return changeCdrom(ctx, params['name']!, { vcd: vcd.name, sha256: vcd.sha256 }, vcd.path);
+    },
+  },
+  {
+    operationId: 'ejectCdrom',
+    method: 'DELETE',
+    path: '/vms/{name}/cdrom',
+    tag: 'vms',
+    summary: "eject the virtual CD from the VM's CD drive",
+    description: 'on the host that runs the VM: from its definition and from its running QEMU (forced: a tray the guest locked opens)',
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: COMMAND_ERRORS,
+    handler: async (ctx, { params }) => changeCdrom(ctx, params['name']!, null, null),
+  },
+  {
     operationId: 'setMaintenance',
     method: 'POST',
     path: '/host/maintenance',
@@ -551,6 +593,31 @@ async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {
   }
   const result = await driver.command(cmd);
   if (!result.ok) throw new LockstepError('COMMAND_REFUSED', result.reason, { command: cmd.kind });
+}
+
+/**
+ * A VM's CD drive changed: in its definition first (so the change outlives the QEMU), then in the QEMU that
+ * runs it here. Only its owner takes it: the VCD is looked up in the owner's store, and its QEMU is there.
+ */
+async function changeCdrom(ctx: ApiContext, name: string, medium: VcdRef | null, image: string | null): Promise<Reply> {
+  const driver = ctx.driver();
+  if (!driver) throw new LockstepError('NOT_PAIRED', `${ctx.host} is not paired yet: commands wait for the pair`, { host: ctx.host });
+  const vm = driver.view().vms.find((v) => v.name === name);
+  if (!vm) throw new LockstepError('UNKNOWN_VM', `no VM named '${name}'`, { vm: name });
+  if (vm.owner !== ctx.host) {
+    throw new LockstepError('COMMAND_REFUSED', `VM ${name} runs on ${vm.owner}: change its CD there (a virtual CD is the host's that received it)`, { command: 'set-hardware', owner: vm.owner });
+  }
+  const from = vm.hardware as VmHardwareRecord;
+  const to = withMedium(name, parseVmHardware(from), medium);
+  // Refused before the definition changes: the QEMU would be left with the old disc.
+  if (ctx.running().some((r) => r.name === name && r.state !== 'running')) {
+    throw new LockstepError('COMMAND_REFUSED', `VM ${name} is starting, stopping or migrating: change its CD once it runs`, { command: 'set-hardware' });
+  }
+  await command(ctx, { kind: 'set-hardware', name, from, to: { ...to } });
+  if ((await ctx.changeMedium(name, image)) === 'busy') {
+    throw new LockstepError('COMMAND_REFUSED', `VM ${name}'s definition has the change, but its QEMU began to start or stop meanwhile: it takes it at its next start`, { command: 'set-hardware' });
+  }
+  return { status: 200, body: vmStatus(ctx, name) };
 }
 
 async function desired(ctx: ApiContext, name: string, want: 'running' | 'stopped'): Promise<Reply> {

@@ -107,6 +107,8 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   // The replication streams need the pair's certificates: made after pairing, reached through these.
   let dialer: ReplicationDialer | null = null;
   let copies: CopyServer | null = null;
+  // This host's virtual CDs: the API's uploads, and the images a starting VM's CD drive takes.
+  const vcds = new VcdStore(config.host, config.storageGroups);
   const runner = new VmRunner(config, {
     report: (vm, event) => driver?.submit({ type: 'vm-event', vm, event }),
     reportStorage: (vm, event) => driver?.submit({ type: 'storage', vm, event }),
@@ -116,6 +118,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     migrationTls: () => (pki ? { files: pki, credsDir: path.join(config.dataDir, 'run', 'migration-tls'), peer: config.pair.peer } : null),
     adoptExport: (vm, socketPath) => copies?.adopt(vm, socketPath),
     disownExport: (vm) => copies?.disown(vm),
+    findVcd: (name) => vcds.find(name),
     log,
   });
   await runner.reapLeftovers();
@@ -140,7 +143,6 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   // Whoever follows the event log live (the management API's event stream) is told of each append.
   const logListeners = new Set<() => void>();
   const clock = new HostClockReader((cmd, args, opts) => healthExec.run(cmd, args, opts));
-  const vcds = new VcdStore(config.host, config.storageGroups);
   const apiContext: ApiContext = {
     host: config.host,
     startedAt: new Date().toISOString(),
@@ -149,6 +151,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     driver: () => driver,
     running: () => runner.running(),
     lastExit: (vm) => runner.lastExit(vm),
+    changeMedium: (vm, image) => runner.changeMedium(vm, image),
     alink: () => alink?.status() ?? null,
     health: () => health?.current() ?? null,
     networks: () => networks.list(),

@@ -10,6 +10,7 @@ import { DEFAULT_STORAGE_GROUP, storageGroupOf } from '../storage/storage-group.
 import { VCD_BYTES_MAX, VCD_NAME_PATTERN } from '../storage/vcd.js';
 import type { ApiContext } from './api.js';
 import { groupRoom, volumeContext } from './volumes.js';
+import { vmsHolding } from './cdrom.js';
 
 const VCD_SCHEMA: Schema = {
   type: 'object',
@@ -87,9 +88,15 @@ export const VCD_ROUTES: readonly Route<ApiContext>[] = [
     access: 'platform-manager',
     params: VCD_NAME_PARAMS,
     response: { status: 204, description: 'deleted' },
-    errors: ['UNKNOWN_VCD'],
+    description: "refused (VCD_IN_USE) while a VM's CD drive holds it: eject it first",
+    errors: ['UNKNOWN_VCD', 'VCD_IN_USE'],
     handler: async (ctx, { params }) => {
-      await ctx.vcds.remove(params['name']!);
+      const vcd = await ctx.vcds.get(params['name']!);
+      const holders = vmsHolding(ctx.driver()?.view().vms ?? [], { vcd: vcd.name, sha256: vcd.sha256 });
+      if (holders.length > 0) {
+        throw new LockstepError('VCD_IN_USE', `virtual CD '${vcd.name}' is in the CD drive of ${holders.map((v) => `VM ${v}`).join(', ')}: eject it first (lockstep vm cd eject)`, { vcd: vcd.name, vms: holders });
+      }
+      await ctx.vcds.remove(vcd.name);
       return { status: 204, body: null };
     },
   },

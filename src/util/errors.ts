@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   VCD_EXISTS: 'a virtual CD of that name exists already on this host, or is being uploaded',
   VCD_NOT_ISO: 'an uploaded virtual CD is not an ISO 9660 image (too short, or no CD001 signature)',
   VCD_UPLOAD: "a virtual CD's upload ended before its Content-Length: nothing was kept",
+  VCD_IN_USE: "a virtual CD cannot be deleted while a VM's CD drive holds it",
   UNKNOWN_HOST: 'no lab host of that name exists',
   UNKNOWN_FAULT: 'no fault of that name exists for that target',
   LAB_NOT_UP: 'the lab is not up',

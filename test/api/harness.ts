@@ -122,6 +122,7 @@ export async function startHarness(
   const logListeners = new Set<() => void>();
   let driver: CoreDriver | null = null;
   let runner: VmRunner | null = null;
+  const vcds = new VcdStore('host1', config.storageGroups);
   if (opts.withDriver !== false) {
     const watchdog = new Watchdog(() => {});
     cleanup.add(() => watchdog.close());
@@ -134,6 +135,7 @@ export async function startHarness(
       migrationTls: () => null,
       adoptExport: () => {},
       disownExport: () => {},
+      findVcd: (name) => vcds.find(name),
       log: () => {},
     });
     const live = new CoreDriver(
@@ -195,12 +197,13 @@ export async function startHarness(
     driver: () => driver,
     running: () => runner?.running() ?? [],
     lastExit: (vm) => runner?.lastExit(vm) ?? null,
+    changeMedium: async (vm, image) => runner?.changeMedium(vm, image) ?? 'not-here',
     alink: () => null,
     health: () => null,
     networks: () => networks.list(),
     sensors: () => readSensors(opts.sysfsRoot),
     storageGroups: config.storageGroups,
-    vcds: new VcdStore('host1', config.storageGroups),
+    vcds,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),

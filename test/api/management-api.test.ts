@@ -134,6 +134,14 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   expectDocumented('uploadVcd', await h.request('PUT', '/api/v1/vcds/install', { token, headers: { 'content-type': 'application/octet-stream' }, raw: iso }), covered);
   expectDocumented('listVcds', await h.request('GET', '/api/v1/vcds', { token }), covered);
   expectDocumented('getVcd', await h.request('GET', '/api/v1/vcds/install', { token }), covered);
+  const disc = { ...SAMPLE_VM, name: 'disc', protection: 'none', cdrom: {}, nic: { mac: '52:54:00:12:34:57', address: '10.10.3.51' } };
+  assert.equal((await h.request('POST', '/api/v1/vms', { token, body: disc })).status, 201);
+  const inserted = await h.request('POST', '/api/v1/vms/disc/cdrom', { token, body: { vcd: 'install' } });
+  expectDocumented('insertCdrom', inserted, covered);
+  assert.equal(inserted.body.hardware.cdrom.medium.vcd, 'install');
+  expectError(await h.request('DELETE', '/api/v1/vcds/install', { token }), 409, 'VCD_IN_USE');
+  expectDocumented('ejectCdrom', await h.request('DELETE', '/api/v1/vms/disc/cdrom', { token }), covered);
+  assert.equal((await h.request('DELETE', '/api/v1/vms/disc', { token })).status, 204);
   expectDocumented('deleteVcd', await h.request('DELETE', '/api/v1/vcds/install', { token }), covered);
   expectDocumented('listNetworks', await h.request('GET', '/api/v1/networks', { token }), covered);
   expectDocumented('getHostSensors', await h.request('GET', '/api/v1/host/sensors', { token }), covered);
