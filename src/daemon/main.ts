@@ -122,6 +122,12 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     log,
   });
   await runner.reapLeftovers();
+  try {
+    for (const file of await vcds.sweepLeftovers()) log(`removed ${file}, an upload of a virtual CD cut off when lockstepd last stopped`);
+  } catch (e) {
+    // A VCD directory that cannot be read fails its uploads and listings with the reason; it need not stop the daemon.
+    log(`cannot sweep the virtual CDs' leftover uploads: ${describeError(e)}`);
+  }
 
   // This host's networks, as netlink tells them in this namespace (src/network/link-reader.ts): read on
   // request from the start, their counters sampled by the health loop once paired.

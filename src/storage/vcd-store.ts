@@ -82,6 +82,29 @@ export class VcdStore {
     }
   }
 
+  /**
+   * Removes the temporary files of uploads a crash cut off (`.<name>.<random>.part`): called once at start,
+   * before any upload can be under way. Returns what was removed.
+   */
+  async sweepLeftovers(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const g of this.groups) {
+      const dir = vcdDirectory(g);
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw e;
+      }
+      for (const n of names.filter((x) => x.startsWith('.') && x.endsWith('.part'))) {
+        await rm(path.join(dir, n), { force: true });
+        removed.push(path.join(dir, n));
+      }
+    }
+    return removed;
+  }
+
   /** Deletes a VCD (whether a VM has it inserted is the caller's to check first). */
   async remove(name: string): Promise<void> {
     const vcd = await this.get(name);

@@ -203,3 +203,11 @@ function chunked(h: Harness, token: string, body: Buffer): Promise<Answer> {
     req.end(body);
   });
 }
+
+test('the temporary file of an upload a crash cut off is swept at start, and only that', async () => {
+  const { h, socket, images } = await lone();
+  await daemonUpload<Vcd>(socket, '/v1/vcds/kept', await makeIso(images, 'kept'), OCTETS);
+  await writeFile(path.join(h.dir, 'disks', 'vcds', '.cut.0123456789ab.part'), randomBytes(4096));
+  assert.deepEqual(await h.api.vcds.sweepLeftovers(), [path.join(h.dir, 'disks', 'vcds', '.cut.0123456789ab.part')]);
+  assert.deepEqual(await vcdFiles(h), ['kept.iso', 'kept.json']);
+});
