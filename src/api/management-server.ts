@@ -226,13 +226,17 @@ async function handle(deps: ManagementDeps, consoleAssets: ConsoleAssets, req: h
 }
 
 /**
- * The request's deadline, as Node's `requestTimeout` would keep it (until its body is read, whether by the
- * handler or discarded after the answer), armed when the request arrives; an upload route's caller, once
- * authenticated, gets time for its size (`extendForUpload`). A request past it loses its connection, which
- * is what Node does after its 408.
+ * The request's deadline, as Node's `requestTimeout` keeps it: for the request to arrive whole (headers and
+ * body, whether the handler reads the body or it is discarded after the answer), not for the handler's
+ * work. Armed when the request arrives; an upload route's caller, once authenticated, gets time for its
+ * size (`extendForUpload`). A request still arriving past it loses its connection, which is what Node does
+ * after its 408.
  */
 function armDeadline(req: http.IncomingMessage): { extendForUpload(bytes: number): void } {
-  const arm = (ms: number): NodeJS.Timeout => setTimeout(() => req.socket.destroy(), ms).unref();
+  const arm = (ms: number): NodeJS.Timeout =>
+    setTimeout(() => {
+      if (!req.complete) req.socket.destroy();
+    }, ms).unref();
   let timer = arm(REQUEST_TIMEOUT_MS);
   req.once('close', () => clearTimeout(timer));
   return {

@@ -211,14 +211,12 @@ export function prepareUpload<C>(route: Route<C>, req: http.IncomingMessage, res
 }
 
 /**
- * Tells a client that sent `Expect: 100-continue` to send its body (once): called just before the body is
+ * Tells a client that sent `Expect: 100-continue` to send its body: called once, just before the body is
  * read, after the checks that can refuse the request without it. The servers handle `checkContinue`
  * themselves so that these checks come first.
  */
 export function allowBody(req: http.IncomingMessage, res: http.ServerResponse): void {
-  if ((req.headers.expect ?? '').toLowerCase() !== '100-continue' || res.headersSent || (res as { continued?: boolean }).continued) return;
-  (res as { continued?: boolean }).continued = true;
-  res.writeContinue();
+  if ((req.headers.expect ?? '').toLowerCase() === '100-continue' && !res.headersSent) res.writeContinue();
 }
 
 /** The path parameters as the audit log names the target, before they are checked (a refused call has one too). */

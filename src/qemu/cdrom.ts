@@ -24,7 +24,7 @@ interface BlockInfo {
 /** The file in the drive `id` as QEMU reports it (`query-block`); null when it holds none. */
 export async function mediumOf(qmp: QmpClient, id: string): Promise<{ file: string; readOnly: boolean } | null> {
   const blocks = await qmp.execute<BlockInfo[]>('query-block');
-  const drive = blocks.find((b) => b.qdev === id || b.qdev === `/machine/peripheral/${id}/virtio-backend`);
+  const drive = blocks.find((b) => b.qdev === id);
   const file = drive?.inserted?.file;
   return file === undefined ? null : { file, readOnly: drive!.inserted!.ro === true };
 }
