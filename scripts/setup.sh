@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 #   snmptrapd                    a real SNMP trap receiver for the notification tests (test/notify/snmp.test.ts)
 #   curl                         the lab's management API from the client (README, docs/lab.md, lab-cli e2e test)
 #   chromium                     the browser playwright-core drives in the console's tests (test/console/, test/lab/console.e2e.test.ts)
-packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl g++ make python3 snmptrapd chromium curl"
+#   genisoimage                  real ISO 9660 images for the virtual CD tests (test/support/iso.ts)
+packages="qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio gcc libc6-dev e2fsprogs xfsprogs iputils-ping kmod ca-certificates openssl g++ make python3 snmptrapd chromium curl genisoimage"
 
 missing=""
 for p in $packages; do

@@ -5,7 +5,8 @@
  *   2. its caller found: a session token as `Authorization: Bearer` or the session cookie; a route that is
  *      not public needs one (401), a route that names a role needs a user with it (403);
  *   3. its body read (JSON only, at most 1 MiB) and its parameters, query and body checked against the
- *      route's schemas (400);
+ *      route's schemas (400); an upload route's body (a VCD's ISO image) is not read here but streamed by
+ *      its handler, within the route's own limit;
  *   4. handled; every call that changes something (any method but GET) is written to the audit log with
  *      who, from where, what, on what and how it ended — refused ones included.
  * Errors answer `{"error":{code,message,fields}}` with the code's status; a bug answers 500 and is logged.
@@ -31,13 +32,18 @@ import { MANAGEMENT_ROUTES, SESSION_COOKIE, type ManagementDeps, type RequestCon
 import { openApiDocument } from './openapi.js';
 import { DEFAULT_STREAM_LIMITS, EventStream, type StreamLimits } from './event-stream.js';
 import { consoleReply, isConsolePath, loadConsoleAssets, type ConsoleAssets } from '../console/console-assets.js';
-import { RouteTable, errorReply, prepareRequest, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from './routes.js';
+import { RouteTable, allowBody, errorReply, prepareRequest, prepareUpload, rawParams, readJsonBody, requestUrl, send, type Reply, type Route, type Upload } from './routes.js';
 
 const PREFIX = '/api';
 /** Limits on what one client can hold: connections, header time, request time. */
 const CONNECTIONS_MAX = 256;
 const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * The slowest an upload may arrive: its deadline is the request timeout plus its size at this rate (a
+ * 16 GiB image gets some 4.5 hours), so a client that trickles bytes cannot hold a connection for ever.
+ */
+const UPLOAD_BYTES_PER_SEC_MIN = 1024 * 1024;
 const KEEP_ALIVE_TIMEOUT_MS = 5000;
 
 const SECURITY_HEADERS: Record<string, string> = {
@@ -116,22 +122,27 @@ export class ManagementServer {
       key: opts.tls.key,
       minVersion: 'TLSv1.2',
       headersTimeout: HEADERS_TIMEOUT_MS,
-      requestTimeout: REQUEST_TIMEOUT_MS,
+      // Node's own request timeout covers the whole body and cannot be lifted for one route: an ISO upload
+      // takes longer than 30 s. Each request's deadline is armed by `handle` instead (`armDeadline`).
+      requestTimeout: 0,
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     });
     server.maxConnections = CONNECTIONS_MAX;
-    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-      void handle(deps, consoleAssets, req, now, opts.log)
+    const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      void handle(deps, consoleAssets, req, res, now, opts.log)
         .then(({ reply, close }) => send(res, reply, close ? { ...SECURITY_HEADERS, connection: 'close' } : SECURITY_HEADERS))
         .catch((e: unknown) => {
           opts.log(`management API: answering ${req.method} ${req.url} failed: ${(e as Error).stack ?? String(e)}`);
           res.destroy();
         });
-    });
+    };
+    server.on('request', onRequest);
+    // A client waiting for `100 Continue` is answered by the request's own checks first (`allowBody`).
+    server.on('checkContinue', onRequest);
     // CONNECT (a proxy's method) is no API's, nor any upgrade but the event stream's: a 4xx answer, then the
     // connection closes.
     server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
-      rawReply(socket, errorReply(new LockstepError('METHOD_NOT_ALLOWED', 'CONNECT is not an API method', { allow: ['GET', 'POST', 'PATCH', 'DELETE'] }), 'CONNECT', opts.log));
+      rawReply(socket, errorReply(new LockstepError('METHOD_NOT_ALLOWED', 'CONNECT is not an API method', { allow: ['GET', 'POST', 'PATCH', 'PUT', 'DELETE'] }), 'CONNECT', opts.log));
     });
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', () => socket.destroy());
@@ -173,13 +184,15 @@ export class ManagementServer {
   }
 }
 
-async function handle(deps: ManagementDeps, consoleAssets: ConsoleAssets, req: http.IncomingMessage, now: () => number, log: (line: string) => void): Promise<{ reply: Reply; close: boolean }> {
+async function handle(deps: ManagementDeps, consoleAssets: ConsoleAssets, req: http.IncomingMessage, res: http.ServerResponse, now: () => number, log: (line: string) => void): Promise<{ reply: Reply; close: boolean }> {
   const rc: RequestContext = { deps, client: req.socket.remoteAddress ?? 'unknown', session: null, actingUser: null };
   let route: Route<RequestContext> | null = null;
   let params: Record<string, string> = {};
   let rawBody: unknown;
+  let upload: Upload | undefined;
   let pathname = '';
   let reply: Reply;
+  const deadline = armDeadline(req);
   try {
     const url = requestUrl(req);
     pathname = url.pathname;
@@ -189,20 +202,49 @@ async function handle(deps: ManagementDeps, consoleAssets: ConsoleAssets, req: h
     route = match.route;
     params = rawParams(match.names, match.raw);
     authenticate(rc, req, route);
-    if (route.body) {
+    if (route.upload) {
+      const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      if (type !== route.upload.contentType) throw new LockstepError('UNSUPPORTED_MEDIA_TYPE', `the body must be sent as Content-Type: ${route.upload.contentType}`, { contentType: type });
+      upload = prepareUpload(route, req, res);
+      deadline.extendForUpload(upload.bytes);
+    } else if (route.body) {
       const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
       const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
       if (hasBody && type !== 'application/json') throw new LockstepError('UNSUPPORTED_MEDIA_TYPE', 'the body must be JSON (Content-Type: application/json)', { contentType: type });
+      allowBody(req, res);
       rawBody = await readJsonBody(req);
     }
     const prepared = prepareRequest(route, match.raw, match.names, url.searchParams, rawBody);
     params = prepared.params;
-    reply = await route.handler(rc, prepared);
+    reply = await route.handler(rc, upload ? { ...prepared, upload } : prepared);
   } catch (e) {
     reply = errorReply(e, `${req.method} ${req.url}`, log);
   }
   if (route !== null && route.method !== 'GET') record(deps, rc, req, route, params, rawBody, pathname, reply, now, log);
-  return { reply, close: isPayloadTooLarge(reply) };
+  // A refused upload's body may be gigabytes: closing beats reading it all to keep the connection.
+  return { reply, close: isPayloadTooLarge(reply) || (route?.upload !== undefined && reply.status >= 400) };
+}
+
+/**
+ * The request's deadline, as Node's `requestTimeout` keeps it: for the request to arrive whole (headers and
+ * body, whether the handler reads the body or it is discarded after the answer), not for the handler's
+ * work. Armed when the request arrives; an upload route's caller, once authenticated, gets time for its
+ * size (`extendForUpload`). A request still arriving past it loses its connection, which is what Node does
+ * after its 408.
+ */
+function armDeadline(req: http.IncomingMessage): { extendForUpload(bytes: number): void } {
+  const arm = (ms: number): NodeJS.Timeout =>
+    setTimeout(() => {
+      if (!req.complete) req.socket.destroy();
+    }, ms).unref();
+  let timer = arm(REQUEST_TIMEOUT_MS);
+  req.once('close', () => clearTimeout(timer));
+  return {
+    extendForUpload(bytes) {
+      clearTimeout(timer);
+      timer = arm(REQUEST_TIMEOUT_MS + (bytes / UPLOAD_BYTES_PER_SEC_MIN) * 1000);
+    },
+  };
 }
 
 /**

@@ -15,10 +15,12 @@ export function errorCodesOf(route: Route<unknown>): ErrorCode[] {
   const codes = new Set<ErrorCode>(route.errors ?? []);
   if (route.params || route.query || route.body) codes.add('INVALID_ARGUMENT');
   if (route.bodyError) codes.add(route.bodyError);
-  if (route.body) {
+  if (route.body || route.upload) {
     codes.add('UNSUPPORTED_MEDIA_TYPE');
     codes.add('PAYLOAD_TOO_LARGE');
   }
+  // An upload without a Content-Length is refused.
+  if (route.upload) codes.add('INVALID_ARGUMENT');
   if (route.access !== 'public') codes.add('NOT_AUTHENTICATED');
   if (route.access !== 'public' && route.access !== 'session') codes.add('FORBIDDEN');
   return [...codes];
@@ -58,6 +60,15 @@ export function openApiDocument(routes: readonly Route<unknown>[], info: { title
       security: route.access === 'public' ? [] : [{ sessionCookie: [] }, { bearer: [] }, ...(route.metricsToken ? [{ metricsToken: [] }] : [])],
       ...(parameters.length > 0 ? { parameters } : {}),
       ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: route.body } } } } : {}),
+      ...(route.upload
+        ? {
+            requestBody: {
+              required: true,
+              description: `${route.upload.description}; with a Content-Length, at most ${route.upload.bytesMax} bytes`,
+              content: { [route.upload.contentType]: { schema: { type: 'string', format: 'binary', maxLength: route.upload.bytesMax } } },
+            },
+          }
+        : {}),
       responses,
     };
   }

@@ -13,7 +13,7 @@ import type { Role } from '../users/roles.js';
 /** Who may call a route on the management API: anyone, any logged-in user, or users with at least a role. */
 export type Access = 'public' | 'session' | Role;
 
-export type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+export type Method = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
 
 export interface Reply {
   status: number;
@@ -27,6 +27,15 @@ export interface RouteRequest {
   params: Record<string, string>;
   query: Record<string, unknown>;
   body: unknown;
+  /** An upload route's body, unread: the handler streams it (absent on every other route). */
+  upload?: Upload;
+}
+
+/** A raw request body as an upload route receives it: its declared size, and the bytes as they arrive. */
+export interface Upload {
+  /** The `Content-Length`: what the client said it sends, checked against the route's limit before a byte is read. */
+  bytes: number;
+  stream: AsyncIterable<Buffer>;
 }
 
 export interface Route<C> {
@@ -50,6 +59,11 @@ export interface Route<C> {
   body?: Schema;
   /** The code of a body that fails its schema (default `INVALID_ARGUMENT`). */
   bodyError?: ErrorCode;
+  /**
+   * The route takes its body raw and streams it (an ISO image): not read as JSON, not held in memory, not
+   * under the JSON limit but under its own `bytesMax`; sent as `contentType` with a `Content-Length`.
+   */
+  upload?: { contentType: string; bytesMax: number; description: string };
   /** `contentType`: what the answer is when not JSON (its schema then describes the text). */
   response: { status: number; description: string; schema?: Schema; contentType?: string };
   /** The error codes the handler itself raises, for the documentation. */
@@ -71,6 +85,12 @@ export const HTTP_STATUS_OF: Partial<Record<ErrorCode, number>> = {
   UNKNOWN_USER: 404,
   UNKNOWN_GROUP: 404,
   UNKNOWN_RECEIVER: 404,
+  UNKNOWN_VCD: 404,
+  VCD_NOT_ISO: 400,
+  VCD_UPLOAD: 400,
+  VCD_EXISTS: 409,
+  VCD_IN_USE: 409,
+  STORAGE_GROUP_FULL: 409,
   UNKNOWN_ENDPOINT: 404,
   METHOD_NOT_ALLOWED: 405,
   COMMAND_REFUSED: 409,
@@ -160,6 +180,43 @@ export function prepareRequest<C>(route: Route<C>, raw: string[], names: string[
     validate(route.body, body, route.bodyError ?? 'INVALID_ARGUMENT');
   }
   return { params, query: parsedQuery, body: route.body ? body : undefined };
+}
+
+/**
+ * An upload route's body as its handler gets it, checked before a byte of it is read: its declared length
+ * (a stream of unknown length could not be checked against the limit or the free space) within the route's
+ * limit. The body is left unread until the handler reads it, and a client that asked to wait
+ * (`Expect: 100-continue`, as lockstep's own client does) is told to send it only then: a refusal before
+ * that (a name taken, no room) costs it no byte. On a refusal the server closes the connection rather
+ * than read the rest.
+ */
+export function prepareUpload<C>(route: Route<C>, req: http.IncomingMessage, res: http.ServerResponse): Upload {
+  const limit = route.upload!.bytesMax;
+  const declared = req.headers['content-length'];
+  if (declared === undefined || !/^\d{1,16}$/.test(declared)) {
+    throw new LockstepError('INVALID_ARGUMENT', `${route.operationId} needs the body's size as Content-Length (a chunked body is refused)`, { field: 'content-length' });
+  }
+  const bytes = Number(declared);
+  if (bytes > limit) throw new LockstepError('PAYLOAD_TOO_LARGE', `request body of ${bytes} bytes is over this endpoint's limit of ${limit} bytes`, { limit, bytes });
+  const body = req as AsyncIterable<Buffer>;
+  return {
+    bytes,
+    stream: {
+      [Symbol.asyncIterator]() {
+        allowBody(req, res);
+        return body[Symbol.asyncIterator]();
+      },
+    },
+  };
+}
+
+/**
+ * Tells a client that sent `Expect: 100-continue` to send its body: called once, just before the body is
+ * read, after the checks that can refuse the request without it. The servers handle `checkContinue`
+ * themselves so that these checks come first.
+ */
+export function allowBody(req: http.IncomingMessage, res: http.ServerResponse): void {
+  if ((req.headers.expect ?? '').toLowerCase() === '100-continue' && !res.headersSent) res.writeContinue();
 }
 
 /** The path parameters as the audit log names the target, before they are checked (a refused call has one too). */

@@ -7,6 +7,7 @@ import { EXIT, reportError } from './output.js';
 import { labCommand, LAB_USAGE } from './lab-command.js';
 import { vmCommand, VM_USAGE } from './vm-command.js';
 import { volumeCommand, VOLUME_USAGE } from './volume-command.js';
+import { vcdCommand, VCD_USAGE } from './vcd-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { userCommand, USER_USAGE } from './user-command.js';
 import { logCommand, LOG_USAGE } from './log-command.js';
@@ -22,6 +23,7 @@ const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux
   lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove, history
   lockstep volume …     the pair's volumes (VM disks) and their state: list, show
   lockstep storage-group …  a host's storage groups and their usage: list, show
+  lockstep vcd …        a host's virtual CDs (ISO images): list, create, delete
   lockstep alert list   a host's alerts (the core's, from its event log)
   lockstep audit list   a host's audit log: users' actions and the platform's own
   lockstep user …       a host's management API users: setup, list, add, passwd, remove
@@ -38,6 +40,8 @@ ${NETWORK_USAGE}
 ${VM_USAGE}
 
 ${VOLUME_USAGE}
+
+${VCD_USAGE}
 
 ${LOG_USAGE}
 
@@ -63,6 +67,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'volume':
       case 'storage-group':
         return await volumeCommand(command, rest);
+      case 'vcd':
+        return await vcdCommand(rest);
       case 'alert':
       case 'audit':
         return await logCommand(command, rest);

@@ -10,6 +10,7 @@ import { assert } from '../util/assert.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import { DEFAULT_DISK, PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
 import { VOLUME_FORMATS, type VolumeFormat } from '../storage/storage-group.js';
+import { VCD_NAME } from '../storage/vcd.js';
 import { askOtherLabHosts, checkWhere, resolveTarget, type Target, type Where } from './daemon-target.js';
 import { labGuest, forgetLabVm, noteLabVm, type CompleteGuest, type GuestOptions } from './vm-lab.js';
 import { migrateVm } from './vm-migrate.js';
@@ -22,7 +23,7 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
   lockstep vm list
   lockstep vm show NAME
   lockstep vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw]
-                    [--mac MAC --address IP] [--protection none|ha|ft] [--stopped]
+                    [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--cd-drive]
                     [--kernel PATH --initrd PATH] [--cmdline TEXT]
   lockstep vm start|stop|remove NAME
   lockstep vm protect NAME --level none|ha|ft
@@ -30,6 +31,8 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
   lockstep vm history NAME [--last DURATION] [--series cpu,memory,disk]
                                            its QEMU's CPU, memory and disk over the last DURATION
                                            (10m by default; 90s, 1h …) on the host that runs it
+  lockstep vm cd insert NAME VCD           a virtual CD of the host that runs it into its CD drive
+  lockstep vm cd eject NAME
 
 Every verb takes --json (the API's JSON) and one of:
   --socket PATH        that lockstepd's API socket (create then needs --mac, --address, --kernel,
@@ -54,6 +57,8 @@ export type VmRequest =
   | (Common & { verb: 'protect'; name: string; level: ProtectionLevel })
   | (Common & { verb: 'migrate'; name: string; wait: boolean })
   | (Common & HistoryOptions & { verb: 'history'; name: string })
+  | (Common & { verb: 'cd-insert'; name: string; vcd: string })
+  | (Common & { verb: 'cd-eject'; name: string })
   | (Common & {
       verb: 'create';
       name: string;
@@ -63,6 +68,8 @@ export type VmRequest =
       disk: VmDisk;
       protection: ProtectionLevel;
       desired: 'running' | 'stopped';
+      /** A CD drive, empty, for virtual CDs (docs/vcd.md). */
+      cdDrive: boolean;
       guest: GuestOptions;
     });
 
@@ -104,9 +111,25 @@ export function parseVmCommand(argv: readonly string[]): VmRequest {
     }
     case 'create':
       return parseCreate(rest);
+    case 'cd':
+      return parseCd(rest);
     default:
       throw new LockstepError('INVALID_ARGUMENT', `unknown vm command '${verb}'\n\n${VM_USAGE}`);
   }
+}
+
+/** `vm cd insert NAME VCD`, `vm cd eject NAME`. */
+function parseCd(rest: string[]): VmRequest {
+  const [action, ...args] = rest;
+  const { values, positionals } = parse(args, {});
+  if (action === 'insert') {
+    if (positionals.length !== 2) throw usage('vm cd insert NAME VCD');
+    const vcd = positionals[1]!;
+    if (!VCD_NAME.test(vcd)) throw new LockstepError('INVALID_ARGUMENT', `virtual CD name '${vcd}' must start with a lowercase letter and use a–z, 0–9, '.', '_' and '-', 64 characters at most`, { field: 'vcd' });
+    return { verb: 'cd-insert', name: oneName(positionals.slice(0, 1), 'vm cd insert NAME VCD'), vcd, ...commonOptions(values) };
+  }
+  if (action === 'eject') return { verb: 'cd-eject', name: oneName(positionals, 'vm cd eject NAME'), ...commonOptions(values) };
+  throw usage('vm cd insert NAME VCD | vm cd eject NAME');
 }
 
 function parseCreate(rest: string[]): VmRequest {
@@ -120,12 +143,13 @@ function parseCreate(rest: string[]): VmRequest {
     address: { type: 'string' },
     protection: { type: 'string' },
     stopped: { type: 'boolean' },
+    'cd-drive': { type: 'boolean' },
     kernel: { type: 'string' },
     initrd: { type: 'string' },
     cmdline: { type: 'string' },
   });
   const form =
-    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--kernel PATH --initrd PATH] [--cmdline TEXT]';
+    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT]';
   const name = oneName(positionals, form);
   const missing = (['memory', 'vcpus', 'disk'] as const).filter((k) => values[k] === undefined);
   if (missing.length > 0) throw new LockstepError('INVALID_ARGUMENT', `vm create needs ${missing.map((k) => `--${k}`).join(', ')}\nusage: lockstep ${form}`);
@@ -165,6 +189,7 @@ function parseCreate(rest: string[]): VmRequest {
     disk: { storageGroup, format: format as VolumeFormat },
     protection: values.protection === undefined ? 'ha' : protectionLevel(values.protection, '--protection'),
     desired: values.stopped ? 'stopped' : 'running',
+    cdDrive: values['cd-drive'] === true,
     guest,
     ...where,
   };
@@ -232,6 +257,14 @@ async function carryOut(target: Target, req: Exclude<VmRequest, { verb: 'help' |
       const vm = await daemonRequest<VmView | null>(socket, 'POST', `${vmPath(req.name)}/protection`, { protection: req.level });
       return { verb: 'change', headline: `VM ${req.name}: protection ${req.level}`, vm };
     }
+    case 'cd-insert': {
+      const vm = await daemonRequest<VmView | null>(socket, 'POST', `${vmPath(req.name)}/cdrom`, { vcd: req.vcd });
+      return { verb: 'change', headline: `VM ${req.name}: virtual CD ${req.vcd} in its CD drive`, vm };
+    }
+    case 'cd-eject': {
+      const vm = await daemonRequest<VmView | null>(socket, 'DELETE', `${vmPath(req.name)}/cdrom`);
+      return { verb: 'change', headline: `VM ${req.name}: CD drive empty`, vm };
+    }
     case 'remove': {
       // The API answers 204 without a body: with --json that prints `null`, so a script still reads JSON.
       const vm = await daemonRequest<null>(socket, 'DELETE', vmPath(req.name));
@@ -264,12 +297,13 @@ async function createVm(target: Target, req: Extract<VmRequest, { verb: 'create'
     nic: { mac: guest.mac, address: guest.address },
     protection: req.protection,
     desired: req.desired,
+    ...(req.cdDrive ? { cdrom: { medium: null } } : {}),
   };
   const vm = await daemonRequest<VmView | null>(target.daemon.socket, 'POST', '/v1/vms', def, 60_000);
   if (target.kind === 'lab' && slot !== null) {
     await noteLabVm(target.lab, { name: req.name, host: target.daemon.host, protection: req.protection, index: slot, address: guest.address, mac: guest.mac });
   }
-  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${req.diskMiB} MiB disk${diskPlace(req.disk)}, ${guest.mac} ${guest.address}, desired ${req.desired}`;
+  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${req.diskMiB} MiB disk${diskPlace(req.disk)}${req.cdDrive ? ', a CD drive' : ''}, ${guest.mac} ${guest.address}, desired ${req.desired}`;
   return { verb: 'change', headline, vm };
 }
 

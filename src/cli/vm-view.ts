@@ -83,6 +83,7 @@ export interface VmView {
     diskMiB?: number;
     guest?: { kernel?: string; initrd?: string; cmdline?: string };
     nic?: { mac?: string; address?: string };
+    cdrom?: { medium?: { vcd?: string; sha256?: string } | null };
   } | null;
   local: LocalView | null;
   lastExit: ExitView | null;
@@ -170,6 +171,8 @@ export function renderVmShow(host: string, vm: VmView): string {
     ['cmdline', hw.guest?.cmdline ?? '-'],
     ['qemu', qemuLine(host, vm.local)],
   ];
+  // Only a VM defined with a CD drive has the line: most have none.
+  if (hw.cdrom) rows.splice(rows.length - 1, 0, ['cd', hw.cdrom.medium ? `${hw.cdrom.medium.vcd ?? '?'} (sha256 ${(hw.cdrom.medium.sha256 ?? '?').slice(0, 12)})` : 'empty']);
   const mirror = vm.local?.mirror ?? null;
   if (mirror) {
     rows.push(['mirror', mirrorLine(mirror)]);

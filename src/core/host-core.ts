@@ -708,6 +708,17 @@ function onCommand(st: Step, cmd: OperatorCommand): void {
       event(st, `operator: ${cmd.kind} ${cmd.name}`);
       return;
     }
+    case 'set-hardware': {
+      const rec = d.vms[cmd.name];
+      if (!rec || rec.config.removed) return reject(`no VM named ${cmd.name}`);
+      const c = rec.config;
+      // The hardware is opaque here; its JSON is what replicates, so its JSON is what is compared.
+      if (JSON.stringify(c.hardware) !== JSON.stringify(cmd.from)) return reject(`VM ${cmd.name}'s hardware changed meanwhile: read it again and retry`);
+      const config = newConfig(cmd.name, { desired: c.desired, protection: c.protection, hardware: cmd.to }, clock, s.cfg.self);
+      s.durable = { ...d, clock, vms: { ...d.vms, [cmd.name]: { ...rec, config } } };
+      event(st, `operator: set-hardware ${cmd.name}`);
+      return;
+    }
     case 'migrate-vm': {
       const rec = d.vms[cmd.name];
       if (!rec || rec.config.removed) return reject(`no VM named ${cmd.name}`);

@@ -223,6 +223,11 @@ export type OperatorCommand =
   | { kind: 'migrate-vm'; name: VmName }
   | { kind: 'set-desired'; name: VmName; desired: 'running' | 'stopped' }
   | { kind: 'set-protection'; name: VmName; protection: ProtectionLevel }
+  /**
+   * New hardware for a VM (a CD inserted, say): taken only while the record still holds `from`, so that two
+   * operators' changes made from the same record cannot silently undo one another.
+   */
+  | { kind: 'set-hardware'; name: VmName; from: VmHardware; to: VmHardware }
   | { kind: 'maintenance'; on: boolean }
   /** The operator asserts the peer is dead (the operator becomes the quorum): take its VMs. */
   | { kind: 'force-takeover' }

@@ -11,11 +11,14 @@ import { rm } from 'node:fs/promises';
 import { LockstepError, describeError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import type { OperatorCommand } from '../core/types.js';
-import { hardwareOf, parseVmDefinition, PROTECTION_LEVELS } from './vm-definition.js';
+import { hardwareOf, parseVmDefinition, parseVmHardware, PROTECTION_LEVELS, type VcdRef } from './vm-definition.js';
+import { withMedium } from './cdrom.js';
+import { VCD_NAME_PATTERN } from '../storage/vcd.js';
+import type { VmHardware as VmHardwareRecord } from '../core/types.js';
 import type { CoreDriver, CoreView } from './core-driver.js';
-import type { LastExit, RunningVm } from './vm-runner.js';
+import type { LastExit, MediumChange, RunningVm } from './vm-runner.js';
 import type { LogEntry } from './state-db.js';
-import { RouteTable, errorReply, prepareRequest, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
+import { RouteTable, allowBody, errorReply, prepareRequest, prepareUpload, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
 import { ACCOUNT_ROUTES, type AccountsContext } from '../api/account-routes.js';
 import { auditedAction } from '../api/audit-action.js';
@@ -23,8 +26,10 @@ import type { UserStore } from '../users/user-store.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { HealthSnapshot } from '../core/types.js';
 import { VOLUME_FORMATS, type StorageGroupConfig } from '../storage/storage-group.js';
-import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeStatus, volumeStatuses, type VolumeContext } from './volumes.js';
+import { checkVolumeFits, storageGroupDetail, storageGroupStatuses, volumeContext, volumeStatus, volumeStatuses } from './volumes.js';
 import { NETWORK_ROUTES } from './network-routes.js';
+import { VCD_ROUTES } from './vcd-routes.js';
+import type { VcdStore } from '../storage/vcd-store.js';
 import { SENSOR_ROUTES } from './sensor-routes.js';
 import type { SensorsView } from '../health/sensors.js';
 import type { NetworkStatus } from './networks.js';
@@ -43,6 +48,8 @@ export interface ApiContext {
   driver(): CoreDriver | null;
   running(): RunningVm[];
   lastExit(vm: string): LastExit | null;
+  /** Changes the CD drive of the VM's QEMU on this host, if one runs here (src/daemon/vm-runner.ts). */
+  changeMedium(vm: string, image: string | null): Promise<MediumChange>;
   alink(): unknown;
   health(): HealthSnapshot | null;
   /** This host's networks, read now (src/daemon/networks.ts). */
@@ -51,6 +58,8 @@ export interface ApiContext {
   sensors(): Promise<SensorsView>;
   /** This host's storage groups (its config). */
   storageGroups: readonly StorageGroupConfig[];
+  /** This host's virtual CDs, in its storage groups (src/storage/vcd-store.ts). */
+  vcds: VcdStore;
   pairCaPem(): Promise<string | null>;
   recentLog(opts: { limit: number; beforeId?: number; kind?: 'event' | 'alert' }): (LogEntry & { id: number })[];
   /** Entries newer than `afterId`, oldest first: what the live event stream sends. */
@@ -125,6 +134,12 @@ export const VM_DEFINITION_SCHEMA: Schema = {
     },
     protection: PROTECTION,
     desired: { type: 'string', enum: ['running', 'stopped'] },
+    cdrom: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { medium: { type: 'null', description: 'a drive is defined empty' } },
+      description: 'a CD drive, empty: insert a virtual CD into it with POST /v1/vms/NAME/cdrom (docs/vcd.md); absent: no drive',
+    },
   },
 };
 
@@ -189,7 +204,7 @@ const STORAGE_GROUP_PROPERTIES: Readonly<Record<string, Schema>> = {
   path: { type: 'string' },
   sizeMiB: { ...NULLABLE_INTEGER, description: "the group's cap (null: its file system's size)" },
   capacityBytes: { ...NULLABLE_INTEGER, description: 'the cap, or the file system size (null: the file system cannot be read)' },
-  usedBytes: { type: 'integer', description: "what this host's volumes in the group have allocated" },
+  usedBytes: { type: 'integer', description: "what this host's volumes and virtual CDs in the group have allocated" },
   freeBytes: { ...NULLABLE_INTEGER, description: "the lower of the file system's free space and the capacity less what is used" },
   volumeCount: { type: 'integer' },
   error: { type: ['string', 'null'] },
@@ -233,7 +248,7 @@ const LOG_ENTRY_SCHEMA: Schema = {
 const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
 const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
 
-/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, the event log, networks, the preferences and notifications, the resource history. */
+/** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, virtual CDs, the event log, networks, the preferences and notifications, the resource history. */
 export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'getStatus',
@@ -384,6 +399,37 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     },
   },
   {
+    operationId: 'insertCdrom',
+    method: 'POST',
+    path: '/vms/{name}/cdrom',
+    tag: 'vms',
+    summary: "insert a virtual CD into the VM's CD drive",
+    description:
+      "on the host that runs the VM (a VCD is the host's that received it): into its definition, so later starts have it, and into its running QEMU; COMMAND_REFUSED when the VM has no CD drive, runs on the peer, or is starting or stopping",
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    body: { type: 'object', required: ['vcd'], additionalProperties: false, properties: { vcd: { type: 'string', pattern: VCD_NAME_PATTERN, description: 'a virtual CD of this host' } } },
+    response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: [...COMMAND_ERRORS, 'UNKNOWN_VCD'],
+    handler: async (ctx, { params, body }) => {
+      const vcd = await ctx.vcds.get((body as { vcd: string }).vcd);
+      return changeCdrom(ctx, params['name']!, { vcd: vcd.name, sha256: vcd.sha256 }, vcd.path);
+    },
+  },
+  {
+    operationId: 'ejectCdrom',
+    method: 'DELETE',
+    path: '/vms/{name}/cdrom',
+    tag: 'vms',
+    summary: "eject the virtual CD from the VM's CD drive",
+    description: 'on the host that runs the VM: from its definition and from its running QEMU (forced: a tray the guest locked opens)',
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: COMMAND_ERRORS,
+    handler: async (ctx, { params }) => changeCdrom(ctx, params['name']!, null, null),
+  },
+  {
     operationId: 'setMaintenance',
     method: 'POST',
     path: '/host/maintenance',
@@ -514,6 +560,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
       return { status: 200, body: ctx.recentLog({ limit, ...(before !== undefined ? { beforeId: before } : {}), ...(kind !== undefined ? { kind } : {}) }) };
     },
   },
+  ...VCD_ROUTES,
   ...NETWORK_ROUTES,
   ...SENSOR_ROUTES,
   ...PREFERENCE_ROUTES,
@@ -547,10 +594,6 @@ function refuseLiveFtSwitch(ctx: ApiContext, name: string, level: (typeof PROTEC
   throw new LockstepError('COMMAND_REFUSED', `VM ${name} runs: stop it to switch between ${vm.protection} and ${level} (a running VM cannot change into or out of FT yet)`, { vm: name, protection: level, current: vm.protection });
 }
 
-function volumeContext(ctx: ApiContext): VolumeContext {
-  return { host: ctx.host, storageGroups: ctx.storageGroups, core: ctx.driver()?.view() ?? null, running: ctx.running(), health: ctx.health() };
-}
-
 async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {
   const driver = ctx.driver();
   if (!driver) throw new LockstepError('NOT_PAIRED', `${ctx.host} is not paired yet: commands wait for the pair`, { host: ctx.host });
@@ -559,6 +602,31 @@ async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {
   }
   const result = await driver.command(cmd);
   if (!result.ok) throw new LockstepError('COMMAND_REFUSED', result.reason, { command: cmd.kind });
+}
+
+/**
+ * A VM's CD drive changed: in its definition first (so the change outlives the QEMU), then in the QEMU that
+ * runs it here. Only its owner takes it: the VCD is looked up in the owner's store, and its QEMU is there.
+ */
+async function changeCdrom(ctx: ApiContext, name: string, medium: VcdRef | null, image: string | null): Promise<Reply> {
+  const driver = ctx.driver();
+  if (!driver) throw new LockstepError('NOT_PAIRED', `${ctx.host} is not paired yet: commands wait for the pair`, { host: ctx.host });
+  const vm = driver.view().vms.find((v) => v.name === name);
+  if (!vm) throw new LockstepError('UNKNOWN_VM', `no VM named '${name}'`, { vm: name });
+  if (vm.owner !== ctx.host) {
+    throw new LockstepError('COMMAND_REFUSED', `VM ${name} runs on ${vm.owner}: change its CD there (a virtual CD is the host's that received it)`, { command: 'set-hardware', owner: vm.owner });
+  }
+  const from = vm.hardware as VmHardwareRecord;
+  const to = withMedium(name, parseVmHardware(from), medium);
+  // Refused before the definition changes: the QEMU would be left with the old disc.
+  if (ctx.running().some((r) => r.name === name && r.state !== 'running')) {
+    throw new LockstepError('COMMAND_REFUSED', `VM ${name} is starting, stopping or migrating: change its CD once it runs`, { command: 'set-hardware' });
+  }
+  await command(ctx, { kind: 'set-hardware', name, from, to: { ...to } });
+  if ((await ctx.changeMedium(name, image)) === 'busy') {
+    throw new LockstepError('COMMAND_REFUSED', `VM ${name}'s definition has the change, but its QEMU began to start or stop meanwhile: it takes it at its next start`, { command: 'set-hardware' });
+  }
+  return { status: 200, body: vmStatus(ctx, name) };
 }
 
 async function desired(ctx: ApiContext, name: string, want: 'running' | 'stopped'): Promise<Reply> {
@@ -618,9 +686,14 @@ export function localActor(host: string): string {
 export async function startApiServer(socketPath: string, ctx: ApiContext, accounts: LocalAccounts, log: (line: string) => void): Promise<http.Server> {
   await rm(socketPath, { force: true });
   const lc: LocalContext = { api: ctx, accounts };
-  const server = http.createServer((req, res) => {
-    void handleLocal(lc, req, log).then((reply) => send(res, reply));
-  });
+  // No request timeout (Node's default cuts a body at 5 minutes): a VCD's image can take longer to stream,
+  // and the socket is root's alone.
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    void handleLocal(lc, req, res, log).then(({ reply, close }) => send(res, reply, close ? { connection: 'close' } : {}));
+  };
+  const server = http.createServer({ requestTimeout: 0 }, onRequest);
+  // A client waiting for `100 Continue` (the CLI's upload) is answered by the request's own checks first.
+  server.on('checkContinue', onRequest);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => resolve());
@@ -628,22 +701,28 @@ export async function startApiServer(socketPath: string, ctx: ApiContext, accoun
   return server;
 }
 
-async function handleLocal(lc: LocalContext, req: http.IncomingMessage, log: (line: string) => void): Promise<Reply> {
+async function handleLocal(lc: LocalContext, req: http.IncomingMessage, res: http.ServerResponse, log: (line: string) => void): Promise<{ reply: Reply; close: boolean }> {
   let matched: { route: Route<LocalContext>; params: Record<string, string>; body: unknown; path: string } | null = null;
   let reply: Reply;
   try {
     const url = requestUrl(req);
-    const body = await readJsonBody(req);
     const path = url.pathname.startsWith(`${LOCAL_PREFIX}/`) ? url.pathname.slice(LOCAL_PREFIX.length) : null;
     if (path === null) throw new LockstepError('UNKNOWN_ENDPOINT', `no such endpoint: ${req.method} ${url.pathname}`, { method: req.method, path: url.pathname });
     const { route, raw, names } = localRoutes.match(req.method ?? 'GET', path);
-    matched = { route, params: rawParams(names, raw), body, path: url.pathname };
-    reply = await route.handler(lc, prepareRequest(route, raw, names, url.searchParams, body));
+    matched = { route, params: rawParams(names, raw), body: undefined, path: url.pathname };
+    // An upload's body is the handler's to stream; every other body is JSON, read whole (1 MiB at most).
+    const upload = route.upload ? prepareUpload(route, req, res) : undefined;
+    if (!upload) allowBody(req, res);
+    const body = upload ? undefined : await readJsonBody(req);
+    matched.body = body;
+    const prepared = prepareRequest(route, raw, names, url.searchParams, body);
+    reply = await route.handler(lc, upload ? { ...prepared, upload } : prepared);
   } catch (e) {
     reply = errorReply(e, `request ${req.method} ${req.url}`, log);
   }
   if (matched !== null && matched.route.method !== 'GET') auditLocal(lc, matched, req.method ?? '', reply, log);
-  return reply;
+  // A refused upload's body may be gigabytes: closing beats reading it all to keep the connection.
+  return { reply, close: matched?.route.upload !== undefined && reply.status >= 400 };
 }
 
 function auditLocal(lc: LocalContext, call: { route: Route<LocalContext>; params: Record<string, string>; body: unknown; path: string }, method: string, reply: Reply, log: (line: string) => void): void {

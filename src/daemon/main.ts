@@ -29,6 +29,7 @@ import { CopyServer } from './copy-server.js';
 import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
 import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
+import { VcdStore } from '../storage/vcd-store.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
 import { HostNetworks } from './networks.js';
@@ -107,6 +108,8 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   let dialer: ReplicationDialer | null = null;
   let checkpointDialer: ReplicationDialer | null = null;
   let copies: CopyServer | null = null;
+  // This host's virtual CDs: the API's uploads, and the images a starting VM's CD drive takes.
+  const vcds = new VcdStore(config.host, config.storageGroups);
   const runner = new VmRunner(config, {
     report: (vm, event) => driver?.submit({ type: 'vm-event', vm, event }),
     reportStorage: (vm, event) => driver?.submit({ type: 'storage', vm, event }),
@@ -118,9 +121,16 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     migrationTls: () => (pki ? { files: pki, credsDir: path.join(config.dataDir, 'run', 'migration-tls'), peer: config.pair.peer } : null),
     adoptExport: (vm, socketPath) => copies?.adopt(vm, socketPath),
     disownExport: (vm) => copies?.disown(vm),
+    findVcd: (name) => vcds.find(name),
     log,
   });
   await runner.reapLeftovers();
+  try {
+    for (const file of await vcds.sweepLeftovers()) log(`removed ${file}, an upload of a virtual CD cut off when lockstepd last stopped`);
+  } catch (e) {
+    // A VCD directory that cannot be read fails its uploads and listings with the reason; it need not stop the daemon.
+    log(`cannot sweep the virtual CDs' leftover uploads: ${describeError(e)}`);
+  }
 
   // This host's networks, as netlink tells them in this namespace (src/network/link-reader.ts): read on
   // request from the start, their counters sampled by the health loop once paired.
@@ -150,11 +160,13 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     driver: () => driver,
     running: () => runner.running(),
     lastExit: (vm) => runner.lastExit(vm),
+    changeMedium: (vm, image) => runner.changeMedium(vm, image),
     alink: () => alink?.status() ?? null,
     health: () => health?.current() ?? null,
     networks: () => networks.list(),
     sensors: () => readSensors(),
     storageGroups: config.storageGroups,
+    vcds,
     pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
     recentLog: (opts) => db.recentLog(opts),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),

@@ -5,6 +5,7 @@
  */
 import { LockstepError } from '../util/errors.js';
 import { DEFAULT_STORAGE_GROUP, VOLUME_FORMATS, type VolumeFormat } from '../storage/storage-group.js';
+import { VCD_NAME, VCD_NAME_PATTERN } from '../storage/vcd.js';
 
 export const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
 export type ProtectionLevel = (typeof PROTECTION_LEVELS)[number];
@@ -21,6 +22,21 @@ export interface VmHardware {
   disk: VmDisk;
   /** The guest NIC's identity on the business network; the address is what the guest configures itself. */
   nic: { mac: string; address: string };
+  /** A CD drive (absent: none), and the virtual CD in it. */
+  cdrom?: VmCdromHardware;
+}
+
+/**
+ * A VM's CD drive: the virtual CD in it, by name and SHA-256, or none. VCDs are one host's
+ * (src/storage/vcd.ts): a host that starts the VM without that very image starts it with the drive empty.
+ */
+export interface VmCdromHardware {
+  medium: VcdRef | null;
+}
+
+export interface VcdRef {
+  vcd: string;
+  sha256: string;
 }
 
 export interface VmDisk {
@@ -75,7 +91,20 @@ export function parseVmHardware(raw: unknown): VmHardware {
     diskMiB: integer(o, 'diskMiB', 1, 16 * 1024 * 1024),
     disk: parseDisk(o['disk']),
     nic: { mac, address },
+    ...(o['cdrom'] === undefined ? {} : { cdrom: parseCdrom(o['cdrom']) }),
   };
+}
+
+/** The `cdrom` object: `{}` (or `medium: null`) is an empty drive. */
+function parseCdrom(raw: unknown): VmCdromHardware {
+  const o = object(raw, 'cdrom');
+  if (o['medium'] === undefined || o['medium'] === null) return { medium: null };
+  const m = object(o['medium'], 'cdrom.medium');
+  const vcd = string(m, 'vcd', 'cdrom.medium.vcd');
+  if (!VCD_NAME.test(vcd)) invalid('cdrom.medium.vcd', `must match ${VCD_NAME_PATTERN}`, vcd);
+  const sha256 = string(m, 'sha256', 'cdrom.medium.sha256');
+  if (!/^[0-9a-f]{64}$/.test(sha256)) invalid('cdrom.medium.sha256', 'must be 64 lowercase hex digits', sha256);
+  return { medium: { vcd, sha256 } };
 }
 
 /** The `disk` object; absent (an older record, or a definition that leaves it out): the default group, qcow2. */
@@ -91,7 +120,7 @@ function parseDisk(raw: unknown): VmDisk {
 
 /** The hardware part of a definition, as the core replicates it. */
 export function hardwareOf(def: VmDefinition): VmHardware {
-  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, disk: def.disk, nic: def.nic };
+  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, disk: def.disk, nic: def.nic, ...(def.cdrom ? { cdrom: def.cdrom } : {}) };
 }
 
 function invalid(field: string, why: string, value?: unknown): never {

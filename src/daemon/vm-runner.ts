@@ -29,7 +29,10 @@ import { listenForMigration, migrate, waitForIncomingMigration, type MigrationTl
 import type { VmSpec } from '../qemu/vm-spec.js';
 import type { MirrorMode, StorageEvent, VmEvent, VmName } from '../core/types.js';
 import type { DaemonConfig } from './config.js';
-import { parseVmHardware, type VmHardware } from './vm-definition.js';
+import { parseVmHardware, type VcdRef, type VmHardware } from './vm-definition.js';
+import { ejectMedium, insertMedium } from '../qemu/cdrom.js';
+import type { Vcd } from '../storage/vcd.js';
+import { mediumImage } from './cdrom.js';
 import { locateVolume } from '../storage/storage-group.js';
 import { addSample, syncRate, type ProgressSample } from '../storage/volume.js';
 import type { FtPrimaryStats } from '../ft/ft-primary.js';
@@ -144,8 +147,13 @@ export interface VmRunnerPorts {
   /** An incoming instance serves this host's copy from inside its QEMU: the replication server connects streams there. */
   adoptExport(vm: VmName, socketPath: string): void;
   disownExport(vm: VmName): void;
+  /** This host's virtual CD of that name (src/storage/vcd-store.ts), or null. */
+  findVcd(name: string): Promise<Vcd | null>;
   log(line: string): void;
 }
+
+/** Whether a running VM's CD drive took a change: it did, the VM has no QEMU here, or its QEMU is between states. */
+export type MediumChange = 'changed' | 'not-here' | 'busy';
 
 /** QEMU's pause target at a live migration's switch; the issue's goal is a downtime within 300 ms. */
 const MIGRATION_DOWNTIME_LIMIT_MS = 200;
@@ -160,6 +168,8 @@ const GRACEFUL_STOP_MS = 5000;
 const DISK_ID = 'vda';
 /** The VM's one NIC (FT holds its output). */
 const NIC_ID = 'net0';
+/** The VM's CD drive, when it has one: its device id. */
+const CDROM_ID = 'cd0';
 
 export class VmRunner {
   private readonly slots = new Map<VmName, Slot>();
@@ -286,6 +296,27 @@ export class VmRunner {
 
   lastExit(name: VmName): LastExit | null {
     return this.lastExits.get(name) ?? null;
+  }
+
+  /** The image for a starting VM's CD drive here; none (and a log line saying why) without the very VCD. */
+  private async cdromImage(name: VmName, medium: VcdRef | null): Promise<string | null> {
+    const { image, note } = await mediumImage(name, this.config.host, medium, this.ports.findVcd);
+    if (note !== null) this.log(note);
+    return image;
+  }
+
+  /**
+   * Puts `image` in the CD drive of the VM's running QEMU here, or empties it (null). A VM starting,
+   * stopping or migrating in is `busy`: its QEMU is being built from the definition as it was.
+   */
+  async changeMedium(name: VmName, image: string | null): Promise<MediumChange> {
+    const slot = this.slots.get(name);
+    if (!slot) return 'not-here';
+    if (slot.state !== 'running' || !slot.qemu) return 'busy';
+    if (image === null) await ejectMedium(slot.qemu.qmp, CDROM_ID);
+    else await insertMedium(slot.qemu.qmp, CDROM_ID, image);
+    this.log(`VM ${name}: CD drive ${image === null ? 'emptied' : `now holds ${image}`}`);
+    return 'changed';
   }
 
   private async connectMirror(name: VmName, slot: Slot, stream: string, asked: MirrorMode): Promise<void> {
@@ -686,6 +717,7 @@ export class VmRunner {
       boot: hw.guest,
       disks: [{ id: DISK_ID, path: disk, format: hw.disk.format, cache: 'writeback' }],
       nics: [{ id: NIC_ID, mac: hw.nic.mac, tap }],
+      ...(hw.cdrom ? { cdrom: { id: CDROM_ID, medium: await this.cdromImage(name, hw.cdrom.medium) } } : {}),
       // Every VM has the heartbeat port; only a guest whose agent beats is watched (guest-heartbeat.ts).
       heartbeat: { timeoutMs: this.config.guestHeartbeatTimeoutMs },
     };

@@ -5,11 +5,12 @@
  * check that a new VM's volume has a group here and fits in it.
  */
 import { LockstepError, describeError } from '../util/errors.js';
-import { fileSystemSpace, groupUsage, volumeFile, volumePath, type StorageGroupConfig, type VolumeFile, type VolumeFormat } from '../storage/storage-group.js';
+import { fileSystemSpace, groupUsage, vcdAllocations, volumeFile, volumePath, type StorageGroupConfig, type VolumeFile, type VolumeFormat } from '../storage/storage-group.js';
 import { volumeVerdict, type SyncProgress, type VolumeState } from '../storage/volume.js';
 import type { HealthSnapshot } from '../core/types.js';
 import type { CoreView } from './core-driver.js';
 import type { RunningVm } from './vm-runner.js';
+import type { ApiContext } from './api.js';
 import { DEFAULT_DISK, parseVmHardware, type VmDefinition, type VmDisk } from './vm-definition.js';
 
 const MIB = 1024 * 1024;
@@ -22,6 +23,11 @@ export interface VolumeContext {
   core: CoreView | null;
   running: readonly RunningVm[];
   health: HealthSnapshot | null;
+}
+
+/** The volume context of the API's: what it reads of the daemon, now. */
+export function volumeContext(ctx: ApiContext): VolumeContext {
+  return { host: ctx.host, storageGroups: ctx.storageGroups, core: ctx.driver()?.view() ?? null, running: ctx.running(), health: ctx.health() };
 }
 
 export interface VolumeStatus {
@@ -132,9 +138,11 @@ export async function volumeStatus(ctx: VolumeContext, name: string): Promise<Vo
 async function groupStatus(ctx: VolumeContext, group: StorageGroupConfig): Promise<StorageGroupStatus> {
   const held = (ctx.core?.vms ?? []).map((vm) => locate(ctx, vm)).filter((l) => l.group === group && l.path !== null);
   const files = await Promise.all(held.map((l) => volumeFile(l.path!)));
-  const allocated = files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : []));
   const base = { name: group.name, path: group.path, sizeMiB: group.sizeMiB };
+  let allocated = files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : []));
   try {
+    // The group's virtual CDs take its space too (src/storage/vcd.ts).
+    allocated = [...allocated, ...(await vcdAllocations(group))];
     const u = groupUsage(group.sizeMiB, await fileSystemSpace(group.path), allocated);
     // The count is of the volumes this host holds in the group, whether their file is made yet or not.
     return { ...base, ...u, volumeCount: held.length, error: null };
@@ -172,19 +180,29 @@ export async function checkVolumeFits(ctx: VolumeContext, def: VmDefinition): Pr
       { field: 'disk.storageGroup', value: def.disk.storageGroup },
     );
   }
-  const status = await groupStatus(ctx, group);
-  if (status.freeBytes === null) throw new LockstepError('COMMAND_REFUSED', `cannot tell whether VM ${def.name}'s disk fits in storage group '${group.name}': ${status.error}`, { command: 'define-vm', storageGroup: group.name });
-  const reservedBytes = await growthRoom(ctx, group);
-  const availableBytes = Math.max(0, status.freeBytes - reservedBytes);
+  const room = await groupRoom(ctx, group);
+  if ('error' in room) throw new LockstepError('COMMAND_REFUSED', `cannot tell whether VM ${def.name}'s disk fits in storage group '${group.name}': ${room.error}`, { command: 'define-vm', storageGroup: group.name });
+  const { freeBytes, reservedBytes, availableBytes } = room;
   const sizeBytes = def.diskMiB * MIB;
   if (sizeBytes > availableBytes) {
-    const promised = reservedBytes > 0 ? `, of ${Math.floor(status.freeBytes / MIB)} MiB free ${Math.ceil(reservedBytes / MIB)} MiB are promised to the volumes defined in it` : '';
+    const promised = reservedBytes > 0 ? `, of ${Math.floor(freeBytes / MIB)} MiB free ${Math.ceil(reservedBytes / MIB)} MiB are promised to the volumes defined in it` : '';
     throw new LockstepError(
       'COMMAND_REFUSED',
       `VM ${def.name}'s ${def.diskMiB} MiB disk does not fit in storage group '${group.name}' on ${ctx.host}: ${Math.floor(availableBytes / MIB)} MiB available${promised}`,
-      { command: 'define-vm', field: 'diskMiB', storageGroup: group.name, sizeBytes, freeBytes: status.freeBytes, reservedBytes },
+      { command: 'define-vm', field: 'diskMiB', storageGroup: group.name, sizeBytes, freeBytes, reservedBytes },
     );
   }
+}
+
+/** What a group can take now: its free space, what of it the volumes defined in it may still grow into, and the rest. */
+export type GroupRoom = { freeBytes: number; reservedBytes: number; availableBytes: number } | { error: string };
+
+/** A group's room: no new file (a volume, a virtual CD) may take space a thin volume was promised. */
+export async function groupRoom(ctx: VolumeContext, group: StorageGroupConfig): Promise<GroupRoom> {
+  const status = await groupStatus(ctx, group);
+  if (status.freeBytes === null) return { error: status.error ?? `the file system of ${group.path} cannot be read` };
+  const reservedBytes = await growthRoom(ctx, group);
+  return { freeBytes: status.freeBytes, reservedBytes, availableBytes: Math.max(0, status.freeBytes - reservedBytes) };
 }
 
 /** What the volumes this host holds in `group` may still grow by: each one's size less what it has allocated. */

@@ -16,7 +16,7 @@
  * - `-cpu host` under KVM (fast, but migration needs the same CPU on both hosts); QEMU's default model
  *   under TCG.
  */
-import type { VmDisk, VmOutputGate, VmSpec } from './vm-spec.js';
+import type { VmCdrom, VmDisk, VmOutputGate, VmSpec } from './vm-spec.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -93,6 +93,7 @@ export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
     // Without a kernel the firmware boots from disk: the first disk first.
     args.push(...diskArgs(d, spec.boot ? undefined : i));
   });
+  if (spec.cdrom) args.push(...cdromArgs(spec.cdrom));
   for (const n of spec.nics) {
     args.push('-netdev', `tap,id=${n.id},ifname=${n.tap},script=no,downscript=no,vhost=off`);
     if (n.outputGate) args.push(...outputGateArgs(n.id, n.outputGate));
@@ -154,6 +155,22 @@ function diskArgs(d: VmDisk, bootIndex: number | undefined): string[] {
     '-blockdev', `driver=file,node-name=${fileNodeName(d.id)},filename=${optionValue(d.path)},cache.direct=${direct},cache.no-flush=off`,
     '-blockdev', `driver=${d.format},node-name=${d.id},file=${fileNodeName(d.id)},cache.direct=${direct},cache.no-flush=off`,
     '-device', device.join(','),
+  ];
+}
+
+/**
+ * The CD drive: `ide-cd` on the `pc` machine's own PIIX IDE controller (secondary master, where a CD drive
+ * usually is; no controller to add, and every guest has the driver). Its medium at start is a read-only raw
+ * image as block nodes named as a disk's; without one the drive starts empty, its tray closed. The firmware
+ * boots it only after the disks (no bootindex).
+ */
+function cdromArgs(cd: VmCdrom): string[] {
+  const device = ['ide-cd', 'bus=ide.1', 'unit=0', `id=${cd.id}`];
+  if (cd.medium === null) return ['-device', device.join(',')];
+  return [
+    '-blockdev', `driver=file,node-name=${fileNodeName(cd.id)},filename=${optionValue(cd.medium)},read-only=on`,
+    '-blockdev', `driver=raw,node-name=${cd.id},file=${fileNodeName(cd.id)},read-only=on`,
+    '-device', [...device, `drive=${cd.id}`].join(','),
   ];
 }
 

@@ -52,6 +52,17 @@ export interface VmOutputGate {
   toNetwork: string;
 }
 
+/**
+ * A CD drive (ide-cd on the machine's secondary IDE channel): read-only, with a tray, its medium an ISO
+ * image or none. Changed while the VM runs over QMP (`cdrom.ts`).
+ */
+export interface VmCdrom {
+  /** Names the device, and the medium's block nodes at start as a disk's are named. */
+  id: string;
+  /** The ISO image in the drive at start; null: the drive starts empty. */
+  medium: string | null;
+}
+
 export interface VmMemoryBackend {
   /** File that holds guest RAM, shared with the host (`share=on`) so the FT engine can read it, typically
    * under /dev/shm. QEMU creates it. */
@@ -79,6 +90,7 @@ export interface VmSpec {
   boot?: VmBoot;
   disks: VmDisk[];
   nics: VmNic[];
+  cdrom?: VmCdrom;
   memoryBackend?: VmMemoryBackend;
   heartbeat?: VmHeartbeat;
 }
@@ -113,7 +125,7 @@ const CACHES: readonly DiskCache[] = ['writeback', 'none', 'writethrough', 'dire
  */
 export function parseVmSpec(input: unknown): VmSpec {
   const o = object(input, 'spec');
-  onlyKeys(o, 'spec', ['name', 'vcpus', 'memoryMiB', 'accel', 'boot', 'disks', 'nics', 'memoryBackend', 'heartbeat']);
+  onlyKeys(o, 'spec', ['name', 'vcpus', 'memoryMiB', 'accel', 'boot', 'disks', 'nics', 'cdrom', 'memoryBackend', 'heartbeat']);
   const name = str(o['name'], 'name');
   if (!VM_NAME_RE.test(name)) bad('name', name, 'must be a lower-case letter then up to 30 of [a-z0-9-]');
   const spec: VmSpec = {
@@ -135,8 +147,16 @@ export function parseVmSpec(input: unknown): VmSpec {
     onlyKeys(h, 'heartbeat', ['timeoutMs']);
     spec.heartbeat = { timeoutMs: int(h['timeoutMs'], 'heartbeat.timeoutMs', HEARTBEAT_TIMEOUT_MS_MIN, HEARTBEAT_TIMEOUT_MS_MAX) };
   }
-  // Disk and NIC ids share one namespace so that an id names exactly one device in QMP.
-  unique([...spec.disks.map((d, i): Entry => [`disks[${i}].id`, d.id]), ...spec.nics.map((n, i): Entry => [`nics[${i}].id`, n.id])], 'id');
+  if (o['cdrom'] !== undefined) {
+    const c = object(o['cdrom'], 'cdrom');
+    onlyKeys(c, 'cdrom', ['id', 'medium']);
+    spec.cdrom = { id: id(c['id'], 'cdrom.id'), medium: c['medium'] === null || c['medium'] === undefined ? null : absPath(c['medium'], 'cdrom.medium') };
+  }
+  // Disk, NIC and CD drive ids share one namespace so that an id names exactly one device in QMP.
+  unique(
+    [...spec.disks.map((d, i): Entry => [`disks[${i}].id`, d.id]), ...spec.nics.map((n, i): Entry => [`nics[${i}].id`, n.id]), ...(spec.cdrom ? [['cdrom.id', spec.cdrom.id] as Entry] : [])],
+    'id',
+  );
   unique(spec.disks.map((d, i): Entry => [`disks[${i}].path`, d.path]), 'path');
   unique(spec.nics.map((n, i): Entry => [`nics[${i}].mac`, n.mac]), 'MAC');
   unique(spec.nics.map((n, i): Entry => [`nics[${i}].tap`, n.tap]), 'tap');

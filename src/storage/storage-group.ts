@@ -70,6 +70,11 @@ export function volumePath(group: StorageGroupConfig, vm: string, format: Volume
   return path.join(group.path, `${vm}.${format}`);
 }
 
+/** Where a group keeps the virtual CDs this host received into it (src/storage/vcd.ts): apart from the volumes. */
+export function vcdDirectory(group: StorageGroupConfig): string {
+  return path.join(group.path, 'vcds');
+}
+
 /**
  * The group of `name` on this host, or `UNKNOWN_STORAGE_GROUP`: thrown when a host is asked to run or serve
  * a volume in a group it does not have (its peer defined the VM, and this host's config lacks the group).
@@ -140,21 +145,32 @@ export async function fileSystemSpace(dir: string): Promise<FileSystemSpace> {
 }
 
 /**
- * The bytes allocated by the volume files (`<vm>.qcow2`, `<vm>.raw`) in a group's directory now: what a host
- * that knows no VM records (the backup making a copy) counts against the group. A directory not made yet
- * holds nothing.
+ * The bytes allocated by the volume files (`<vm>.qcow2`, `<vm>.raw`) in a group's directory now, and by its
+ * virtual CDs: what a host that knows no VM records (the backup making a copy) counts against the group. A
+ * directory not made yet holds nothing.
  */
 export async function groupFileAllocations(group: StorageGroupConfig): Promise<number[]> {
-  let names: string[];
+  const volumes = (await filesIn(group.path)).filter((n) => VOLUME_FORMATS.some((f) => n.endsWith(`.${f}`)));
+  const files = await Promise.all(volumes.map((n) => volumeFile(path.join(group.path, n))));
+  return [...files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : [])), ...(await vcdAllocations(group))];
+}
+
+/** The bytes allocated by the virtual CDs in a group (`vcds/*.iso`): they take the group's space as volumes do. */
+export async function vcdAllocations(group: StorageGroupConfig): Promise<number[]> {
+  const dir = vcdDirectory(group);
+  const images = (await filesIn(dir)).filter((n) => n.endsWith('.iso'));
+  const files = await Promise.all(images.map((n) => volumeFile(path.join(dir, n))));
+  return files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : []));
+}
+
+/** The names in a directory; none when it is not made yet. */
+async function filesIn(dir: string): Promise<string[]> {
   try {
-    names = await readdir(group.path);
+    return await readdir(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;
   }
-  const volumes = names.filter((n) => VOLUME_FORMATS.some((f) => n.endsWith(`.${f}`)));
-  const files = await Promise.all(volumes.map((n) => volumeFile(path.join(group.path, n))));
-  return files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : []));
 }
 
 /** A volume's file on this host: the bytes it has allocated (a thin image is smaller than its size), or why not. */

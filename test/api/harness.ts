@@ -33,6 +33,7 @@ import { readSensors } from '../../src/health/sensors.js';
 import { HostNetworks } from '../../src/daemon/networks.js';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
+import { VcdStore } from '../../src/storage/vcd-store.js';
 
 export interface Answer {
   status: number;
@@ -121,6 +122,7 @@ export async function startHarness(
   const logListeners = new Set<() => void>();
   let driver: CoreDriver | null = null;
   let runner: VmRunner | null = null;
+  const vcds = new VcdStore('host1', config.storageGroups);
   if (opts.withDriver !== false) {
     const watchdog = new Watchdog(() => {});
     cleanup.add(() => watchdog.close());
@@ -135,6 +137,7 @@ export async function startHarness(
       migrationTls: () => null,
       adoptExport: () => {},
       disownExport: () => {},
+      findVcd: (name) => vcds.find(name),
       log: () => {},
     });
     const live = new CoreDriver(
@@ -196,11 +199,13 @@ export async function startHarness(
     driver: () => driver,
     running: () => runner?.running() ?? [],
     lastExit: (vm) => runner?.lastExit(vm) ?? null,
+    changeMedium: async (vm, image) => runner?.changeMedium(vm, image) ?? 'not-here',
     alink: () => null,
     health: () => null,
     networks: () => networks.list(),
     sensors: () => readSensors(opts.sysfsRoot),
     storageGroups: config.storageGroups,
+    vcds,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),

@@ -6,7 +6,9 @@
  */
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { Cleanup } from '../support/cleanup.js';
+import { makeIso } from '../support/iso.js';
 import { ADMIN, SAMPLE_VM, startHarness, type Answer, type Harness } from './harness.js';
 import { MANAGEMENT_ROUTES } from '../../src/api/management-routes.js';
 import { managementOpenApi } from '../../src/api/management-server.js';
@@ -127,6 +129,20 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   const storageGroup = await h.request('GET', '/api/v1/storage-groups/default', { token });
   expectDocumented('getStorageGroup', storageGroup, covered);
   assert.deepEqual(storageGroup.body.volumes.map((v: { name: string }) => v.name), ['web']);
+  // A virtual CD: uploaded raw (an ISO 9660 image made by genisoimage), read, deleted (test/api/vcds-api.test.ts has the rest).
+  const iso = await readFile(await makeIso(h.dir, 'install'));
+  expectDocumented('uploadVcd', await h.request('PUT', '/api/v1/vcds/install', { token, headers: { 'content-type': 'application/octet-stream' }, raw: iso }), covered);
+  expectDocumented('listVcds', await h.request('GET', '/api/v1/vcds', { token }), covered);
+  expectDocumented('getVcd', await h.request('GET', '/api/v1/vcds/install', { token }), covered);
+  const disc = { ...SAMPLE_VM, name: 'disc', protection: 'none', cdrom: {}, nic: { mac: '52:54:00:12:34:57', address: '10.10.3.51' } };
+  assert.equal((await h.request('POST', '/api/v1/vms', { token, body: disc })).status, 201);
+  const inserted = await h.request('POST', '/api/v1/vms/disc/cdrom', { token, body: { vcd: 'install' } });
+  expectDocumented('insertCdrom', inserted, covered);
+  assert.equal(inserted.body.hardware.cdrom.medium.vcd, 'install');
+  expectError(await h.request('DELETE', '/api/v1/vcds/install', { token }), 409, 'VCD_IN_USE');
+  expectDocumented('ejectCdrom', await h.request('DELETE', '/api/v1/vms/disc/cdrom', { token }), covered);
+  assert.equal((await h.request('DELETE', '/api/v1/vms/disc', { token })).status, 204);
+  expectDocumented('deleteVcd', await h.request('DELETE', '/api/v1/vcds/install', { token }), covered);
   expectDocumented('listNetworks', await h.request('GET', '/api/v1/networks', { token }), covered);
   expectDocumented('getHostSensors', await h.request('GET', '/api/v1/host/sensors', { token }), covered);
   const started = await h.request('POST', '/api/v1/vms/web/start', { token });
@@ -505,6 +521,7 @@ test('the OpenAPI document describes every route with the schemas that validate 
     assert.equal(op['x-lockstep-access'], route.access);
     assert.ok(op.responses[String(route.response.status)], `${route.operationId} documents its success`);
     if (route.body) assert.deepEqual(op.requestBody.content['application/json'].schema, JSON.parse(JSON.stringify(route.body)));
+    else if (route.upload) assert.deepEqual(Object.keys(op.requestBody.content), [route.upload.contentType]);
     else assert.equal(op.requestBody, undefined);
     const names = (op.parameters ?? []).map((p: { name: string; in: string }) => `${p.in}:${p.name}`).sort();
     const want = [...Object.keys(route.params ?? {}).map((n) => `path:${n}`), ...Object.keys(route.query?.properties ?? {}).map((n) => `query:${n}`)].sort();

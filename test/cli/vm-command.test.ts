@@ -24,12 +24,14 @@ test('each verb parses into its request', () => {
     [['protect', 'demo', '--level', 'none'], { verb: 'protect', name: 'demo', level: 'none', json: false, where: {} }],
     [['migrate', 'demo'], { verb: 'migrate', name: 'demo', wait: true, json: false, where: {} }],
     [['migrate', 'demo', '--no-wait'], { verb: 'migrate', name: 'demo', wait: false, json: false, where: {} }],
+    [['cd', 'insert', 'demo', 'debian-12.5', '--json'], { verb: 'cd-insert', name: 'demo', vcd: 'debian-12.5', json: true, where: {} }],
+    [['cd', 'eject', 'demo', '--host', 'host2'], { verb: 'cd-eject', name: 'demo', json: false, where: { host: 'host2' } }],
     [
       ['create', 'web', ...SIZES],
-      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, diskMiB: 16, disk: { storageGroup: 'default', format: 'qcow2' }, protection: 'ha', desired: 'running', guest: {}, json: false, where: {} },
+      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, diskMiB: 16, disk: { storageGroup: 'default', format: 'qcow2' }, protection: 'ha', desired: 'running', cdDrive: false, guest: {}, json: false, where: {} },
     ],
     [
-      ['create', 'web', ...SIZES, '--protection', 'none', '--stopped', '--mac', '52:54:00:AA:BB:CC', '--address', '10.10.3.70', '--storage-group', 'fast', '--disk-format', 'raw'],
+      ['create', 'web', ...SIZES, '--protection', 'none', '--stopped', '--cd-drive', '--mac', '52:54:00:AA:BB:CC', '--address', '10.10.3.70', '--storage-group', 'fast', '--disk-format', 'raw'],
       {
         verb: 'create',
         name: 'web',
@@ -39,6 +41,7 @@ test('each verb parses into its request', () => {
         disk: { storageGroup: 'fast', format: 'raw' },
         protection: 'none',
         desired: 'stopped',
+        cdDrive: true,
         guest: { mac: '52:54:00:aa:bb:cc', address: '10.10.3.70' },
         json: false,
         where: {},
@@ -55,6 +58,7 @@ test('each verb parses into its request', () => {
         disk: { storageGroup: 'default', format: 'qcow2' },
         protection: 'ha',
         desired: 'running',
+        cdDrive: false,
         guest: { mac: '52:54:00:00:00:01', address: '192.0.2.5', kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0' },
         json: false,
         where: { socket: '/s' },
@@ -106,6 +110,10 @@ test("every verb's bad input is refused with a usage error naming what is wrong"
     [['create', 'web', ...SIZES, '--storage-group', 'Fast!'], 'INVALID_ARGUMENT', /--storage-group must start with a letter/],
     [['create', 'web', ...SIZES, '--disk-format', 'vmdk'], 'INVALID_ARGUMENT', /--disk-format must be one of qcow2, raw \(got 'vmdk'\)/],
     [['create', 'web', ...SIZES, '--socket', '/s', '--mac', '52:54:00:00:00:01'], 'INVALID_ARGUMENT', /with --socket vm create needs --address, --kernel, --initrd, --cmdline: only the lab/],
+    [['cd'], 'INVALID_ARGUMENT', /usage: lockstep vm cd insert NAME VCD \| vm cd eject NAME/],
+    [['cd', 'insert', 'demo'], 'INVALID_ARGUMENT', /usage: lockstep vm cd insert NAME VCD/],
+    [['cd', 'insert', 'demo', 'Debian'], 'INVALID_ARGUMENT', /virtual CD name 'Debian'/],
+    [['cd', 'eject'], 'INVALID_ARGUMENT', /usage: lockstep vm cd eject NAME/],
     [['list', '--socket', '/s', '--host', 'host1'], 'INVALID_ARGUMENT', /--socket and --host exclude each other/],
     [['show', 'demo', '--host', 'host3'], 'UNKNOWN_HOST', /no lab host named 'host3'/],
   ];
@@ -228,6 +236,9 @@ test('vm show: hardware, the local QEMU, the mirror and its last sync, the last 
     ...DEMO,
     local: { ...DEMO.local!, mirror: { ...DEMO.local!.mirror!, state: 'syncing', mode: 'incremental', copiedBytes: 4 << 20, limitBytesPerSec: 64 << 20, guestBusy: true } },
   };
+  const withCd: VmView = { ...DEMO, hardware: { ...DEMO.hardware, cdrom: { medium: { vcd: 'debian-12.5', sha256: 'f'.repeat(64) } } } };
+  assert.match(renderVmShow('host1', withCd), /^cd +debian-12\.5 \(sha256 ffffffffffff\)\nqemu /m);
+  assert.match(renderVmShow('host1', { ...DEMO, hardware: { ...DEMO.hardware, cdrom: { medium: null } } }), /^cd +empty$/m);
   assert.match(renderVmShow('host1', resyncing), /^mirror +syncing, incremental, 4\.0 MiB of 16\.0 MiB copied \(25%\), at most 64\.0 MiB\/s \(yielding to guest I\/O\), stream s7$/m);
 });
 

@@ -47,3 +47,38 @@ export async function call<T>(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path:
 export function describe(r: { code: string; message: string }): string {
   return `${r.code}: ${r.message}`;
 }
+
+/** An upload's progress: bytes sent of the whole. */
+export type UploadProgress = (sentBytes: number, totalBytes: number) => void;
+
+/**
+ * A file as the raw body of an upload route (`PUT /v1/vcds/NAME`), streamed by the browser from disk, with
+ * its progress (XHR: fetch reports none). No overall timeout: an image takes as long as it takes. A host
+ * that refuses an upload before its end closes the connection, which the browser may report as no answer
+ * (`NETWORK`): the caller can read the audit log for why.
+ */
+export function upload<T>(path: string, file: Blob, onProgress: UploadProgress): Promise<ApiResult<T>> {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('PUT', `/api${path}`);
+    xhr.withCredentials = true;
+    xhr.setRequestHeader('content-type', 'application/octet-stream');
+    xhr.setRequestHeader('accept', 'application/json');
+    xhr.upload.addEventListener('progress', (ev) => onProgress(ev.loaded, ev.total));
+    xhr.addEventListener('error', () => resolve({ ok: false, status: 0, code: 'NETWORK', message: `PUT ${path}: the host closed the upload without an answer`, fields: {} }));
+    xhr.addEventListener('load', () => {
+      let parsed: unknown = null;
+      try {
+        parsed = xhr.responseText === '' ? null : JSON.parse(xhr.responseText);
+      } catch {
+        resolve({ ok: false, status: xhr.status, code: 'BAD_ANSWER', message: `PUT ${path}: the answer is not JSON (${xhr.status})`, fields: {} });
+        return;
+      }
+      if (xhr.status >= 200 && xhr.status < 300) return resolve({ ok: true, status: xhr.status, body: parsed as T });
+      const err = (parsed as { error?: { code?: string; message?: string; fields?: Record<string, unknown> } } | null)?.error;
+      if (xhr.status === 401 && onSessionLost !== null) onSessionLost();
+      resolve({ ok: false, status: xhr.status, code: err?.code ?? `HTTP_${xhr.status}`, message: err?.message ?? `PUT ${path} answered ${xhr.status}`, fields: err?.fields ?? {} });
+    });
+    xhr.send(file);
+  });
+}

@@ -180,6 +180,17 @@ export interface StorageGroup {
   error: string | null;
 }
 
+/** `GET /v1/vcds` (src/daemon/vcd-routes.ts): a virtual CD of this host. */
+export interface Vcd {
+  name: string;
+  host: string;
+  storageGroup: string;
+  bytes: number;
+  sha256: string;
+  created: string;
+  path: string;
+}
+
 /** `GET /v1/host/sensors` (src/daemon/sensor-routes.ts). */
 export interface HostSensors {
   host: string;
