@@ -36,6 +36,7 @@ import type { NetworkStatus } from './networks.js';
 import { PREFERENCE_ROUTES, type PreferencesContext } from './preference-routes.js';
 import type { HistoryView } from '../history/sampler.js';
 import { HISTORY_ROUTES } from './history-routes.js';
+import { CONSOLE_LOG_ROUTES } from './console-log-routes.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -72,6 +73,8 @@ export interface ApiContext {
   preferences: PreferencesContext;
   /** The resource history of this host and the VMs that ran here (`src/history/`). */
   history: HistoryView;
+  /** Where the VM's QEMU here writes its serial console, whether or not one runs (`vmSerialLog` in vm-runner.ts). */
+  consoleLogFile(vm: string): string;
 }
 
 /** A VM as the API shows it: the pair's record (from the core) and, when it runs here, its process. */
@@ -565,6 +568,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   ...SENSOR_ROUTES,
   ...PREFERENCE_ROUTES,
   ...HISTORY_ROUTES,
+  ...CONSOLE_LOG_ROUTES,
 ];
 
 /** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */

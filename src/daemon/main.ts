@@ -24,7 +24,7 @@ import { pairWithPeer, type PairFiles } from '../pairing/pairing.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { loadDaemonConfig, type DaemonConfig } from './config.js';
 import { StateDb } from './state-db.js';
-import { VmRunner } from './vm-runner.js';
+import { VmRunner, vmSerialLog } from './vm-runner.js';
 import { CopyServer } from './copy-server.js';
 import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
@@ -177,6 +177,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     notifyPending: () => notifier?.pending() ?? null,
     preferences: { config, configFile, notifications, clock: () => clock.read() },
     history,
+    consoleLogFile: (vm) => vmSerialLog(config.dataDir, vm),
   };
   // The host's users and audit log, served by the local socket to root and by the management API to users.
   // Accounts that cannot be opened cost user management, auditing and the management API, never the

@@ -25,6 +25,7 @@ import { ensureDisk } from '../storage/disk-image.js';
 import { DiskMirror, type MirrorProgress } from '../storage/disk-mirror.js';
 import type { ReplicationDialer } from '../storage/replication-stream.js';
 import { VmSupervisor, reapStale, type VmExit, type VmInstance } from '../qemu/supervisor.js';
+import { runPaths } from '../qemu/run-dir.js';
 import { listenForMigration, migrate, waitForIncomingMigration, type MigrationTls } from '../qemu/migration.js';
 import type { VmSpec } from '../qemu/vm-spec.js';
 import type { MirrorMode, StorageEvent, VmEvent, VmName } from '../core/types.js';
@@ -171,6 +172,19 @@ const NIC_ID = 'net0';
 /** The VM's CD drive, when it has one: its device id. */
 const CDROM_ID = 'cd0';
 
+/** Where this host's QEMUs keep their run directories, one per VM, each reused by every start of it. */
+function vmRunRoot(dataDir: string): string {
+  return path.join(dataDir, 'run', 'vms');
+}
+
+/**
+ * The serial log of the VM's QEMU on this host (its console log). Kept when the QEMU exits, as the rest of
+ * its run directory; its next start (a boot, an incoming migration, an FT resume) truncates it.
+ */
+export function vmSerialLog(dataDir: string, name: VmName): string {
+  return runPaths(path.join(vmRunRoot(dataDir), name)).serialLog;
+}
+
 export class VmRunner {
   private readonly slots = new Map<VmName, Slot>();
   private readonly lastExits = new Map<VmName, LastExit>();
@@ -184,7 +198,7 @@ export class VmRunner {
     private readonly config: DaemonConfig,
     private readonly ports: VmRunnerPorts,
   ) {
-    this.runRoot = path.join(config.dataDir, 'run', 'vms');
+    this.runRoot = vmRunRoot(config.dataDir);
     this.report = ports.report;
     this.log = ports.log;
   }

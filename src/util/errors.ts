@@ -75,6 +75,7 @@ export const ERROR_CODES = {
   UPGRADE_REQUIRED: 'the live event stream was asked for without a WebSocket upgrade',
   TOO_MANY_STREAMS: 'the live event stream has as many clients as it serves at once',
   CONSOLE_UNAVAILABLE: "the Availability Console's files could not be loaded when lockstepd started (not built, or missing)",
+  CONSOLE_LOG_UNREADABLE: "a VM's console log (its QEMU's serial log) exists on this host but could not be read",
   NOTIFY_OUTBOX: "lockstepd's notification outbox (SQLite) cannot be opened, is newer than this version, or holds a corrupt row",
   UNKNOWN_RECEIVER: 'no notification receiver of that name is configured on this host',
   NOTIFICATIONS_OFF: 'the host sends no notifications: none are configured, or its outbox could not be opened',

@@ -14,7 +14,7 @@ import { DEFAULT_TIMING } from '../../src/core/types.js';
 import { parseDaemonConfig, type DaemonConfig } from '../../src/daemon/config.js';
 import { StateDb } from '../../src/daemon/state-db.js';
 import { Watchdog } from '../../src/daemon/watchdog.js';
-import { VmRunner } from '../../src/daemon/vm-runner.js';
+import { VmRunner, vmSerialLog } from '../../src/daemon/vm-runner.js';
 import { CoreDriver } from '../../src/daemon/core-driver.js';
 import type { ApiContext } from '../../src/daemon/api.js';
 import { createPairCa } from '../../src/pki/pki.js';
@@ -216,6 +216,7 @@ export async function startHarness(
     notifyPending: () => notifier?.pending() ?? null,
     preferences: { config, configFile: null, notifications, clock: () => hostClock.read() },
     history,
+    consoleLogFile: (vm) => vmSerialLog(config.dataDir, vm),
   };
   const clock = {
     now: Date.now(),

@@ -185,6 +185,7 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   await h.history.sampleNow();
   expectDocumented('getHostHistory', await h.request('GET', '/api/v1/host/history', { token }), covered);
   expectDocumented('getVmHistory', await h.request('GET', '/api/v1/vms/web/history', { token }), covered);
+  expectDocumented('getVmConsoleLog', await h.request('GET', '/api/v1/vms/web/console-log?bytes=4096', { token }), covered);
   expectDocumented('removeVm', await h.request('DELETE', '/api/v1/vms/web', { token }), covered);
   expectError(await h.request('GET', '/api/v1/vms/web', { token }), 404, 'UNKNOWN_VM');
   // Last, with no VM left to start: the operator asserts the (absent) peer is dead.
