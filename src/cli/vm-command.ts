@@ -16,6 +16,8 @@ import { labGuest, forgetLabVm, noteLabVm, type CompleteGuest, type GuestOptions
 import { migrateVm } from './vm-migrate.js';
 import { renderChange, renderVmShow, renderVmTable, vmRows, type HostView, type VmView } from './vm-view.js';
 import { renderVmHistory, type HistoryWindow, type VmHistory } from './history-view.js';
+import { renderConsoleLog, type ConsoleLog } from './console-log-view.js';
+import { CONSOLE_LOG_BYTES_MAX } from '../daemon/console-log-routes.js';
 import { EXIT } from './output.js';
 
 export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's lockstepd
@@ -31,6 +33,9 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
   lockstep vm history NAME [--last DURATION] [--series cpu,memory,disk]
                                            its QEMU's CPU, memory and disk over the last DURATION
                                            (10m by default; 90s, 1h …) on the host that runs it
+  lockstep vm console-log NAME [--bytes N] what its guest wrote on its serial console: the last N bytes
+                                           (64 KiB by default, 1 MiB at most) of its log on the host
+                                           that runs it, or that ran it last
   lockstep vm cd insert NAME VCD           a virtual CD of the host that runs it into its CD drive
   lockstep vm cd eject NAME
 
@@ -57,6 +62,8 @@ export type VmRequest =
   | (Common & { verb: 'protect'; name: string; level: ProtectionLevel })
   | (Common & { verb: 'migrate'; name: string; wait: boolean })
   | (Common & HistoryOptions & { verb: 'history'; name: string })
+  /** `bytes`: as asked; absent, the daemon's default. */
+  | (Common & { verb: 'console-log'; name: string; bytes?: number })
   | (Common & { verb: 'cd-insert'; name: string; vcd: string })
   | (Common & { verb: 'cd-eject'; name: string })
   | (Common & {
@@ -108,6 +115,11 @@ export function parseVmCommand(argv: readonly string[]): VmRequest {
     case 'history': {
       const { values, positionals } = parse(rest, HISTORY_OPTIONS);
       return { verb, name: oneName(positionals, 'vm history NAME [--last DURATION] [--series LIST]'), ...historyOptions(values), ...commonOptions(values) };
+    }
+    case 'console-log': {
+      const { values, positionals } = parse(rest, { bytes: { type: 'string' } });
+      const name = oneName(positionals, 'vm console-log NAME [--bytes N]');
+      return { verb, name, ...(values.bytes !== undefined ? { bytes: integer(values.bytes, 'bytes', 1, CONSOLE_LOG_BYTES_MAX) } : {}), ...commonOptions(values) };
     }
     case 'create':
       return parseCreate(rest);
@@ -214,6 +226,7 @@ export type Answer =
   | { verb: 'show'; host: string; vm: VmView }
   /** `window`: what was asked, for the human form's statistics and sparklines. */
   | { verb: 'history'; history: VmHistory; window: HistoryWindow }
+  | { verb: 'console-log'; log: ConsoleLog }
   /** A change: the daemon's answer (the VM after it; `null` for a removal) and a line saying what was asked. */
   | { verb: 'change'; headline: string; vm: VmView | null };
 
@@ -226,6 +239,8 @@ export function renderAnswer(json: boolean, a: Answer): string {
       return json ? JSON.stringify(a.vm, null, 2) : renderVmShow(a.host, a.vm);
     case 'history':
       return json ? JSON.stringify(a.history, null, 2) : renderVmHistory(a.history, a.window);
+    case 'console-log':
+      return json ? JSON.stringify(a.log, null, 2) : renderConsoleLog(a.log);
     case 'change':
       return json ? JSON.stringify(a.vm, null, 2) : renderChange(a.headline, a.vm);
   }
@@ -245,6 +260,10 @@ async function carryOut(target: Target, req: Exclude<VmRequest, { verb: 'help' |
       const nowMs = Date.now();
       const path = `${vmPath(req.name)}/history${historyQuery(req, nowMs)}`;
       return { verb: 'history', history: await runningHistory(target, path, await daemonRequest<VmHistory>(socket, 'GET', path)), window: { lastMs: req.lastMs, nowMs } };
+    }
+    case 'console-log': {
+      const path = `${vmPath(req.name)}/console-log${req.bytes !== undefined ? `?bytes=${req.bytes}` : ''}`;
+      return { verb: 'console-log', log: await liveConsoleLog(target, path, await daemonRequest<ConsoleLog>(socket, 'GET', path)) };
     }
     case 'create':
       return createVm(target, req);
@@ -332,6 +351,16 @@ async function runningView(target: Target, name: string, first: VmView): Promise
 async function runningHistory(target: Target, path: string, first: VmHistory): Promise<VmHistory> {
   if (first.here) return first;
   return (await askOtherLabHosts<VmHistory>(target, path)).find((o) => o.body.here)?.body ?? first;
+}
+
+/**
+ * The VM's console log from the host that runs it, else from one that has its last run's, when no host was
+ * named in the lab and the asked one's is not the running instance's: each host has only its own.
+ */
+async function liveConsoleLog(target: Target, path: string, first: ConsoleLog): Promise<ConsoleLog> {
+  if (first.running) return first;
+  const others = (await askOtherLabHosts<ConsoleLog>(target, path)).map((o) => o.body);
+  return others.find((o) => o.running) ?? (first.here ? first : others.find((o) => o.here)) ?? first;
 }
 
 type Options = Parameters<typeof parseArgs>[0] extends infer C ? (C extends { options?: infer O } ? NonNullable<O> : never) : never;
