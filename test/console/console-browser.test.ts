@@ -7,7 +7,8 @@
  * disabled; an alert raised by another operator's call appears without a reload; the preferences page's
  * "Send test" reaches a real HTTPS webhook and reports the one that is down; the hosts page's and a VM
  * page's resource charts drawn with the history API's points (a real process standing in for the VM's
- * QEMU), and growing as the sampler's rounds come. No console error and no CSP violation on any page.
+ * QEMU), and growing as the sampler's rounds come; a VM page's console log, its serial log written as its QEMU
+ * would, shown on Refresh. No console error and no CSP violation on any page.
  * Screenshots of each page go to the printed directory.
  */
 import { after, test } from 'node:test';
@@ -20,6 +21,9 @@ import type { Page } from 'playwright-core';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
 import { childProcess } from '../history/children.js';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { vmSerialLog } from '../../src/daemon/vm-runner.js';
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
@@ -159,6 +163,15 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.locator('#vm-resources [data-chart=cpu] figcaption', { hasText: 'CPU used by its QEMU' }).waitFor();
     await page.locator('#vm-resources [data-chart=disk] .hint', { hasText: 'its volume has no file on this host' }).waitFor();
     await b.screenshot('05c-vm-resources');
+    // ── a VM's console log: none here yet, then what its guest wrote, on Refresh (no polling) ──
+    await page.locator('#vm-console-log .hint', { hasText: 'VM web has no console log on this host' }).waitFor();
+    const serialLog = vmSerialLog(h.config.dataDir, 'web');
+    await mkdir(path.dirname(serialLog), { recursive: true });
+    await writeFile(serialLog, '\x1b[0;32mSeaBIOS\x1b[0m\r\n<b>guest web ready</b>\r\n');
+    await page.click('#vm-console-log [data-action=console-log-refresh]');
+    await page.locator('#vm-console-log .hint', { hasText: 'Its last run on this host: all' }).waitFor();
+    assert.equal(await page.locator('#vm-console-log-text').textContent(), 'SeaBIOS\n<b>guest web ready</b>\n', 'the text as text, cleaned');
+    await b.screenshot('05d-vm-console-log');
     h.api.history = h.history;
     await standIn.stop();
     await qemu.kill();

@@ -305,3 +305,15 @@ export interface HistoryAnswer {
   vm?: string;
   here?: boolean;
 }
+
+/** `GET /v1/vms/NAME/console-log` (docs/api.md#console-log): the end of the VM's serial log on this host. */
+export interface ConsoleLog {
+  vm: string;
+  host: string;
+  here: boolean;
+  running: boolean;
+  size: number;
+  bytes: number;
+  truncated: boolean;
+  text: string;
+}

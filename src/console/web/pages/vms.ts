@@ -3,7 +3,8 @@
  * migrate, protection level, remove: platform managers), a form to create one with what the API takes
  * (cores, memory, disk and its storage group and format, guest kernel, NIC), and one VM's detail: its
  * record, its process on this host, its volume, its QEMU's CPU and memory and its disk's allocation over
- * the last hour here (`resources.ts`), its timeline and its recent events.
+ * the last hour here (`resources.ts`), its console log here (`console-log.ts`), its timeline and its recent
+ * events.
  */
 import { call, describe } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
@@ -14,6 +15,7 @@ import type { StorageGroup, Vm, Volume } from '../types.js';
 import { actionButton, can, field, notify, valueOf, type Page } from '../ui.js';
 import { incidentView } from './timeline.js';
 import { resourceCharts, vmCharts } from './resources.js';
+import { consoleLogSection } from './console-log.js';
 
 const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
 /** Events shown on a VM's page. */
@@ -148,9 +150,10 @@ function mountDetail(root: HTMLElement, name: string): { update(): void; unmount
   const charts = section('Resources over time (on this host)', resources.element);
   charts.classList.add('wide');
   charts.id = 'vm-resources';
+  const consoleLog = consoleLogSection(name, () => ownerElsewhere(name));
   // Drawn from the store as it is now: a volume answer that comes after a newer status must not bring back
   // the VM as the status was when it was asked for (it would show "not found" for a VM just created).
-  const draw = (): void => fill(body, ...detail(name, store.status?.vms.find((v) => v.name === name), volume, volumeNote, charts));
+  const draw = (): void => fill(body, ...detail(name, store.status?.vms.find((v) => v.name === name), volume, volumeNote, charts, consoleLog));
   const update = (): void => {
     // The volume is not in the status: fetched again at most every 2 s while the status changes.
     if (Date.now() - lastFetch > 2000) {
@@ -195,7 +198,7 @@ function ftSection(vm: Vm): HTMLElement {
   );
 }
 
-function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement): HTMLElement[] {
+function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement, consoleLog: HTMLElement): HTMLElement[] {
   if (vm === undefined) return [section('Not found', h('p', { class: 'empty' }, store.status === null ? 'waiting for the host’s status…' : `The pair has no VM named ${name}.`))];
   const hw = vm.hardware;
   const m = vm.local?.migration ?? null;
@@ -241,6 +244,7 @@ function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeN
         : h('p', { class: 'empty' }, volumeNote),
     ),
     charts,
+    consoleLog,
     ftSection(vm),
     m
       ? section(
