@@ -24,7 +24,7 @@ export const CONSOLE_LOG_ROUTES: readonly Route<ApiContext>[] = [
     tag: 'vms',
     summary: "what the VM's guest wrote on its serial console, on this host",
     description:
-      "the last bytes of its QEMU's serial log (ttyS0) here: the instance running here, or the last one that ran here (kept until the next start here). Decoded as UTF-8 (invalid sequences replaced), from a line start when truncated, without escape sequences or control characters but newline and tab. here false: no instance of it ran here since its log was last made (the host that runs it has it)",
+      "the last bytes of its QEMU's serial log (ttyS0) here: the instance running here, or the last one that ran here (kept until the next start here). Decoded as UTF-8 (invalid sequences replaced), from a line start when truncated, without escape sequences or control characters but newline and tab. here false: it has no log on this host, never having run here (the host that runs it has one)",
     access: 'read-only',
     params: { name: { type: 'string', minLength: 1, maxLength: 64, description: "the VM's name" } },
     query: {
