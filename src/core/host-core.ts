@@ -30,6 +30,7 @@ import type {
   MirrorMode,
   MirrorState,
   OperatorCommand,
+  PairPropose,
   PeerMessage,
   ProtectionLevel,
   QuorumReply,
@@ -445,10 +446,12 @@ function onPeerMessage(st: Step, msg: PeerMessage): void {
       if (msg.epoch > d.epoch) {
         const quorumSet = unionSet(d.quorumSet, msg.activeQuorum);
         s.durable = { ...d, epoch: msg.epoch, authority: 'pair', activeQuorum: msg.activeQuorum, quorumSet, proposal: null };
+        leaseFromProposal(st, msg);
         mergePeerVms(st, msg.vms);
         event(st, `accepted pairing in epoch ${msg.epoch}`);
         st.effects.push({ kind: 'send-peer', msg: { kind: 'pair-accept', from: s.cfg.self, epoch: msg.epoch } });
       } else if (msg.epoch === d.epoch && d.authority === 'pair') {
+        leaseFromProposal(st, msg);
         st.effects.push({ kind: 'send-peer', msg: { kind: 'pair-accept', from: s.cfg.self, epoch: msg.epoch } });
       }
       return;
@@ -466,6 +469,19 @@ function onPeerMessage(st: Step, msg: PeerMessage): void {
       return;
     }
   }
+}
+
+/**
+ * Accepting a proposal: its echo of one of our heartbeats is a round trip, as a heartbeat's is — the peer
+ * heard us after `sentAt`, so it cannot count us lost before `sentAt + peerTimeoutMs`, and the pair lease
+ * runs from it as from a heartbeat's echo. Without it, a host running VMs on a quorum lease would lose its
+ * authority in the step it accepts a proposal that changes the quorum set (that lease no longer counts),
+ * until a heartbeat of the new epoch came back: long enough for its watchdog to kill its VMs.
+ */
+function leaseFromProposal(st: Step, msg: PairPropose): void {
+  const s = st.s;
+  const sentAt = msg.echo !== undefined && msg.echo.incarnation === s.incarnation ? s.sentAt[msg.echo.seq] : undefined;
+  if (sentAt !== undefined) s.pairLeaseUntil = Math.max(s.pairLeaseUntil, sentAt + s.cfg.pairLeaseMs);
 }
 
 function mergePeerVms(st: Step, theirs: Readonly<Record<VmName, VmRecord>>): void {
@@ -840,7 +856,10 @@ function sendProposal(st: Step): void {
   const p = s.durable.proposal;
   assert(p !== null, 'sendProposal without a proposal');
   const vms = s.peer.hb ? mergeVms(s.durable.vms, s.peer.hb.vms) : s.durable.vms;
-  st.effects.push({ kind: 'send-peer', msg: { kind: 'pair-propose', from: s.cfg.self, epoch: p.epoch, activeQuorum: p.activeQuorum, vms } });
+  st.effects.push({
+    kind: 'send-peer',
+    msg: { kind: 'pair-propose', from: s.cfg.self, epoch: p.epoch, activeQuorum: p.activeQuorum, vms, echo: { incarnation: s.peer.incarnation, seq: s.peer.seq } },
+  });
 }
 
 /** While paired, move to the first quorum server both hosts reach, if the active one is not it. */

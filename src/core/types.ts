@@ -201,6 +201,13 @@ export interface PairPropose {
   epoch: number;
   activeQuorum: QuorumServerId | null;
   vms: Record<VmName, VmRecord>;
+  /**
+   * The latest heartbeat the proposer has received from the acceptor, as a heartbeat's `echo`: it gives the
+   * acceptor its pair lease in the new epoch at once (a proposal that changes the quorum set ends the
+   * acceptor's quorum lease, and heartbeats of the new epoch take a round trip to echo). Absent on the wire
+   * from hosts that predate it: then no lease until a heartbeat echoes one.
+   */
+  echo?: { incarnation: number; seq: number };
 }
 
 export interface PairAccept {

@@ -151,13 +151,19 @@ function streamId(v: unknown, field: string): string {
 }
 
 function parsePairPropose(o: Record<string, unknown>): PairPropose {
-  return {
+  const p: PairPropose = {
     kind: 'pair-propose',
     from: name(o['from'], 'from'),
     epoch: count(o['epoch'], 'epoch'),
     activeQuorum: o['activeQuorum'] === null ? null : quorumId(o['activeQuorum'], 'activeQuorum'),
     vms: vmRecords(o['vms'], 'vms'),
   };
+  // Optional: a host that predates it sends none (a rolling upgrade).
+  if (o['echo'] !== undefined) {
+    const echo = object(o['echo'], 'echo');
+    p.echo = { incarnation: count(echo['incarnation'], 'echo.incarnation', -1), seq: count(echo['seq'], 'echo.seq') };
+  }
+  return p;
 }
 
 function parsePairAccept(o: Record<string, unknown>): PairAccept {
