@@ -167,7 +167,7 @@ export class CoreDriver {
 
   /** The hardware of a VM as the pair's replicated record holds it. */
   /** FT as configured and as SplitSite allows now (an FT VM over the round-trip limit runs as HA). */
-  private runsAsFt(vm: VmName): boolean {
+  runsAsFt(vm: VmName): boolean {
     const rec = this.state.durable.vms[vm];
     return rec !== undefined && effectiveProtection(rec.config.protection, this.state.splitsite.allowed) === 'ft';
   }
@@ -197,6 +197,8 @@ export class CoreDriver {
     if (d.persist) this.db.saveDurable(d.persist);
     this.record(d.events, d.effects, cause);
     for (const e of d.effects) if (e.kind !== 'stop-vm') this.run(e);
+    // SplitSite allows FT again: an FT VM running here as HA (started while the link was too slow) begins a run.
+    for (const e of d.effects) if (e.kind === 'alert' && e.code === 'SPLITSITE_RESTORED' && e.vm !== undefined && this.runsAsFt(e.vm)) this.runner.ftAllowed(e.vm);
     for (const [vm, rec] of Object.entries(this.state.durable.vms)) this.ports.copyProtection?.(vm, rec.config.hardware, rec.config.protection === 'ft');
     this.scheduleTick(d.wakeAt);
   }
@@ -222,7 +224,7 @@ export class CoreDriver {
           instance: e.instance,
           hardware: this.hardwareOf(e.vm),
           protectedVm: this.state.durable.vms[e.vm]?.config.protection !== 'none',
-          ft: this.runsAsFt(e.vm),
+          ft: this.state.durable.vms[e.vm]?.config.protection === 'ft',
           ...(e.mirror ? { mirror: e.mirror } : {}),
         });
         return;

@@ -118,6 +118,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     dialer: () => dialer,
     checkpointDialer: () => checkpointDialer,
     takeResumePoint: (vm) => copies?.takeResumePoint(vm) ?? null,
+    ftAllowed: (vm) => driver?.runsAsFt(vm) ?? false,
     migrationTls: () => (pki ? { files: pki, credsDir: path.join(config.dataDir, 'run', 'migration-tls'), peer: config.pair.peer } : null),
     adoptExport: (vm, socketPath) => copies?.adopt(vm, socketPath),
     disownExport: (vm) => copies?.disown(vm),

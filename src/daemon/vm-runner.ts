@@ -125,7 +125,7 @@ export interface StartRequest {
   hardware: unknown;
   /** Protected VMs track their writes (so a later resync can be incremental). */
   protectedVm: boolean;
-  /** Run it under FT (its configured protection, as SplitSite allows now). */
+  /** An FT VM: its RAM in a file, and a protection run whenever its mirror is in sync and SplitSite allows FT. */
   ft?: boolean;
   mirror?: { stream: string; mode: MirrorMode };
 }
@@ -143,6 +143,8 @@ export interface VmRunnerPorts {
   checkpointDialer(): ReplicationDialer | null;
   /** What an FT takeover left to resume `vm` from (once; null when there is none). */
   takeResumePoint(vm: VmName): ResumePoint | null;
+  /** Whether SplitSite allows `vm` FT now (the A-Link round trip within the FT limit). */
+  ftAllowed(vm: VmName): boolean;
   /** QEMU's TLS for live migrations, with the pair's certificates (null until they exist). */
   migrationTls(): MigrationTls | null;
   /** An incoming instance serves this host's copy from inside its QEMU: the replication server connects streams there. */
@@ -374,7 +376,20 @@ export class VmRunner {
     } finally {
       slot.mirror.off('progress', onProgress);
     }
-    if (slot.ftWanted) await this.protectFt(name, slot, stream);
+    if (!slot.ftWanted) return;
+    if (this.ports.ftAllowed(name)) await this.protectFt(name, slot, stream);
+    else this.log(`VM ${name}: mirrored as HA, not FT: the A-Link round trip is over SplitSite's FT limit (FT begins when it is restored)`);
+  }
+
+  /**
+   * SplitSite allows FT again: an FT VM running here with its mirror in sync and no protection run (it was
+   * mirrored as HA) begins one over that mirror. The peer's epoch disk is still direct: it holds no epoch.
+   */
+  ftAllowed(name: VmName): void {
+    const slot = this.slots.get(name);
+    if (!slot || !slot.ftWanted || slot.state !== 'running' || slot.view?.state !== 'ready' || slot.stream === null || slot.ft?.active) return;
+    this.log(`VM ${name}: SplitSite allows FT again: starting a protection run over mirror ${slot.stream}`);
+    void this.protectFt(name, slot, slot.stream);
   }
 
   /**

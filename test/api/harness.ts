@@ -134,6 +134,7 @@ export async function startHarness(
       dialer: () => null,
       checkpointDialer: () => null,
       takeResumePoint: () => null,
+      ftAllowed: () => false,
       migrationTls: () => null,
       adoptExport: () => {},
       disownExport: () => {},
