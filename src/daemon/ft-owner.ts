@@ -35,6 +35,8 @@ export class FtOwner {
   private primary: FtPrimary | null = null;
   /** Protection runs started, for the stream ids and the views. */
   private runs = 0;
+  /** Inside `goUnprotected`: the loss it causes is the caller's own decision, not news for it. */
+  private deciding = false;
 
   constructor(private readonly opts: FtOwnerOptions) {}
 
@@ -66,7 +68,9 @@ export class FtOwner {
       const primary = await FtPrimary.start({ vm, gate, mirrors: [mirror], stream, epochMs: this.opts.epochMs, log });
       this.runs++;
       this.primary = primary;
-      primary.on('peerLost', (e) => this.opts.onLost(e));
+      primary.on('peerLost', (e) => {
+        if (!this.deciding) this.opts.onLost(e);
+      });
       log.info(`FT of VM ${name}: protection run ${this.runs} started (epochs of ${this.opts.epochMs} ms, NIC ${nicId} output held until each epoch is acked)`, { vm: name });
     } catch (e) {
       stream?.destroy();
@@ -77,16 +81,14 @@ export class FtOwner {
 
   /**
    * The decision core's call: the peer can no longer take the VM over, so what the guest sent goes out and
-   * later output passes at once. A run that has not noticed the loss yet is stopped first.
+   * later output passes at once. A run that has not noticed the loss yet ends as if it had.
    */
-  async goUnprotected(): Promise<void> {
-    const primary = this.primary;
-    if (primary === null) return;
-    const state = primary.stats.state;
-    if (state === 'peer-lost') primary.goUnprotected();
-    else if (state === 'protecting') {
-      await primary.stop();
-      this.gate?.unprotect();
+  goUnprotected(reason: string): void {
+    this.deciding = true;
+    try {
+      this.primary?.giveUp(reason);
+    } finally {
+      this.deciding = false;
     }
   }
 

@@ -244,7 +244,7 @@ export class VmRunner {
     if (!slot || slot.instance !== instance || slot.stream !== stream) return;
     this.log(`cutting the mirror of VM ${name} (stream ${stream})`);
     // The same condition lets FT's held output go: nobody can resume the VM from an older checkpoint now.
-    if (slot.ft?.active) void slot.ft.goUnprotected().catch((e) => this.log(`VM ${name}: FT could not go unprotected: ${describeError(e)}`));
+    if (slot.ft?.active) slot.ft.goUnprotected('the decision core cut the mirror: the peer can no longer take the VM over');
     this.ports.dialer()?.cut(name);
     // The job fails on the closed stream; stop() removes what is left of it, then the core hears it ended.
     void (slot.mirror?.stop() ?? Promise.resolve())

@@ -188,6 +188,19 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.log.warn(`FT of VM ${this.name}: unprotected, output passes at once`, { vm: this.name, peerCommittedEpoch: this.ackedEpoch });
   }
 
+  /**
+   * The caller knows the backup is gone before this run noticed (the decision core cut the mirror: the peer
+   * can no longer take the VM over): the run ends as a loss would — `peerLost` is emitted, the stream closed
+   * — and goes unprotected at once. While protecting only; otherwise as `goUnprotected()`.
+   */
+  giveUp(reason: string): void {
+    if (this.state === 'protecting') {
+      this.lose(new LockstepError('CHECKPOINT_LINK', `FT of VM '${this.name}': ${reason}`, { vm: this.name }));
+      this.sender.close();
+    }
+    if (this.state === 'peer-lost') this.goUnprotected();
+  }
+
   /** Ends the stream and the epoch loop; held output stays held. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {

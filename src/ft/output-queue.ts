@@ -154,6 +154,9 @@ export class OutputQueue {
   /** Unprotected from now on: returns every held frame (to send first), and later frames pass at once. */
   unprotect(nowMs: number): Buffer[] {
     this.isProtected = false;
+    // Every sealed epoch's frames go out now: they count as released, so that a later protection run can
+    // start from the open epoch with nothing sealed and unreleased.
+    this.releasedEpoch = this.epoch - 1;
     return this.takeWhile(() => true, nowMs);
   }
 

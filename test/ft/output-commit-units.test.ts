@@ -107,6 +107,19 @@ test('queue: unprotected passes at once after what was held; protect holds again
   assert.deepEqual(q.release(2, 9).map(tagOf), ['c']);
 });
 
+test('queue: going unprotected counts every sealed epoch released, so that a new protection run starts clean', () => {
+  const q = new OutputQueue(limits);
+  q.push(record('a'), 0);
+  q.seal();
+  q.push(record('b'), 1);
+  q.seal();
+  assert.deepEqual(q.unprotect(2).map(tagOf), ['a', 'b']);
+  assert.equal(q.stats().sealed, 2);
+  assert.equal(q.stats().released, 2, 'nothing sealed is left unreleased');
+  q.protect();
+  assert.deepEqual(q.push(record('c'), 3), { kind: 'held', epoch: 3, crossedSoftLimit: false });
+});
+
 test('queue: the soft limit is signalled once per crossing; past the hard limit frames are dropped, never sent', () => {
   const q = new OutputQueue(limits);
   const size = record('x', 400).length; // 482 bytes
