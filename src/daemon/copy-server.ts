@@ -53,6 +53,10 @@ export class CopyServer {
   private readonly lastStartFailure = new Map<VmName, string>();
   /** FT takeovers' resume points, until this host's start of the VM takes (or throws away) each. */
   private readonly resumePoints = new Map<VmName, ResumePoint>();
+  /** The hardware each served VM was last served with (a renewed FT run needs it again). */
+  private readonly hardware = new Map<VmName, unknown>();
+  /** Numbers FT runs, so that each run's store has a directory of its own. */
+  private runCounter = 0;
   private readonly server: ReplicationServer;
   private readonly checkpointServer: ReplicationServer;
   private readonly socketDir: string;
@@ -135,6 +139,7 @@ export class CopyServer {
     if (!slot) return Promise.resolve();
     slot.stopping = true;
     this.served.delete(vm);
+    this.hardware.delete(vm);
     slot.work = slot.work.then(async () => {
       if (slot.ft) {
         this.log(`releasing VM ${vm}'s FT copy: ${reason}`);
@@ -221,10 +226,6 @@ export class CopyServer {
       }
     });
   }
-
-  private runCounter = 0;
-  /** The hardware each served VM was last served with (a renewed FT run needs it again). */
-  private readonly hardware = new Map<VmName, unknown>();
 
   private async startFtRun(vm: VmName, slot: Served, hw: VmHardware): Promise<FtCopyRun> {
     const group = storageGroupOf(this.config.storageGroups, hw.disk.storageGroup, this.config.host);

@@ -46,7 +46,7 @@ export interface ResumePoint {
   epoch: number;
   /** QEMU on the copy and the store's image; `spec` is the VM on this host (its disk the copy's image). */
   resume(sup: VmSupervisor, spec: VmSpec, opts: Omit<ResumeOptions, 'paused'>): Promise<FtTakeOver>;
-  /** Not resumed: the store's memory goes back. */
+  /** Not resumed, or a resume that failed: the store's memory goes back. Never after a resume that worked. */
   discard(): Promise<void>;
   /** The store's directory: once resumed, the guest's RAM lives there until its QEMU exits. */
   storeDir: string;
@@ -152,18 +152,12 @@ export class FtCopyRun {
       return null;
     }
     this.opts.log.info(`FT copy of VM ${this.opts.vm}: released at checkpoint ${released.epoch} (dropped epochs ${released.discarded.discardedEpochs.join(', ') || 'none'})`, { vm: this.opts.vm, epoch: released.epoch });
-    let settled = false;
     return {
       vm: this.opts.vm,
       epoch: released.epoch,
       storeDir: this.opts.storeDir,
-      resume: (sup, spec, opts) => {
-        settled = true;
-        return backup.resume(released, sup, spec, opts);
-      },
+      resume: (sup, spec, opts) => backup.resume(released, sup, spec, opts),
       discard: async () => {
-        if (settled) return;
-        settled = true;
         await this.store.close().catch(() => undefined);
         await rm(this.opts.storeDir, { recursive: true, force: true });
       },

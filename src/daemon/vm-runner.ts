@@ -698,7 +698,6 @@ export class VmRunner {
     } catch (e) {
       this.log(`VM ${name}: could not resume from FT checkpoint ${point.epoch}, booting from its copy instead: ${describeError(e)}`);
       await point.discard();
-      await rm(point.storeDir, { recursive: true, force: true });
       return null;
     }
   }
