@@ -36,6 +36,8 @@ export class CheckpointSender {
   private readonly waiting = new Map<number, { resolve: () => void; reject: (e: LockstepError) => void }>();
   /** The disk seal waiting for SEALED: one at a time (it is asked inside the primary's pause). */
   private sealing: { epoch: number; resolve: () => void; reject: (e: LockstepError) => void } | undefined;
+  /** The handover waiting for HANDEDOVER: once per stream. */
+  private handingOver: { epoch: number; resolve: () => void; reject: (e: LockstepError) => void } | undefined;
   private failed: LockstepError | undefined;
   /** Writes go out one checkpoint after the other. */
   private writing: Promise<void> = Promise.resolve();
@@ -107,24 +109,36 @@ export class CheckpointSender {
    */
   async seal(epoch: number): Promise<void> {
     assert(this.sealing === undefined, `seal(${epoch}) while the seal of ${this.sealing?.epoch} waits`);
+    await this.request('sealing', 'seal', epoch, this.opts.sealTimeoutMs ?? this.opts.ackTimeoutMs, `seal epoch ${epoch} of '${this.opts.vm}'`);
+  }
+
+  /**
+   * Hands the run over after checkpoint `epoch` (the last acked; nothing may be in flight): resolves once the
+   * backup answered HANDEDOVER — its copy then holds every write and takes later ones through. Throws as
+   * `seal()` does; no answer within `ackTimeoutMs` is `CHECKPOINT_LINK` (applying held writes takes longer
+   * than a seal). The stream carries nothing after it.
+   */
+  async handOver(epoch: number): Promise<void> {
+    assert(this.handingOver === undefined && this.waiting.size === 0 && this.sealing === undefined, `handOver(${epoch}) with a handover, a send or a seal pending`);
+    await this.request('handingOver', 'handover', epoch, this.opts.ackTimeoutMs, `take the handover of '${this.opts.vm}' after epoch ${epoch}`);
+  }
+
+  /** Writes a control record and waits for its answer (`onData` resolves the slot), within `timeoutMs`. */
+  private async request(slot: 'sealing' | 'handingOver', type: 'seal' | 'handover', epoch: number, timeoutMs: number, what: string): Promise<void> {
     if (this.failed) throw this.failed;
-    const sealed = new Promise<void>((resolve, reject) => (this.sealing = { epoch, resolve, reject }));
-    sealed.catch(() => undefined);
-    const write = this.writing.then(() => this.writeAll([encodeControl('seal', this.opts.vm, epoch)], () => undefined));
+    const answered = new Promise<void>((resolve, reject) => (this[slot] = { epoch, resolve, reject }));
+    answered.catch(() => undefined);
+    const write = this.writing.then(() => this.writeAll([encodeControl(type, this.opts.vm, epoch)], () => undefined));
     this.writing = write.catch(() => undefined);
-    const timeoutMs = this.opts.sealTimeoutMs ?? this.opts.ackTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new LockstepError('CHECKPOINT_LINK', `the backup did not seal epoch ${epoch} of '${this.opts.vm}' within ${timeoutMs} ms`, { vm: this.opts.vm, epoch, sealTimeoutMs: timeoutMs })),
-        timeoutMs,
-      );
+      timer = setTimeout(() => reject(new LockstepError('CHECKPOINT_LINK', `the backup did not ${what} within ${timeoutMs} ms`, { vm: this.opts.vm, epoch, timeoutMs })), timeoutMs);
     });
     try {
-      await Promise.race([write.then(() => sealed), timeout]);
+      await Promise.race([write.then(() => answered), timeout]);
     } finally {
       clearTimeout(timer);
-      this.sealing = undefined;
+      this[slot] = undefined;
     }
   }
 
@@ -209,6 +223,15 @@ export class CheckpointSender {
         this.sealing.resolve();
         continue;
       }
+      if (r.kind === 'handedover') {
+        if (r.ack.vm !== this.opts.vm || this.handingOver?.epoch !== r.ack.epoch) {
+          this.fail(new LockstepError('CHECKPOINT_WIRE', `the backup took a handover at epoch ${r.ack.epoch} of '${r.ack.vm}', which was not asked`, { vm: this.opts.vm, field: 'handedover.epoch', epoch: r.ack.epoch }));
+          this.stream.destroy();
+          return;
+        }
+        this.handingOver.resolve();
+        continue;
+      }
       const w = this.waiting.get(r.ack.epoch);
       if (r.ack.vm !== this.opts.vm || w === undefined) {
         this.fail(new LockstepError('CHECKPOINT_WIRE', `the backup acked epoch ${r.ack.epoch} of '${r.ack.vm}', which was not sent`, { vm: this.opts.vm, field: 'ack.epoch', epoch: r.ack.epoch }));
@@ -223,12 +246,15 @@ export class CheckpointSender {
     this.failed ??= e;
     for (const w of this.waiting.values()) w.reject(this.failed);
     this.sealing?.reject(this.failed);
+    this.handingOver?.reject(this.failed);
   }
 }
 
 export interface ReceiveOutcome {
   /** Every commit made from this stream, in order. */
   commits: CommitResult[];
+  /** The primary handed the run over (HANDOVER, answered HANDEDOVER) at this epoch; null: it did not. */
+  handedOverAt: number | null;
   /** Why the stream was refused, or null if it simply ended. */
   refused: LockstepError | null;
 }
@@ -242,6 +268,11 @@ export interface ReceiveOptions {
   onSeal?: (epoch: number) => Promise<void>;
   /** Runs before the store commits a checkpoint (the disk's commit of that epoch); throwing `EPOCH_DISK` refuses. */
   beforeCommit?: (cp: StagedCheckpoint) => Promise<void>;
+  /**
+   * A HANDOVER record (the primary's last): answered HANDEDOVER once this resolves. Without it a handover is
+   * refused (`CHECKPOINT_WIRE`). Throwing `EPOCH_DISK` refuses the stream.
+   */
+  onHandover?: (epoch: number) => Promise<void>;
 }
 
 /** The errors the receiver answers with REFUSED: bad input, or an epoch this backup cannot hold. */
@@ -257,6 +288,7 @@ export async function receiveCheckpoints(stream: Duplex, store: CheckpointStore,
   const decoder = new CheckpointDecoder(store.geometry);
   const commits: CommitResult[] = [];
   let epoch = 0;
+  let handedOverAt: number | null = null;
   try {
     // Not destroyed when the loop is left on an error: the REFUSED record must still go out.
     for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
@@ -266,6 +298,16 @@ export async function receiveCheckpoints(stream: Duplex, store: CheckpointStore,
           if (opts.onSeal === undefined) throw new LockstepError('CHECKPOINT_WIRE', `checkpoint stream: a seal of epoch ${input.epoch}, and this backup holds no disk`, { field: 'type', epoch: input.epoch });
           await opts.onSeal(input.epoch);
           stream.write(encodeControl('sealed', store.vm, input.epoch));
+          continue;
+        }
+        if (input.kind === 'handover') {
+          if (opts.onHandover === undefined) throw new LockstepError('CHECKPOINT_WIRE', `checkpoint stream: a handover at epoch ${input.epoch}, and this backup holds no disk`, { field: 'type', epoch: input.epoch });
+          if (input.epoch !== store.committedEpoch) {
+            throw new LockstepError('CHECKPOINT_WIRE', `checkpoint stream: a handover after epoch ${input.epoch}, and this backup committed epoch ${store.committedEpoch}`, { field: 'handover.epoch', epoch: input.epoch });
+          }
+          await opts.onHandover(input.epoch);
+          handedOverAt = input.epoch;
+          stream.write(encodeControl('handedover', store.vm, input.epoch));
           continue;
         }
         const staged = input.checkpoint;
@@ -280,17 +322,17 @@ export async function receiveCheckpoints(stream: Duplex, store: CheckpointStore,
     }
     decoder.end();
     stream.end();
-    return { commits, refused: null };
+    return { commits, handedOverAt, refused: null };
   } catch (e) {
     if (e instanceof BugError) throw e;
     if (!REFUSING_CODES.some((code) => isLockstepError(e, code))) {
       // The stream itself failed (reset, TLS error): nobody is left to tell; the store keeps what it has.
       stream.destroy();
-      return { commits, refused: new LockstepError('CHECKPOINT_LINK', `checkpoint stream of '${store.vm}' failed: ${describeError(e)}`, { vm: store.vm }, { cause: e }) };
+      return { commits, handedOverAt, refused: new LockstepError('CHECKPOINT_LINK', `checkpoint stream of '${store.vm}' failed: ${describeError(e)}`, { vm: store.vm }, { cause: e }) };
     }
     const err = e as LockstepError;
     refuse(stream, encodeRefusal({ vm: store.vm, epoch: decoder.receivingEpoch ?? epoch, code: err.code, message: err.message }));
-    return { commits, refused: err };
+    return { commits, handedOverAt, refused: err };
   }
 }
 

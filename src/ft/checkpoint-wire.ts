@@ -12,10 +12,13 @@
  *
  * Between checkpoints, the FT pair's control records (`ft-primary.ts`, `ft-backup.ts`):
  *
- *   SEAL    vm, epoch u64: the primary's guest is paused at the end of this epoch; seal its disk writes
+ *   SEAL     vm, epoch u64: the primary's guest is paused at the end of this epoch; seal its disk writes
+ *   HANDOVER vm, epoch u64 (the last checkpoint the primary had acked, 0 for none): the run ends here; the
+ *            backup applies every disk write it holds and from now on writes each one through to its copy
+ *            before answering (its copy becomes HA's). The last record of a stream.
  *
  * Backup → primary: ACK (vm, epoch u64: that epoch is committed), SEALED (vm, epoch: the disk seal took
- * effect), PRESSURE (vm, epoch: the backup's held disk writes passed their pressure mark, end the epoch
+ * effect), HANDEDOVER (vm, epoch: the copy holds every write and takes later ones through), PRESSURE (vm, epoch: the backup's held disk writes passed their pressure mark, end the epoch
  * early) or REFUSED (vm, epoch, error code, message: the backup will not take this stream; it closes it after
  * this record).
  *
@@ -40,7 +43,7 @@ export const RUN_PAGES_MAX = 256;
 const RECORD_HEAD_BYTES = 5;
 const REFUSED_MESSAGE_BYTES_MAX = 1024;
 
-export const RecordType = { header: 1, pages: 2, device: 3, end: 4, ack: 5, refused: 6, seal: 7, sealed: 8, pressure: 9 } as const;
+export const RecordType = { header: 1, pages: 2, device: 3, end: 4, ack: 5, refused: 6, seal: 7, sealed: 8, pressure: 9, handover: 10, handedover: 11 } as const;
 type RecordTypeName = keyof typeof RecordType;
 const TYPE_NAMES = new Map<number, RecordTypeName>(Object.entries(RecordType).map(([k, v]) => [v, k as RecordTypeName]));
 
@@ -139,8 +142,8 @@ export function encodeAck(ack: Ack): Buffer {
   return Buffer.concat([recordHead(RecordType.ack, body.length), body]);
 }
 
-/** A control record of `vm` and `epoch`: SEAL (primary → backup), SEALED or PRESSURE (backup → primary). */
-export function encodeControl(type: 'seal' | 'sealed' | 'pressure', vm: string, epoch: number): Buffer {
+/** A control record of `vm` and `epoch`: SEAL or HANDOVER (primary → backup), SEALED, HANDEDOVER or PRESSURE (backup → primary). */
+export function encodeControl(type: 'seal' | 'sealed' | 'pressure' | 'handover' | 'handedover', vm: string, epoch: number): Buffer {
   const body = vmEpoch(vm, epoch);
   return Buffer.concat([recordHead(RecordType[type], body.length), body]);
 }
@@ -325,8 +328,8 @@ export interface StagedCheckpoint extends CheckpointData {
   wireBytes: number;
 }
 
-/** What the backup reads from the stream, in stream order: a verified checkpoint, or a disk seal request. */
-export type BackupInput = { kind: 'checkpoint'; checkpoint: StagedCheckpoint } | { kind: 'seal'; epoch: number };
+/** What the backup reads from the stream, in stream order: a verified checkpoint, a disk seal request, or the run's handover. */
+export type BackupInput = { kind: 'checkpoint'; checkpoint: StagedCheckpoint } | { kind: 'seal'; epoch: number } | { kind: 'handover'; epoch: number };
 
 /** A control record's payload bound: vm name (u8 length + up to 255 bytes) and epoch u64. */
 const VM_EPOCH_BYTES_MAX = 1 + 255 + 8;
@@ -345,6 +348,8 @@ export class CheckpointDecoder {
   private crc = 0;
   private wireBytes = 0;
   private broken: LockstepError | undefined;
+  /** A HANDOVER came: the stream has nothing more to say. */
+  private handedOver = false;
 
   constructor(private readonly expect: WireExpectation) {
     this.reader = new RecordReader((type) => this.maxPayload(type));
@@ -355,8 +360,14 @@ export class CheckpointDecoder {
     try {
       const out: BackupInput[] = [];
       this.reader.push(chunk, (type, head, payload) => {
+        if (this.handedOver) throw wireError(`a ${type} record after the handover (it is a stream's last)`, { field: 'type' });
         if (type === 'seal') {
-          out.push({ kind: 'seal', epoch: this.readSeal(payload) });
+          out.push({ kind: 'seal', epoch: this.readControl(payload, 'seal', 1) });
+          return;
+        }
+        if (type === 'handover') {
+          this.handedOver = true;
+          out.push({ kind: 'handover', epoch: this.readControl(payload, 'handover', 0) });
           return;
         }
         const staged = this.record(type, head, payload);
@@ -388,7 +399,7 @@ export class CheckpointDecoder {
 
   private maxPayload(type: RecordTypeName): number | undefined {
     const h = this.header;
-    if (h === undefined) return type === 'header' ? 4 + 3 + 255 + 32 : type === 'seal' ? VM_EPOCH_BYTES_MAX : undefined;
+    if (h === undefined) return type === 'header' ? 4 + 3 + 255 + 32 : type === 'seal' || type === 'handover' ? VM_EPOCH_BYTES_MAX : undefined;
     if (this.runs.length < h.runCount) return type === 'pages' ? 8 + RUN_PAGES_MAX * h.pageBytes : undefined;
     if (this.deviceState === undefined) return type === 'device' ? h.deviceStateBytes : undefined;
     return type === 'end' ? 4 : undefined;
@@ -440,14 +451,17 @@ export class CheckpointDecoder {
     this.header = h;
   }
 
-  /** A seal names this stream's VM and an epoch ≥ 1; between checkpoints only (`maxPayload`). */
-  private readSeal(payload: Buffer): number {
-    const f = new Fields(payload, 'seal');
+  /**
+   * A seal or a handover names this stream's VM and an epoch of at least `least` (a seal's epoch is one that
+   * ran, ≥ 1; a handover may come before any checkpoint, 0); between checkpoints only (`maxPayload`).
+   */
+  private readControl(payload: Buffer, type: 'seal' | 'handover', least: 0 | 1): number {
+    const f = new Fields(payload, type);
     const vm = f.name('vm');
     const epoch = f.u64('epoch');
     f.done();
-    if (vm !== this.expect.vm) throw wireError(`seal.vm is '${vm}', this stream is for '${this.expect.vm}'`, { field: 'seal.vm', epoch });
-    if (epoch < 1) throw wireError('seal.epoch is 0 (epochs start at 1)', { field: 'seal.epoch' });
+    if (vm !== this.expect.vm) throw wireError(`${type}.vm is '${vm}', this stream is for '${this.expect.vm}'`, { field: `${type}.vm`, epoch });
+    if (epoch < least) throw wireError(`${type}.epoch is 0 (epochs start at 1)`, { field: `${type}.epoch` });
     return epoch;
   }
 
@@ -512,13 +526,14 @@ export class CheckpointDecoder {
 export type Reply =
   | { kind: 'ack'; ack: Ack }
   | { kind: 'sealed'; ack: Ack }
+  | { kind: 'handedover'; ack: Ack }
   | { kind: 'pressure'; ack: Ack }
   | { kind: 'refused'; refusal: Refusal };
 
 /** The primary's side: the backup's answers. Throws `CHECKPOINT_WIRE`; after that, refuses everything. */
 export class ReplyDecoder {
   private readonly reader = new RecordReader((type) =>
-    type === 'ack' || type === 'sealed' || type === 'pressure' ? VM_EPOCH_BYTES_MAX : type === 'refused' ? VM_EPOCH_BYTES_MAX + 1 + 64 + 2 + REFUSED_MESSAGE_BYTES_MAX : undefined,
+    type === 'ack' || type === 'sealed' || type === 'handedover' || type === 'pressure' ? VM_EPOCH_BYTES_MAX : type === 'refused' ? VM_EPOCH_BYTES_MAX + 1 + 64 + 2 + REFUSED_MESSAGE_BYTES_MAX : undefined,
   );
   private broken: LockstepError | undefined;
 
@@ -530,7 +545,7 @@ export class ReplyDecoder {
         const f = new Fields(payload, type);
         const vm = f.name('vm');
         const epoch = f.u64('epoch');
-        if (type === 'ack' || type === 'sealed' || type === 'pressure') {
+        if (type === 'ack' || type === 'sealed' || type === 'handedover' || type === 'pressure') {
           f.done();
           out.push({ kind: type, ack: { vm, epoch } });
           return;

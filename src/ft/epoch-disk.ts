@@ -33,18 +33,20 @@ import { LockstepError, describeError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import { EpochBuffer, heldCost, overlay, type HeldWrite } from './epoch-disk-buffer.js';
 
-export type EpochDiskMode = 'direct' | 'holding' | 'closed';
+export type EpochDiskMode = 'direct' | 'holding' | 'through' | 'closed';
 
 /** What each mode means; checked on every transition. */
 export const EPOCH_DISK_MODES: Readonly<Record<EpochDiskMode, string>> = {
   direct: 'initial sync: each write reaches the copy before it is acknowledged; the copy is no checkpoint yet',
   holding: 'epochs: writes held in memory, applied to the copy when their checkpoint commits',
+  through: 'handed over (the VM is HA now): all it held applied, each write on the copy before it is acknowledged; the copy is no checkpoint',
   closed: 'failed over or stopped: no clients, nothing held, the copy released',
 };
 
 const TRANSITIONS: Readonly<Record<EpochDiskMode, readonly EpochDiskMode[]>> = {
-  direct: ['holding', 'closed'],
-  holding: ['closed'],
+  direct: ['holding', 'through', 'closed'],
+  holding: ['through', 'closed'],
+  through: ['closed'],
   closed: [],
 };
 
@@ -102,6 +104,16 @@ export interface EpochCommit {
   flushMs: number;
 }
 
+/** What a handover applied: every epoch held, sealed or open, in arrival order. */
+export interface EpochHandover {
+  /** The checkpoint the copy was at before (null: the initial sync, never held). */
+  fromEpoch: number | null;
+  appliedEpochs: number[];
+  appliedWrites: number;
+  appliedBytes: number;
+  applyMs: number;
+}
+
 export interface EpochDiscard {
   /** The checkpoint the copy holds: the one to resume from. */
   committedEpoch: number;
@@ -127,6 +139,8 @@ export class EpochDisk extends EventEmitter<EpochDiskEvents> {
   private committing: { epoch: number; done: Promise<unknown> } | null = null;
   /** hold()'s drain and flush of the initial sync: commits wait for it. */
   private baseline: Promise<unknown> = Promise.resolve();
+  /** handOver()'s apply of everything held: writes in `through` mode wait behind it. */
+  private handedOver: Promise<EpochHandover> | null = null;
   private broken: EpochDiskBreak | null = null;
   private copyConsistent = true;
   private pressure = false;
@@ -262,6 +276,56 @@ export class EpochDisk extends EventEmitter<EpochDiskEvents> {
   }
 
   /**
+   * The protection run ends with the copy keeping every write (the VM goes on as HA, or moves): every epoch
+   * held — sealed or open, committed by no checkpoint — is applied in arrival order and flushed, and from the
+   * call on each write reaches the copy before it is acknowledged (`through`), waiting until the held ones
+   * are on it. The switch happens at the call (no write can be held after it); the promise resolves once the
+   * copy has everything. A commit under way finishes first. Idempotent.
+   *
+   * Throws `EPOCH_DISK` when the copy cannot keep every write the guest saw succeed: a write was refused or
+   * its writer vanished (the break), or applying failed (then later writes are refused too). The caller must
+   * not count the copy as current then.
+   */
+  handOver(): Promise<EpochHandover> {
+    if (this.handedOver !== null) return this.handedOver;
+    if (this.mode === 'closed') return Promise.reject(this.error(`the copy of VM ${this.vm} cannot be handed over: the epoch disk is closed`, {}));
+    const broken = this.broken;
+    const fromEpoch = this.committedEpoch;
+    this.transition('through');
+    this.handedOver = (async (): Promise<EpochHandover> => {
+      if (broken !== null) throw this.error(`the copy of VM ${this.vm} misses a write the guest saw succeed: ${broken.reason}`, { reason: broken.reason });
+      await this.baseline;
+      if (this.committing !== null) await this.committing.done;
+      const startedMs = performance.now();
+      const view = this.buffer?.view() ?? [];
+      const writes = view.flatMap(([w, count]) => w.slice(0, count));
+      const applied: EpochHandover = {
+        fromEpoch,
+        appliedEpochs: this.buffer === null ? [] : [...this.buffer.sealedEpochs, this.buffer.openEpoch],
+        appliedWrites: writes.length,
+        appliedBytes: writes.reduce((n, w) => n + w.length, 0),
+        applyMs: 0,
+      };
+      try {
+        await Promise.all(this.directWrites);
+        await applyInOrder(this.copy, writes);
+        await this.copy.flush();
+      } catch (e) {
+        this.copyConsistent = false;
+        throw this.error(`the writes held for VM ${this.vm} could not be applied to the copy: ${describeError(e)}`, {}, e);
+      }
+      // Reads see the copy alone from here: it has every held write.
+      this.buffer = null;
+      this.pressure = false;
+      applied.applyMs = performance.now() - startedMs;
+      this.log.info(`epoch disk of VM ${this.vm} handed over: ${applied.appliedWrites} held writes applied (epochs ${applied.appliedEpochs.join(', ') || 'none'}); writes now go through to the copy`, { vm: this.vm });
+      return applied;
+    })();
+    this.handedOver.catch(() => undefined);
+    return this.handedOver;
+  }
+
+  /**
    * At failover: no more clients, every uncommitted epoch dropped (a commit under way finishes first: its
    * checkpoint has committed), the copy's connection closed so the copy can be run on. Resolves with the
    * checkpoint the copy holds. Throws `EPOCH_DISK` when the copy is at no checkpoint (initial sync
@@ -297,14 +361,17 @@ export class EpochDisk extends EventEmitter<EpochDiskEvents> {
   }
 
   private async shutdownNow(): Promise<EpochDiscard> {
+    const handedOver = this.handedOver;
     this.transition('closed');
     await this.server?.close();
     await this.baseline;
     if (this.committing !== null) await this.committing.done;
+    await handedOver?.catch(() => undefined);
     const dropped = this.buffer?.discardAll() ?? { epochs: [], heldBytes: 0, writes: 0 };
     await Promise.all(this.directWrites);
     await this.copy.close();
     const fields = { vm: this.vm, committedEpoch: this.committedEpoch };
+    if (handedOver !== null) throw this.error(`the copy of VM ${this.vm} was handed over: it holds later writes than any checkpoint`, fields);
     if (!this.copyConsistent) throw this.error(`the copy of VM ${this.vm} is at no checkpoint: ${this.broken?.reason ?? 'a commit failed'}`, fields);
     if (this.committedEpoch === null) throw this.error(`the copy of VM ${this.vm} is no checkpoint yet: its initial sync never reached hold()`, fields);
     this.log.info(`epoch disk of VM ${this.vm} closed at checkpoint ${this.committedEpoch}; dropped epochs ${dropped.epochs.join(', ') || 'none'}`, {
@@ -325,7 +392,8 @@ export class EpochDisk extends EventEmitter<EpochDiskEvents> {
   }
 
   private markBroken(fromEpoch: number | null, reason: string): void {
-    if (this.broken !== null) return; // the earliest break is the one that counts
+    // Handed over, each write is on the copy before its answer: a writer lost then loses nothing.
+    if (this.broken !== null || this.mode === 'through') return; // the earliest break is the one that counts
     this.broken = { fromEpoch, reason };
     this.log.warn(`epoch disk of VM ${this.vm}: ${fromEpoch === null ? 'the initial sync' : `epoch ${fromEpoch} and later`} can never commit: ${reason}`, { vm: this.vm, fromEpoch });
     this.emit('broken', this.broken);
@@ -338,6 +406,7 @@ export class EpochDisk extends EventEmitter<EpochDiskEvents> {
   /** A write of the mirror's: applied at once (direct), held (holding), or refused. */
   private take(w: HeldWrite): number | Promise<number> {
     if (this.mode === 'closed') return NBD_ERR.ESHUTDOWN;
+    if (this.mode === 'through') return this.applyThrough(w);
     // Past a break nothing more can commit: failing at once makes the mirror fail, and the engine notice.
     if (this.broken !== null) return NBD_ERR.EIO;
     if (this.mode === 'direct') return this.applyDirect(w);
@@ -365,6 +434,23 @@ export class EpochDisk extends EventEmitter<EpochDiskEvents> {
     this.directWrites.add(applied);
     void applied.then(() => this.directWrites.delete(applied));
     return applied;
+  }
+
+  /** Handed over: after everything held is on the copy, this write too, before its answer. */
+  private async applyThrough(w: HeldWrite): Promise<number> {
+    try {
+      await this.handedOver;
+    } catch {
+      return NBD_ERR.EIO;
+    }
+    if (!this.copyConsistent) return NBD_ERR.EIO;
+    try {
+      await (w.data === null ? this.copy.writeZeroes(w.offset, w.length, w.noHole) : this.copy.write(w.offset, w.data));
+      return 0;
+    } catch (e) {
+      this.log.warn(`epoch disk of VM ${this.vm}: a write of ${w.length} at ${w.offset} failed on the copy: ${describeError(e)}`, { vm: this.vm });
+      return NBD_ERR.EIO;
+    }
   }
 
   private backend(): NbdBackend {
@@ -401,9 +487,12 @@ export class EpochDisk extends EventEmitter<EpochDiskEvents> {
         this.received.flushes++;
         // Holding: a held write must not reach the copy before its checkpoint commits, so a flush cannot make
         // it durable there. The guest's durable effects are visible outside only after the commit (output
-        // commit), when the epoch is flushed here; a flush has nothing more to promise.
-        if (this.mode !== 'direct') return this.mode === 'closed' ? NBD_ERR.ESHUTDOWN : 0;
+        // commit), when the epoch is flushed here; a flush has nothing more to promise. Direct and handed
+        // over, it is the copy's flush.
+        if (this.mode === 'holding') return 0;
+        if (this.mode === 'closed') return NBD_ERR.ESHUTDOWN;
         try {
+          if (this.mode === 'through') await this.handedOver;
           await copy.flush();
           return 0;
         } catch {

@@ -8,6 +8,10 @@
  * SEALED goes back; the first SEAL turns the initial sync into the copy of checkpoint N (`hold(N + 1)`: the
  * primary's mirror was ready, and every write until this pause belongs to checkpoint N, the full image).
  *
+ * Handover (HANDOVER, the primary's last record): the epoch disk applies every write it holds and takes later
+ * ones through (`EpochDisk.handOver`) before HANDEDOVER goes back; the copy is then HA's, ahead of every
+ * checkpoint, and the store is no resume point any more (`release()` refuses).
+ *
  * Failover (`takeOver`): the stream is cut, a checkpoint being committed finishes on both (the receive loop
  * commits disk then store and is awaited), the disk drops every uncommitted epoch and releases the copy; the
  * two must then be at the same epoch; the copy's qemu-nbd stops (it holds the image's lock); the VM resumes
@@ -106,6 +110,9 @@ export class FtBackup extends EventEmitter<FtBackupEvents> {
     });
     this.received = receiveCheckpoints(stream, store, {
       onSeal: (epoch) => this.seal(epoch),
+      onHandover: async () => {
+        await disk.handOver();
+      },
       beforeCommit: (cp) => this.commitDisk(cp),
       onCommit: (c) => {
         this.epochsCommitted++;
@@ -185,7 +192,10 @@ export class FtBackup extends EventEmitter<FtBackupEvents> {
     const { stream, disk, store, copy } = this.opts;
     const t0 = performance.now();
     stream.destroy();
-    await this.received;
+    const outcome = await this.received;
+    if (outcome.handedOverAt !== null) {
+      throw new LockstepError('FT_TAKEOVER', `VM '${store.vm}': its run was handed over after checkpoint ${outcome.handedOverAt}: the copy is ahead of every checkpoint (boot from it)`, { vm: store.vm, epoch: outcome.handedOverAt });
+    }
     const tDrained = performance.now();
     const discarded = await disk.discardUncommitted();
     const tDiscarded = performance.now();
@@ -219,7 +229,7 @@ export class FtBackup extends EventEmitter<FtBackupEvents> {
     }
     if (s.mode === 'direct') await disk.hold(epoch + 1);
     else if (s.mode === 'holding') disk.seal(epoch);
-    else throw new LockstepError('EPOCH_DISK', `epoch ${epoch} of VM ${disk.vm} cannot be sealed: the epoch disk is closed`, { vm: disk.vm, epoch });
+    else throw new LockstepError('EPOCH_DISK', `epoch ${epoch} of VM ${disk.vm} cannot be sealed: the epoch disk is ${s.mode === 'through' ? 'handed over' : 'closed'}`, { vm: disk.vm, epoch, mode: s.mode });
   }
 
   /** Before the store commits checkpoint N: the disk's epoch N (none for the checkpoint `hold` made). */

@@ -17,6 +17,12 @@
  * held output is what pushes the epoch to end early (`endEpochSoon`: the gate's soft limit, the backup's
  * disk pressure), never what is let out.
  *
+ * Handover (`handOver()`, the caller's: the VM goes on as HA, or is about to move): at the next epoch end,
+ * with no checkpoint in flight, HANDOVER instead of a pause; the backup applies every disk write it holds
+ * and writes later ones through to its copy before it answers HANDEDOVER. Only then does held output leave:
+ * every write the guest saw complete before it is on the copy, which a restart there would boot from. The
+ * guest is not paused for it.
+ *
  * Peer lost (stream closed or failed, a refusal, no ack or seal answer in time, a checkpoint that could not be
  * taken): the loop stops, `peerLost` is emitted and the gate KEEPS HOLDING. Letting the guest's output go
  * unprotected is the caller's decision (later the decision core's: the peer might be about to take over from
@@ -34,18 +40,20 @@ import { CheckpointSender } from './checkpoint-link.js';
 import { PauseWindow, type PauseSummary } from './ft-stats.js';
 import type { OutputGate } from './output-commit.js';
 
-export type FtPrimaryState = 'protecting' | 'peer-lost' | 'unprotected' | 'stopped';
+export type FtPrimaryState = 'protecting' | 'handed-over' | 'peer-lost' | 'unprotected' | 'stopped';
 
 /** What each state means; checked on every transition. */
 export const FT_PRIMARY_STATES: Readonly<Record<FtPrimaryState, string>> = {
   protecting: 'epochs run; the output of an epoch leaves once the backup acked it',
+  'handed-over': 'no more epochs, by the caller’s choice: the backup’s copy holds every write and takes later ones through (HA’s); output passes at once',
   'peer-lost': 'no more epochs; output of unacked epochs is held until the caller decides (goUnprotected)',
   unprotected: 'output passes at once: the VM runs without a backup',
   stopped: 'stopped by its owner; whatever was held stays held (the gate is the owner’s to close or detach)',
 };
 
 const TRANSITIONS: Readonly<Record<FtPrimaryState, readonly FtPrimaryState[]>> = {
-  protecting: ['peer-lost', 'stopped'],
+  protecting: ['handed-over', 'peer-lost', 'stopped'],
+  'handed-over': ['stopped'],
   'peer-lost': ['unprotected', 'stopped'],
   unprotected: ['stopped'],
   stopped: [],
@@ -127,6 +135,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   private early = false;
   private loop: Promise<void> = Promise.resolve();
   private stopping: Promise<void> | null = null;
+  /** `handOver()` was asked: the loop does it at the next epoch end. */
+  private handover: { done: Promise<void>; resolve: () => void; reject: (e: LockstepError) => void } | null = null;
   private readonly log: DriverLog;
 
   private constructor(
@@ -201,6 +211,23 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (this.state === 'peer-lost') this.goUnprotected();
   }
 
+  /**
+   * Ends protection without a loss (see above): resolves once the backup's copy holds every write and
+   * held output has left. Throws `FT_PRIMARY` when not protecting; a handover that fails is a loss
+   * (`peerLost`, output held) and rejects with its error. Idempotent.
+   */
+  handOver(): Promise<void> {
+    if (this.handover !== null) return this.handover.done;
+    if (this.state !== 'protecting') return Promise.reject(new LockstepError('FT_PRIMARY', `FT of VM '${this.name}' cannot be handed over: it is ${this.state}`, { vm: this.name, state: this.state }));
+    let resolve!: () => void;
+    let reject!: (e: LockstepError) => void;
+    const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+    done.catch(() => undefined);
+    this.handover = { done, resolve, reject };
+    this.wake?.();
+    return done;
+  }
+
   /** Ends the stream and the epoch loop; held output stays held. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
@@ -239,8 +266,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   private async run(): Promise<void> {
     let epochStartMs = performance.now();
     while (this.state === 'protecting') {
-      await this.untilEpochEnd(epochStartMs + this.opts.epochMs);
+      if (this.handover === null) await this.untilEpochEnd(epochStartMs + this.opts.epochMs);
       if (this.state !== 'protecting') return;
+      if (this.handover !== null) return this.handOverNow(this.handover);
       if (this.early) this.earlyEpochs++;
       this.early = false;
       epochStartMs = performance.now();
@@ -277,6 +305,26 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.last = { epoch, full, pageCount, wireBytes: sent.wireBytes, timings: { ...timings, sealMs, ackMs: sent.ackMs } };
       this.emit('committed', this.last);
     }
+  }
+
+  /** Between epochs (nothing in flight: the last checkpoint sent is acked): the handover itself. */
+  private async handOverNow(asked: NonNullable<FtPrimary['handover']>): Promise<void> {
+    try {
+      await this.sender.handOver(this.ackedEpoch);
+    } catch (e) {
+      this.lose(e);
+      asked.reject(this.lostBecause!);
+      return;
+    }
+    if (this.state !== 'protecting') {
+      asked.reject(new LockstepError('FT_PRIMARY', `FT of VM '${this.name}': ${this.state} during its handover`, { vm: this.name, state: this.state }));
+      return;
+    }
+    this.transition('handed-over');
+    this.opts.gate.unprotect();
+    this.sender.close();
+    this.log.info(`FT of VM ${this.name}: handed over after epoch ${this.ackedEpoch}: the backup's copy holds every write; output passes at once`, { vm: this.name, peerCommittedEpoch: this.ackedEpoch });
+    asked.resolve();
   }
 
   /** Resolves at `atMs`, or earlier on `endEpochSoon()` or `stop()`. */

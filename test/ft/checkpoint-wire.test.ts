@@ -2,7 +2,7 @@
 // names what is wrong, with nothing handed on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CheckpointDecoder, RUN_PAGES_MAX, ReplyDecoder, encodeAck, encodeCheckpoint, encodeControl, encodeRefusal, type CheckpointData, type StagedCheckpoint } from '../../src/ft/checkpoint-wire.js';
+import { CheckpointDecoder, RUN_PAGES_MAX, ReplyDecoder, encodeAck, encodeCheckpoint, encodeControl, encodeRefusal, type BackupInput, type CheckpointData, type StagedCheckpoint } from '../../src/ft/checkpoint-wire.js';
 import { LockstepError } from '../../src/util/errors.js';
 
 const P = 4096;
@@ -168,7 +168,7 @@ test('seal requests between checkpoints: in stream order with them, byte by byte
   const d = new CheckpointDecoder(expect);
   const bytes = Buffer.concat([encodeControl('seal', 'web', 7), wire(checkpoint()), encodeControl('seal', 'web', 8)]);
   const got = [...bytes].flatMap((b) => d.push(Buffer.from([b])));
-  assert.deepEqual(got.map((i) => (i.kind === 'seal' ? `seal ${i.epoch}` : `checkpoint ${i.checkpoint.epoch}`)), ['seal 7', 'checkpoint 7', 'seal 8']);
+  assert.deepEqual(got.map(describeInput), ['seal 7', 'checkpoint 7', 'seal 8']);
   d.end();
   const cp = wire(checkpoint());
   const headerEnd = 5 + cp.readUInt32BE(1);
@@ -182,6 +182,25 @@ test('seal requests between checkpoints: in stream order with them, byte by byte
   wireError(() => new CheckpointDecoder(expect).push(encodeControl('sealed', 'web', 7)), /unexpected record type 8/, 'type');
 });
 
+function describeInput(i: BackupInput): string {
+  return i.kind === 'checkpoint' ? `checkpoint ${i.checkpoint.epoch}` : `${i.kind} ${i.epoch}`;
+}
+
+test('a handover between checkpoints is the last record of a stream: after a checkpoint or before any (epoch 0); inside a checkpoint, for another VM or followed by anything, an error', () => {
+  const d = new CheckpointDecoder(expect);
+  const bytes = Buffer.concat([encodeControl('seal', 'web', 7), wire(checkpoint()), encodeControl('handover', 'web', 7)]);
+  assert.deepEqual([...bytes].flatMap((b) => d.push(Buffer.from([b]))).map(describeInput), ['seal 7', 'checkpoint 7', 'handover 7']);
+  d.end();
+  assert.deepEqual(new CheckpointDecoder(expect).push(encodeControl('handover', 'web', 0)).map(describeInput), ['handover 0']);
+  const cp = wire(checkpoint());
+  const headerEnd = 5 + cp.readUInt32BE(1);
+  wireError(() => new CheckpointDecoder(expect).push(Buffer.concat([cp.subarray(0, headerEnd), encodeControl('handover', 'web', 6)])), /unexpected record type 10 \(handover\)/, 'type');
+  wireError(() => new CheckpointDecoder(expect).push(encodeControl('handover', 'other', 7)), /handover.vm is 'other'/, 'handover.vm');
+  wireError(() => new CheckpointDecoder(expect).push(Buffer.concat([encodeControl('handover', 'web', 0), encodeControl('seal', 'web', 1)])), /a seal record after the handover/, 'type');
+  wireError(() => new CheckpointDecoder(expect).push(Buffer.concat([encodeControl('handover', 'web', 0), wire(checkpoint())])), /a header record after the handover/, 'type');
+  wireError(() => new CheckpointDecoder(expect).push(encodeControl('handedover', 'web', 7)), /unexpected record type 11/, 'type');
+});
+
 test('sealed and pressure replies: round trip beside acks; a seal is not a reply', () => {
   const r = new ReplyDecoder();
   const bytes = Buffer.concat([encodeControl('sealed', 'web', 3), encodeControl('pressure', 'web', 4), encodeAck({ vm: 'web', epoch: 3 })]);
@@ -190,5 +209,7 @@ test('sealed and pressure replies: round trip beside acks; a seal is not a reply
     { kind: 'pressure', ack: { vm: 'web', epoch: 4 } },
     { kind: 'ack', ack: { vm: 'web', epoch: 3 } },
   ]);
+  assert.deepEqual(new ReplyDecoder().push(encodeControl('handedover', 'web', 5)), [{ kind: 'handedover', ack: { vm: 'web', epoch: 5 } }]);
   wireError(() => new ReplyDecoder().push(encodeControl('seal', 'web', 3)), /unexpected record type 7/, 'type');
+  wireError(() => new ReplyDecoder().push(encodeControl('handover', 'web', 3)), /unexpected record type 10/, 'type');
 });

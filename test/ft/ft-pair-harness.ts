@@ -116,6 +116,9 @@ export interface FtPair {
   relay: DamagingRelay | null;
   /** The backup's qemu-nbd of the copy (stopping it breaks the epoch disk). */
   backupCopy: { stop(): Promise<unknown> };
+  /** The primary's disk and the backup's copy of it (qcow2 files). */
+  sourceDisk: string;
+  copyDisk: string | null;
   /** The proxy's unix socket: each connection to it is one TCP connection to the guest's record service. */
   proxySocket: string;
   /** The primary host dies: SIGKILL of its QEMU, its end of the stream and its gate gone. */
@@ -187,7 +190,7 @@ export async function startPair(o: PairOptions): Promise<FtPair> {
   await waitUntil(async () => (await readFile(vm.paths.serialLog, 'utf8').catch(() => '')).includes(GUEST_READY_MARKER), BOOT_TIMEOUT_MS, 'the guest to boot');
   if (o.epochMs === null || gate === null || mirror === null) {
     const none = { stop: () => Promise.resolve() };
-    return { vm, gate: null, primary: null, backup: null, disk: null, relay: null, backupCopy: none, proxySocket, killPrimary: () => Promise.reject(new Error('unprotected')), takeOver: () => Promise.reject(new Error('unprotected')) };
+    return { vm, gate: null, primary: null, backup: null, disk: null, relay: null, backupCopy: none, sourceDisk, copyDisk: null, proxySocket, killPrimary: () => Promise.reject(new Error('unprotected')), takeOver: () => Promise.reject(new Error('unprotected')) };
   }
 
   // The backup: its own copy of the disk, qemu-nbd (writeback: the epoch disk flushes at each commit) behind
@@ -230,6 +233,8 @@ export async function startPair(o: PairOptions): Promise<FtPair> {
     disk,
     relay,
     backupCopy: copy,
+    sourceDisk,
+    copyDisk,
     proxySocket,
     async killPrimary() {
       process.kill(vm.pid, 'SIGKILL');

@@ -10,6 +10,9 @@
  * that epoch stays held while the primary reports the peer lost, and comes only once the caller decides to go
  * unprotected; the guest and its connection carry on, not restarted.
  *
+ * A handover ends protection without a loss: under appends on one connection none fails, held output leaves
+ * once the backup's copy holds every write, and the copy is then the primary's disk, byte for byte.
+ *
  * LOCKSTEP_FT_REPEATS (default 2) is how many kills at random moments, each on a fresh pair. Needs root.
  * No timed assertions: waits are bounds, and "held" is checked while the gate provably holds frames.
  */
@@ -18,6 +21,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { Cleanup } from '../support/cleanup.js';
 import { sleep } from './helpers.js';
+import { run } from '../../src/util/exec.js';
 import { LineClient, pairNetwork, startPair, type FtPair } from './ft-pair-harness.js';
 import type { LockstepError } from '../../src/util/errors.js';
 
@@ -152,4 +156,36 @@ test('a disk seal that cannot succeed (the copy is gone) releases nothing; after
   if (error.code === 'CHECKPOINT_REFUSED') assert.equal(error.fields['peerCode'], 'EPOCH_DISK');
   assert.match(reply, /^ok \d+$/);
   for (let i = 0; i < 5; i++) assert.match(await client.request(`append u${i}`), /^ok \d+$/);
+});
+
+test('a handover under appends: no append fails, output flows at once after it, the backup takes writes through, and its copy ends identical to the primary\'s disk', { skip: !isRoot && 'needs root (namespaces, taps)' }, async (t) => {
+  const cleanup = new Cleanup();
+  t.after(() => cleanup.run());
+  const pair = await startPair({ cleanup, ns: await network(), index: ++pairs, epochMs: EPOCH_MS });
+  const client = await LineClient.open(cleanup, pair.proxySocket);
+  const acked = new Map<number, string>();
+  let handedOver = false;
+  let afterHandover = 0;
+  const load = appendUntil(client, 'h', acked, () => handedOver && ++afterHandover > APPENDS_AFTER_FAILOVER);
+  await sleep(1_500);
+  const before = pair.primary!.stats;
+  await pair.primary!.handOver();
+  handedOver = true;
+  const disk = pair.disk!.stats();
+  t.diagnostic(`handed over after epoch ${before.peerCommittedEpoch}; epoch disk now ${disk.mode}, ${disk.heldBytes} bytes held`);
+  assert.equal(pair.primary!.stats.state, 'handed-over');
+  assert.equal(disk.mode, 'through');
+  assert.equal(disk.heldBytes, 0, 'every held write is on the copy');
+  assert.equal(pair.gate!.stats.protected, false, 'output passes at once');
+  await load;
+  for (const [seq, text] of acked) assert.equal(await client.request(`get ${seq}`), `record ${seq} ${text}`);
+  assert.equal(pair.gate!.stats.heldFrames, 0);
+
+  // Quiesced: the guest's QEMU quits (flushing its image), the copy's export lets go; the two must be equal.
+  await pair.vm.qmp.execute('quit').catch(() => undefined);
+  await pair.vm.exited;
+  await pair.disk!.close();
+  await pair.backupCopy.stop();
+  const compared = await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', pair.sourceDisk, pair.copyDisk!], { allowFailure: true });
+  assert.equal(compared.code, 0, `qemu-img compare: ${compared.stdout}${compared.stderr}`);
 });
