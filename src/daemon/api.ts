@@ -381,7 +381,6 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     errors: COMMAND_ERRORS,
     handler: async (ctx, { params, body }) => {
       const { protection } = body as { protection: (typeof PROTECTION_LEVELS)[number] };
-      refuseLiveFtSwitch(ctx, params['name']!, protection);
       await command(ctx, { kind: 'set-protection', name: params['name']!, protection });
       return { status: 200, body: vmStatus(ctx, params['name']!) };
     },
@@ -585,17 +584,6 @@ export function statusBody(ctx: ApiContext): Record<string, unknown> {
     health: ctx.health(),
     vms: vmStatuses(ctx, core),
   };
-}
-
-/**
- * Into or out of FT only while the VM is stopped: a running FT VM's RAM lives in a file its checkpoints
- * read and its peer's copy is an epoch disk, neither of which a running QEMU or a served copy can change
- * into the other yet (docs/ft.md, "Not done yet"). Between none and HA a running VM switches at once.
- */
-function refuseLiveFtSwitch(ctx: ApiContext, name: string, level: (typeof PROTECTION_LEVELS)[number]): void {
-  const vm = ctx.driver()?.view().vms.find((v) => v.name === name);
-  if (!vm || vm.desired !== 'running' || (vm.protection === 'ft') === (level === 'ft')) return;
-  throw new LockstepError('COMMAND_REFUSED', `VM ${name} runs: stop it to switch between ${vm.protection} and ${level} (a running VM cannot change into or out of FT yet)`, { vm: name, protection: level, current: vm.protection });
 }
 
 async function command(ctx: ApiContext, cmd: OperatorCommand): Promise<void> {

@@ -14,6 +14,13 @@
  * for a used run is refused while a fresh run is built (the owner's mirror tries again). Stopping to serve
  * an FT copy releases the run — a commit under way finishes, later epochs are dropped, then the export
  * stops — and a takeover keeps what is left as the VM's resume point (`takeResumePoint`).
+ *
+ * A VM's protection changing between FT and HA while it runs (`reconcile`, after every decision) never
+ * pulls a copy from under a mirror stream connected to it: out of FT, the owner hands its run over (the
+ * copy keeps every write; a run with no checkpoint stream going is handed over here), and the run serves
+ * on as HA's; into FT, the owner ends its HA mirror cleanly, and only then is the copy served again as an
+ * FT run. A mirror stream for the kind the VM no longer is is refused meanwhile (the owner's mirror tries
+ * again).
  */
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -34,8 +41,11 @@ interface Served {
   /** HA's export, or an FT VM's run (its export inside). */
   export: CopyExport | null;
   ft: FtCopyRun | null;
-  /** Serve this copy for FT (an FT run) rather than for HA. */
+  /** Served for FT (an FT run taking checkpoints) rather than for HA (an export, or a handed-over run). */
   ftWanted: boolean;
+  /** A handover here is under way (`reconcile`), or failed (the copy is then served again, once no stream is connected). */
+  handingOver: boolean;
+  handoverFailed: boolean;
   /** The core asked to stop serving (or a newer serve replaced this one): an exit is expected. */
   stopping: boolean;
 }
@@ -55,6 +65,10 @@ export class CopyServer {
   private readonly resumePoints = new Map<VmName, ResumePoint>();
   /** The hardware each served VM was last served with (a renewed FT run needs it again). */
   private readonly hardware = new Map<VmName, unknown>();
+  /** Mirror streams connected to each VM's copy now, by id. */
+  private readonly openStreams = new Map<VmName, Set<string>>();
+  /** Whether each VM is FT, as the last `reconcile` heard it. */
+  private readonly wantsFt = new Map<VmName, boolean>();
   /** Numbers FT runs, so that each run's store has a directory of its own. */
   private runCounter = 0;
   private readonly server: ReplicationServer;
@@ -78,21 +92,27 @@ export class CopyServer {
         if (incoming !== undefined) return incoming;
         const slot = this.served.get(vm);
         if (!slot || slot.stopping) return null;
-        if (slot.ft) {
+        // Served as the other kind: `reconcile` serves it again once no stream is connected.
+        if ((this.wantsFt.get(vm) ?? slot.ftWanted) !== slot.ftWanted) return null;
+        if (slot.ft && !slot.ft.isHandedOver) {
           const socket = slot.ft.mirrorSocket();
           if (socket === null) this.renewFtRun(vm, slot, 'the owner began a new protection run');
           return socket;
         }
-        return slot.export?.socketPath ?? null;
+        return slot.ft?.mirrorSocket() ?? slot.export?.socketPath ?? null;
       },
       log: { info: (m) => log(`replication: ${m}`), warn: (m) => log(`replication: ${m}`) },
     });
     this.server.on('stream-open', (vm, stream) => {
       log(`replication stream ${stream} of VM ${vm} connected to this host's copy`);
       this.served.get(vm)?.ft?.mirrorConnected();
+      this.openStreams.set(vm, new Set([...(this.openStreams.get(vm) ?? []), stream]));
       report(vm, { kind: 'stream-open', stream });
     });
-    this.server.on('stream-closed', (vm, stream, reason) => log(`replication stream ${stream} of VM ${vm} closed: ${reason}`));
+    this.server.on('stream-closed', (vm, stream, reason) => {
+      log(`replication stream ${stream} of VM ${vm} closed: ${reason}`);
+      this.openStreams.get(vm)?.delete(stream);
+    });
     this.checkpointServer = new ReplicationServer({
       self: config.host,
       peer: config.pair.peer,
@@ -118,7 +138,7 @@ export class CopyServer {
   /** Serves this host's copy of `vm` (made empty, of the VM's size, if there is none yet); `ft`: as an FT run. */
   serve(vm: VmName, hardwareRaw: unknown, ft: boolean): void {
     const before = this.served.get(vm);
-    const slot: Served = { work: Promise.resolve(), export: null, ft: null, ftWanted: ft, stopping: false };
+    const slot: Served = { work: Promise.resolve(), export: null, ft: null, ftWanted: ft, handingOver: false, handoverFailed: false, stopping: false };
     // A new serve means this host will not resume the VM from an older run's checkpoint.
     const stale = this.resumePoints.get(vm);
     this.resumePoints.delete(vm);
@@ -159,10 +179,37 @@ export class CopyServer {
     return slot.work;
   }
 
-  /** A copy served for HA while the VM is now FT, or the other way round, is served again as the VM now is. */
+  /**
+   * A copy served for HA while the VM is now FT, or the other way round, is served as the VM now is — never
+   * from under a connected mirror stream (see above): out of FT a run is handed over, into FT the copy is
+   * served again once its owner's HA mirror has ended.
+   */
   reconcile(vm: VmName, hardwareRaw: unknown, ft: boolean): void {
+    this.wantsFt.set(vm, ft);
     const slot = this.served.get(vm);
-    if (!slot || slot.stopping || slot.ftWanted === ft) return;
+    if (!slot || slot.stopping || slot.ftWanted === ft || slot.handingOver) return;
+    const run = slot.ft;
+    if (!ft && run !== null && run.stats.state === 'receiving') return; // its owner hands it over
+    if (!ft && run !== null && !slot.handoverFailed) {
+      slot.handingOver = true;
+      slot.work = slot.work.then(async () => {
+        try {
+          await run.handOver();
+        } catch (e) {
+          this.log(`VM ${vm} is not FT now, and its FT copy cannot be handed over: ${describeError(e)}; it is served again once no mirror stream is connected`);
+          slot.handoverFailed = true;
+          if (!this.openStreams.get(vm)?.size && this.served.get(vm) === slot) this.serveAgain(vm, hardwareRaw, ft);
+        } finally {
+          slot.handingOver = false;
+        }
+      });
+      return;
+    }
+    if (this.openStreams.get(vm)?.size) return; // the owner ends its HA mirror first
+    this.serveAgain(vm, hardwareRaw, ft);
+  }
+
+  private serveAgain(vm: VmName, hardwareRaw: unknown, ft: boolean): void {
     this.log(`VM ${vm} is ${ft ? 'FT' : 'not FT'} now: serving its copy again`);
     void this.unserve(vm, `its protection changed to ${ft ? 'FT' : 'HA'}`);
     this.serve(vm, hardwareRaw, ft);
@@ -236,6 +283,9 @@ export class CopyServer {
       memoryMiB: hw.memoryMiB,
       socketDir: this.socketDir,
       storeDir: path.join(this.storeRoot(), `${vm}.${++this.runCounter}`),
+      onHandedOver: () => {
+        slot.ftWanted = false;
+      },
       log: { info: (m) => this.log(m), warn: (m) => this.log(m) },
     });
     this.watchExit(vm, slot, run.exited);

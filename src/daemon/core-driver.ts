@@ -21,12 +21,14 @@ export type DriverInput = Input extends infer I ? (I extends { now: number } ? O
 
 export interface DriverPorts {
   sendPeer(msg: PeerMessage): void;
-  /** This host's copies of the peer's protected VMs (the backup half of HA). */
-  /** `ft`: the VM is FT (its copy is served as an FT run, whatever the owner can run it as now). */
+  /**
+   * This host's copies of the peer's protected VMs (the backup half of HA). `ft`: the VM is FT (its copy is
+   * served as an FT run, whatever the owner can run it as now).
+   */
   serveCopy(vm: VmName, hardware: unknown, ft: boolean): void;
   /** `takeover`: this host takes the VM over next. */
   unserveCopy(vm: VmName, reason: string, takeover: boolean): void;
-  /** After each decision, every VM's FT-ness: a copy served for the other kind is served again (a stopped VM's protection changed). */
+  /** After each decision, every VM's FT-ness: a copy served for the other kind is served again (`CopyServer.reconcile`). */
   copyProtection?(vm: VmName, hardware: unknown, ft: boolean): void;
   askQuorum(server: QuorumServerId, knownEpoch: number): Promise<QuorumReply>;
   probeQuorum(server: QuorumServerId): Promise<boolean>;
@@ -165,13 +167,13 @@ export class CoreDriver {
     };
   }
 
-  /** The hardware of a VM as the pair's replicated record holds it. */
   /** FT as configured and as SplitSite allows now (an FT VM over the round-trip limit runs as HA). */
   runsAsFt(vm: VmName): boolean {
     const rec = this.state.durable.vms[vm];
     return rec !== undefined && effectiveProtection(rec.config.protection, this.state.splitsite.allowed) === 'ft';
   }
 
+  /** The hardware of a VM as the pair's replicated record holds it. */
   private hardwareOf(vm: VmName): unknown {
     return this.state.durable.vms[vm]?.config.hardware;
   }
@@ -199,7 +201,12 @@ export class CoreDriver {
     for (const e of d.effects) if (e.kind !== 'stop-vm') this.run(e);
     // SplitSite allows FT again: an FT VM running here as HA (started while the link was too slow) begins a run.
     for (const e of d.effects) if (e.kind === 'alert' && e.code === 'SPLITSITE_RESTORED' && e.vm !== undefined && this.runsAsFt(e.vm)) this.runner.ftAllowed(e.vm);
-    for (const [vm, rec] of Object.entries(this.state.durable.vms)) this.ports.copyProtection?.(vm, rec.config.hardware, rec.config.protection === 'ft');
+    // Every VM's protection as it is now: a copy served for the other kind is served again, a VM running here
+    // goes into or out of FT (the runner ignores VMs that do not run here, or whose protection stands).
+    for (const [vm, rec] of Object.entries(this.state.durable.vms)) {
+      this.ports.copyProtection?.(vm, rec.config.hardware, rec.config.protection === 'ft');
+      this.runner.protectionChanged(vm, rec.config.protection);
+    }
     this.scheduleTick(d.wakeAt);
   }
 

@@ -9,6 +9,10 @@
  * at 1 against an empty store. So the run takes the first mirror stream and the first checkpoint stream
  * only; a later one means the owner began a new run, and the copy server builds a fresh one.
  *
+ * A *handed-over* run (the owner's HANDOVER, or `handOver()` here for a run with no checkpoint stream going)
+ * is HA's copy from then on: its epoch disk takes every write through to the copy before answering, it
+ * takes any later mirror stream, and it has no resume point (a takeover boots from the copy).
+ *
  * `release()` ends the run as a failover needs it (`FtBackup.release`: a commit under way finishes, the
  * uncommitted epochs are dropped, the export stops) and hands back the *resume point*: the copy and the
  * store at one committed epoch. A run that never committed a checkpoint has none: its copy is then what
@@ -35,6 +39,8 @@ export interface FtCopyRunOptions {
   memoryMiB: number;
   /** Where this run's sockets go (the copy server's, private to the daemon). */
   socketDir: string;
+  /** The run was handed over: the copy is HA's now. */
+  onHandedOver: () => void;
   /** The store's directory: one per run, on tmpfs. */
   storeDir: string;
   log: DriverLog;
@@ -63,6 +69,7 @@ export class FtCopyRun {
   private mirrorTaken = false;
   private streamEnded = false;
   private releasing = false;
+  private handedOver = false;
 
   private constructor(
     private readonly opts: FtCopyRunOptions,
@@ -107,14 +114,31 @@ export class FtCopyRun {
     return this.copy.exited;
   }
 
-  /** Where the owner's mirror stream connects (the epoch disk), or null once the run's one mirror was taken. */
+  /** Where the owner's mirror stream connects (the epoch disk), or null once the run's one mirror was taken (a handed-over run takes any). */
   mirrorSocket(): string | null {
-    return this.mirrorTaken || this.releasing ? null : path.join(this.opts.socketDir, `${this.opts.vm}.sock`);
+    return this.releasing || (this.mirrorTaken && !this.handedOver) ? null : path.join(this.opts.socketDir, `${this.opts.vm}.sock`);
   }
 
-  /** Where the owner's checkpoint stream connects, or null once the run has had one. */
+  /** Where the owner's checkpoint stream connects, or null once the run has had one (or was handed over). */
   checkpointSocket(): string | null {
-    return this.backup !== null || this.releasing ? null : path.join(this.opts.socketDir, `${this.opts.vm}.ft.sock`);
+    return this.backup !== null || this.releasing || this.handedOver ? null : path.join(this.opts.socketDir, `${this.opts.vm}.ft.sock`);
+  }
+
+  /** Whether the run was handed over: its copy is HA's. */
+  get isHandedOver(): boolean {
+    return this.handedOver;
+  }
+
+  /**
+   * Hands a run over here, without its owner: for a VM that is FT no more while no checkpoint stream is
+   * going (it was mirrored as HA into this run, or its run lost the peer). Throws `EPOCH_DISK` when the copy
+   * misses a write (`EpochDisk.handOver`): then it must be served again.
+   */
+  async handOver(): Promise<void> {
+    if (this.handedOver) return;
+    if (this.stats.state === 'receiving') throw new Error(`the FT run of VM ${this.opts.vm} is receiving checkpoints: its owner hands it over`);
+    await this.disk.handOver();
+    this.markHandedOver('here, without a checkpoint stream');
   }
 
   /** The replication server connected the owner's mirror stream to the epoch disk. */
@@ -139,7 +163,7 @@ export class FtCopyRun {
     this.releasing = true;
     this.checkpointServer.close();
     const backup = this.backup;
-    if (backup === null || this.store.committedEpoch === 0) {
+    if (backup === null || this.store.committedEpoch === 0 || this.handedOver) {
       await this.close();
       return null;
     }
@@ -176,6 +200,12 @@ export class FtCopyRun {
     await rm(this.opts.storeDir, { recursive: true, force: true });
   }
 
+  private markHandedOver(how: string): void {
+    this.handedOver = true;
+    this.opts.log.info(`FT copy of VM ${this.opts.vm}: handed over ${how}: the copy holds every write and takes later ones through (HA's now)`, { vm: this.opts.vm });
+    this.opts.onHandedOver();
+  }
+
   private acceptCheckpoints(socket: net.Socket): void {
     if (this.backup !== null || this.releasing) {
       socket.destroy();
@@ -189,6 +219,10 @@ export class FtCopyRun {
     // the committed checkpoint stays the resume point until then.
     void backup.ended().then((outcome) => {
       this.streamEnded = true;
+      if (outcome.handedOverAt !== null) {
+        this.markHandedOver(`by its owner after checkpoint ${outcome.handedOverAt}`);
+        return;
+      }
       if (this.releasing) return;
       const why = outcome.refused ? `refused here: ${outcome.refused.message}` : 'closed';
       this.opts.log.warn(`FT copy of VM ${this.opts.vm}: checkpoint stream ${why}; committed checkpoint ${this.store.committedEpoch} kept`, { vm: this.opts.vm });

@@ -7,6 +7,8 @@
  * runner's call). When the run loses the peer, the guest's output stays held: the backup may be about to
  * resume from the last acknowledged checkpoint, and output of later epochs must then never have left.
  * `goUnprotected()` is the decision core's (`cut-mirror`: the peer can no longer take the VM over).
+ * `handOver()` ends a run without a loss when the VM stops being FT while it runs: the peer's copy keeps
+ * every write and goes on as HA's.
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -77,6 +79,22 @@ export class FtOwner {
       gate.unprotect();
       throw e;
     }
+  }
+
+  /** Whether a run is protecting now (epochs running, its peer answering). */
+  get protecting(): boolean {
+    return this.primary?.stats.state === 'protecting';
+  }
+
+  /**
+   * The VM is FT no more (HA now) while it runs: the run ends without a loss (`FtPrimary.handOver`) and its
+   * output passes. Resolves at once when no run is protecting. A handover that fails is the run's loss:
+   * `onLost` hears it, the output stays held, and this rejects.
+   */
+  async handOver(): Promise<void> {
+    if (!this.protecting) return;
+    await this.primary!.handOver();
+    this.opts.log.info(`FT of VM ${this.opts.vm.spec.name}: protection run ${this.runs} handed over: mirrored as HA from now`, { vm: this.opts.vm.spec.name });
   }
 
   /**

@@ -9,11 +9,16 @@
  * attached before the guest's first write, and when the core asks for a mirror at start, the guest runs only
  * once the peer's copy is in sync — the core counts that copy as current, so no write may miss it.
  *
- * An FT VM runs with its RAM in a file (`ft.memoryDir`) and, once its mirror into the peer's epoch disk is
- * in sync, under an FT protection run (`ft-owner.ts`): its output held per epoch, released on the peer's
- * ack. A run that loses the peer is reported as a stalled mirror, so the core cuts it only once the peer
- * can no longer take over; the cut is what lets the held output go. A start after an FT takeover resumes
- * the guest from the copy's last committed checkpoint instead of booting it.
+ * Every VM runs with its RAM in a file (`ft.memoryDir`), so that any can become FT while it runs. An FT VM,
+ * once its mirror into the peer's epoch disk is in sync, runs under an FT protection run (`ft-owner.ts`):
+ * its output held per epoch, released on the peer's ack. A run that loses the peer is reported as a stalled
+ * mirror, so the core cuts it only once the peer can no longer take over; the cut is what lets the held
+ * output go. A start after an FT takeover resumes the guest from the copy's last committed checkpoint
+ * instead of booting it.
+ *
+ * Protection changing while a VM runs (`protectionChanged`): out of FT, its run is handed over (the peer's
+ * copy keeps every write and goes on as HA's; to none, the run simply ends); into FT, its HA mirror ends
+ * cleanly and the next one — into the peer's epoch disk, incremental from the dirty bitmap — brings a run.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
@@ -28,7 +33,7 @@ import { VmSupervisor, reapStale, type VmExit, type VmInstance } from '../qemu/s
 import { runPaths } from '../qemu/run-dir.js';
 import { listenForMigration, migrate, waitForIncomingMigration, type MigrationTls } from '../qemu/migration.js';
 import type { VmSpec } from '../qemu/vm-spec.js';
-import type { MirrorMode, StorageEvent, VmEvent, VmName } from '../core/types.js';
+import type { MirrorMode, ProtectionLevel, StorageEvent, VmEvent, VmName } from '../core/types.js';
 import type { DaemonConfig } from './config.js';
 import { parseVmHardware, type VcdRef, type VmHardware } from './vm-definition.js';
 import { ejectMedium, insertMedium } from '../qemu/cdrom.js';
@@ -111,11 +116,18 @@ interface Slot {
   migration: MigrationView | null;
   /** An incoming instance: resolves once the migration's state is all here (rejects if it never is). */
   received: Promise<void> | null;
-  /** Run under FT whenever its mirror is in sync (SplitSite allowing FT at the start). */
+  /** Run under FT whenever its mirror is in sync (SplitSite allowing FT at the start): the VM is FT now. */
   ftWanted: boolean;
+  /** Whether the mirror now running was started into an FT run's epoch disk (the VM was FT then). */
+  mirrorForFt: boolean;
+  /**
+   * The peer's copy may lack writes the dirty bitmap does not show: an FT run dropped uncommitted epochs
+   * there, or the guest was resumed (tracked only since). Its mirrors then copy the whole disk.
+   */
+  fullResync: boolean;
   ft: FtOwner | null;
   resumedFrom: RunningVm['resumedFrom'];
-  /** Files of its RAM (FT), removed once its QEMU has exited. */
+  /** Files of its RAM, removed once its QEMU has exited. */
   memoryPaths: string[];
 }
 
@@ -338,10 +350,9 @@ export class VmRunner {
   private async connectMirror(name: VmName, slot: Slot, stream: string, asked: MirrorMode): Promise<void> {
     const dialer = this.ports.dialer();
     if (!dialer || !slot.mirror) throw new Error('no replication stream to the peer yet');
-    // An FT run's epoch disk is new, and a resumed guest's writes were tracked only from after its resume:
-    // both copy the whole disk.
-    const mode: MirrorMode = slot.ftWanted || slot.resumedFrom !== null ? 'full' : asked;
+    const mode: MirrorMode = slot.fullResync ? 'full' : asked;
     slot.stream = stream;
+    slot.mirrorForFt = slot.ftWanted;
     const startedAt = performance.now();
     const socketPath = await dialer.open(name, stream);
     slot.view = { stream, mode, state: 'syncing', copiedBytes: 0, totalBytes: 0, limitBytesPerSec: null, guestBusy: false, bytesPerSec: null, lastSync: null };
@@ -377,6 +388,8 @@ export class VmRunner {
       slot.mirror.off('progress', onProgress);
     }
     if (!slot.ftWanted) return;
+    // It became FT while this mirror synced into an HA copy: the next one goes into an epoch disk.
+    if (!slot.mirrorForFt) return this.remirrorForFt(name, slot);
     if (this.ports.ftAllowed(name)) await this.protectFt(name, slot, stream);
     else this.log(`VM ${name}: mirrored as HA, not FT: the A-Link round trip is over SplitSite's FT limit (FT begins when it is restored)`);
   }
@@ -412,11 +425,56 @@ export class VmRunner {
     });
     try {
       if (!checkpoints) throw new Error('no checkpoint stream to the peer yet');
+      // From the run's first epoch the peer's copy may drop epochs the bitmap no longer shows.
+      slot.fullResync = true;
       await slot.ft.protect(mirror, () => checkpoints.open(name, `${stream}.ft`));
     } catch (e) {
       this.log(`VM ${name}: FT protection did not start: ${describeError(e)}`);
       this.ftLost(name, slot, `FT protection did not start: ${describeError(e)}`);
     }
+  }
+
+  /**
+   * The VM's protection as the decision core's record has it now (after each decision). Only a VM running
+   * here changes; one starting, stopping or migrating takes its protection at its next start.
+   */
+  protectionChanged(name: VmName, level: ProtectionLevel): void {
+    const slot = this.slots.get(name);
+    if (!slot || slot.state !== 'running' || slot.migration?.phase === 'migrating') return;
+    const ft = level === 'ft';
+    if (ft === slot.ftWanted) return;
+    slot.ftWanted = ft;
+    if (ft) {
+      this.log(`VM ${name} is FT now`);
+      if (slot.stream !== null && slot.view?.state === 'ready') void this.remirrorForFt(name, slot);
+      return;
+    }
+    const owner = slot.ft;
+    if (!owner?.protecting) return;
+    if (level === 'none') {
+      owner.goUnprotected('its protection was changed to none');
+      return;
+    }
+    this.log(`VM ${name} is HA now: handing its FT run over`);
+    // A handover that fails is the run's loss: `onLost` reports it, as any.
+    void owner.handOver().catch((e) => this.log(`VM ${name}: the handover of its FT run failed: ${describeError(e)}`));
+  }
+
+  /**
+   * Into FT while mirrored as HA: the mirror ends cleanly (its copy identical, the bitmap keeping every
+   * later write), the core mirrors again — the peer serves its copy as an FT run by then — and the run
+   * starts once that mirror is in sync.
+   */
+  private async remirrorForFt(name: VmName, slot: Slot): Promise<void> {
+    const stream = slot.stream;
+    if (stream === null || !slot.mirror) return;
+    this.log(`VM ${name}: ending mirror ${stream} so that the next one goes into the peer's epoch disk`);
+    try {
+      await slot.mirror.stop();
+    } catch (e) {
+      this.log(`stopping the mirror of VM ${name}: ${describeError(e)}`);
+    }
+    if (slot.stream === stream) this.endMirror(name, slot, 'its protection changed to FT: the next mirror goes into the peer\'s epoch disk');
   }
 
   private ftLost(name: VmName, slot: Slot, reason: string): void {
@@ -463,7 +521,8 @@ export class VmRunner {
       if (!tls) throw new Error('no pair certificates for the migration yet');
       // Beside the copy's export: an incoming QEMU opens its disk inactive (no lock, no write) until the
       // switch, so the copy stays served and current while this QEMU starts.
-      const spec = await this.prepare(name, parseVmHardware(hardware), false);
+      const spec = await this.prepare(name, parseVmHardware(hardware));
+      slot.memoryPaths.push(spec.memoryBackend!.path);
       qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: true, incoming: true });
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());
@@ -652,9 +711,9 @@ export class VmRunner {
     let qemu: VmInstance | null = null;
     try {
       await this.ports.copyReleased(name);
-      const spec = await this.prepare(name, parseVmHardware(req.hardware), slot.ftWanted);
+      const spec = await this.prepare(name, parseVmHardware(req.hardware));
       const runDir = path.join(this.runRoot, name);
-      if (spec.memoryBackend) slot.memoryPaths.push(spec.memoryBackend.path);
+      slot.memoryPaths.push(spec.memoryBackend!.path);
       qemu = await this.resumeFromCheckpoint(name, slot, spec, runDir);
       if (qemu === null) qemu = await this.supervisor.start(spec, { runDir, paused: req.protectedVm });
       slot.qemu = qemu;
@@ -690,6 +749,8 @@ export class VmRunner {
     try {
       const t = await point.resume(this.supervisor, spec, { runDir });
       slot.memoryPaths.push(point.storeDir);
+      // Its writes are tracked only from the resume.
+      slot.fullResync = true;
       slot.resumedFrom = { epoch: t.epoch, totalMs: Math.round(t.timings.totalMs), resumeMs: Math.round(t.timings.resumeMs) };
       this.log(
         `VM ${name} resumed from FT checkpoint ${t.epoch} (release ${Math.round(t.timings.releaseMs)} ms, resume ${Math.round(t.timings.resumeMs)} ms, dropped epochs ${t.discarded.discardedEpochs.join(', ') || 'none'})`,
@@ -729,15 +790,16 @@ export class VmRunner {
    * The host-local half of starting a VM: its volume in its storage group here and its tap. A group this
    * host lacks fails the start with `UNKNOWN_STORAGE_GROUP`, which the start's failure names in the log.
    */
-  private async prepare(name: VmName, hw: VmHardware, ft: boolean): Promise<VmSpec> {
+  private async prepare(name: VmName, hw: VmHardware): Promise<VmSpec> {
     const disk = locateVolume(this.config.storageGroups, this.config.host, name, hw.disk);
     await ensureDisk(disk, hw.diskMiB, hw.disk.format);
     const tap = tapName(name);
     await ensureTap(tap, this.config.businessBridge);
-    // FT's checkpoint engine reads the guest's RAM from this file (src/ft/checkpoint.ts).
-    if (ft) await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
+    // FT's checkpoint engine reads the guest's RAM from this file (src/ft/checkpoint.ts): every VM has it,
+    // so that any can become FT while it runs (tmpfs: it costs what anonymous RAM would).
+    await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
     return {
-      ...(ft ? { memoryBackend: { path: path.join(this.config.ft.memoryDir, `${name}.ram`) } } : {}),
+      memoryBackend: { path: path.join(this.config.ft.memoryDir, `${name}.ram`) },
       name,
       vcpus: hw.vcpus,
       memoryMiB: hw.memoryMiB,
@@ -753,7 +815,27 @@ export class VmRunner {
 }
 
 function newSlot(instance: number, state: VmRunState, ftWanted: boolean): Slot {
-  return { instance, state, qemu: null, startedAt: null, stopWanted: false, mirror: null, stream: null, view: null, samples: [], lastSync: null, migration: null, received: null, ftWanted, ft: null, resumedFrom: null, memoryPaths: [] };
+  return {
+    instance,
+    state,
+    qemu: null,
+    startedAt: null,
+    stopWanted: false,
+    mirror: null,
+    stream: null,
+    view: null,
+    samples: [],
+    lastSync: null,
+    migration: null,
+    received: null,
+    ftWanted,
+    mirrorForFt: false,
+    // An FT VM's copy on the peer is what its last run left (later epochs dropped): whole at the first mirror.
+    fullResync: ftWanted,
+    ft: null,
+    resumedFrom: null,
+    memoryPaths: [],
+  };
 }
 
 /** Interface names are at most 15 bytes: `t-NAME`, or for a long name its start and a short hash, still unique. */

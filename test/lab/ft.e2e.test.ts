@@ -7,6 +7,8 @@
  *   boot): the same connection carries on after a pause, every acknowledged record is there with its text,
  *   and no seq acknowledged after the cut has other content than before it;
  * - host1 back: protection returns by itself, host2 now the primary (a new run from the resumed guest);
+ * - the running VM switched to HA (its run handed over: the copy keeps every write) and back to FT (a new
+ *   run over a mirror into the epoch disk), under appends on the one connection, with the same QEMU;
  * - the backup lost while the guest runs: the primary's held output goes out once the core cuts the mirror
  *   (the guest runs on unprotected, same connection, same QEMU), and FT returns with the backup.
  *
@@ -204,6 +206,45 @@ for (let round = 1; round <= REPEATS; round++) {
     assert.equal(v?.local?.mirror?.state, 'ready');
   });
 }
+
+/** `lockstep vm protect demo --level LEVEL`, asked of `h`. */
+function protect(h: Host, level: 'ha' | 'ft'): void {
+  const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'vm', 'protect', 'demo', '--level', level, '--host', h], { env, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, `vm protect --level ${level}: ${r.stderr}${r.stdout}`);
+}
+
+test('the running VM switched from FT to HA and back under appends on one connection: no append fails, the same QEMU, its run handed over and then a new one', async (t) => {
+  const primary = await eventually('the host that runs demo', async () => ((await vmOn('host1'))?.local?.ft ? 'host1' : (await vmOn('host2'))?.local?.ft ? 'host2' : null) as Host | null);
+  const before = await ftProtectedOn(primary);
+  const pid = (await vmOn(primary))?.local?.pid;
+  const uptimeBefore = uptimeMs();
+  const load = startLoad('switch');
+  await eventually('10 appends acknowledged', async () => acks(logOf(load.file)) >= 10);
+
+  protect(primary, 'ha');
+  const handedOver = await eventually('the FT run handed over, the VM mirrored as HA', async () => {
+    const [here, there] = [await vmOn(primary), await vmOn(other(primary))];
+    return here?.local?.ft?.state === 'handed-over' && here.local.mirror?.state === 'ready' && here.state === 'protected' && there?.state === 'protected' && here.local.ft;
+  });
+  const atHa = acks(logOf(load.file));
+  await eventually('10 more appends as HA', async () => acks(logOf(load.file)) >= atHa + 10);
+
+  protect(primary, 'ft');
+  const again = await ftProtectedOn(primary);
+  assert.ok((again.run ?? 0) > (before.run ?? 0), `a new protection run: ${before.run} → ${again.run}`);
+  const atFt = acks(logOf(load.file));
+  await eventually('10 more appends under FT again', async () => acks(logOf(load.file)) >= atFt + 10);
+  const events = await load.stop();
+  t.diagnostic(`handed over after epoch ${handedOver.peerCommittedEpoch} of run ${handedOver.run}; FT again in run ${again.run}; ${acks(events)} appends`);
+  assert.deepEqual(
+    events.filter((e) => e.t === 'ended' || e.t === 'failed').map((e) => e.t),
+    ['ended'],
+    'the connection never failed',
+  );
+  assert.equal((await vmOn(primary))?.local?.pid, pid, 'the same QEMU throughout');
+  assert.ok(uptimeMs() > uptimeBefore, 'the guest ran on');
+  assert.deepEqual(await unreadable(events), []);
+});
 
 test('the backup lost while the guest runs: its output goes on unprotected, and FT returns with the backup, without a guest restart', async () => {
   const primary = await eventually('the host that runs demo', async () => ((await vmOn('host1'))?.local?.ft ? 'host1' : (await vmOn('host2'))?.local?.ft ? 'host2' : null) as Host | null);
