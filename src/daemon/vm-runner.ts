@@ -9,15 +9,15 @@
  * attached before the guest's first write, and when the core asks for a mirror at start, the guest runs only
  * once the peer's copy is in sync — the core counts that copy as current, so no write may miss it.
  *
- * Every VM runs with its RAM in a file (`ft.memoryDir`), so that any can become FT while it runs. An FT VM,
- * once its mirror into the peer's epoch disk is in sync, runs under an FT protection run (`ft-owner.ts`):
+ * An FT VM runs with its RAM in a file (`ft.memoryDir`) and, once its mirror into the peer's epoch disk is in sync, runs under an FT protection run (`ft-owner.ts`):
  * its output held per epoch, released on the peer's ack. A run that loses the peer is reported as a stalled
  * mirror, so the core cuts it only once the peer can no longer take over; the cut is what lets the held
  * output go. A start after an FT takeover resumes the guest from the copy's last committed checkpoint
  * instead of booting it.
  *
  * Protection changing while a VM runs (`protectionChanged`): out of FT, its run is handed over (the peer's
- * copy keeps every write and goes on as HA's; to none, the run simply ends); into FT, its HA mirror ends
+ * copy keeps every write and goes on as HA's; to none, the run simply ends); into FT (a VM started as FT,
+ * its RAM in a file; one started otherwise becomes FT at its next start), its HA mirror ends
  * cleanly and the next one — into the peer's epoch disk, incremental from the dirty bitmap — brings a run.
  */
 import { createHash } from 'node:crypto';
@@ -445,6 +445,11 @@ export class VmRunner {
     if (ft === slot.ftWanted) return;
     slot.ftWanted = ft;
     if (ft) {
+      // Its RAM must be in a file the checkpoint engine reads: a VM started as HA gets one at its next start.
+      if (!slot.qemu?.spec.memoryBackend) {
+        slot.ftWanted = false;
+        return;
+      }
       this.log(`VM ${name} is FT now`);
       if (slot.stream !== null && slot.view?.state === 'ready') void this.remirrorForFt(name, slot);
       return;
@@ -521,8 +526,7 @@ export class VmRunner {
       if (!tls) throw new Error('no pair certificates for the migration yet');
       // Beside the copy's export: an incoming QEMU opens its disk inactive (no lock, no write) until the
       // switch, so the copy stays served and current while this QEMU starts.
-      const spec = await this.prepare(name, parseVmHardware(hardware));
-      slot.memoryPaths.push(spec.memoryBackend!.path);
+      const spec = await this.prepare(name, parseVmHardware(hardware), false);
       qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: true, incoming: true });
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());
@@ -711,9 +715,9 @@ export class VmRunner {
     let qemu: VmInstance | null = null;
     try {
       await this.ports.copyReleased(name);
-      const spec = await this.prepare(name, parseVmHardware(req.hardware));
+      const spec = await this.prepare(name, parseVmHardware(req.hardware), slot.ftWanted);
       const runDir = path.join(this.runRoot, name);
-      slot.memoryPaths.push(spec.memoryBackend!.path);
+      if (spec.memoryBackend) slot.memoryPaths.push(spec.memoryBackend.path);
       qemu = await this.resumeFromCheckpoint(name, slot, spec, runDir);
       if (qemu === null) qemu = await this.supervisor.start(spec, { runDir, paused: req.protectedVm });
       slot.qemu = qemu;
@@ -790,16 +794,15 @@ export class VmRunner {
    * The host-local half of starting a VM: its volume in its storage group here and its tap. A group this
    * host lacks fails the start with `UNKNOWN_STORAGE_GROUP`, which the start's failure names in the log.
    */
-  private async prepare(name: VmName, hw: VmHardware): Promise<VmSpec> {
+  private async prepare(name: VmName, hw: VmHardware, ramInFile: boolean): Promise<VmSpec> {
     const disk = locateVolume(this.config.storageGroups, this.config.host, name, hw.disk);
     await ensureDisk(disk, hw.diskMiB, hw.disk.format);
     const tap = tapName(name);
     await ensureTap(tap, this.config.businessBridge);
-    // FT's checkpoint engine reads the guest's RAM from this file (src/ft/checkpoint.ts): every VM has it,
-    // so that any can become FT while it runs (tmpfs: it costs what anonymous RAM would).
-    await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
+    // FT's checkpoint engine reads the guest's RAM from this file (src/ft/checkpoint.ts).
+    if (ramInFile) await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
     return {
-      memoryBackend: { path: path.join(this.config.ft.memoryDir, `${name}.ram`) },
+      ...(ramInFile ? { memoryBackend: { path: path.join(this.config.ft.memoryDir, `${name}.ram`) } } : {}),
       name,
       vcpus: hw.vcpus,
       memoryMiB: hw.memoryMiB,
