@@ -140,8 +140,10 @@ test('a resync rate holds the live copying to it; the switch with the guest paus
   const progress: MirrorProgress[] = [];
   b.mirror.on('progress', (p) => progress.push(p));
   const startedMs = performance.now();
-  // The guest of this test does no I/O through its device, so only the ceiling applies.
-  const ready = await b.mirror.start({ ...startOpts(b, 'full'), rate: { maxBytesPerSec: RATE, busyBytesPerSec: 4 * MIB } });
+  // The guest of this test runs only its firmware: once the mirror's sync point lets it run, the BIOS may read
+  // the disk while it boots, and then the busy limit applies; otherwise the ceiling.
+  const BUSY_RATE = 4 * MIB;
+  const ready = await b.mirror.start({ ...startOpts(b, 'full'), rate: { maxBytesPerSec: RATE, busyBytesPerSec: BUSY_RATE } });
   const tookMs = performance.now() - startedMs;
   t.diagnostic(`64 MiB full at most 24 MiB/s: ready in ${tookMs.toFixed(0)} ms, guest paused ${ready.pauseMs.toFixed(1)} ms`);
   assert.equal(ready.copiedBytes, 64 * MIB);
@@ -150,7 +152,7 @@ test('a resync rate holds the live copying to it; the switch with the guest paus
   // Limited while copying; the switch (guest paused) lifts the limit, so the events it reports come last.
   const firstUnlimited = progress.findIndex((p) => p.limitBytesPerSec === null);
   const copying = firstUnlimited === -1 ? progress : progress.slice(0, firstUnlimited);
-  assert.ok(copying.length > 0 && copying.every((p) => p.limitBytesPerSec === RATE && !p.guestBusy), JSON.stringify(progress));
+  assert.ok(copying.length > 0 && copying.every((p) => p.limitBytesPerSec === (p.guestBusy ? BUSY_RATE : RATE)), JSON.stringify(progress));
   assert.ok(progress.slice(copying.length).every((p) => p.limitBytesPerSec === null && p.copiedBytes === p.totalBytes), JSON.stringify(progress));
   assert.ok(ready.pauseMs < 1000, `guest paused ${ready.pauseMs} ms`);
   await assertCopyIdentical(b);
