@@ -509,12 +509,9 @@ export class VmRunner {
       this.report(name, { kind: 'start-failed', instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    if (ftVm) {
-      // Its copy here is an FT run (epoch disk, checkpoint store), not a disk an incoming QEMU can serve.
-      this.report(name, { kind: 'start-failed', instance, reason: 'live migration of an FT VM is not supported yet (docs/ft.md)' });
-      return;
-    }
-    const slot = newSlot(instance, 'incoming', false);
+    // An FT VM comes with its RAM in a file, to be checkpointed here once its mirror into the old source's
+    // copy is in sync (the RAM block has one name with a file or without: src/qemu/command-line.ts).
+    const slot = newSlot(instance, 'incoming', ftVm);
     this.slots.set(name, slot);
     void this.launchIncoming(name, slot, migration, hardware);
   }
@@ -526,7 +523,8 @@ export class VmRunner {
       if (!tls) throw new Error('no pair certificates for the migration yet');
       // Beside the copy's export: an incoming QEMU opens its disk inactive (no lock, no write) until the
       // switch, so the copy stays served and current while this QEMU starts.
-      const spec = await this.prepare(name, parseVmHardware(hardware), false);
+      const spec = await this.prepare(name, parseVmHardware(hardware), slot.ftWanted);
+      if (spec.memoryBackend) slot.memoryPaths.push(spec.memoryBackend.path);
       qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: true, incoming: true });
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());

@@ -44,8 +44,13 @@ export interface QemuArgsOptions {
   checkpointRestore?: boolean;
 }
 
-/** The id of the memory backend object, for `-machine memory-backend=` and for QMP (`query-memdev`). */
-export const RAM_BACKEND_ID = 'ram0';
+/**
+ * The id of the memory backend object, for `-machine memory-backend=` and for QMP (`query-memdev`). It is
+ * the pc machine's own name for its RAM (`default-ram-id`), so the RAM block has the same name with or
+ * without a file behind it: a guest migrates from a QEMU whose RAM is anonymous into one whose RAM is a
+ * file (an FT VM moved to a host where it is then checkpointed), and back.
+ */
+export const RAM_BACKEND_ID = 'pc.ram';
 
 export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
   let machine = spec.memoryBackend ? `pc,memory-backend=${RAM_BACKEND_ID}` : 'pc';

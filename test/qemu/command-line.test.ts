@@ -21,12 +21,12 @@ test('a lab-style VM: direct kernel boot, a qcow2 disk, a tap NIC, RAM in a shar
   });
   assert.deepEqual(qemuArgs(spec, { accel: 'tcg', ...io }), [
     '-name', 'guest=web,debug-threads=on',
-    '-machine', 'pc,memory-backend=ram0',
+    '-machine', 'pc,memory-backend=pc.ram',
     '-accel', 'tcg',
     '-nodefaults', '-no-user-config', '-display', 'none', '-msg', 'timestamp=on',
     '-smp', '2',
     '-m', '256M',
-    '-object', 'memory-backend-file,id=ram0,size=256M,mem-path=/dev/shm/web.ram,share=on',
+    '-object', 'memory-backend-file,id=pc.ram,size=256M,mem-path=/dev/shm/web.ram,share=on',
     '-chardev', 'socket,id=qmp,path=/run/vm/qmp.sock,server=on,wait=off',
     '-mon', 'chardev=qmp,mode=control',
     '-chardev', 'file,id=serial0,path=/run/vm/serial.log',
@@ -77,10 +77,10 @@ test('a migration destination waits with -incoming defer, after -S when both are
 test('an FT checkpoint restore: -incoming defer for a device-state-only stream (no configuration section, no vmdesc)', () => {
   const spec = parseVmSpec({ name: 'ft', vcpus: 1, memoryMiB: 128, accel: 'tcg', memoryBackend: { path: '/dev/shm/ft/ram.img' } });
   const args = qemuArgs(spec, { accel: 'tcg', paused: true, checkpointRestore: true, ...io });
-  assert.equal(args[args.indexOf('-machine') + 1], 'pc,memory-backend=ram0,suppress-vmdesc=on');
+  assert.equal(args[args.indexOf('-machine') + 1], 'pc,memory-backend=pc.ram,suppress-vmdesc=on');
   assert.deepEqual(args.slice(-5), ['-S', '-global', 'migration.send-configuration=off', '-incoming', 'defer']);
   const plain = qemuArgs(spec, { accel: 'tcg', ...io });
-  assert.equal(plain[plain.indexOf('-machine') + 1], 'pc,memory-backend=ram0');
+  assert.equal(plain[plain.indexOf('-machine') + 1], 'pc,memory-backend=pc.ram');
   assert.ok(!plain.includes('-global'), 'the flags only for a restore');
 });
 
