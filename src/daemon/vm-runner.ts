@@ -772,6 +772,9 @@ export class VmRunner {
     this.slots.delete(name);
     this.ports.onPidsChanged(this.pids());
     this.ports.checkpointDialer()?.cut(name);
+    // An incoming instance that goes before it resumed (its migration abandoned or failed) served the copy
+    // from inside itself: the copy server serves it from its own export again.
+    this.ports.disownExport(name);
     // Held output goes with the gate, never sent: its epochs are not on the peer, whose copy is then the
     // state of the last acked checkpoint — what clients saw.
     void slot.ft?.close().finally(() => this.removeMemory(slot));
