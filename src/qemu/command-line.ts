@@ -59,7 +59,7 @@ const STREAM_FORMAT_MACHINE_OPTION = 'suppress-vmdesc=on';
 const STREAM_FORMAT_GLOBAL = 'migration.send-configuration=off';
 
 export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
-  const machine = [...(spec.memoryBackend ? ['pc', `memory-backend=${RAM_BACKEND_ID}`] : ['pc']), STREAM_FORMAT_MACHINE_OPTION].join(',');
+  const machine = ['pc', ...(spec.memoryBackend ? [`memory-backend=${RAM_BACKEND_ID}`] : []), STREAM_FORMAT_MACHINE_OPTION].join(',');
   const args: string[] = [
     '-name', `guest=${spec.name},debug-threads=on`,
     '-machine', machine,
