@@ -13,7 +13,7 @@ import { alertOfLogEntry, severityAtLeast, type LogRow, type NotifyAlert } from 
 import { describeOutcome, failed, type DeliveryOutcome } from './outcome.js';
 import { Outbox, retryDelayMs, type Delivery } from './outbox.js';
 import { receiversOf, sendTest, type DeliveryContext, type NotificationsConfig, type Receiver } from './receivers.js';
-import type { NotifierReadout, TestRun } from './receiver-view.js';
+import { publicOutcome, shownReceiverId, type NotifierReadout, type TestRun } from './receiver-view.js';
 import { CALL_HOME_TIMELINE_MAX } from './call-home.js';
 import { describeError } from '../util/errors.js';
 
@@ -78,7 +78,7 @@ export class Notifier implements NotifierReadout {
       this.receiverList = receiversOf(opts.config);
       if (this.outbox.cursor() === null) this.outbox.setCursor(opts.source.recentLog({ limit: 1 })[0]?.id ?? 0);
       const gone = this.outbox.abandonReceiversNotIn(this.receiverList.map((r) => r.id), Date.now());
-      if (gone.length > 0) opts.log(`notify: abandoned pending deliveries to receivers no longer configured: ${gone.join(', ')}`);
+      if (gone.length > 0) opts.log(`notify: abandoned pending deliveries to receivers no longer configured: ${gone.map(shownReceiverId).join(', ')}`);
     } catch (e) {
       this.outbox.close();
       throw e;
@@ -127,7 +127,8 @@ export class Notifier implements NotifierReadout {
     const outcome = await this.attemptTest(r);
     const run: TestRun = { receiver: r.name, outcome, atMs, durationMs: Date.now() - atMs };
     this.lastTests.set(r.id, run);
-    this.opts.log(`notify: test to ${r.id} ${describeOutcome(outcome)}`);
+    // The log is read by whoever reads the host's logs (and goes in support bundles): names and texts as the API shows them, a webhook's URL is often its secret.
+    this.opts.log(`notify: test to ${r.name} ${describeOutcome(publicOutcome(r, outcome))}`);
     return run;
   }
 
@@ -271,22 +272,23 @@ export class Notifier implements NotifierReadout {
       // Stopping aborted the attempt: it stays pending, neither counted nor logged as the receiver's failure.
       if (this.stopped) return;
       const now = Date.now();
-      const what = `alert ${d.alert.code} (${d.alertUid}) to ${receiver.id}`;
+      const what = `alert ${d.alert.code} (${d.alertUid}) to ${receiver.name}`;
       if (outcome.ok) {
         this.outbox.markDelivered(d.id, now, outcome.detail);
-        this.opts.log(`notify: ${what} ${describeOutcome(outcome)}${d.attempts > 0 ? ` after ${d.attempts + 1} attempts` : ''}`);
+        this.opts.log(`notify: ${what} ${describeOutcome(publicOutcome(receiver, outcome))}${d.attempts > 0 ? ` after ${d.attempts + 1} attempts` : ''}`);
         continue;
       }
       const error = describeOutcome(outcome);
+      const shownError = describeOutcome(publicOutcome(receiver, outcome));
       const { retry } = this.opts.config;
       if (now - d.createdMs >= retry.giveUpAfterMs) {
         this.outbox.markFailed(d.id, receiver.id, now, error, now);
         this.outbox.abandon(d.id, now, `given up after ${d.attempts + 1} attempts over ${Math.round((now - d.createdMs) / 60_000)} min`);
-        this.opts.log(`notify: ${what} ${error}; given up after ${d.attempts + 1} attempts`);
+        this.opts.log(`notify: ${what} ${shownError}; given up after ${d.attempts + 1} attempts`);
       } else {
         const delayMs = retryDelayMs(retry, d.attempts + 1);
         this.outbox.markFailed(d.id, receiver.id, now, error, now + delayMs);
-        this.opts.log(`notify: ${what} ${error}; attempt ${d.attempts + 1}, next in ${formatDelay(delayMs)}`);
+        this.opts.log(`notify: ${what} ${shownError}; attempt ${d.attempts + 1}, next in ${formatDelay(delayMs)}`);
       }
       return;
     }

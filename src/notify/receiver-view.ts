@@ -122,6 +122,11 @@ export function publicOutcome(r: Receiver, o: DeliveryOutcome): DeliveryOutcome 
   return { ok: false, step: o.step, error: scrub(r, o.error), reply: o.reply === null ? null : scrub(r, o.reply) };
 }
 
+/** An outbox key as it may be shown: a webhook's (`webhook:URL`) with its URL cut to what `shownUrl` shows. */
+export function shownReceiverId(id: string): string {
+  return id.startsWith('webhook:') ? `webhook:${shownUrl(id.slice('webhook:'.length))}` : id;
+}
+
 /** An http(s) URL as far as it may be shown: scheme, host and port; `/…` where a path or query was left out. */
 export function shownUrl(url: string): string {
   let u: URL;

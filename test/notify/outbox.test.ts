@@ -99,7 +99,7 @@ test('pending deliveries to a receiver no longer configured are abandoned at sta
   const [d] = now.notifier.outbox.list({ limit: 1 });
   assert.equal(d!.state, 'abandoned');
   assert.equal(d!.detail, 'the receiver is no longer configured');
-  assert.ok(now.lines.some((l) => l.includes(`abandoned pending deliveries to receivers no longer configured: webhook:http://127.0.0.1:${port}/gone`)));
+  assert.ok(now.lines.some((l) => l.includes(`abandoned pending deliveries to receivers no longer configured: webhook:http://127.0.0.1:${port}/…`)));
   await now.notifier.runOnce();
   assert.equal(hook.requests.length, 0, 'an old alert is not moved to the new receiver');
 });
