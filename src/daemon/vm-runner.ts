@@ -9,15 +9,15 @@
  * attached before the guest's first write, and when the core asks for a mirror at start, the guest runs only
  * once the peer's copy is in sync — the core counts that copy as current, so no write may miss it.
  *
- * An FT VM runs with its RAM in a file (`ft.memoryDir`) and, once its mirror into the peer's epoch disk is in sync, runs under an FT protection run (`ft-owner.ts`):
+ * Every VM runs with its RAM in a file (`ft.memoryDir`), so that any VM can become FT while it runs. An FT VM,
+ * once its mirror into the peer's epoch disk is in sync, runs under an FT protection run (`ft-owner.ts`):
  * its output held per epoch, released on the peer's ack. A run that loses the peer is reported as a stalled
  * mirror, so the core cuts it only once the peer can no longer take over; the cut is what lets the held
  * output go. A start after an FT takeover resumes the guest from the copy's last committed checkpoint
  * instead of booting it.
  *
  * Protection changing while a VM runs (`protectionChanged`): out of FT, its run is handed over (the peer's
- * copy keeps every write and goes on as HA's; to none, the run simply ends); into FT (a VM started as FT,
- * its RAM in a file; one started otherwise becomes FT at its next start), its HA mirror ends
+ * copy keeps every write and goes on as HA's; to none, the run simply ends); into FT, its HA mirror ends
  * cleanly and the next one — into the peer's epoch disk, incremental from the dirty bitmap — brings a run.
  */
 import { createHash } from 'node:crypto';
@@ -43,6 +43,7 @@ import { locateVolume } from '../storage/storage-group.js';
 import { addSample, syncRate, type ProgressSample } from '../storage/volume.js';
 import type { FtPrimaryStats } from '../ft/ft-primary.js';
 import { FtOwner } from './ft-owner.js';
+import { ensureRamRoom } from '../qemu/ram-room.js';
 import type { ResumePoint } from './ft-copy.js';
 
 /** `incoming`: a live migration's destination, paused, its guest not running here yet. */
@@ -137,7 +138,7 @@ export interface StartRequest {
   hardware: unknown;
   /** Protected VMs track their writes (so a later resync can be incremental). */
   protectedVm: boolean;
-  /** An FT VM: its RAM in a file, and a protection run whenever its mirror is in sync and SplitSite allows FT. */
+  /** An FT VM: a protection run whenever its mirror is in sync and SplitSite allows FT. */
   ft?: boolean;
   mirror?: { stream: string; mode: MirrorMode };
 }
@@ -445,11 +446,6 @@ export class VmRunner {
     if (ft === slot.ftWanted) return;
     slot.ftWanted = ft;
     if (ft) {
-      // Its RAM must be in a file the checkpoint engine reads: a VM started as HA gets one at its next start.
-      if (!slot.qemu?.spec.memoryBackend) {
-        slot.ftWanted = false;
-        return;
-      }
       this.log(`VM ${name} is FT now`);
       if (slot.stream !== null && slot.view?.state === 'ready') void this.remirrorForFt(name, slot);
       return;
@@ -509,8 +505,7 @@ export class VmRunner {
       this.report(name, { kind: 'start-failed', instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    // An FT VM comes with its RAM in a file, to be checkpointed here once its mirror into the old source's
-    // copy is in sync (the RAM block has one name with a file or without: src/qemu/command-line.ts).
+    // An FT VM is checkpointed here once its mirror into the old source's copy is in sync.
     const slot = newSlot(instance, 'incoming', ftVm);
     this.slots.set(name, slot);
     void this.launchIncoming(name, slot, migration, hardware);
@@ -524,6 +519,7 @@ export class VmRunner {
       // Beside the copy's export: an incoming QEMU opens its disk inactive (no lock, no write) until the
       // switch, so the copy stays served and current while this QEMU starts.
       const spec = await this.prepare(name, parseVmHardware(hardware), slot);
+      await this.ensureRamRoom(spec);
       qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: true, incoming: true });
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());
@@ -715,7 +711,10 @@ export class VmRunner {
       const spec = await this.prepare(name, parseVmHardware(req.hardware), slot);
       const runDir = path.join(this.runRoot, name);
       qemu = await this.resumeFromCheckpoint(name, slot, spec, runDir);
-      if (qemu === null) qemu = await this.supervisor.start(spec, { runDir, paused: req.protectedVm });
+      if (qemu === null) {
+        await this.ensureRamRoom(spec);
+        qemu = await this.supervisor.start(spec, { runDir, paused: req.protectedVm });
+      }
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());
       void qemu.exited.then((exit) => this.onExit(name, slot, exit));
@@ -783,10 +782,17 @@ export class VmRunner {
     const expected = slot.stopWanted;
     this.lastExits.set(name, { ...exit, instance: slot.instance, at: new Date().toISOString(), expected });
     const detail = exit.signal ? ` (${exit.signal})` : exit.code !== null ? ` (exit ${exit.code})` : '';
-    this.log(`VM ${name} (instance ${slot.instance}) exited: ${exit.cause}${detail}${expected ? '' : ' — not asked to stop'}`);
+    // QEMU's last words say why it died (an assertion, a refused device state); its run directory goes with the next start.
+    const said = expected ? '' : lastStderrLine(exit.stderrTail);
+    this.log(`VM ${name} (instance ${slot.instance}) exited: ${exit.cause}${detail}${expected ? '' : ' — not asked to stop'}${said ? `; QEMU said: ${said}` : ''}`);
     // A guest that powered off, or a QEMU told to quit, left no write in flight: its disk is what it acknowledged.
     const clean = exit.shutdownReason === 'guest-shutdown' || exit.shutdownReason === 'host-qmp-quit';
     this.report(name, { kind: 'exited', instance: slot.instance, cause: exit.cause, expected, clean });
+  }
+
+  /** A guest resumed from a checkpoint maps the store's image instead: only a new RAM file is checked. */
+  private async ensureRamRoom(spec: VmSpec): Promise<void> {
+    if (spec.memoryBackend) await ensureRamRoom(this.config.ft.memoryDir, spec.memoryBackend.path, spec.memoryMiB * 1024 * 1024, spec.name);
   }
 
   /**
@@ -794,20 +800,17 @@ export class VmRunner {
    * host lacks fails the start with `UNKNOWN_STORAGE_GROUP`, which the start's failure names in the log.
    */
   private async prepare(name: VmName, hw: VmHardware, slot: Slot): Promise<VmSpec> {
-    // An FT VM's RAM is in a file, removed when its QEMU is gone (`removeMemory`).
-    const ramInFile = slot.ftWanted;
     const disk = locateVolume(this.config.storageGroups, this.config.host, name, hw.disk);
     await ensureDisk(disk, hw.diskMiB, hw.disk.format);
     const tap = tapName(name);
     await ensureTap(tap, this.config.businessBridge);
-    // FT's checkpoint engine reads the guest's RAM from this file (src/ft/checkpoint.ts).
+    // Every VM's RAM is in a file, so that any VM can become FT while it runs: FT's checkpoint engine reads
+    // the guest's RAM from it (src/ft/checkpoint.ts). It is removed when its QEMU is gone (`removeMemory`).
     const memoryPath = path.join(this.config.ft.memoryDir, `${name}.ram`);
-    if (ramInFile) {
-      await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
-      slot.memoryPaths.push(memoryPath);
-    }
+    await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
+    slot.memoryPaths.push(memoryPath);
     return {
-      ...(ramInFile ? { memoryBackend: { path: memoryPath } } : {}),
+      memoryBackend: { path: memoryPath },
       name,
       vcpus: hw.vcpus,
       memoryMiB: hw.memoryMiB,
@@ -844,6 +847,12 @@ function newSlot(instance: number, state: VmRunState, ftWanted: boolean): Slot {
     resumedFrom: null,
     memoryPaths: [],
   };
+}
+
+/** The last non-empty line QEMU wrote to stderr, cut to what a log line carries. */
+function lastStderrLine(tail: string): string {
+  const line = tail.trim().split('\n').at(-1)?.trim() ?? '';
+  return line.length > 300 ? `${line.slice(0, 300)}…` : line;
 }
 
 /** Interface names are at most 15 bytes: `t-NAME`, or for a long name its start and a short hash, still unique. */

@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   VM_NOT_RUNNING: 'the VM is not running',
   VM_ALREADY_EXISTS: 'a VM of that name exists already',
   VM_STOP_FAILED: 'QEMU did not exit even after SIGKILL (stuck in the kernel)',
+  MEMORY_DIR_FULL: "the tmpfs for guest RAM files (ft.memoryDir) has no room for a VM's RAM beside what its files already promise",
   KVM_UNAVAILABLE: 'KVM was asked for but /dev/kvm is missing or cannot be opened',
   GUEST_IMAGE: 'the guest image could not be built',
   RECORD_SERVICE: 'the guest record service did not answer as expected',

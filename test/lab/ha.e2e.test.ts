@@ -138,7 +138,8 @@ async function verify(events: readonly LoadEvent[]): Promise<string[]> {
 }
 
 before(async () => {
-  lab('up', '--vm', 'demo', '--protection', 'ha');
+  // 128 MiB as in the FT lab: the last test makes the VM FT, whose copy-and-compare tracker reads all of RAM per epoch.
+  lab('up', '--vm', 'demo', '--protection', 'ha', '--memory', '128');
   const up = JSON.parse(lab('status', '--json')) as { vms: { name: string; address: string }[] };
   address = up.vms.find((v) => v.name === 'demo')!.address;
   await protectedOn('host1');
@@ -293,4 +294,32 @@ test('a hung guest (it stops beating while running) is killed and restarted in p
   const events = await load.stop();
   assert.deepEqual(await verify(events), [], 'every acknowledged record survived the hang and the restart');
   await protectedOn('host1');
+});
+
+test('an HA VM made FT while it runs: the same QEMU comes under an FT run, one connection throughout, and back to HA', async (t) => {
+  const load = startLoad('into-ft', 'steady');
+  await waitForAcks(load, 'into-ft', 20);
+  const pid = (await vmOn('host1'))?.local?.pid;
+  assert.ok(pid, 'demo runs on host1 before');
+  vmCli('protect', 'demo', '--level', 'ft', '--host', 'host1');
+  const ft = await eventually('demo under an FT run with epochs committed on host2', async () => {
+    const v = (await vmOn('host1')) as (VmStatus & { local: { ft?: { state: string; peerCommittedEpoch: number | null } | null } | null }) | null;
+    const run = v?.local?.ft;
+    return run?.state === 'protecting' && (run.peerCommittedEpoch ?? 0) >= 2 && v?.state === 'protected' && run;
+  });
+  assert.equal((await vmOn('host1'))?.local?.pid, pid, 'the guest was not restarted to become FT');
+  t.diagnostic(`FT run protecting, host2 committed epoch ${ft.peerCommittedEpoch}`);
+  const n = acks(readLoadLog(path.join(scratch, 'into-ft.jsonl')));
+  await waitForAcks(load, 'into-ft', n + 10);
+  vmCli('protect', 'demo', '--level', 'ha', '--host', 'host1');
+  await eventually('demo HA again (its run handed over)', async () => {
+    const v = (await vmOn('host1')) as (VmStatus & { local: { ft?: { state: string } | null } | null }) | null;
+    return v?.local?.ft?.state === 'handed-over' && v.state === 'protected';
+  });
+  await waitForAcks(load, 'into-ft', acks(readLoadLog(path.join(scratch, 'into-ft.jsonl'))) + 10);
+  const events = await load.stop();
+  assert.equal((await vmOn('host1'))?.local?.pid, pid, 'the same QEMU throughout');
+  assert.deepEqual(events.filter((e) => e.t === 'failed' || (e.t === 'ended' && e.why !== 'stopped')), [], 'no append failed, the connection never dropped');
+  assert.equal(events.filter((e) => e.t === 'connected').length, 1, 'one connection throughout');
+  assert.deepEqual(await verify(events), []);
 });
