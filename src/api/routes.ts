@@ -17,7 +17,7 @@ export type Method = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
 
 export interface Reply {
   status: number;
-  /** Sent as JSON; with `contentType`, a string sent as it is. */
+  /** Sent as JSON; with `contentType`, a string or a Buffer sent as it is. */
   body: unknown;
   headers?: Record<string, string | string[]>;
   contentType?: string;
@@ -276,7 +276,7 @@ export async function readJsonBody(req: http.IncomingMessage): Promise<unknown> 
 
 /** Writes the answer: JSON (no body for 204 or null), or the text of a reply with its own content type. */
 export function send(res: http.ServerResponse, reply: Reply, extraHeaders: Record<string, string> = {}): void {
-  const text = reply.contentType !== undefined ? String(reply.body) : reply.body === null || reply.status === 204 ? '' : JSON.stringify(reply.body);
+  const text = reply.contentType !== undefined ? (Buffer.isBuffer(reply.body) ? reply.body : String(reply.body)) : reply.body === null || reply.status === 204 ? '' : JSON.stringify(reply.body);
   res.writeHead(reply.status, { ...extraHeaders, ...(reply.headers ?? {}), 'content-type': reply.contentType ?? 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

@@ -37,6 +37,7 @@ import { PREFERENCE_ROUTES, type PreferencesContext } from './preference-routes.
 import type { HistoryView } from '../history/sampler.js';
 import { HISTORY_ROUTES } from './history-routes.js';
 import { CONSOLE_LOG_ROUTES } from './console-log-routes.js';
+import { supportRoutes } from './support-routes.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -75,6 +76,8 @@ export interface ApiContext {
   history: HistoryView;
   /** Where the VM's QEMU here writes its serial console, whether or not one runs (`vmSerialLog` in vm-runner.ts). */
   consoleLogFile(vm: string): string;
+  /** The daemon's most recent log lines (`log-tail.ts`), for the support bundle. */
+  daemonLog(): string;
 }
 
 /** A VM as the API shows it: the pair's record (from the core) and, when it runs here, its process. */
@@ -568,6 +571,8 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
   ...PREFERENCE_ROUTES,
   ...HISTORY_ROUTES,
   ...CONSOLE_LOG_ROUTES,
+  // Its bundle is made of the answers of the routes above.
+  ...supportRoutes(() => RESOURCE_ROUTES),
 ];
 
 /** This host's status as `GET /v1/status` answers it (the live event stream sends it too). */

@@ -38,6 +38,10 @@ import type { NotificationsState } from '../notify/receiver-view.js';
 import { HostClockReader } from './host-clock.js';
 import { HistorySampler } from '../history/sampler.js';
 import { historySources } from './history-sources.js';
+import { LogTail } from './log-tail.js';
+
+/** The daemon's recent log lines kept for the support bundle (a day or more of a quiet pair). */
+const DAEMON_LOG_TAIL_BYTES = 2 * 1024 * 1024;
 
 /** A failed pairing attempt (peer not up yet, wrong secret) is retried this often; each failure is logged. */
 const PAIRING_RETRY_MS = 2000;
@@ -68,7 +72,12 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function runDaemon(config: DaemonConfig, configFile: string): Promise<number> {
-  const log = (line: string): void => console.log(`${new Date().toISOString()} ${config.host} ${line}`);
+  const recentLog = new LogTail(DAEMON_LOG_TAIL_BYTES);
+  const log = (line: string): void => {
+    const stamped = `${new Date().toISOString()} ${config.host} ${line}`;
+    recentLog.add(stamped);
+    console.log(stamped);
+  };
   // First: the threads started from here on (libuv's, the workers) inherit the daemon's priority.
   const priority = raiseServicePriority();
   await mkdir(path.dirname(config.apiSocket), { recursive: true });
@@ -85,7 +94,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
       notifier = new Notifier({ config: config.notifications, pair: config.pair.id, host: config.host, outboxFile: path.join(config.dataDir, 'state', 'notify.db'), source: db, log });
       notifier.start();
       notifications = { state: 'on', config: config.notifications, notifier };
-      log(`notifications to ${notifier.receivers().map((r) => r.id).join(', ')}`);
+      log(`notifications to ${notifier.receivers().map((r) => r.name).join(', ')}`);
     } catch (e) {
       const why = `${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`;
       notifications = { state: 'failed', config: config.notifications, error: why };
@@ -179,6 +188,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     preferences: { config, configFile, notifications, clock: () => clock.read() },
     history,
     consoleLogFile: (vm) => vmSerialLog(config.dataDir, vm),
+    daemonLog: () => recentLog.text(),
   };
   // The host's users and audit log, served by the local socket to root and by the management API to users.
   // Accounts that cannot be opened cost user management, auditing and the management API, never the

@@ -34,12 +34,15 @@ import { HostNetworks } from '../../src/daemon/networks.js';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
 import { VcdStore } from '../../src/storage/vcd-store.js';
+import { LogTail } from '../../src/daemon/log-tail.js';
 
 export interface Answer {
   status: number;
   headers: http.IncomingHttpHeaders;
   body: any;
   text: string;
+  /** The body as it came (a binary answer's: `text` is then its bytes mis-decoded). */
+  bytes: Buffer;
 }
 
 export interface Harness {
@@ -68,6 +71,8 @@ export interface Harness {
   logged(): void;
   /** The resource history: `sampleNow()` takes a round; running on its own timer only with `historyIntervalMs`. */
   history: HistorySampler;
+  /** The daemon's recent log as the support bundle reads it: the VM runner's lines. */
+  daemonLog: LogTail;
 }
 
 export const ADMIN = { name: 'admin', password: 'correct horse battery' };
@@ -123,6 +128,7 @@ export async function startHarness(
   let driver: CoreDriver | null = null;
   let runner: VmRunner | null = null;
   const vcds = new VcdStore('host1', config.storageGroups);
+  const daemonLog = new LogTail(1024 * 1024);
   if (opts.withDriver !== false) {
     const watchdog = new Watchdog(() => {});
     cleanup.add(() => watchdog.close());
@@ -139,7 +145,7 @@ export async function startHarness(
       adoptExport: () => {},
       disownExport: () => {},
       findVcd: (name) => vcds.find(name),
-      log: () => {},
+      log: (line) => daemonLog.add(line),
     });
     const live = new CoreDriver(
       { ...DEFAULT_TIMING, self: 'host1', peer: 'host2', quorumServers: [], tiebreakWinner: 'host2' },
@@ -174,7 +180,10 @@ export async function startHarness(
       host: config.host,
       outboxFile: path.join(dir, 'state', 'notify.db'),
       source: db,
-      log: (l) => notifyLog.push(l),
+      log: (l) => {
+        notifyLog.push(l);
+        daemonLog.add(l);
+      },
       ...(opts.testTimeoutMs !== undefined ? { testTimeoutMs: opts.testTimeoutMs } : {}),
     });
     cleanup.add(() => live.stop());
@@ -218,6 +227,7 @@ export async function startHarness(
     preferences: { config, configFile: null, notifications, clock: () => hostClock.read() },
     history,
     consoleLogFile: (vm) => vmSerialLog(config.dataDir, vm),
+    daemonLog: () => daemonLog.text(),
   };
   const clock = {
     now: Date.now(),
@@ -272,20 +282,21 @@ export async function startHarness(
         res.on('error', (e) => settle(() => reject(e)));
         res.on('close', () => settle(() => reject(new Error(`ECONNRESET: the answer to ${method} ${p} was cut off`))));
         res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
+          const bytes = Buffer.concat(chunks);
+          const text = bytes.toString('utf8');
           let body: unknown = null;
           try {
             body = text === '' ? null : JSON.parse(text);
           } catch {
             body = undefined;
           }
-          settle(() => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text }));
+          settle(() => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text, bytes }));
         });
       });
       // A CONNECT's answer comes as its own event, with the socket.
       req.on('connect', (res, socket) => {
         socket.destroy();
-        settle(() => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: null, text: '' }));
+        settle(() => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: null, text: '', bytes: Buffer.alloc(0) }));
       });
       // A hard limit, not only on silence: a test must fail, never hang.
       const timer = setTimeout(() => {
@@ -302,5 +313,5 @@ export async function startHarness(
     return r.body.token as string;
   };
 
-  return { dir, config, db, api, networks, driver, users, audit, notifier, notifyLog, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()), history };
+  return { dir, config, db, api, networks, driver, users, audit, notifier, notifyLog, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()), history, daemonLog };
 }

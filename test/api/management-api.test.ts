@@ -26,7 +26,11 @@ function expectDocumented(operationId: string, r: Answer, covered?: Set<string>)
   const route = routeById.get(operationId);
   assert.ok(route, `no route ${operationId}`);
   assert.equal(r.status, route.response.status, `${operationId} answered ${r.status}: ${r.text}`);
-  if (route.response.schema) {
+  if (route.response.contentType !== undefined) {
+    // Not JSON: its documented type, and a body.
+    assert.equal(r.headers['content-type'], route.response.contentType, `${operationId}'s content type`);
+    assert.ok(r.bytes.length > 0, `${operationId} answers a body`);
+  } else if (route.response.schema) {
     try {
       validate(route.response.schema, r.body, 'INVALID_ARGUMENT');
     } catch (e) {
@@ -186,6 +190,8 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   expectDocumented('getHostHistory', await h.request('GET', '/api/v1/host/history', { token }), covered);
   expectDocumented('getVmHistory', await h.request('GET', '/api/v1/vms/web/history', { token }), covered);
   expectDocumented('getVmConsoleLog', await h.request('GET', '/api/v1/vms/web/console-log?bytes=4096', { token }), covered);
+  // What is in it: test/api/support-bundle-api.test.ts.
+  expectDocumented('makeSupportBundle', await h.request('POST', '/api/v1/support/bundle', { token }), covered);
   expectDocumented('removeVm', await h.request('DELETE', '/api/v1/vms/web', { token }), covered);
   expectError(await h.request('GET', '/api/v1/vms/web', { token }), 404, 'UNKNOWN_VM');
   // Last, with no VM left to start: the operator asserts the (absent) peer is dead.

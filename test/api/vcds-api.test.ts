@@ -195,8 +195,9 @@ function chunked(h: Harness, token: string, body: Buffer): Promise<Answer> {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(text), text });
+        const bytes = Buffer.concat(chunks);
+        const text = bytes.toString('utf8');
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(text), text, bytes });
       });
     });
     req.on('error', reject);

@@ -24,6 +24,7 @@ import { childProcess } from '../history/children.js';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { vmSerialLog } from '../../src/daemon/vm-runner.js';
+import { run } from '../../src/util/exec.js';
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
@@ -245,6 +246,14 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.click('[data-action=send-test-all]');
     await page.locator('#notice.bad', { hasText: 'Send test: 1 of 2 delivered' }).waitFor();
     assert.ok(!(await page.locator('#notice').textContent())!.includes('DOWNTOKEN'), 'nor is it in an error');
+    // Remote support: the support bundle, downloaded by the browser under the host's name for it, opens with tar.
+    const [bundle] = await Promise.all([page.waitForEvent('download'), page.click('[data-action=support-bundle]')]);
+    assert.match(bundle.suggestedFilename(), /^lockstep-support-host1-\d{8}T\d{6}Z\.tar\.gz$/);
+    const bundleFile = path.join(scratch, bundle.suggestedFilename());
+    await bundle.saveAs(bundleFile);
+    const listed = (await run('tar', ['-tzf', bundleFile])).stdout.split('\n');
+    assert.ok(listed.some((f) => f.endsWith('/MANIFEST.txt')) && listed.some((f) => f.endsWith('/api/getStatus.json')), listed.join('\n'));
+    await page.locator('#notice.good', { hasText: 'Support bundle: lockstep-support-host1-' }).waitFor();
     await b.screenshot('11-preferences');
 
     // ── the read-only user: everything visible, nothing changeable ──
@@ -267,7 +276,7 @@ test('first-run setup, every page with real data, a VM created and started, a li
     for (const action of ['maintenance-on', 'force-takeover', 'repaired']) assert.equal(await page.locator(`[data-action=${action}]`).isDisabled(), true, `${action} is disabled for read-only`);
     await page.click('nav a[data-page=preferences]');
     await page.locator('#notification-receivers [data-action=send-test]').first().waitFor();
-    for (const button of await page.locator('[data-action=send-test], [data-action=send-test-all]').all()) assert.equal(await button.isDisabled(), true, 'send test is disabled for read-only');
+    for (const button of await page.locator('[data-action=send-test], [data-action=send-test-all], [data-action=support-bundle]').all()) assert.equal(await button.isDisabled(), true, `${await button.textContent()} is disabled for read-only`);
     await page.click('nav a[data-page=hosts]');
     assert.equal(await page.locator('nav [data-page=users]').evaluate((el) => el.tagName), 'SPAN', 'the users page is not a link for read-only');
     await page.locator('#connection', { hasText: 'live' }).waitFor();

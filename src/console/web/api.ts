@@ -82,3 +82,46 @@ export function upload<T>(path: string, file: Blob, onProgress: UploadProgress):
     xhr.send(file);
   });
 }
+
+/** A file the host made for this request (a support bundle), saved by the browser under `fileName`. */
+export interface Downloaded {
+  fileName: string;
+  bytes: number;
+}
+
+/**
+ * A route whose answer is a file rather than JSON (`POST /v1/support/bundle`): fetched with the session's
+ * cookie, then handed to the browser's own download under the name the host gave (Content-Disposition).
+ * A POST cannot be a plain link, hence the object URL. Errors come as JSON, as every call's.
+ */
+export async function download(method: 'GET' | 'POST', path: string, timeoutMs: number): Promise<ApiResult<Downloaded>> {
+  let res: Response;
+  try {
+    res = await fetch(`/api${path}`, { method, credentials: 'same-origin', headers: { accept: 'application/json, application/gzip, application/octet-stream' }, signal: AbortSignal.timeout(timeoutMs) });
+  } catch (e) {
+    return { ok: false, status: 0, code: 'NETWORK', message: `${method} ${path}: no answer from the host (${(e as Error).message})`, fields: {} };
+  }
+  if (!res.ok) {
+    const text = await res.text().catch(() => '');
+    let err: { code?: string; message?: string; fields?: Record<string, unknown> } | undefined;
+    try {
+      err = (JSON.parse(text) as { error?: typeof err }).error;
+    } catch {
+      err = undefined;
+    }
+    if (res.status === 401 && onSessionLost !== null) onSessionLost();
+    return { ok: false, status: res.status, code: err?.code ?? `HTTP_${res.status}`, message: err?.message ?? `${method} ${path} answered ${res.status}`, fields: err?.fields ?? {} };
+  }
+  const blob = await res.blob();
+  const fileName = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '')?.[1] ?? 'download';
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = fileName;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // The browser has taken the file by the time the click returns; the URL can go.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return { ok: true, status: res.status, body: { fileName, bytes: blob.size } };
+}

@@ -6,9 +6,9 @@
  * view is read-only: lockstepd changes none of it while it runs, and the page says how to change it.
  * The quorum server in use and the A-Link round trip follow the live status; the rest is fetched on entry.
  */
-import { call, describe, type ApiResult } from '../api.js';
+import { call, describe, download, type ApiResult } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
-import { duration, time } from '../format.js';
+import { bytes, duration, time } from '../format.js';
 import { store } from '../store.js';
 import type { DeliveryOutcome, Notifications, Preferences, Receiver, TestAnswer } from '../types.js';
 import { actionButton, notify, type Page } from '../ui.js';
@@ -126,7 +126,7 @@ function cards(p: Preferences, skewMs: number, reloadNotifications: () => Promis
   );
   const notifications = notificationsCard(p.notifications, reloadNotifications);
   notifications.classList.add('wide');
-  return [notifications, owner, pair, network, quorum, clock, splitsite, resync];
+  return [notifications, remoteSupportCard(p), owner, pair, network, quorum, clock, splitsite, resync];
 }
 
 function notificationsCard(n: Notifications, reload: () => Promise<void>): HTMLElement {
@@ -161,6 +161,31 @@ function notificationsCard(n: Notifications, reload: () => Promise<void>): HTMLE
     ),
     h('div', { class: 'actions' }, actionButton('Send test to all', 'platform-manager', 'send-test-all', () => sendTest(null))),
     h('p', { class: 'hint' }, 'A test goes through each receiver’s own delivery, now, and is not queued: real alerts are not held up, and a failed test is not retried.'),
+  );
+}
+
+/** A support bundle is gathered in one request: a few seconds, more on a loaded host. */
+const BUNDLE_TIMEOUT_MS = 120_000;
+
+/**
+ * Remote support: Call Home (the alerts this host reports to its support endpoint, if configured) and the
+ * support bundle, downloaded for a support case (platform managers; the download is audited).
+ */
+function remoteSupportCard(p: Preferences): HTMLElement {
+  const callHome = p.notifications.receivers.find((r) => r.kind === 'call-home') ?? null;
+  const makeBundle = async (): Promise<null> => {
+    const r = await download('POST', '/v1/support/bundle', BUNDLE_TIMEOUT_MS);
+    if (r.ok) notify(`Support bundle: ${r.body.fileName} (${bytes(r.body.bytes)}) downloaded`, 'good');
+    else notify(`Support bundle: ${describe(r)}`, 'bad');
+    return null;
+  };
+  return section(
+    'Remote support',
+    facts([
+      ['Call Home', callHome === null ? "not configured: add notifications.callHome to lockstepd's config" : `${callHome.target}; last report ${callHome.lastDelivery === null ? 'none yet' : `${callHome.lastDelivery.state} ${time(callHome.lastDelivery.at)}`}`],
+    ]),
+    h('div', { class: 'actions' }, actionButton('Download support bundle', 'platform-manager', 'support-bundle', makeBundle)),
+    h('p', { class: 'hint' }, `This host's status, VMs, volumes, networks, sensors, preferences, notifications and event log, its daemon's recent log, its VMs' console logs and versions, as one .tar.gz — no secret in it. Each host makes its own: download the peer's from its console.`),
   );
 }
 
