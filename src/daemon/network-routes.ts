@@ -1,7 +1,7 @@
 /**
- * `GET /v1/networks`: this host's networks (src/daemon/networks.ts), a resource route like those of api.ts,
- * served on the local socket and the management API alike. Only this host's: the peer's interfaces are
- * not in its heartbeats, and its own lockstepd answers for them.
+ * `GET /v1/networks`: the pair's networks, a resource route like those of api.ts, served on the local socket
+ * and the management API alike: this host's (src/daemon/networks.ts), read now, and the peer's section, its
+ * own view asked over the A-Link (src/daemon/peer-report.ts), or why it is unavailable.
  */
 import type { Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
@@ -61,16 +61,51 @@ const NETWORK_SCHEMA: Schema = {
   },
 };
 
+/** The peer's section of an answer, as `PeerView` shows it: its report (what the route shows of it), or why there is none. */
+export function peerSectionSchema(what: string, field: string, items: Schema): Schema {
+  return {
+    type: 'object',
+    required: ['host', 'state'],
+    description: `the peer's own ${what}, asked over the A-Link when this request came (an answer within 2 s), or why it is unavailable`,
+    properties: {
+      host: { type: 'string', description: 'the peer' },
+      state: { type: 'string', enum: ['available', 'unavailable'] },
+      reason: { type: 'string', description: 'unavailable: why (not paired yet, no A-Link path up, no answer within 2 s, an invalid answer)' },
+      takenAt: { type: 'string', format: 'date-time', description: 'available: when the peer read it' },
+      receivedAt: { type: 'string', format: 'date-time', description: 'available: when this host received it' },
+      [field]: items,
+    },
+  };
+}
+
+const NETWORKS_SCHEMA: Schema = {
+  type: 'object',
+  required: ['host', 'networks', 'peer'],
+  properties: {
+    host: { type: 'string', description: 'this host, the one that answered' },
+    networks: { type: 'array', items: NETWORK_SCHEMA, description: "this host's networks, A-Link paths first" },
+    peer: peerSectionSchema('networks', 'networks', { type: 'array', items: NETWORK_SCHEMA, description: "available: the peer's networks, each naming the peer as its host" }),
+  },
+};
+
 export const NETWORK_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'listNetworks',
     method: 'GET',
     path: '/networks',
     tag: 'networks',
-    summary: "this host's networks: the A-Link paths, the management and the business network",
-    description: "each with its interface's state, carrier, speed, MAC, MTU and bandwidth in use; an A-Link path with its round trip. Only this host's: ask the peer's lockstepd for its own",
+    summary: "the pair's networks: each host's A-Link paths, management and business network",
+    description:
+      "this host's, read now, each with its interface's state, carrier, speed, MAC, MTU and bandwidth in use and an A-Link path with its round trip; and the peer's section: the same of the peer's, as the peer reads them, asked over the A-Link, or why they are unavailable",
     access: 'read-only',
-    response: { status: 200, description: 'the networks, A-Link paths first', schema: { type: 'array', items: NETWORK_SCHEMA } },
-    handler: async (ctx) => ({ status: 200, body: await ctx.networks() }),
+    response: { status: 200, description: "this host's networks and the peer's section", schema: NETWORKS_SCHEMA },
+    handler: async (ctx) => {
+      const [networks, peer] = await Promise.all([ctx.networks(), ctx.peer()]);
+      const section =
+        peer.state === 'available'
+          ? { host: peer.host, state: peer.state, takenAt: peer.takenAt, receivedAt: peer.receivedAt, networks: peer.networks }
+          : { host: peer.host, state: peer.state, reason: peer.reason };
+      return { status: 200, body: { host: ctx.host, networks, peer: section } };
+    },
   },
 ];
