@@ -391,9 +391,8 @@ const COMPONENT_STATES = ['ok', 'degraded', 'failed'] as const satisfies readonl
 
 function network(raw: unknown, at: string): ReportedNetwork {
   const o = object(raw, at);
-  const bw = object(o['bandwidth'], `${at}.bandwidth`);
-  const al = o['alink'] === null ? null : object(o['alink'], `${at}.alink`);
-  return {
+  // Checked in the order of the fields, so the error names the first wrong one.
+  const head = {
     name: oneOf(o['name'], `${at}.name`, NETWORK_NAMES),
     role: oneOf(o['role'], `${at}.role`, NETWORK_ROLES),
     host: name(o['host'], `${at}.host`),
@@ -410,21 +409,24 @@ function network(raw: unknown, at: string): ReportedNetwork {
     mtu: nullable(o['mtu'], `${at}.mtu`, count),
     rxBytes: nullable(o['rxBytes'], `${at}.rxBytes`, count),
     txBytes: nullable(o['txBytes'], `${at}.txBytes`, count),
-    bandwidth: {
-      rxBytesPerSec: nullable(bw['rxBytesPerSec'], `${at}.bandwidth.rxBytesPerSec`, count),
-      txBytesPerSec: nullable(bw['txBytesPerSec'], `${at}.bandwidth.txBytesPerSec`, count),
-      overMs: nullable(bw['overMs'], `${at}.bandwidth.overMs`, count),
-      sampledAt: nullable(bw['sampledAt'], `${at}.bandwidth.sampledAt`, short),
-      reason: nullable(bw['reason'], `${at}.bandwidth.reason`, text),
-    },
-    alink: al && {
-      localAddress: short(al['localAddress'], `${at}.alink.localAddress`),
-      peerAddress: short(al['peerAddress'], `${at}.alink.peerAddress`),
-      connected: nullable(al['connected'], `${at}.alink.connected`, bool),
-      rttMs: nullable(al['rttMs'], `${at}.alink.rttMs`, milliseconds),
-      lastError: nullable(al['lastError'], `${at}.alink.lastError`, text),
-    },
   };
+  const bw = object(o['bandwidth'], `${at}.bandwidth`);
+  const bandwidth = {
+    rxBytesPerSec: nullable(bw['rxBytesPerSec'], `${at}.bandwidth.rxBytesPerSec`, count),
+    txBytesPerSec: nullable(bw['txBytesPerSec'], `${at}.bandwidth.txBytesPerSec`, count),
+    overMs: nullable(bw['overMs'], `${at}.bandwidth.overMs`, count),
+    sampledAt: nullable(bw['sampledAt'], `${at}.bandwidth.sampledAt`, short),
+    reason: nullable(bw['reason'], `${at}.bandwidth.reason`, text),
+  };
+  const al = o['alink'] === null ? null : object(o['alink'], `${at}.alink`);
+  const alink = al && {
+    localAddress: short(al['localAddress'], `${at}.alink.localAddress`),
+    peerAddress: short(al['peerAddress'], `${at}.alink.peerAddress`),
+    connected: nullable(al['connected'], `${at}.alink.connected`, bool),
+    rttMs: nullable(al['rttMs'], `${at}.alink.rttMs`, milliseconds),
+    lastError: nullable(al['lastError'], `${at}.alink.lastError`, text),
+  };
+  return { ...head, bandwidth, alink };
 }
 
 function healthSnapshot(raw: unknown, field: string): HealthSnapshot {
