@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import type { NetworkStatus } from '../daemon/networks.js';
-import type { PeerView } from '../daemon/peer-report.js';
+import type { PairNetworks } from '../daemon/network-routes.js';
 import { askOtherLabHosts, resolveTarget, type Target } from './daemon-target.js';
 import { commonOptions, WHERE_OPTIONS, type Common } from './vm-command.js';
 import { renderNetworkTable } from './network-view.js';
@@ -50,13 +50,6 @@ export async function networkCommand(argv: string[]): Promise<number> {
   }
   console.log(renderNetworkAnswer(req.json, await carryOut(await resolveTarget(req.where))));
   return EXIT.ok;
-}
-
-/** `GET /v1/networks`' answer: the asked host's networks and the peer's section. */
-export interface PairNetworks {
-  host: string;
-  networks: NetworkStatus[];
-  peer: Omit<PeerView & { state: 'available' }, 'health'> | (PeerView & { state: 'unavailable' });
 }
 
 /**

@@ -5,7 +5,7 @@
  * own type; `--json` passes it through untouched. Pure.
  */
 import type { NetworkStatus } from '../daemon/networks.js';
-import type { PairNetworks } from './network-command.js';
+import type { PairNetworks } from '../daemon/network-routes.js';
 import { table } from './output.js';
 import { formatBytes } from './vm-view.js';
 

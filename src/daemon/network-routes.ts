@@ -6,7 +6,8 @@
 import type { Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
 import type { ApiContext } from './api.js';
-import { NETWORK_STATES } from './networks.js';
+import { NETWORK_STATES, type NetworkStatus } from './networks.js';
+import { peerSection, type PeerSection } from './peer-report.js';
 
 const NULLABLE_INTEGER: Schema = { type: ['integer', 'null'] };
 
@@ -16,7 +17,7 @@ const NETWORK_SCHEMA: Schema = {
   properties: {
     name: { type: 'string', enum: ['alink1', 'alink2', 'mgmt', 'business'], description: 'the network, named as its health component' },
     role: { type: 'string', enum: ['alink', 'management', 'business'] },
-    host: { type: 'string', description: 'the host that answered: the interface and its figures are its own' },
+    host: { type: 'string', description: "the host whose network it is: the interface and its figures are that host's own (the peer's in the peer section, as it reads them)" },
     interface: { type: ['string', 'null'], description: "the interface on this host (an A-Link's: the one holding its local address); null: none configured or found" },
     bridge: { type: ['string', 'null'], description: "the business network: the bridge the guests' taps join, beside its uplink (the interface)" },
     state: {
@@ -61,11 +62,22 @@ const NETWORK_SCHEMA: Schema = {
   },
 };
 
-/** The peer's section of an answer, as `PeerView` shows it: its report (what the route shows of it), or why there is none. */
+/** `GET /v1/networks`' answer: this host's networks and the peer's section. */
+export interface PairNetworks {
+  host: string;
+  networks: NetworkStatus[];
+  peer: PeerSection<{ networks: NetworkStatus[] }>;
+}
+
+/**
+ * The schema of a peer section (`PeerSection`): `field` holds what the route shows of the peer's report.
+ * Closed (no other field), so that nothing of the report a route does not document leaks into its answer.
+ */
 export function peerSectionSchema(what: string, field: string, items: Schema): Schema {
   return {
     type: 'object',
     required: ['host', 'state'],
+    additionalProperties: false,
     description: `the peer's own ${what}, asked over the A-Link when this request came (an answer within 2 s), or why it is unavailable`,
     properties: {
       host: { type: 'string', description: 'the peer' },
@@ -101,11 +113,8 @@ export const NETWORK_ROUTES: readonly Route<ApiContext>[] = [
     response: { status: 200, description: "this host's networks and the peer's section", schema: NETWORKS_SCHEMA },
     handler: async (ctx) => {
       const [networks, peer] = await Promise.all([ctx.networks(), ctx.peer()]);
-      const section =
-        peer.state === 'available'
-          ? { host: peer.host, state: peer.state, takenAt: peer.takenAt, receivedAt: peer.receivedAt, networks: peer.networks }
-          : { host: peer.host, state: peer.state, reason: peer.reason };
-      return { status: 200, body: { host: ctx.host, networks, peer: section } };
+      const body: PairNetworks = { host: ctx.host, networks, peer: peerSection(peer, (r) => ({ networks: r.networks })) };
+      return { status: 200, body };
     },
   },
 ];

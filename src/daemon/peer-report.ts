@@ -21,6 +21,18 @@ export type PeerView =
   | { host: string; state: 'available'; takenAt: string; receivedAt: string; networks: ReportedNetwork[]; health: HealthSnapshot | null }
   | { host: string; state: 'unavailable'; reason: string };
 
+/**
+ * The peer's section of a pair answer (`GET /v1/networks`, `GET /v1/host/health`): what the route shows of
+ * the peer's report, with when it was taken and received, or why there is none.
+ */
+export type PeerSection<T> = ({ host: string; state: 'available'; takenAt: string; receivedAt: string } & T) | { host: string; state: 'unavailable'; reason: string };
+
+/** `view` as a route's peer section: `shown` picks what the route shows of an available report. */
+export function peerSection<T extends object>(view: PeerView, shown: (report: PeerView & { state: 'available' }) => T): PeerSection<T> {
+  if (view.state === 'unavailable') return { host: view.host, state: view.state, reason: view.reason };
+  return { host: view.host, state: view.state, takenAt: view.takenAt, receivedAt: view.receivedAt, ...shown(view) };
+}
+
 /** What this host reports of itself when the peer asks. */
 export interface OwnReport {
   networks: NetworkStatus[];

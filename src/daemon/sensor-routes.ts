@@ -8,8 +8,9 @@
 import type { Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
 import type { ApiContext } from './api.js';
-import { HEALTH_COMPONENTS } from '../core/types.js';
+import { HEALTH_COMPONENTS, type HealthSnapshot } from '../core/types.js';
 import { peerSectionSchema } from './network-routes.js';
+import { peerSection, type PeerSection } from './peer-report.js';
 
 const NULLABLE_NUMBER: Schema = { type: ['number', 'null'] };
 
@@ -46,6 +47,13 @@ const COMPONENTS_SCHEMA: Schema = {
   properties: Object.fromEntries(HEALTH_COMPONENTS.map((c) => [c, { type: 'string', enum: ['ok', 'degraded', 'failed'] }])),
 };
 
+/** `GET /v1/host/health`'s answer: this host's components (null before its first check) and the peer's section. */
+export interface PairHealth {
+  host: string;
+  components: HealthSnapshot | null;
+  peer: PeerSection<{ components: HealthSnapshot | null }>;
+}
+
 const HEALTH_SCHEMA: Schema = {
   type: 'object',
   required: ['host', 'components', 'peer'],
@@ -80,11 +88,8 @@ export const SENSOR_ROUTES: readonly Route<ApiContext>[] = [
     response: { status: 200, description: "this host's components and the peer's section", schema: HEALTH_SCHEMA },
     handler: async (ctx) => {
       const peer = await ctx.peer();
-      const section =
-        peer.state === 'available'
-          ? { host: peer.host, state: peer.state, takenAt: peer.takenAt, receivedAt: peer.receivedAt, components: peer.health }
-          : { host: peer.host, state: peer.state, reason: peer.reason };
-      return { status: 200, body: { host: ctx.host, components: ctx.health(), peer: section } };
+      const body: PairHealth = { host: ctx.host, components: ctx.health(), peer: peerSection(peer, (r) => ({ components: r.health })) };
+      return { status: 200, body };
     },
   },
 ];

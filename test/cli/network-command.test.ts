@@ -1,8 +1,8 @@
 /**
  * `lockstep network list`: parsing, how fixed `GET /v1/networks` answers are shown (every network of each
- * host, an A-Link path's round trip, a host that did not answer, `--json` passing the answers through), and
+ * host, an A-Link path's round trip, a peer whose view is unavailable, `--json` passing the answer through), and
  * the real CLI against a real lockstepd API socket (the API test harness's: its networks are this machine's),
- * with its exit codes.
+ * with its exit codes, and with a peer that answers over a real A-Link.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,10 +11,12 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isLockstepError } from '../../src/util/errors.js';
-import { parseNetworkCommand, renderNetworkAnswer, type NetworkRequest, type PairNetworks } from '../../src/cli/network-command.js';
+import { parseNetworkCommand, renderNetworkAnswer, type NetworkRequest } from '../../src/cli/network-command.js';
+import type { PairNetworks } from '../../src/daemon/network-routes.js';
 import type { NetworkStatus } from '../../src/daemon/networks.js';
 import { startApiServer } from '../../src/daemon/api.js';
 import { startHarness } from '../api/harness.js';
+import { startPeerLink } from '../api/peer-link.js';
 import { Cleanup } from '../support/cleanup.js';
 
 const cleanup = new Cleanup();
@@ -131,4 +133,20 @@ test('the CLI against a real lockstepd socket: the table, --json, and exit codes
   const nowhere = await cli(['network', 'list']);
   assert.equal(nowhere.code, 2);
   assert.match(nowhere.stderr, /give the daemon's API socket with --socket PATH/);
+});
+
+test("the CLI against a real lockstepd socket whose peer answers over a real A-Link: both hosts' rows from the one asked", async () => {
+  const peer = await startPeerLink(cleanup, null);
+  const h = await startHarness(cleanup, { withDriver: false, peerReports: peer.peerReports });
+  const socket = path.join(h.dir, 'run', 'lockstepd.sock');
+  await mkdir(path.dirname(socket), { recursive: true });
+  const server = await startApiServer(socket, h.api, { users: h.users, audit: h.audit }, () => {});
+  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  const table = await cli(['network', 'list', '--socket', socket]);
+  assert.equal(table.code, 0, table.stderr);
+  const rows = table.stdout.trimEnd().split('\n');
+  assert.deepEqual(rows.slice(1).map((r) => r.split(/\s+/).slice(0, 2).join(' ')), ['host1 alink1', 'host1 mgmt', 'host1 business', 'host2 alink1', 'host2 mgmt', 'host2 business']);
+  assert.match(rows[4]!, /^host2\s+alink1\s+alink\s+lo\s+up\s/, "host2's A-Link path as host2 reads it");
+  assert.equal(rows.length, 7, 'no note: the peer answered');
 });

@@ -8,7 +8,7 @@ import { call, describe } from '../api.js';
 import { badge, fill, h, section, table } from '../dom.js';
 import { bytes, duration, time } from '../format.js';
 import { store } from '../store.js';
-import type { Network } from '../types.js';
+import type { Network, PairNetworks } from '../types.js';
 import type { Page } from '../ui.js';
 
 const REFRESH_MS = 2000;
@@ -34,7 +34,7 @@ export const networksPage: Page = {
           section(`${r.body.host} (this host)`, networksTable(r.body.networks), sampledNote(r.body.networks)),
           section(
             `${p.host} (peer)`,
-            p.state === 'available' && p.networks ? networksTable(p.networks, 'peer-networks') : h('p', { class: 'empty', id: 'peer-networks-unavailable' }, `Unavailable: ${p.reason ?? 'no reason given'}`),
+            p.state === 'available' ? networksTable(p.networks, 'peer-networks') : h('p', { class: 'empty', id: 'peer-networks-unavailable' }, `Unavailable: ${p.reason}`),
           ),
         );
       } finally {
@@ -46,13 +46,6 @@ export const networksPage: Page = {
     return { update: () => {}, unmount: () => clearInterval(timer) };
   },
 };
-
-/** `GET /v1/networks`: this host's networks and the peer's section (its own, asked over the A-Link). */
-interface PairNetworks {
-  host: string;
-  networks: Network[];
-  peer: { host: string; state: 'available' | 'unavailable'; reason?: string; networks?: Network[] };
-}
 
 function networksTable(networks: Network[], id = 'networks'): HTMLElement {
   return table(
