@@ -9,7 +9,11 @@
  * it die first), the newer authenticated connection replaces the older one.
  *
  * Events (none after `close()`):
- * - `message(msg)`: a peer message that passed `parsePeerEnvelope` and comes from the expected peer;
+ * - `message(msg)`: a peer message for the core that passed the schema and comes from the expected peer;
+ * - `daemon-message(msg)`: one of the daemons' own messages (a host report or its request,
+ *   `DAEMON_MESSAGE_KINDS`), checked as strictly; the core never sees them;
+ * - `daemon-invalid(kind, id, reason)`: a daemon message that failed the schema (also a `protocol-error`):
+ *   its kind and, when it has a valid one, its id, so that whoever waits for an answer learns why;
  * - `rtt(ms)`: the smallest smoothed RTT among the up paths, once per ping interval with a new sample
  *   (messages travel on every path, so the fastest one is the delay the core's messages see);
  * - `path-up(name)`, `path-down(name, reason)`: a path starts or stops carrying traffic. The two alternate
@@ -26,7 +30,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import type { PeerMessage } from '../core/types.js';
-import { NAME_RE, parsePeerEnvelope, parsePeerMessage, toPeerEnvelope } from '../protocol/peer.js';
+import { DAEMON_MESSAGE_KINDS, NAME_RE, isDaemonMessage, parseWireEnvelope, parseWireMessage, toWireEnvelope, type DaemonMessage, type WireMessage } from '../protocol/peer.js';
 import { LockstepError, describeError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import { DuplicateFilter } from './dedup.js';
@@ -102,6 +106,8 @@ export interface AlinkOptions {
 
 export interface AlinkEvents {
   message: [msg: PeerMessage];
+  'daemon-message': [msg: DaemonMessage];
+  'daemon-invalid': [kind: DaemonMessage['kind'], id: number | null, reason: string];
   rtt: [ms: number];
   'path-up': [name: string];
   'path-down': [name: string, reason: string];
@@ -228,13 +234,13 @@ export class Alink extends EventEmitter<AlinkEvents> {
    * on a cut cable — the core's protocol tolerates loss). Throws `INVALID_MESSAGE` for a message the peer
    * would refuse (the schema's bounds, or not from this host): a bug or a limit, better seen here.
    */
-  send(msg: PeerMessage): number {
+  send(msg: WireMessage): number {
     if (this.state === 'closed') return 0;
-    const checked = parsePeerMessage(msg);
+    const checked = parseWireMessage(msg);
     if (checked.from !== this.self) {
       throw new LockstepError('INVALID_MESSAGE', `peer message: 'from' is ${checked.from}, not this host ${this.self}`, { field: 'from' });
     }
-    const frame = encodeFrame({ t: 'msg', id: this.nextId++, env: toPeerEnvelope(checked) }, this.limits.maxFrameBytes);
+    const frame = encodeFrame({ t: 'msg', id: this.nextId++, env: toWireEnvelope(checked) }, this.limits.maxFrameBytes);
     let paths = 0;
     for (const slot of this.slots) {
       if (slot.link?.sendMessage(frame, checked.kind === 'heartbeat')) paths++;
@@ -467,19 +473,22 @@ export class Alink extends EventEmitter<AlinkEvents> {
       this.counters.duplicates++;
       return;
     }
-    let msg: PeerMessage;
+    let msg: WireMessage;
     try {
-      msg = parsePeerEnvelope(env);
+      msg = parseWireEnvelope(env);
       if (msg.from !== this.peer) throw new LockstepError('INVALID_MESSAGE', `peer message: 'from' is ${msg.from}, not the peer ${this.peer}`, { field: 'from' });
     } catch (e) {
       this.counters.invalid++;
       const reason = `dropped an invalid message: ${describeError(e)}`;
       this.warn(slot, reason);
       this.emit('protocol-error', slot.spec.name, reason);
+      const daemon = daemonKindOf(env);
+      if (daemon) this.emit('daemon-invalid', daemon.kind, daemon.id, describeError(e));
       return;
     }
     this.counters.delivered++;
-    this.emit('message', msg);
+    if (isDaemonMessage(msg)) this.emit('daemon-message', msg);
+    else this.emit('message', msg);
   }
 
   private linkClosed(slot: Slot, link: Link, how: LinkClose): void {
@@ -536,6 +545,16 @@ export class Alink extends EventEmitter<AlinkEvents> {
     slot.lastWarnAt = now;
     this.log.warn(`A-Link ${slot.spec.name}: ${message}`, { path: slot.spec.name, peer: this.peer });
   }
+}
+
+/** The kind and id of an envelope that names a daemon message kind, however broken the rest is. */
+function daemonKindOf(env: unknown): { kind: DaemonMessage['kind']; id: number | null } | null {
+  if (typeof env !== 'object' || env === null) return null;
+  const kind = (env as Record<string, unknown>)['kind'];
+  if (typeof kind !== 'string' || !(DAEMON_MESSAGE_KINDS as readonly string[]).includes(kind)) return null;
+  const body = (env as Record<string, unknown>)['body'];
+  const id = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)['id'] : undefined;
+  return { kind: kind as DaemonMessage['kind'], id: typeof id === 'number' && Number.isSafeInteger(id) && id >= 0 ? id : null };
 }
 
 /** A TLS or identity failure (refuse and say so), as opposed to a network one (ECONNREFUSED, ETIMEDOUT …). */

@@ -1,14 +1,17 @@
 /**
  * `lockstep status` and `lockstep host …`: the pair's hosts through lockstepd's local API (docs/cli.md).
  * A host's state, health and maintenance are its own, so each is asked of the host it concerns: `--host`
- * (or `--socket`) names it; in the lab with none named, `status` and `host list` ask both hosts.
+ * (or `--socket`) names it; in the lab with none named, `status` and `host list` ask both hosts. `host
+ * health` is the exception: the asked host answers for both, the peer's components as the peer reports
+ * them over the A-Link.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import { askOtherLabHosts, resolveTarget, type Target } from './daemon-target.js';
 import { commonOptions, HISTORY_OPTIONS, historyOptions, historyQuery, WHERE_OPTIONS, type Common, type HistoryOptions } from './vm-command.js';
-import { renderHostShow, renderHostTable, renderSensors, renderStatus, type HostSensors, type HostStatus } from './host-view.js';
+import { renderHostShow, renderHostTable, renderPairHealth, renderSensors, renderStatus, type HostSensors, type HostStatus } from './host-view.js';
+import type { PairHealth } from '../daemon/sensor-routes.js';
 import { renderHostHistory, type HostHistory } from './history-view.js';
 import { EXIT } from './output.js';
 
@@ -18,6 +21,8 @@ lockstep host — one host of the pair
 
   lockstep host list
   lockstep host show
+  lockstep host health                 each health component of both hosts: the asked host's, and the peer's
+                                       as the peer reports them over the A-Link (or why they are unavailable)
   lockstep host sensors                the host's hardware sensors: temperatures, fans, voltages, with limits
   lockstep host history [--last DURATION] [--series cpu,memory,storage,network]
                                        the host's CPU, memory, storage and network over the last DURATION
@@ -27,13 +32,14 @@ lockstep host — one host of the pair
   lockstep host force-takeover         the operator asserts the peer is dead (refused while it is heard)
 
 Every verb takes --json (the API's JSON) and --socket PATH or --host host1|host2 as \`lockstep vm\` does:
-show and the actions concern the host asked (in the lab, --host is needed for them).`;
+show and the actions concern the host asked (in the lab, --host is needed for them); health answers for
+both hosts from either.`;
 
 export type HostAction = 'maintenance-on' | 'maintenance-off' | 'repaired' | 'force-takeover';
 
 export type HostRequest =
   | { verb: 'help'; exit: number }
-  | (Common & { verb: 'status' | 'list' | 'show' | 'sensors' })
+  | (Common & { verb: 'status' | 'list' | 'show' | 'health' | 'sensors' })
   | (Common & HistoryOptions & { verb: 'history' })
   | (Common & { verb: 'action'; action: HostAction });
 
@@ -53,6 +59,7 @@ export function parseHostCommand(argv: readonly string[]): HostRequest {
       return { verb: 'help', exit: verb === undefined ? EXIT.usage : EXIT.ok };
     case 'list':
     case 'show':
+    case 'health':
     case 'sensors': {
       const { values, positionals } = parse(rest);
       if (positionals.length !== 0) throw new LockstepError('INVALID_ARGUMENT', `usage: lockstep host ${verb} [--host NAME | --socket PATH]`);
@@ -102,6 +109,10 @@ async function carryOut(target: Target, req: Exclude<HostRequest, { verb: 'help'
     if (req.json) return JSON.stringify(view, null, 2);
     const s = await daemonRequest<HostStatus>(socket, 'GET', '/v1/status');
     return `${target.daemon.host}: ${DONE[req.action]}\n\n${renderHostShow(s)}`;
+  }
+  if (req.verb === 'health') {
+    const health = await daemonRequest<PairHealth>(socket, 'GET', '/v1/host/health');
+    return req.json ? JSON.stringify(health, null, 2) : renderPairHealth(health);
   }
   if (req.verb === 'sensors') {
     const sensors = await daemonRequest<HostSensors>(socket, 'GET', '/v1/host/sensors');

@@ -1,12 +1,14 @@
 /**
  * How `lockstep status` and `lockstep host` show a daemon's `GET /v1/status` answer: the pair at a glance
- * (each host as it sees itself, its peer as it last heard it), one host's components and A-Link paths, and
- * its hardware sensors.
+ * (each host as it sees itself, its peer as it last heard it), one host's components and A-Link paths; the
+ * pair's health components (`GET /v1/host/health`), and a host's hardware sensors.
  * Pure: the tests feed fixed answers.
  */
 import type { AlinkPathStatus } from '../alink/alink.js';
 import type { CoreView } from '../daemon/core-driver.js';
 import type { SensorReading } from '../health/sensors.js';
+import { HEALTH_COMPONENTS } from '../core/types.js';
+import type { PairHealth } from '../daemon/sensor-routes.js';
 import { keyValues, table } from './output.js';
 
 /** The parts of `GET /v1/status` shown here (docs/api.md): the daemon's own types, as the API sends them. */
@@ -79,6 +81,23 @@ export function renderHostShow(s: HostStatus): string {
   const running = s.vms.filter((v) => v.owner === s.host);
   rows.push(['VMs owned', running.length === 0 ? 'none' : running.map((v) => `${v.name} (${v.state})`).join(', ')]);
   return keyValues(rows);
+}
+
+/**
+ * `lockstep host health`: one row per health component, a column per host, the asked host's first; a note
+ * on the peer's column: when it reported it over the A-Link, or why it is not shown.
+ */
+export function renderPairHealth(p: PairHealth): string {
+  const peer = p.peer;
+  const theirs = peer.state === 'available' ? peer.components : null;
+  const notes: string[] = [];
+  if (p.components === null) notes.push(`${p.host} has had no health check yet`);
+  if (peer.state === 'unavailable') notes.push(`${peer.host}'s components are not shown: ${peer.reason}`);
+  else if (theirs === null) notes.push(`${peer.host} has had no health check yet (it reported at ${peer.takenAt})`);
+  else notes.push(`${peer.host}'s as it reported them over the A-Link at ${peer.takenAt}`);
+  if (p.components === null && theirs === null) return notes.join('\n');
+  const rows = HEALTH_COMPONENTS.map((c) => [c, p.components?.[c] ?? '-', theirs?.[c] ?? '-']);
+  return [table(['COMPONENT', p.host, peer.host], rows), ...notes].join('\n');
 }
 
 function flags(s: HostStatus): string {

@@ -18,8 +18,10 @@ import { prefCommand, PREF_USAGE } from './pref-command.js';
 const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux servers
 
   lockstep status       the pair at a glance: hosts (state, epoch, authority, health, A-Link) and VMs
-  lockstep host …       one host: list, show, history, maintenance on|off, repaired, force-takeover
-  lockstep network list each host's networks: A-Link paths, management, business (state, speed, bandwidth)
+  lockstep host …       one host: list, show, sensors, history, maintenance on|off, repaired, force-takeover;
+                        health: both hosts' health components (the peer's as it reports them over the A-Link)
+  lockstep network list both hosts' networks: A-Link paths, management, business (state, speed, bandwidth),
+                        the peer's as it reports them over the A-Link
   lockstep vm …         the pair's VMs: list, show, create, start, stop, protect, migrate, remove, history
   lockstep volume …     the pair's volumes (VM disks) and their state: list, show
   lockstep storage-group …  a host's storage groups and their usage: list, show

@@ -1,23 +1,27 @@
 /**
- * `lockstep network list`: each host's networks (the A-Link paths, the management and the business network)
- * through lockstepd's local API (docs/cli.md). A host's interfaces are its own, and its lockstepd answers
- * only for them: `--host` (or `--socket`) names the host; in the lab with none named, both hosts are asked.
+ * `lockstep network list`: the pair's networks (the A-Link paths, the management and the business network
+ * of each host) through lockstepd's local API (docs/cli.md). The asked host answers for both: its own, and
+ * the peer's as the peer reports them over the A-Link. `--host` (or `--socket`) names the host asked; in
+ * the lab with none named, when the peer's view is unavailable the other host is asked for its own directly.
  */
 import { parseArgs } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { daemonRequest } from '../daemon/api-client.js';
 import type { NetworkStatus } from '../daemon/networks.js';
+import type { PairNetworks } from '../daemon/network-routes.js';
 import { askOtherLabHosts, resolveTarget, type Target } from './daemon-target.js';
 import { commonOptions, WHERE_OPTIONS, type Common } from './vm-command.js';
 import { renderNetworkTable } from './network-view.js';
 import { EXIT } from './output.js';
 
-export const NETWORK_USAGE = `lockstep network — each host's networks: A-Link paths, management, business
+export const NETWORK_USAGE = `lockstep network — the pair's networks: each host's A-Link paths, management, business
 
   lockstep network list     interface, state, speed, MAC, MTU, bandwidth in use, an A-Link path's round trip
 
-Takes --json (the API's JSON: every asked host's networks, each naming its host) and --socket PATH or
---host host1|host2 as \`lockstep vm\` does. In the lab with no host named, both hosts are asked.`;
+The asked host answers for both hosts: its own networks and the peer's, which the peer reports over the
+A-Link (or why they are unavailable). Takes --json (the asked host's answer: {host, networks, peer}) and
+--socket PATH or --host host1|host2 as \`lockstep vm\` does. In the lab with no host named, a peer whose
+view is unavailable is asked for its own networks directly.`;
 
 export type NetworkRequest = { verb: 'help'; exit: number } | (Common & { verb: 'list' });
 
@@ -48,21 +52,25 @@ export async function networkCommand(argv: string[]): Promise<number> {
   return EXIT.ok;
 }
 
-/** Every asked host's networks, the asked daemon's first; `silent`: lab hosts asked that did not answer. */
+/**
+ * The asked host's answer; `direct`: in the lab, the peer's own networks asked of it directly because its
+ * section was unavailable (null: not asked, or it did not answer).
+ */
 export interface NetworkAnswer {
-  networks: NetworkStatus[];
-  silent: string[];
+  pair: PairNetworks;
+  direct: NetworkStatus[] | null;
 }
 
 export function renderNetworkAnswer(json: boolean, a: NetworkAnswer): string {
-  return json ? JSON.stringify(a.networks, null, 2) : renderNetworkTable(a.networks, a.silent);
+  return json ? JSON.stringify(a.pair, null, 2) : renderNetworkTable(a.pair, a.direct);
 }
 
 async function carryOut(target: Target): Promise<NetworkAnswer> {
-  const first = await daemonRequest<NetworkStatus[]>(target.daemon.socket, 'GET', '/v1/networks');
-  const others = await askOtherLabHosts<NetworkStatus[]>(target, '/v1/networks');
-  const asked = target.kind === 'lab' && target.anyHost ? target.pair.map((d) => d.host).filter((h) => h !== target.daemon.host) : [];
-  return { networks: [...first, ...others.flatMap((o) => o.body)], silent: asked.filter((h) => !others.some((o) => o.host === h)) };
+  const pair = await daemonRequest<PairNetworks>(target.daemon.socket, 'GET', '/v1/networks');
+  if (pair.peer.state === 'available') return { pair, direct: null };
+  const others = await askOtherLabHosts<PairNetworks>(target, '/v1/networks');
+  const direct = others.find((o) => o.host === pair.peer.host);
+  return { pair, direct: direct ? direct.body.networks : null };
 }
 
 function parse(argv: readonly string[]) {

@@ -1,14 +1,24 @@
 /**
- * How `lockstep network list` shows lockstepd's `GET /v1/networks` answers: one row per network of each host
- * asked, with its interface, state, speed, MAC, MTU, the bandwidth in use and an A-Link path's round trip.
- * The answers are the daemon's own type; `--json` passes them through untouched. Pure.
+ * How `lockstep network list` shows lockstepd's `GET /v1/networks` answer: one row per network of each host
+ * of the pair, the asked host's first, with its interface, state, speed, MAC, MTU, the bandwidth in use and
+ * an A-Link path's round trip; a note when the peer's are not shown, and why. The answer is the daemon's
+ * own type; `--json` passes it through untouched. Pure.
  */
 import type { NetworkStatus } from '../daemon/networks.js';
+import type { PairNetworks } from '../daemon/network-routes.js';
 import { table } from './output.js';
 import { formatBytes } from './vm-view.js';
 
-export function renderNetworkTable(networks: readonly NetworkStatus[], silent: readonly string[] = []): string {
-  const notes = silent.map((h) => `${h} did not answer: its networks are not shown`);
+/** `direct`: the peer's own networks asked of it directly (the lab) since its section was unavailable. */
+export function renderNetworkTable(pair: PairNetworks, direct: readonly NetworkStatus[] | null = null): string {
+  const peer = pair.peer;
+  const notes: string[] = [];
+  let networks: readonly NetworkStatus[] = pair.networks;
+  if (peer.state === 'available') networks = [...networks, ...peer.networks];
+  else if (direct !== null) {
+    networks = [...networks, ...direct];
+    notes.push(`${peer.host}'s networks asked of ${peer.host} directly: ${pair.host} could not get them (${peer.reason})`);
+  } else notes.push(`${peer.host}'s networks are not shown: ${peer.reason}`);
   if (networks.length === 0) return ['no networks', ...notes].join('\n');
   const rows = networks.map((n) => [
     n.host,

@@ -32,6 +32,7 @@ import { VCD_ROUTES } from './vcd-routes.js';
 import type { VcdStore } from '../storage/vcd-store.js';
 import { SENSOR_ROUTES } from './sensor-routes.js';
 import type { SensorsView } from '../health/sensors.js';
+import type { PeerView } from './peer-report.js';
 import type { NetworkStatus } from './networks.js';
 import { PREFERENCE_ROUTES, type PreferencesContext } from './preference-routes.js';
 import type { HistoryView } from '../history/sampler.js';
@@ -58,6 +59,8 @@ export interface ApiContext {
   networks(): Promise<NetworkStatus[]>;
   /** This host's hardware sensors, read now (src/health/sensors.ts). */
   sensors(): Promise<SensorsView>;
+  /** The peer's own networks and health components, asked over the A-Link now (src/daemon/peer-report.ts); never throws. */
+  peer(): Promise<PeerView>;
   /** This host's storage groups (its config). */
   storageGroups: readonly StorageGroupConfig[];
   /** This host's virtual CDs, in its storage groups (src/storage/vcd-store.ts). */

@@ -17,6 +17,7 @@ import { sleep } from '../util/proc.js';
 import { ExecThread } from '../util/exec-thread.js';
 import { DEFAULT_TIMING, type CoreConfig, type QuorumReply } from '../core/types.js';
 import { Alink } from '../alink/alink.js';
+import { PeerReports } from './peer-report.js';
 import { loadAlinkTls, prepareAlinkTls } from '../alink/tls.js';
 import { ReplicationDialer } from '../storage/replication-stream.js';
 import { askQuorum, probeQuorum, type QuorumEndpoint } from '../quorum/client.js';
@@ -151,6 +152,15 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     health: () => health?.current() ?? null,
     run: (cmd, args, opts) => healthExec.run(cmd, args, opts),
   });
+  // Either host answers for the pair: the peer's own networks and health components, asked over the
+  // A-Link on request (src/daemon/peer-report.ts); the peer's requests answered with this host's.
+  const peerReports = new PeerReports({
+    self: config.host,
+    peer: config.pair.peer,
+    link: () => alink,
+    own: async () => ({ networks: await networks.list(), health: health?.current() ?? null }),
+    log,
+  });
   // The resource history (src/history/): measured from the start, paired or not, every 5 s. Its reads are
   // small kernel files read off this thread, and its storage usage is time-bounded, so the A-Link's
   // heartbeats on this thread do not wait for it.
@@ -175,6 +185,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     health: () => health?.current() ?? null,
     networks: () => networks.list(),
     sensors: () => readSensors(),
+    peer: () => peerReports.ask(),
     storageGroups: config.storageGroups,
     vcds,
     pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
@@ -223,6 +234,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     stopping ??= (async () => {
       log(`${why}: stopping`);
       driver?.stop();
+      peerReports.close();
       await history.stop();
       await health?.stop();
       await healthExec.close();
@@ -313,6 +325,8 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   const liveDriver = driver;
   alink.on('message', (msg) => liveDriver.submit({ type: 'peer-message', msg }));
   alink.on('rtt', (rttMs) => liveDriver.submit({ type: 'alink-rtt', rttMs }));
+  alink.on('daemon-message', (msg) => peerReports.handle(msg));
+  alink.on('daemon-invalid', (kind, id, reason) => peerReports.invalid(kind, id, reason));
   alink.on('path-up', (name) => log(`A-Link path ${name} up`));
   alink.on('path-down', (name, reason) => log(`A-Link path ${name} down: ${reason}`));
 

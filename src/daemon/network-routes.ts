@@ -1,12 +1,13 @@
 /**
- * `GET /v1/networks`: this host's networks (src/daemon/networks.ts), a resource route like those of api.ts,
- * served on the local socket and the management API alike. Only this host's: the peer's interfaces are
- * not in its heartbeats, and its own lockstepd answers for them.
+ * `GET /v1/networks`: the pair's networks, a resource route like those of api.ts, served on the local socket
+ * and the management API alike: this host's (src/daemon/networks.ts), read now, and the peer's section, its
+ * own view asked over the A-Link (src/daemon/peer-report.ts), or why it is unavailable.
  */
 import type { Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
 import type { ApiContext } from './api.js';
-import { NETWORK_STATES } from './networks.js';
+import { NETWORK_STATES, type NetworkStatus } from './networks.js';
+import { peerSection, type PeerSection } from './peer-report.js';
 
 const NULLABLE_INTEGER: Schema = { type: ['integer', 'null'] };
 
@@ -16,7 +17,7 @@ const NETWORK_SCHEMA: Schema = {
   properties: {
     name: { type: 'string', enum: ['alink1', 'alink2', 'mgmt', 'business'], description: 'the network, named as its health component' },
     role: { type: 'string', enum: ['alink', 'management', 'business'] },
-    host: { type: 'string', description: 'the host that answered: the interface and its figures are its own' },
+    host: { type: 'string', description: "the host whose network it is: the interface and its figures are that host's own (the peer's in the peer section, as it reads them)" },
     interface: { type: ['string', 'null'], description: "the interface on this host (an A-Link's: the one holding its local address); null: none configured or found" },
     bridge: { type: ['string', 'null'], description: "the business network: the bridge the guests' taps join, beside its uplink (the interface)" },
     state: {
@@ -61,16 +62,59 @@ const NETWORK_SCHEMA: Schema = {
   },
 };
 
+/** `GET /v1/networks`' answer: this host's networks and the peer's section. */
+export interface PairNetworks {
+  host: string;
+  networks: NetworkStatus[];
+  peer: PeerSection<{ networks: NetworkStatus[] }>;
+}
+
+/**
+ * The schema of a peer section (`PeerSection`): `field` holds what the route shows of the peer's report.
+ * Closed (no other field), so that nothing of the report a route does not document leaks into its answer.
+ */
+export function peerSectionSchema(what: string, field: string, items: Schema): Schema {
+  return {
+    type: 'object',
+    required: ['host', 'state'],
+    additionalProperties: false,
+    description: `the peer's own ${what}, asked over the A-Link when this request came (an answer within 2 s), or why it is unavailable`,
+    properties: {
+      host: { type: 'string', description: 'the peer' },
+      state: { type: 'string', enum: ['available', 'unavailable'] },
+      reason: { type: 'string', description: 'unavailable: why (not paired yet, no A-Link path up, no answer within 2 s, an invalid answer)' },
+      takenAt: { type: 'string', format: 'date-time', description: 'available: when the peer read it' },
+      receivedAt: { type: 'string', format: 'date-time', description: 'available: when this host received it' },
+      [field]: items,
+    },
+  };
+}
+
+const NETWORKS_SCHEMA: Schema = {
+  type: 'object',
+  required: ['host', 'networks', 'peer'],
+  properties: {
+    host: { type: 'string', description: 'this host, the one that answered' },
+    networks: { type: 'array', items: NETWORK_SCHEMA, description: "this host's networks, A-Link paths first" },
+    peer: peerSectionSchema('networks', 'networks', { type: 'array', items: NETWORK_SCHEMA, description: "available: the peer's networks, each naming the peer as its host" }),
+  },
+};
+
 export const NETWORK_ROUTES: readonly Route<ApiContext>[] = [
   {
     operationId: 'listNetworks',
     method: 'GET',
     path: '/networks',
     tag: 'networks',
-    summary: "this host's networks: the A-Link paths, the management and the business network",
-    description: "each with its interface's state, carrier, speed, MAC, MTU and bandwidth in use; an A-Link path with its round trip. Only this host's: ask the peer's lockstepd for its own",
+    summary: "the pair's networks: each host's A-Link paths, management and business network",
+    description:
+      "this host's, read now, each with its interface's state, carrier, speed, MAC, MTU and bandwidth in use and an A-Link path with its round trip; and the peer's section: the same of the peer's, as the peer reads them, asked over the A-Link, or why they are unavailable",
     access: 'read-only',
-    response: { status: 200, description: 'the networks, A-Link paths first', schema: { type: 'array', items: NETWORK_SCHEMA } },
-    handler: async (ctx) => ({ status: 200, body: await ctx.networks() }),
+    response: { status: 200, description: "this host's networks and the peer's section", schema: NETWORKS_SCHEMA },
+    handler: async (ctx) => {
+      const [networks, peer] = await Promise.all([ctx.networks(), ctx.peer()]);
+      const body: PairNetworks = { host: ctx.host, networks, peer: peerSection(peer, (r) => ({ networks: r.networks })) };
+      return { status: 200, body };
+    },
   },
 ];

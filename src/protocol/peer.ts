@@ -11,8 +11,12 @@
  * frame limit, see `largestHeartbeat` in the tests).
  */
 import {
+  HEALTH_COMPONENTS,
   HOST_STATES,
   type Authority,
+  type ComponentState,
+  type HealthComponent,
+  type HealthSnapshot,
   type Heartbeat,
   type HostState,
   type PairAccept,
@@ -23,6 +27,7 @@ import {
   type VmRecord,
 } from '../core/types.js';
 import { LockstepError } from '../util/errors.js';
+import type { NetworkStatus } from '../daemon/networks.js';
 
 /** The version of the peer message schema this build speaks. */
 export const PEER_PROTOCOL_VERSION = 2;
@@ -272,4 +277,189 @@ function list<T>(v: unknown, field: string, max: number, item: (x: unknown, fiel
   if (!Array.isArray(v)) throw invalid(field, 'must be an array');
   if (v.length > max) throw invalid(field, `has ${v.length} items; at most ${max}`);
   return v.map((x, i) => item(x, `${field}[${i}]`));
+}
+
+// ── the daemons' own messages: host reports ────────────────────────────────────────────────────────────
+//
+// Not the core's: lockstepd asks its peer for the peer's own view of its networks and health components,
+// so that either host's API answers for the pair. They travel in the same envelope on the same A-Link and
+// are checked as strictly, but the Alink hands them to the daemon (`daemon-message`), never to the core.
+// A peer built before them drops a request as an unknown kind (and logs it); the asker's request times out.
+
+export const DAEMON_MESSAGE_KINDS = ['host-report-request', 'host-report'] as const;
+export type DaemonMessageKind = (typeof DAEMON_MESSAGE_KINDS)[number];
+
+export const REPORT_LIMITS = {
+  /** A host has at most two A-Link paths, a management and a business network. */
+  networksMax: 8,
+  /** Interface names (IFNAMSIZ is 16), MACs and addresses are short; this leaves room. */
+  shortChars: 64,
+  /** `detail`, `lastError`, a bandwidth `reason`: a sentence. */
+  textChars: 500,
+  /** The whole report as JSON: a report of the largest valid fields is well under it (see the tests). */
+  reportBytesMax: 64 * 1024,
+} as const;
+
+/** One network as the peer reports it: the fields of `GET /v1/networks`' `NetworkStatus`. */
+export type ReportedNetwork = NetworkStatus;
+
+/** Asks the peer's daemon for its host report; `id` pairs the answer with the question. */
+export interface HostReportRequest {
+  kind: 'host-report-request';
+  from: string;
+  id: number;
+}
+
+/** The answer: the sender's own networks, as its `GET /v1/networks` shows them, and its health components. */
+export interface HostReport {
+  kind: 'host-report';
+  from: string;
+  id: number;
+  /** When the sender read it (ISO 8601). */
+  takenAt: string;
+  networks: ReportedNetwork[];
+  /** Its health components as last checked; null before its first check. */
+  health: HealthSnapshot | null;
+}
+
+export type DaemonMessage = HostReportRequest | HostReport;
+
+/** Any message the A-Link carries: the core's, or the daemons' own. */
+export type WireMessage = PeerMessage | DaemonMessage;
+
+export function isDaemonMessage(m: WireMessage): m is DaemonMessage {
+  return (DAEMON_MESSAGE_KINDS as readonly string[]).includes(m.kind);
+}
+
+export function toWireEnvelope(msg: WireMessage): { v: number; kind: WireMessage['kind']; body: Record<string, unknown> } {
+  const { kind, ...body } = msg;
+  return { v: PEER_PROTOCOL_VERSION, kind, body };
+}
+
+const WIRE_KINDS = [...PEER_MESSAGE_KINDS, ...DAEMON_MESSAGE_KINDS] as const;
+
+/** `parsePeerEnvelope` for every kind the A-Link carries, the daemons' included; throws `INVALID_MESSAGE`. */
+export function parseWireEnvelope(raw: unknown): WireMessage {
+  const env = object(raw, 'envelope');
+  if (env['v'] !== PEER_PROTOCOL_VERSION) {
+    throw invalid('v', `is ${JSON.stringify(env['v'])}: this host speaks version ${PEER_PROTOCOL_VERSION}`, { version: env['v'] });
+  }
+  const kind = oneOf(env['kind'], 'kind', WIRE_KINDS);
+  const body = object(env['body'], 'body');
+  return (DAEMON_MESSAGE_KINDS as readonly string[]).includes(kind) ? parseDaemonBody(kind as DaemonMessageKind, body) : parseBody(kind as PeerMessage['kind'], body);
+}
+
+/** `parsePeerMessage` for every kind the A-Link carries; throws `INVALID_MESSAGE`. */
+export function parseWireMessage(raw: unknown): WireMessage {
+  const o = object(raw, 'message');
+  const kind = oneOf(o['kind'], 'kind', WIRE_KINDS);
+  return (DAEMON_MESSAGE_KINDS as readonly string[]).includes(kind) ? parseDaemonBody(kind as DaemonMessageKind, o) : parseBody(kind as PeerMessage['kind'], o);
+}
+
+/** Checks a daemon message field by field; throws `INVALID_MESSAGE`. */
+export function parseDaemonMessage(raw: unknown): DaemonMessage {
+  const o = object(raw, 'message');
+  return parseDaemonBody(oneOf(o['kind'], 'kind', DAEMON_MESSAGE_KINDS), o);
+}
+
+function parseDaemonBody(kind: DaemonMessageKind, o: Record<string, unknown>): DaemonMessage {
+  const from = name(o['from'], 'from');
+  const id = count(o['id'], 'id');
+  if (kind === 'host-report-request') return { kind, from, id };
+  // Bounded before any field is read: a report's every field is short, so its whole size has a limit.
+  const bytes = Buffer.byteLength(JSON.stringify(o));
+  if (bytes > REPORT_LIMITS.reportBytesMax) throw invalid('report', `is ${bytes} bytes of JSON; at most ${REPORT_LIMITS.reportBytesMax}`, { bytes });
+  const takenAt = o['takenAt'];
+  if (typeof takenAt !== 'string' || takenAt.length > REPORT_LIMITS.shortChars || !ISO_TIME_RE.test(takenAt) || Number.isNaN(Date.parse(takenAt))) {
+    throw invalid('takenAt', 'must be an ISO 8601 time (2026-01-02T03:04:05.678Z)');
+  }
+  const networks = list(o['networks'], 'networks', REPORT_LIMITS.networksMax, network);
+  const seen = new Set<string>();
+  networks.forEach((n, i) => {
+    if (seen.has(n.name)) throw invalid(`networks[${i}].name`, `repeats ${n.name}`);
+    seen.add(n.name);
+    if (n.host !== from) throw invalid(`networks[${i}].host`, `is ${n.host}, not the sender ${from}`);
+  });
+  return { kind, from, id, takenAt, networks, health: o['health'] === null ? null : healthSnapshot(o['health'], 'health') };
+}
+
+const ISO_TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+const NETWORK_NAMES = ['alink1', 'alink2', 'mgmt', 'business'] as const satisfies readonly NetworkStatus['name'][];
+const NETWORK_ROLES = ['alink', 'management', 'business'] as const satisfies readonly NetworkStatus['role'][];
+const NETWORK_STATE_VALUES = ['up', 'down', 'missing', 'not-configured', 'unreadable'] as const satisfies readonly NetworkStatus['state'][];
+const COMPONENT_STATES = ['ok', 'degraded', 'failed'] as const satisfies readonly ComponentState[];
+
+function network(raw: unknown, at: string): ReportedNetwork {
+  const o = object(raw, at);
+  // Checked in the order of the fields, so the error names the first wrong one.
+  const head = {
+    name: oneOf(o['name'], `${at}.name`, NETWORK_NAMES),
+    role: oneOf(o['role'], `${at}.role`, NETWORK_ROLES),
+    host: name(o['host'], `${at}.host`),
+    interface: nullable(o['interface'], `${at}.interface`, short),
+    bridge: nullable(o['bridge'], `${at}.bridge`, short),
+    state: oneOf(o['state'], `${at}.state`, NETWORK_STATE_VALUES),
+    detail: text(o['detail'], `${at}.detail`),
+    health: nullable(o['health'], `${at}.health`, (v, f) => oneOf(v, f, COMPONENT_STATES)),
+    operstate: nullable(o['operstate'], `${at}.operstate`, short),
+    adminUp: nullable(o['adminUp'], `${at}.adminUp`, bool),
+    carrier: nullable(o['carrier'], `${at}.carrier`, bool),
+    speedMbps: nullable(o['speedMbps'], `${at}.speedMbps`, count),
+    mac: nullable(o['mac'], `${at}.mac`, short),
+    mtu: nullable(o['mtu'], `${at}.mtu`, count),
+    rxBytes: nullable(o['rxBytes'], `${at}.rxBytes`, count),
+    txBytes: nullable(o['txBytes'], `${at}.txBytes`, count),
+  };
+  const bw = object(o['bandwidth'], `${at}.bandwidth`);
+  const bandwidth = {
+    rxBytesPerSec: nullable(bw['rxBytesPerSec'], `${at}.bandwidth.rxBytesPerSec`, count),
+    txBytesPerSec: nullable(bw['txBytesPerSec'], `${at}.bandwidth.txBytesPerSec`, count),
+    overMs: nullable(bw['overMs'], `${at}.bandwidth.overMs`, count),
+    sampledAt: nullable(bw['sampledAt'], `${at}.bandwidth.sampledAt`, short),
+    reason: nullable(bw['reason'], `${at}.bandwidth.reason`, text),
+  };
+  const al = o['alink'] === null ? null : object(o['alink'], `${at}.alink`);
+  const alink = al && {
+    localAddress: short(al['localAddress'], `${at}.alink.localAddress`),
+    peerAddress: short(al['peerAddress'], `${at}.alink.peerAddress`),
+    connected: nullable(al['connected'], `${at}.alink.connected`, bool),
+    rttMs: nullable(al['rttMs'], `${at}.alink.rttMs`, milliseconds),
+    lastError: nullable(al['lastError'], `${at}.alink.lastError`, text),
+  };
+  return { ...head, bandwidth, alink };
+}
+
+function healthSnapshot(raw: unknown, field: string): HealthSnapshot {
+  const o = object(raw, field);
+  for (const key of Object.keys(o)) {
+    if (!(HEALTH_COMPONENTS as readonly string[]).includes(key)) throw invalid(`${field}.${printable(key)}`, `is not a health component (${HEALTH_COMPONENTS.join(', ')})`);
+  }
+  const out: Partial<Record<HealthComponent, ComponentState>> = {};
+  for (const c of HEALTH_COMPONENTS) out[c] = oneOf(o[c], `${field}.${c}`, COMPONENT_STATES);
+  return out as HealthSnapshot;
+}
+
+function nullable<T>(v: unknown, field: string, check: (v: unknown, field: string) => T): T | null {
+  return v === null ? null : check(v, field);
+}
+
+function stringOf(v: unknown, field: string, max: number): string {
+  if (typeof v !== 'string') throw invalid(field, 'must be a string');
+  if (v.length > max) throw invalid(field, `is ${v.length} characters; at most ${max}`);
+  // Shown in tables and logs: no control characters from the wire.
+  if (/[\u0000-\u001f\u007f]/.test(v)) throw invalid(field, 'must not hold control characters');
+  return v;
+}
+
+function short(v: unknown, field: string): string {
+  return stringOf(v, field, REPORT_LIMITS.shortChars);
+}
+
+function text(v: unknown, field: string): string {
+  return stringOf(v, field, REPORT_LIMITS.textChars);
+}
+
+function milliseconds(v: unknown, field: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw invalid(field, 'must be a number of ms ≥ 0');
+  return v;
 }

@@ -31,6 +31,7 @@ import type { NotificationsState } from '../../src/notify/receiver-view.js';
 import { Cleanup } from '../support/cleanup.js';
 import { readSensors } from '../../src/health/sensors.js';
 import { HostNetworks } from '../../src/daemon/networks.js';
+import { PeerReports } from '../../src/daemon/peer-report.js';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
 import { VcdStore } from '../../src/storage/vcd-store.js';
@@ -106,6 +107,8 @@ export async function startHarness(
     config?: (dataDir: string) => Record<string, unknown>;
     /** The notifier's "send test" timeout. */
     testTimeoutMs?: number;
+    /** How the peer's view is asked (default: over no A-Link, as before pairing). */
+    peerReports?: (networks: HostNetworks) => PeerReports;
   } = {},
 ): Promise<Harness> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'lockstep-api-test-'));
@@ -195,6 +198,10 @@ export async function startHarness(
   const pairCa = await createPairCa(dir, 'test');
   // This process's networks as lockstepd reads its own (no A-Link interface here: alink1 is missing).
   const networks = new HostNetworks({ host: 'host1', config, alink: () => null, health: () => null });
+  const peerReports =
+    opts.peerReports?.(networks) ??
+    new PeerReports({ self: 'host1', peer: 'host2', link: () => null, own: async () => ({ networks: await networks.list(), health: null }), log: () => {} });
+  cleanup.add(() => peerReports.close());
   const history = new HistorySampler(
     historySources({ host: 'host1', storageGroups: config.storageGroups, driver: () => driver, running: () => runner?.running() ?? [], health: () => null }, config),
     { log: () => {}, ...(opts.historyIntervalMs !== undefined ? { intervalMs: opts.historyIntervalMs } : {}) },
@@ -214,6 +221,7 @@ export async function startHarness(
     health: () => null,
     networks: () => networks.list(),
     sensors: () => readSensors(opts.sysfsRoot),
+    peer: () => peerReports.ask(),
     storageGroups: config.storageGroups,
     vcds,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),

@@ -149,6 +149,7 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   expectDocumented('deleteVcd', await h.request('DELETE', '/api/v1/vcds/install', { token }), covered);
   expectDocumented('listNetworks', await h.request('GET', '/api/v1/networks', { token }), covered);
   expectDocumented('getHostSensors', await h.request('GET', '/api/v1/host/sensors', { token }), covered);
+  expectDocumented('getHostHealth', await h.request('GET', '/api/v1/host/health', { token }), covered);
   const started = await h.request('POST', '/api/v1/vms/web/start', { token });
   expectDocumented('startVm', started, covered);
   assert.equal(started.body.desired, 'running');

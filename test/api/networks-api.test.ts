@@ -31,8 +31,10 @@ test("this host's networks on the local socket: each configured one, as the kern
   const server = await startApiServer(socket, h.api, { users: h.users, audit: h.audit }, () => {});
   cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-  const networks = await daemonRequest<NetworkStatus[]>(socket, 'GET', '/v1/networks');
-  validate(schema, networks, 'INVALID_ARGUMENT');
+  const answer = await daemonRequest<{ host: string; networks: NetworkStatus[]; peer: unknown }>(socket, 'GET', '/v1/networks');
+  validate(schema, answer, 'INVALID_ARGUMENT');
+  assert.deepEqual(answer.peer, { host: 'host2', state: 'unavailable', reason: 'not paired yet: there is no A-Link to ask the peer over' });
+  const networks = answer.networks;
   assert.deepEqual(networks.map((n) => [n.name, n.role, n.host]), [['alink1', 'alink', 'host1'], ['mgmt', 'management', 'host1'], ['business', 'business', 'host1']]);
   const [alink1, mgmt, business] = networks as [NetworkStatus, NetworkStatus, NetworkStatus];
   assert.deepEqual([alink1.interface, alink1.state, alink1.detail], [null, 'missing', 'no interface has the address 10.10.1.1']);
@@ -55,20 +57,20 @@ test('bandwidth on the management API: two samples around requests over loopback
   const first = await h.request('GET', '/api/v1/networks', { token: reader });
   assert.equal(first.status, 200, first.text);
   validate(schema, first.body, 'INVALID_ARGUMENT');
-  assert.equal(first.body[1].bandwidth.reason, 'one sample so far: a rate needs two');
+  assert.equal(first.body.networks[1].bandwidth.reason, 'one sample so far: a rate needs two');
   // Some traffic of our own over loopback: the OpenAPI document, ten times.
   for (let i = 0; i < 10; i++) assert.equal((await h.request('GET', '/api/openapi.json')).status, 200);
   await h.networks.sample();
   const second = await h.request('GET', '/api/v1/networks', { token: reader });
   validate(schema, second.body, 'INVALID_ARGUMENT');
-  const lo = second.body[1] as NetworkStatus;
+  const lo = second.body.networks[1] as NetworkStatus;
   const doc = JSON.stringify(managementOpenApi()).length;
   assert.equal(lo.bandwidth.reason, null, JSON.stringify(lo.bandwidth));
   // On loopback every byte sent is received: both directions carried the ten documents.
   for (const perSec of [lo.bandwidth.rxBytesPerSec!, lo.bandwidth.txBytesPerSec!]) {
     assert.ok((perSec * lo.bandwidth.overMs!) / 1000 >= 10 * doc, `${perSec} B/s over ${lo.bandwidth.overMs} ms carried ten ${doc}-byte documents`);
   }
-  assert.ok(lo.txBytes! - (first.body[1] as NetworkStatus).txBytes! >= 10 * doc);
+  assert.ok(lo.txBytes! - (first.body.networks[1] as NetworkStatus).txBytes! >= 10 * doc);
 
   const openapi = managementOpenApi() as { paths: Record<string, Record<string, { 'x-lockstep-access': string }>> };
   assert.equal(openapi.paths['/api/v1/networks']?.['get']?.['x-lockstep-access'], 'read-only');

@@ -1,15 +1,35 @@
-/** `lockstep status` and `lockstep host`: parsing every verb, and how fixed `GET /v1/status` answers are shown. */
-import { test } from 'node:test';
+/**
+ * `lockstep status` and `lockstep host`: parsing every verb, how fixed `GET /v1/status` and `GET
+ * /v1/host/health` answers are shown, and `lockstep host health` against a real lockstepd socket whose
+ * peer answers over a real A-Link (test/api/peer-link.ts), then is gone.
+ */
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isLockstepError } from '../../src/util/errors.js';
 import { parseHostCommand, parseStatusCommand, type HostRequest } from '../../src/cli/host-command.js';
-import { hostRows, renderHostShow, renderSensors, renderStatus, type HostStatus } from '../../src/cli/host-view.js';
+import { hostRows, renderHostShow, renderPairHealth, renderSensors, renderStatus, type HostStatus } from '../../src/cli/host-view.js';
+import type { PairHealth } from '../../src/daemon/sensor-routes.js';
+import type { HealthSnapshot } from '../../src/core/types.js';
+import { startApiServer } from '../../src/daemon/api.js';
+import { startHarness } from '../api/harness.js';
+import { startPeerLink } from '../api/peer-link.js';
+import { Cleanup } from '../support/cleanup.js';
+
+const cleanup = new Cleanup();
+after(() => cleanup.run());
+
+const CLI = fileURLToPath(new URL('../../../bin/lockstep.js', import.meta.url));
 
 test('each verb parses into its request', () => {
   const cases: [string[], HostRequest][] = [
     [['list'], { verb: 'list', json: false, where: {} }],
     [['show', '--host', 'host2', '--json'], { verb: 'show', json: true, where: { host: 'host2' } }],
     [['sensors', '--host', 'host1'], { verb: 'sensors', json: false, where: { host: 'host1' } }],
+    [['health', '--json'], { verb: 'health', json: true, where: {} }],
     [['maintenance', 'on', '--host', 'host1'], { verb: 'action', action: 'maintenance-on', json: false, where: { host: 'host1' } }],
     [['maintenance', 'off', '--socket', '/run/l.sock'], { verb: 'action', action: 'maintenance-off', json: false, where: { socket: '/run/l.sock' } }],
     [['repaired', '--host', 'host2'], { verb: 'action', action: 'repaired', json: false, where: { host: 'host2' } }],
@@ -26,6 +46,7 @@ test('mistakes are usage errors that say what is wrong', () => {
     [['maintenance'], /maintenance on\|off/],
     [['maintenance', 'maybe'], /maintenance on\|off/],
     [['show', 'host1'], /usage: lockstep host show/],
+    [['health', 'host2'], /usage: lockstep host health/],
     [['list', '--fast'], /Unknown option '--fast'/],
     [['reboot'], /unknown host command 'reboot'/],
     [['show', '--host', 'host9'], /no lab host named 'host9'/],
@@ -101,4 +122,56 @@ test('host sensors: one row per sensor with its limits and state; a host without
   assert.match(text, /^Package id 0 +coretemp +hwmon1\/temp1 +86 °C +- +85 °C +100 °C +warning$/m);
   assert.match(text, /^CPU Fan +nct6775 +hwmon2\/fan1 +1200 RPM +300 RPM +- +- +ok$/m);
   assert.equal(renderSensors({ host: 'host2', note: 'the kernel reports no hardware sensors on this host', sensors: [] }), 'host2: no sensors — the kernel reports no hardware sensors on this host');
+});
+
+const HEALTH2: HealthSnapshot = { alink1: 'ok', alink2: 'failed', mgmt: 'ok', business: 'degraded', disk: 'ok', qemu: 'ok', 'power-supply': 'ok' };
+
+test("host health: a row per component, the asked host's column first, the peer's as it reported them or why it is not shown", () => {
+  const own = { ...HEALTHY, disk: 'degraded' } as HealthSnapshot;
+  const available: PairHealth = { host: 'host1', components: own, peer: { host: 'host2', state: 'available', takenAt: '2025-01-01T00:00:00.000Z', receivedAt: '2025-01-01T00:00:00.004Z', components: HEALTH2 } };
+  const lines = renderPairHealth(available).split('\n');
+  assert.match(lines[0]!, /^COMPONENT\s+HOST1\s+HOST2$/);
+  assert.match(lines[2]!, /^alink2\s+ok\s+failed$/);
+  assert.match(lines[5]!, /^disk\s+degraded\s+ok$/);
+  assert.equal(lines.length, 9);
+  assert.equal(lines[8], "host2's as it reported them over the A-Link at 2025-01-01T00:00:00.000Z");
+  const gone = renderPairHealth({ host: 'host1', components: own, peer: { host: 'host2', state: 'unavailable', reason: 'no answer from host2 within 2000 ms' } }).split('\n');
+  assert.match(gone[2]!, /^alink2\s+ok\s+-$/);
+  assert.equal(gone[8], "host2's components are not shown: no answer from host2 within 2000 ms");
+  assert.equal(renderPairHealth({ host: 'host1', components: null, peer: { host: 'host2', state: 'unavailable', reason: 'not paired yet' } }), "host1 has had no health check yet\nhost2's components are not shown: not paired yet");
+});
+
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, LOCKSTEP_LAB: `no-such-lab-${process.pid}` } }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+test('lockstep host health against a real lockstepd socket: host2 answers over a real A-Link, then its A-Link is gone', async () => {
+  const peer = await startPeerLink(cleanup, HEALTH2);
+  const h = await startHarness(cleanup, { withDriver: false, peerReports: peer.peerReports });
+  const socket = path.join(h.dir, 'run', 'lockstepd.sock');
+  await mkdir(path.dirname(socket), { recursive: true });
+  const server = await startApiServer(socket, h.api, { users: h.users, audit: h.audit }, () => {});
+  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  const out = await cli(['host', 'health', '--socket', socket]);
+  assert.equal(out.code, 0, out.stderr);
+  const lines = out.stdout.trimEnd().split('\n');
+  assert.match(lines[0]!, /^COMPONENT\s+HOST1\s+HOST2$/);
+  assert.match(lines[2]!, /^alink2\s+-\s+failed$/, "the harness's host1 has had no health check; host2's as it reported them");
+  assert.equal(lines[8], 'host1 has had no health check yet');
+  assert.match(lines[9]!, /^host2's as it reported them over the A-Link at \d{4}-\d{2}-\d{2}T/);
+
+  const json = await cli(['host', 'health', '--socket', socket, '--json']);
+  assert.equal(json.code, 0, json.stderr);
+  const answer = JSON.parse(json.stdout) as PairHealth;
+  assert.deepEqual([answer.host, answer.components, answer.peer.state, answer.peer.state === 'available' && answer.peer.components], ['host1', null, 'available', HEALTH2]);
+
+  await peer.cut();
+  const gone = await cli(['host', 'health', '--socket', socket]);
+  assert.equal(gone.code, 0, gone.stderr);
+  assert.equal(gone.stdout, "host1 has had no health check yet\nhost2's components are not shown: no A-Link path is up\n");
 });

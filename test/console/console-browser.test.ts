@@ -8,7 +8,9 @@
  * "Send test" reaches a real HTTPS webhook and reports the one that is down; the hosts page's and a VM
  * page's resource charts drawn with the history API's points (a real process standing in for the VM's
  * QEMU), and growing as the sampler's rounds come; a VM page's console log, its serial log written as its QEMU
- * would, shown on Refresh. No console error and no CSP violation on any page.
+ * would, shown on Refresh; the peer host2, answering host reports over a real A-Link on loopback: its health
+ * components beside this host's on the hosts page and its networks on the networks page, then, its A-Link
+ * gone, why they are unavailable. No console error and no CSP violation on any page.
  * Screenshots of each page go to the printed directory.
  */
 import { after, test } from 'node:test';
@@ -25,6 +27,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { vmSerialLog } from '../../src/daemon/vm-runner.js';
 import { run } from '../../src/util/exec.js';
+import { startPeerLink } from '../api/peer-link.js';
+import type { HealthSnapshot } from '../../src/core/types.js';
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
@@ -33,6 +37,8 @@ const ADMIN = { name: 'olga', password: 'a long console passphrase' };
 const VIEWER = { name: 'vic', password: 'read only passphrase' };
 /** The harness's sampler takes a round this often, so that the charts grow while the test watches. */
 const HISTORY_INTERVAL_MS = 1000;
+/** host2's health components, as it reports them to host1 over the A-Link. */
+const HEALTH2: HealthSnapshot = { alink1: 'ok', alink2: 'failed', mgmt: 'ok', business: 'degraded', disk: 'ok', qemu: 'ok', 'power-supply': 'ok' };
 
 /**
  * A chart drawn from the API's points: every point the API had up to the chart's newest is drawn (as
@@ -62,8 +68,10 @@ test('first-run setup, every page with real data, a VM created and started, a li
   const pki = await testPki(scratch);
   const chat = await HttpsTestServer.start(cleanup, pki);
   const downPort = await freePort('tcp');
+  const peer = await startPeerLink(cleanup, HEALTH2);
   const h = await startHarness(cleanup, {
     historyIntervalMs: HISTORY_INTERVAL_MS,
+    peerReports: peer.peerReports,
     config: () => ({ notifications: { webhooks: [{ url: chat.url('/hooks/CONSOLETOKEN'), caFile: pki.caFile }, { url: `https://127.0.0.1:${downPort}/hooks/DOWNTOKEN`, caFile: pki.caFile }] } }),
   });
   const artifacts = await artifactsDir('console');
@@ -127,6 +135,12 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.click('nav a[data-page=hosts]');
     await page.locator('h2', { hasText: 'host1 (this host)' }).waitFor();
     await page.locator('h2', { hasText: 'host2 (peer)' }).waitFor();
+    // Each health component of both hosts side by side: host2's as it reported them over the A-Link (the
+    // harness's host1 has had no health check: its column is empty, not made up).
+    await page.locator('#peer-health-taken', { hasText: "host2's as it reported them over the A-Link at" }).waitFor();
+    assert.deepEqual(await page.locator('#health-components thead th').allTextContents(), ['component', 'host1 (this host)', 'host2 (peer)']);
+    const healthRows = await page.locator('#health-components tbody tr').evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
+    assert.deepEqual(healthRows, Object.entries(HEALTH2).map(([component, state]) => [component, '—', state]), "host2's components as it reported them");
     await b.screenshot('05-hosts');
     // Maintenance mode from its button: the notice says the core's verdict, and the page follows the host's state.
     await page.click('[data-action=maintenance-on]');
@@ -194,7 +208,19 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await h.networks.sample();
     await page.locator('#networks-sampled').waitFor({ timeout: 10_000 });
     await page.waitForFunction(() => /\d+(\.\d)? (B|KiB|MiB)\/s/.test(document.querySelector('#networks tbody tr:nth-child(2)')?.textContent ?? ''));
+    // host2's networks below, as host2 reads its own: its A-Link path on loopback, up; no business interface.
+    await page.locator('h2', { hasText: 'host2 (peer)' }).waitFor();
+    assert.equal(await page.locator('#peer-networks tbody tr', { hasText: 'alink1' }).locator('.badge').first().textContent(), 'up');
+    await page.locator('#peer-networks tr', { hasText: 'interface nobiz-host2 does not exist' }).waitFor();
     await b.screenshot('06b-networks');
+    // host2's A-Link goes: the page, asking again, says why its networks are unavailable; so does the hosts page.
+    await peer.cut();
+    await page.locator('#peer-networks-unavailable', { hasText: 'Unavailable: no A-Link path is up' }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('#peer-networks').count(), 0);
+    await page.click('nav a[data-page=hosts]');
+    await page.locator('#peer-health-unavailable', { hasText: "host2's components are unavailable: no A-Link path is up" }).waitFor({ timeout: 10_000 });
+    await page.locator('#host-health p.empty', { hasText: 'No health check has run yet on host1.' }).waitFor();
+    await b.screenshot('06c-hosts-peer-unavailable');
     await page.click('nav a[data-page=alerts]');
     await page.locator('#audit td', { hasText: 'defineVm' }).first().waitFor();
     await page.locator('#audit td', { hasText: 'startVm' }).first().waitFor();

@@ -120,7 +120,7 @@ export interface Status {
   pairing: { state: 'pairing' | 'paired'; lastError: string | null };
   core: CoreView | null;
   alink: AlinkPath[] | null;
-  health: Record<string, 'ok' | 'degraded' | 'failed'> | null;
+  health: HealthComponents;
   vms: Vm[];
 }
 
@@ -219,6 +219,29 @@ export interface Network {
   txBytes: number | null;
   bandwidth: { rxBytesPerSec: number | null; txBytesPerSec: number | null; overMs: number | null; sampledAt: string | null; reason: string | null };
   alink: { localAddress: string; peerAddress: string; connected: boolean | null; rttMs: number | null; lastError: string | null } | null;
+}
+
+/**
+ * The peer's section of a pair answer (src/daemon/peer-report.ts' `PeerSection`): the peer's own, asked over
+ * the A-Link, or why it is unavailable.
+ */
+export type PeerSection<T> = ({ host: string; state: 'available'; takenAt: string; receivedAt: string } & T) | { host: string; state: 'unavailable'; reason: string };
+
+/** `GET /v1/networks`: this host's networks and the peer's section (src/daemon/network-routes.ts). */
+export interface PairNetworks {
+  host: string;
+  networks: Network[];
+  peer: PeerSection<{ networks: Network[] }>;
+}
+
+/** Each health component and its state; null before the host's first check. */
+export type HealthComponents = Record<string, 'ok' | 'degraded' | 'failed'> | null;
+
+/** `GET /v1/host/health`: this host's components and the peer's section (src/daemon/sensor-routes.ts). */
+export interface PairHealth {
+  host: string;
+  components: HealthComponents;
+  peer: PeerSection<{ components: HealthComponents }>;
 }
 
 /** What one delivery attempt came to (src/notify/outcome.ts). */

@@ -1,14 +1,16 @@
 /**
- * Hosts: this host's Availability Services (state, epoch, authority, health score and each health component,
- * the A-Link paths with their round trips), the peer as this host hears it, this host's CPU, memory,
- * storage and network over the last hour (`resources.ts`), its hardware sensors as its kernel reports them,
- * and the host commands: maintenance mode, force takeover, repaired (platform managers).
+ * Hosts: this host's Availability Services (state, epoch, authority, health score, the A-Link paths with
+ * their round trips), the peer as this host hears it, each health component of both hosts side by side
+ * (the peer's as it reports them over the A-Link, `GET /v1/host/health`, or why they are unavailable),
+ * this host's CPU, memory, storage and network over the last hour (`resources.ts`), its hardware sensors
+ * as its kernel reports them, and the host commands: maintenance mode, force takeover, repaired (platform
+ * managers).
  */
 import { call, describe } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
 import { duration, time } from '../format.js';
 import { store } from '../store.js';
-import type { HostSensors } from '../types.js';
+import type { HealthComponents, HostSensors, PairHealth } from '../types.js';
 import { actionButton, type Page } from '../ui.js';
 import { hostCharts, resourceCharts } from './resources.js';
 
@@ -25,20 +27,27 @@ export const hostsPage: Page = {
     charts.classList.add('wide');
     charts.id = 'host-resources';
     const sensors = sensorsCard();
+    const update = (): void => {
+      const [self, peer, ...rest] = cards(peerHealth.latest());
+      fill(body, self, peer, charts, ...rest, sensors.element);
+    };
+    // The cards are redrawn from the live status; the peer's components, asked on their own timer, with them.
+    const peerHealth = peerHealthFeed(update);
     return {
-      update: () => {
-        const [self, peer, ...rest] = cards();
-        fill(body, self, peer, charts, ...rest, sensors.element);
-      },
+      update,
       unmount: () => {
         resources.unmount();
         sensors.unmount();
+        peerHealth.unmount();
       },
     };
   },
 };
 
-function cards(): HTMLElement[] {
+/** The peer's section of `GET /v1/host/health`; a string: why the request itself failed; null: not answered yet. */
+type PeerHealth = PairHealth['peer'] | string | null;
+
+function cards(peerHealth: PeerHealth): HTMLElement[] {
   const s = store.status;
   if (s === null) return [section('Hosts', h('p', { class: 'empty' }, 'waiting for the host’s status…'))];
   const c = s.core;
@@ -68,15 +77,7 @@ function cards(): HTMLElement[] {
       actionButton('Mark repaired', 'platform-manager', 'repaired', () => call('POST', '/v1/host/repaired')),
     ),
   );
-  const components = section(
-    'Health components',
-    table(
-      ['component', 'state'],
-      Object.entries(s.health ?? {}).map(([name, state]) => [name, badge(state)]),
-      'No health check has run yet.',
-      { id: 'health-components' },
-    ),
-  );
+  const components = componentsCard(s.host, s.health, c?.peer ?? null, peerHealth);
   const alink = section(
     'A-Link paths',
     table(
@@ -97,11 +98,70 @@ function cards(): HTMLElement[] {
           ['VMs it runs', String(s.vms.filter((v) => v.owner === c.peer).length)],
         ])
       : h('p', { class: 'empty' }, 'Not paired yet.'),
-    h('p', { class: 'hint' }, `What ${s.host} hears in the peer's heartbeats; the peer's own console shows its components.`),
+    h('p', { class: 'hint' }, `What ${s.host} hears in the peer's heartbeats; its own health components are under Health components.`),
   );
   const uptime = Date.now() - new Date(s.startedAt).getTime();
   self.append(h('p', { class: 'hint' }, `lockstepd up for ${duration(uptime)}`));
   return [self, peer, components, alink];
+}
+
+/**
+ * Each health component of both hosts side by side: this host's from the live status, the peer's as it
+ * reported them over the A-Link (its heartbeats carry only its score), or why they are unavailable.
+ */
+function componentsCard(self: string, own: HealthComponents, peerName: string | null, peerHealth: PeerHealth): HTMLElement {
+  const peer = typeof peerHealth === 'object' && peerHealth !== null ? peerHealth : null;
+  const name = peer?.host ?? peerName ?? 'peer';
+  const theirs = peer?.state === 'available' ? peer.components : null;
+  const names = [...new Set([...Object.keys(own ?? {}), ...Object.keys(theirs ?? {})])];
+  let note: HTMLElement;
+  if (typeof peerHealth === 'string') note = h('p', { class: 'form-error', id: 'peer-health-unavailable' }, `${name}'s components could not be asked for: ${peerHealth}`);
+  else if (peer === null) note = h('p', { class: 'hint', id: 'peer-health-asking' }, `asking ${name} for its components…`);
+  else if (peer.state === 'unavailable') note = h('p', { class: 'hint', id: 'peer-health-unavailable' }, `${name}'s components are unavailable: ${peer.reason}`);
+  else note = h('p', { class: 'hint', id: 'peer-health-taken' }, `${name}'s as it reported them over the A-Link at ${time(peer.takenAt)}${theirs === null ? ': it has had no health check yet' : ''}.`);
+  const card = section(
+    'Health components',
+    table(
+      ['component', `${self} (this host)`, `${name} (peer)`],
+      names.map((n) => [n, badge(own?.[n] ?? null), badge(theirs?.[n] ?? null)]),
+      // The note says what there is of the peer's.
+      `No health check has run yet on ${self}.`,
+      { id: 'health-components' },
+    ),
+    note,
+  );
+  card.id = 'host-health';
+  return card;
+}
+
+/** The peer's components change at its health rounds and are not in the live status: asked again this often. */
+const PEER_HEALTH_REFRESH_MS = 5_000;
+
+function peerHealthFeed(changed: () => void): { latest: () => PeerHealth; unmount: () => void } {
+  let latest: PeerHealth = null;
+  let busy = false;
+  let mounted = true;
+  const refresh = async (): Promise<void> => {
+    // An answer takes up to the daemon's 2 s wait for the peer: one request at a time.
+    if (busy) return;
+    busy = true;
+    try {
+      const r = await call<PairHealth>('GET', '/v1/host/health');
+      latest = r.ok ? r.body.peer : describe(r);
+      if (mounted) changed();
+    } finally {
+      busy = false;
+    }
+  };
+  void refresh();
+  const timer = setInterval(() => void refresh(), PEER_HEALTH_REFRESH_MS);
+  return {
+    latest: () => latest,
+    unmount: () => {
+      mounted = false;
+      clearInterval(timer);
+    },
+  };
 }
 
 /** Sensors change slowly and are not in the live status: asked again this often while the page is open. */

@@ -1,14 +1,14 @@
 /**
  * Networks: this host's A-Link paths, management network and business network, each with its interface,
  * state and carrier, speed, MAC, MTU, the bandwidth in use (between the daemon's last two samples of the
- * counters) and an A-Link path's round trip. Only this host's: the peer's own console shows its networks.
+ * counters) and an A-Link path's round trip; below, the peer's, as the peer reports them over the A-Link.
  * The bandwidth changes whether or not the status does, so the page asks again every 2 s while it is open.
  */
 import { call, describe } from '../api.js';
 import { badge, fill, h, section, table } from '../dom.js';
 import { bytes, duration, time } from '../format.js';
 import { store } from '../store.js';
-import type { Network } from '../types.js';
+import type { Network, PairNetworks } from '../types.js';
 import type { Page } from '../ui.js';
 
 const REFRESH_MS = 2000;
@@ -20,14 +20,23 @@ export const networksPage: Page = {
   mount(root) {
     const body = h('div', {}, section('Networks', h('p', { class: 'empty' }, 'loading…')));
     const host = store.status?.host ?? location.hostname;
-    fill(root, h('h1', {}, 'Networks'), h('p', { class: 'hint' }, `${host}'s own interfaces; the peer's own console shows its networks.`), body);
+    fill(root, h('h1', {}, 'Networks'), h('p', { class: 'hint' }, `${host}'s own interfaces, and the peer's as the peer reports them over the A-Link.`), body);
     let busy = false;
     const refresh = async (): Promise<void> => {
       if (busy) return;
       busy = true;
       try {
-        const r = await call<Network[]>('GET', '/v1/networks');
-        fill(body, section('Networks', r.ok ? networksTable(r.body) : h('p', { class: 'form-error' }, describe(r)), r.ok ? sampledNote(r.body) : null));
+        const r = await call<PairNetworks>('GET', '/v1/networks');
+        if (!r.ok) return void fill(body, section('Networks', h('p', { class: 'form-error' }, describe(r))));
+        const p = r.body.peer;
+        fill(
+          body,
+          section(`${r.body.host} (this host)`, networksTable(r.body.networks), sampledNote(r.body.networks)),
+          section(
+            `${p.host} (peer)`,
+            p.state === 'available' ? networksTable(p.networks, 'peer-networks') : h('p', { class: 'empty', id: 'peer-networks-unavailable' }, `Unavailable: ${p.reason}`),
+          ),
+        );
       } finally {
         busy = false;
       }
@@ -38,7 +47,7 @@ export const networksPage: Page = {
   },
 };
 
-function networksTable(networks: Network[]): HTMLElement {
+function networksTable(networks: Network[], id = 'networks'): HTMLElement {
   return table(
     ['network', 'role', 'interface', 'state', 'health', 'carrier', 'speed', 'MAC', 'MTU', 'receiving', 'sending', 'round trip', 'detail'],
     networks.map((n) => [
@@ -57,7 +66,7 @@ function networksTable(networks: Network[]): HTMLElement {
       n.state === 'up' ? (n.bandwidth.reason ?? '') : n.detail,
     ]),
     'No network is configured.',
-    { id: 'networks' },
+    { id },
   );
 }
 
