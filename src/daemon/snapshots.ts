@@ -353,3 +353,34 @@ async function receiveInto(file: string, image: IncomingImage, group: string, ho
 function short(received: number, bytes: number): LockstepError {
   return new LockstepError('IMAGE_INVALID', `the image's upload ended after ${received} of its ${bytes} bytes: nothing was kept`, { receivedBytes: received, bytes });
 }
+
+/** The ports of a running daemon: its core's view of the VMs and its runner's QEMUs. */
+export function daemonSnapshotPorts(d: {
+  driver: () => { view(): { vms: readonly { name: string; owner: string; state: string; hardware: unknown; copies: { here: boolean | null } }[] } } | null;
+  runner: () => { running(): readonly { name: string }[]; snapshot(name: string, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void> } | null;
+  log: (line: string) => void;
+}): SnapshotPorts {
+  const vms = () => d.driver()?.view().vms ?? [];
+  return {
+    vm: (name) => {
+      const v = vms().find((x) => x.name === name);
+      return v ? { owner: v.owner, state: v.state, hardware: v.hardware, copyHere: v.copies.here } : null;
+    },
+    runsHere: (name) => (d.runner()?.running() ?? []).some((r) => r.name === name),
+    live: (name, target, id, hw, onPointInTime) => {
+      const runner = d.runner();
+      if (!runner) throw new LockstepError('VM_NOT_RUNNING', `VM ${name} does not run here`, { vm: name });
+      return runner.snapshot(name, target, id, hw, onPointInTime);
+    },
+    sources: () =>
+      vms().flatMap((v) => {
+        try {
+          const hw = parseVmHardware(v.hardware);
+          return hw.source ? [{ vm: v.name, source: hw.source, hw }] : [];
+        } catch {
+          return [];
+        }
+      }),
+    log: d.log,
+  };
+}

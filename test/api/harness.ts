@@ -34,6 +34,7 @@ import { HostNetworks } from '../../src/daemon/networks.js';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
 import { VcdStore } from '../../src/storage/vcd-store.js';
+import { SnapshotStore, daemonSnapshotPorts } from '../../src/daemon/snapshots.js';
 
 export interface Answer {
   status: number;
@@ -192,6 +193,7 @@ export async function startHarness(
   );
   if (opts.historyIntervalMs !== undefined) history.start();
   cleanup.add(() => history.stop());
+  const snapshots = new SnapshotStore('host1', config.storageGroups, db, daemonSnapshotPorts({ driver: () => driver, runner: () => runner, log: () => {} }));
   const api: ApiContext = {
     host: 'host1',
     startedAt: new Date().toISOString(),
@@ -207,6 +209,7 @@ export async function startHarness(
     sensors: () => readSensors(opts.sysfsRoot),
     storageGroups: config.storageGroups,
     vcds,
+    snapshots,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),
