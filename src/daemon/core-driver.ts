@@ -202,10 +202,13 @@ export class CoreDriver {
     // SplitSite allows FT again: an FT VM running here as HA (started while the link was too slow) begins a run.
     for (const e of d.effects) if (e.kind === 'alert' && e.code === 'SPLITSITE_RESTORED' && e.vm !== undefined && this.runsAsFt(e.vm)) this.runner.ftAllowed(e.vm);
     // Every VM's protection as it is now: a copy served for the other kind is served again, a VM running here
-    // goes into or out of FT (the runner ignores VMs that do not run here, or whose protection stands).
+    // goes into or out of FT (the runner ignores VMs that do not run here, or whose protection stands). An FT
+    // VM this host migrates to the peer is HA's meanwhile: its run is handed over first (the peer's copy, then
+    // every write through, changes hands as an HA copy does), and it is FT again wherever it runs after.
     for (const [vm, rec] of Object.entries(this.state.durable.vms)) {
       this.ports.copyProtection?.(vm, rec.config.hardware, rec.config.protection === 'ft');
-      this.runner.protectionChanged(vm, rec.config.protection);
+      const migrating = this.state.migrations[vm] !== undefined;
+      this.runner.protectionChanged(vm, rec.config.protection === 'ft' && migrating ? 'ha' : rec.config.protection);
     }
     this.scheduleTick(d.wakeAt);
   }

@@ -530,12 +530,9 @@ export class VmRunner {
       this.report(name, { kind: 'start-failed', instance, reason: `instance ${busy.instance} is still ${busy.state}` });
       return;
     }
-    if (ftVm) {
-      // Its copy here is an FT run (epoch disk, checkpoint store), not a disk an incoming QEMU can serve.
-      this.report(name, { kind: 'start-failed', instance, reason: 'live migration of an FT VM is not supported yet (docs/ft.md)' });
-      return;
-    }
-    const slot = newSlot(instance, 'incoming', false);
+    // An FT VM comes with its RAM in a file, to be checkpointed here once its mirror into the old source's
+    // copy is in sync (the RAM block has one name with a file or without: src/qemu/command-line.ts).
+    const slot = newSlot(instance, 'incoming', ftVm);
     this.slots.set(name, slot);
     void this.launchIncoming(name, slot, migration, hardware);
   }
@@ -547,7 +544,7 @@ export class VmRunner {
       if (!tls) throw new Error('no pair certificates for the migration yet');
       // Beside the copy's export: an incoming QEMU opens its disk inactive (no lock, no write) until the
       // switch, so the copy stays served and current while this QEMU starts.
-      const spec = await this.prepare(name, parseVmHardware(hardware), false);
+      const spec = await this.prepare(name, parseVmHardware(hardware), slot);
       qemu = await this.supervisor.start(spec, { runDir: path.join(this.runRoot, name), paused: true, incoming: true });
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());
@@ -736,9 +733,8 @@ export class VmRunner {
     let qemu: VmInstance | null = null;
     try {
       await this.ports.copyReleased(name);
-      const spec = await this.prepare(name, parseVmHardware(req.hardware), slot.ftWanted);
+      const spec = await this.prepare(name, parseVmHardware(req.hardware), slot);
       const runDir = path.join(this.runRoot, name);
-      if (spec.memoryBackend) slot.memoryPaths.push(spec.memoryBackend.path);
       qemu = await this.resumeFromCheckpoint(name, slot, spec, runDir);
       if (qemu === null) qemu = await this.supervisor.start(spec, { runDir, paused: req.protectedVm });
       slot.qemu = qemu;
@@ -797,6 +793,9 @@ export class VmRunner {
     this.slots.delete(name);
     this.ports.onPidsChanged(this.pids());
     this.ports.checkpointDialer()?.cut(name);
+    // An incoming instance that goes before it resumed (its migration abandoned or failed) served the copy
+    // from inside itself: the copy server serves it from its own export again.
+    this.ports.disownExport(name);
     // Held output goes with the gate, never sent: its epochs are not on the peer, whose copy is then the
     // state of the last acked checkpoint — what clients saw.
     void slot.ft?.close().finally(() => this.removeMemory(slot));
@@ -815,7 +814,9 @@ export class VmRunner {
    * The host-local half of starting a VM: its volume in its storage group here and its tap. A group this
    * host lacks fails the start with `UNKNOWN_STORAGE_GROUP`, which the start's failure names in the log.
    */
-  private async prepare(name: VmName, hw: VmHardware, ramInFile: boolean): Promise<VmSpec> {
+  private async prepare(name: VmName, hw: VmHardware, slot: Slot): Promise<VmSpec> {
+    // An FT VM's RAM is in a file, removed when its QEMU is gone (`removeMemory`).
+    const ramInFile = slot.ftWanted;
     const disk = locateVolume(this.config.storageGroups, this.config.host, name, hw.disk);
     // A VM made from a snapshot or an imported image: its first start makes the volume from the image, and
     // only the host holding it can (images are not replicated; HA's full sync then brings the volume over).
@@ -832,9 +833,13 @@ export class VmRunner {
     const tap = tapName(name);
     await ensureTap(tap, this.config.businessBridge);
     // FT's checkpoint engine reads the guest's RAM from this file (src/ft/checkpoint.ts).
-    if (ramInFile) await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
+    const memoryPath = path.join(this.config.ft.memoryDir, `${name}.ram`);
+    if (ramInFile) {
+      await mkdir(this.config.ft.memoryDir, { recursive: true, mode: 0o700 });
+      slot.memoryPaths.push(memoryPath);
+    }
     return {
-      ...(ramInFile ? { memoryBackend: { path: path.join(this.config.ft.memoryDir, `${name}.ram`) } } : {}),
+      ...(ramInFile ? { memoryBackend: { path: memoryPath } } : {}),
       name,
       vcpus: hw.vcpus,
       memoryMiB: hw.memoryMiB,

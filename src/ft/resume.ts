@@ -6,8 +6,11 @@
  * RAM section). `xen-load-devices-state` would be the symmetric command, but trips an assertion in QEMU 7.2
  * here (lab-facts.md); the incoming path does not. Steps:
  *
- *   start paused with `-incoming defer` (+ the two flags of `checkpointRestore`) → `migrate-incoming
- *   exec:cat <device state>` → wait until it completed → `cont`
+ *   start paused with `-incoming defer` → `migrate-incoming exec:cat <device state>` → wait until it
+ *   completed → `cont`
+ *
+ * The stream has no configuration section and no VM description; no QEMU of the pair expects either
+ * (src/qemu/command-line.ts), so neither does this one.
  *
  * While QEMU waits for an incoming stream it does not copy its ROMs into guest RAM (the stream would bring
  * them), so the image stays the checkpoint until `cont`. From then on it is the running guest's RAM: the
@@ -69,7 +72,7 @@ export async function resumeFromCheckpoint(sup: VmSupervisor, store: CheckpointS
   try {
     vm = await sup.start(
       { ...spec, memoryBackend: { path: handed.imagePath } },
-      { paused: true, checkpointRestore: true, ...(opts.runDir ? { runDir: opts.runDir } : {}), ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.accel ? { accel: opts.accel } : {}) },
+      { paused: true, incoming: true, ...(opts.runDir ? { runDir: opts.runDir } : {}), ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.accel ? { accel: opts.accel } : {}) },
     );
   } catch (e) {
     throw fail(describeError(e), e);

@@ -35,21 +35,31 @@ export interface QemuArgsOptions {
    * set over QMP before the first byte arrives.
    */
   incoming?: boolean;
-  /**
-   * Start as the restore of an FT checkpoint (`src/ft/resume.ts`): `-incoming defer` for a stream that is only
-   * QEMU's device state (`xen-save-devices-state`; RAM is the memory backend's file). Such a stream has no
-   * configuration section and no VM description after its end, so the destination must not expect them:
-   * `-global migration.send-configuration=off` and `-machine …,suppress-vmdesc=on`.
-   */
-  checkpointRestore?: boolean;
 }
 
-/** The id of the memory backend object, for `-machine memory-backend=` and for QMP (`query-memdev`). */
-export const RAM_BACKEND_ID = 'ram0';
+/**
+ * The id of the memory backend object, for `-machine memory-backend=` and for QMP (`query-memdev`). It is
+ * the pc machine's own name for its RAM (`default-ram-id`), so the RAM block has the same name with or
+ * without a file behind it: a guest migrates from a QEMU whose RAM is anonymous into one whose RAM is a
+ * file (an FT VM moved to a host where it is then checkpointed), and back.
+ */
+export const RAM_BACKEND_ID = 'pc.ram';
+
+/**
+ * Every QEMU of the pair speaks one migration stream format: without the configuration section
+ * (`-global migration.send-configuration=off`) and without the VM description after the end
+ * (`suppress-vmdesc=on`). An FT checkpoint's device state (`xen-save-devices-state`) has neither, so the
+ * QEMU that resumes from it must expect neither (src/ft/resume.ts); and both flags govern what a QEMU sends
+ * as well as what it expects, so that resumed guest, live-migrated later, sends neither. With the flags on
+ * every QEMU a stream from any of them loads into any other. What QEMU gives up is the configuration
+ * section's check of the machine type's name: hosts whose QEMU builds resolve `pc` to different types find
+ * out on a device section instead, a failed migration either way.
+ */
+const STREAM_FORMAT_MACHINE_OPTION = 'suppress-vmdesc=on';
+const STREAM_FORMAT_GLOBAL = 'migration.send-configuration=off';
 
 export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
-  let machine = spec.memoryBackend ? `pc,memory-backend=${RAM_BACKEND_ID}` : 'pc';
-  if (opts.checkpointRestore) machine += ',suppress-vmdesc=on';
+  const machine = ['pc', ...(spec.memoryBackend ? [`memory-backend=${RAM_BACKEND_ID}`] : []), STREAM_FORMAT_MACHINE_OPTION].join(',');
   const args: string[] = [
     '-name', `guest=${spec.name},debug-threads=on`,
     '-machine', machine,
@@ -99,9 +109,9 @@ export function qemuArgs(spec: VmSpec, opts: QemuArgsOptions): string[] {
     if (n.outputGate) args.push(...outputGateArgs(n.id, n.outputGate));
     args.push('-device', `virtio-net-pci,netdev=${n.id},mac=${n.mac},id=${n.id}`);
   }
+  args.push('-global', STREAM_FORMAT_GLOBAL);
   if (opts.paused) args.push('-S');
-  if (opts.checkpointRestore) args.push('-global', 'migration.send-configuration=off');
-  if (opts.incoming || opts.checkpointRestore) args.push('-incoming', 'defer');
+  if (opts.incoming) args.push('-incoming', 'defer');
   return args;
 }
 

@@ -70,9 +70,6 @@ export interface StartOptions {
   paused?: boolean;
   /** Start as a live migration's destination (`-incoming defer`; see `migration.ts`). */
   incoming?: boolean;
-  /** Start as the restore of an FT checkpoint (`-incoming defer` for a device-state-only stream; see
-   * `command-line.ts` and `src/ft/resume.ts`). */
-  checkpointRestore?: boolean;
 }
 
 export interface StopOptions {
@@ -206,7 +203,6 @@ export class VmSupervisor {
       pidFile: paths.pidFile,
       paused: opts.paused ?? false,
       incoming: opts.incoming ?? false,
-      checkpointRestore: opts.checkpointRestore ?? false,
     });
     const proc = await QemuProcess.start(cmd, [...prefix, ...args], path.basename(cmd));
     this.processes.add(proc);

@@ -8,6 +8,8 @@ import path from 'node:path';
 import type { Checkpoint } from '../../src/ft/checkpoint.js';
 import { PAGE_BYTES } from '../../src/ft/ram-tracker.js';
 import { resumeFromCheckpoint } from '../../src/ft/resume.js';
+import { VmSupervisor } from '../../src/qemu/supervisor.js';
+import { listenForMigration, migrate, waitForIncomingMigration } from '../../src/qemu/migration.js';
 import { Cleanup } from '../support/cleanup.js';
 import { waitFor } from '../qemu/helpers.js';
 import { MiB, checkpointPair, patternVmSpec, sleep } from './helpers.js';
@@ -22,8 +24,8 @@ const REGION: PatternRegion = { startBytes: 1 * MiB, endBytes: 17 * MiB };
 const EPOCHS = 5;
 const EPOCH_MS = 100;
 
-test('epochs of checkpoints over a socket, kill -9 of the primary, resume from the backup: the guest runs on where the last committed epoch left it', async () => {
-  const { backupDir, backupSup, vm, engine, store, sender, received } = await checkpointPair(cleanup, { name: 'ft1', memoryMiB: MEMORY_MIB, region: REGION });
+test('epochs of checkpoints over a socket, kill -9 of the primary, resume from the backup: the guest runs on where the last committed epoch left it, and live-migrates on like any guest', async () => {
+  const { primaryDir, backupDir, backupSup, vm, engine, store, sender, received } = await checkpointPair(cleanup, { name: 'ft1', memoryMiB: MEMORY_MIB, region: REGION });
   const ramBytes = MEMORY_MIB * MiB;
 
   const taken: Checkpoint[] = [];
@@ -68,4 +70,17 @@ test('epochs of checkpoints over a socket, kill -9 of the primary, resume from t
   const after = checkPattern(await readFile(store.imagePath), REGION);
   assert.equal(after.consistent, true, `resumed guest's RAM: bad pages ${after.bad.join(', ')}`);
   assert.deepEqual((await resumed.vm.qmp.execute('query-status')) as { status: string }, { status: 'paused', singlestep: false, running: false });
+
+  // The resumed guest moves on by live migration (back to the repaired primary), into a QEMU with anonymous
+  // RAM: the resumed QEMU's stream is in the format every QEMU of the pair expects (src/qemu/command-line.ts).
+  await resumed.vm.qmp.execute('cont');
+  const { memoryBackend: _ramFile, ...anonymous } = await patternVmSpec({ name: 'ft1', memoryMiB: MEMORY_MIB, region: REGION, dir: primaryDir, ramFile: store.imagePath });
+  const moved = await new VmSupervisor({ runRoot: path.join(primaryDir, 'run') }).start(anonymous, { incoming: true });
+  cleanup.add(() => moved.stop({ gracefulMs: 0, quitMs: 1000 }));
+  const { uri } = await listenForMigration(moved.qmp, { uri: 'tcp:127.0.0.1:0' });
+  const arrived = waitForIncomingMigration(moved.qmp, { timeoutMs: 60_000 });
+  await migrate(resumed.vm.qmp, { uri, downtimeLimitMs: 100, autoConverge: false });
+  assert.deepEqual(await arrived, { runState: 'running', running: true });
+  await waitFor(async () => /BB/.test(await readFile(moved.paths.serialLog, 'latin1')), 20_000, 'passes of the moved guest');
+  assert.doesNotMatch(await readFile(moved.paths.serialLog, 'latin1'), /A/, 'the moved guest did not boot again');
 });

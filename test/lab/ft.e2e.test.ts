@@ -9,6 +9,8 @@
  * - host1 back: protection returns by itself, host2 now the primary (a new run from the resumed guest);
  * - the running VM switched to HA (its run handed over: the copy keeps every write) and back to FT (a new
  *   run over a mirror into the epoch disk), under appends on the one connection, with the same QEMU;
+ * - the VM live-migrated to the other host (`lockstep vm migrate`): its run handed over first, the guest
+ *   moved with its RAM into a file there, FT again from the new host, the one connection never failing;
  * - the backup lost while the guest runs: the primary's held output goes out once the core cuts the mirror
  *   (the guest runs on unprotected, same connection, same QEMU), and FT returns with the backup.
  *
@@ -243,6 +245,30 @@ test('the running VM switched from FT to HA and back under appends on one connec
   );
   assert.equal((await vmOn(primary))?.local?.pid, pid, 'the same QEMU throughout');
   assert.ok(uptimeMs() > uptimeBefore, 'the guest ran on');
+  assert.deepEqual(await unreadable(events), []);
+});
+
+test('live migration of the FT VM under appends on one connection: its run handed over, the guest moved, FT again on the other host, no append fails', async (t) => {
+  const source = await eventually('the host that runs demo', async () => ((await vmOn('host1'))?.local?.ft ? 'host1' : (await vmOn('host2'))?.local?.ft ? 'host2' : null) as Host | null);
+  const destination = other(source);
+  await ftProtectedOn(source);
+  const uptimeBefore = uptimeMs();
+  const load = startLoad('ft-migrate');
+  await eventually('10 appends acknowledged', async () => acks(logOf(load.file)) >= 10);
+  const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'vm', 'migrate', 'demo', '--host', source], { env, encoding: 'utf8', timeout: 600_000 });
+  assert.equal(r.status, 0, `vm migrate: ${r.stderr}${r.stdout}`);
+  t.diagnostic(r.stdout.trim().split('\n').at(-1) ?? '');
+  const ft = await ftProtectedOn(destination);
+  const atFt = acks(logOf(load.file));
+  await eventually('10 more appends under FT on the destination', async () => acks(logOf(load.file)) >= atFt + 10);
+  const events = await load.stop();
+  t.diagnostic(`FT on ${destination} in run ${ft.run}, peer committed epoch ${ft.peerCommittedEpoch}; ${acks(events)} appends`);
+  assert.deepEqual(
+    events.filter((e) => e.t === 'ended' || e.t === 'failed').map((e) => e.t),
+    ['ended'],
+    'the connection never failed',
+  );
+  assert.ok(uptimeMs() > uptimeBefore, 'the guest ran on: no reboot');
   assert.deepEqual(await unreadable(events), []);
 });
 

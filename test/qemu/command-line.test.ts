@@ -21,12 +21,12 @@ test('a lab-style VM: direct kernel boot, a qcow2 disk, a tap NIC, RAM in a shar
   });
   assert.deepEqual(qemuArgs(spec, { accel: 'tcg', ...io }), [
     '-name', 'guest=web,debug-threads=on',
-    '-machine', 'pc,memory-backend=ram0',
+    '-machine', 'pc,memory-backend=pc.ram,suppress-vmdesc=on',
     '-accel', 'tcg',
     '-nodefaults', '-no-user-config', '-display', 'none', '-msg', 'timestamp=on',
     '-smp', '2',
     '-m', '256M',
-    '-object', 'memory-backend-file,id=ram0,size=256M,mem-path=/dev/shm/web.ram,share=on',
+    '-object', 'memory-backend-file,id=pc.ram,size=256M,mem-path=/dev/shm/web.ram,share=on',
     '-chardev', 'socket,id=qmp,path=/run/vm/qmp.sock,server=on,wait=off',
     '-mon', 'chardev=qmp,mode=control',
     '-chardev', 'file,id=serial0,path=/run/vm/serial.log',
@@ -43,6 +43,7 @@ test('a lab-style VM: direct kernel boot, a qcow2 disk, a tap NIC, RAM in a shar
     '-device', 'virtio-blk-pci,drive=vda,id=vda,write-cache=on',
     '-netdev', 'tap,id=net0,ifname=t-web,script=no,downscript=no,vhost=off',
     '-device', 'virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,id=net0',
+    '-global', 'migration.send-configuration=off',
   ]);
 });
 
@@ -58,7 +59,7 @@ test('KVM adds -cpu host; without a kernel the disks get a boot order; cache mod
   });
   const args = qemuArgs(spec, { accel: 'kvm', paused: true, ...io });
   const joined = args.join(' ');
-  assert.ok(joined.includes('-machine pc -accel kvm -cpu host'));
+  assert.ok(joined.includes('-machine pc,suppress-vmdesc=on -accel kvm -cpu host'));
   assert.ok(joined.includes('driver=file,node-name=a-file,filename=/a.raw,cache.direct=on'));
   assert.ok(joined.includes('virtio-blk-pci,drive=a,id=a,write-cache=off,bootindex=0'));
   assert.ok(joined.includes('driver=file,node-name=b-file,filename=/b.raw,cache.direct=off'));
@@ -74,14 +75,16 @@ test('a migration destination waits with -incoming defer, after -S when both are
   assert.ok(!qemuArgs(spec, { accel: 'tcg', ...io }).includes('-incoming'), 'no -incoming unless asked');
 });
 
-test('an FT checkpoint restore: -incoming defer for a device-state-only stream (no configuration section, no vmdesc)', () => {
-  const spec = parseVmSpec({ name: 'ft', vcpus: 1, memoryMiB: 128, accel: 'tcg', memoryBackend: { path: '/dev/shm/ft/ram.img' } });
-  const args = qemuArgs(spec, { accel: 'tcg', paused: true, checkpointRestore: true, ...io });
-  assert.equal(args[args.indexOf('-machine') + 1], 'pc,memory-backend=ram0,suppress-vmdesc=on');
-  assert.deepEqual(args.slice(-5), ['-S', '-global', 'migration.send-configuration=off', '-incoming', 'defer']);
-  const plain = qemuArgs(spec, { accel: 'tcg', ...io });
-  assert.equal(plain[plain.indexOf('-machine') + 1], 'pc,memory-backend=ram0');
-  assert.ok(!plain.includes('-global'), 'the flags only for a restore');
+test('every QEMU, booted, incoming or restoring an FT checkpoint, has one stream format: no configuration section, no vmdesc', () => {
+  const ft = parseVmSpec({ name: 'ft', vcpus: 1, memoryMiB: 128, accel: 'tcg', memoryBackend: { path: '/dev/shm/ft/ram.img' } });
+  const plain = parseVmSpec({ name: 'web', vcpus: 1, memoryMiB: 64, disks: [] });
+  for (const [spec, machine] of [[ft, 'pc,memory-backend=pc.ram,suppress-vmdesc=on'], [plain, 'pc,suppress-vmdesc=on']] as const) {
+    for (const opts of [{}, { paused: true, incoming: true }]) {
+      const args = qemuArgs(spec, { accel: 'tcg', ...opts, ...io });
+      assert.equal(args[args.indexOf('-machine') + 1], machine);
+      assert.equal(args[args.indexOf('-global') + 1], 'migration.send-configuration=off');
+    }
+  }
 });
 
 test('a NIC under FT output commit: the gate\'s two socket chardevs, then fin (indev) before fout (outdev), between netdev and device', () => {

@@ -3,7 +3,7 @@
 // devices migrate like any other); the last test moves the lab guest and asks its shell on both sides.
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { ensureGuestImage, guestKernelCmdline } from '../../src/lab/guest-image.js';
@@ -125,6 +125,30 @@ test('a migration completes: the destination runs, the source is postmigrate, QE
   // The source is discarded; the VM runs on where it went.
   assert.equal((await src.stop({ gracefulMs: 0 })).cause, 'stopped-by-supervisor');
   assert.equal((await status(dst.qmp)).running, true);
+});
+
+test('RAM in a file or not, the guest migrates both ways: the RAM block has one name (the file gets the guest\'s RAM)', async () => {
+  const h = await hosts();
+  const ramFile = path.join(h.dir, 'web.ram');
+  const inFile = bare({ memoryBackend: { path: ramFile } });
+  // Anonymous RAM → RAM in a file: an FT VM started as HA, moved where it is to be checkpointed.
+  const src = await h.source.start(bare());
+  const dst = await h.dest.start(inFile, { incoming: true });
+  const { uri } = await listenForMigration(dst.qmp, { uri: 'tcp:127.0.0.1:0' });
+  const incoming = waitForIncomingMigration(dst.qmp, { timeoutMs: INCOMING_TIMEOUT_MS });
+  await migrate(src.qmp, { uri, downtimeLimitMs: 100, autoConverge: false });
+  assert.deepEqual(await incoming, { runState: 'running', running: true });
+  const ram = await readFile(ramFile);
+  assert.equal(ram.length, 64 * 1024 * 1024);
+  assert.ok(ram.some((b) => b !== 0), 'the guest\'s RAM arrived in the file');
+  await src.stop({ gracefulMs: 0 });
+
+  // And back: RAM in a file → anonymous RAM.
+  const back = await h.source.start(bare(), { incoming: true });
+  const listening = await listenForMigration(back.qmp, { uri: 'tcp:127.0.0.1:0' });
+  const arrived = waitForIncomingMigration(back.qmp, { timeoutMs: INCOMING_TIMEOUT_MS });
+  await migrate(dst.qmp, { uri: listening.uri, downtimeLimitMs: 100, autoConverge: false });
+  assert.deepEqual(await arrived, { runState: 'running', running: true });
 });
 
 test('over TLS with the pair certificates: verified both ways, the migration completes', async () => {

@@ -155,7 +155,7 @@ test('disks are named block nodes; RAM can live in a shared file; paused start w
   assert.equal(byName.get('vda-file')?.drv, 'file');
   assert.equal(byName.get('vda-file')?.file, image);
   const memdev = await vm.qmp.execute<{ id: string; share: boolean; size: number }[]>('query-memdev');
-  assert.deepEqual(memdev.map((m) => [m.id, m.share, m.size]), [['ram0', true, 32 * 1024 * 1024]]);
+  assert.deepEqual(memdev.map((m) => [m.id, m.share, m.size]), [['pc.ram', true, 32 * 1024 * 1024]]);
   assert.equal((await stat(ram)).size, 32 * 1024 * 1024);
   await vm.qmp.execute('cont');
   assert.equal((await vm.qmp.execute<{ status: string }>('query-status')).status, 'running');

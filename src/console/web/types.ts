@@ -76,6 +76,8 @@ export interface VmHardware {
   disk?: { storageGroup?: string; format?: string };
   guest?: { kernel: string; initrd: string; cmdline: string };
   nic?: { mac: string; address: string };
+  /** A CD drive (docs/vcd.md): the virtual CD in it by name and SHA-256, or null when empty; absent: no drive. */
+  cdrom?: { medium: { vcd: string; sha256: string } | null };
 }
 
 export interface Vm {

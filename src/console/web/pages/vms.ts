@@ -3,8 +3,8 @@
  * migrate, protection level, remove: platform managers), a form to create one with what the API takes
  * (cores, memory, disk and its storage group and format, guest kernel, NIC), and one VM's detail: its
  * record, its process on this host, its volume, its QEMU's CPU and memory and its disk's allocation over
- * the last hour here (`resources.ts`), its console log here (`console-log.ts`), its timeline and its recent
- * events.
+ * the last hour here (`resources.ts`), its CD drive with Insert and Eject (`vm-cd.ts`), its console log
+ * here (`console-log.ts`), its timeline and its recent events.
  */
 import { call, describe } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
@@ -16,6 +16,7 @@ import { actionButton, can, field, notify, valueOf, type Page } from '../ui.js';
 import { incidentView } from './timeline.js';
 import { resourceCharts, vmCharts } from './resources.js';
 import { consoleLogSection } from './console-log.js';
+import { cdSection, type CdSection } from './vm-cd.js';
 
 const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
 /** Events shown on a VM's page. */
@@ -106,6 +107,7 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       field('Kernel command line', h('input', { name: 'cmdline', required: true, value: 'console=ttyS0' })),
       field('NIC MAC', h('input', { name: 'mac', required: true, placeholder: '52:54:00:12:34:56' })),
       field('NIC IPv4 address', h('input', { name: 'address', required: true, placeholder: '10.10.3.60' })),
+      field('CD drive', h('select', { name: 'cdDrive' }, h('option', { value: 'no' }, 'no'), h('option', { value: 'yes' }, 'yes, empty'))),
       field('Protection', h('select', { name: 'protection' }, PROTECTION_LEVELS.map((p) => h('option', { value: p, selected: p === 'ha' }, p.toUpperCase())))),
       field('Start now', h('select', { name: 'desired' }, h('option', { value: 'stopped' }, 'no'), h('option', { value: 'running' }, 'yes'))),
     ),
@@ -129,6 +131,7 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       nic: { mac: valueOf(form, 'mac'), address: valueOf(form, 'address') },
       protection: valueOf(form, 'protection'),
       desired: valueOf(form, 'desired'),
+      ...(valueOf(form, 'cdDrive') === 'yes' ? { cdrom: {} } : {}),
     };
     void call('POST', '/v1/vms', body).then((r) => {
       if (!r.ok) return notify(`Create ${name}: ${describe(r)}${r.fields['field'] ? ` (field ${String(r.fields['field'])})` : ''}`, 'bad');
@@ -151,9 +154,13 @@ function mountDetail(root: HTMLElement, name: string): { update(): void; unmount
   charts.classList.add('wide');
   charts.id = 'vm-resources';
   const consoleLog = consoleLogSection(name, () => ownerElsewhere(name));
+  const cd = cdSection(name);
   // Drawn from the store as it is now: a volume answer that comes after a newer status must not bring back
   // the VM as the status was when it was asked for (it would show "not found" for a VM just created).
-  const draw = (): void => fill(body, ...detail(name, store.status?.vms.find((v) => v.name === name), volume, volumeNote, charts, consoleLog));
+  const draw = (): void => {
+    const vm = store.status?.vms.find((v) => v.name === name);
+    fill(body, ...detail(name, vm, volume, volumeNote, charts, consoleLog, cd));
+  };
   const update = (): void => {
     // The volume is not in the status: fetched again at most every 2 s while the status changes.
     if (Date.now() - lastFetch > 2000) {
@@ -164,6 +171,7 @@ function mountDetail(root: HTMLElement, name: string): { update(): void; unmount
         draw();
       });
     }
+    cd.update(store.status?.vms.find((v) => v.name === name));
     draw();
   };
   return { update, unmount: resources.unmount };
@@ -198,7 +206,7 @@ function ftSection(vm: Vm): HTMLElement {
   );
 }
 
-function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement, consoleLog: HTMLElement): HTMLElement[] {
+function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement, consoleLog: HTMLElement, cd: CdSection): HTMLElement[] {
   if (vm === undefined) return [section('Not found', h('p', { class: 'empty' }, store.status === null ? 'waiting for the host’s status…' : `The pair has no VM named ${name}.`))];
   const hw = vm.hardware;
   const m = vm.local?.migration ?? null;
@@ -228,8 +236,10 @@ function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeN
         ['kernel', hw.guest?.kernel ?? '—'],
         ['command line', hw.guest?.cmdline ?? '—'],
         ['NIC', hw.nic ? `${hw.nic.mac}, ${hw.nic.address}` : '—'],
+        ['CD drive', hw.cdrom === undefined ? 'none' : hw.cdrom.medium === null ? 'empty' : hw.cdrom.medium.vcd],
       ]),
     ),
+    cd.element,
     section(
       'Volume',
       volume
