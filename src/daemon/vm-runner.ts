@@ -878,11 +878,11 @@ function newSlot(instance: number, state: VmRunState, ftWanted: boolean): Slot {
   };
 }
 
-/** Interface names are at most 15 bytes: `t-NAME`, or for a long name its start and a short hash, still unique. */
 function refused(vm: VmName, why: string): LockstepError {
   return new LockstepError('SNAPSHOT_REFUSED', `no live snapshot of VM ${vm}: ${why}`, { vm });
 }
 
+/** Interface names are at most 15 bytes: `t-NAME`, or for a long name its start and a short hash, still unique. */
 export function tapName(vm: string): string {
   const plain = `t-${vm}`;
   if (plain.length <= 15) return plain;
