@@ -84,9 +84,16 @@ export async function daemonUpload<T>(socketPath: string, path: string, file: st
 /**
  * Downloads a route's file answer (`GET /v1/snapshots/ID/image`) into `file`, streamed: into a hidden name
  * beside it, renamed once every byte its `Content-Length` announced is in, so a cut-off download leaves
- * nothing at `file`. Refuses to overwrite an existing file. Resolves with the bytes written.
+ * nothing at `file`. Refuses to overwrite an existing file. Resolves with the bytes written; `onProgress` hears
+ * of every chunk (the CLI's progress line).
  */
-export async function daemonDownload(socketPath: string, path: string, file: string, idleMs = 60_000): Promise<number> {
+export async function daemonDownload(
+  socketPath: string,
+  path: string,
+  file: string,
+  opts: { idleMs?: number; onProgress?: (receivedBytes: number, totalBytes: number) => void } = {},
+): Promise<number> {
+  const idleMs = opts.idleMs ?? 60_000;
   if (await stat(file).then(() => true, () => false)) throw new LockstepError('INVALID_ARGUMENT', `${file} exists already: it is not overwritten`, { file });
   const tmp = `${file}.part`;
   const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
@@ -108,7 +115,10 @@ export async function daemonDownload(socketPath: string, path: string, file: str
   }
   const expected = Number(res.headers['content-length']);
   let received = 0;
-  res.on('data', (c: Buffer) => (received += c.length));
+  res.on('data', (c: Buffer) => {
+    received += c.length;
+    opts.onProgress?.(received, expected);
+  });
   try {
     await pipeline(res, createWriteStream(tmp, { flags: 'wx' }));
     if (received !== expected) throw new LockstepError('DAEMON_ERROR', `the download of ${path} ended after ${received} of ${expected} bytes`, { receivedBytes: received, bytes: expected });
