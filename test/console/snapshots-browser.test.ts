@@ -5,16 +5,19 @@
  * description and listed as the API has it, its image downloaded byte for byte, "New VM from it" leading to
  * the create form with that source chosen and a VM defined from it, the snapshot's deletion refused while
  * that VM needs it (said on the notice line) and done once it is gone. A read-only user sees the list and
- * Download, not the buttons' powers. No console error but the expected refusals, no CSP violation.
+ * Download, not the buttons' powers. The Snapshots & images page: a raw image imported through its form
+ * (streamed by the browser), listed beside a VM's snapshot, a vmdk refused with the host's reason on the
+ * notice line, the image deleted from its row. No console error but the expected refusals, no CSP violation.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Cleanup } from '../support/cleanup.js';
 import { ADMIN, SAMPLE_VM, startHarness } from '../api/harness.js';
 import { createImage } from '../../src/storage/disk-image.js';
 import { ioOk, qemuIo } from '../storage/helpers.js';
+import { run } from '../../src/util/exec.js';
 import { artifactsDir, launchBrowser } from './browser.js';
 
 const cleanup = new Cleanup();
@@ -128,6 +131,68 @@ test('a VM’s page takes a snapshot, lists it, downloads it, makes a VM from it
 
     assert.deepEqual(failed.filter((f) => !/^GET \/api\/v1\/session 401$/.test(f)), [`DELETE /api/v1/snapshots/${snap.id} 409`]);
     assert.deepEqual(b.problems.filter((p) => !/the server responded with a status of (401|409)/.test(p)), [], 'no console errors, no CSP violations');
+  } catch (e) {
+    await b.failureShots();
+    throw e;
+  }
+});
+
+test('the Snapshots & images page imports an image, lists it beside a snapshot, refuses a vmdk, and deletes', async (t) => {
+  const h = await startHarness(cleanup);
+  assert.equal((await h.request('POST', '/api/v1/setup', { body: ADMIN })).status, 201);
+  const token = await h.login(ADMIN.name, ADMIN.password);
+  assert.equal((await h.request('POST', '/api/v1/vms', { token, body: { ...SAMPLE_VM, protection: 'none' } })).status, 201);
+  const volume = path.join(h.dir, 'disks', 'web.qcow2');
+  await mkdir(path.dirname(volume), { recursive: true });
+  await createImage(volume, 16, 'qcow2');
+  const snap = await h.request('POST', '/api/v1/vms/web/snapshots', { token, body: {} });
+  assert.equal(snap.status, 201, snap.text);
+  const raw = path.join(h.dir, 'golden.img');
+  await writeFile(raw, Buffer.alloc(2 * 1024 * 1024, 0x42));
+  const vmdk = path.join(h.dir, 'other.vmdk');
+  await run('qemu-img', ['create', '-q', '-f', 'vmdk', vmdk, '4M']);
+  const listed = async (): Promise<Snapshot[]> => (await h.request('GET', '/api/v1/snapshots', { token })).body;
+
+  const artifacts = await artifactsDir('console-images');
+  t.diagnostic(`screenshots in ${artifacts}`);
+  const b = await launchBrowser(cleanup, artifacts);
+  const { page } = b;
+  try {
+    await page.goto(`https://127.0.0.1:${h.port}/`);
+    await page.fill('#login-form [name=name]', ADMIN.name);
+    await page.fill('#login-form [name=password]', ADMIN.password);
+    await page.click('#login-form button[type=submit]');
+    await page.locator('#header-user').waitFor();
+    await page.click('nav a[data-page=images]');
+    await page.locator(`#images [data-snapshot="${snap.body.id}"]`).waitFor();
+    await page.locator('#image-import [name=storageGroup] option', { hasText: 'default' }).waitFor({ state: 'attached' });
+
+    // A vmdk: streamed whole, then refused by qemu-img's reading of it, the reason on the notice line.
+    await page.setInputFiles('#image-import [name=file]', vmdk);
+    await page.click('#image-import [data-action=import-image]');
+    await page.locator('#notice.bad', { hasText: 'Import other.vmdk: IMAGE_INVALID' }).waitFor();
+    assert.equal((await listed()).length, 1, 'nothing kept of the refused import');
+
+    await page.setInputFiles('#image-import [name=file]', raw);
+    await page.fill('#image-import [name=description]', 'golden');
+    await page.click('#image-import [data-action=import-image]');
+    await page.locator('#notice', { hasText: 'Import golden.img: stored as img-' }).waitFor();
+    const img = (await listed()).find((s) => s.vm === null);
+    assert.ok(img);
+    assert.deepEqual([img.state, img.description], ['ready', 'golden']);
+    assert.deepEqual(await readFile(img.path!), await readFile(raw), 'the image byte for byte');
+    const row = page.locator('#images tbody tr', { has: page.locator(`[data-snapshot="${img.id}"]`) });
+    await row.waitFor();
+    assert.deepEqual((await row.locator('td').allTextContents()).slice(0, 2), [img.id, 'imported image (raw)']);
+    const snapRow = page.locator('#images tbody tr', { has: page.locator(`[data-snapshot="${snap.body.id}"]`) });
+    assert.equal(await snapRow.locator('a[href="#/vms/web"]').textContent(), 'VM web');
+    await b.screenshot('01-images');
+
+    await row.locator('[data-action=snapshot-delete]').click();
+    await page.locator('#notice', { hasText: 'Delete: done (204)' }).waitFor();
+    await page.locator(`#images [data-snapshot="${img.id}"]`).waitFor({ state: 'detached' });
+    assert.deepEqual((await listed()).map((s) => s.id), [snap.body.id]);
+    assert.deepEqual(b.problems.filter((p) => !/the server responded with a status of (400|401)/.test(p)), [], 'no console errors, no CSP violations');
   } catch (e) {
     await b.failureShots();
     throw e;

@@ -43,7 +43,7 @@ export function snapshotsSection(name: string, navigate: (hash: string) => void)
 
   const reload = async (): Promise<void> => {
     const r = await call<Snapshot[]>('GET', `/v1/snapshots?vm=${encodeURIComponent(name)}`);
-    fill(listEl, r.ok ? snapshotTable(r.body) : h('p', { class: 'form-error' }, `This host's snapshots: ${describe(r)}`));
+    fill(listEl, r.ok ? snapshotTable(r.body, { reload, navigate, empty: `No snapshots of VM ${name} on this host.`, id: 'vm-snapshots', showOf: false }) : h('p', { class: 'form-error' }, `This host's snapshots: ${describe(r)}`));
   };
   const take = actionButton('Take snapshot', 'platform-manager', 'snapshot-take', async () => {
     working.hidden = false;
@@ -60,40 +60,6 @@ export function snapshotsSection(name: string, navigate: (hash: string) => void)
   });
   const refresh = h('button', { type: 'button', 'data-action': 'snapshots-refresh' }, 'Refresh');
   refresh.addEventListener('click', () => void reload());
-
-  function snapshotTable(snapshots: Snapshot[]): HTMLElement {
-    return table(
-      ['id', 'state', 'point in time', 'size', 'on disk', 'description', ''],
-      snapshots.map((s) => [
-        h('code', {}, s.id),
-        s.error ? h('span', { title: s.error }, badge(s.state), ` ${s.error}`) : badge(s.state),
-        time(s.created),
-        bytes(s.virtualBytes),
-        bytes(s.fileBytes),
-        s.description || '—',
-        h(
-          'div',
-          { class: 'actions', 'data-snapshot': s.id },
-          s.state === 'ready' ? h('a', { href: `/api/v1/snapshots/${encodeURIComponent(s.id)}/image`, download: s.file, 'data-action': 'snapshot-download' }, 'Download') : null,
-          s.state === 'ready'
-            ? actionButton('New VM from it', 'platform-manager', 'snapshot-new-vm', async () => {
-                pendingSource = s.id;
-                navigate('#/vms');
-                return null;
-              })
-            : null,
-          actionButton('Delete', 'platform-manager', 'snapshot-delete', async () => {
-            if (!window.confirm(`Delete snapshot ${s.id} of VM ${name} from ${s.host}?`)) return null;
-            const r: ApiResult<unknown> = await call('DELETE', `/v1/snapshots/${encodeURIComponent(s.id)}`);
-            if (r.ok) void reload();
-            return r;
-          }),
-        ),
-      ]),
-      `No snapshots of VM ${name} on this host.`,
-      { id: 'vm-snapshots' },
-    );
-  }
 
   void reload();
   const element = section('Snapshots (on this host)', listEl, h('div', { class: 'actions', id: 'vm-snapshot-actions' }, description, take, refresh), working, note);
@@ -112,4 +78,46 @@ export function snapshotsSection(name: string, navigate: (hash: string) => void)
       );
     },
   };
+}
+
+/**
+ * Snapshots and images as rows: id, what it is of (`showOf`), state (and why it failed), point in time, size,
+ * on disk, description, and its actions: Download and "New VM from it" when ready, Delete.
+ */
+export function snapshotTable(
+  snapshots: Snapshot[],
+  opts: { reload: () => Promise<void>; navigate: (hash: string) => void; empty: string; id: string; showOf: boolean },
+): HTMLElement {
+  return table(
+    ['id', ...(opts.showOf ? ['of'] : []), 'state', 'point in time', 'size', 'on disk', 'description', ''],
+    snapshots.map((s) => [
+      h('code', {}, s.id),
+      ...(opts.showOf ? [s.vm === null ? `imported image (${s.format})` : h('a', { href: `#/vms/${encodeURIComponent(s.vm)}` }, `VM ${s.vm}`)] : []),
+      s.error ? h('span', { title: s.error }, badge(s.state), ` ${s.error}`) : badge(s.state),
+      time(s.created),
+      bytes(s.virtualBytes),
+      bytes(s.fileBytes),
+      s.description || '—',
+      h(
+        'div',
+        { class: 'actions', 'data-snapshot': s.id },
+        s.state === 'ready' ? h('a', { href: `/api/v1/snapshots/${encodeURIComponent(s.id)}/image`, download: s.file, 'data-action': 'snapshot-download' }, 'Download') : null,
+        s.state === 'ready'
+          ? actionButton('New VM from it', 'platform-manager', 'snapshot-new-vm', async () => {
+              pendingSource = s.id;
+              opts.navigate('#/vms');
+              return null;
+            })
+          : null,
+        actionButton('Delete', 'platform-manager', 'snapshot-delete', async () => {
+          if (!window.confirm(`Delete ${s.kind} ${s.id}${s.vm === null ? '' : ` of VM ${s.vm}`} from ${s.host}?`)) return null;
+          const r: ApiResult<unknown> = await call('DELETE', `/v1/snapshots/${encodeURIComponent(s.id)}`);
+          if (r.ok) void opts.reload();
+          return r;
+        }),
+      ),
+    ]),
+    opts.empty,
+    { id: opts.id },
+  );
 }
