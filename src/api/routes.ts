@@ -6,6 +6,7 @@
  * validate and call the handler, and `src/api/openapi.ts` documents the same objects.
  */
 import type http from 'node:http';
+import { createReadStream } from 'node:fs';
 import { LockstepError, isLockstepError, type ErrorCode } from '../util/errors.js';
 import { checkSchema, parseQuery, scalarOf, validate, type Schema } from './schema.js';
 import type { Role } from '../users/roles.js';
@@ -21,6 +22,8 @@ export interface Reply {
   body: unknown;
   headers?: Record<string, string | string[]>;
   contentType?: string;
+  /** A file streamed as the body (a snapshot's image), of `bytes`, sent as `contentType`; `body` is then unused. */
+  file?: { path: string; bytes: number };
 }
 
 export interface RouteRequest {
@@ -90,6 +93,11 @@ export const HTTP_STATUS_OF: Partial<Record<ErrorCode, number>> = {
   VCD_UPLOAD: 400,
   VCD_EXISTS: 409,
   VCD_IN_USE: 409,
+  UNKNOWN_SNAPSHOT: 404,
+  SNAPSHOT_FAILED: 500,
+  SNAPSHOT_REFUSED: 409,
+  IMAGE_INVALID: 400,
+  SNAPSHOT_IN_USE: 409,
   STORAGE_GROUP_FULL: 409,
   UNKNOWN_ENDPOINT: 404,
   METHOD_NOT_ALLOWED: 405,
@@ -276,6 +284,20 @@ export async function readJsonBody(req: http.IncomingMessage): Promise<unknown> 
 
 /** Writes the answer: JSON (no body for 204 or null), or the text of a reply with its own content type. */
 export function send(res: http.ServerResponse, reply: Reply, extraHeaders: Record<string, string> = {}): void {
+  if (reply.file) {
+    const file = reply.file;
+    res.writeHead(reply.status, { ...extraHeaders, ...(reply.headers ?? {}), 'content-type': reply.contentType ?? 'application/octet-stream', 'content-length': file.bytes });
+    // Streamed, never held in memory; a read that fails half-way cuts the connection, so the client sees a
+    // body shorter than its Content-Length and not a whole-looking one.
+    if (file.bytes === 0) {
+      res.end();
+      return;
+    }
+    const stream = createReadStream(file.path, { start: 0, end: file.bytes - 1 });
+    stream.on('error', () => res.destroy());
+    stream.pipe(res);
+    return;
+  }
   const text = reply.contentType !== undefined ? (Buffer.isBuffer(reply.body) ? reply.body : String(reply.body)) : reply.body === null || reply.status === 204 ? '' : JSON.stringify(reply.body);
   res.writeHead(reply.status, { ...extraHeaders, ...(reply.headers ?? {}), 'content-type': reply.contentType ?? 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);

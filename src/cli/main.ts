@@ -8,6 +8,7 @@ import { labCommand, LAB_USAGE } from './lab-command.js';
 import { vmCommand, VM_USAGE } from './vm-command.js';
 import { volumeCommand, VOLUME_USAGE } from './volume-command.js';
 import { vcdCommand, VCD_USAGE } from './vcd-command.js';
+import { snapshotCommand, SNAPSHOT_USAGE } from './snapshot-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { userCommand, USER_USAGE } from './user-command.js';
 import { logCommand, LOG_USAGE } from './log-command.js';
@@ -26,6 +27,8 @@ const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux
   lockstep volume …     the pair's volumes (VM disks) and their state: list, show
   lockstep storage-group …  a host's storage groups and their usage: list, show
   lockstep vcd …        a host's virtual CDs (ISO images): list, create, delete
+  lockstep snapshot …   a host's snapshots of VMs' volumes and imported disk images: list, show, take,
+                        export, import, delete (a VM from one: vm create … --from ID)
   lockstep alert list   a host's alerts (the core's, from its event log)
   lockstep audit list   a host's audit log: users' actions and the platform's own
   lockstep user …       a host's management API users: setup, list, add, passwd, remove
@@ -44,6 +47,8 @@ ${VM_USAGE}
 ${VOLUME_USAGE}
 
 ${VCD_USAGE}
+
+${SNAPSHOT_USAGE}
 
 ${LOG_USAGE}
 
@@ -71,6 +76,8 @@ export async function main(argv: string[]): Promise<number> {
         return await volumeCommand(command, rest);
       case 'vcd':
         return await vcdCommand(rest);
+      case 'snapshot':
+        return await snapshotCommand(rest);
       case 'alert':
       case 'audit':
         return await logCommand(command, rest);

@@ -4,7 +4,7 @@ import { isLockstepError, describeError, type ErrorCode } from '../util/errors.j
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
 /** Errors that mean "the command was wrong", as opposed to "the command could not be carried out". */
-const USAGE_CODES: readonly ErrorCode[] = ['INVALID_ARGUMENT', 'UNKNOWN_VM', 'UNKNOWN_VOLUME', 'UNKNOWN_STORAGE_GROUP', 'UNKNOWN_HOST', 'UNKNOWN_FAULT', 'UNKNOWN_USER', 'UNKNOWN_GROUP', 'UNKNOWN_RECEIVER', 'UNKNOWN_VCD', 'VCD_NOT_ISO', 'INVALID_SPEC'];
+const USAGE_CODES: readonly ErrorCode[] = ['INVALID_ARGUMENT', 'UNKNOWN_VM', 'UNKNOWN_VOLUME', 'UNKNOWN_STORAGE_GROUP', 'UNKNOWN_HOST', 'UNKNOWN_FAULT', 'UNKNOWN_USER', 'UNKNOWN_GROUP', 'UNKNOWN_RECEIVER', 'UNKNOWN_VCD', 'VCD_NOT_ISO', 'INVALID_SPEC', 'UNKNOWN_SNAPSHOT', 'IMAGE_INVALID'];
 
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

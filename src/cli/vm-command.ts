@@ -19,6 +19,7 @@ import { renderVmHistory, type HistoryWindow, type VmHistory } from './history-v
 import { renderConsoleLog, type ConsoleLog } from './console-log-view.js';
 import { CONSOLE_LOG_BYTES_MAX } from '../daemon/console-log-routes.js';
 import { EXIT } from './output.js';
+import { snapshotHolder, snapshotId } from './snapshot-command.js';
 
 export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's lockstepd
 
@@ -26,7 +27,10 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
   lockstep vm show NAME
   lockstep vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw]
                     [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--cd-drive]
-                    [--kernel PATH --initrd PATH] [--cmdline TEXT]
+                    [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from SNAPSHOT-OR-IMAGE-ID]
+                                           --from: its volume made from a snapshot or image of the host
+                                           defining it, at its first start (--disk: the image's size
+                                           by default)
   lockstep vm start|stop|remove NAME
   lockstep vm protect NAME --level none|ha|ft
   lockstep vm migrate NAME [--no-wait]     live migration to the peer; follows it unless --no-wait
@@ -71,13 +75,16 @@ export type VmRequest =
       name: string;
       memoryMiB: number;
       vcpus: number;
-      diskMiB: number;
+      /** Absent only with `from`: the image's size. */
+      diskMiB?: number;
       disk: VmDisk;
       protection: ProtectionLevel;
       desired: 'running' | 'stopped';
       /** A CD drive, empty, for virtual CDs (docs/vcd.md). */
       cdDrive: boolean;
       guest: GuestOptions;
+      /** The snapshot or image its volume is made from (lockstep snapshot, docs/snapshots.md). */
+      from?: string;
     });
 
 export const WHERE_OPTIONS = { json: { type: 'boolean' }, socket: { type: 'string' }, host: { type: 'string' } } as const;
@@ -159,11 +166,14 @@ function parseCreate(rest: string[]): VmRequest {
     kernel: { type: 'string' },
     initrd: { type: 'string' },
     cmdline: { type: 'string' },
+    from: { type: 'string' },
   });
   const form =
-    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT]';
+    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from ID]';
   const name = oneName(positionals, form);
-  const missing = (['memory', 'vcpus', 'disk'] as const).filter((k) => values[k] === undefined);
+  const from = values.from === undefined ? undefined : snapshotId(values.from);
+  const needed = from === undefined ? (['memory', 'vcpus', 'disk'] as const) : (['memory', 'vcpus'] as const);
+  const missing = needed.filter((k) => values[k] === undefined);
   if (missing.length > 0) throw new LockstepError('INVALID_ARGUMENT', `vm create needs ${missing.map((k) => `--${k}`).join(', ')}\nusage: lockstep ${form}`);
   const mac = values.mac?.toLowerCase();
   // The first octet's low bit marks multicast: a NIC's own address must be unicast (as the daemon checks).
@@ -197,12 +207,13 @@ function parseCreate(rest: string[]): VmRequest {
     name,
     memoryMiB: integer(values.memory!, 'memory', 64, 1024 * 1024),
     vcpus: integer(values.vcpus!, 'vcpus', 1, 64),
-    diskMiB: integer(values.disk!, 'disk', 1, 16 * 1024 * 1024),
+    ...(values.disk !== undefined ? { diskMiB: integer(values.disk, 'disk', 1, 16 * 1024 * 1024) } : {}),
     disk: { storageGroup, format: format as VolumeFormat },
     protection: values.protection === undefined ? 'ha' : protectionLevel(values.protection, '--protection'),
     desired: values.stopped ? 'stopped' : 'running',
     cdDrive: values['cd-drive'] === true,
     guest,
+    ...(from !== undefined ? { from } : {}),
     ...where,
   };
 }
@@ -293,7 +304,16 @@ async function carryOut(target: Target, req: Exclude<VmRequest, { verb: 'help' |
   }
 }
 
-async function createVm(target: Target, req: Extract<VmRequest, { verb: 'create' }>): Promise<Answer> {
+async function createVm(asked: Target, req: Extract<VmRequest, { verb: 'create' }>): Promise<Answer> {
+  // Made from a snapshot or image: defined by the host that holds it (only it can make the volume), and
+  // as large as the image unless told.
+  const source = req.from === undefined ? null : await snapshotHolder(asked, req.from);
+  const target: Target = source && asked.kind === 'lab' ? { ...asked, daemon: asked.pair.find((d) => d.host === source.daemon.host) ?? asked.daemon } : asked;
+  let diskMiB = req.diskMiB;
+  if (diskMiB === undefined) {
+    assert(source, 'parseVmCommand requires --disk without --from');
+    diskMiB = Math.ceil(source.snapshot.virtualBytes / (1024 * 1024));
+  }
   let guest: CompleteGuest;
   let slot: number | null = null;
   if (target.kind === 'lab') {
@@ -311,18 +331,19 @@ async function createVm(target: Target, req: Extract<VmRequest, { verb: 'create'
     vcpus: req.vcpus,
     memoryMiB: req.memoryMiB,
     guest: { kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
-    diskMiB: req.diskMiB,
+    diskMiB,
     disk: req.disk,
     nic: { mac: guest.mac, address: guest.address },
     protection: req.protection,
     desired: req.desired,
     ...(req.cdDrive ? { cdrom: { medium: null } } : {}),
   };
-  const vm = await daemonRequest<VmView | null>(target.daemon.socket, 'POST', '/v1/vms', def, 60_000);
+  const body = source ? { ...def, source: { snapshot: source.snapshot.id } } : def;
+  const vm = await daemonRequest<VmView | null>(target.daemon.socket, 'POST', '/v1/vms', body, 60_000);
   if (target.kind === 'lab' && slot !== null) {
     await noteLabVm(target.lab, { name: req.name, host: target.daemon.host, protection: req.protection, index: slot, address: guest.address, mac: guest.mac });
   }
-  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${req.diskMiB} MiB disk${diskPlace(req.disk)}${req.cdDrive ? ', a CD drive' : ''}, ${guest.mac} ${guest.address}, desired ${req.desired}`;
+  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${diskMiB} MiB disk${diskPlace(req.disk)}${source ? ` made from ${source.snapshot.kind} ${source.snapshot.id} at its first start` : ''}${req.cdDrive ? ', a CD drive' : ''}, ${guest.mac} ${guest.address}, desired ${req.desired}`;
   return { verb: 'change', headline, vm };
 }
 

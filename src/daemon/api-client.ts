@@ -1,7 +1,9 @@
 /** A client of lockstepd's local API (unix socket, JSON), with errors that keep the daemon's code. */
 import http from 'node:http';
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { rename, rm, stat } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { LockstepError, type ErrorCode, ERROR_CODES } from '../util/errors.js';
 
 export async function daemonRequest<T>(socketPath: string, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
@@ -40,14 +42,14 @@ export async function daemonRequest<T>(socketPath: string, method: string, path:
  * (a name taken, no room) comes before a byte is sent. No timeout on the whole: an image takes as long as it
  * takes, but a daemon silent for `idleMs` (nothing read, nothing answered) ends it.
  */
-export async function daemonUpload<T>(socketPath: string, path: string, file: string, contentType: string, idleMs = 60_000): Promise<T> {
+export async function daemonUpload<T>(socketPath: string, path: string, file: string, contentType: string, idleMs = 60_000, method: 'PUT' | 'POST' = 'PUT'): Promise<T> {
   const { size } = await stat(file).catch((e: NodeJS.ErrnoException) => {
     throw new LockstepError('INVALID_ARGUMENT', `cannot read ${file}: ${e.message}`, { file });
   });
   return new Promise<T>((resolve, reject) => {
     let answered = false;
     const headers = { 'content-type': contentType, 'content-length': size, expect: '100-continue' };
-    const req = http.request({ socketPath, method: 'PUT', path, headers, timeout: idleMs }, (res) => {
+    const req = http.request({ socketPath, method, path, headers, timeout: idleMs }, (res) => {
       answered = true;
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -58,10 +60,10 @@ export async function daemonUpload<T>(socketPath: string, path: string, file: st
         try {
           parsed = raw === '' ? null : JSON.parse(raw);
         } catch {
-          reject(new LockstepError('DAEMON_ERROR', `lockstepd answered PUT ${path} with invalid JSON`, { status: res.statusCode }));
+          reject(new LockstepError('DAEMON_ERROR', `lockstepd answered ${method} ${path} with invalid JSON`, { status: res.statusCode }));
           return;
         }
-        if ((res.statusCode ?? 500) >= 400) reject(toError(parsed, 'PUT', path, res.statusCode ?? 500));
+        if ((res.statusCode ?? 500) >= 400) reject(toError(parsed, method, path, res.statusCode ?? 500));
         else resolve(parsed as T);
       });
     });
@@ -77,6 +79,56 @@ export async function daemonUpload<T>(socketPath: string, path: string, file: st
     });
     req.flushHeaders();
   });
+}
+
+/**
+ * Downloads a route's file answer (`GET /v1/snapshots/ID/image`) into `file`, streamed: into a hidden name
+ * beside it, renamed once every byte its `Content-Length` announced is in, so a cut-off download leaves
+ * nothing at `file`. Refuses to overwrite an existing file. Resolves with the bytes written; `onProgress` hears
+ * of every chunk (the CLI's progress line).
+ */
+export async function daemonDownload(
+  socketPath: string,
+  path: string,
+  file: string,
+  opts: { idleMs?: number; onProgress?: (receivedBytes: number, totalBytes: number) => void } = {},
+): Promise<number> {
+  const idleMs = opts.idleMs ?? 60_000;
+  if (await stat(file).then(() => true, () => false)) throw new LockstepError('INVALID_ARGUMENT', `${file} exists already: it is not overwritten`, { file });
+  const tmp = `${file}.part`;
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.request({ socketPath, method: 'GET', path, timeout: idleMs }, resolve);
+    req.on('timeout', () => req.destroy(new Error(`nothing moved for ${idleMs} ms`)));
+    req.on('error', (e) => reject(new LockstepError('DAEMON_UNREACHABLE', `lockstepd at ${socketPath} did not answer: ${e.message}`, { socketPath }, { cause: e })));
+    req.end();
+  });
+  if ((res.statusCode ?? 500) >= 400) {
+    const chunks: Buffer[] = [];
+    for await (const c of res) chunks.push(c as Buffer);
+    let parsed: unknown = null;
+    try {
+      parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      parsed = null;
+    }
+    throw toError(parsed, 'GET', path, res.statusCode ?? 500);
+  }
+  const expected = Number(res.headers['content-length']);
+  let received = 0;
+  res.on('data', (c: Buffer) => {
+    received += c.length;
+    opts.onProgress?.(received, expected);
+  });
+  try {
+    await pipeline(res, createWriteStream(tmp, { flags: 'wx' }));
+    if (received !== expected) throw new LockstepError('DAEMON_ERROR', `the download of ${path} ended after ${received} of ${expected} bytes`, { receivedBytes: received, bytes: expected });
+    await rename(tmp, file);
+    return received;
+  } catch (e) {
+    await rm(tmp, { force: true });
+    if (e instanceof LockstepError) throw e;
+    throw new LockstepError('DAEMON_UNREACHABLE', `the download of ${path} broke: ${(e as Error).message}`, { socketPath }, { cause: e });
+  }
 }
 
 function toError(parsed: unknown, method: string, path: string, status: number): LockstepError {

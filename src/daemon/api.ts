@@ -39,6 +39,8 @@ import type { HistoryView } from '../history/sampler.js';
 import { HISTORY_ROUTES } from './history-routes.js';
 import { CONSOLE_LOG_ROUTES } from './console-log-routes.js';
 import { supportRoutes } from './support-routes.js';
+import { SNAPSHOT_ID_PATTERN, SNAPSHOT_ROUTES } from './snapshot-routes.js';
+import { sourceOf, type SnapshotStore } from './snapshots.js';
 
 const LOG_LIMIT_MAX = 1000;
 
@@ -65,6 +67,8 @@ export interface ApiContext {
   storageGroups: readonly StorageGroupConfig[];
   /** This host's virtual CDs, in its storage groups (src/storage/vcd-store.ts). */
   vcds: VcdStore;
+  /** This host's snapshots and imported images (src/daemon/snapshots.ts). */
+  snapshots: SnapshotStore;
   pairCaPem(): Promise<string | null>;
   recentLog(opts: { limit: number; beforeId?: number; kind?: 'event' | 'alert' }): (LogEntry & { id: number })[];
   /** Entries newer than `afterId`, oldest first: what the live event stream sends. */
@@ -148,6 +152,13 @@ export const VM_DEFINITION_SCHEMA: Schema = {
       additionalProperties: false,
       properties: { medium: { type: 'null', description: 'a drive is defined empty' } },
       description: 'a CD drive, empty: insert a virtual CD into it with POST /v1/vms/NAME/cdrom (docs/vcd.md); absent: no drive',
+    },
+    source: {
+      type: 'object',
+      required: ['snapshot'],
+      additionalProperties: false,
+      description: 'make the volume at the first start from a snapshot or imported image of this host (docs/snapshots.md); absent: a blank volume',
+      properties: { snapshot: { type: 'string', pattern: SNAPSHOT_ID_PATTERN, description: 'the snapshot or image id' } },
     },
   },
 };
@@ -320,14 +331,23 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     path: '/vms',
     tag: 'vms',
     summary: 'define a VM',
-    description: "the host that defines a VM owns it; COMMAND_REFUSED if the name exists, or the disk does not fit in its storage group's free space; INVALID_SPEC for a storage group this host does not have",
+    description: "the host that defines a VM owns it; COMMAND_REFUSED if the name exists, or the disk does not fit in its storage group's free space; INVALID_SPEC for a storage group this host does not have. With `source`, its volume is made at its first start from a snapshot or image of this host (which starts it first: docs/snapshots.md)",
     access: 'platform-manager',
     body: VM_DEFINITION_SCHEMA,
     bodyError: 'INVALID_SPEC',
     response: { status: 201, description: 'the VM as defined', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
-    errors: ['NOT_PAIRED', 'COMMAND_REFUSED'],
+    errors: ['NOT_PAIRED', 'COMMAND_REFUSED', 'UNKNOWN_SNAPSHOT', 'IMAGE_INVALID'],
     handler: async (ctx, { body }) => {
-      const def = parseVmDefinition(body);
+      const { source, ...rest } = body as { source?: { snapshot: string } };
+      const def = parseVmDefinition(rest);
+      if (source) {
+        // Made from a snapshot or image of this host: this host defines it, so owns it and starts it first.
+        const { snapshot } = await ctx.snapshots.readyFile(source.snapshot);
+        if (snapshot.virtualBytes > def.diskMiB * 1024 * 1024) {
+          throw new LockstepError('IMAGE_INVALID', `${snapshot.kind} ${snapshot.id} is a ${Math.ceil(snapshot.virtualBytes / 1024 / 1024)} MiB disk: VM ${def.name}'s diskMiB must be at least that`, { field: 'diskMiB', virtualBytes: snapshot.virtualBytes });
+        }
+        def.source = sourceOf(snapshot);
+      }
       await checkVolumeFits(volumeContext(ctx), def);
       await command(ctx, { kind: 'define-vm', name: def.name, protection: def.protection, desired: def.desired, hardware: { ...hardwareOf(def) } });
       return { status: 201, body: vmStatus(ctx, def.name) };
@@ -569,6 +589,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     },
   },
   ...VCD_ROUTES,
+  ...SNAPSHOT_ROUTES,
   ...NETWORK_ROUTES,
   ...SENSOR_ROUTES,
   ...PREFERENCE_ROUTES,

@@ -31,6 +31,7 @@ import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
 import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
 import { VcdStore } from '../storage/vcd-store.js';
+import { SnapshotStore, daemonSnapshotPorts } from './snapshots.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
 import { Notifier } from '../notify/notifier.js';
 import { HostNetworks } from './networks.js';
@@ -136,6 +137,13 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     log,
   });
   await runner.reapLeftovers();
+  // This host's snapshots and imported images: what a crash cut off is failed and swept before any is taken.
+  const snapshots = new SnapshotStore(config.host, config.storageGroups, db, daemonSnapshotPorts({ driver: () => driver, runner: () => runner, log }));
+  try {
+    for (const line of await snapshots.recover()) log(line);
+  } catch (e) {
+    log(`cannot sweep the snapshots' leftovers: ${describeError(e)}`);
+  }
   try {
     for (const file of await vcds.sweepLeftovers()) log(`removed ${file}, an upload of a virtual CD cut off when lockstepd last stopped`);
   } catch (e) {
@@ -188,6 +196,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     peer: () => peerReports.ask(),
     storageGroups: config.storageGroups,
     vcds,
+    snapshots,
     pairCaPem: async () => (pki ? readFile(pki.ca, 'utf8') : null),
     recentLog: (opts) => db.recentLog(opts),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),

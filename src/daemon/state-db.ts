@@ -8,6 +8,8 @@
  * vms     one row per VmRecord, keyed by VM name
  * faults  the Durable's fault history, in order (equal times are real: one health report, several faults)
  * log     core events and alerts, newest LOG_MAX_ROWS kept; ids are paging cursors
+ * copies  HA's disk copies (core/types.ts CopyRecord)
+ * snapshots  this host's snapshots and imported images (src/daemon/snapshots.ts): not replicated
  * ```
  *
  * The schema is relational so that SQLite's constraints check enums and types on every write, and a corrupt
@@ -108,7 +110,41 @@ const MIGRATIONS: readonly string[] = [
     epoch   INTEGER NOT NULL CHECK (epoch >= 0)
   ) STRICT;
   `,
+  // 3: this host's snapshots and imported images (src/daemon/snapshots.ts); the host's own, not the pair's.
+  `
+  CREATE TABLE snapshots (
+    id            TEXT NOT NULL PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('snapshot', 'image')),
+    vm            TEXT,
+    storage_group TEXT NOT NULL,
+    file          TEXT NOT NULL,
+    format        TEXT NOT NULL CHECK (format IN ('qcow2', 'raw')),
+    created_ms    INTEGER NOT NULL,
+    virtual_bytes INTEGER NOT NULL CHECK (virtual_bytes >= 0),
+    state         TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'failed')),
+    description   TEXT NOT NULL,
+    error         TEXT,
+    CHECK ((kind = 'snapshot') = (vm IS NOT NULL))
+  ) STRICT;
+  `,
 ];
+
+/** A snapshot or imported image as this host's state database keeps it (src/daemon/snapshots.ts). */
+export interface SnapshotRow {
+  id: string;
+  kind: 'snapshot' | 'image';
+  /** The VM it was taken of (null: an imported image). */
+  vm: string | null;
+  storageGroup: string;
+  /** Its file's name in the group's `snapshots/` directory. */
+  file: string;
+  format: 'qcow2' | 'raw';
+  createdMs: number;
+  virtualBytes: number;
+  state: 'creating' | 'ready' | 'failed';
+  description: string;
+  error: string | null;
+}
 
 /** The schema version this code writes: a database with a higher `user_version` is refused. */
 export const STATE_DB_SCHEMA_VERSION = MIGRATIONS.length;
@@ -152,6 +188,12 @@ export class StateDb {
         INSERT INTO log (wall_ms, at_ms, host, kind, severity, code, what, cause)
         VALUES (@wallMs, @atMs, @host, @kind, @severity, @code, @what, @cause)`),
       trimLog: db.prepare('DELETE FROM log WHERE id <= ?'),
+      snapshots: db.prepare('SELECT * FROM snapshots ORDER BY created_ms, id'),
+      upsertSnapshot: db.prepare(`
+        INSERT INTO snapshots (id, kind, vm, storage_group, file, format, created_ms, virtual_bytes, state, description, error)
+        VALUES (@id, @kind, @vm, @storageGroup, @file, @format, @createdMs, @virtualBytes, @state, @description, @error)
+        ON CONFLICT (id) DO UPDATE SET virtual_bytes = excluded.virtual_bytes, state = excluded.state, error = excluded.error, created_ms = excluded.created_ms`),
+      deleteSnapshot: db.prepare('DELETE FROM snapshots WHERE id = ?'),
       logAfter: db.prepare('SELECT * FROM log WHERE id > ? ORDER BY id ASC LIMIT ?'),
       recentLog: db.prepare('SELECT * FROM log WHERE id < ? ORDER BY id DESC LIMIT ?'),
       recentLogOfKind: db.prepare('SELECT * FROM log WHERE kind = ? AND id < ? ORDER BY id DESC LIMIT ?'),
@@ -312,6 +354,36 @@ export class StateDb {
     };
   }
 
+  /** This host's snapshots and images, oldest first. */
+  snapshots(): SnapshotRow[] {
+    return this.guard('read the snapshots', () =>
+      (this.stmt.snapshots.all() as Row[]).map((row) => {
+        const r = new RowReader(this.file, 'snapshots', row, String(row['id']));
+        return {
+          id: r.str('id'),
+          kind: r.oneOf('kind', ['snapshot', 'image'] as const),
+          vm: r.strOrNull('vm'),
+          storageGroup: r.str('storage_group'),
+          file: r.str('file'),
+          format: r.oneOf('format', ['qcow2', 'raw'] as const),
+          createdMs: r.int('created_ms'),
+          virtualBytes: r.int('virtual_bytes'),
+          state: r.oneOf('state', ['creating', 'ready', 'failed'] as const),
+          description: r.str('description'),
+          error: r.strOrNull('error'),
+        };
+      }),
+    );
+  }
+
+  /** Writes a snapshot's row (new, or its state, size, time and error changed), durably before it returns. */
+  saveSnapshot(row: SnapshotRow): void {
+    this.guard('write a snapshot', () => this.stmt.upsertSnapshot.run(row));
+  }
+
+  deleteSnapshot(id: string): void {
+    this.guard('delete a snapshot', () => this.stmt.deleteSnapshot.run(id));
+  }
 
   close(): void {
     this.db.close();

@@ -24,6 +24,20 @@ export interface VmHardware {
   nic: { mac: string; address: string };
   /** A CD drive (absent: none), and the virtual CD in it. */
   cdrom?: VmCdromHardware;
+  /**
+   * The image the volume is made from at its first start (absent: blank): a snapshot or an imported image
+   * of `host`, a file in its group's `snapshots/` directory. Images are not replicated, so the first start
+   * must be there (src/daemon/snapshots.ts); once the volume exists this is history.
+   */
+  source?: VmImageSource;
+}
+
+export interface VmImageSource {
+  host: string;
+  /** The snapshot's or image's id. */
+  image: string;
+  storageGroup: string;
+  file: string;
 }
 
 /**
@@ -92,7 +106,25 @@ export function parseVmHardware(raw: unknown): VmHardware {
     disk: parseDisk(o['disk']),
     nic: { mac, address },
     ...(o['cdrom'] === undefined ? {} : { cdrom: parseCdrom(o['cdrom']) }),
+    ...(o['source'] === undefined ? {} : { source: parseSource(o['source']) }),
   };
+}
+
+const IMAGE_ID = /^(snap|img)-[0-9a-f]{12}$/;
+const IMAGE_FILE = /^(snap|img)-[0-9a-f]{12}\.(qcow2|raw)$/;
+
+function parseSource(raw: unknown): VmImageSource {
+  const o = object(raw, 'source');
+  const host = string(o, 'host', 'source.host');
+  if (!NAME.test(host)) invalid('source.host', 'must be a host name', host);
+  const image = string(o, 'image', 'source.image');
+  if (!IMAGE_ID.test(image)) invalid('source.image', 'must be a snapshot or image id', image);
+  const storageGroup = string(o, 'storageGroup', 'source.storageGroup');
+  if (!NAME.test(storageGroup)) invalid('source.storageGroup', 'must match [a-z][a-z0-9-]{0,30}', storageGroup);
+  // A file name, never a path: the image is looked for in the group's snapshots directory only.
+  const file = string(o, 'file', 'source.file');
+  if (!IMAGE_FILE.test(file)) invalid('source.file', "must be an image's file name", file);
+  return { host, image, storageGroup, file };
 }
 
 /** The `cdrom` object: `{}` (or `medium: null`) is an empty drive. */
@@ -120,7 +152,7 @@ function parseDisk(raw: unknown): VmDisk {
 
 /** The hardware part of a definition, as the core replicates it. */
 export function hardwareOf(def: VmDefinition): VmHardware {
-  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, disk: def.disk, nic: def.nic, ...(def.cdrom ? { cdrom: def.cdrom } : {}) };
+  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, disk: def.disk, nic: def.nic, ...(def.cdrom ? { cdrom: def.cdrom } : {}), ...(def.source ? { source: def.source } : {}) };
 }
 
 function invalid(field: string, why: string, value?: unknown): never {

@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
-import { describeError } from '../util/errors.js';
+import { LockstepError, describeError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { ensureDisk } from '../storage/disk-image.js';
 import { DiskMirror, type MirrorProgress } from '../storage/disk-mirror.js';
@@ -39,7 +39,9 @@ import { parseVmHardware, type VcdRef, type VmHardware } from './vm-definition.j
 import { ejectMedium, insertMedium } from '../qemu/cdrom.js';
 import type { Vcd } from '../storage/vcd.js';
 import { mediumImage } from './cdrom.js';
-import { locateVolume } from '../storage/storage-group.js';
+import { locateVolume, snapshotDirectory, storageGroupOf } from '../storage/storage-group.js';
+import { exists } from '../storage/disk-image.js';
+import { liveSnapshotProblem, snapshotLive, volumeFromImage } from '../storage/snapshot-image.js';
 import { addSample, syncRate, type ProgressSample } from '../storage/volume.js';
 import type { FtPrimaryStats } from '../ft/ft-primary.js';
 import { FtOwner } from './ft-owner.js';
@@ -346,6 +348,25 @@ export class VmRunner {
     else await insertMedium(slot.qemu.qmp, CDROM_ID, image);
     this.log(`VM ${name}: CD drive ${image === null ? 'emptied' : `now holds ${image}`}`);
     return 'changed';
+  }
+
+  /**
+   * A live snapshot of the running VM's volume into `target` (src/storage/snapshot-image.ts). Which node is
+   * copied: a raw volume's file node always (its file never grows, and no mirror job holds it); a qcow2
+   * volume's format node, only while the VM has no mirror (unprotected). A VM that is not running here
+   * (`VM_NOT_RUNNING`), is starting, stopping or migrating, runs under FT, or has a mirrored qcow2 volume is
+   * refused (`SNAPSHOT_REFUSED`) before anything is made.
+   */
+  async snapshot(name: VmName, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void> {
+    const slot = this.slots.get(name);
+    if (!slot || !slot.qemu) throw new LockstepError('VM_NOT_RUNNING', `VM ${name} does not run on ${this.config.host}`, { vm: name });
+    if (slot.state !== 'running' || slot.migration) throw refused(name, `it is ${slot.migration ? 'migrating' : slot.state}: take its snapshot once it runs`);
+    if (slot.ftWanted || slot.mirrorForFt) throw refused(name, 'it runs under FT, whose checkpointing owns its disk: snapshot it stopped, or as HA');
+    const problem = liveSnapshotProblem(hw.disk.format, slot.mirror !== null);
+    if (problem) throw refused(name, problem);
+    const source = hw.disk.format === 'raw' ? { kind: 'file' as const, node: `${DISK_ID}-file`, format: 'raw' as const } : { kind: 'guest' as const, node: DISK_ID };
+    this.log(`VM ${name}: live snapshot ${id} of its ${hw.disk.format} volume (${source.kind === 'file' ? 'file node' : 'format node'}) into ${target}`);
+    await snapshotLive(slot.qemu.qmp, target, { source, id, onPointInTime });
   }
 
   private async connectMirror(name: VmName, slot: Slot, stream: string, asked: MirrorMode): Promise<void> {
@@ -801,6 +822,17 @@ export class VmRunner {
    */
   private async prepare(name: VmName, hw: VmHardware, slot: Slot): Promise<VmSpec> {
     const disk = locateVolume(this.config.storageGroups, this.config.host, name, hw.disk);
+    // A VM made from a snapshot or an imported image: its first start makes the volume from the image, and
+    // only the host holding it can (images are not replicated; HA's full sync then brings the volume over).
+    if (hw.source && !(await exists(disk))) {
+      if (hw.source.host !== this.config.host) {
+        throw new LockstepError('SNAPSHOT_REFUSED', `VM ${name}'s first start must be on ${hw.source.host}, which holds the image ${hw.source.image} it is made from; ${this.config.host} does not`, { vm: name, host: hw.source.host });
+      }
+      const image = path.join(snapshotDirectory(storageGroupOf(this.config.storageGroups, hw.source.storageGroup, this.config.host)), hw.source.file);
+      await mkdir(path.dirname(disk), { recursive: true });
+      this.log(`VM ${name}: making its volume from image ${hw.source.image} (${image})`);
+      await volumeFromImage(image, disk, hw.disk.format, hw.diskMiB);
+    }
     await ensureDisk(disk, hw.diskMiB, hw.disk.format);
     const tap = tapName(name);
     await ensureTap(tap, this.config.businessBridge);
@@ -853,6 +885,10 @@ function newSlot(instance: number, state: VmRunState, ftWanted: boolean): Slot {
 function lastStderrLine(tail: string): string {
   const line = tail.trim().split('\n').at(-1)?.trim() ?? '';
   return line.length > 300 ? `${line.slice(0, 300)}…` : line;
+}
+
+function refused(vm: VmName, why: string): LockstepError {
+  return new LockstepError('SNAPSHOT_REFUSED', `no live snapshot of VM ${vm}: ${why}`, { vm });
 }
 
 /** Interface names are at most 15 bytes: `t-NAME`, or for a long name its start and a short hash, still unique. */

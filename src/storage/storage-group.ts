@@ -75,6 +75,11 @@ export function vcdDirectory(group: StorageGroupConfig): string {
   return path.join(group.path, 'vcds');
 }
 
+/** Where a group keeps this host's snapshots and imported images (src/daemon/snapshots.ts): apart from the volumes. */
+export function snapshotDirectory(group: StorageGroupConfig): string {
+  return path.join(group.path, 'snapshots');
+}
+
 /**
  * The group of `name` on this host, or `UNKNOWN_STORAGE_GROUP`: thrown when a host is asked to run or serve
  * a volume in a group it does not have (its peer defined the VM, and this host's config lacks the group).
@@ -155,11 +160,16 @@ export async function groupFileAllocations(group: StorageGroupConfig): Promise<n
   return [...files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : [])), ...(await vcdAllocations(group))];
 }
 
-/** The bytes allocated by the virtual CDs in a group (`vcds/*.iso`): they take the group's space as volumes do. */
+/**
+ * The bytes allocated by the virtual CDs in a group (`vcds/*.iso`) and by its snapshots and images
+ * (`snapshots/*`, those being made included): they take the group's space as volumes do.
+ */
 export async function vcdAllocations(group: StorageGroupConfig): Promise<number[]> {
   const dir = vcdDirectory(group);
   const images = (await filesIn(dir)).filter((n) => n.endsWith('.iso'));
-  const files = await Promise.all(images.map((n) => volumeFile(path.join(dir, n))));
+  const snapDir = snapshotDirectory(group);
+  const snapshots = await filesIn(snapDir);
+  const files = await Promise.all([...images.map((n) => volumeFile(path.join(dir, n))), ...snapshots.map((n) => volumeFile(path.join(snapDir, n)))]);
   return files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : []));
 }
 

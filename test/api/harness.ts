@@ -36,6 +36,7 @@ import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
 import { VcdStore } from '../../src/storage/vcd-store.js';
 import { LogTail } from '../../src/daemon/log-tail.js';
+import { SnapshotStore, daemonSnapshotPorts } from '../../src/daemon/snapshots.js';
 
 export interface Answer {
   status: number;
@@ -208,6 +209,7 @@ export async function startHarness(
   );
   if (opts.historyIntervalMs !== undefined) history.start();
   cleanup.add(() => history.stop());
+  const snapshots = new SnapshotStore('host1', config.storageGroups, db, daemonSnapshotPorts({ driver: () => driver, runner: () => runner, log: () => {} }));
   const api: ApiContext = {
     host: 'host1',
     startedAt: new Date().toISOString(),
@@ -224,6 +226,7 @@ export async function startHarness(
     peer: () => peerReports.ask(),
     storageGroups: config.storageGroups,
     vcds,
+    snapshots,
     pairCaPem: async () => readFile(pairCa.cert, 'utf8'),
     recentLog: (o) => db.recentLog(o),
     logAfter: (afterId, limit) => db.logAfter(afterId, limit),

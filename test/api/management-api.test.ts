@@ -6,7 +6,9 @@
  */
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createImage } from '../../src/storage/disk-image.js';
 import { Cleanup } from '../support/cleanup.js';
 import { makeIso } from '../support/iso.js';
 import { ADMIN, SAMPLE_VM, startHarness, type Answer, type Harness } from './harness.js';
@@ -147,6 +149,23 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   expectDocumented('ejectCdrom', await h.request('DELETE', '/api/v1/vms/disc/cdrom', { token }), covered);
   assert.equal((await h.request('DELETE', '/api/v1/vms/disc', { token })).status, 204);
   expectDocumented('deleteVcd', await h.request('DELETE', '/api/v1/vcds/install', { token }), covered);
+  // Snapshots and images (test/api/snapshots-api.test.ts has the rest): a raw image imported, a stopped VM's
+  // snapshot taken from its volume, each read, exported and deleted.
+  const imported = await h.request('POST', '/api/v1/images', { token, headers: { 'content-type': 'application/octet-stream' }, raw: Buffer.alloc(64 * 1024, 7) });
+  expectDocumented('importImage', imported, covered);
+  await mkdir(path.join(h.dir, 'disks'), { recursive: true });
+  await createImage(path.join(h.dir, 'disks', 'web.qcow2'), SAMPLE_VM.diskMiB, 'qcow2');
+  const taken = await h.request('POST', '/api/v1/vms/web/snapshots', { token, body: { description: 'tested' } });
+  expectDocumented('takeSnapshot', taken, covered);
+  expectDocumented('listSnapshots', await h.request('GET', '/api/v1/snapshots', { token }), covered);
+  expectDocumented('getSnapshot', await h.request('GET', `/api/v1/snapshots/${taken.body.id}`, { token }), covered);
+  const exported = await h.request('GET', `/api/v1/snapshots/${imported.body.id}/image`, { token });
+  assert.equal(exported.status, routeById.get('exportSnapshot')!.response.status);
+  assert.equal(exported.headers['content-type'], 'application/octet-stream');
+  assert.equal(exported.headers['content-length'], String(64 * 1024));
+  covered.add('exportSnapshot');
+  expectDocumented('deleteSnapshot', await h.request('DELETE', `/api/v1/snapshots/${taken.body.id}`, { token }), covered);
+  assert.equal((await h.request('DELETE', `/api/v1/snapshots/${imported.body.id}`, { token })).status, 204);
   expectDocumented('listNetworks', await h.request('GET', '/api/v1/networks', { token }), covered);
   expectDocumented('getHostSensors', await h.request('GET', '/api/v1/host/sensors', { token }), covered);
   expectDocumented('getHostHealth', await h.request('GET', '/api/v1/host/health', { token }), covered);

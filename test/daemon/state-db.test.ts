@@ -128,7 +128,7 @@ test('an empty file is migrated to the current schema; reopening migrates nothin
   assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
   const tables = (): unknown => raw.prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'index') AND name NOT LIKE 'sqlite_%' ORDER BY name").all();
   const before = tables();
-  assert.deepEqual(before, [{ name: 'boot' }, { name: 'copies' }, { name: 'faults' }, { name: 'log' }, { name: 'log_kind' }, { name: 'pair' }, { name: 'vms' }]);
+  assert.deepEqual(before, [{ name: 'boot' }, { name: 'copies' }, { name: 'faults' }, { name: 'log' }, { name: 'log_kind' }, { name: 'pair' }, { name: 'snapshots' }, { name: 'vms' }]);
 
   const again = openDb(file);
   assert.deepEqual(tables(), before);

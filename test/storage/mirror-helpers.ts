@@ -57,7 +57,7 @@ export class IoResults {
 }
 
 /** QEMU paused (`-S`) with `image` as disk `vda`: file node `vda-file`, format node `vda`, device `vda`. */
-export async function startDiskQemu(cleanup: Cleanup, dir: string, image: string): Promise<DiskQemu> {
+export async function startDiskQemu(cleanup: Cleanup, dir: string, image: string, format: 'qcow2' | 'raw' = 'qcow2'): Promise<DiskQemu> {
   const socketPath = path.join(dir, 'qmp.sock');
   const child = spawn(
     'qemu-system-x86_64',
@@ -65,7 +65,7 @@ export async function startDiskQemu(cleanup: Cleanup, dir: string, image: string
       '-machine', 'pc', '-accel', 'tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-m', '32', '-S',
       '-chardev', `socket,id=qmp,path=${socketPath},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control',
       '-blockdev', `driver=file,node-name=vda-file,filename=${image}`,
-      '-blockdev', 'driver=qcow2,node-name=vda,file=vda-file',
+      '-blockdev', `driver=${format},node-name=vda,file=vda-file`,
       '-device', 'virtio-blk-pci,drive=vda,id=vda',
     ],
     { stdio: ['ignore', 'pipe', 'ignore'] },
@@ -134,10 +134,10 @@ export interface Peer {
  * The peer's copy: qemu-nbd exporting `image` as `vm`, writing through (the mirror does not forward
  * flushes). `--shared=2` lets a test read the copy while the mirror is connected.
  */
-export async function startPeer(cleanup: Cleanup, image: string, socketPath: string, vm: string): Promise<Peer> {
+export async function startPeer(cleanup: Cleanup, image: string, socketPath: string, vm: string, format: 'qcow2' | 'raw' = 'qcow2'): Promise<Peer> {
   const child = spawn(
     'qemu-nbd',
-    [`--socket=${socketPath}`, '--format=qcow2', `--export-name=${vm}`, '--persistent', '--shared=2', '--cache=writethrough', image],
+    [`--socket=${socketPath}`, `--format=${format}`, `--export-name=${vm}`, '--persistent', '--shared=2', '--cache=writethrough', image],
     { stdio: ['ignore', 'ignore', 'ignore'] },
   );
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
@@ -176,8 +176,8 @@ export async function copyHolds(peer: Peer, vm: string, offset: number, bytes: n
 }
 
 /** `qemu-img compare` of two qcow2 images (both formats given: a second `-f` would override the first). */
-export async function imagesIdentical(a: string, b: string): Promise<{ identical: boolean; output: string }> {
-  const r = await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', a, b], { allowFailure: true, timeoutMs: 30_000 });
+export async function imagesIdentical(a: string, b: string, formats: readonly ['qcow2' | 'raw', 'qcow2' | 'raw'] = ['qcow2', 'qcow2']): Promise<{ identical: boolean; output: string }> {
+  const r = await run('qemu-img', ['compare', '-f', formats[0], '-F', formats[1], a, b], { allowFailure: true, timeoutMs: 30_000 });
   return { identical: r.code === 0, output: (r.stdout + r.stderr).trim() };
 }
 

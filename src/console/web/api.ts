@@ -17,8 +17,9 @@ export function whenSessionLost(f: () => void): void {
 /** A request never waits longer than this: the page says the host did not answer. */
 const REQUEST_TIMEOUT_MS = 20_000;
 
-export async function call<T>(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, body?: unknown): Promise<ApiResult<T>> {
-  const init: RequestInit = { method, credentials: 'same-origin', headers: { accept: 'application/json' }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) };
+/** `timeoutMs`: longer for a call the host answers only once its work is done (taking a snapshot). */
+export async function call<T>(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, body?: unknown, timeoutMs = REQUEST_TIMEOUT_MS): Promise<ApiResult<T>> {
+  const init: RequestInit = { method, credentials: 'same-origin', headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) };
   if (body !== undefined) {
     init.headers = { ...init.headers, 'content-type': 'application/json' };
     init.body = JSON.stringify(body);
@@ -52,32 +53,32 @@ export function describe(r: { code: string; message: string }): string {
 export type UploadProgress = (sentBytes: number, totalBytes: number) => void;
 
 /**
- * A file as the raw body of an upload route (`PUT /v1/vcds/NAME`), streamed by the browser from disk, with
+ * A file as the raw body of an upload route (`PUT /v1/vcds/NAME`, `POST /v1/images`), streamed by the browser from disk, with
  * its progress (XHR: fetch reports none). No overall timeout: an image takes as long as it takes. A host
  * that refuses an upload before its end closes the connection, which the browser may report as no answer
  * (`NETWORK`): the caller can read the audit log for why.
  */
-export function upload<T>(path: string, file: Blob, onProgress: UploadProgress): Promise<ApiResult<T>> {
+export function upload<T>(path: string, file: Blob, onProgress: UploadProgress, method: 'PUT' | 'POST' = 'PUT'): Promise<ApiResult<T>> {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('PUT', `/api${path}`);
+    xhr.open(method, `/api${path}`);
     xhr.withCredentials = true;
     xhr.setRequestHeader('content-type', 'application/octet-stream');
     xhr.setRequestHeader('accept', 'application/json');
     xhr.upload.addEventListener('progress', (ev) => onProgress(ev.loaded, ev.total));
-    xhr.addEventListener('error', () => resolve({ ok: false, status: 0, code: 'NETWORK', message: `PUT ${path}: the host closed the upload without an answer`, fields: {} }));
+    xhr.addEventListener('error', () => resolve({ ok: false, status: 0, code: 'NETWORK', message: `${method} ${path}: the host closed the upload without an answer`, fields: {} }));
     xhr.addEventListener('load', () => {
       let parsed: unknown = null;
       try {
         parsed = xhr.responseText === '' ? null : JSON.parse(xhr.responseText);
       } catch {
-        resolve({ ok: false, status: xhr.status, code: 'BAD_ANSWER', message: `PUT ${path}: the answer is not JSON (${xhr.status})`, fields: {} });
+        resolve({ ok: false, status: xhr.status, code: 'BAD_ANSWER', message: `${method} ${path}: the answer is not JSON (${xhr.status})`, fields: {} });
         return;
       }
       if (xhr.status >= 200 && xhr.status < 300) return resolve({ ok: true, status: xhr.status, body: parsed as T });
       const err = (parsed as { error?: { code?: string; message?: string; fields?: Record<string, unknown> } } | null)?.error;
       if (xhr.status === 401 && onSessionLost !== null) onSessionLost();
-      resolve({ ok: false, status: xhr.status, code: err?.code ?? `HTTP_${xhr.status}`, message: err?.message ?? `PUT ${path} answered ${xhr.status}`, fields: err?.fields ?? {} });
+      resolve({ ok: false, status: xhr.status, code: err?.code ?? `HTTP_${xhr.status}`, message: err?.message ?? `${method} ${path} answered ${xhr.status}`, fields: err?.fields ?? {} });
     });
     xhr.send(file);
   });
@@ -124,4 +125,16 @@ export async function download(method: 'GET' | 'POST', path: string, timeoutMs: 
   // The browser has taken the file by the time the click returns; the URL can go.
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
   return { ok: true, status: res.status, body: { fileName, bytes: blob.size } };
+}
+
+/**
+ * Why the host refused an upload it closed without an answer the browser got (a refusal before the rest of
+ * the body, which the host does not read): the caller's newest audit entry of `operation` on `target` says;
+ * any other result is returned as it is.
+ */
+export async function explainClosedUpload<T>(r: ApiResult<T>, user: string, operation: string, target: string | null): Promise<ApiResult<T>> {
+  if (r.ok || r.code !== 'NETWORK') return r;
+  const audit = await call<{ entries: { operation: string; target: string | null; code: string | null; message: string | null }[] }>('GET', `/v1/audit?kind=user&user=${encodeURIComponent(user)}&limit=20`);
+  const entry = audit.ok ? audit.body.entries.find((e) => e.operation === operation && e.target === target) : undefined;
+  return entry?.code ? { ok: false, status: 0, code: entry.code, message: entry.message ?? '', fields: {} } : r;
 }

@@ -15,13 +15,14 @@ import { hostsPage } from './pages/hosts.js';
 import { vmsPage } from './pages/vms.js';
 import { storagePage } from './pages/storage.js';
 import { vcdsPage } from './pages/vcds.js';
+import { imagesPage } from './pages/images.js';
 import { networksPage } from './pages/networks.js';
 import { alertsPage } from './pages/alerts.js';
 import { timelinePage } from './pages/timeline.js';
 import { usersPage } from './pages/users.js';
 import { preferencesPage } from './pages/preferences.js';
 
-const PAGES: Page[] = [dashboardPage, hostsPage, vmsPage, storagePage, vcdsPage, networksPage, alertsPage, timelinePage, usersPage, preferencesPage];
+const PAGES: Page[] = [dashboardPage, hostsPage, vmsPage, storagePage, vcdsPage, imagesPage, networksPage, alertsPage, timelinePage, usersPage, preferencesPage];
 
 const root = document.getElementById('app')!;
 let live: LiveStream | null = null;

@@ -78,6 +78,8 @@ export interface VmHardware {
   nic?: { mac: string; address: string };
   /** A CD drive (docs/vcd.md): the virtual CD in it by name and SHA-256, or null when empty; absent: no drive. */
   cdrom?: { medium: { vcd: string; sha256: string } | null };
+  /** The snapshot or image its volume is made from at its first start (docs/snapshots.md); absent: a blank volume. */
+  source?: { host: string; image: string; storageGroup: string; file: string };
 }
 
 export interface Vm {
@@ -183,6 +185,24 @@ export interface StorageGroup {
 }
 
 /** `GET /v1/vcds` (src/daemon/vcd-routes.ts): a virtual CD of this host. */
+/** A snapshot or imported image of this host (`GET /v1/snapshots`, src/daemon/snapshot-routes.ts). */
+export interface Snapshot {
+  id: string;
+  kind: 'snapshot' | 'image';
+  vm: string | null;
+  host: string;
+  storageGroup: string;
+  file: string;
+  format: 'qcow2' | 'raw';
+  created: string;
+  virtualBytes: number;
+  state: 'creating' | 'ready' | 'failed';
+  description: string;
+  error: string | null;
+  path: string | null;
+  fileBytes: number | null;
+}
+
 export interface Vcd {
   name: string;
   host: string;

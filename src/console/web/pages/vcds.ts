@@ -4,7 +4,7 @@
  * host's only: the peer's console shows the peer's. Not in the live status: fetched on entering the page
  * and after each change.
  */
-import { call, describe, upload, type ApiResult } from '../api.js';
+import { call, describe, explainClosedUpload, upload, type ApiResult } from '../api.js';
 import { fill, h, section, table } from '../dom.js';
 import { bytes, time } from '../format.js';
 import { store } from '../store.js';
@@ -107,8 +107,5 @@ async function uploadVcd(name: string, file: File, storageGroup: string, onProgr
   if (signature !== 'CD001') return { ok: false, status: 0, code: 'VCD_NOT_ISO', message: `${file.name} is not an ISO image: no CD001 signature at byte ${SIGNATURE_AT}`, fields: {} };
   const query = storageGroup ? `?storageGroup=${encodeURIComponent(storageGroup)}` : '';
   const r = await upload<Vcd>(`/v1/vcds/${encodeURIComponent(name)}${query}`, file, onProgress);
-  if (r.ok || r.code !== 'NETWORK') return r;
-  const audit = await call<{ entries: { operation: string; target: string | null; code: string | null; message: string | null }[] }>('GET', `/v1/audit?kind=user&user=${encodeURIComponent(store.user?.name ?? '')}&limit=20`);
-  const entry = audit.ok ? audit.body.entries.find((e) => e.operation === 'uploadVcd' && e.target === name) : undefined;
-  return entry?.code ? { ok: false, status: 0, code: entry.code, message: entry.message ?? '', fields: {} } : r;
+  return explainClosedUpload(r, store.user?.name ?? '', 'uploadVcd', name);
 }

@@ -3,20 +3,22 @@
  * migrate, protection level, remove: platform managers), a form to create one with what the API takes
  * (cores, memory, disk and its storage group and format, guest kernel, NIC), and one VM's detail: its
  * record, its process on this host, its volume, its QEMU's CPU and memory and its disk's allocation over
- * the last hour here (`resources.ts`), its CD drive with Insert and Eject (`vm-cd.ts`), its console log
- * here (`console-log.ts`), its timeline and its recent events.
+ * the last hour here (`resources.ts`), its CD drive with Insert and Eject (`vm-cd.ts`), its snapshots on
+ * this host (`vm-snapshots.ts`), its console log here (`console-log.ts`), its timeline and its recent
+ * events. The create form can make the volume from one of this host's snapshots or images.
  */
 import { call, describe } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
 import { bytes, duration, percent, time } from '../format.js';
 import { store } from '../store.js';
 import { incidents } from '../timeline.js';
-import type { StorageGroup, Vm, Volume } from '../types.js';
+import type { Snapshot, StorageGroup, Vm, Volume } from '../types.js';
 import { actionButton, can, field, notify, valueOf, type Page } from '../ui.js';
 import { incidentView } from './timeline.js';
 import { resourceCharts, vmCharts } from './resources.js';
 import { consoleLogSection } from './console-log.js';
 import { cdSection, type CdSection } from './vm-cd.js';
+import { snapshotsSection, takePendingSource, type SnapshotsSection } from './vm-snapshots.js';
 
 const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
 /** Events shown on a VM's page. */
@@ -27,10 +29,12 @@ export const vmsPage: Page = {
   title: 'VMs',
   needs: 'read-only',
   mount(root, ctx) {
-    if (ctx.param !== null) return mountDetail(root, ctx.param);
+    if (ctx.param !== null) return mountDetail(root, ctx.param, ctx.navigate);
     const list = h('div', {});
     const form = createForm(ctx.navigate);
     fill(root, h('h1', {}, 'VMs'), list, form);
+    // Come from a snapshot's "New VM from it": the form, with that source chosen, in view.
+    if (form.dataset['source']) form.scrollIntoView();
     // Redrawn only when the status changed, so a selection being made in a row survives other messages.
     let drawn: unknown = undefined;
     return {
@@ -89,6 +93,20 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
   void call<StorageGroup[]>('GET', '/v1/storage-groups').then((r) => {
     if (r.ok && r.body.length > 0) fill(groups, r.body.map((g) => h('option', { value: g.name }, `${g.name} (${bytes(g.freeBytes)} free)`)));
   });
+  const pending = takePendingSource();
+  const sources = h('select', { name: 'source' }, h('option', { value: '' }, 'blank'), pending ? h('option', { value: pending, selected: true }, pending) : null);
+  let images: Snapshot[] = [];
+  void call<Snapshot[]>('GET', '/v1/snapshots').then((r) => {
+    if (!r.ok) return;
+    images = r.body.filter((s) => s.state === 'ready');
+    const chosen = sources.value;
+    fill(
+      sources,
+      h('option', { value: '' }, 'blank'),
+      images.map((s) => h('option', { value: s.id, selected: s.id === chosen }, `${s.id}: ${s.vm === null ? 'image' : `VM ${s.vm}`}, ${bytes(s.virtualBytes)}${s.description ? `, ${s.description}` : ''}`)),
+    );
+    sizeFromSource();
+  });
   const form = h(
     'form',
     { id: 'vm-create', class: 'card' },
@@ -102,6 +120,7 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       field('Disk (MiB)', h('input', { name: 'diskMiB', type: 'number', min: 1, value: 64, required: true })),
       field('Storage group', groups),
       field('Disk format', h('select', { name: 'format' }, h('option', { value: 'qcow2' }, 'qcow2'), h('option', { value: 'raw' }, 'raw'))),
+      field('Volume from', sources, 'a snapshot or image of this host: the volume is made from it at the first start, here'),
       field('Kernel', h('input', { name: 'kernel', required: true, placeholder: '/path/on/both/hosts/vmlinuz' })),
       field('Initrd', h('input', { name: 'initrd', required: true })),
       field('Kernel command line', h('input', { name: 'cmdline', required: true, value: 'console=ttyS0' })),
@@ -113,6 +132,16 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
     ),
     h('div', { class: 'actions' }, h('button', { type: 'button', 'data-action': 'copy-guest' }, 'Guest from an existing VM'), h('button', { type: 'submit', 'data-action': 'create', disabled: !can('platform-manager') }, 'Create')),
   );
+  if (pending) form.dataset['source'] = pending;
+  // The disk must hold the image: at least its size, which it is given when smaller.
+  const sizeFromSource = (): void => {
+    const s = images.find((x) => x.id === sources.value);
+    const disk = form.elements.namedItem('diskMiB') as HTMLInputElement;
+    const least = s ? Math.ceil(s.virtualBytes / (1024 * 1024)) : 1;
+    disk.min = String(least);
+    if (Number(disk.value) < least) disk.value = String(least);
+  };
+  sources.addEventListener('change', sizeFromSource);
   form.querySelector('[data-action=copy-guest]')!.addEventListener('click', () => {
     const g = store.status?.vms.find((v) => v.hardware.guest !== undefined)?.hardware.guest;
     if (!g) return notify('No VM to copy the guest from.', 'bad');
@@ -132,6 +161,7 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       protection: valueOf(form, 'protection'),
       desired: valueOf(form, 'desired'),
       ...(valueOf(form, 'cdDrive') === 'yes' ? { cdrom: {} } : {}),
+      ...(valueOf(form, 'source') !== '' ? { source: { snapshot: valueOf(form, 'source') } } : {}),
     };
     void call('POST', '/v1/vms', body).then((r) => {
       if (!r.ok) return notify(`Create ${name}: ${describe(r)}${r.fields['field'] ? ` (field ${String(r.fields['field'])})` : ''}`, 'bad');
@@ -142,7 +172,7 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
   return form;
 }
 
-function mountDetail(root: HTMLElement, name: string): { update(): void; unmount(): void } {
+function mountDetail(root: HTMLElement, name: string, navigate: (hash: string) => void): { update(): void; unmount(): void } {
   const body = h('div', { class: 'grid' });
   let volume: Volume | null = null;
   let volumeNote = 'loading…';
@@ -155,11 +185,12 @@ function mountDetail(root: HTMLElement, name: string): { update(): void; unmount
   charts.id = 'vm-resources';
   const consoleLog = consoleLogSection(name, () => ownerElsewhere(name));
   const cd = cdSection(name);
+  const snapshots = snapshotsSection(name, navigate);
   // Drawn from the store as it is now: a volume answer that comes after a newer status must not bring back
   // the VM as the status was when it was asked for (it would show "not found" for a VM just created).
   const draw = (): void => {
     const vm = store.status?.vms.find((v) => v.name === name);
-    fill(body, ...detail(name, vm, volume, volumeNote, charts, consoleLog, cd));
+    fill(body, ...detail(name, vm, volume, volumeNote, charts, consoleLog, cd, snapshots));
   };
   const update = (): void => {
     // The volume is not in the status: fetched again at most every 2 s while the status changes.
@@ -172,6 +203,7 @@ function mountDetail(root: HTMLElement, name: string): { update(): void; unmount
       });
     }
     cd.update(store.status?.vms.find((v) => v.name === name));
+    snapshots.update(store.status?.vms.find((v) => v.name === name));
     draw();
   };
   return { update, unmount: resources.unmount };
@@ -206,7 +238,7 @@ function ftSection(vm: Vm): HTMLElement {
   );
 }
 
-function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement, consoleLog: HTMLElement, cd: CdSection): HTMLElement[] {
+function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement, consoleLog: HTMLElement, cd: CdSection, snapshots: SnapshotsSection): HTMLElement[] {
   if (vm === undefined) return [section('Not found', h('p', { class: 'empty' }, store.status === null ? 'waiting for the host’s status…' : `The pair has no VM named ${name}.`))];
   const hw = vm.hardware;
   const m = vm.local?.migration ?? null;
@@ -237,9 +269,11 @@ function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeN
         ['command line', hw.guest?.cmdline ?? '—'],
         ['NIC', hw.nic ? `${hw.nic.mac}, ${hw.nic.address}` : '—'],
         ['CD drive', hw.cdrom === undefined ? 'none' : hw.cdrom.medium === null ? 'empty' : hw.cdrom.medium.vcd],
+        ['volume from', hw.source ? `${hw.source.image} on ${hw.source.host}, made at its first start` : 'blank'],
       ]),
     ),
     cd.element,
+    snapshots.element,
     section(
       'Volume',
       volume
