@@ -9,6 +9,7 @@ import { vmCommand, VM_USAGE } from './vm-command.js';
 import { volumeCommand, VOLUME_USAGE } from './volume-command.js';
 import { vcdCommand, VCD_USAGE } from './vcd-command.js';
 import { snapshotCommand, SNAPSHOT_USAGE } from './snapshot-command.js';
+import { supportCommand, SUPPORT_USAGE } from './support-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { userCommand, USER_USAGE } from './user-command.js';
 import { logCommand, LOG_USAGE } from './log-command.js';
@@ -34,6 +35,7 @@ const USAGE = `lockstep — fault-tolerant and highly available VMs on two Linux
   lockstep user …       a host's management API users: setup, list, add, passwd, remove
   lockstep pref show    what is set up for the pair as a host runs it: addresses, quorum, clock, limits
   lockstep notification …  a host's notification receivers: list, test [RECEIVER]
+  lockstep support bundle  a host's support bundle (.tar.gz) for a support case
   lockstep lab …        the whole pair on one machine (lockstep lab help)
   lockstep doctor       what this machine has and what Lockstep will do about it
   lockstep version
@@ -55,6 +57,8 @@ ${LOG_USAGE}
 ${USER_USAGE}
 
 ${PREF_USAGE}
+
+${SUPPORT_USAGE}
 
 ${LAB_USAGE}`;
 
@@ -78,6 +82,8 @@ export async function main(argv: string[]): Promise<number> {
         return await vcdCommand(rest);
       case 'snapshot':
         return await snapshotCommand(rest);
+      case 'support':
+        return await supportCommand(rest);
       case 'alert':
       case 'audit':
         return await logCommand(command, rest);

@@ -82,22 +82,23 @@ export async function daemonUpload<T>(socketPath: string, path: string, file: st
 }
 
 /**
- * Downloads a route's file answer (`GET /v1/snapshots/ID/image`) into `file`, streamed: into a hidden name
- * beside it, renamed once every byte its `Content-Length` announced is in, so a cut-off download leaves
- * nothing at `file`. Refuses to overwrite an existing file. Resolves with the bytes written; `onProgress` hears
- * of every chunk (the CLI's progress line).
+ * Downloads a route's file answer (`GET /v1/snapshots/ID/image`, `POST /v1/support/bundle`) into a file,
+ * streamed: into a hidden name beside it, renamed once every byte its `Content-Length` announced is in, so a
+ * cut-off download leaves nothing at the file. Refuses to overwrite an existing file. `file` is the path, or
+ * chooses it from the name the answer's `Content-Disposition` suggests (null when it names none), once the
+ * answer has come. Resolves with the bytes written; `onProgress` hears of every chunk (the CLI's progress line).
  */
 export async function daemonDownload(
   socketPath: string,
   path: string,
-  file: string,
-  opts: { idleMs?: number; onProgress?: (receivedBytes: number, totalBytes: number) => void } = {},
+  file: string | ((suggested: string | null) => Promise<string>),
+  opts: { method?: 'GET' | 'POST'; idleMs?: number; onProgress?: (receivedBytes: number, totalBytes: number) => void } = {},
 ): Promise<number> {
   const idleMs = opts.idleMs ?? 60_000;
-  if (await stat(file).then(() => true, () => false)) throw new LockstepError('INVALID_ARGUMENT', `${file} exists already: it is not overwritten`, { file });
-  const tmp = `${file}.part`;
+  const method = opts.method ?? 'GET';
+  if (typeof file === 'string') await refuseExisting(file);
   const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-    const req = http.request({ socketPath, method: 'GET', path, timeout: idleMs }, resolve);
+    const req = http.request({ socketPath, method, path, timeout: idleMs }, resolve);
     req.on('timeout', () => req.destroy(new Error(`nothing moved for ${idleMs} ms`)));
     req.on('error', (e) => reject(new LockstepError('DAEMON_UNREACHABLE', `lockstepd at ${socketPath} did not answer: ${e.message}`, { socketPath }, { cause: e })));
     req.end();
@@ -111,8 +112,20 @@ export async function daemonDownload(
     } catch {
       parsed = null;
     }
-    throw toError(parsed, 'GET', path, res.statusCode ?? 500);
+    throw toError(parsed, method, path, res.statusCode ?? 500);
   }
+  let target: string;
+  if (typeof file === 'string') target = file;
+  else {
+    try {
+      target = await file(/filename="([^"]+)"/.exec(String(res.headers['content-disposition'] ?? ''))?.[1] ?? null);
+      await refuseExisting(target);
+    } catch (e) {
+      res.destroy();
+      throw e;
+    }
+  }
+  const tmp = `${target}.part`;
   const expected = Number(res.headers['content-length']);
   let received = 0;
   res.on('data', (c: Buffer) => {
@@ -122,13 +135,17 @@ export async function daemonDownload(
   try {
     await pipeline(res, createWriteStream(tmp, { flags: 'wx' }));
     if (received !== expected) throw new LockstepError('DAEMON_ERROR', `the download of ${path} ended after ${received} of ${expected} bytes`, { receivedBytes: received, bytes: expected });
-    await rename(tmp, file);
+    await rename(tmp, target);
     return received;
   } catch (e) {
     await rm(tmp, { force: true });
     if (e instanceof LockstepError) throw e;
     throw new LockstepError('DAEMON_UNREACHABLE', `the download of ${path} broke: ${(e as Error).message}`, { socketPath }, { cause: e });
   }
+}
+
+async function refuseExisting(file: string): Promise<void> {
+  if (await stat(file).then(() => true, () => false)) throw new LockstepError('INVALID_ARGUMENT', `${file} exists already: it is not overwritten`, { file });
 }
 
 function toError(parsed: unknown, method: string, path: string, status: number): LockstepError {
