@@ -40,8 +40,10 @@
  * write already succeeded on our disk) and the guest carries on alone; `failed` is emitted and the NBD node
  * removed. A later `start({ mode: 'incremental' })` on a reconnected copy resyncs only the bitmap's blocks.
  *
- * `stop()` force-cancels the job and removes the NBD node. A target that hangs keeps a cancelled job waiting
- * for its in-flight requests, so past a bound `stop()` yanks the NBD node (QMP `yank`: QEMU shuts the
+ * `stop()` cancels the job — without `force`, so that a READY mirror drains the guest's writes and completes
+ * without pivoting: QEMU 7.2 corrupts its heap when a READY write-blocking mirror is force-cancelled with
+ * guest writes in flight — and removes the NBD node. A target that hangs keeps a cancelled job waiting for
+ * its in-flight requests, so past a bound `stop()` force-cancels and yanks the NBD node (QMP `yank`: QEMU shuts the
  * connection down and fails the requests waiting for an answer), and reports `MIRROR_FAILED` if QEMU still
  * does not let go. That happens in 7.2 when a request is blocked sending into a unix socket whose reader
  * has stopped (a full socket buffer): the yank does not wake it, and only the other end closing does, which
@@ -575,10 +577,19 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
     const ours = (await readBlockJobs(this.qmp)).filter((j) => this.isOurJob(j.id));
     for (const j of ours) {
       // A job that ended meanwhile answers "not found" or "cannot cancel": what counts is that it goes.
-      await this.qmp.execute('block-job-cancel', { device: j.id, force: true }, { timeoutMs: CLEANUP_COMMAND_TIMEOUT_MS }).catch(ignoreQmpError);
+      // Never `force` on a READY mirror: QEMU 7.2 then tears the job down while guest writes are still
+      // passing through its write-blocking filter, and corrupts its heap: SIGABRT (glibc's "corrupted
+      // double-linked list") or SIGSEGV, about 1 stop in 10 with guest writes in flight
+      // (test/storage/mirror-stop-stress.test.ts). Without `force` a READY mirror completes without
+      // pivoting, after draining the guest's writes. On a job that is not READY, `force` changes nothing.
+      await this.qmp.execute('block-job-cancel', { device: j.id, force: false }, { timeoutMs: CLEANUP_COMMAND_TIMEOUT_MS }).catch(ignoreQmpError);
     }
     if (ours.length > 0 && !(await this.untilOurJobsGone(CANCEL_WAIT_MS))) {
       this.log.warn(`mirror of ${this.vm}/${this.disk}: the peer's copy does not answer; cutting its NBD connection`, { vm: this.vm });
+      // A soft-cancelled mirror waits for the copy to catch up, which a hung target never lets it do.
+      for (const j of ours) {
+        await this.qmp.execute('block-job-cancel', { device: j.id, force: true }, { timeoutMs: CLEANUP_COMMAND_TIMEOUT_MS }).catch(ignoreQmpError);
+      }
       await this.qmp.execute('yank', { instances: [{ type: 'block-node', 'node-name': this.nodeName }] }, { timeoutMs: CLEANUP_COMMAND_TIMEOUT_MS }).catch(ignoreQmpError);
       if (!(await this.untilOurJobsGone(YANK_WAIT_MS))) {
         throw mirrorFailed(`QEMU did not let go of the peer's copy of ${this.vm}/${this.disk}: its block job is still there after cancel and yank`, { vm: this.vm, disk: this.disk });
@@ -596,7 +607,13 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
   private async untilOurJobsGone(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (!(await readBlockJobs(this.qmp)).some((j) => this.isOurJob(j.id))) return true;
+      // Bounded like the cleanup's commands: a monitor that does not answer is a job not gone yet, and the
+      // caller's next step (force, yank) comes within its own bound rather than QMP's default.
+      const jobs = await readBlockJobs(this.qmp, CLEANUP_COMMAND_TIMEOUT_MS).catch((e: unknown) => {
+        if (isLockstepError(e, 'QMP_TIMEOUT')) return null;
+        throw e;
+      });
+      if (jobs !== null && !jobs.some((j) => this.isOurJob(j.id))) return true;
       if (Date.now() > deadline) return false;
       await sleep(RELEASE_POLL_MS);
     }
@@ -718,8 +735,8 @@ export function parseNodeNames(reply: unknown): string[] {
   });
 }
 
-async function readBlockJobs(qmp: QmpClient): Promise<BlockJobInfo[]> {
-  return parseBlockJobs(await qmp.execute('query-block-jobs'));
+async function readBlockJobs(qmp: QmpClient, timeoutMs?: number): Promise<BlockJobInfo[]> {
+  return parseBlockJobs(await qmp.execute('query-block-jobs', undefined, timeoutMs === undefined ? undefined : { timeoutMs }));
 }
 
 async function readNodeNames(qmp: QmpClient): Promise<string[]> {

@@ -83,16 +83,21 @@ async function protectedOn(h: Host): Promise<void> {
 }
 
 let address = '';
+/** As the FT lab's (test/lab/ft.e2e.test.ts): an append under FT is answered once its epoch is acked. */
+const FT_APPEND_TIMEOUT_MS = 60_000;
 
 /**
  * The client's append loop, started in the client namespace; stop() ends it and returns its log. `steady`:
  * over one connection that must stay open (a live migration), not reconnecting after a failover.
+ * `timeoutMs` bounds each append (the load's default is 3 s): an append under FT waits for its epoch's ack,
+ * which on these loaded cores can take longer, and a steady load ends at its first timeout.
  */
-function startLoad(name: string, connection: 'reconnect' | 'steady' = 'reconnect'): { stop: () => Promise<LoadEvent[]> } {
+function startLoad(name: string, connection: 'reconnect' | 'steady' = 'reconnect', timeoutMs?: number): { stop: () => Promise<LoadEvent[]> } {
   const out = path.join(scratch, `${name}.jsonl`);
   const script = path.join(repoRoot(), 'dist', 'src', 'lab', 'append-load.js');
   const reconnect = connection === 'reconnect' ? ['--reconnect'] : [];
-  const child: ChildProcess = spawn('nsenter', [`--net=${clientNs}`, '--', process.execPath, script, '--out', out, ...reconnect, '--prefix', name, address, String(RECORD_SERVICE_PORT)], {
+  const timeout = timeoutMs === undefined ? [] : ['--timeout-ms', String(timeoutMs)];
+  const child: ChildProcess = spawn('nsenter', [`--net=${clientNs}`, '--', process.execPath, script, '--out', out, ...reconnect, ...timeout, '--prefix', name, address, String(RECORD_SERVICE_PORT)], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const exited = new Promise<void>((r) => child.once('close', () => r()));
@@ -109,11 +114,16 @@ const acks = (events: readonly LoadEvent[]): number => events.filter((e) => e.t 
 
 async function waitForAcks(load: { stop: () => Promise<LoadEvent[]> }, name: string, n: number): Promise<void> {
   await eventually(`${n} appends acknowledged`, async () => {
+    let events: LoadEvent[];
     try {
-      return acks(readLoadLog(path.join(scratch, `${name}.jsonl`))) >= n;
+      events = readLoadLog(path.join(scratch, `${name}.jsonl`));
     } catch {
       return false;
     }
+    // A steady load that lost its connection never acknowledges again: say why now, not at the timeout.
+    const ended = events.find((e) => e.t === 'ended');
+    if (ended) assert.fail(`the load ended after ${acks(events)} appends: ${ended.t === 'ended' ? ended.why : ''}`);
+    return acks(events) >= n;
   });
   void load;
 }
@@ -297,7 +307,7 @@ test('a hung guest (it stops beating while running) is killed and restarted in p
 });
 
 test('an HA VM made FT while it runs: the same QEMU comes under an FT run, one connection throughout, and back to HA', async (t) => {
-  const load = startLoad('into-ft', 'steady');
+  const load = startLoad('into-ft', 'steady', FT_APPEND_TIMEOUT_MS);
   await waitForAcks(load, 'into-ft', 20);
   const pid = (await vmOn('host1'))?.local?.pid;
   assert.ok(pid, 'demo runs on host1 before');
