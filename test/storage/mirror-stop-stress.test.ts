@@ -2,7 +2,8 @@
 // stderr is kept. QEMU 7.2 corrupted its heap (glibc's "corrupted double-linked list", SIGABRT or SIGSEGV)
 // in about 1 stop in 10 when the mirror was cancelled with `force` (CI's lab saw it as a VM that crashed
 // when it became FT); stop() now cancels a READY mirror without it. The target goes through a unix-socket
-// relay, as the product's proxy does. STRESS_ITER (default 60: the old stop crashed QEMU in 60 with odds of 99.8 %) sets the number of stops.
+// relay, as the product's proxy does. STRESS_ITER sets the number of stops: by default 60, in which the old
+// stop would have crashed QEMU with odds of 99.8 %.
 import { afterEach, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
