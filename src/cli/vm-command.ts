@@ -21,6 +21,9 @@ import { CONSOLE_LOG_BYTES_MAX } from '../daemon/console-log-routes.js';
 import { EXIT } from './output.js';
 import { snapshotHolder, snapshotId } from './snapshot-command.js';
 
+/** A restart answers once the old QEMU exited (up to 30 s on the host) and the start was asked. */
+const RESTART_ANSWER_MS = 60_000;
+
 export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's lockstepd
 
   lockstep vm list
@@ -32,6 +35,7 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
                                            defining it, at its first start (--disk: the image's size
                                            by default)
   lockstep vm start|stop|remove NAME
+  lockstep vm restart NAME                 stop it and start it again (a new instance), on the host that runs it
   lockstep vm protect NAME --level none|ha|ft
   lockstep vm migrate NAME [--no-wait]     live migration to the peer; follows it unless --no-wait
   lockstep vm history NAME [--last DURATION] [--series cpu,memory,disk]
@@ -62,7 +66,7 @@ export interface Common {
 export type VmRequest =
   | { verb: 'help'; exit: number }
   | (Common & { verb: 'list' })
-  | (Common & { verb: 'show' | 'start' | 'stop' | 'remove'; name: string })
+  | (Common & { verb: 'show' | 'start' | 'stop' | 'restart' | 'remove'; name: string })
   | (Common & { verb: 'protect'; name: string; level: ProtectionLevel })
   | (Common & { verb: 'migrate'; name: string; wait: boolean })
   | (Common & HistoryOptions & { verb: 'history'; name: string })
@@ -105,6 +109,7 @@ export function parseVmCommand(argv: readonly string[]): VmRequest {
     case 'show':
     case 'start':
     case 'stop':
+    case 'restart':
     case 'remove': {
       const { values, positionals } = parse(rest, {});
       return { verb, name: oneName(positionals, `vm ${verb} NAME`), ...commonOptions(values) };
@@ -283,6 +288,11 @@ async function carryOut(target: Target, req: Exclude<VmRequest, { verb: 'help' |
       const vm = await daemonRequest<VmView | null>(socket, 'POST', `${vmPath(req.name)}/${req.verb}`);
       return { verb: 'change', headline: `VM ${req.name}: desired ${req.verb === 'start' ? 'running' : 'stopped'}`, vm };
     }
+    case 'restart': {
+      // Only the host that runs it restarts it: in the lab with no host named, its owner is asked.
+      const vm = await daemonRequest<VmView | null>(await ownerSocket(target, req.name), 'POST', `${vmPath(req.name)}/restart`, undefined, RESTART_ANSWER_MS);
+      return { verb: 'change', headline: `VM ${req.name}: restarted (stopped, and a new instance asked to start)`, vm };
+    }
     case 'protect': {
       const vm = await daemonRequest<VmView | null>(socket, 'POST', `${vmPath(req.name)}/protection`, { protection: req.level });
       return { verb: 'change', headline: `VM ${req.name}: protection ${req.level}`, vm };
@@ -396,6 +406,13 @@ function parse<O extends Options>(args: string[], options: O) {
 }
 
 /** The options every verb of `vm`, `volume` and `storage-group` takes: `--json` and which daemon to ask. */
+/** The API socket of the VM's owner when the lab's hosts may all be asked; else the daemon named. */
+async function ownerSocket(target: Target, name: string): Promise<string> {
+  if (target.kind !== 'lab' || !target.anyHost) return target.daemon.socket;
+  const vm = await daemonRequest<VmView>(target.daemon.socket, 'GET', `/v1/vms/${encodeURIComponent(name)}`);
+  return target.pair.find((d) => d.host === vm.owner)?.socket ?? target.daemon.socket;
+}
+
 export function commonOptions(values: { json?: boolean | string; socket?: string | boolean; host?: string | boolean }): Common {
   const where: Where = {
     ...(typeof values.socket === 'string' ? { socket: values.socket } : {}),

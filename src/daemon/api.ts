@@ -267,6 +267,9 @@ const LOG_ENTRY_SCHEMA: Schema = {
 
 const NAME_PARAMS = { name: VM_NAME_PARAM } as const;
 const COMMAND_ERRORS = ['NOT_PAIRED', 'UNKNOWN_VM', 'COMMAND_REFUSED'] as const;
+/** A restart waits this long for the old QEMU to exit: the runner's graceful stop (5 s), then its kill. */
+const RESTART_STOP_WAIT_MS = 30_000;
+const RESTART_POLL_MS = 100;
 
 /** The resources: host status, VMs, host commands, the pair CA, volumes and storage groups, virtual CDs, the event log, networks, the preferences and notifications, the resource history. */
 export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
@@ -376,6 +379,20 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
     errors: COMMAND_ERRORS,
     handler: async (ctx, { params }) => desired(ctx, params['name']!, 'stopped'),
+  },
+  {
+    operationId: 'restartVm',
+    method: 'POST',
+    path: '/vms/{name}/restart',
+    tag: 'vms',
+    summary: 'stop the VM and start it again: a new instance, booted from its disk',
+    description:
+      "asked of the host that runs it (COMMAND_REFUSED names its owner otherwise): its QEMU is stopped as by stop (the guest asked to power off, then ended), and once that QEMU has exited, or after 30 s, the VM's desired state is running again, so the core starts a new instance; a VM of this host that runs nowhere is started. Answers once the start was asked, with the VM",
+    access: 'platform-manager',
+    params: NAME_PARAMS,
+    response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
+    errors: COMMAND_ERRORS,
+    handler: async (ctx, { params }) => restart(ctx, params['name']!),
   },
   {
     // Live migration to the peer; only the host that runs the VM accepts it (COMMAND_REFUSED names the owner).
@@ -653,6 +670,26 @@ async function changeCdrom(ctx: ApiContext, name: string, medium: VcdRef | null,
 async function desired(ctx: ApiContext, name: string, want: 'running' | 'stopped'): Promise<Reply> {
   await command(ctx, { kind: 'set-desired', name, desired: want });
   return { status: 200, body: vmStatus(ctx, name) };
+}
+
+/**
+ * Stop, then start: two changes of the desired state, with the instance's exit between them. Asked in one
+ * go, the core would see only the second (it decides on the desired state, not on its changes), and the
+ * guest would run on. Only the host that runs the VM sees its QEMU exit, so only its owner restarts it.
+ */
+async function restart(ctx: ApiContext, name: string): Promise<Reply> {
+  const vm = vmStatus(ctx, name);
+  if (vm !== null && vm.owner !== ctx.host) {
+    throw new LockstepError('COMMAND_REFUSED', `VM ${name} runs on ${vm.owner}: ask ${vm.owner} to restart it`, { command: 'restart', owner: vm.owner });
+  }
+  const runsHere = (): boolean => ctx.running().some((r) => r.name === name);
+  if (runsHere()) {
+    await command(ctx, { kind: 'set-desired', name, desired: 'stopped' });
+    // Past the bound the start is asked anyway: the core starts the VM once the old instance is gone.
+    const deadline = Date.now() + RESTART_STOP_WAIT_MS;
+    while (runsHere() && Date.now() < deadline) await new Promise((r) => setTimeout(r, RESTART_POLL_MS));
+  }
+  return desired(ctx, name, 'running');
 }
 
 function vmStatus(ctx: ApiContext, name: string): VmStatus | null {

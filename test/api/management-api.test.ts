@@ -175,6 +175,11 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   const stopped = await h.request('POST', '/api/v1/vms/web/stop', { token });
   expectDocumented('stopVm', stopped, covered);
   assert.equal(stopped.body.desired, 'stopped');
+  // The lone host runs nothing: a restart is a start (the lab's vm-cli test restarts a running VM).
+  const restarted = await h.request('POST', '/api/v1/vms/web/restart', { token });
+  expectDocumented('restartVm', restarted, covered);
+  assert.equal(restarted.body.desired, 'running');
+  assert.equal((await h.request('POST', '/api/v1/vms/web/stop', { token })).status, 200);
   const prot = await h.request('POST', '/api/v1/vms/web/protection', { token, body: { protection: 'none' } });
   expectDocumented('setVmProtection', prot, covered);
   assert.equal(prot.body.protection, 'none');

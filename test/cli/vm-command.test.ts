@@ -20,6 +20,7 @@ test('each verb parses into its request', () => {
     [['show', 'demo', '--socket', '/run/l.sock'], { verb: 'show', name: 'demo', json: false, where: { socket: '/run/l.sock' } }],
     [['start', 'demo'], { verb: 'start', name: 'demo', json: false, where: {} }],
     [['stop', 'demo', '--json'], { verb: 'stop', name: 'demo', json: true, where: {} }],
+    [['restart', 'demo', '--host', 'host2'], { verb: 'restart', name: 'demo', json: false, where: { host: 'host2' } }],
     [['remove', 'demo'], { verb: 'remove', name: 'demo', json: false, where: {} }],
     [['protect', 'demo', '--level', 'none'], { verb: 'protect', name: 'demo', level: 'none', json: false, where: {} }],
     [['migrate', 'demo'], { verb: 'migrate', name: 'demo', wait: true, json: false, where: {} }],

@@ -35,6 +35,7 @@ interface Shown {
   state: string;
   hardware: { vcpus: number; memoryMiB: number; diskMiB: number; nic: { mac: string; address: string } };
   local: { state: string; pid: number | null } | null;
+  lastExit?: { expected: boolean } | null;
 }
 
 const show = (): Shown => JSON.parse(ok('vm', 'show', 'web', '--json')) as Shown;
@@ -95,6 +96,21 @@ test('vm stop, vm start', async () => {
   await eventually('web stopped', (vm) => vm.state === 'stopped' && vm.local === null && vm.desired === 'stopped');
   assert.match(ok('vm', 'start', 'web'), /^VM web: desired running/);
   await eventually('web runs again', runs);
+});
+
+test('vm restart: a new instance on the same host, its guest booted from the same disk', async () => {
+  const before = await eventually('web runs', runs);
+  await until('web answers', () => cli('lab', 'record', '--vm', 'web', 'append', 'before-restart').out.trim(), (reply) => /^ok \d+$/.test(reply), 60_000);
+  const seq = Number(/^ok (\d+)$/.exec(cli('lab', 'record', '--vm', 'web', 'append', 'kept').out.trim())?.[1]);
+  assert.ok(seq > 0, 'an acknowledged record before the restart');
+  // No host named: the CLI asks the VM's owner.
+  assert.match(ok('vm', 'restart', 'web'), /^VM web: restarted/);
+  const after = await eventually('web runs again, a new QEMU', (vm) => runs(vm) && vm.local!.pid !== before.local!.pid);
+  assert.equal(after.owner, before.owner, 'on the same host');
+  assert.equal(after.lastExit?.expected, true, 'the old instance was asked to stop');
+  // The guest booted again from its disk: what it acknowledged before is there.
+  const got = await until('web answers again', () => cli('lab', 'record', '--vm', 'web', 'get', String(seq)).out.trim(), (reply) => /^(record|missing) /.test(reply), 90_000);
+  assert.equal(got, `record ${seq} kept`);
 });
 
 test('vm protect --level none: unprotected', async () => {

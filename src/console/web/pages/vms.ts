@@ -20,6 +20,9 @@ import { consoleLogSection } from './console-log.js';
 import { cdSection, type CdSection } from './vm-cd.js';
 import { snapshotsSection, takePendingSource, type SnapshotsSection } from './vm-snapshots.js';
 
+/** A restart's answer waits for the old QEMU to exit: up to 30 s on the host, and the way there and back. */
+const RESTART_TIMEOUT_MS = 45_000;
+
 const PROTECTION_LEVELS = ['none', 'ha', 'ft'] as const;
 /** Events shown on a VM's page. */
 const VM_EVENTS_SHOWN = 30;
@@ -80,6 +83,8 @@ function vmActions(v: Vm): HTMLElement {
     v.desired === 'running'
       ? actionButton('Stop', 'platform-manager', 'stop', () => call('POST', `${path}/stop`))
       : actionButton('Start', 'platform-manager', 'start', () => call('POST', `${path}/start`)),
+    // The host answers once the old instance has exited (its graceful stop, then its kill) and the start is asked.
+    v.desired === 'running' ? actionButton('Restart', 'platform-manager', 'restart', () => call('POST', `${path}/restart`, undefined, RESTART_TIMEOUT_MS), { title: can('platform-manager') ? 'stop it and start it again, on the host that runs it' : '' }) : null,
     actionButton('Migrate', 'platform-manager', 'migrate', () => call('POST', `${path}/migrate`), { title: can('platform-manager') ? 'live migration to the peer' : '' }),
     level,
     actionButton('Set protection', 'platform-manager', 'protect', () => call('POST', `${path}/protection`, { protection: (level as HTMLSelectElement).value })),
