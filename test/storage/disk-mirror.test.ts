@@ -294,7 +294,9 @@ test('stop() mid-sync on a hung target and after ready leaves no job and no NBD 
   );
   const stopMs = performance.now() - stoppedAt;
   t.diagnostic(`stop() with the target hung mid-sync: ${first === null ? 'released' : 'reported'} after ${stopMs.toFixed(0)} ms`);
-  assert.ok(stopMs < 8000, `stop took ${stopMs} ms`);
+  // Bounded, not fast: QEMU's monitor can stall behind the hung target, so a QMP command may wait out its
+  // own timeout (30 s) before stop() goes on to force and yank. The bound says it ends; it is not a speed goal.
+  assert.ok(stopMs < 60_000, `stop took ${stopMs} ms`);
   if (first !== null) {
     // Yank fails the requests waiting for an answer, but not one blocked sending into a unix socket whose
     // reader stopped: QEMU keeps the job until the other end closes, which is the transport's cut.
