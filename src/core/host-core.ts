@@ -103,6 +103,10 @@ export interface CoreState {
   /** What the A-Link's round trip allows (SplitSite, with hysteresis) and its last sample. */
   readonly splitsite: SplitSite;
   readonly announcedProtection: Readonly<Record<VmName, ProtectionLevel>>;
+  /** Backup side: the peer's FT VMs whose checkpoint image this host has no room for (`ft-room`). */
+  readonly ftRoomShort: readonly VmName[];
+  /** Owner side: FT VMs announced as short of room on the peer (an alert each way, not one per heartbeat). */
+  readonly announcedFtRoomShort: Readonly<Record<VmName, true>>;
   /** Owner side: the mirror of each VM this host runs into the peer's copy, for the current instance. */
   readonly mirrors: Readonly<Record<VmName, OwnerMirror>>;
   /**
@@ -215,6 +219,8 @@ export function bootState(cfg: CoreConfig, durable: Durable | null, now: number,
     health: healthyComponents(),
     splitsite: SPLITSITE_UNMEASURED,
     announcedProtection: {},
+    ftRoomShort: [],
+    announcedFtRoomShort: {},
     mirrors: {},
     syncPoints: {},
     exports: {},
@@ -270,6 +276,9 @@ export function step(state: CoreState, input: Input): [CoreState, Decision] {
       break;
     case 'alink-rtt':
       st.s.splitsite = splitsiteSample(st.s.splitsite, input.rttMs, st.s.now, st.s.cfg);
+      break;
+    case 'ft-room':
+      onFtRoom(st, input.short);
       break;
     case 'command':
       onCommand(st, input.command);
@@ -413,7 +422,32 @@ export function vmState(s: CoreState, name: VmName): VmState {
   if (rec.config.protection === 'none' || !pairedWithPeer(s)) return 'unprotected';
   const mirror = s.mirrors[name];
   if (mirror?.state !== 'ready') return mirror?.state === 'syncing' ? 'syncing' : 'unprotected';
-  return effectiveProtection(rec.config.protection, s.splitsite.allowed) === rec.config.protection ? 'protected' : 'downgraded';
+  return runningProtection(s, name) === rec.config.protection ? 'protected' : 'downgraded';
+}
+
+/**
+ * Whether an FT VM's backup has room for its checkpoint image: this host's own report when it is the backup,
+ * the peer's last heartbeat when this host owns the VM. Without room the backup serves an HA copy, and the
+ * VM is mirrored as HA until the room returns.
+ */
+export function ftBackupHasRoom(s: CoreState, name: VmName): boolean {
+  const rec = s.durable.vms[name];
+  if (!rec) return true;
+  const short = rec.owner.host === s.cfg.self ? (s.peer.hb?.ftRoomShort ?? []) : s.ftRoomShort;
+  return !short.includes(name);
+}
+
+/** Whether the VM's copy on the backup is an FT run (FT configured, room on the backup), whatever SplitSite allows. */
+export function ftCopyWanted(s: CoreState, name: VmName): boolean {
+  return s.durable.vms[name]?.config.protection === 'ft' && ftBackupHasRoom(s, name);
+}
+
+/** The protection a VM runs with now: as configured, less what SplitSite or the backup's FT room allow. */
+export function runningProtection(s: CoreState, name: VmName): ProtectionLevel {
+  const rec = s.durable.vms[name];
+  if (!rec) return 'none';
+  const level = effectiveProtection(rec.config.protection, s.splitsite.allowed);
+  return level === 'ft' && !ftBackupHasRoom(s, name) ? 'ha' : level;
 }
 
 /** Protected VMs keep a copy of their disk on both hosts (FT builds on HA's copies). */
@@ -1459,6 +1493,38 @@ function protectionAlerts(st: Step): void {
     }
   }
   if (announced) s.announcedProtection = announced;
+  ftRoomAlerts(st);
+}
+
+/** Owner side: an FT VM whose backup has no room for its checkpoint image runs as HA; an alert each way. */
+function ftRoomAlerts(st: Step): void {
+  const s = st.s;
+  let announced: Record<VmName, true> | null = null;
+  for (const [name, rec] of Object.entries(s.durable.vms)) {
+    const mine = rec.owner.host === s.cfg.self && !rec.config.removed && rec.config.protection === 'ft' && rec.config.desired === 'running';
+    const short = mine && !ftBackupHasRoom(s, name);
+    const before = s.announcedFtRoomShort[name] === true;
+    if (short === before) continue;
+    announced ??= { ...s.announcedFtRoomShort };
+    if (short) {
+      announced[name] = true;
+      alert(st, 'warning', 'FT_BACKUP_NO_ROOM', `VM ${name}: ${s.cfg.peer} has no room in its FT memory directory for this VM's checkpoint image; protection downgraded to HA until it has`, name);
+    } else {
+      delete announced[name];
+      if (mine) alert(st, 'info', 'FT_BACKUP_ROOM_RESTORED', `VM ${name}: ${s.cfg.peer} has room for this VM's checkpoint image again; FT protection resumes`, name);
+    }
+  }
+  if (announced) s.announcedFtRoomShort = announced;
+}
+
+/** Backup side: the daemon's latest account of its FT memory room; the owner learns it from the next heartbeat, sent at once. */
+function onFtRoom(st: Step, short: VmName[]): void {
+  const s = st.s;
+  const next = [...new Set(short)].sort();
+  if (next.length === s.ftRoomShort.length && next.every((vm, i) => vm === s.ftRoomShort[i])) return;
+  event(st, next.length === 0 ? 'FT memory room here for every FT VM this host backs' : `no FT memory room here for the checkpoint image of ${next.join(', ')}: HA copies until there is`);
+  s.ftRoomShort = next;
+  s.heartbeatNow = true;
 }
 
 function heartbeat(st: Step): void {
@@ -1497,6 +1563,7 @@ function heartbeat(st: Step): void {
           return [vm, { serving: s.exports[vm]?.state === 'ready', stream: c?.stream ?? null, current: c?.current ?? false }];
         }),
     ),
+    ftRoomShort: [...s.ftRoomShort],
     migrations: Object.fromEntries(Object.entries(s.migrations).map(([vm, m]) => [vm, { id: m.id }])),
     incoming: Object.fromEntries(Object.entries(s.incoming).map(([vm, i]) => [vm, { id: i.id, ready: i.ready, port: i.port, failed: i.failed }])),
   };
@@ -1574,6 +1641,8 @@ function describeInput(input: Input): string {
       return 'health report';
     case 'alink-rtt':
       return `A-Link RTT ${input.rttMs} ms`;
+    case 'ft-room':
+      return input.short.length === 0 ? 'FT memory room for every FT VM backed here' : `no FT memory room here for ${input.short.join(', ')}`;
     case 'command':
       return `operator ${input.command.kind}`;
   }

@@ -186,6 +186,12 @@ export interface Heartbeat {
   mirrors: Record<VmName, { stream: string; state: MirrorState }>;
   /** The copies this host holds of the peer's VMs: whether it serves them to the peer, and their record. */
   copies: Record<VmName, { serving: boolean; stream: string | null; current: boolean }>;
+  /**
+   * The peer's FT VMs whose checkpoint image this host, their backup, has no room for in its FT memory
+   * directory (`ft-room` inputs): they run as HA until it has. Absent on the wire from hosts that predate
+   * it: read as none.
+   */
+  ftRoomShort: VmName[];
   /** Live migrations of VMs this host runs to the peer, while they are being prepared or run. */
   migrations: Record<VmName, { id: string }>;
   /**
@@ -284,6 +290,11 @@ export type Input =
   /** `wallMs` is wall-clock time: fault history must be comparable across reboots, which monotonic time is not. */
   | { type: 'health'; now: number; wallMs: number; health: HealthSnapshot }
   | { type: 'alink-rtt'; now: number; rttMs: number }
+  /**
+   * The peer's FT VMs whose checkpoint image (RAM-sized, on the backup's tmpfs) this host has no room for
+   * now, beside what the FT runs it already serves will take: the whole list each time it changes.
+   */
+  | { type: 'ft-room'; now: number; short: VmName[] }
   | { type: 'command'; now: number; command: OperatorCommand };
 
 /**
@@ -380,7 +391,7 @@ export const VM_STATES = {
   protected: 'running with the peer ready to take over at the requested level',
   syncing: "running; the peer's copy of its disk is being brought up to date",
   migrating: 'moving to the peer by live migration',
-  downgraded: 'running with a weaker protection than requested (A-Link too slow: SplitSite)',
+  downgraded: 'running with a weaker protection than requested (A-Link too slow: SplitSite; or FT whose backup has no room for its checkpoint image)',
   'failing-over': 'its host was lost: waiting for authority and the old lease before starting it here',
   'host-down': 'unprotected and its host is lost: it runs again when its host does (its disk is there only)',
   starting: 'being started on its owner',

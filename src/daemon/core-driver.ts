@@ -8,9 +8,8 @@
  *   5. a tick scheduled no later than `wakeAt`.
  * Inputs are handled one at a time, in arrival order; effects never call back synchronously.
  */
-import { bootState, deriveHostState, myHealth, peerFresh, step, vmState, type CoreState } from '../core/host-core.js';
+import { bootState, deriveHostState, ftCopyWanted, myHealth, peerFresh, runningProtection, step, vmState, type CoreState } from '../core/host-core.js';
 import type { CoreConfig, CoreEvent, Decision, Effect, Input, OperatorCommand, PeerMessage, QuorumReply, QuorumServerId, VmName } from '../core/types.js';
-import { effectiveProtection } from '../core/splitsite.js';
 import { describeError } from '../util/errors.js';
 import type { LogEntry, StateDb } from './state-db.js';
 import type { VmRunner } from './vm-runner.js';
@@ -167,10 +166,21 @@ export class CoreDriver {
     };
   }
 
-  /** FT as configured and as SplitSite allows now (an FT VM over the round-trip limit runs as HA). */
+  /** FT as configured and as SplitSite and the backup's FT room allow now (otherwise an FT VM runs as HA). */
   runsAsFt(vm: VmName): boolean {
-    const rec = this.state.durable.vms[vm];
-    return rec !== undefined && effectiveProtection(rec.config.protection, this.state.splitsite.allowed) === 'ft';
+    return runningProtection(this.state, vm) === 'ft';
+  }
+
+  /** The peer's FT VMs this host backs (to run or running), with their hardware: the FT room watch accounts their images. */
+  ftVmsBacked(): { vm: VmName; hardware: unknown }[] {
+    return Object.values(this.state.durable.vms)
+      .filter((r) => r.owner.host === this.cfg.peer && !r.config.removed && r.config.desired === 'running' && r.config.protection === 'ft')
+      .map((r) => ({ vm: r.config.name, hardware: r.config.hardware }));
+  }
+
+  /** The VM's copy on the backup is an FT run: FT configured, and the backup has room for its checkpoint image. */
+  private ftCopy(vm: VmName): boolean {
+    return ftCopyWanted(this.state, vm);
   }
 
   /** The hardware of a VM as the pair's replicated record holds it. */
@@ -206,9 +216,10 @@ export class CoreDriver {
     // VM this host migrates to the peer is HA's meanwhile: its run is handed over first (the peer's copy, then
     // every write through, changes hands as an HA copy does), and it is FT again wherever it runs after.
     for (const [vm, rec] of Object.entries(this.state.durable.vms)) {
-      this.ports.copyProtection?.(vm, rec.config.hardware, rec.config.protection === 'ft');
+      // An FT VM whose backup has no room for its checkpoint image is HA's the same way, on both hosts.
+      this.ports.copyProtection?.(vm, rec.config.hardware, this.ftCopy(vm));
       const migrating = this.state.migrations[vm] !== undefined;
-      this.runner.protectionChanged(vm, rec.config.protection === 'ft' && migrating ? 'ha' : rec.config.protection);
+      this.runner.protectionChanged(vm, rec.config.protection === 'ft' && (migrating || !this.ftCopy(vm)) ? 'ha' : rec.config.protection);
     }
     this.scheduleTick(d.wakeAt);
   }
@@ -234,7 +245,7 @@ export class CoreDriver {
           instance: e.instance,
           hardware: this.hardwareOf(e.vm),
           protectedVm: this.state.durable.vms[e.vm]?.config.protection !== 'none',
-          ft: this.state.durable.vms[e.vm]?.config.protection === 'ft',
+          ft: this.ftCopy(e.vm),
           ...(e.mirror ? { mirror: e.mirror } : {}),
         });
         return;
@@ -245,7 +256,7 @@ export class CoreDriver {
         this.runner.cutMirror(e.vm, e.instance, e.stream);
         return;
       case 'prepare-incoming':
-        this.runner.prepareIncoming(e.vm, e.instance, e.migration, this.hardwareOf(e.vm), this.state.durable.vms[e.vm]?.config.protection === 'ft');
+        this.runner.prepareIncoming(e.vm, e.instance, e.migration, this.hardwareOf(e.vm), this.ftCopy(e.vm));
         return;
       case 'export-incoming':
         this.runner.exportIncoming(e.vm, e.instance);
@@ -262,7 +273,7 @@ export class CoreDriver {
         this.runner.resume(e.vm, e.instance);
         return;
       case 'serve-copy':
-        this.ports.serveCopy(e.vm, this.hardwareOf(e.vm), this.state.durable.vms[e.vm]?.config.protection === 'ft');
+        this.ports.serveCopy(e.vm, this.hardwareOf(e.vm), this.ftCopy(e.vm));
         return;
       case 'unserve-copy':
         this.ports.unserveCopy(e.vm, e.reason, e.takeover === true);

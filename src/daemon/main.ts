@@ -27,6 +27,8 @@ import { loadDaemonConfig, type DaemonConfig } from './config.js';
 import { StateDb } from './state-db.js';
 import { VmRunner, vmSerialLog } from './vm-runner.js';
 import { CopyServer } from './copy-server.js';
+import { FtRoomWatch } from './ft-room.js';
+import { parseVmHardware } from './vm-definition.js';
 import { Watchdog } from './watchdog.js';
 import { CoreDriver } from './core-driver.js';
 import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
@@ -353,6 +355,19 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   });
   health.on('snapshot', (snapshot) => liveDriver.submit({ type: 'health', wallMs: Date.now(), health: snapshot }));
   health.on('round', () => void networks.sample());
+  const ftRoom = new FtRoomWatch({
+    memoryDir: config.ft.memoryDir,
+    backed: () => liveDriver.ftVmsBacked().flatMap(({ vm, hardware }) => {
+      try {
+        return [{ vm, ramBytes: parseVmHardware(hardware).memoryMiB * 1024 * 1024, served: copyServer.servesFtRun(vm) }];
+      } catch {
+        return []; // hardware this host cannot read: its copy is refused when served, with the reason
+      }
+    }),
+    report: (short) => liveDriver.submit({ type: 'ft-room', short }),
+    log,
+  });
+  health.on('round', () => void ftRoom.check());
 
   const alinkStartedAt = Date.now();
   alink.start();

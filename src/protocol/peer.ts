@@ -121,6 +121,8 @@ function parseHeartbeat(o: Record<string, unknown>): Heartbeat {
       stream: c['stream'] === null ? null : streamId(c['stream'], `${at}.stream`),
       current: bool(c['current'], `${at}.current`),
     })),
+    // Optional: a host that predates it sends none (a rolling upgrade): it has room for every FT VM.
+    ftRoomShort: o['ftRoomShort'] === undefined ? [] : list(o['ftRoomShort'], 'ftRoomShort', PEER_LIMITS.vmsMax, name),
     migrations: byVm(o['migrations'], 'migrations', (m, at) => ({ id: streamId(m['id'], `${at}.id`) })),
     incoming: byVm(o['incoming'], 'incoming', (i, at) => ({
       id: streamId(i['id'], `${at}.id`),

@@ -14,9 +14,11 @@
  *   at T quorum-latency QUORUM MS        requests to it take MS longer, there and back (0: normal again)
  *   at T health HOST COMPONENT ok|degraded|failed
  *   at T rtt MS
+ *   at T ft-room HOST VM,VM…|none       the FT VMs whose checkpoint image HOST (their backup) has no room for
  *   at T crash-vm HOST VM
  *   at T command HOST maintenance on|off | force-takeover | repaired | stop VM | start VM | migrate VM
  *   expect T VM on HOST|nowhere          checked at time T
+ *   expect T VM protection LEVEL on HOST the protection HOST's core runs the VM with at time T (off: host down)
  *   until T                              how long to run
  */
 import { readFile } from 'node:fs/promises';
@@ -64,6 +66,18 @@ export function runScenario(script: string): ScenarioResult {
         break;
       case 'expect': {
         const at = seconds(w[1]);
+        if (w[3] === 'protection') {
+          // expect T VM protection LEVEL on HOST: the protection that host's core runs the VM with.
+          const [vm, level, host] = [w[2] ?? fail('expect T VM protection LEVEL on HOST'), w[4] ?? fail('expect T VM protection LEVEL on HOST'), w[6] ?? fail('expect T VM protection LEVEL on HOST')];
+          actions.push({
+            at,
+            run: (world) => {
+              const actual = world.protectionOn(host, vm);
+              if (actual !== level) failures.push(`at ${at} s expected ${vm} protected as ${level} on ${host}, found ${actual}`);
+            },
+          });
+          break;
+        }
         const vm = w[2] ?? fail('expect T VM on HOST|nowhere');
         const where = w[4] ?? fail('expect T VM on HOST|nowhere');
         actions.push({
@@ -134,6 +148,12 @@ function parseAction(w: string[], fail: (why: string) => never): (world: World) 
     }
     case 'rtt':
       return (world) => world.setRtt(Number(a));
+    case 'ft-room': {
+      // ft-room HOST VM,VM… | none: what the host's FT room watch reports as short.
+      const host = a ?? fail('ft-room HOST VM,VM…|none');
+      const vms = b === undefined ? fail('ft-room HOST VM,VM…|none') : b === 'none' ? [] : b.split(',');
+      return (world) => world.setFtRoomShort(host, vms);
+    }
     case 'crash-vm':
       return (world) => world.crashVm(a!, b ?? fail('crash-vm HOST VM'));
     case 'command': {

@@ -13,7 +13,7 @@
  *
  * Checkers run after every event and throw `SafetyViolation` with the time and the log so far.
  */
-import { bootState, deriveHostState, step, type CoreState } from '../core/host-core.js';
+import { bootState, deriveHostState, runningProtection, step, type CoreState } from '../core/host-core.js';
 import { decideGrant, emptyPairRecord, recoveredPairRecord, type PairRecord } from '../core/quorum-grant.js';
 import type { ComponentState, CoreConfig, CoreEvent, Durable, Effect, HealthComponent, HostId, Input, MirrorMode, PeerMessage, ProtectionLevel, QuorumServerId, StorageEvent, VmName } from '../core/types.js';
 import { healthyComponents } from '../core/health.js';
@@ -330,6 +330,12 @@ export class World {
     for (const h of this.hosts.values()) this.input(h.id, { type: 'alink-rtt', now: 0, rttMs: ms });
   }
 
+  /** The FT VMs whose checkpoint image a host, as their backup, has no room for (its FT room watch's report). */
+  setFtRoomShort(id: HostId, vms: VmName[]): void {
+    this.note(id, vms.length === 0 ? 'FT memory room for every FT VM' : `no FT memory room for ${vms.join(', ')}`, 'fault');
+    this.input(id, { type: 'ft-room', now: 0, short: vms });
+  }
+
   // ── observation ─────────────────────────────────────────────────────────────────────────────────────
 
   host(id: HostId): SimHost {
@@ -342,6 +348,12 @@ export class World {
   runningCopies(vm: VmName): HostId[] {
     const executes = (state: string | undefined): boolean => state === 'starting' || state === 'running' || state === 'stopping';
     return [...this.hosts.values()].filter((h) => executes(h.processes.get(vm)?.state)).map((h) => h.id);
+  }
+
+  /** The protection a host's core runs a VM with now (`off` while the host is down). */
+  protectionOn(id: HostId, vm: VmName): string {
+    const h = this.host(id);
+    return h.core ? runningProtection(h.core, vm) : 'off';
   }
 
   hostState(id: HostId): string {

@@ -69,6 +69,7 @@ export function heartbeat(from: string, seq: number, vms: Record<string, VmRecor
     running: Object.keys(vms),
     mirrors: Object.fromEntries(Object.keys(vms).map((vm) => [vm, { stream: `${from}.1.1`, state: 'ready' as const }])),
     copies: {},
+    ftRoomShort: [],
     migrations: {},
     incoming: {},
   };

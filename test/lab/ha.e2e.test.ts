@@ -24,6 +24,7 @@ import { repoRoot } from '../../src/util/paths.js';
 import { daemonRequest } from '../../src/daemon/api-client.js';
 import { checkAcknowledged, outageAfter, readLoadLog, type LoadEvent } from '../../src/lab/append-load.js';
 import { RECORD_SERVICE_PORT } from '../../src/lab/guest-image.js';
+import { labFtMemoryDir } from '../../src/lab/host-config.js';
 
 const LAB = `h${process.pid}`;
 const DIR = path.join(os.tmpdir(), `lockstep-lab-${LAB}`);
@@ -311,7 +312,28 @@ test('an HA VM made FT while it runs: the same QEMU comes under an FT run, one c
   await waitForAcks(load, 'into-ft', 20);
   const pid = (await vmOn('host1'))?.local?.pid;
   assert.ok(pid, 'demo runs on host1 before');
+  // First host2, the backup, has no room for the checkpoint image: a 64 MiB tmpfs over its FT memory
+  // directory (empty: host2 runs no guest), where the 128 MiB guest's image would go. FT is admitted once
+  // it goes.
+  const backupMemory = labFtMemoryDir(LAB, 'host2');
+  const small = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', `${LAB}-small-ft-memory`, backupMemory], { encoding: 'utf8' });
+  assert.equal(small.status, 0, `mount a small tmpfs on ${backupMemory}: ${small.stderr}`);
+  let mounted = true;
+  const unmount = (): void => {
+    if (mounted) spawnSync('umount', ['-l', backupMemory]);
+    mounted = false;
+  };
+  t.after(unmount);
   vmCli('protect', 'demo', '--level', 'ft', '--host', 'host1');
+  await eventually('demo downgraded to HA, host1 alerting that host2 has no room for FT', async () => {
+    const alerts = await daemonRequest<{ code: string }[]>(socket('host1'), 'GET', '/v1/events?kind=alert&limit=50', undefined, 5000);
+    return alerts.some((a) => a.code === 'FT_BACKUP_NO_ROOM') && (await vmOn('host1'))?.state === 'downgraded';
+  });
+  await new Promise((r) => setTimeout(r, 3000));
+  const downgraded = (await vmOn('host1')) as (VmStatus & { local: { ft?: { state: string } | null } | null }) | null;
+  assert.equal(downgraded?.state, 'downgraded', 'still HA while host2 has no room');
+  assert.notEqual(downgraded?.local?.ft?.state, 'protecting', 'no FT run without room on the backup');
+  unmount();
   const ft = await eventually('demo under an FT run with epochs committed on host2', async () => {
     const v = (await vmOn('host1')) as (VmStatus & { local: { ft?: { state: string; peerCommittedEpoch: number | null } | null } | null }) | null;
     const run = v?.local?.ft;
