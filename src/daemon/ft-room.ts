@@ -58,7 +58,8 @@ export class FtRoomWatch {
       const vms = this.opts.backed();
       let room: RamRoom;
       try {
-        room = await ramRoom(this.opts.memoryDir);
+        // No FT VM backed here: nothing to account (the directory may not even exist before a first FT VM).
+        room = vms.length === 0 ? { freeBytes: 0, promisedBytes: 0 } : await ramRoom(this.opts.memoryDir);
       } catch (e) {
         // The last account stands: a tmpfs that cannot be read now says nothing new about its room.
         const why = describeError(e);
