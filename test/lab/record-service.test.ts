@@ -195,6 +195,11 @@ test('the record service on a real guest', async (t) => {
     assert.equal(await recordRequest(HOST, guest.port, 'get 1', 10_000), 'record 1 hello world', 'one-shot request');
   });
 
+  await t.test('spin: a CPU work unit answered when done', async () => {
+    assert.equal(await conn.request('spin 1'), 'spun 1');
+    assert.equal(await conn.request('spin 5'), 'spun 5');
+  });
+
   await t.test('bad requests get an error and leave the connection usable', async () => {
     assert.equal(await conn.request(`append ${'x'.repeat(400)}`), 'ok 3', '400 bytes is the limit, inclusive');
     assert.match(await conn.request(`append ${'x'.repeat(401)}`), /^error too long/);
@@ -205,6 +210,9 @@ test('the record service on a real guest', async (t) => {
     assert.match(await conn.request('get x1'), /^error bad seq/);
     assert.match(await conn.request(`get ${'9'.repeat(30)}`), /^error bad seq/);
     assert.equal(await conn.request('get 999'), 'missing 999');
+    assert.match(await conn.request('spin 0'), /^error usage: spin <1\.\.10000>/);
+    assert.match(await conn.request('spin 10001'), /^error usage: spin/);
+    assert.match(await conn.request('spin x'), /^error usage: spin/);
     assert.match(await conn.request('y'.repeat(5000)), /^error line too long/);
     assert.equal(await conn.request('last'), 'last 3', 'no failed request wrote anything');
   });

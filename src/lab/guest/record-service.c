@@ -11,6 +11,7 @@
  *   last           ->  last <seq>          (highest seq on disk, 0 if none)
  *   get <seq>      ->  record <seq> <text> | missing <seq>
  *   stats          ->  stats uptime_ms=<n> records=<n> appends=<n> clients=<n>
+ *   spin <n>       ->  spun <n>            (after n million rounds of a CPU loop: a benchmark's work unit)
  *   hang           ->  hanging             (the lab's `guest hang` fault: see do_hang)
  *   anything else  ->  error <reason>
  *
@@ -343,6 +344,23 @@ static void do_get(struct client *c, const char *arg, size_t len) {
   reply_bytes(c, "\n", 1);
 }
 
+/*
+ * A CPU-bound work unit for benchmarks: the client times it from outside, so every pause of the VM (an FT
+ * checkpoint's, TCG's share of the host) counts; the guest's own clock would not see them. Bounded, so that
+ * one request cannot take the service away for long.
+ */
+#define SPIN_MILLIONS_MAX 10000
+static void do_spin(struct client *c, const char *arg, size_t len) {
+  uint64_t millions;
+  if (!parse_seq(arg, len, &millions) || millions == 0 || millions > SPIN_MILLIONS_MAX) {
+    reply(c, "error usage: spin <1..%d> (millions of rounds)\n", SPIN_MILLIONS_MAX);
+    return;
+  }
+  volatile uint64_t x = 0;
+  for (uint64_t i = 0; i < millions * 1000000u; i++) x += i ^ (x >> 3);
+  reply(c, "spun %" PRIu64 "\n", millions);
+}
+
 static bool is_word(const char *line, size_t len, const char *word) {
   size_t w = strlen(word);
   return len == w && memcmp(line, word, w) == 0;
@@ -391,6 +409,7 @@ static void handle_line(struct client *c, const char *line, size_t len) {
   else if (is_word(line, len, "stats"))
     reply(c, "stats uptime_ms=%" PRIu64 " records=%" PRIu64 " appends=%" PRIu64 " clients=%d\n", elapsed_ms(), g.last,
           g.appends, g.client_count);
+  else if (has_prefix(line, len, "spin ")) do_spin(c, line + 5, len - 5);
   else if (is_word(line, len, "hang")) do_hang(c);
   else reply(c, "error unknown command\n");
 }
