@@ -210,8 +210,8 @@ test('the record service on a real guest', async (t) => {
     assert.match(await conn.request('get x1'), /^error bad seq/);
     assert.match(await conn.request(`get ${'9'.repeat(30)}`), /^error bad seq/);
     assert.equal(await conn.request('get 999'), 'missing 999');
-    assert.match(await conn.request('spin 0'), /^error usage: spin <1\.\.10000>/);
-    assert.match(await conn.request('spin 10001'), /^error usage: spin/);
+    assert.match(await conn.request('spin 0'), /^error usage: spin <1\.\.1000>/);
+    assert.match(await conn.request('spin 1001'), /^error usage: spin/);
     assert.match(await conn.request('spin x'), /^error usage: spin/);
     assert.match(await conn.request('y'.repeat(5000)), /^error line too long/);
     assert.equal(await conn.request('last'), 'last 3', 'no failed request wrote anything');

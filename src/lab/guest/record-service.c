@@ -349,7 +349,7 @@ static void do_get(struct client *c, const char *arg, size_t len) {
  * checkpoint's, TCG's share of the host) counts; the guest's own clock would not see them. Bounded, so that
  * one request cannot take the service away for long.
  */
-#define SPIN_MILLIONS_MAX 10000
+#define SPIN_MILLIONS_MAX 1000
 static void do_spin(struct client *c, const char *arg, size_t len) {
   uint64_t millions;
   if (!parse_seq(arg, len, &millions) || millions == 0 || millions > SPIN_MILLIONS_MAX) {
