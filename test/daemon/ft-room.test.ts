@@ -1,16 +1,14 @@
 // FT admission on the backup: which FT VMs' checkpoint images fit on the FT tmpfs. The account itself
 // (figures in, VMs out), then the watch on a real 64 MiB tmpfs with sparse files as guests and stores make
 // them: what it reports to the core, and only when the answer changes.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, rm, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FtRoomWatch, ftRoomShortfall, type FtBackedVm } from '../../src/daemon/ft-room.js';
-import { run } from '../../src/util/exec.js';
+import { needsRoot, testTmpfs } from '../support/tmpfs.js';
 
 const MiB = 1024 * 1024;
-const needsRoot = process.getuid?.() !== 0 ? 'needs root (mounts a tmpfs)' : false;
 
 test('the account: served runs cost nothing more, the others are admitted in name order while room lasts', () => {
   const vm = (name: string, mib: number, served = false): FtBackedVm => ({ vm: name, ramBytes: mib * MiB, served });
@@ -27,29 +25,13 @@ test('the account: served runs cost nothing more, the others are admitted in nam
   assert.deepEqual(ftRoomShortfall({ freeBytes: 10 * MiB, promisedBytes: 30 * MiB }, [vm('a', 1), vm('b', 1, true)]), ['a']);
 });
 
-let tmp: string;
-let dir: string;
-let mounted = false;
-
-before(async () => {
-  tmp = await mkdtemp(path.join(os.tmpdir(), 'lockstep-ft-room-'));
-  dir = path.join(tmp, 'memory');
-  await mkdir(dir);
-  if (needsRoot) return;
-  await run('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'lockstep-ft-room', dir]);
-  mounted = true;
-});
-
-after(async () => {
-  if (mounted) await run('umount', [dir]);
-  await rm(tmp, { recursive: true, force: true });
-});
+const tmpfs = testTmpfs('ft-room', 64);
 
 test('the watch reports to the core what does not fit on a real tmpfs, once per change', { skip: needsRoot }, async () => {
   let backed: FtBackedVm[] = ['a', 'b', 'c'].map((vm) => ({ vm, ramBytes: 24 * MiB, served: false }));
   const reports: string[][] = [];
   const logs: string[] = [];
-  const watch = new FtRoomWatch({ memoryDir: dir, backed: () => backed, report: (short) => reports.push(short), log: (l) => logs.push(l) });
+  const watch = new FtRoomWatch({ memoryDir: tmpfs.dir, backed: () => backed, report: (short) => reports.push(short), log: (l) => logs.push(l) });
 
   // 64 MiB: a and b fit (48), c does not.
   await watch.check();
@@ -59,14 +41,14 @@ test('the watch reports to the core what does not fit on a real tmpfs, once per 
   assert.equal(reports.length, 1, 'the same answer is not reported again');
 
   // A guest this host runs takes a 40 MiB RAM file (sparse, as QEMU's is): only a fits now.
-  const guestRam = path.join(dir, 'guest.ram');
+  const guestRam = path.join(tmpfs.dir, 'guest.ram');
   await writeFile(guestRam, '');
   await truncate(guestRam, 40 * MiB);
   await watch.check();
   assert.deepEqual(reports.at(-1), ['b', 'c']);
 
   // a's run is served: its store is on the tmpfs (promised) and costs nothing more; nothing changes.
-  const store = path.join(dir, 'stores', 'a.1', 'ram.img');
+  const store = path.join(tmpfs.dir, 'stores', 'a.1', 'ram.img');
   await mkdir(path.dirname(store), { recursive: true });
   await writeFile(store, '');
   await truncate(store, 24 * MiB);
@@ -84,13 +66,13 @@ test('the watch reports to the core what does not fit on a real tmpfs, once per 
   await watch.check();
   assert.deepEqual(reports.at(-1), []);
   assert.match(logs.at(-1)!, /FT memory room in .* for every FT VM backed here/);
-  await rm(path.join(dir, 'stores'), { recursive: true });
+  await rm(path.join(tmpfs.dir, 'stores'), { recursive: true });
 });
 
 test('a memory directory that cannot be read keeps the last account and says why, once', async () => {
   const reports: string[][] = [];
   const logs: string[] = [];
-  const watch = new FtRoomWatch({ memoryDir: path.join(tmp, 'absent'), backed: () => [{ vm: 'a', ramBytes: MiB, served: false }], report: (s) => reports.push(s), log: (l) => logs.push(l) });
+  const watch = new FtRoomWatch({ memoryDir: path.join(tmpfs.tmp, 'absent'), backed: () => [{ vm: 'a', ramBytes: MiB, served: false }], report: (s) => reports.push(s), log: (l) => logs.push(l) });
   await watch.check();
   await watch.check();
   assert.deepEqual(reports, []);
