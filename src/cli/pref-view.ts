@@ -17,8 +17,8 @@ export function renderPreferences(p: PreferencesView): string {
   const ntpWord = ntp.synchronized === null ? 'unknown' : ntp.synchronized ? 'synchronised' : 'not synchronised';
   const errors = ntp.maxErrorMs === null ? '' : `; error at most ${ms(ntp.maxErrorMs)}, estimated ${ms(ntp.estimatedErrorMs ?? 0)}`;
   return [
-    `preferences of ${p.host} (pair ${p.pair.id} with ${p.pair.peer}), as lockstepd read them${p.configFile === null ? '' : ` from ${p.configFile}`}`,
-    `read-only: ${p.howToChange}`,
+    `preferences of ${p.host} (pair ${p.pair.id} with ${p.pair.peer}), as lockstepd runs them, from ${p.configFile}`,
+    `editable with lockstep pref set: ${editableSections(p).join(', ')}; to change: ${p.howToChange}`,
     '',
     section('owner', ownerRows(p.owner)),
     section('network', [
@@ -49,6 +49,11 @@ export function renderPreferences(p: PreferencesView): string {
     ]),
     renderNotifications(p.host, p.notifications),
   ].join('\n');
+}
+
+/** The sections `PUT /v1/preferences/SECTION` changes, in the view's order. */
+function editableSections(p: PreferencesView): string[] {
+  return Object.entries(p.editable).flatMap(([section, editable]) => (editable ? [section] : []));
 }
 
 /** The receivers with their latest delivery and test. */

@@ -58,8 +58,9 @@ const PREFS: PreferencesView = {
   pair: { id: 'prod', peer: 'host2', tiebreakWinner: 'host1' },
   owner: { name: 'Example Manufacturing', contact: null, email: 'ops@example.com', phone: '+33 1 23 45 67 89', site: null },
   configFile: '/etc/lockstep/lockstepd.json',
-  editable: false,
-  howToChange: "edit lockstepd's config file and restart lockstepd",
+  editable: { owner: true, notifications: true, resync: true, network: false, quorum: false, splitsite: false, pair: false },
+  howToChange: "the rest: edit lockstepd's config file and restart lockstepd",
+  notificationsConfig: null,
   network: {
     management: { interface: 'mgmt0', apiAddress: '10.10.0.11', apiPort: 7443 },
     business: { bridge: 'br-biz', interface: 'biz0' },
