@@ -43,12 +43,29 @@ export function renderPreferences(p: PreferencesView): string {
       ['HA', `up to ${p.splitsite.haRttLimitMs} ms`],
       ['A-Link now', p.splitsite.alinkRttMs === null ? '-' : `${p.splitsite.alinkRttMs.toFixed(2)} ms`],
     ]),
-    section('resync', [
-      ['rate', p.resync.maxMiBps === null ? 'no limit' : `at most ${p.resync.maxMiBps} MiB/s`],
-      ['while the guest is busy', p.resync.busyMiBps === null ? 'no limit' : `at most ${p.resync.busyMiBps} MiB/s`],
-    ]),
+    section('resync', resyncRows(p.resync)),
     renderNotifications(p.host, p.notifications),
   ].join('\n');
+}
+
+/** What `lockstep pref set SECTION` answers: the section as the host now runs it. */
+export function renderSetAnswer(p: PreferencesView, section: 'owner' | 'resync' | 'notifications'): string {
+  const head = `${section} of ${p.host} set: written to ${p.configFile} and applied`;
+  switch (section) {
+    case 'owner':
+      return `${head}\n${indent(keyValues(ownerRows(p.owner)))}`;
+    case 'resync':
+      return `${head}\n${indent(keyValues(resyncRows(p.resync)))}`;
+    case 'notifications':
+      return `${head}\n${renderNotifications(p.host, p.notifications)}`;
+  }
+}
+
+function resyncRows(r: PreferencesView['resync']): [string, string][] {
+  return [
+    ['rate', r.maxMiBps === null ? 'no limit' : `at most ${r.maxMiBps} MiB/s`],
+    ['while the guest is busy', r.busyMiBps === null ? 'no limit' : `at most ${r.busyMiBps} MiB/s`],
+  ];
 }
 
 /** The sections `PUT /v1/preferences/SECTION` changes, in the view's order. */
@@ -107,7 +124,7 @@ function offset(minutes: number): string {
 }
 
 function ownerRows(o: PreferencesView['owner']): [string, string][] {
-  if (o === null) return [['not given', "add an owner section to lockstepd's config (name, contact, email, phone, site)"]];
+  if (o === null) return [['not given', 'lockstep pref set owner --name TEXT [--contact, --email, --phone, --site]']];
   const rows: [string, string | null][] = [['name', o.name], ['contact', o.contact], ['email', o.email], ['phone', o.phone], ['site', o.site]];
   return rows.flatMap(([k, v]): [string, string][] => (v === null ? [] : [[k, v]]));
 }
