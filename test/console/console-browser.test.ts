@@ -304,6 +304,16 @@ test('first-run setup, every page with real data, a VM created and started, a li
     // The notifications' editor holds the section with its secrets kept by name, never a token.
     const section = JSON.parse(await page.locator('#notifications-form [name=section]').inputValue());
     assert.deepEqual(section.webhooks.map((w: { url: unknown }) => w.url), [{ keep: 'webhook:1' }, { keep: 'webhook:2' }]);
+    await page.fill('#notifications-form [name=section]', '{"minSeverity": ');
+    await page.click('#notifications-form [data-action=save-notifications]');
+    await page.locator('#notifications-form-error', { hasText: 'the section is not JSON' }).waitFor();
+    await page.fill('#notifications-form [name=section]', JSON.stringify({ ...section, minSeverity: 'critical' }, null, 2));
+    await page.click('#notifications-form [data-action=save-notifications]');
+    await page.locator('#notice.good', { hasText: 'Save notifications: written to' }).waitFor();
+    await page.locator('p', { hasText: 'Alerts of severity critical and above' }).waitFor();
+    const savedHooks = JSON.parse(await readFile(h.configFile, 'utf8')).notifications.webhooks;
+    assert.equal(savedHooks[0].url, chat.url('/hooks/CONSOLETOKEN'), 'the kept secret is in the file');
+    assert.equal(await page.locator('body', { hasText: 'CONSOLETOKEN' }).count(), 0, 'and nowhere on the page');
     // Set elsewhere (another console, the CLI): the page follows, from the live audit stream, without a reload.
     const elsewhere = await h.request('PUT', '/api/v1/preferences/owner', { token: other, body: { name: 'Set from elsewhere' } });
     assert.equal(elsewhere.status, 200, elsewhere.text);
