@@ -1,8 +1,8 @@
 // Mirroring a disk into the peer's copy on real QEMU 7.2 (TCG, no guest; guest writes go through the disk's
 // device): a full sync to ready with writes on the copy at once; a resync rate, and a new one taken while
-// copying; a peer lost after ready, the guest writing
-// on alone, and an incremental resync of only what changed; writes racing the break not lost; targets that
-// cannot be used; stop() mid-sync on a hung target and after ready; a stalled sync; the reply parsers.
+// copying; a peer lost after ready, the guest writing on alone, and an incremental resync of only what
+// changed; writes racing the break not lost; targets that cannot be used; stop() mid-sync on a hung target
+// and after ready; a stalled sync; the reply parsers.
 import { afterEach, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
