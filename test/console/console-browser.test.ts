@@ -318,6 +318,11 @@ test('first-run setup, every page with real data, a VM created and started, a li
     const elsewhere = await h.request('PUT', '/api/v1/preferences/owner', { token: other, body: { name: 'Set from elsewhere' } });
     assert.equal(elsewhere.status, 200, elsewhere.text);
     await page.locator('#owner dd', { hasText: 'Set from elsewhere' }).waitFor();
+    assert.deepEqual(
+      [await page.locator('#owner-form [name=name]').inputValue(), await page.locator('#owner-form [name=site]').inputValue()],
+      ['Set from elsewhere', ''],
+      'an untouched form follows too',
+    );
     await b.screenshot('11-preferences');
 
     // ── the read-only user: everything visible, nothing changeable ──

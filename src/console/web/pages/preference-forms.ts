@@ -21,14 +21,18 @@ export interface EditForm {
   touched(): boolean;
 }
 
-export type EditForms = Record<'owner' | 'resync' | 'notifications', EditForm>;
+export type EditSection = 'owner' | 'resync' | 'notifications';
+export type EditForms = Record<EditSection, EditForm>;
 
-/** The three forms, made from the view; `saved` gets the answer of a save that worked. */
-export function editForms(p: Preferences, saved: (next: Preferences) => void): EditForms {
+/** Told of a save that worked: the answer, and which form saved (it is made again from the answer). */
+export type Saved = (next: Preferences, section: EditSection) => void;
+
+/** The three forms, made from the view. */
+export function editForms(p: Preferences, saved: Saved): EditForms {
   return { owner: ownerForm(p, saved), resync: resyncForm(p, saved), notifications: notificationsForm(p, saved) };
 }
 
-function ownerForm(p: Preferences, saved: (next: Preferences) => void): EditForm {
+function ownerForm(p: Preferences, saved: Saved): EditForm {
   const o = p.owner;
   const text = (name: string, value: string | null | undefined, required = false): HTMLInputElement => h('input', { name, value: value ?? '', maxlength: 200, ...(required ? { required: true } : {}) });
   return form('owner', 'Save owner', saved, [
@@ -44,7 +48,7 @@ function ownerForm(p: Preferences, saved: (next: Preferences) => void): EditForm
   });
 }
 
-function resyncForm(p: Preferences, saved: (next: Preferences) => void): EditForm {
+function resyncForm(p: Preferences, saved: Saved): EditForm {
   const rate = (name: string, value: number | null): HTMLInputElement => h('input', { name, value: value === null ? '' : String(value), inputmode: 'decimal', placeholder: 'no limit' });
   // Empty: no limit (null); a text that is not a number goes as it is, for the API to refuse naming the field.
   const mibps = (v: string): number | string | null => (v === '' ? null : Number.isFinite(Number(v)) ? Number(v) : v);
@@ -54,7 +58,7 @@ function resyncForm(p: Preferences, saved: (next: Preferences) => void): EditFor
   ], (f) => ({ maxMiBps: mibps(valueOf(f, 'maxMiBps')), busyMiBps: mibps(valueOf(f, 'busyMiBps')) }));
 }
 
-function notificationsForm(p: Preferences, saved: (next: Preferences) => void): EditForm {
+function notificationsForm(p: Preferences, saved: Saved): EditForm {
   const editor = h('textarea', { name: 'section', rows: 14, spellcheck: 'false', class: 'json' });
   editor.value = JSON.stringify(p.notificationsConfig, null, 2);
   return form('notifications', 'Save notifications', saved, [
@@ -69,7 +73,7 @@ function notificationsForm(p: Preferences, saved: (next: Preferences) => void): 
 }
 
 /** A form that PUTs `bodyOf` (or shows the Error it gives) to the section's setter. */
-function form(section: 'owner' | 'resync' | 'notifications', label: string, saved: (next: Preferences) => void, fields: HTMLElement[], bodyOf: (f: HTMLFormElement) => unknown): EditForm {
+function form(section: EditSection, label: string, saved: Saved, fields: HTMLElement[], bodyOf: (f: HTMLFormElement) => unknown): EditForm {
   const error = h('p', { class: 'form-error', id: `${section}-form-error`, role: 'alert' });
   const save = h('button', { type: 'submit', 'data-action': `save-${section}` }, label);
   const element = h('form', { id: `${section}-form`, class: 'edit-form' }, h('div', { class: 'form-grid' }, ...fields), h('div', { class: 'actions' }, save), error);
@@ -87,7 +91,7 @@ function form(section: 'owner' | 'resync' | 'notifications', label: string, save
         if (!r.ok) return fill(error, describe(r));
         fill(error);
         notify(`${label}: written to ${r.body.configFile} and applied`, 'good');
-        saved(r.body);
+        saved(r.body, section);
       })
       .finally(() => {
         save.disabled = false;

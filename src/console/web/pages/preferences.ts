@@ -14,7 +14,7 @@ import { bytes, duration, time } from '../format.js';
 import { store } from '../store.js';
 import type { DeliveryOutcome, Notifications, Preferences, Receiver, TestAnswer } from '../types.js';
 import { actionButton, can, notify, type Page } from '../ui.js';
-import { editForms, type EditForms } from './preference-forms.js';
+import { editForms, type EditForms, type EditSection } from './preference-forms.js';
 
 /** The audited operations after which the page fetches the preferences again. */
 const SETTERS = new Set(['setOwnerPreference', 'setResyncPreference', 'setNotificationsPreference']);
@@ -42,12 +42,12 @@ export const preferencesPage: Page = {
       fill(body, ...cards(prefs, skewMs, reloadNotifications, forms));
     };
     /** The preferences as they are now: forms untouched (or just saved) are made again from them. */
-    const adopt = (next: Preferences, saved: keyof EditForms | null): void => {
+    const adopt = (next: Preferences, saved: EditSection | null): void => {
       prefs = next;
       skewMs = Date.parse(next.clock.now) - Date.now();
       if (can('platform-manager')) {
-        const fresh = editForms(next, (answer) => adopt(answer, null));
-        forms = forms === null ? fresh : (Object.fromEntries((Object.keys(fresh) as (keyof EditForms)[]).map((k) => [k, k === saved || !forms![k].touched() ? fresh[k] : forms![k]])) as EditForms);
+        const fresh = editForms(next, adopt);
+        forms = forms === null ? fresh : (Object.fromEntries((Object.keys(fresh) as EditSection[]).map((k) => [k, k === saved || !forms![k].touched() ? fresh[k] : forms![k]])) as EditForms);
       }
       draw();
     };
