@@ -5,7 +5,9 @@
  * what the file holds, written back as it parses (the JSON is re-indented; comments are not JSON anyway).
  *
  * A file someone edited by hand since lockstepd read it is not overwritten: their edit may be half done,
- * and lockstepd runs the old one. The file's digest as lockstepd last read or wrote it tells.
+ * and lockstepd runs the old one. The file's digest as lockstepd last read or wrote it tells. It is a check
+ * for edits made while lockstepd runs, not a lock: an edit saved in the instant between the check and the
+ * rename is not seen.
  */
 import { createHash } from 'node:crypto';
 import { readFile, realpath, stat } from 'node:fs/promises';
