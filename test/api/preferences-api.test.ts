@@ -10,7 +10,7 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { Cleanup } from '../support/cleanup.js';
 import { ADMIN, startHarness, type Answer, type Harness } from './harness.js';
 import { HttpsTestServer, SmtpTestServer, freePort, logAlert, parseMessage, startSnmptrapd, tempDir, testPki, waitFor } from '../notify/helpers.js';
@@ -392,6 +392,25 @@ test('a config file edited by hand since lockstepd read it is not overwritten: C
     ['setResyncPreference', 'mark', 'resync', 'failed', 'CONFIG_CHANGED'],
     ['setOwnerPreference', 'mark', 'owner', 'failed', 'CONFIG_CHANGED'],
   ]);
+});
+
+test('a write that fails changes nothing, in the file or live: CONFIG_WRITE; the next one works', async () => {
+  const h = await startHarness(cleanup, { config: () => ({ owner: { name: 'As read at start' }, resync: { maxMiBps: 200 } }) });
+  const { manager } = await users(h);
+  const before = await readFile(h.configFile, 'utf8');
+  // The setter's temporary file cannot be made: a directory stands where it goes (the write step fails for real).
+  const tmp = path.join(h.dir, `.lockstepd.json.${process.pid}.tmp`);
+  await mkdir(tmp);
+  const r = await h.request('PUT', '/api/v1/preferences/resync', { token: manager, body: { maxMiBps: 10 } });
+  expectError(r, 500, 'CONFIG_WRITE');
+  assert.match(r.body.error.message, /^cannot write .*lockstepd\.json: .*; nothing was changed$/);
+  assert.equal(r.body.error.fields.step, 'write');
+  assert.equal(await readFile(h.configFile, 'utf8'), before);
+  assert.deepEqual((await h.request('GET', '/api/v1/preferences', { token: manager })).body.resync, { maxMiBps: 200, busyMiBps: 64 }, 'not applied');
+  await rmdir(tmp);
+  const ok = await h.request('PUT', '/api/v1/preferences/resync', { token: manager, body: { maxMiBps: 10 } });
+  assert.deepEqual([ok.status, ok.body.resync], [200, { maxMiBps: 10, busyMiBps: 64 }]);
+  assert.deepEqual((await onDisk(h)).resync.maxBytesPerSec, 10 * 1024 * 1024);
 });
 
 test('notifications: set live with every secret kept by name, the notifier reconfigured in place, the file holding the secrets and nothing else showing them', async () => {
