@@ -18,9 +18,9 @@ export function renderPreferences(p: PreferencesView): string {
   const errors = ntp.maxErrorMs === null ? '' : `; error at most ${ms(ntp.maxErrorMs)}, estimated ${ms(ntp.estimatedErrorMs ?? 0)}`;
   return [
     `preferences of ${p.host} (pair ${p.pair.id} with ${p.pair.peer}), as lockstepd runs them, from ${p.configFile}`,
-    `editable with lockstep pref set: ${editableSections(p).join(', ')}; to change: ${p.howToChange}`,
+    `to change: ${p.howToChange}`,
     '',
-    section('owner', ownerRows(p.owner)),
+    section(settable(p, 'owner'), ownerRows(p.owner)),
     section('network', [
       ['management', `${n.management.interface ?? 'interface not checked'}${n.management.apiAddress === null ? ', no management API' : `, management API on ${n.management.apiAddress}:${n.management.apiPort}`}`],
       ['business', `bridge ${n.business.bridge}, uplink ${n.business.interface}`],
@@ -43,7 +43,7 @@ export function renderPreferences(p: PreferencesView): string {
       ['HA', `up to ${p.splitsite.haRttLimitMs} ms`],
       ['A-Link now', p.splitsite.alinkRttMs === null ? '-' : `${p.splitsite.alinkRttMs.toFixed(2)} ms`],
     ]),
-    section('resync', resyncRows(p.resync)),
+    section(settable(p, 'resync'), resyncRows(p.resync)),
     renderNotifications(p.host, p.notifications),
   ].join('\n');
 }
@@ -68,9 +68,9 @@ function resyncRows(r: PreferencesView['resync']): [string, string][] {
   ];
 }
 
-/** The sections `PUT /v1/preferences/SECTION` changes, in the view's order. */
-function editableSections(p: PreferencesView): string[] {
-  return Object.entries(p.editable).flatMap(([section, editable]) => (editable ? [section] : []));
+/** A section's title, saying how to set it when the daemon changes it while running. */
+function settable(p: PreferencesView, section: 'owner' | 'resync'): string {
+  return p.editable[section] ? `${section} (lockstep pref set ${section})` : section;
 }
 
 /** The receivers with their latest delivery and test. */
