@@ -263,11 +263,10 @@ const RESYNC_BODY: Schema = {
   properties: { maxMiBps: RESYNC_MIBPS, busyMiBps: { ...RESYNC_MIBPS, description: 'while the guest does disk I/O; MiB/s, null: no limit; absent: the default (64)' } },
   additionalProperties: false,
 };
-// Only the top level: the section's fields are checked by the config's own parser, which never echoes a
-// secret in its errors (this schema's errors quote the value they refuse).
+// Only the field names: the section is checked by the config's own parser, which never echoes a secret in
+// its errors, while this schema's quote the value they refuse (a list of webhooks sent for the section).
 const NOTIFICATIONS_BODY: Schema = {
-  type: ['object', 'null'],
-  description: 'the notifications section (docs/notifications.md); null removes it (no notifications)',
+  description: 'the notifications section, an object (docs/notifications.md); null removes it (no notifications)',
   properties: {
     minSeverity: { enum: ['info', 'warning', 'critical'] },
     smtp: { description: 'the SMTP relay and recipients, or null' },

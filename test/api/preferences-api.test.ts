@@ -479,6 +479,7 @@ test('notifications: set live with every secret kept by name, the notifier recon
     [{ ...current, smtp: { ...current.smtp, port: 0 } }, 'smtp.port', /must be a TCP\/UDP port/],
     [{ ...current, pager: {} }, 'pager', /not a known field/],
     [{ minSeverity: 'info' }, '', /names no receiver/],
+    [[{ url: `https://hooks.example.com/${WEBHOOK_TOKEN}` }], '', /'notifications' must be a JSON object$/],
   ];
   const fileBefore = await readFile(h.configFile, 'utf8');
   for (const [body, field, message] of refusals) {
