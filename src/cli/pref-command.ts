@@ -17,6 +17,7 @@ import { daemonRequest } from '../daemon/api-client.js';
 import type { NotificationTestAnswer, PreferencesView } from '../daemon/preference-routes.js';
 import type { NotificationsView } from '../notify/receiver-view.js';
 import { SEND_TEST_TIMEOUT_MS } from '../notify/notifier.js';
+import { LIVE_SECTIONS, type LiveSection } from '../daemon/config.js';
 import { resolveTarget } from './daemon-target.js';
 import { commonOptions, WHERE_OPTIONS, type Common } from './vm-command.js';
 import { renderNotifications, renderPreferences, renderSetAnswer, renderTestAnswer } from './pref-view.js';
@@ -52,8 +53,7 @@ const TEST_ANSWER_MS = SEND_TEST_TIMEOUT_MS + 10_000;
 const RECEIVER_NAME = /^(smtp|call-home|webhook:([1-9]\d?|[a-z][a-z0-9-]{0,31})|snmp:[^\s/]{1,290})$/;
 
 /** The sections `pref get|set` take: those the daemon changes while it runs. */
-const SECTIONS = ['owner', 'resync', 'notifications'] as const;
-type Section = (typeof SECTIONS)[number];
+type Section = LiveSection;
 
 const OWNER_FIELDS = ['name', 'contact', 'email', 'phone', 'site'] as const;
 type OwnerField = (typeof OWNER_FIELDS)[number];
@@ -153,7 +153,7 @@ function mibps(v: string, option: string): number | null {
 }
 
 function isSection(v: string | undefined): v is Section {
-  return (SECTIONS as readonly (string | undefined)[]).includes(v);
+  return (LIVE_SECTIONS as readonly (string | undefined)[]).includes(v);
 }
 
 export async function prefCommand(noun: 'pref' | 'notification', argv: string[]): Promise<number> {
