@@ -22,7 +22,7 @@ export function auditedAction(route: Route<never>, params: Record<string, string
   const result: AuditResult = reply.status < 400 ? 'ok' : reply.status === 401 || reply.status === 403 || reply.status === 429 ? 'denied' : 'failed';
   const bodyName = typeof body === 'object' && body !== null && typeof (body as { name?: unknown }).name === 'string' ? (body as { name: string }).name : null;
   // One's own password change names no one in its path or body: its target is the caller.
-  const target = params['name'] ?? params['id'] ?? bodyName ?? (route.operationId === 'changeOwnPassword' ? caller.user : null);
+  const target = params['name'] ?? params['id'] ?? route.auditTarget ?? bodyName ?? (route.operationId === 'changeOwnPassword' ? caller.user : null);
   return {
     wallMs: caller.wallMs,
     user: caller.user,

@@ -69,6 +69,8 @@ export interface Route<C> {
   upload?: { contentType: string; bytesMax: number; description: string };
   /** `contentType`: what the answer is when not JSON (its schema then describes the text). */
   response: { status: number; description: string; schema?: Schema; contentType?: string };
+  /** What the audit log names as the target when the path names none (a preference setter: its section). */
+  auditTarget?: string;
   /** The error codes the handler itself raises, for the documentation. */
   errors?: readonly ErrorCode[];
   handler(ctx: C, req: RouteRequest): Promise<Reply>;
@@ -108,6 +110,7 @@ export const HTTP_STATUS_OF: Partial<Record<ErrorCode, number>> = {
   BUILTIN_GROUP: 409,
   LAST_ADMINISTRATOR: 409,
   NOTIFICATIONS_OFF: 409,
+  CONFIG_CHANGED: 409,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   UPGRADE_REQUIRED: 426,

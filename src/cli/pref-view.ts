@@ -17,10 +17,10 @@ export function renderPreferences(p: PreferencesView): string {
   const ntpWord = ntp.synchronized === null ? 'unknown' : ntp.synchronized ? 'synchronised' : 'not synchronised';
   const errors = ntp.maxErrorMs === null ? '' : `; error at most ${ms(ntp.maxErrorMs)}, estimated ${ms(ntp.estimatedErrorMs ?? 0)}`;
   return [
-    `preferences of ${p.host} (pair ${p.pair.id} with ${p.pair.peer}), as lockstepd read them${p.configFile === null ? '' : ` from ${p.configFile}`}`,
-    `read-only: ${p.howToChange}`,
+    `preferences of ${p.host} (pair ${p.pair.id} with ${p.pair.peer}), as lockstepd runs them, from ${p.configFile}`,
+    `to change: ${p.howToChange}`,
     '',
-    section('owner', ownerRows(p.owner)),
+    section(settable(p, 'owner'), ownerRows(p.owner)),
     section('network', [
       ['management', `${n.management.interface ?? 'interface not checked'}${n.management.apiAddress === null ? ', no management API' : `, management API on ${n.management.apiAddress}:${n.management.apiPort}`}`],
       ['business', `bridge ${n.business.bridge}, uplink ${n.business.interface}`],
@@ -43,12 +43,34 @@ export function renderPreferences(p: PreferencesView): string {
       ['HA', `up to ${p.splitsite.haRttLimitMs} ms`],
       ['A-Link now', p.splitsite.alinkRttMs === null ? '-' : `${p.splitsite.alinkRttMs.toFixed(2)} ms`],
     ]),
-    section('resync', [
-      ['rate', p.resync.maxMiBps === null ? 'no limit' : `at most ${p.resync.maxMiBps} MiB/s`],
-      ['while the guest is busy', p.resync.busyMiBps === null ? 'no limit' : `at most ${p.resync.busyMiBps} MiB/s`],
-    ]),
+    section(settable(p, 'resync'), resyncRows(p.resync)),
     renderNotifications(p.host, p.notifications),
   ].join('\n');
+}
+
+/** What `lockstep pref set SECTION` answers: the section as the host now runs it. */
+export function renderSetAnswer(p: PreferencesView, section: 'owner' | 'resync' | 'notifications'): string {
+  const head = `${section} of ${p.host} set: written to ${p.configFile} and applied`;
+  switch (section) {
+    case 'owner':
+      return `${head}\n${indent(keyValues(ownerRows(p.owner)))}`;
+    case 'resync':
+      return `${head}\n${indent(keyValues(resyncRows(p.resync)))}`;
+    case 'notifications':
+      return `${head}\n${renderNotifications(p.host, p.notifications)}`;
+  }
+}
+
+function resyncRows(r: PreferencesView['resync']): [string, string][] {
+  return [
+    ['rate', r.maxMiBps === null ? 'no limit' : `at most ${r.maxMiBps} MiB/s`],
+    ['while the guest is busy', r.busyMiBps === null ? 'no limit' : `at most ${r.busyMiBps} MiB/s`],
+  ];
+}
+
+/** A section's title, saying how to set it when the daemon changes it while running. */
+function settable(p: PreferencesView, section: 'owner' | 'resync'): string {
+  return p.editable[section] ? `${section} (lockstep pref set ${section})` : section;
 }
 
 /** The receivers with their latest delivery and test. */
@@ -102,7 +124,7 @@ function offset(minutes: number): string {
 }
 
 function ownerRows(o: PreferencesView['owner']): [string, string][] {
-  if (o === null) return [['not given', "add an owner section to lockstepd's config (name, contact, email, phone, site)"]];
+  if (o === null) return [['not given', 'lockstep pref set owner --name TEXT [--contact, --email, --phone, --site]']];
   const rows: [string, string | null][] = [['name', o.name], ['contact', o.contact], ['email', o.email], ['phone', o.phone], ['site', o.site]];
   return rows.flatMap(([k, v]): [string, string][] => (v === null ? [] : [[k, v]]));
 }

@@ -3,8 +3,11 @@
  * cables to it, the pairing secret, the quorum servers, and the timing of failure detection. Both hosts of a
  * pair carry the same pair settings; each names itself. Every field is checked here, at start, with the
  * field named in the error: a daemon that starts on a wrong config fails later, and worse.
+ *
+ * The sections an operator may change while lockstepd runs (`LIVE_SECTIONS`: owner, notifications, resync)
+ * are rewritten in the file by the preference setters (config-file.ts), and checked by this same parser
+ * first: what a setter accepts is what the next start reads.
  */
-import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { LockstepError } from '../util/errors.js';
@@ -113,6 +116,10 @@ export interface DaemonConfig {
   owner: OwnerInfo | null;
 }
 
+/** The sections the preference setters rewrite while lockstepd runs (src/daemon/live-preferences.ts). */
+export const LIVE_SECTIONS = ['owner', 'notifications', 'resync'] as const;
+export type LiveSection = (typeof LIVE_SECTIONS)[number];
+
 export interface FtConfig {
   /** How long the guest runs between two checkpoints (the pause comes on top). */
   epochMs: number;
@@ -155,16 +162,6 @@ export const DEFAULT_DAEMON_TIMING: TimingConfig = {
 const NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const PAIR_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
-
-export async function loadDaemonConfig(file: string): Promise<DaemonConfig> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await readFile(file, 'utf8'));
-  } catch (e) {
-    throw new LockstepError('INVALID_SPEC', `cannot read config ${file}: ${(e as Error).message}`, { file }, { cause: e });
-  }
-  return parseDaemonConfig(raw, file);
-}
 
 export function parseDaemonConfig(raw: unknown, source = 'config'): DaemonConfig {
   const bad = (key: string, why: string, value?: unknown): never => {
@@ -359,16 +356,19 @@ function parseNotifications(raw: unknown, bad: Bad): NotificationsConfig | null 
     return RECEIVER_HOST.test(h) ? h : bad(`${at}.host`, 'must be a host name or an IP address', h);
   };
   const url = (o: Record<string, unknown>, at: string, protocols: readonly string[]): string => {
-    const s = str(o, 'url', at);
+    // The URL is not echoed in an error: its path or query is often the receiver's token (docs/notifications.md).
+    const v = o['url'];
+    if (typeof v !== 'string' || v === '' || /[\r\n]/.test(v)) return bad(`${at}.url`, 'must be a non-empty string on one line');
     let u: URL;
     try {
-      u = new URL(s);
+      u = new URL(v);
     } catch {
-      return bad(`${at}.url`, 'must be an absolute URL', s);
+      return bad(`${at}.url`, 'must be an absolute URL');
     }
-    return protocols.includes(u.protocol) ? s : bad(`${at}.url`, `must be an ${protocols.map((p) => p.replace(':', '')).join(' or ')} URL`, s);
+    return protocols.includes(u.protocol) ? v : bad(`${at}.url`, `must be an ${protocols.map((p) => p.replace(':', '')).join(' or ')} URL`, u.protocol);
   };
-  const list = (v: unknown, at: string, max: number): unknown[] => (Array.isArray(v) && v.length <= max ? v : bad(at, `must be a list of at most ${max}`, v));
+  // Not echoed: a list of webhooks or SNMP targets holds their secrets.
+  const list = (v: unknown, at: string, max: number): unknown[] => (Array.isArray(v) && v.length <= max ? v : bad(at, `must be a list of at most ${max}`));
   const ms = (o: Record<string, unknown>, key: string, fallback: number, min: number, max: number): number => {
     const v = o[key] ?? fallback;
     return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : bad(`notifications.retry.${key}`, `must be an integer number of ms from ${min} to ${max}`, v);
@@ -407,7 +407,9 @@ function parseNotifications(raw: unknown, bad: Bad): NotificationsConfig | null 
     const targets = list(s['targets'], 'notifications.snmp.targets', NOTIFY_TARGETS_MAX).map((t, i) => {
       const at = `notifications.snmp.targets[${i}]`;
       const o = obj(t, at, ['host', 'port', 'community']);
-      const community = str(o, 'community', at);
+      // The community is SNMPv2c's password: an error names the field, never echoes it.
+      const community = o['community'];
+      if (typeof community !== 'string' || community === '') return bad(`${at}.community`, 'must be a non-empty string');
       if (!COMMUNITY.test(community)) bad(`${at}.community`, 'must be 1–64 printable ASCII characters');
       return { host: host(o, at), port: port(o, at, 162), community };
     });

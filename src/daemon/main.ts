@@ -23,7 +23,9 @@ import { ReplicationDialer } from '../storage/replication-stream.js';
 import { askQuorum, probeQuorum, type QuorumEndpoint } from '../quorum/client.js';
 import { pairWithPeer, type PairFiles } from '../pairing/pairing.js';
 import { HealthMonitor } from '../health/monitor.js';
-import { loadDaemonConfig, type DaemonConfig } from './config.js';
+import type { DaemonConfig } from './config.js';
+import { ConfigFile } from './config-file.js';
+import { LivePreferences } from './live-preferences.js';
 import { StateDb } from './state-db.js';
 import { VmRunner, vmSerialLog } from './vm-runner.js';
 import { CopyServer } from './copy-server.js';
@@ -35,10 +37,9 @@ import { startApiServer, type ApiContext, type LocalAccounts } from './api.js';
 import { VcdStore } from '../storage/vcd-store.js';
 import { SnapshotStore, daemonSnapshotPorts } from './snapshots.js';
 import { openAccounts, startManagementApi, type Accounts, type RunningManagementApi } from '../api/management-api.js';
-import { Notifier } from '../notify/notifier.js';
+import { Notifications } from '../notify/notifications.js';
 import { HostNetworks } from './networks.js';
 import { readSensors } from '../health/sensors.js';
-import type { NotificationsState } from '../notify/receiver-view.js';
 import { HostClockReader } from './host-clock.js';
 import { HistorySampler } from '../history/sampler.js';
 import { historySources } from './history-sources.js';
@@ -67,15 +68,15 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    const config = await loadDaemonConfig(configFile);
-    return await runDaemon(config, configFile);
+    const { config, file } = await ConfigFile.load(configFile);
+    return await runDaemon(config, file);
   } catch (e) {
     console.error(`lockstepd: ${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`);
     return 1;
   }
 }
 
-async function runDaemon(config: DaemonConfig, configFile: string): Promise<number> {
+async function runDaemon(config: DaemonConfig, configFile: ConfigFile): Promise<number> {
   const recentLog = new LogTail(DAEMON_LOG_TAIL_BYTES);
   const log = (line: string): void => {
     const stamped = `${new Date().toISOString()} ${config.host} ${line}`;
@@ -91,20 +92,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
   log(describePriority(priority));
   // Notifications follow the event log (src/notify/); started now so that deliveries left pending by the
   // previous run go out even before pairing. An outbox that cannot be opened costs the notifications only.
-  let notifier: Notifier | null = null;
-  let notifications: NotificationsState<Notifier> = { state: 'off' };
-  if (config.notifications) {
-    try {
-      notifier = new Notifier({ config: config.notifications, pair: config.pair.id, host: config.host, outboxFile: path.join(config.dataDir, 'state', 'notify.db'), source: db, log });
-      notifier.start();
-      notifications = { state: 'on', config: config.notifications, notifier };
-      log(`notifications to ${notifier.receivers().map((r) => r.name).join(', ')}`);
-    } catch (e) {
-      const why = `${isLockstepError(e) ? `${e.code}: ` : ''}${describeError(e)}`;
-      notifications = { state: 'failed', config: config.notifications, error: why };
-      log(`notifications disabled: ${why}`);
-    }
-  }
+  const notifications = new Notifications({ pair: config.pair.id, host: config.host, outboxFile: path.join(config.dataDir, 'state', 'notify.db'), source: db, log }, config.notifications);
   // Programs lockstepd runs while serving (the health checks' `ip`, the networks' `ip` — which interface
   // holds each A-Link address —, the clock's adjtimex) run here, off the main thread (why: src/util/exec-thread.ts).
   const healthExec = new ExecThread();
@@ -206,8 +194,12 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
       logListeners.add(listener);
       return () => logListeners.delete(listener);
     },
-    notifyPending: () => notifier?.pending() ?? null,
-    preferences: { config, configFile, notifications, clock: () => clock.read() },
+    notifyPending: () => notifications.pending(),
+    // What may change while lockstepd runs: written to its config file, then given to who holds it.
+    preferences: {
+      live: new LivePreferences({ config, file: configFile, notifications, setResyncRate: (rate) => runner.setResyncRate(rate), log }),
+      clock: () => clock.read(),
+    },
     history,
     consoleLogFile: (vm) => vmSerialLog(config.dataDir, vm),
     daemonLog: () => recentLog.text(),
@@ -255,7 +247,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
       await copies?.close();
       alink?.close();
       await watchdog.close();
-      await notifier?.stop();
+      await notifications.stop();
       await management?.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       accounts?.close();
@@ -328,7 +320,7 @@ async function runDaemon(config: DaemonConfig, configFile: string): Promise<numb
     askQuorum: (id, knownEpoch): Promise<QuorumReply> => askQuorum({ ...quorumEndpoint(id), pair: config.pair.id, host: config.host, knownEpoch }),
     probeQuorum: (id) => probeQuorum(quorumEndpoint(id)),
     restartServices: (reason) => void restartSelf(reason, shutdown, log),
-    alertsLogged: () => notifier?.nudge(),
+    alertsLogged: () => notifications.nudge(),
     logged: () => {
       for (const listener of logListeners) listener();
     },

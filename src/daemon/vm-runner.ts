@@ -28,6 +28,7 @@ import { LockstepError, describeError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { ensureDisk } from '../storage/disk-image.js';
 import { DiskMirror, type MirrorProgress } from '../storage/disk-mirror.js';
+import type { ResyncRate } from '../storage/resync-rate.js';
 import type { ReplicationDialer } from '../storage/replication-stream.js';
 import { VmSupervisor, reapStale, type VmExit, type VmInstance } from '../qemu/supervisor.js';
 import { runPaths } from '../qemu/run-dir.js';
@@ -207,6 +208,8 @@ export class VmRunner {
   private readonly lastExits = new Map<VmName, LastExit>();
   private readonly supervisor = new VmSupervisor();
   private readonly runRoot: string;
+  /** The resync rate in force: the config's at start, then each `setResyncRate`'s. */
+  private resyncRate: ResyncRate;
 
   private readonly report: (vm: VmName, event: VmEvent) => void;
   private readonly log: (line: string) => void;
@@ -216,8 +219,15 @@ export class VmRunner {
     private readonly ports: VmRunnerPorts,
   ) {
     this.runRoot = vmRunRoot(config.dataDir);
+    this.resyncRate = config.resync;
     this.report = ports.report;
     this.log = ports.log;
+  }
+
+  /** A new resync rate (a preference setter): the mirrors copying now take it at once, the next ones start with it. */
+  setResyncRate(rate: ResyncRate): void {
+    this.resyncRate = rate;
+    for (const slot of this.slots.values()) slot.mirror?.setRate(rate);
   }
 
   /** At daemon start: a QEMU left by a crashed predecessor runs without authority; kill it before anything. */
@@ -387,7 +397,7 @@ export class VmRunner {
     };
     slot.mirror.on('progress', onProgress);
     try {
-      const ready = await slot.mirror.start({ socketPath, exportName: name, streamId: stream, mode, rate: this.config.resync });
+      const ready = await slot.mirror.start({ socketPath, exportName: name, streamId: stream, mode, rate: this.resyncRate });
       const durationMs = performance.now() - startedAt;
       this.log(`mirror of VM ${name} in sync (stream ${stream}, ${mode}: ${ready.copiedBytes} bytes copied in ${Math.round(durationMs)} ms, guest paused ${ready.pauseMs.toFixed(1)} ms)`);
       if (slot.stream !== stream) return;

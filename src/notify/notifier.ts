@@ -54,7 +54,9 @@ const CATCH_UP_PAGES_MAX = 25;
 
 export class Notifier implements NotifierReadout {
   readonly outbox: Outbox;
-  private readonly receiverList: Receiver[];
+  /** The receivers and the policy in force: the config's at start, then each `reconfigure`'s. */
+  private config: NotificationsConfig;
+  private receiverList: Receiver[];
   private readonly abort = new AbortController();
   private timer: NodeJS.Timeout | null = null;
   private pass: Promise<void> | null = null;
@@ -74,6 +76,7 @@ export class Notifier implements NotifierReadout {
    */
   constructor(private readonly opts: NotifierOptions) {
     this.outbox = Outbox.open(opts.outboxFile);
+    this.config = opts.config;
     try {
       this.receiverList = receiversOf(opts.config);
       if (this.outbox.cursor() === null) this.outbox.setCursor(opts.source.recentLog({ limit: 1 })[0]?.id ?? 0);
@@ -90,6 +93,37 @@ export class Notifier implements NotifierReadout {
       nowMs: () => Date.now(),
       signal: this.abort.signal,
     };
+  }
+
+  /**
+   * Takes a new notifications config while running (a preference setter): no restart, and no delivery
+   * lost. The outbox and its cursor stay as they are, so an alert logged before the change is recorded
+   * once, for the receivers in force when the pass catches up with it. A delivery waiting for a receiver
+   * that is still configured (the same id: `smtp`, `call-home`, `snmp:HOST:PORT`, a webhook by its URL)
+   * keeps its attempts and goes out through the new settings (a new relay, new recipients), at once when
+   * the receiver's settings changed (its backoff was the old settings' failure); one in flight finishes and
+   * is recorded. Waiting deliveries to a receiver the new config no longer has are abandoned,
+   * saying so, as the next start would. New receivers get the alerts from now on.
+   */
+  reconfigure(config: NotificationsConfig): void {
+    if (this.stopped) return;
+    const before = new Map(this.receiverList.map((r) => [r.id, JSON.stringify(r.config)]));
+    this.config = config;
+    this.receiverList = receiversOf(config);
+    try {
+      const now = Date.now();
+      for (const r of this.receiverList) {
+        const was = before.get(r.id);
+        if (was !== undefined && was !== JSON.stringify(r.config)) this.outbox.retryNow(r.id, now);
+      }
+      const gone = this.outbox.abandonReceiversNotIn(this.receiverList.map((r) => r.id), now);
+      if (gone.length > 0) this.opts.log(`notify: abandoned pending deliveries to receivers no longer configured: ${gone.map(shownReceiverId).join(', ')}`);
+    } catch (e) {
+      // Left as they were: a removed receiver's are abandoned when due (deliverAll finds no receiver for them).
+      this.opts.log(`notify: cannot update the waiting deliveries for the new receivers: ${describeError(e)}`);
+    }
+    this.opts.log(`notify: reconfigured: notifications to ${this.receiverList.map((r) => r.name).join(', ')}`);
+    this.nudge();
   }
 
   /** The configured receivers, in config order. */
@@ -254,16 +288,17 @@ export class Notifier implements NotifierReadout {
       return;
     }
     fresh.reverse();
-    const alerts = fresh.map((r) => alertOfLogEntry(r, this.opts.pair)).filter((a): a is NotifyAlert => a !== null && severityAtLeast(a.severity, this.opts.config.minSeverity));
+    const alerts = fresh.map((r) => alertOfLogEntry(r, this.opts.pair)).filter((a): a is NotifyAlert => a !== null && severityAtLeast(a.severity, this.config.minSeverity));
     const added = this.outbox.enqueue(alerts, this.receiverList.map((r) => r.id), Math.max(next, fresh.at(-1)!.id), Date.now());
     if (added > 0) this.opts.log(`notify: ${alerts.length} new alert(s) recorded for ${this.receiverList.length} receiver(s) (${added} deliveries)`);
   }
 
   /** A receiver's due deliveries in order; the first failure ends its turn (the rest wait for its retry). */
   private async deliverAll(receiverId: string, items: readonly Delivery[]): Promise<void> {
-    const receiver = this.receiverList.find((r) => r.id === receiverId);
     for (const d of items) {
       if (this.stopped) return;
+      // Looked up for each delivery: a reconfigure during the pass applies from the next one on.
+      const receiver = this.receiverList.find((r) => r.id === receiverId);
       if (!receiver) {
         this.outbox.abandon(d.id, Date.now(), 'the receiver is no longer configured');
         continue;
@@ -280,7 +315,7 @@ export class Notifier implements NotifierReadout {
       }
       const error = describeOutcome(outcome);
       const shownError = describeOutcome(publicOutcome(receiver, outcome));
-      const { retry } = this.opts.config;
+      const { retry } = this.config;
       if (now - d.createdMs >= retry.giveUpAfterMs) {
         this.outbox.markFailed(d.id, receiver.id, now, error, now);
         this.outbox.abandon(d.id, now, `given up after ${d.attempts + 1} attempts over ${Math.round((now - d.createdMs) / 60_000)} min`);

@@ -100,6 +100,7 @@ export class Outbox {
       failed: db.prepare(`UPDATE deliveries SET attempts = attempts + 1, last_attempt_ms = @now, next_attempt_ms = @next, last_error = @error WHERE id = @id AND state = 'pending'`),
       defer: db.prepare(`UPDATE deliveries SET next_attempt_ms = MAX(next_attempt_ms, @next) WHERE receiver = @receiver AND state = 'pending'`),
       abandon: db.prepare(`UPDATE deliveries SET state = 'abandoned', done_ms = @now, detail = @why WHERE id = @id AND state = 'pending'`),
+      dueNow: db.prepare(`UPDATE deliveries SET next_attempt_ms = @now WHERE receiver = @receiver AND state = 'pending' AND next_attempt_ms > @now`),
       pendingCount: db.prepare(`SELECT count(*) AS n FROM deliveries WHERE state = 'pending'`),
       pendingReceivers: db.prepare(`SELECT DISTINCT receiver FROM deliveries WHERE state = 'pending'`),
       abandonReceiver: db.prepare(`UPDATE deliveries SET state = 'abandoned', done_ms = @now, detail = @why WHERE receiver = @receiver AND state = 'pending'`),
@@ -191,6 +192,11 @@ export class Outbox {
 
   abandon(id: number, nowMs: number, why: string): void {
     this.guard('abandon a delivery', () => this.stmt.abandon.run({ id, now: nowMs, why }));
+  }
+
+  /** Makes a receiver's pending deliveries due now (its settings changed: the backoff was for the old ones); returns how many. */
+  retryNow(receiver: string, nowMs: number): number {
+    return this.guard('retry deliveries now', () => this.stmt.dueNow.run({ receiver, now: nowMs }).changes);
   }
 
   /** Abandons the pending deliveries of receivers no longer configured; returns those receivers. */

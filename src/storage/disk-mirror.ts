@@ -411,6 +411,18 @@ export class DiskMirror extends EventEmitter<DiskMirrorEvents> {
     return job;
   }
 
+  /**
+   * A new resync rate while running (a preference setter): a live copy under way takes it now, the next
+   * runs start with it too only when the caller passes it (`MirrorStartOptions.rate`). A limit QEMU refuses
+   * is logged: the next progress look sets it again.
+   */
+  setRate(rate: ResyncRate): void {
+    this.rate = rate;
+    const job = this.job;
+    if (!this.limited || job === null) return;
+    this.setSpeed(job, resyncSpeed(rate, this.guestBusy)).catch((e: unknown) => this.log.warn(`mirror of ${this.vm}/${this.disk}: cannot set the new resync rate: ${describeError(e)}`, { vm: this.vm, disk: this.disk }));
+  }
+
   /** Sets the job's speed limit (0: none) unless it has it already. */
   private async setSpeed(job: Job, speed: number): Promise<void> {
     if (speed === this.speed || this.job !== job) return;

@@ -85,6 +85,8 @@ export const ERROR_CODES = {
   NOTIFY_OUTBOX: "lockstepd's notification outbox (SQLite) cannot be opened, is newer than this version, or holds a corrupt row",
   UNKNOWN_RECEIVER: 'no notification receiver of that name is configured on this host',
   NOTIFICATIONS_OFF: 'the host sends no notifications: none are configured, or its outbox could not be opened',
+  CONFIG_CHANGED: "a preference setter refused to rewrite lockstepd's config file: it changed on disk since lockstepd read it (edited by hand)",
+  CONFIG_WRITE: "lockstepd's config file could not be read back or rewritten by a preference setter; nothing was changed",
   OUTPUT_GATE_FRAME: "a record on an FT output gate's socket does not match filter-redirector's framing (length, vnet header length); the gate closes",
   OUTPUT_GATE: "an FT output gate could not listen on its sockets, or attaching it to (or detaching it from) a VM's NIC over QMP failed",
   NBD_PROTOCOL: 'an NBD server or client broke the NBD protocol, or an NBD server refused the export asked for',

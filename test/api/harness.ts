@@ -7,11 +7,13 @@
  */
 import https from 'node:https';
 import http from 'node:http';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_TIMING } from '../../src/core/types.js';
-import { parseDaemonConfig, type DaemonConfig } from '../../src/daemon/config.js';
+import type { DaemonConfig } from '../../src/daemon/config.js';
+import { ConfigFile } from '../../src/daemon/config-file.js';
+import { LivePreferences } from '../../src/daemon/live-preferences.js';
 import { StateDb } from '../../src/daemon/state-db.js';
 import { Watchdog } from '../../src/daemon/watchdog.js';
 import { VmRunner, vmSerialLog } from '../../src/daemon/vm-runner.js';
@@ -24,10 +26,10 @@ import { ManagementServer } from '../../src/api/management-server.js';
 import { loadManagementTls } from '../../src/api/management-tls.js';
 import type { LimiterOptions } from '../../src/users/login-limiter.js';
 import type { StreamLimits } from '../../src/api/event-stream.js';
-import { Notifier } from '../../src/notify/notifier.js';
+import type { Notifier } from '../../src/notify/notifier.js';
+import { Notifications } from '../../src/notify/notifications.js';
 import { HostClockReader } from '../../src/daemon/host-clock.js';
 import { run } from '../../src/util/exec.js';
-import type { NotificationsState } from '../../src/notify/receiver-view.js';
 import { Cleanup } from '../support/cleanup.js';
 import { readSensors } from '../../src/health/sensors.js';
 import { HostNetworks } from '../../src/daemon/networks.js';
@@ -57,8 +59,13 @@ export interface Harness {
   driver: CoreDriver | null;
   users: UserStore;
   audit: AuditLog;
-  /** The notifier when the config has notifications (`config` option), its log lines collected. */
+  /** The config file lockstepd would have read (the preference setters rewrite it), and the live preferences. */
+  configFile: string;
+  live: LivePreferences;
+  /** The notifier started with the config's notifications (`config` option), its log lines collected. */
   notifier: Notifier | null;
+  /** The notifications as they are now (a preference setter may start, reconfigure or stop the notifier). */
+  notifications: Notifications;
   notifyLog: string[];
   server: ManagementServer;
   port: number;
@@ -114,7 +121,9 @@ export async function startHarness(
 ): Promise<Harness> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'lockstep-api-test-'));
   cleanup.add(() => rm(dir, { recursive: true, force: true }));
-  const config = parseDaemonConfig({
+  // Written to a file, as lockstepd's is: the preference setters rewrite it (src/daemon/config-file.ts).
+  const configFile = path.join(dir, 'lockstepd.json');
+  await writeFile(configFile, `${JSON.stringify({
     host: 'host1',
     dataDir: dir,
     pair: { id: 'test', peer: 'host2', secret: 'a-long-enough-secret', tiebreakWinner: 'host2' },
@@ -123,7 +132,8 @@ export async function startHarness(
     mgmtInterface: 'lo',
     ...(opts.storageGroups !== undefined ? { storageGroups: opts.storageGroups(dir) } : {}),
     ...(opts.config?.(dir) ?? {}),
-  });
+  }, null, 2)}\n`, { mode: 0o600 });
+  const { config, file } = await ConfigFile.load(configFile);
   const db = StateDb.open(path.join(dir, 'state', 'lockstepd.db'));
   cleanup.add(() => db.close());
   const incarnation = db.nextIncarnation();
@@ -173,13 +183,10 @@ export async function startHarness(
     driver = live;
     cleanup.add(() => live.stop());
   }
-  // As lockstepd does: a notifier over the event log when the config has notifications (src/daemon/main.ts).
-  let notifier: Notifier | null = null;
-  let notifications: NotificationsState<Notifier> = { state: 'off' };
+  // As lockstepd does: notifications over the event log when the config has them (src/daemon/main.ts).
   const notifyLog: string[] = [];
-  if (config.notifications) {
-    const live = new Notifier({
-      config: config.notifications,
+  const notifications = new Notifications(
+    {
       pair: config.pair.id,
       host: config.host,
       outboxFile: path.join(dir, 'state', 'notify.db'),
@@ -189,12 +196,12 @@ export async function startHarness(
         daemonLog.add(l);
       },
       ...(opts.testTimeoutMs !== undefined ? { testTimeoutMs: opts.testTimeoutMs } : {}),
-    });
-    cleanup.add(() => live.stop());
-    live.start();
-    notifier = live;
-    notifications = { state: 'on', config: config.notifications, notifier: live };
-  }
+    },
+    config.notifications,
+  );
+  cleanup.add(() => notifications.stop());
+  const notifier = notifications.notifier();
+  const live = new LivePreferences({ config, file, notifications, setResyncRate: (rate) => runner?.setResyncRate(rate), log: (l) => daemonLog.add(l) });
   const hostClock = new HostClockReader(run);
   const pairCa = await createPairCa(dir, 'test');
   // This process's networks as lockstepd reads its own (no A-Link interface here: alink1 is missing).
@@ -234,8 +241,8 @@ export async function startHarness(
       logListeners.add(listener);
       return () => logListeners.delete(listener);
     },
-    notifyPending: () => notifier?.pending() ?? null,
-    preferences: { config, configFile: null, notifications, clock: () => hostClock.read() },
+    notifyPending: () => notifications.pending(),
+    preferences: { live, clock: () => hostClock.read() },
     history,
     consoleLogFile: (vm) => vmSerialLog(config.dataDir, vm),
     daemonLog: () => daemonLog.text(),
@@ -324,5 +331,5 @@ export async function startHarness(
     return r.body.token as string;
   };
 
-  return { dir, config, db, api, networks, driver, users, audit, notifier, notifyLog, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()), history, daemonLog };
+  return { dir, config, configFile, live, db, api, networks, driver, users, audit, notifier, notifications, notifyLog, server, port, ca: tls.cert, clock, request, login, logged: () => logListeners.forEach((l) => l()), history, daemonLog };
 }

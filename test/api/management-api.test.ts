@@ -211,6 +211,10 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   expectDocumented('testNotifications', tested, covered);
   assert.deepEqual([tested.body.delivered, tested.body.failed, tested.body.results[0].outcome.step], [0, 1, 'connect']);
   expectDocumented('testNotification', await h.request('POST', '/api/v1/notifications/webhook:1/test', { token }), covered);
+  expectDocumented('setOwnerPreference', await h.request('PUT', '/api/v1/preferences/owner', { token, body: { name: 'Example Manufacturing' } }), covered);
+  expectDocumented('setResyncPreference', await h.request('PUT', '/api/v1/preferences/resync', { token, body: { maxMiBps: 100 } }), covered);
+  const notifications = (await h.request('GET', '/api/v1/preferences', { token })).body.notificationsConfig;
+  expectDocumented('setNotificationsPreference', await h.request('PUT', '/api/v1/preferences/notifications', { token, body: notifications }), covered);
   await h.history.sampleNow();
   expectDocumented('getHostHistory', await h.request('GET', '/api/v1/host/history', { token }), covered);
   expectDocumented('getVmHistory', await h.request('GET', '/api/v1/vms/web/history', { token }), covered);

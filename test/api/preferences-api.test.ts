@@ -10,7 +10,7 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { Cleanup } from '../support/cleanup.js';
 import { ADMIN, startHarness, type Answer, type Harness } from './harness.js';
 import { HttpsTestServer, SmtpTestServer, freePort, logAlert, parseMessage, startSnmptrapd, tempDir, testPki, waitFor } from '../notify/helpers.js';
@@ -20,6 +20,7 @@ import { isLockstepError } from '../../src/util/errors.js';
 import { parseAdjtimex } from '../../src/daemon/host-clock.js';
 import { notificationsView, shownUrl } from '../../src/notify/receiver-view.js';
 import { DEFAULT_RETRY } from '../../src/notify/receivers.js';
+import { ConfigFile } from '../../src/daemon/config-file.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -204,7 +205,7 @@ test('"send test" reaches every real receiver; the one that is down gives its er
   );
 });
 
-test('the preferences: addresses, quorum servers, clock, notifications, SplitSite, resync rate; read-only, no secrets', async () => {
+test('the preferences: addresses, quorum servers, clock, notifications, SplitSite, resync rate; which are editable, no secrets', async () => {
   const { h, trapd } = await withReceivers();
   const { reader } = await users(h);
   const r = await h.request('GET', '/api/v1/preferences', { token: reader });
@@ -213,8 +214,9 @@ test('the preferences: addresses, quorum servers, clock, notifications, SplitSit
   const p = r.body;
   assert.deepEqual(p.pair, { id: 'test', peer: 'host2', tiebreakWinner: 'host2' });
   assert.deepEqual(p.owner, { name: 'Example Manufacturing', contact: 'Night shift operations', email: 'ops@example.com', phone: null, site: 'Plant 2, hall B' });
-  assert.equal(p.editable, false);
-  assert.match(p.howToChange, /edit lockstepd's config file and restart lockstepd/);
+  assert.deepEqual(p.editable, { owner: true, notifications: true, resync: true, network: false, quorum: false, splitsite: false, pair: false });
+  assert.match(p.howToChange, /owner, notifications and resync: PUT \/v1\/preferences\/SECTION .*the rest: edit lockstepd's config file and restart lockstepd/);
+  assert.equal(p.configFile, h.configFile);
   assert.deepEqual(p.network.management, { interface: 'mgmt0', apiAddress: '127.0.0.1', apiPort: 7443 });
   assert.deepEqual(p.network.business, { bridge: 'br-biz', interface: 'biz0' });
   assert.deepEqual(p.network.alink, [{ name: 'alink1', local: '10.10.1.1', peer: '10.10.1.2', port: 7788, broadcast: '10.10.1.255' }]);
@@ -241,7 +243,7 @@ test('the preferences: addresses, quorum servers, clock, notifications, SplitSit
     'https://127.0.0.1:P/…',
     'https://127.0.0.1:P/…',
   ]);
-  // Nothing to set: the view has no setter.
+  // The view itself has no setter: each editable section has its own (preference-setters-api.test.ts).
   for (const method of ['PATCH', 'POST', 'PUT', 'DELETE']) expectError(await h.request(method, '/api/v1/preferences', { token: reader, body: { resync: {} } }), 405, 'METHOD_NOT_ALLOWED');
   expectError(await h.request('GET', '/api/v1/preferences'), 401, 'NOT_AUTHENTICATED');
 });
@@ -294,6 +296,221 @@ test('a receiver that accepts and then says nothing: the test gives up at the st
   const o = r.body.results[0].outcome;
   assert.deepEqual([o.ok, o.step], [false, 'greeting'], JSON.stringify(o));
   assert.match(o.error, /no outcome within 300 ms: the test gave up/);
+});
+
+// ── the setters: owner, resync, notifications ─────────────────────────────────────────────────────────
+
+async function onDisk(h: Harness) {
+  return (await ConfigFile.load(h.configFile)).config;
+}
+
+function auditedPreferences(body: { entries: { operation: string; user: string | null; target: string | null; result: string; code: string | null }[] }) {
+  return body.entries.map((e) => [e.operation, e.user, e.target, e.result, e.code]);
+}
+
+test('owner and resync: set live by a platform manager or an administrator, written to lockstepd.json, audited; refused to a reader, without a session, and when wrong', async () => {
+  const h = await startHarness(cleanup, { config: () => ({ owner: { name: 'Example Manufacturing', site: 'Plant 2' }, resync: { maxMiBps: 200 } }) });
+  const { admin, manager, reader } = await users(h);
+
+  const owner = { name: 'Example Manufacturing SA', contact: 'Night shift operations', email: 'ops@example.com', phone: '+33 1 23 45 67 89', site: 'Plant 3, hall A' };
+  const set = await h.request('PUT', '/api/v1/preferences/owner', { token: manager, body: owner });
+  documented('setOwnerPreference', set);
+  assert.deepEqual(set.body.owner, owner, 'the answer is the preferences with the new owner');
+  assert.deepEqual((await h.request('GET', '/api/v1/preferences', { token: reader })).body.owner, owner, 'everyone sees it at once');
+  // The next start reads what runs now; the rest of the file is as it was, private as it was.
+  const disk = await onDisk(h);
+  assert.deepEqual(disk.owner, owner);
+  assert.deepEqual([disk.pair.secret, disk.resync.maxBytesPerSec, disk.host], [PAIR_SECRET, 200 * 1024 * 1024, 'host1']);
+  assert.equal((await stat(h.configFile)).mode & 0o777, 0o600);
+
+  // Partial owners: what is left out is not given; null removes the section.
+  const partial = await h.request('PUT', '/api/v1/preferences/owner', { token: admin, body: { name: 'Example Manufacturing SA', email: 'noc@example.com' } });
+  assert.deepEqual(partial.body.owner, { name: 'Example Manufacturing SA', contact: null, email: 'noc@example.com', phone: null, site: null });
+  const removed = await h.request('PUT', '/api/v1/preferences/owner', { token: admin, body: null });
+  documented('setOwnerPreference', removed);
+  assert.equal(removed.body.owner, null);
+  assert.ok(!('owner' in JSON.parse(await readFile(h.configFile, 'utf8'))), 'no owner section in the file');
+
+  const resync = await h.request('PUT', '/api/v1/preferences/resync', { token: admin, body: { maxMiBps: 100, busyMiBps: null } });
+  documented('setResyncPreference', resync);
+  assert.deepEqual(resync.body.resync, { maxMiBps: 100, busyMiBps: null });
+  assert.deepEqual((await onDisk(h)).resync, { maxBytesPerSec: 100 * 1024 * 1024, busyBytesPerSec: null });
+  const defaults = await h.request('PUT', '/api/v1/preferences/resync', { token: manager, body: {} });
+  assert.deepEqual(defaults.body.resync, { maxMiBps: null, busyMiBps: 64 }, 'absent: the defaults, as in the file');
+
+  // Refused: nothing written, nothing changed.
+  const fileBefore = await readFile(h.configFile, 'utf8');
+  expectError(await h.request('PUT', '/api/v1/preferences/owner', { token: reader, body: owner }), 403, 'FORBIDDEN');
+  expectError(await h.request('PUT', '/api/v1/preferences/resync', { body: { maxMiBps: 5 } }), 401, 'NOT_AUTHENTICATED');
+  const wrong: [string, unknown, string, RegExp][] = [
+    ['owner', { contact: 'no name' }, 'name', /'owner\.name' is required/],
+    ['owner', { name: 'two\nlines' }, 'name', /text on one line/],
+    ['owner', { name: 'x'.repeat(201) }, 'name', /1 to 200 characters/],
+    ['owner', { name: 'Example', nickname: 'Ex' }, 'nickname', /not a known field/],
+    ['owner', { name: 42 }, 'name', /must be a string/],
+    ['resync', { maxMiBps: 0 }, 'maxMiBps', /above 0, or null for no limit/],
+    ['resync', { busyMiBps: 'fast' }, 'busyMiBps', /must be a number or null/],
+    ['resync', { max: 5 }, 'max', /not a known field/],
+    ['resync', null, '', /must be an object/],
+  ];
+  for (const [section, body, field, message] of wrong) {
+    const r = await h.request('PUT', `/api/v1/preferences/${section}`, { token: manager, body });
+    expectError(r, 400, 'INVALID_SPEC', field);
+    assert.match(r.body.error.message, message);
+  }
+  assert.equal(await readFile(h.configFile, 'utf8'), fileBefore);
+  assert.deepEqual((await h.request('GET', '/api/v1/preferences', { token: reader })).body.resync, { maxMiBps: null, busyMiBps: 64 });
+
+  const audit = await h.request('GET', '/api/v1/audit?kind=user&text=Preference&limit=20', { token: admin });
+  assert.deepEqual(auditedPreferences(audit.body), [
+    ...wrong.map(([section]) => [section === 'owner' ? 'setOwnerPreference' : 'setResyncPreference', 'mark', section, 'failed', 'INVALID_SPEC']).reverse(),
+    ['setResyncPreference', null, 'resync', 'denied', 'NOT_AUTHENTICATED'],
+    ['setOwnerPreference', 'rita', 'owner', 'denied', 'FORBIDDEN'],
+    ['setResyncPreference', 'mark', 'resync', 'ok', null],
+    ['setResyncPreference', 'admin', 'resync', 'ok', null],
+    ['setOwnerPreference', 'admin', 'owner', 'ok', null],
+    ['setOwnerPreference', 'admin', 'owner', 'ok', null],
+    ['setOwnerPreference', 'mark', 'owner', 'ok', null],
+  ]);
+});
+
+test('a config file edited by hand since lockstepd read it is not overwritten: CONFIG_CHANGED, and nothing changes live', async () => {
+  const h = await startHarness(cleanup, { config: () => ({ owner: { name: 'As read at start' } }) });
+  const { admin, manager } = await users(h);
+  const edited = (await readFile(h.configFile, 'utf8')).replace('"As read at start"', '"Edited by hand"');
+  await writeFile(h.configFile, edited);
+
+  const owner = await h.request('PUT', '/api/v1/preferences/owner', { token: manager, body: { name: 'Through the API' } });
+  expectError(owner, 409, 'CONFIG_CHANGED');
+  assert.match(owner.body.error.message, /was changed on disk since lockstepd read it; lockstepd does not overwrite that edit/);
+  expectError(await h.request('PUT', '/api/v1/preferences/resync', { token: manager, body: { maxMiBps: 10 } }), 409, 'CONFIG_CHANGED');
+  assert.equal(await readFile(h.configFile, 'utf8'), edited, 'the hand edit is kept');
+  const now = (await h.request('GET', '/api/v1/preferences', { token: manager })).body;
+  assert.deepEqual([now.owner.name, now.resync.maxMiBps], ['As read at start', null], 'what runs is what lockstepd read');
+  const audit = await h.request('GET', '/api/v1/audit?kind=user&text=Preference', { token: admin });
+  assert.deepEqual(auditedPreferences(audit.body), [
+    ['setResyncPreference', 'mark', 'resync', 'failed', 'CONFIG_CHANGED'],
+    ['setOwnerPreference', 'mark', 'owner', 'failed', 'CONFIG_CHANGED'],
+  ]);
+});
+
+test('a write that fails changes nothing, in the file or live: CONFIG_WRITE; the next one works', async () => {
+  const h = await startHarness(cleanup, { config: () => ({ owner: { name: 'As read at start' }, resync: { maxMiBps: 200 } }) });
+  const { manager } = await users(h);
+  const before = await readFile(h.configFile, 'utf8');
+  // The setter's temporary file cannot be made: a directory stands where it goes (the write step fails for real).
+  const tmp = path.join(h.dir, `.lockstepd.json.${process.pid}.tmp`);
+  await mkdir(tmp);
+  const r = await h.request('PUT', '/api/v1/preferences/resync', { token: manager, body: { maxMiBps: 10 } });
+  expectError(r, 500, 'CONFIG_WRITE');
+  assert.match(r.body.error.message, /^cannot write .*lockstepd\.json: .*; nothing was changed$/);
+  assert.equal(r.body.error.fields.step, 'write');
+  assert.equal(await readFile(h.configFile, 'utf8'), before);
+  assert.deepEqual((await h.request('GET', '/api/v1/preferences', { token: manager })).body.resync, { maxMiBps: 200, busyMiBps: 64 }, 'not applied');
+  await rmdir(tmp);
+  const ok = await h.request('PUT', '/api/v1/preferences/resync', { token: manager, body: { maxMiBps: 10 } });
+  assert.deepEqual([ok.status, ok.body.resync], [200, { maxMiBps: 10, busyMiBps: 64 }]);
+  assert.deepEqual((await onDisk(h)).resync.maxBytesPerSec, 10 * 1024 * 1024);
+});
+
+test('notifications: set live with every secret kept by name, the notifier reconfigured in place, the file holding the secrets and nothing else showing them', async () => {
+  const { h, trapd } = await withReceivers();
+  const { admin, manager, reader } = await users(h);
+  const snmpName = `snmp:127.0.0.1:${trapd.port}`;
+
+  // A real alert first: delivered to four, waiting for the webhook that is down.
+  logAlert(h.db, 'critical', 'FAILOVER', 'VM web failed over from host1 to host2');
+  h.notifier!.nudge();
+  await waitFor('the alert delivered where it can be', () => h.notifier!.outbox.list({ limit: 10, state: 'delivered' }).length === 4);
+
+  // The view gives the section in the setter's form, secrets kept by name.
+  const form = (await h.request('GET', '/api/v1/preferences', { token: reader })).body.notificationsConfig;
+  noSecrets('notificationsConfig', JSON.stringify(form));
+  assert.deepEqual(form.snmp, { targets: [{ host: '127.0.0.1', port: trapd.port, community: { keep: snmpName } }] });
+  assert.deepEqual([form.callHome.url, form.webhooks.map((w: { url: unknown }) => w.url)], [{ keep: 'call-home' }, [{ keep: 'webhook:1' }, { keep: 'webhook:2' }]]);
+
+  // Sent back unchanged, the file is the same config.
+  const unchanged = await h.request('PUT', '/api/v1/preferences/notifications', { token: manager, body: form });
+  documented('setNotificationsPreference', unchanged);
+  assert.deepEqual((await onDisk(h)).notifications, h.config.notifications);
+
+  // A second relay, another recipient, the webhook that is down removed, only critical alerts.
+  const relay = await SmtpTestServer.start(cleanup, { offerStartTls: false });
+  const next = {
+    ...form,
+    minSeverity: 'critical',
+    smtp: { host: '127.0.0.1', port: relay.port, from: 'lockstep@example.com', to: ['ops@example.com', 'night@example.com'], starttls: 'off' },
+    webhooks: [{ name: 'chat', url: { keep: 'webhook:1' }, caFile: form.webhooks[0].caFile }],
+  };
+  const set = await h.request('PUT', '/api/v1/preferences/notifications', { token: manager, body: next });
+  documented('setNotificationsPreference', set);
+  noSecrets('PUT /v1/preferences/notifications', set.text);
+  const n = set.body.notifications;
+  assert.deepEqual([n.state, n.minSeverity, n.receivers.map((r: { name: string }) => r.name)], ['on', 'critical', ['smtp', snmpName, 'call-home', 'webhook:chat']]);
+  assert.equal(n.receivers[0].target, `127.0.0.1:${relay.port} → ops@example.com, night@example.com`);
+
+  // The file has the secrets it kept, for the next start.
+  const disk = (await onDisk(h)).notifications!;
+  assert.equal(disk.snmp!.targets[0]!.community, COMMUNITY);
+  assert.match(disk.callHome!.url, new RegExp(CALL_HOME_KEY));
+  assert.deepEqual(disk.webhooks.map((w) => [w.name, w.url.includes(WEBHOOK_TOKEN)]), [['chat', true]]);
+  assert.deepEqual([disk.minSeverity, disk.smtp!.port, disk.smtp!.to], ['critical', relay.port, ['ops@example.com', 'night@example.com']]);
+
+  // The same notifier, reconfigured: the delivery waiting for the removed webhook is abandoned, saying so.
+  assert.equal(h.notifications.notifier(), h.notifier);
+  const abandoned = h.notifier!.outbox.list({ limit: 10, state: 'abandoned' });
+  assert.deepEqual(abandoned.map((d) => [d.alert.code, d.detail]), [['FAILOVER', 'the receiver is no longer configured']]);
+  // A new alert goes to the new relay and recipients.
+  logAlert(h.db, 'critical', 'HOST_FAILED', 'host2 failed');
+  h.notifier!.nudge();
+  await waitFor('the mail through the new relay', () => relay.accepted().length === 1);
+  assert.deepEqual(relay.accepted()[0]!.to, ['ops@example.com', 'night@example.com']);
+
+  // A secret kept from a receiver that is not there, or of another kind, is refused naming the field; a
+  // wrong URL is refused without being echoed.
+  // The section now, as the view gives it: the base of each refusal.
+  const current = set.body.notificationsConfig;
+  const refusals: [unknown, string, RegExp][] = [
+    [{ ...current, webhooks: [{ url: { keep: 'webhook:7' } }] }, 'webhooks[0].url', /keeps the value of "webhook:7", which is not a configured receiver \(configured: smtp, snmp:127\.0\.0\.1:\d+, call-home, webhook:chat\)/],
+    [{ ...current, snmp: { targets: [{ host: '127.0.0.1', community: { keep: 'call-home' } }] } }, 'snmp.targets[0].community', /keeps the value of call-home, which is not a snmp receiver/],
+    [{ ...current, webhooks: [{ url: `hooks.example.com/${WEBHOOK_TOKEN}` }] }, 'webhooks[0].url', /must be an absolute URL$/],
+    [{ ...current, callHome: { url: `http://support.example.com/?key=${CALL_HOME_KEY}` } }, 'callHome.url', /must be an https URL \(got "http:"\)$/],
+    [{ ...current, snmp: { targets: [{ host: '127.0.0.1', community: `${COMMUNITY}\n` }] } }, 'snmp.targets[0].community', /must be 1–64 printable ASCII characters$/],
+    [{ ...current, smtp: { ...current.smtp, port: 0 } }, 'smtp.port', /must be a TCP\/UDP port/],
+    [{ ...current, pager: {} }, 'pager', /not a known field/],
+    [{ minSeverity: 'info' }, '', /names no receiver/],
+    [[{ url: `https://hooks.example.com/${WEBHOOK_TOKEN}` }], '', /'notifications' must be a JSON object$/],
+  ];
+  const fileBefore = await readFile(h.configFile, 'utf8');
+  for (const [body, field, message] of refusals) {
+    const r = await h.request('PUT', '/api/v1/preferences/notifications', { token: manager, body });
+    expectError(r, 400, 'INVALID_SPEC', field);
+    assert.match(r.body.error.message, message);
+    noSecrets(`refusing ${field}`, r.text);
+  }
+  assert.equal(await readFile(h.configFile, 'utf8'), fileBefore);
+  expectError(await h.request('PUT', '/api/v1/preferences/notifications', { token: reader, body: next }), 403, 'FORBIDDEN');
+
+  // Off, and on again: a new notifier over the same outbox.
+  const off = await h.request('PUT', '/api/v1/preferences/notifications', { token: admin, body: null });
+  documented('setNotificationsPreference', off);
+  assert.deepEqual([off.body.notifications.state, off.body.notificationsConfig], ['off', null]);
+  assert.ok(!('notifications' in JSON.parse(await readFile(h.configFile, 'utf8'))));
+  expectError(await h.request('POST', '/api/v1/notifications/test', { token: manager }), 409, 'NOTIFICATIONS_OFF');
+  const on = await h.request('PUT', '/api/v1/preferences/notifications', { token: admin, body: { webhooks: [{ url: `https://127.0.0.1:${relay.port}/hooks/${DOWN_TOKEN}` }] } });
+  assert.deepEqual([on.body.notifications.state, on.body.notifications.receivers.map((r: { name: string }) => r.name)], ['on', ['webhook:1']]);
+  assert.notEqual(h.notifications.notifier(), h.notifier);
+
+  // No secret in the audit log, the daemon's log or the notifier's.
+  const audit = await h.request('GET', '/api/v1/audit?kind=user&text=setNotifications&limit=50', { token: admin });
+  noSecrets('the audit log', audit.text);
+  assert.deepEqual(auditedPreferences(audit.body).slice(0, 3), [
+    ['setNotificationsPreference', 'admin', 'notifications', 'ok', null],
+    ['setNotificationsPreference', 'admin', 'notifications', 'ok', null],
+    ['setNotificationsPreference', 'rita', 'notifications', 'denied', 'FORBIDDEN'],
+  ]);
+  noSecrets('the daemon log', h.daemonLog.text());
+  noSecrets('the notifier log', h.notifyLog.join('\n'));
 });
 
 test('pure parts: the kernel clock reading, URLs as shown, a notifier that did not start', () => {

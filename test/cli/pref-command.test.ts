@@ -7,7 +7,7 @@
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { Cleanup } from '../support/cleanup.js';
 import { startHarness } from '../api/harness.js';
 import { HttpsTestServer, freePort, testPki, tempDir } from '../notify/helpers.js';
@@ -32,15 +32,33 @@ test('each verb parses into its request', () => {
     [['notification', ['test', 'snmp:10.0.0.9:162', '--json']], { noun: 'notification', verb: 'test', receiver: 'snmp:10.0.0.9:162', json: true, where: {} }],
     [['notification', ['test', 'webhook:2']], { noun: 'notification', verb: 'test', receiver: 'webhook:2', json: false, where: {} }],
     [['notification', ['test', 'webhook:pager']], { noun: 'notification', verb: 'test', receiver: 'webhook:pager', json: false, where: {} }],
+    [['pref', ['get', 'notifications']], { noun: 'pref', verb: 'get', section: 'notifications', json: false, where: {} }],
+    [['pref', ['set', 'owner', '--name', 'Example SA', '--phone', '', '--host', 'host1']], { noun: 'pref', verb: 'set', section: 'owner', owner: { name: 'Example SA', phone: null }, json: false, where: { host: 'host1' } }],
+    [['pref', ['set', 'resync', '--max-mibps', '250.5', '--busy-mibps', 'none', '--json']], { noun: 'pref', verb: 'set', section: 'resync', resync: { maxMiBps: 250.5, busyMiBps: null }, json: true, where: {} }],
+    [['pref', ['set', 'resync', '--busy-mibps', '32']], { noun: 'pref', verb: 'set', section: 'resync', resync: { busyMiBps: 32 }, json: false, where: {} }],
+    [['pref', ['set', 'notifications', '--file', 'receivers.json', '--socket', '/run/l.sock']], { noun: 'pref', verb: 'set', section: 'notifications', file: 'receivers.json', json: false, where: { socket: '/run/l.sock' } }],
     [['pref', []], { verb: 'help', exit: 2 }],
     [['notification', ['help']], { verb: 'help', exit: 0 }],
   ];
   for (const [[noun, argv], want] of cases) assert.deepEqual(parsePrefCommand(noun, argv), want, `${noun} ${argv.join(' ')}`);
 });
 
-test('mistakes are usage errors that say what is wrong; preferences have no setter', () => {
+test('mistakes are usage errors that say what is wrong', () => {
   const bad: [['pref' | 'notification', string[]], RegExp][] = [
-    [['pref', ['set', 'resync', '100']], /unknown pref command 'set' \(preferences are read-only/],
+    [['pref', ['set', 'resync', '100']], /lockstep pref set resync takes options only \(got '100'\)/],
+    [['pref', ['set', 'quorum', '--file', 'q.json']], /usage: lockstep pref set owner\|resync\|notifications OPTIONS \('quorum' is not one\)/],
+    [['pref', ['set']], /\(no section given\)/],
+    [['pref', ['set', 'owner']], /needs at least one of --name, --contact, --email, --phone, --site/],
+    [['pref', ['set', 'owner', '--name', '']], /--name cannot be cleared/],
+    [['pref', ['set', 'owner', '--name', 'X', '--max-mibps', '5']], /lockstep pref set owner does not take --max-mibps/],
+    [['pref', ['set', 'resync']], /needs --max-mibps N\|none, --busy-mibps N\|none or both/],
+    [['pref', ['set', 'resync', '--max-mibps', 'fast']], /--max-mibps must be a number of MiB\/s or none \(got 'fast'\)/],
+    [['pref', ['set', 'notifications']], /needs --file FILE/],
+    [['pref', ['set', 'notifications', '--file', 'a.json', '--email', 'x@y']], /does not take --email/],
+    [['pref', ['set', 'owner', '--nickname', 'x']], /Unknown option '--nickname'/],
+    [['pref', ['get']], /usage: lockstep pref get owner\|resync\|notifications/],
+    [['pref', ['get', 'network']], /usage: lockstep pref get/],
+    [['pref', ['edit']], /unknown pref command 'edit'/],
     [['pref', ['show', 'network']], /usage: lockstep pref show/],
     [['notification', ['test', 'smtp', 'webhook:1']], /usage: lockstep notification test \[RECEIVER\]/],
     [['notification', ['test', 'https://hooks.example.com/x']], /is not a receiver's name: smtp, snmp:HOST:PORT, call-home, webhook:NAME or webhook:N/],
@@ -58,8 +76,9 @@ const PREFS: PreferencesView = {
   pair: { id: 'prod', peer: 'host2', tiebreakWinner: 'host1' },
   owner: { name: 'Example Manufacturing', contact: null, email: 'ops@example.com', phone: '+33 1 23 45 67 89', site: null },
   configFile: '/etc/lockstep/lockstepd.json',
-  editable: false,
-  howToChange: "edit lockstepd's config file and restart lockstepd",
+  editable: { owner: true, notifications: true, resync: true, network: false, quorum: false, splitsite: false, pair: false },
+  howToChange: "the rest: edit lockstepd's config file and restart lockstepd",
+  notificationsConfig: null,
   network: {
     management: { interface: 'mgmt0', apiAddress: '10.10.0.11', apiPort: 7443 },
     business: { bridge: 'br-biz', interface: 'biz0' },
@@ -104,13 +123,13 @@ const PREFS: PreferencesView = {
   resync: { maxMiBps: null, busyMiBps: 64 },
 };
 
-test('pref show: every section, read-only said first; the clock as the kernel says it', () => {
+test('pref show: every section, what is editable said first; the clock as the kernel says it', () => {
   const text = renderPreferences(PREFS);
   const lines = text.split('\n');
-  assert.equal(lines[0], 'preferences of host1 (pair prod with host2), as lockstepd read them from /etc/lockstep/lockstepd.json');
-  assert.match(lines[1]!, /^read-only: edit lockstepd's config file and restart lockstepd$/);
+  assert.equal(lines[0], 'preferences of host1 (pair prod with host2), as lockstepd runs them, from /etc/lockstep/lockstepd.json');
+  assert.equal(lines[1], "to change: the rest: edit lockstepd's config file and restart lockstepd");
   for (const want of [
-    /^owner\n {2}name +Example Manufacturing\n {2}email +ops@example\.com\n {2}phone +\+33 1 23 45 67 89\nnetwork$/m,
+    /^owner \(lockstep pref set owner\)\n {2}name +Example Manufacturing\n {2}email +ops@example\.com\n {2}phone +\+33 1 23 45 67 89\nnetwork$/m,
     /^ {2}management +mgmt0, management API on 10\.10\.0\.11:7443$/m,
     /^ {2}alink1 +10\.10\.1\.1 → 10\.10\.1\.2 port 7788 \(broadcast 10\.10\.1\.255\)$/m,
     /^ {2}quorum1 +preferred, 10\.10\.0\.21:7790$/m,
@@ -119,14 +138,14 @@ test('pref show: every section, read-only said first; the clock as the kernel sa
     /^ {2}NTP +not synchronised, says the kernel \(adjtimex\): clock not synchronized, status 64 \(UNSYNC\); error at most 16 s, estimated 16 s$/m,
     /^ {2}FT +up to 2 ms A-Link round trip$/m,
     /^ {2}A-Link now +0\.42 ms$/m,
-    /^ {2}rate +no limit$/m,
+    /^resync \(lockstep pref set resync\)\n {2}rate +no limit$/m,
     /^ {2}while the guest is busy +at most 64 MiB\/s$/m,
     /^notifications: on, minimum severity warning, retried after 5 s doubling to 10 min, given up after 7 days$/m,
   ]) {
     assert.match(text, want);
   }
   const noQuorum = renderPreferences({ ...PREFS, owner: null, quorum: { active: null, servers: [] }, notifications: { state: 'off', error: null, minSeverity: null, retry: null, receivers: [] } });
-  assert.match(noQuorum, /^ {2}not given +add an owner section to lockstepd's config/m);
+  assert.match(noQuorum, /^ {2}not given +lockstep pref set owner --name TEXT/m);
   assert.match(noQuorum, /^ {2}none +with no quorum server, host1 keeps its VMs when the A-Links fail$/m);
   assert.match(noQuorum, /^notifications: none configured on host1$/m);
 });
@@ -221,4 +240,73 @@ test('over a real socket: the exit code says whether every receiver took the tes
       ['testNotifications', null, 'ok', 'local'],
     ],
   );
+});
+
+test('pref get and set over a real socket: the fields given change and the rest stay, the file round-trips the notifications with their secrets kept; errors exit as documented; audited as root', async () => {
+  const scratch = await tempDir(cleanup, 'lockstep-cli-prefs-');
+  const pki = await testPki(scratch);
+  const chat = await HttpsTestServer.start(cleanup, pki);
+  const h = await startHarness(cleanup, {
+    config: () => ({
+      owner: { name: 'Example Manufacturing', site: 'Plant 2' },
+      resync: { maxMiBps: 200, busyMiBps: 32 },
+      notifications: { minSeverity: 'warning', webhooks: [{ url: chat.url('/hooks/TOKEN123'), caFile: pki.caFile }] },
+    }),
+  });
+  const socket = path.join(h.dir, 'run', 'lockstepd.sock');
+  await mkdir(path.dirname(socket), { recursive: true });
+  const server = await startApiServer(socket, h.api, { users: h.users, audit: h.audit }, () => {});
+  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  const owner = await cli(['pref', 'set', 'owner', '--email', 'ops@example.com', '--site', '', '--socket', socket]);
+  assert.equal(owner.code, 0, owner.err);
+  assert.equal(owner.out, `owner of host1 set: written to ${h.configFile} and applied\n  name   Example Manufacturing\n  email  ops@example.com`);
+  assert.deepEqual(JSON.parse(await readFile(h.configFile, 'utf8')).owner, { name: 'Example Manufacturing', email: 'ops@example.com' });
+
+  const resync = await cli(['pref', 'set', 'resync', '--max-mibps', 'none', '--socket', socket, '--json']);
+  assert.equal(resync.code, 0, resync.err);
+  assert.deepEqual((JSON.parse(resync.out) as PreferencesView).resync, { maxMiBps: null, busyMiBps: 32 }, 'the limit not given is kept');
+
+  // What get prints, set takes: edited and sent back, the token never leaves the host.
+  const got = await cli(['pref', 'get', 'notifications', '--socket', socket]);
+  assert.equal(got.code, 0, got.err);
+  assert.ok(!got.out.includes('TOKEN123'), got.out);
+  const form = JSON.parse(got.out);
+  assert.deepEqual(form.webhooks[0].url, { keep: 'webhook:1' });
+  const file = path.join(scratch, 'receivers.json');
+  await writeFile(file, JSON.stringify({ ...form, minSeverity: 'critical' }));
+  const set = await cli(['pref', 'set', 'notifications', '--file', file, '--socket', socket]);
+  assert.equal(set.code, 0, set.err);
+  assert.match(set.out, /^notifications of host1 set: written to .* and applied\nnotifications: on, minimum severity critical/);
+  assert.ok(!set.out.includes('TOKEN123'), set.out);
+  const disk = JSON.parse(await readFile(h.configFile, 'utf8')).notifications;
+  assert.deepEqual([disk.minSeverity, disk.webhooks[0].url], ['critical', chat.url('/hooks/TOKEN123')]);
+
+  // A wrong value is a usage error (2), naming the field; a file that is not JSON too, without quoting it;
+  // a hand-edited config is a failure (1).
+  const wrong = await cli(['pref', 'set', 'resync', '--busy-mibps', '0', '--socket', socket, '--json']);
+  assert.equal(wrong.code, 2);
+  assert.deepEqual([JSON.parse(wrong.out).error.code, JSON.parse(wrong.out).error.fields.field], ['INVALID_SPEC', 'busyMiBps']);
+  await writeFile(file, '{"webhooks": [{"url": "https://h.example/TOKEN123"');
+  const notJson = await cli(['pref', 'set', 'notifications', '--file', file, '--socket', socket]);
+  assert.equal(notJson.code, 2);
+  assert.match(notJson.err, /receivers\.json is not valid JSON/);
+  assert.ok(!notJson.err.includes('TOKEN123'), notJson.err);
+  await writeFile(h.configFile, `${await readFile(h.configFile, 'utf8')} `);
+  const changed = await cli(['pref', 'set', 'owner', '--name', 'Someone else', '--socket', socket]);
+  assert.equal(changed.code, 1);
+  assert.match(changed.err, /^lockstep: .*lockstepd\.json was changed on disk since lockstepd read it; lockstepd does not overwrite that edit/);
+
+  const audit = await daemonRequest<{ entries: AuditEntry[] }>(socket, 'GET', '/v1/audit?kind=user&user=root@host1');
+  assert.deepEqual(
+    audit.entries.map((e) => [e.operation, e.target, e.result, e.code]),
+    [
+      ['setOwnerPreference', 'owner', 'failed', 'CONFIG_CHANGED'],
+      ['setResyncPreference', 'resync', 'failed', 'INVALID_SPEC'],
+      ['setNotificationsPreference', 'notifications', 'ok', null],
+      ['setResyncPreference', 'resync', 'ok', null],
+      ['setOwnerPreference', 'owner', 'ok', null],
+    ],
+  );
+  assert.ok(!JSON.stringify(audit).includes('TOKEN123'));
 });

@@ -23,7 +23,7 @@ import type { Page } from 'playwright-core';
 import { HistorySampler } from '../../src/history/sampler.js';
 import { historySources } from '../../src/daemon/history-sources.js';
 import { childProcess } from '../history/children.js';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { vmSerialLog } from '../../src/daemon/vm-runner.js';
 import { run } from '../../src/util/exec.js';
@@ -264,7 +264,7 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.locator('h2', { hasText: 'IP settings' }).waitFor();
     await page.locator('.facts dd', { hasText: '10.10.1.1 → 10.10.1.2' }).waitFor();
     await page.locator('#ntp .badge').waitFor();
-    await page.locator('#preferences-how', { hasText: 'Read-only' }).waitFor();
+    await page.locator('#preferences-how', { hasText: 'To change: owner, notifications and resync: PUT /v1/preferences/SECTION' }).waitFor();
     assert.equal(await page.locator('#notification-receivers td', { hasText: 'CONSOLETOKEN' }).count(), 0, 'a webhook URL’s token is not shown');
     await page.click('[data-action=send-test][data-receiver="webhook:1"]');
     await page.locator('#notice.good', { hasText: 'Send test to webhook:1: delivered (HTTP 200)' }).waitFor();
@@ -283,6 +283,46 @@ test('first-run setup, every page with real data, a VM created and started, a li
     const listed = (await run('tar', ['-tzf', bundleFile])).stdout.split('\n');
     assert.ok(listed.some((f) => f.endsWith('/MANIFEST.txt')) && listed.some((f) => f.endsWith('/api/getStatus.json')), listed.join('\n'));
     await page.locator('#notice.good', { hasText: 'Support bundle: lockstep-support-host1-' }).waitFor();
+
+    // ── preferences edited on the page: saved to lockstepd.json and shown; a refusal next to its form ──
+    await page.locator('#owner.empty').waitFor();
+    await page.fill('#owner-form [name=name]', 'Example Manufacturing SA');
+    await page.fill('#owner-form [name=site]', 'Plant 3, hall A');
+    await page.click('#owner-form [data-action=save-owner]');
+    await page.locator('#notice.good', { hasText: `Save owner: written to ${h.configFile} and applied` }).waitFor();
+    await page.locator('#owner dd', { hasText: 'Plant 3, hall A' }).waitFor();
+    assert.deepEqual(JSON.parse(await readFile(h.configFile, 'utf8')).owner, { name: 'Example Manufacturing SA', site: 'Plant 3, hall A' });
+    assert.equal(await page.locator('#owner-form [name=site]').inputValue(), 'Plant 3, hall A', 'the form starts from what was saved');
+    await page.fill('#resync-form [name=maxMiBps]', '0');
+    await page.click('#resync-form [data-action=save-resync]');
+    await page.locator('#resync-form-error', { hasText: "INVALID_SPEC: preferences: 'resync.maxMiBps' must be a number of MiB/s above 0" }).waitFor();
+    await page.fill('#resync-form [name=maxMiBps]', '120');
+    await page.click('#resync-form [data-action=save-resync]');
+    await page.locator('#resync dd', { hasText: '120 MiB/s' }).waitFor();
+    assert.equal(await page.locator('#resync-form-error').textContent(), '', 'the refusal is gone once saved');
+    assert.deepEqual(JSON.parse(await readFile(h.configFile, 'utf8')).resync, { maxMiBps: 120, busyMiBps: 64 });
+    // The notifications' editor holds the section with its secrets kept by name, never a token.
+    const section = JSON.parse(await page.locator('#notifications-form [name=section]').inputValue());
+    assert.deepEqual(section.webhooks.map((w: { url: unknown }) => w.url), [{ keep: 'webhook:1' }, { keep: 'webhook:2' }]);
+    await page.fill('#notifications-form [name=section]', '{"minSeverity": ');
+    await page.click('#notifications-form [data-action=save-notifications]');
+    await page.locator('#notifications-form-error', { hasText: 'the section is not JSON' }).waitFor();
+    await page.fill('#notifications-form [name=section]', JSON.stringify({ ...section, minSeverity: 'critical' }, null, 2));
+    await page.click('#notifications-form [data-action=save-notifications]');
+    await page.locator('#notice.good', { hasText: 'Save notifications: written to' }).waitFor();
+    await page.locator('p', { hasText: 'Alerts of severity critical and above' }).waitFor();
+    const savedHooks = JSON.parse(await readFile(h.configFile, 'utf8')).notifications.webhooks;
+    assert.equal(savedHooks[0].url, chat.url('/hooks/CONSOLETOKEN'), 'the kept secret is in the file');
+    assert.equal(await page.locator('body', { hasText: 'CONSOLETOKEN' }).count(), 0, 'and nowhere on the page');
+    // Set elsewhere (another console, the CLI): the page follows, from the live audit stream, without a reload.
+    const elsewhere = await h.request('PUT', '/api/v1/preferences/owner', { token: other, body: { name: 'Set from elsewhere' } });
+    assert.equal(elsewhere.status, 200, elsewhere.text);
+    await page.locator('#owner dd', { hasText: 'Set from elsewhere' }).waitFor();
+    assert.deepEqual(
+      [await page.locator('#owner-form [name=name]').inputValue(), await page.locator('#owner-form [name=site]').inputValue()],
+      ['Set from elsewhere', ''],
+      'an untouched form follows too',
+    );
     await b.screenshot('11-preferences');
 
     // ── the read-only user: everything visible, nothing changeable ──
@@ -306,15 +346,17 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.click('nav a[data-page=preferences]');
     await page.locator('#notification-receivers [data-action=send-test]').first().waitFor();
     for (const button of await page.locator('[data-action=send-test], [data-action=send-test-all], [data-action=support-bundle]').all()) assert.equal(await button.isDisabled(), true, `${await button.textContent()} is disabled for read-only`);
+    await page.locator('#owner dd', { hasText: 'Set from elsewhere' }).waitFor();
+    assert.equal(await page.locator('#owner-form, #resync-form, #notifications-form, [data-action^=save-]').count(), 0, 'read-only sees the preferences, no edit form');
     await page.click('nav a[data-page=hosts]');
     assert.equal(await page.locator('nav [data-page=users]').evaluate((el) => el.tagName), 'SPAN', 'the users page is not a link for read-only');
     await page.locator('#connection', { hasText: 'live' }).waitFor();
     await b.screenshot('12-read-only-hosts');
 
     // The browser logs every 4xx answer as an error: the wrong password above and the session check of the
-    // login page are 401, and the lone host's refusal of maintenance 409, by design. Anything else (a CSP
-    // violation, an exception, a 404) fails the test.
-    assert.deepEqual(b.problems.filter((p) => !/the server responded with a status of (401|409)/.test(p)), [], 'no console errors, no CSP violations');
+    // login page are 401, the lone host's refusal of maintenance 409, and the refused resync rate 400, by
+    // design. Anything else (a CSP violation, an exception, a 404) fails the test.
+    assert.deepEqual(b.problems.filter((p) => !/the server responded with a status of (400|401|409)/.test(p)), [], 'no console errors, no CSP violations');
   } catch (e) {
     await b.failureShots();
     throw e;

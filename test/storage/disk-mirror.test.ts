@@ -1,7 +1,8 @@
 // Mirroring a disk into the peer's copy on real QEMU 7.2 (TCG, no guest; guest writes go through the disk's
-// device): a full sync to ready with writes on the copy at once; a peer lost after ready, the guest writing
-// on alone, and an incremental resync of only what changed; writes racing the break not lost; targets that
-// cannot be used; stop() mid-sync on a hung target and after ready; a stalled sync; the reply parsers.
+// device): a full sync to ready with writes on the copy at once; a resync rate, and a new one taken while
+// copying; a peer lost after ready, the guest writing on alone, and an incremental resync of only what
+// changed; writes racing the break not lost; targets that cannot be used; stop() mid-sync on a hung target
+// and after ready; a stalled sync; the reply parsers.
 import { afterEach, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -155,6 +156,30 @@ test('a resync rate holds the live copying to it; the switch with the guest paus
   assert.ok(copying.length > 0 && copying.every((p) => p.limitBytesPerSec === (p.guestBusy ? BUSY_RATE : RATE)), JSON.stringify(progress));
   assert.ok(progress.slice(copying.length).every((p) => p.limitBytesPerSec === null && p.copiedBytes === p.totalBytes), JSON.stringify(progress));
   assert.ok(ready.pauseMs < 1000, `guest paused ${ready.pauseMs} ms`);
+  await assertCopyIdentical(b);
+});
+
+test('a new resync rate while the live copying runs (a preference setter) takes effect at once', async (t: TestContext) => {
+  const b = await bench(64, 64);
+  const SLOW = 2 * MIB;
+  const FAST = 48 * MIB;
+  const progress: MirrorProgress[] = [];
+  let raised = false;
+  b.mirror.on('progress', (p) => {
+    progress.push(p);
+    if (!raised && p.limitBytesPerSec !== null) {
+      raised = true;
+      b.mirror.setRate({ maxBytesPerSec: FAST, busyBytesPerSec: FAST });
+    }
+  });
+  const startedMs = performance.now();
+  const ready = await b.mirror.start({ ...startOpts(b, 'full'), rate: { maxBytesPerSec: SLOW, busyBytesPerSec: SLOW } });
+  const tookMs = performance.now() - startedMs;
+  t.diagnostic(`64 MiB full from 2 to 48 MiB/s: ready in ${tookMs.toFixed(0)} ms`);
+  assert.equal(ready.copiedBytes, 64 * MIB);
+  // At 2 MiB/s the 64 MiB would take 32 s.
+  assert.ok(tookMs < 15_000, `the sync took ${tookMs.toFixed(0)} ms: the new rate did not apply`);
+  assert.ok(progress.some((p) => p.limitBytesPerSec === SLOW) && progress.some((p) => p.limitBytesPerSec === FAST), JSON.stringify(progress));
   await assertCopyIdentical(b);
 });
 

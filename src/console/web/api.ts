@@ -18,7 +18,7 @@ export function whenSessionLost(f: () => void): void {
 const REQUEST_TIMEOUT_MS = 20_000;
 
 /** `timeoutMs`: longer for a call the host answers only once its work is done (taking a snapshot). */
-export async function call<T>(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, body?: unknown, timeoutMs = REQUEST_TIMEOUT_MS): Promise<ApiResult<T>> {
+export async function call<T>(method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE', path: string, body?: unknown, timeoutMs = REQUEST_TIMEOUT_MS): Promise<ApiResult<T>> {
   const init: RequestInit = { method, credentials: 'same-origin', headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) };
   if (body !== undefined) {
     init.headers = { ...init.headers, 'content-type': 'application/json' };

@@ -308,9 +308,12 @@ export interface Preferences {
   host: string;
   pair: { id: string; peer: string; tiebreakWinner: string };
   owner: { name: string; contact: string | null; email: string | null; phone: string | null; site: string | null } | null;
-  configFile: string | null;
-  editable: boolean;
+  configFile: string;
+  /** Each section: whether PUT /v1/preferences/SECTION changes it while lockstepd runs. */
+  editable: Record<'owner' | 'notifications' | 'resync' | 'network' | 'quorum' | 'splitsite' | 'pair', boolean>;
   howToChange: string;
+  /** The notifications section as its setter takes it back, secrets as {"keep": RECEIVER}; null: none. */
+  notificationsConfig: Record<string, unknown> | null;
   network: {
     management: { interface: string | null; apiAddress: string | null; apiPort: number | null };
     business: { bridge: string; interface: string };

@@ -2,16 +2,22 @@
  * Preferences: what is set up for the pair as this host runs it (GET /v1/preferences) — the pair, the IP
  * settings (management, business, A-Links), the quorum servers with the active one, the host's date and
  * time with NTP as the kernel reports it, SplitSite's limits, the resync rate — and the notification
- * receivers with their latest delivery and test, each with a "Send test" button (platform managers). The
- * view is read-only: lockstepd changes none of it while it runs, and the page says how to change it.
- * The quorum server in use and the A-Link round trip follow the live status; the rest is fetched on entry.
+ * receivers with their latest delivery and test, each with a "Send test" button (platform managers).
+ * The owner, the resync rate and the notifications have edit forms (platform managers: preference-forms.ts),
+ * saved to the host's lockstepd.json and applied at once; the rest is read-only, and the page says how to
+ * change it. The quorum server in use and the A-Link round trip follow the live status; the rest is fetched
+ * on entry, and again when the live audit stream tells of a preference set anywhere (another console, the CLI).
  */
 import { call, describe, download, type ApiResult } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
 import { bytes, duration, time } from '../format.js';
 import { store } from '../store.js';
 import type { DeliveryOutcome, Notifications, Preferences, Receiver, TestAnswer } from '../types.js';
-import { actionButton, notify, type Page } from '../ui.js';
+import { actionButton, can, notify, type Page } from '../ui.js';
+import { editForms, type EditForms, type EditSection } from './preference-forms.js';
+
+/** The audited operations after which the page fetches the preferences again. */
+const SETTERS = new Set(['setOwnerPreference', 'setResyncPreference', 'setNotificationsPreference']);
 
 export const preferencesPage: Page = {
   name: 'preferences',
@@ -25,18 +31,30 @@ export const preferencesPage: Page = {
     /** The host's clock minus this browser's when the answer came (about: the answer's travel is not known). */
     let skewMs = 0;
     let drawnStatus: unknown = undefined;
+    /** The edit forms (platform managers only), kept across redraws so that what is typed stays. */
+    let forms: EditForms | null = null;
+    /** The newest audit entry seen: a newer setter's entry means the preferences changed. */
+    let seenAudit = store.audit[0]?.id ?? null;
     const draw = (): void => {
       drawnStatus = store.status;
       if (prefs === null) return;
-      fill(how, `Read-only: ${prefs.howToChange}.${prefs.configFile ? ` This host's config: ${prefs.configFile}.` : ''}`);
-      fill(body, ...cards(prefs, skewMs, reloadNotifications));
+      fill(how, `To change: ${prefs.howToChange}. This host's config: ${prefs.configFile}.`);
+      fill(body, ...cards(prefs, skewMs, reloadNotifications, forms));
+    };
+    /** The preferences as they are now: forms untouched (or just saved) are made again from them. */
+    const adopt = (next: Preferences, saved: EditSection | null): void => {
+      prefs = next;
+      skewMs = Date.parse(next.clock.now) - Date.now();
+      if (can('platform-manager')) {
+        const fresh = editForms(next, adopt);
+        forms = forms === null ? fresh : (Object.fromEntries((Object.keys(fresh) as EditSection[]).map((k) => [k, k === saved || !forms![k].touched() ? fresh[k] : forms![k]])) as EditForms);
+      }
+      draw();
     };
     const load = async (): Promise<void> => {
       const r = await call<Preferences>('GET', '/v1/preferences');
       if (!r.ok) return fill(body, section('Preferences', h('p', { class: 'form-error' }, describe(r))));
-      prefs = r.body;
-      skewMs = Date.parse(r.body.clock.now) - Date.now();
-      draw();
+      adopt(r.body, null);
     };
     const reloadNotifications = async (): Promise<void> => {
       const r = await call<Notifications>('GET', '/v1/notifications');
@@ -48,13 +66,21 @@ export const preferencesPage: Page = {
     void load();
     return {
       update: () => {
+        const newest = store.audit[0] ?? null;
+        if (newest !== null && newest.id !== seenAudit) {
+          const seenAt = store.audit.findIndex((e) => e.id === seenAudit);
+          const fresh = seenAt === -1 ? store.audit : store.audit.slice(0, seenAt);
+          const changed = fresh.some((e) => e.result === 'ok' && SETTERS.has(e.operation ?? ''));
+          seenAudit = newest.id;
+          if (changed) return void load();
+        }
         if (drawnStatus !== store.status) draw();
       },
     };
   },
 };
 
-function cards(p: Preferences, skewMs: number, reloadNotifications: () => Promise<void>): HTMLElement[] {
+function cards(p: Preferences, skewMs: number, reloadNotifications: () => Promise<void>, forms: EditForms | null): HTMLElement[] {
   const n = p.network;
   const core = store.status?.core ?? null;
   // The live status knows which quorum server the pair asks now; the fetched view knew it when fetched.
@@ -65,10 +91,13 @@ function cards(p: Preferences, skewMs: number, reloadNotifications: () => Promis
   const owner = section(
     'Owner information',
     o === null
-      ? h('p', { class: 'empty', id: 'owner' }, "Not given: add an owner section to lockstepd's config (name, contact, email, phone, site).")
-      : facts(
-          ([['name', o.name], ['contact', o.contact], ['email', o.email], ['phone', o.phone], ['site', o.site]] as [string, string | null][]).flatMap(([k, v]): [string, string][] => (v === null ? [] : [[k, v]])),
+      ? h('p', { class: 'empty', id: 'owner' }, 'Not given: who owns and runs the system, and where it stands (name, contact, email, phone, site).')
+      : h(
+          'div',
+          { id: 'owner' },
+          facts(([['name', o.name], ['contact', o.contact], ['email', o.email], ['phone', o.phone], ['site', o.site]] as [string, string | null][]).flatMap(([k, v]): [string, string][] => (v === null ? [] : [[k, v]]))),
         ),
+    forms?.owner.element ?? null,
   );
   const pair = section(
     'Pair',
@@ -119,18 +148,25 @@ function cards(p: Preferences, skewMs: number, reloadNotifications: () => Promis
   );
   const resync = section(
     'Resync rate',
-    facts([
-      ['at most', p.resync.maxMiBps === null ? 'no limit' : `${p.resync.maxMiBps} MiB/s`],
-      ['while the guest does disk I/O', p.resync.busyMiBps === null ? 'no limit' : `${p.resync.busyMiBps} MiB/s`],
-    ]),
+    h(
+      'div',
+      { id: 'resync' },
+      facts([
+        ['at most', p.resync.maxMiBps === null ? 'no limit' : `${p.resync.maxMiBps} MiB/s`],
+        ['while the guest does disk I/O', p.resync.busyMiBps === null ? 'no limit' : `${p.resync.busyMiBps} MiB/s`],
+      ]),
+    ),
+    forms?.resync.element ?? null,
+    forms === null ? null : h('p', { class: 'hint' }, 'A resync copying now takes a new rate at once.'),
   );
   const notifications = notificationsCard(p.notifications, reloadNotifications);
+  if (forms !== null) notifications.append(h('h3', {}, 'Edit the notifications'), forms.notifications.element);
   notifications.classList.add('wide');
   return [notifications, remoteSupportCard(p), owner, pair, network, quorum, clock, splitsite, resync];
 }
 
 function notificationsCard(n: Notifications, reload: () => Promise<void>): HTMLElement {
-  if (n.state === 'off') return section('Notifications', h('p', { class: 'empty' }, 'None configured on this host: add a notifications section to its config (e-Alerts, SNMP traps, Call Home, webhooks).'));
+  if (n.state === 'off') return section('Notifications', h('p', { class: 'empty' }, 'None configured on this host (e-Alerts, SNMP traps, Call Home, webhooks).'));
   const head =
     n.state === 'failed'
       ? h('p', { class: 'form-error' }, `Configured but not running: ${n.error}`)
