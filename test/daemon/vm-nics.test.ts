@@ -1,0 +1,51 @@
+/**
+ * A VM with two NICs on a real kernel and a real QEMU, brought up as the VM runner does (src/daemon/vm-nics.ts),
+ * inside a network namespace with a business bridge: a tap per NIC on the bridge and up, a virtio-net device
+ * per NIC with its MAC, in the definition's order, and no tap left once they are removed after QEMU's exit.
+ *
+ * Needs root (namespaces, taps); skipped otherwise. Everything it creates is named after this process.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { deleteNamespace, ensureBridge, ensureNamespace, setLinkUp } from '../../src/lab/netns.js';
+import { inNetns, run, runIn } from '../../src/util/exec.js';
+import { Cleanup, tempDir } from '../qemu/helpers.js';
+
+const isRoot = process.getuid?.() === 0;
+const NS = `lsnic-${process.pid}`;
+const BRIDGE = 'brnic';
+const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'vm-nics-node.js');
+
+const cleanup = new Cleanup();
+after(() => cleanup.run());
+
+test('two NICs: two taps on the business bridge, two virtio-net devices with their MACs in order; the taps go with the QEMU', { skip: !isRoot && 'needs root (namespaces, taps)' }, async () => {
+  const dir = await tempDir(cleanup, 'lockstep-vm-nics-');
+  await ensureNamespace(NS);
+  cleanup.add(() => deleteNamespace(NS));
+  await ensureBridge(NS, BRIDGE);
+  await setLinkUp(NS, BRIDGE, true);
+  const nics = [
+    { mac: '52:54:00:4c:5e:01', address: '10.10.3.80' },
+    { mac: '52:54:00:4c:5e:02', address: '10.10.3.81' },
+  ];
+  const [cmd, args] = inNetns(NS, process.execPath, [FIXTURE, JSON.stringify({ vm: 'duo', nics, bridge: BRIDGE, runRoot: path.join(dir, 'run') })]);
+  const shown = JSON.parse((await run(cmd, args)).stdout) as {
+    taps: { name: string; master: string | null; up: boolean }[];
+    devices: { id: string; mac: string; ethernet: boolean }[];
+    left: string[];
+  };
+  assert.deepEqual(shown.taps, [
+    { name: 't-duo', master: BRIDGE, up: true },
+    { name: 't-duo.1', master: BRIDGE, up: true },
+  ]);
+  assert.deepEqual(shown.devices, [
+    { id: 'net0', mac: nics[0]!.mac, ethernet: true },
+    { id: 'net1', mac: nics[1]!.mac, ethernet: true },
+  ]);
+  assert.deepEqual(shown.left, [], 'no tap left after the QEMU exited');
+  const { stdout } = await runIn(NS, 'ip', ['-o', 'link', 'show']);
+  assert.doesNotMatch(stdout, /t-duo/, 'nothing of the VM is left in the namespace');
+});
