@@ -183,7 +183,7 @@ const VM_STATUS_SCHEMA: Schema = {
     protection: { type: 'string', enum: PROTECTION_LEVELS },
     desired: { type: 'string', enum: ['running', 'stopped'] },
     state: { type: 'string', description: "the core's VM state" },
-    hardware: { type: 'object' },
+    hardware: { type: 'object', description: 'as defined, and as replicated to the peer: nics, and for a VM with one NIC also that NIC as nic (what a version before several NICs reads)' },
     local: {
       ...NULLABLE_OBJECT,
       description:
