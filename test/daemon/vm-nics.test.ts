@@ -2,7 +2,9 @@
  * A VM with two NICs on a real kernel and a real QEMU, brought up as the VM runner does (src/daemon/vm-nics.ts),
  * inside a network namespace with a business bridge: a tap per NIC on the bridge and up, a virtio-net device
  * per NIC with its MAC, in the definition's order; the lab guest configures both addresses (the second
- * found by its MAC) and each answers from its own NIC; no tap is left once they are removed after QEMU's exit.
+ * found by its MAC) and each answers from its own NIC; with an FT output gate attached to each NIC at run
+ * time, an answer waits in its own NIC's gate until that gate releases it; no tap is left once they are
+ * removed after QEMU's exit.
  *
  * Needs root (namespaces, taps); skipped otherwise. Everything it creates is named after this process.
  */
@@ -24,7 +26,7 @@ const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixture
 const cleanup = new Cleanup();
 after(() => cleanup.run());
 
-test('two NICs: two taps on the business bridge, two virtio-net devices with their MACs in order, the guest answers on both from each NIC; the taps go with the QEMU', { skip: !isRoot && 'needs root (namespaces, taps)' }, async () => {
+test('two NICs: two taps on the business bridge, two virtio-net devices with their MACs in order, the guest answers on both from each NIC, each NIC behind its own gate; the taps go with the QEMU', { skip: !isRoot && 'needs root (namespaces, taps)' }, async () => {
   const image = await ensureGuestImage();
   const dir = await tempDir(cleanup, 'lockstep-vm-nics-');
   const disk = path.join(dir, 'data.qcow2');
@@ -47,6 +49,7 @@ test('two NICs: two taps on the business bridge, two virtio-net devices with the
     pings: boolean[];
     neighbours: (string | null)[];
     serial: string;
+    gated: { answeredWhileHeld: boolean; answered: boolean; otherLetOut: number }[];
     left: string[];
   };
   assert.deepEqual(shown.taps, [
@@ -60,6 +63,10 @@ test('two NICs: two taps on the business bridge, two virtio-net devices with the
   assert.match(shown.serial, /lockstep-guest: duo eth\d 10\.10\.3\.81\/24/, 'the guest configured its second NIC, found by its MAC');
   assert.deepEqual(shown.pings, [true, true], 'both addresses answer');
   assert.deepEqual(shown.neighbours, nics.map((n) => n.mac), 'each address answered from its own NIC');
+  for (const [i, g] of shown.gated.entries()) {
+    assert.deepEqual([g.answeredWhileHeld, g.answered], [false, true], `NIC ${i}'s answer left only at its own gate's release`);
+    assert.equal(g.otherLetOut, 0, `the other NIC's gate let nothing out meanwhile`);
+  }
   assert.deepEqual(shown.left, [], 'no tap left after the QEMU exited');
   const { stdout } = await runIn(NS, 'ip', ['-o', 'link', 'show']);
   assert.doesNotMatch(stdout, /t-duo/, 'nothing of the VM is left in the namespace');
