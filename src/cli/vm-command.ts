@@ -33,7 +33,7 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
                     [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from SNAPSHOT-OR-IMAGE-ID]
                                            --nics: 1 to ${NICS_PER_VM_MAX} NICs (default: as many as --mac or
                                            --address are given, or 1); the Nth --mac and --address are
-                                           the Nth NIC's (the guest's ethN-1)
+                                           the Nth NIC's (the first is the guest's eth0)
                                            --from: its volume made from a snapshot or image of the host
                                            defining it, at its first start (--disk: the image's size
                                            by default)
