@@ -352,8 +352,6 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     handler: async (ctx, { body }) => {
       const { source, ...rest } = body as { source?: { snapshot: string } };
       const def = parseVmDefinition(rest);
-      const clash = nicInUse(def, ctx.driver()?.view().vms ?? []);
-      if (clash) throw clash;
       if (source) {
         // Made from a snapshot or image of this host: this host defines it, so owns it and starts it first.
         const { snapshot } = await ctx.snapshots.readyFile(source.snapshot);
@@ -362,6 +360,9 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
         }
         def.source = sourceOf(snapshot);
       }
+      // What is wrong with the definition itself is said first; then what clashes with the pair's other VMs.
+      const clash = nicInUse(def, ctx.driver()?.view().vms ?? []);
+      if (clash) throw clash;
       await checkVolumeFits(volumeContext(ctx), def);
       await command(ctx, { kind: 'define-vm', name: def.name, protection: def.protection, desired: def.desired, hardware: { ...hardwareRecord(hardwareOf(def)) } });
       return { status: 201, body: vmStatus(ctx, def.name) };
