@@ -151,7 +151,7 @@ export class BenchLab {
         memoryMiB: vm.memoryMiB,
         guest: { kernel: image.kernel, initrd: image.initrd, cmdline: guestKernelCmdline({ ip: `${vm.address}/${NETMASK_BITS}`, hostname: vm.name }) },
         diskMiB: vm.diskMiB,
-        nic: { mac: vm.mac, address: vm.address },
+        nics: [{ mac: vm.mac, address: vm.address }],
         protection: vm.protection,
         desired: 'running',
       },

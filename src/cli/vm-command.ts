@@ -8,13 +8,13 @@ import { parseArgs } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import { daemonRequest } from '../daemon/api-client.js';
-import { DEFAULT_DISK, PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
+import { DEFAULT_DISK, NICS_PER_VM_MAX, PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
 import { VOLUME_FORMATS, type VolumeFormat } from '../storage/storage-group.js';
 import { VCD_NAME } from '../storage/vcd.js';
 import { askOtherLabHosts, checkWhere, resolveTarget, type Target, type Where } from './daemon-target.js';
 import { labGuest, forgetLabVm, noteLabVm, type CompleteGuest, type GuestOptions } from './vm-lab.js';
 import { migrateVm } from './vm-migrate.js';
-import { renderChange, renderVmShow, renderVmTable, vmRows, type HostView, type VmView } from './vm-view.js';
+import { nicsOfView, renderChange, renderVmShow, renderVmTable, vmRows, type HostView, type VmView } from './vm-view.js';
 import { renderVmHistory, type HistoryWindow, type VmHistory } from './history-view.js';
 import { renderConsoleLog, type ConsoleLog } from './console-log-view.js';
 import { CONSOLE_LOG_BYTES_MAX } from '../daemon/console-log-routes.js';
@@ -29,8 +29,11 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
   lockstep vm list
   lockstep vm show NAME
   lockstep vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw]
-                    [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--cd-drive]
-                    [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from SNAPSHOT-OR-IMAGE-ID]
+                    [--nics N] [--mac MAC --address IP]... [--protection none|ha|ft] [--stopped]
+                    [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from SNAPSHOT-OR-IMAGE-ID]
+                                           --nics: 1 to ${NICS_PER_VM_MAX} NICs (default: as many as --mac or
+                                           --address are given, or 1); the Nth --mac and --address are
+                                           the Nth NIC's (the first is the guest's eth0)
                                            --from: its volume made from a snapshot or image of the host
                                            defining it, at its first start (--disk: the image's size
                                            by default)
@@ -48,11 +51,12 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
   lockstep vm cd eject NAME
 
 Every verb takes --json (the API's JSON) and one of:
-  --socket PATH        that lockstepd's API socket (create then needs --mac, --address, --kernel,
-                       --initrd and --cmdline)
+  --socket PATH        that lockstepd's API socket (create then needs --mac and --address for each
+                       NIC, --kernel, --initrd and --cmdline)
   --host host1|host2   that lab host's lockstepd
 By default, in the lab: the first host whose lockstepd answers (either answers for the pair); create then
-picks a free lab address and MAC and boots the lab's guest for whatever is not given.`;
+picks a free lab address and MAC for each NIC not given one and boots the lab's guest for whatever is
+not given (it configures every NIC's address).`;
 
 const NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -163,8 +167,9 @@ function parseCreate(rest: string[]): VmRequest {
     disk: { type: 'string' },
     'storage-group': { type: 'string' },
     'disk-format': { type: 'string' },
-    mac: { type: 'string' },
-    address: { type: 'string' },
+    nics: { type: 'string' },
+    mac: { type: 'string', multiple: true },
+    address: { type: 'string', multiple: true },
     protection: { type: 'string' },
     stopped: { type: 'boolean' },
     'cd-drive': { type: 'boolean' },
@@ -174,18 +179,13 @@ function parseCreate(rest: string[]): VmRequest {
     from: { type: 'string' },
   });
   const form =
-    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--mac MAC --address IP] [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from ID]';
+    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--nics N] [--mac MAC --address IP]... [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from ID]';
   const name = oneName(positionals, form);
   const from = values.from === undefined ? undefined : snapshotId(values.from);
   const needed = from === undefined ? (['memory', 'vcpus', 'disk'] as const) : (['memory', 'vcpus'] as const);
   const missing = needed.filter((k) => values[k] === undefined);
   if (missing.length > 0) throw new LockstepError('INVALID_ARGUMENT', `vm create needs ${missing.map((k) => `--${k}`).join(', ')}\nusage: lockstep ${form}`);
-  const mac = values.mac?.toLowerCase();
-  // The first octet's low bit marks multicast: a NIC's own address must be unicast (as the daemon checks).
-  if (mac !== undefined && (!MAC.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1)) {
-    throw new LockstepError('INVALID_ARGUMENT', `--mac must be a unicast MAC like 52:54:00:12:34:56 (got '${values.mac}')`);
-  }
-  if (values.address !== undefined && !IPV4.test(values.address)) throw new LockstepError('INVALID_ARGUMENT', `--address must be an IPv4 address (got '${values.address}')`);
+  const nics = parseNics(values.nics, values.mac ?? [], values.address ?? []);
   if ((values.kernel === undefined) !== (values.initrd === undefined)) throw new LockstepError('INVALID_ARGUMENT', '--kernel and --initrd go together: give both or neither');
   if (values.cmdline === '') throw new LockstepError('INVALID_ARGUMENT', '--cmdline must not be empty');
   const storageGroup = values['storage-group'] ?? DEFAULT_DISK.storageGroup;
@@ -194,15 +194,18 @@ function parseCreate(rest: string[]): VmRequest {
   if (!(VOLUME_FORMATS as readonly string[]).includes(format)) throw new LockstepError('INVALID_ARGUMENT', `--disk-format must be one of ${VOLUME_FORMATS.join(', ')} (got '${format}')`);
   // The daemon opens the kernel from its own working directory: a relative path is made absolute here.
   const guest: GuestOptions = {
-    ...(mac !== undefined ? { mac } : {}),
-    ...(values.address !== undefined ? { address: values.address } : {}),
+    nics,
     ...(values.kernel !== undefined ? { kernel: path.resolve(values.kernel) } : {}),
     ...(values.initrd !== undefined ? { initrd: path.resolve(values.initrd) } : {}),
     ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}),
   };
   const where = commonOptions(values);
   if (where.where.socket !== undefined) {
-    const absent = (['mac', 'address', 'kernel', 'initrd', 'cmdline'] as const).filter((k) => guest[k] === undefined);
+    const absent = [
+      ...(nics.some((n) => n.mac === undefined) ? ['mac'] : []),
+      ...(nics.some((n) => n.address === undefined) ? ['address'] : []),
+      ...(['kernel', 'initrd', 'cmdline'] as const).filter((k) => guest[k] === undefined),
+    ];
     if (absent.length > 0) {
       throw new LockstepError('INVALID_ARGUMENT', `with --socket vm create needs ${absent.map((k) => `--${k}`).join(', ')}: only the lab (--host, or no option) has defaults for them`);
     }
@@ -221,6 +224,27 @@ function parseCreate(rest: string[]): VmRequest {
     ...(from !== undefined ? { from } : {}),
     ...where,
   };
+}
+
+/**
+ * The NICs of `vm create`: `--nics N`, or as many as the `--mac`s and `--address`es given (1 by default); the
+ * Nth of each is the Nth NIC's. Each MAC unicast, each MAC and address given once (the daemon checks again).
+ */
+function parseNics(count: string | undefined, macs: readonly string[], addresses: readonly string[]): GuestOptions['nics'] {
+  const n = count === undefined ? Math.max(1, macs.length, addresses.length) : integer(count, 'nics', 1, NICS_PER_VM_MAX);
+  if (n > NICS_PER_VM_MAX) throw new LockstepError('INVALID_ARGUMENT', `a VM has at most ${NICS_PER_VM_MAX} NICs: --mac and --address are given at most ${NICS_PER_VM_MAX} times each`);
+  if (macs.length > n || addresses.length > n) throw new LockstepError('INVALID_ARGUMENT', `--nics ${n}, but ${macs.length} --mac and ${addresses.length} --address: at most one of each per NIC`);
+  const lowered = macs.map((m) => m.toLowerCase());
+  for (const [i, mac] of lowered.entries()) {
+    // The first octet's low bit marks multicast: a NIC's own address must be unicast (as the daemon checks).
+    if (!MAC.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1) throw new LockstepError('INVALID_ARGUMENT', `--mac must be a unicast MAC like 52:54:00:12:34:56 (got '${macs[i]}')`);
+    if (lowered.indexOf(mac) !== i) throw new LockstepError('INVALID_ARGUMENT', `--mac ${mac} is given twice: each NIC has its own MAC`);
+  }
+  for (const [i, address] of addresses.entries()) {
+    if (!IPV4.test(address)) throw new LockstepError('INVALID_ARGUMENT', `--address must be an IPv4 address (got '${address}')`);
+    if (addresses.indexOf(address) !== i) throw new LockstepError('INVALID_ARGUMENT', `--address ${address} is given twice: each NIC has its own address`);
+  }
+  return Array.from({ length: n }, (_, i) => ({ ...(lowered[i] !== undefined ? { mac: lowered[i] } : {}), ...(addresses[i] !== undefined ? { address: addresses[i] } : {}) }));
 }
 
 export async function vmCommand(argv: string[]): Promise<number> {
@@ -328,13 +352,17 @@ async function createVm(asked: Target, req: Extract<VmRequest, { verb: 'create' 
   let slot: number | null = null;
   if (target.kind === 'lab') {
     const known = await daemonRequest<VmView[]>(target.daemon.socket, 'GET', '/v1/vms');
-    const taken = known.map((v) => ({ ...(v.hardware?.nic?.mac ? { mac: v.hardware.nic.mac } : {}), ...(v.hardware?.nic?.address ? { address: v.hardware.nic.address } : {}) }));
+    const taken = known.flatMap((v) => nicsOfView(v.hardware));
     // The guest image build logs on stderr: stdout stays the command's answer (JSON with --json).
     ({ guest, slot } = await labGuest(target.lab, req.name, req.guest, taken, (line) => console.error(line)));
   } else {
     const g = req.guest;
-    assert(g.mac && g.address && g.kernel && g.initrd && g.cmdline, 'parseVmCommand requires the whole guest with --socket');
-    guest = { mac: g.mac, address: g.address, kernel: g.kernel, initrd: g.initrd, cmdline: g.cmdline };
+    assert(g.kernel && g.initrd && g.cmdline, 'parseVmCommand requires the whole guest with --socket');
+    const nics = g.nics.map(({ mac, address }) => {
+      assert(mac && address, 'parseVmCommand requires every NIC with --socket');
+      return { mac, address };
+    });
+    guest = { nics, kernel: g.kernel, initrd: g.initrd, cmdline: g.cmdline };
   }
   const def: VmDefinition = {
     name: req.name,
@@ -343,7 +371,7 @@ async function createVm(asked: Target, req: Extract<VmRequest, { verb: 'create' 
     guest: { kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
     diskMiB,
     disk: req.disk,
-    nic: { mac: guest.mac, address: guest.address },
+    nics: guest.nics,
     protection: req.protection,
     desired: req.desired,
     ...(req.cdDrive ? { cdrom: { medium: null } } : {}),
@@ -351,9 +379,9 @@ async function createVm(asked: Target, req: Extract<VmRequest, { verb: 'create' 
   const body = source ? { ...def, source: { snapshot: source.snapshot.id } } : def;
   const vm = await daemonRequest<VmView | null>(target.daemon.socket, 'POST', '/v1/vms', body, 60_000);
   if (target.kind === 'lab' && slot !== null) {
-    await noteLabVm(target.lab, { name: req.name, host: target.daemon.host, protection: req.protection, index: slot, address: guest.address, mac: guest.mac });
+    await noteLabVm(target.lab, { name: req.name, host: target.daemon.host, protection: req.protection, index: slot, address: guest.nics[0]!.address, mac: guest.nics[0]!.mac });
   }
-  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${diskMiB} MiB disk${diskPlace(req.disk)}${source ? ` made from ${source.snapshot.kind} ${source.snapshot.id} at its first start` : ''}${req.cdDrive ? ', a CD drive' : ''}, ${guest.mac} ${guest.address}, desired ${req.desired}`;
+  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${diskMiB} MiB disk${diskPlace(req.disk)}${source ? ` made from ${source.snapshot.kind} ${source.snapshot.id} at its first start` : ''}${req.cdDrive ? ', a CD drive' : ''}, ${guest.nics.map((n) => `${n.mac} ${n.address}`).join(', ')}, desired ${req.desired}`;
   return { verb: 'change', headline, vm };
 }
 

@@ -1,7 +1,7 @@
 /**
- * What `lockstep vm create` fills in for a VM made in the lab, as the lab does for its own VMs: the next free
- * guest slot on the business network (an address and a MAC per index, `topology.ts`), the lab's guest image,
- * and the kernel command line that gives the guest its address. A slot the CLI picks is written in the lab's
+ * What `lockstep vm create` fills in for a VM made in the lab, as the lab does for its own VMs: for each NIC
+ * not given both, the next free guest slot on the business network (an address and a MAC per index,
+ * `topology.ts`), the lab's guest image, and the kernel command line that gives the guest every NIC's address. A slot the CLI picks is written in the lab's
  * notebook, so the lab's own VMs (`lab up --vm`) never take it again and `lab status` and `lab record --vm`
  * know the VM.
  */
@@ -9,17 +9,23 @@ import { LockstepError } from '../util/errors.js';
 import { ensureGuestImage, guestKernelCmdline } from '../lab/guest-image.js';
 import { loadLabState, saveLabState, type LabPaths, type LabVm } from '../lab/lab-state.js';
 import { GUEST_ADDRESS_FIRST, GUEST_ADDRESS_LAST, NETMASK_BITS, guestAddress, guestMac } from '../lab/topology.js';
+import type { VmNicIdentity } from '../daemon/vm-definition.js';
 
 /** What the operator may give of a VM's guest and network identity. */
 export interface GuestOptions {
-  mac?: string;
-  address?: string;
+  /** One entry per NIC, in the guest's order; what is not given of one the lab fills in. */
+  nics: { mac?: string; address?: string }[];
   kernel?: string;
   initrd?: string;
   cmdline?: string;
 }
 
-export type CompleteGuest = Required<GuestOptions>;
+export interface CompleteGuest {
+  nics: VmNicIdentity[];
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+}
 
 /** A NIC identity in use on the business network. */
 export interface Taken {
@@ -39,18 +45,29 @@ export function freeGuestSlot(taken: readonly Taken[]): number {
 
 /**
  * Fills in what was not given. `taken` is every NIC the pair's VMs and the lab's notebook hold; `slot` is
- * the index picked when the MAC or the address came from the lab's scheme (null when both were given).
+ * the index picked for the first NIC when its MAC or address came from the lab's scheme (null when both
+ * were given): the notebook keeps that one. The other NICs' slots are kept by the VM's record, which
+ * `taken` holds next time.
  */
 export async function labGuest(lab: LabPaths, name: string, given: GuestOptions, taken: readonly Taken[], log: (line: string) => void): Promise<{ guest: CompleteGuest; slot: number | null }> {
   const state = await loadLabState(lab);
-  const allTaken = [...taken, ...(state?.vms ?? [])];
-  const slot = given.mac !== undefined && given.address !== undefined ? null : freeGuestSlot(allTaken);
-  const mac = given.mac ?? guestMac(slot!);
-  const address = given.address ?? guestAddress(slot!);
+  // The given NICs first: a free slot must not be one whose MAC or address another NIC of this VM has.
+  const inUse: Taken[] = [...taken, ...(state?.vms ?? []), ...given.nics];
+  const slots: (number | null)[] = [];
+  const nics = given.nics.map((n) => {
+    const slot = n.mac !== undefined && n.address !== undefined ? null : freeGuestSlot(inUse);
+    slots.push(slot);
+    const nic = { mac: n.mac ?? guestMac(slot!), address: n.address ?? guestAddress(slot!) };
+    inUse.push(nic);
+    return nic;
+  });
   let { kernel, initrd } = given;
   if (kernel === undefined || initrd === undefined) ({ kernel, initrd } = await ensureGuestImage({ log }));
-  const cmdline = given.cmdline ?? guestKernelCmdline({ ip: `${address}/${NETMASK_BITS}`, hostname: name });
-  return { guest: { mac, address, kernel, initrd, cmdline }, slot };
+  const [first, ...more] = nics;
+  const cmdline =
+    given.cmdline ??
+    guestKernelCmdline({ ip: `${first!.address}/${NETMASK_BITS}`, hostname: name, moreNics: more.map((n) => ({ mac: n.mac, ip: `${n.address}/${NETMASK_BITS}` })) });
+  return { guest: { nics, kernel, initrd, cmdline }, slot: slots[0] ?? null };
 }
 
 /** Writes a VM whose slot the CLI picked into the lab's notebook. */

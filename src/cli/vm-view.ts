@@ -82,11 +82,30 @@ export interface VmView {
     memoryMiB?: number;
     diskMiB?: number;
     guest?: { kernel?: string; initrd?: string; cmdline?: string };
-    nic?: { mac?: string; address?: string };
+    nics?: NicView[];
+    /** A record from before VMs had several NICs has only this; a one-NIC VM's has both. */
+    nic?: NicView;
     cdrom?: { medium?: { vcd?: string; sha256?: string } | null };
   } | null;
   local: LocalView | null;
   lastExit: ExitView | null;
+}
+
+export interface NicView {
+  mac?: string;
+  address?: string;
+}
+
+/** A VM's NICs as its record has them: `nics`, or the one `nic` of a record from before several NICs. */
+export function nicsOfView(hw: VmView['hardware']): NicView[] {
+  return hw?.nics ?? (hw?.nic ? [hw.nic] : []);
+}
+
+/** A `nic` line per NIC, in the guest's order (its eth0 first); `-` for a record that shows none. */
+function nicRows(hw: VmView['hardware']): [string, string][] {
+  const nics = nicsOfView(hw);
+  if (nics.length === 0) return [['nic', '-']];
+  return nics.map((n) => ['nic', [n.mac, n.address].filter((x) => x !== undefined).join(' ') || '-']);
 }
 
 /** One host's answer: the pair's VMs as that host sees them (`local` is that host's own QEMU). */
@@ -165,7 +184,7 @@ export function renderVmShow(host: string, vm: VmView): string {
         .filter((x) => x !== null)
         .join(', ') || '-',
     ],
-    ['nic', [hw.nic?.mac, hw.nic?.address].filter((x) => x !== undefined).join(' ') || '-'],
+    ...nicRows(hw),
     ['kernel', hw.guest?.kernel ?? '-'],
     ['initrd', hw.guest?.initrd ?? '-'],
     ['cmdline', hw.guest?.cmdline ?? '-'],

@@ -11,7 +11,7 @@ import { rm } from 'node:fs/promises';
 import { LockstepError, describeError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import type { OperatorCommand } from '../core/types.js';
-import { hardwareOf, parseVmDefinition, parseVmHardware, PROTECTION_LEVELS, type VcdRef } from './vm-definition.js';
+import { hardwareOf, hardwareRecord, nicInUse, NICS_PER_VM_MAX, parseVmDefinition, parseVmHardware, PROTECTION_LEVELS, type VcdRef } from './vm-definition.js';
 import { withMedium } from './cdrom.js';
 import { VCD_NAME_PATTERN } from '../storage/vcd.js';
 import type { VmHardware as VmHardwareRecord } from '../core/types.js';
@@ -112,10 +112,21 @@ const PROTECTION: Schema = {
   description: 'none: no copy; ha: a synchronous copy on the peer, restarted there on failure; ft: the peer holds a checkpoint of the running VM at most one epoch old and resumes it there on failure (docs/ft.md)',
 };
 
+const NIC: Schema = {
+  type: 'object',
+  required: ['mac', 'address'],
+  additionalProperties: false,
+  description: "a guest NIC's identity on the business network",
+  properties: {
+    mac: { type: 'string', pattern: '^[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$', description: 'a unicast MAC, e.g. 52:54:00:12:34:56' },
+    address: { type: 'string', pattern: '^((25[0-5]|2[0-4]\\d|1?\\d?\\d)\\.){3}(25[0-5]|2[0-4]\\d|1?\\d?\\d)$', description: 'the IPv4 address the guest configures' },
+  },
+};
+
 /** A VM definition: what `parseVmDefinition` reads (it checks again, and lowercases the MAC). */
 export const VM_DEFINITION_SCHEMA: Schema = {
   type: 'object',
-  required: ['name', 'vcpus', 'memoryMiB', 'diskMiB', 'guest', 'nic', 'protection', 'desired'],
+  required: ['name', 'vcpus', 'memoryMiB', 'diskMiB', 'guest', 'protection', 'desired'],
   additionalProperties: false,
   properties: {
     name: VM_NAME,
@@ -135,16 +146,14 @@ export const VM_DEFINITION_SCHEMA: Schema = {
       description: 'direct kernel boot: files on every host of the pair',
       properties: { kernel: ABSOLUTE_PATH, initrd: ABSOLUTE_PATH, cmdline: { type: 'string', minLength: 1, maxLength: 4096 } },
     },
-    nic: {
-      type: 'object',
-      required: ['mac', 'address'],
-      additionalProperties: false,
-      description: "the guest NIC's identity on the business network",
-      properties: {
-        mac: { type: 'string', pattern: '^[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$', description: 'a unicast MAC, e.g. 52:54:00:12:34:56' },
-        address: { type: 'string', pattern: '^((25[0-5]|2[0-4]\\d|1?\\d?\\d)\\.){3}(25[0-5]|2[0-4]\\d|1?\\d?\\d)$', description: 'the IPv4 address the guest configures' },
-      },
+    nics: {
+      type: 'array',
+      minItems: 1,
+      maxItems: NICS_PER_VM_MAX,
+      items: NIC,
+      description: `the guest's NICs on the business network, in the order the guest sees them (the first is its eth0): each MAC and address unique in the VM and among the pair's VMs (NIC_IN_USE). Give nics or nic`,
     },
+    nic: { ...NIC, description: 'one NIC, as before VMs had several: the same as nics with that one NIC' },
     protection: PROTECTION,
     desired: { type: 'string', enum: ['running', 'stopped'] },
     cdrom: {
@@ -174,7 +183,7 @@ const VM_STATUS_SCHEMA: Schema = {
     protection: { type: 'string', enum: PROTECTION_LEVELS },
     desired: { type: 'string', enum: ['running', 'stopped'] },
     state: { type: 'string', description: "the core's VM state" },
-    hardware: { type: 'object' },
+    hardware: { type: 'object', description: 'as defined, and as replicated to the peer: nics, and for a VM with one NIC also that NIC as nic (what a version before several NICs reads)' },
     local: {
       ...NULLABLE_OBJECT,
       description:
@@ -339,7 +348,7 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     body: VM_DEFINITION_SCHEMA,
     bodyError: 'INVALID_SPEC',
     response: { status: 201, description: 'the VM as defined', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
-    errors: ['NOT_PAIRED', 'COMMAND_REFUSED', 'UNKNOWN_SNAPSHOT', 'IMAGE_INVALID'],
+    errors: ['NOT_PAIRED', 'COMMAND_REFUSED', 'NIC_IN_USE', 'UNKNOWN_SNAPSHOT', 'IMAGE_INVALID'],
     handler: async (ctx, { body }) => {
       const { source, ...rest } = body as { source?: { snapshot: string } };
       const def = parseVmDefinition(rest);
@@ -351,8 +360,11 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
         }
         def.source = sourceOf(snapshot);
       }
+      // What is wrong with the definition itself is said first; then what clashes with the pair's other VMs.
+      const clash = nicInUse(def, ctx.driver()?.view().vms ?? []);
+      if (clash) throw clash;
       await checkVolumeFits(volumeContext(ctx), def);
-      await command(ctx, { kind: 'define-vm', name: def.name, protection: def.protection, desired: def.desired, hardware: { ...hardwareOf(def) } });
+      await command(ctx, { kind: 'define-vm', name: def.name, protection: def.protection, desired: def.desired, hardware: { ...hardwareRecord(hardwareOf(def)) } });
       return { status: 201, body: vmStatus(ctx, def.name) };
     },
   },
@@ -660,7 +672,7 @@ async function changeCdrom(ctx: ApiContext, name: string, medium: VcdRef | null,
   if (ctx.running().some((r) => r.name === name && r.state !== 'running')) {
     throw new LockstepError('COMMAND_REFUSED', `VM ${name} is starting, stopping or migrating: change its CD once it runs`, { command: 'set-hardware' });
   }
-  await command(ctx, { kind: 'set-hardware', name, from, to: { ...to } });
+  await command(ctx, { kind: 'set-hardware', name, from, to: { ...hardwareRecord(to) } });
   if ((await ctx.changeMedium(name, image)) === 'busy') {
     throw new LockstepError('COMMAND_REFUSED', `VM ${name}'s definition has the change, but its QEMU began to start or stop meanwhile: it takes it at its next start`, { command: 'set-hardware' });
   }

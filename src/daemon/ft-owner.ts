@@ -1,6 +1,6 @@
 /**
- * The owner half of FT for one running VM instance (docs/ft.md, "lockstepd"): the output gate on its NIC,
- * attached at run time — so a VM resumed from a checkpoint is protected the same way as one booted here —
+ * The owner half of FT for one running VM instance (docs/ft.md, "lockstepd"): an output gate on each of its
+ * NICs, attached at run time — so a VM resumed from a checkpoint is protected the same way as one booted here —
  * and one `FtPrimary` per protection run, over a checkpoint stream to the peer.
  *
  * It decides nothing. A run starts once the disk's mirror into the peer's epoch disk is in sync (the
@@ -21,8 +21,8 @@ import type { LockstepError } from '../util/errors.js';
 
 export interface FtOwnerOptions {
   vm: VmInstance;
-  /** The NIC whose output is held (the VM's one NIC). */
-  nicId: string;
+  /** The QEMU ids of the VM's NICs: each one's output is held by its own gate, all released by one ack. */
+  nicIds: readonly string[];
   /** The instance's run directory: the gate's sockets go there. */
   runDir: string;
   epochMs: number;
@@ -32,8 +32,10 @@ export interface FtOwnerOptions {
 }
 
 export class FtOwner {
-  private gate: OutputGate | null = null;
-  private attached = false;
+  /** One per NIC, in `nicIds`' order, once the first run made them. */
+  private gates: OutputGate[] = [];
+  /** How many of `gates` are attached to their NIC (from the first on). */
+  private attached = 0;
   private primary: FtPrimary | null = null;
   /** Protection runs started, for the stream ids and the views. */
   private runs = 0;
@@ -59,24 +61,24 @@ export class FtOwner {
    * epoch disk. Throws what the gate, the stream or `FtPrimary.start` throw; output then passes again.
    */
   async protect(mirror: DiskMirror, openStream: () => Promise<string>): Promise<void> {
-    const { vm, nicId, log } = this.opts;
+    const { vm, nicIds, log } = this.opts;
     const name = vm.spec.name;
     if (this.active) throw new Error(`VM ${name} is already FT-protected (run ${this.runs})`);
-    const gate = await this.holdOutput();
+    const gates = await this.holdOutput();
     let stream: Duplex | null = null;
     try {
       const socketPath = await openStream();
       stream = await connect(socketPath);
-      const primary = await FtPrimary.start({ vm, gate, mirrors: [mirror], stream, epochMs: this.opts.epochMs, log });
+      const primary = await FtPrimary.start({ vm, gates, mirrors: [mirror], stream, epochMs: this.opts.epochMs, log });
       this.runs++;
       this.primary = primary;
       primary.on('peerLost', (e) => {
         if (!this.deciding) this.opts.onLost(e);
       });
-      log.info(`FT of VM ${name}: protection run ${this.runs} started (epochs of ${this.opts.epochMs} ms, NIC ${nicId} output held until each epoch is acked)`, { vm: name });
+      log.info(`FT of VM ${name}: protection run ${this.runs} started (epochs of ${this.opts.epochMs} ms, output of NIC${nicIds.length === 1 ? '' : 's'} ${nicIds.join(', ')} held until each epoch is acked)`, { vm: name });
     } catch (e) {
       stream?.destroy();
-      gate.unprotect();
+      for (const gate of gates) gate.unprotect();
       throw e;
     }
   }
@@ -113,27 +115,34 @@ export class FtOwner {
   /** The instance is going away: its run stops; held output is dropped with the gate (never sent). */
   async close(): Promise<void> {
     await this.primary?.stop().catch(() => undefined);
-    await this.gate?.close();
+    await Promise.all(this.gates.map((g) => g.close()));
   }
 
-  /** The gate on the NIC, holding: listening and attached once per instance, protecting again for a later run. */
-  private async holdOutput(): Promise<OutputGate> {
-    const { vm, nicId, runDir } = this.opts;
-    if (this.gate === null) {
-      this.gate = await OutputGate.listen({
-        sockets: outputGateSockets(runDir, nicId),
-        name: `${vm.spec.name}/${nicId}`,
-        onSoftLimit: () => this.primary?.endEpochSoon(),
-        log: this.opts.log,
-      });
-    } else {
-      this.gate.protect();
+  /**
+   * The gates on the NICs, holding: each listening and attached once per instance, protecting again for a
+   * later run. When a NIC's gate cannot listen or attach, the run does not start and every gate passes
+   * again (the NICs attached so far stay attached; a later run attaches the rest).
+   */
+  private async holdOutput(): Promise<OutputGate[]> {
+    const { vm, nicIds, runDir } = this.opts;
+    for (const gate of this.gates) gate.protect();
+    try {
+      for (const nicId of nicIds.slice(this.gates.length)) {
+        this.gates.push(
+          await OutputGate.listen({
+            sockets: outputGateSockets(runDir, nicId),
+            name: `${vm.spec.name}/${nicId}`,
+            onSoftLimit: () => this.primary?.endEpochSoon(),
+            log: this.opts.log,
+          }),
+        );
+      }
+      for (; this.attached < nicIds.length; this.attached++) await attachOutputGate(vm.qmp, nicIds[this.attached]!, this.gates[this.attached]!);
+    } catch (e) {
+      for (const gate of this.gates) gate.unprotect();
+      throw e;
     }
-    if (!this.attached) {
-      await attachOutputGate(vm.qmp, nicId, this.gate);
-      this.attached = true;
-    }
-    return this.gate;
+    return this.gates;
   }
 }
 

@@ -20,8 +20,11 @@ export interface VmHardware {
   diskMiB: number;
   /** Where the volume lives on each host (a storage group both hosts configure) and its image format. */
   disk: VmDisk;
-  /** The guest NIC's identity on the business network; the address is what the guest configures itself. */
-  nic: { mac: string; address: string };
+  /**
+   * The guest's NICs on the business network, 1 to `NICS_PER_VM_MAX`, in the order the guest sees them
+   * (the first is its eth0); each address is what the guest configures itself.
+   */
+  nics: VmNicIdentity[];
   /** A CD drive (absent: none), and the virtual CD in it. */
   cdrom?: VmCdromHardware;
   /**
@@ -31,6 +34,15 @@ export interface VmHardware {
    */
   source?: VmImageSource;
 }
+
+/** A NIC's identity: its MAC (unicast, lower case) and the IPv4 address the guest gives it. */
+export interface VmNicIdentity {
+  mac: string;
+  address: string;
+}
+
+/** Ample for a business NIC beside a backup or storage one; each is a tap, and under FT an output gate. */
+export const NICS_PER_VM_MAX = 4;
 
 export interface VmImageSource {
   host: string;
@@ -87,13 +99,6 @@ export function parseVmDefinition(raw: unknown): VmDefinition {
 export function parseVmHardware(raw: unknown): VmHardware {
   const o = object(raw, 'hardware');
   const guestRaw = object(o['guest'], 'guest');
-  const nicRaw = object(o['nic'], 'nic');
-  const mac = string(nicRaw, 'mac', 'nic.mac').toLowerCase();
-  // The first octet's low bit marks multicast: a NIC's own address must be unicast.
-  if (!MAC.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1) invalid('nic.mac', 'must be a unicast MAC like 52:54:00:12:34:56', mac);
-  const address = string(nicRaw, 'address', 'nic.address');
-  const m = IPV4.exec(address);
-  if (!m || m.slice(1).some((x) => Number(x) > 255)) invalid('nic.address', 'must be an IPv4 address', address);
   return {
     vcpus: integer(o, 'vcpus', 1, 64),
     memoryMiB: integer(o, 'memoryMiB', 64, 1024 * 1024),
@@ -104,10 +109,45 @@ export function parseVmHardware(raw: unknown): VmHardware {
     },
     diskMiB: integer(o, 'diskMiB', 1, 16 * 1024 * 1024),
     disk: parseDisk(o['disk']),
-    nic: { mac, address },
+    nics: parseNics(o),
     ...(o['cdrom'] === undefined ? {} : { cdrom: parseCdrom(o['cdrom']) }),
     ...(o['source'] === undefined ? {} : { source: parseSource(o['source']) }),
   };
+}
+
+/**
+ * `nics`, or `nic` alone: a record stored or replicated before VMs had several NICs, read as a one-element
+ * list. Both at once must agree (`hardwareRecord` writes both for a one-NIC VM), so neither is silently lost.
+ */
+function parseNics(o: Record<string, unknown>): VmNicIdentity[] {
+  const list = o['nics'];
+  if (list === undefined) {
+    if (o['nic'] === undefined) invalid('nics', `must list the VM's NICs (1 to ${NICS_PER_VM_MAX})`);
+    return [parseNic(o['nic'], 'nic')];
+  }
+  if (!Array.isArray(list) || list.length < 1 || list.length > NICS_PER_VM_MAX) invalid('nics', `must be a list of 1 to ${NICS_PER_VM_MAX} NICs`, Array.isArray(list) ? list.length : list);
+  const nics = list.map((n, i) => parseNic(n, `nics[${i}]`));
+  nics.forEach((n, i) => {
+    const earlier = nics.slice(0, i);
+    if (earlier.some((e) => e.mac === n.mac)) invalid(`nics[${i}].mac`, 'is the MAC of an earlier NIC of the VM', n.mac);
+    if (earlier.some((e) => e.address === n.address)) invalid(`nics[${i}].address`, 'is the address of an earlier NIC of the VM', n.address);
+  });
+  if (o['nic'] !== undefined) {
+    const legacy = parseNic(o['nic'], 'nic');
+    if (nics.length !== 1 || legacy.mac !== nics[0]!.mac || legacy.address !== nics[0]!.address) invalid('nic', 'must be the one NIC of nics when both are given', o['nic']);
+  }
+  return nics;
+}
+
+function parseNic(raw: unknown, field: string): VmNicIdentity {
+  const o = object(raw, field);
+  const mac = string(o, 'mac', `${field}.mac`).toLowerCase();
+  // The first octet's low bit marks multicast: a NIC's own address must be unicast.
+  if (!MAC.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1) invalid(`${field}.mac`, 'must be a unicast MAC like 52:54:00:12:34:56', mac);
+  const address = string(o, 'address', `${field}.address`);
+  const m = IPV4.exec(address);
+  if (!m || m.slice(1).some((x) => Number(x) > 255)) invalid(`${field}.address`, 'must be an IPv4 address', address);
+  return { mac, address };
 }
 
 const IMAGE_ID = /^(snap|img)-[0-9a-f]{12}$/;
@@ -150,9 +190,45 @@ function parseDisk(raw: unknown): VmDisk {
   return { storageGroup, format: format as VolumeFormat };
 }
 
-/** The hardware part of a definition, as the core replicates it. */
+/** The hardware part of a definition. */
 export function hardwareOf(def: VmDefinition): VmHardware {
-  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, disk: def.disk, nic: def.nic, ...(def.cdrom ? { cdrom: def.cdrom } : {}), ...(def.source ? { source: def.source } : {}) };
+  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, disk: def.disk, nics: def.nics, ...(def.cdrom ? { cdrom: def.cdrom } : {}), ...(def.source ? { source: def.source } : {}) };
+}
+
+/** The hardware as it is stored and replicated: a one-NIC VM's also carries that NIC as `nic`. */
+export type StoredVmHardware = VmHardware & { nic?: VmNicIdentity };
+
+/**
+ * The hardware as the core stores and replicates it. A peer running a version from before several NICs
+ * reads only `nic`: with it, a one-NIC VM runs there as before, during a rolling upgrade. A VM with more NICs
+ * has no `nic`, so such a peer cannot parse it: it refuses to start the VM (INVALID_SPEC, vm.nic) rather
+ * than run it with one NIC and the others' output ungated.
+ */
+export function hardwareRecord(hw: VmHardware): StoredVmHardware {
+  return hw.nics.length === 1 ? { ...hw, nic: hw.nics[0]! } : { ...hw };
+}
+
+/**
+ * The first NIC of `def` whose MAC or address a NIC of another of the pair's VMs has, as `NIC_IN_USE`; null
+ * when none. A record this version cannot read (a newer peer's) has no NICs it can compare: it is passed over.
+ */
+export function nicInUse(def: VmDefinition, vms: readonly { name: string; hardware: unknown }[]): LockstepError | null {
+  const others = vms.filter((v) => v.name !== def.name).flatMap((v) => readableNics(v.hardware).map((nic) => ({ vm: v.name, nic })));
+  for (const [i, nic] of def.nics.entries()) {
+    for (const key of ['mac', 'address'] as const) {
+      const other = others.find((o) => o.nic[key] === nic[key]);
+      if (other) return new LockstepError('NIC_IN_USE', `vm.nics[${i}].${key} ${nic[key]} is already a NIC's of VM ${other.vm}`, { field: `nics[${i}].${key}`, value: nic[key], vm: other.vm });
+    }
+  }
+  return null;
+}
+
+function readableNics(hardware: unknown): VmNicIdentity[] {
+  try {
+    return parseVmHardware(hardware).nics;
+  } catch {
+    return [];
+  }
 }
 
 function invalid(field: string, why: string, value?: unknown): never {

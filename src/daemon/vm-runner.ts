@@ -20,12 +20,10 @@
  * copy keeps every write and goes on as HA's; to none, the run simply ends); into FT, its HA mirror ends
  * cleanly and the next one — into the peer's epoch disk, incremental from the dirty bitmap — brings a run.
  */
-import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { LockstepError, describeError } from '../util/errors.js';
-import { run } from '../util/exec.js';
 import { ensureDisk } from '../storage/disk-image.js';
 import { DiskMirror, type MirrorProgress } from '../storage/disk-mirror.js';
 import type { ResyncRate } from '../storage/resync-rate.js';
@@ -46,6 +44,7 @@ import { liveSnapshotProblem, snapshotLive, volumeFromImage } from '../storage/s
 import { addSample, syncRate, type ProgressSample } from '../storage/volume.js';
 import type { FtPrimaryStats } from '../ft/ft-primary.js';
 import { FtOwner } from './ft-owner.js';
+import { ensureTaps, removeTaps, vmNics } from './vm-nics.js';
 import { ensureRamRoom } from '../qemu/ram-room.js';
 import type { ResumePoint } from './ft-copy.js';
 
@@ -133,6 +132,10 @@ interface Slot {
   resumedFrom: RunningVm['resumedFrom'];
   /** Files of its RAM, removed once its QEMU has exited. */
   memoryPaths: string[];
+  /** Its taps made for this instance, removed once its QEMU has exited. */
+  taps: string[];
+  /** The QEMU ids of its NICs (FT gates each one's output). */
+  nicIds: string[];
 }
 
 /** What the core asks of a start: with `mirror`, the guest runs only once the peer's copy is in sync. */
@@ -185,8 +188,6 @@ const RESUME_WAIT_MS = 30_000;
 const GRACEFUL_STOP_MS = 5000;
 /** The VM's one data disk: its QEMU node and device id. */
 const DISK_ID = 'vda';
-/** The VM's one NIC (FT holds its output). */
-const NIC_ID = 'net0';
 /** The VM's CD drive, when it has one: its device id. */
 const CDROM_ID = 'cd0';
 
@@ -206,6 +207,8 @@ export function vmSerialLog(dataDir: string, name: VmName): string {
 export class VmRunner {
   private readonly slots = new Map<VmName, Slot>();
   private readonly lastExits = new Map<VmName, LastExit>();
+  /** Per VM, the removal of its last instance's taps: a next start waits for it. */
+  private readonly tapsRemoved = new Map<VmName, Promise<void>>();
   private readonly supervisor = new VmSupervisor();
   private readonly runRoot: string;
   /** The resync rate in force: the config's at start, then each `setResyncRate`'s. */
@@ -449,7 +452,7 @@ export class VmRunner {
     if (!qemu || !mirror) return;
     slot.ft ??= new FtOwner({
       vm: qemu,
-      nicId: NIC_ID,
+      nicIds: slot.nicIds,
       runDir: path.join(this.runRoot, name),
       epochMs: this.config.ft.epochMs,
       log: { info: (m) => this.log(m), warn: (m) => this.log(m) },
@@ -712,6 +715,7 @@ export class VmRunner {
       await qemu.exited;
     }
     await this.removeMemory(slot);
+    await this.removeTaps(name, slot);
     if (this.slots.get(name) === slot) this.slots.delete(name);
     this.ports.onPidsChanged(this.pids());
     this.report(name, { kind: 'start-failed', instance: slot.instance, reason: describeError(e) });
@@ -797,9 +801,18 @@ export class VmRunner {
     for (const p of slot.memoryPaths.splice(0)) await rm(p, { recursive: true, force: true }).catch((e) => this.log(`removing ${p}: ${describeError(e)}`));
   }
 
+  /** The instance's taps go once its QEMU has exited (a failed removal is logged: the next start reuses them). */
+  private removeTaps(name: VmName, slot: Slot): Promise<void> {
+    const taps = slot.taps.splice(0);
+    const removed = removeTaps(taps).catch((e) => this.log(`VM ${name}: removing its taps ${taps.join(', ')}: ${describeError(e)}`));
+    this.tapsRemoved.set(name, removed);
+    return removed;
+  }
+
   private onExit(name: VmName, slot: Slot, exit: VmExit): void {
     if (this.slots.get(name) !== slot) return; // a start that failed reported it already
     this.slots.delete(name);
+    void this.removeTaps(name, slot);
     this.ports.onPidsChanged(this.pids());
     this.ports.checkpointDialer()?.cut(name);
     // An incoming instance that goes before it resumed (its migration abandoned or failed) served the copy
@@ -827,7 +840,7 @@ export class VmRunner {
   }
 
   /**
-   * The host-local half of starting a VM: its volume in its storage group here and its tap. A group this
+   * The host-local half of starting a VM: its volume in its storage group here and its taps. A group this
    * host lacks fails the start with `UNKNOWN_STORAGE_GROUP`, which the start's failure names in the log.
    */
   private async prepare(name: VmName, hw: VmHardware, slot: Slot): Promise<VmSpec> {
@@ -844,8 +857,12 @@ export class VmRunner {
       await volumeFromImage(image, disk, hw.disk.format, hw.diskMiB);
     }
     await ensureDisk(disk, hw.diskMiB, hw.disk.format);
-    const tap = tapName(name);
-    await ensureTap(tap, this.config.businessBridge);
+    const nics = vmNics(name, hw.nics);
+    // The taps of an instance that just exited may still be going: made again only once they are gone.
+    await this.tapsRemoved.get(name);
+    slot.taps = nics.map((n) => n.tap);
+    slot.nicIds = nics.map((n) => n.id);
+    await ensureTaps(slot.taps, this.config.businessBridge);
     // Every VM's RAM is in a file, so that any VM can become FT while it runs: FT's checkpoint engine reads
     // the guest's RAM from it (src/ft/checkpoint.ts). It is removed when its QEMU is gone (`removeMemory`).
     const memoryPath = path.join(this.config.ft.memoryDir, `${name}.ram`);
@@ -859,7 +876,7 @@ export class VmRunner {
       accel: this.config.accel,
       boot: hw.guest,
       disks: [{ id: DISK_ID, path: disk, format: hw.disk.format, cache: 'writeback' }],
-      nics: [{ id: NIC_ID, mac: hw.nic.mac, tap }],
+      nics,
       ...(hw.cdrom ? { cdrom: { id: CDROM_ID, medium: await this.cdromImage(name, hw.cdrom.medium) } } : {}),
       // Every VM has the heartbeat port; only a guest whose agent beats is watched (guest-heartbeat.ts).
       heartbeat: { timeoutMs: this.config.guestHeartbeatTimeoutMs },
@@ -888,6 +905,8 @@ function newSlot(instance: number, state: VmRunState, ftWanted: boolean): Slot {
     ft: null,
     resumedFrom: null,
     memoryPaths: [],
+    taps: [],
+    nicIds: [],
   };
 }
 
@@ -899,17 +918,4 @@ function lastStderrLine(tail: string): string {
 
 function refused(vm: VmName, why: string): LockstepError {
   return new LockstepError('SNAPSHOT_REFUSED', `no live snapshot of VM ${vm}: ${why}`, { vm });
-}
-
-/** Interface names are at most 15 bytes: `t-NAME`, or for a long name its start and a short hash, still unique. */
-export function tapName(vm: string): string {
-  const plain = `t-${vm}`;
-  if (plain.length <= 15) return plain;
-  return `t-${vm.slice(0, 8)}-${createHash('sha256').update(vm).digest('hex').slice(0, 4)}`;
-}
-
-async function ensureTap(tap: string, bridge: string): Promise<void> {
-  const shown = await run('ip', ['link', 'show', 'dev', tap], { allowFailure: true });
-  if (shown.code !== 0) await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
-  await run('ip', ['link', 'set', tap, 'master', bridge, 'up']);
 }

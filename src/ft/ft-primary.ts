@@ -1,10 +1,13 @@
 /**
  * The primary's side of an FT protection: drives one running VM's epochs, composing the checkpoint engine
- * (`checkpoint.ts`), the output gate (`output-commit.ts`) and the backup's epoch disk (through SEAL on the
- * checkpoint stream, `checkpoint-link.ts`). One epoch:
+ * (`checkpoint.ts`), the output gates (`output-commit.ts`, one per NIC) and the backup's epoch disk (through
+ * SEAL on the checkpoint stream, `checkpoint-link.ts`). One epoch:
  *
- *   stop → [gate.seal() + disk seal on the backup, CONFIRMED ‖ RAM copy ‖ device save] → cont
- *        → diff → send checkpoint N → backup commits disk N, then RAM/devices N, then ACK N → gate.release(N)
+ *   stop → [each gate.seal() + disk seal on the backup, CONFIRMED ‖ RAM copy ‖ device save] → cont
+ *        → diff → send checkpoint N → backup commits disk N, then RAM/devices N, then ACK N → each gate.release(N)
+ *
+ * Every NIC's gate seals the same epoch in the same pause and is released by the same ack: the checkpoint
+ * covers what the guest sent on all of them, so none may leave before it, and none need wait for more.
  *
  * Why the disk seal is confirmed inside the pause: the mirror is write-blocking and `stop` drains it, so at
  * the pause every write of epoch N is on the backup and none of N + 1 was sent; once the guest runs again,
@@ -61,8 +64,8 @@ const TRANSITIONS: Readonly<Record<FtPrimaryState, readonly FtPrimaryState[]>> =
 
 export interface FtPrimaryOptions {
   vm: CheckpointedVm;
-  /** The VM's NIC output gate, protected, its epochs not sealed yet (they become the checkpoints' epochs). */
-  gate: OutputGate;
+  /** The output gate of each of the VM's NICs, protected, at one epoch, none sealed yet (they become the checkpoints' epochs). */
+  gates: readonly OutputGate[];
   /** The VM's disk mirrors into the backup's epoch disks: each must be ready (initial sync done) at start. */
   mirrors: readonly DiskMirror[];
   /** The checkpoint stream to the backup (`FtBackup` at its other end). */
@@ -104,6 +107,7 @@ export interface FtPrimaryStats extends PauseSummary {
   lagEpochs: number;
   /** Epochs ended before `epochMs` because output or disk writes piled up. */
   earlyEpochs: number;
+  /** Held by every NIC's gate together. */
   heldOutputBytes: number;
   heldOutputFrames: number;
   last: FtEpoch | null;
@@ -150,21 +154,26 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   /**
    * Starts protecting: the first epoch ends `epochMs` from now with a full image. Throws `FT_PRIMARY` when a
-   * disk mirror is not in sync or the gate is not holding, `CHECKPOINT_CAPTURE` when the VM's RAM file cannot
-   * be opened.
+   * disk mirror is not in sync, there is no gate, or a gate is not holding or not at the others' epoch,
+   * `CHECKPOINT_CAPTURE` when the VM's RAM file cannot be opened.
    */
   static async start(opts: FtPrimaryOptions): Promise<FtPrimary> {
     const name = opts.vm.spec.name;
-    const g = opts.gate.stats;
-    if (!g.protected || g.sealed !== g.released) {
-      throw new LockstepError('FT_PRIMARY', `VM '${name}': output gate ${opts.gate.name} must hold output with no epoch sealed and unreleased`, { vm: name, gate: opts.gate.name });
+    const first = opts.gates[0];
+    if (first === undefined) throw new LockstepError('FT_PRIMARY', `VM '${name}': no output gate: a VM has at least one NIC`, { vm: name });
+    const epoch = first.stats.epoch;
+    for (const gate of opts.gates) {
+      const g = gate.stats;
+      if (!g.protected || g.sealed !== g.released || g.epoch !== epoch) {
+        throw new LockstepError('FT_PRIMARY', `VM '${name}': output gate ${gate.name} must hold output at epoch ${epoch} with no epoch sealed and unreleased (it is at ${g.epoch}, ${g.protected ? 'holding' : 'passing'})`, { vm: name, gate: gate.name });
+      }
     }
     for (const m of opts.mirrors) {
       const s = await m.status();
       // The epoch disk turns the copy into the first checkpoint at the first pause: it must be complete then.
       if (s.state !== 'ready') throw new LockstepError('FT_PRIMARY', `VM '${name}': the mirror of disk ${m.disk} is ${s.state}, not ready`, { vm: name, disk: m.disk, mirror: s.state });
     }
-    const engine = await CheckpointEngine.open(opts.vm, { firstEpoch: g.epoch });
+    const engine = await CheckpointEngine.open(opts.vm, { firstEpoch: epoch });
     let primary: FtPrimary | undefined;
     const sender = new CheckpointSender(opts.stream, {
       vm: name,
@@ -179,7 +188,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     return primary;
   }
 
-  /** End the running epoch now rather than at `epochMs` (wire the gate's `onSoftLimit` here). */
+  /** End the running epoch now rather than at `epochMs` (wire each gate's `onSoftLimit` here). */
   endEpochSoon(): void {
     if (this.state !== 'protecting' || this.early) return;
     this.early = true;
@@ -194,7 +203,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   goUnprotected(): void {
     assert(this.state === 'peer-lost', `goUnprotected() while ${this.state}`);
     this.transition('unprotected');
-    this.opts.gate.unprotect();
+    for (const gate of this.opts.gates) gate.unprotect();
     this.log.warn(`FT of VM ${this.name}: unprotected, output passes at once`, { vm: this.name, peerCommittedEpoch: this.ackedEpoch });
   }
 
@@ -242,7 +251,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   }
 
   get stats(): FtPrimaryStats {
-    const g = this.opts.gate.stats;
+    const g = this.opts.gates.reduce((sum, gate) => {
+      const s = gate.stats;
+      return { heldBytes: sum.heldBytes + s.heldBytes, heldFrames: sum.heldFrames + s.heldFrames };
+    }, { heldBytes: 0, heldFrames: 0 });
     return {
       vm: this.name,
       state: this.state,
@@ -278,8 +290,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         cp = await this.engine.checkpoint({
           atPause: async (epoch) => {
             const t0 = performance.now();
-            const sealed = this.opts.gate.seal();
-            assert(sealed === epoch, `the output gate sealed epoch ${sealed}, the checkpoint is epoch ${epoch}`);
+            for (const gate of this.opts.gates) {
+              const sealed = gate.seal();
+              assert(sealed === epoch, `output gate ${gate.name} sealed epoch ${sealed}, the checkpoint is epoch ${epoch}`);
+            }
             await this.sender.seal(epoch);
             sealMs = performance.now() - t0;
           },
@@ -301,7 +315,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       // Acked: disk and RAM/devices of this epoch are committed on the backup; its output may leave, even
       // if protection was lost meanwhile (a later epoch's problem).
       this.ackedEpoch = epoch;
-      this.opts.gate.release(epoch);
+      for (const gate of this.opts.gates) gate.release(epoch);
       this.last = { epoch, full, pageCount, wireBytes: sent.wireBytes, timings: { ...timings, sealMs, ackMs: sent.ackMs } };
       this.emit('committed', this.last);
     }
@@ -321,7 +335,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return;
     }
     this.transition('handed-over');
-    this.opts.gate.unprotect();
+    for (const gate of this.opts.gates) gate.unprotect();
     this.sender.close();
     this.log.info(`FT of VM ${this.name}: handed over after epoch ${this.ackedEpoch}: the backup's copy holds every write; output passes at once`, { vm: this.name, peerCommittedEpoch: this.ackedEpoch });
     asked.resolve();

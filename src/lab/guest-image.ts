@@ -457,6 +457,11 @@ export interface GuestNetworkOptions {
   /** The default route's gateway, e.g. `10.10.3.1`; none when omitted. */
   gateway?: string;
   hostname: string;
+  /**
+   * The guest's other NICs, each found by its MAC (`lockstep.nic=MAC@ADDR/N`): the guest's names for them
+   * (eth1 …) follow the order its kernel probed them in, which nothing promises. `ip` is the first NIC's, eth0.
+   */
+  moreNics?: { mac: string; ip: string }[];
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -464,14 +469,15 @@ const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 
 /**
  * The kernel command line for a lab guest: serial console, quiet, a panic resets the VM at once (panic=-1)
- * rather than hanging it, and the settings the guest's /init reads (`lockstep.ip`, `lockstep.gw`,
- * `lockstep.hostname`). Throws `INVALID_ARGUMENT` for a malformed address or name.
+ * rather than hanging it, and the settings the guest's /init reads (`lockstep.ip`, `lockstep.gw`, a
+ * `lockstep.nic` per further NIC, `lockstep.hostname`). Throws `INVALID_ARGUMENT` for a malformed address,
+ * MAC or name.
  */
 export function guestKernelCmdline(opts: GuestNetworkOptions): string {
-  const [addr, prefix, ...rest] = opts.ip.split('/');
-  const prefixLen = Number(prefix);
-  if (addr === undefined || !IPV4.test(addr) || rest.length > 0 || !/^\d{1,2}$/.test(prefix ?? '') || prefixLen > 32) {
-    throw new LockstepError('INVALID_ARGUMENT', `guest ip must be an IPv4 address with a prefix length (10.10.3.50/24), not '${opts.ip}'`, { ip: opts.ip });
+  checkCidr(opts.ip);
+  for (const nic of opts.moreNics ?? []) {
+    checkCidr(nic.ip);
+    if (!GUEST_MAC.test(nic.mac)) throw new LockstepError('INVALID_ARGUMENT', `guest NIC MAC must be like 52:54:00:12:34:56 in lower case, not '${nic.mac}'`, { mac: nic.mac });
   }
   if (opts.gateway !== undefined && !IPV4.test(opts.gateway)) {
     throw new LockstepError('INVALID_ARGUMENT', `guest gateway must be an IPv4 address, not '${opts.gateway}'`, { gateway: opts.gateway });
@@ -481,7 +487,18 @@ export function guestKernelCmdline(opts: GuestNetworkOptions): string {
   }
   const parts = ['console=ttyS0', 'quiet', 'panic=-1', `lockstep.ip=${opts.ip}`];
   if (opts.gateway !== undefined) parts.push(`lockstep.gw=${opts.gateway}`);
+  for (const nic of opts.moreNics ?? []) parts.push(`lockstep.nic=${nic.mac}@${nic.ip}`);
   parts.push(`lockstep.hostname=${opts.hostname}`);
   return parts.join(' ');
+}
+
+const GUEST_MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+function checkCidr(ip: string): void {
+  const [addr, prefix, ...rest] = ip.split('/');
+  const prefixLen = Number(prefix);
+  if (addr === undefined || !IPV4.test(addr) || rest.length > 0 || !/^\d{1,2}$/.test(prefix ?? '') || prefixLen > 32) {
+    throw new LockstepError('INVALID_ARGUMENT', `guest ip must be an IPv4 address with a prefix length (10.10.3.50/24), not '${ip}'`, { ip });
+  }
 }
 

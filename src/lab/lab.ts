@@ -546,7 +546,7 @@ export class Lab {
         guest: { kernel: image.kernel, initrd: image.initrd, cmdline: guestKernelCmdline({ ip: `${vm.address}/${NETMASK_BITS}`, hostname: name }) },
         diskMiB: 64,
         disk: DEFAULT_DISK,
-        nic: { mac: vm.mac, address: vm.address },
+        nics: [{ mac: vm.mac, address: vm.address }],
         protection,
         desired: 'running',
       };

@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   VM_START_FAILED: 'QEMU could not start the VM',
   VM_NOT_RUNNING: 'the VM is not running',
   VM_ALREADY_EXISTS: 'a VM of that name exists already',
+  NIC_IN_USE: "a new VM's NIC has the MAC or the address of a NIC of another of the pair's VMs",
   VM_STOP_FAILED: 'QEMU did not exit even after SIGKILL (stuck in the kernel)',
   MEMORY_DIR_FULL: "the tmpfs for guest RAM files (ft.memoryDir) has no room for a VM's RAM beside what its files already promise",
   KVM_UNAVAILABLE: 'KVM was asked for but /dev/kvm is missing or cannot be opened',

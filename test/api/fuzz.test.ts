@@ -66,7 +66,7 @@ function fuzzer(random: () => number) {
         return Array.from({ length: int(5) }, () => json(depth + 1));
       default: {
         const o: Record<string, unknown> = {};
-        const keys = ['name', 'password', 'protection', 'on', 'groups', 'role', 'fullName', 'currentPassword', 'newPassword', 'nic', 'guest', 'vcpus', '__proto__', 'constructor', text(8)];
+        const keys = ['name', 'password', 'protection', 'on', 'groups', 'role', 'fullName', 'currentPassword', 'newPassword', 'nic', 'nics', 'guest', 'vcpus', '__proto__', 'constructor', text(8)];
         for (let i = int(6); i > 0; i--) o[pick(keys)] = json(depth + 1);
         return o;
       }

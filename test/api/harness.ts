@@ -92,7 +92,7 @@ export const SAMPLE_VM = {
   memoryMiB: 128,
   diskMiB: 16,
   guest: { kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'console=ttyS0' },
-  nic: { mac: '52:54:00:12:34:56', address: '10.10.3.50' },
+  nics: [{ mac: '52:54:00:12:34:56', address: '10.10.3.50' }],
   protection: 'ha',
   desired: 'stopped',
 };

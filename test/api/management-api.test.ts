@@ -140,7 +140,7 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
   expectDocumented('uploadVcd', await h.request('PUT', '/api/v1/vcds/install', { token, headers: { 'content-type': 'application/octet-stream' }, raw: iso }), covered);
   expectDocumented('listVcds', await h.request('GET', '/api/v1/vcds', { token }), covered);
   expectDocumented('getVcd', await h.request('GET', '/api/v1/vcds/install', { token }), covered);
-  const disc = { ...SAMPLE_VM, name: 'disc', protection: 'none', cdrom: {}, nic: { mac: '52:54:00:12:34:57', address: '10.10.3.51' } };
+  const disc = { ...SAMPLE_VM, name: 'disc', protection: 'none', cdrom: {}, nics: [{ mac: '52:54:00:12:34:57', address: '10.10.3.51' }] };
   assert.equal((await h.request('POST', '/api/v1/vms', { token, body: disc })).status, 201);
   const inserted = await h.request('POST', '/api/v1/vms/disc/cdrom', { token, body: { vcd: 'install' } });
   expectDocumented('insertCdrom', inserted, covered);
@@ -280,10 +280,16 @@ test('every endpoint answers its happy path as its OpenAPI entry documents', asy
 test('bad input answers 4xx with a stable code naming the field, never 5xx', async () => {
   const h = await startHarness(cleanup);
   const token = await withAdmin(h);
-  const { nic: _nic, ...noNic } = SAMPLE_VM;
+  const { nics: _nics, ...noNic } = SAMPLE_VM;
+  const nic = SAMPLE_VM.nics[0]!;
   const cases: [string, string, { body?: unknown; raw?: string; headers?: Record<string, string> }, number, string, string?][] = [
-    ['POST', '/api/v1/vms', { body: noNic }, 400, 'INVALID_SPEC', 'nic'],
-    ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, nic: { ...SAMPLE_VM.nic, mac: '01:00:5e:00:00:01' } } }, 400, 'INVALID_SPEC', 'nic.mac'],
+    ['POST', '/api/v1/vms', { body: noNic }, 400, 'INVALID_SPEC', 'nics'],
+    ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, nics: [{ ...nic, mac: '01:00:5e:00:00:01' }] } }, 400, 'INVALID_SPEC', 'nics[0].mac'],
+    ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, nics: [] } }, 400, 'INVALID_SPEC', 'nics'],
+    ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, nics: [1, 2, 3, 4, 5].map((i) => ({ mac: `52:54:00:00:00:0${i}`, address: `10.0.0.${i}` })) } }, 400, 'INVALID_SPEC', 'nics'],
+    ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, nics: [nic, { ...nic, address: '10.10.3.99' }] } }, 400, 'INVALID_SPEC', 'nics[1].mac'],
+    ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, nics: [nic, { mac: '52:54:00:12:34:99', address: nic.address }] } }, 400, 'INVALID_SPEC', 'nics[1].address'],
+    ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, nics: [{ ...nic, speed: 10 }] } }, 400, 'INVALID_SPEC', 'nics[0].speed'],
     ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, vcpus: 0 } }, 400, 'INVALID_SPEC', 'vcpus'],
     ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, vcpus: '1' } }, 400, 'INVALID_SPEC', 'vcpus'],
     ['POST', '/api/v1/vms', { body: { ...SAMPLE_VM, extra: true } }, 400, 'INVALID_SPEC', 'extra'],
@@ -319,6 +325,31 @@ test('bad input answers 4xx with a stable code naming the field, never 5xx', asy
   assert.equal(notAllowed.headers['allow'], 'GET, POST');
   // Nothing bad was defined.
   assert.deepEqual((await h.request('GET', '/api/v1/vms', { token })).body, []);
+});
+
+test("a VM with several NICs: defined and shown with all of them; another VM's MAC or address is NIC_IN_USE; the one nic of before still defines a VM", async () => {
+  const h = await startHarness(cleanup);
+  const token = await withAdmin(h);
+  const nics = [
+    { mac: '52:54:00:12:34:60', address: '10.10.3.60' },
+    { mac: '52:54:00:12:34:61', address: '10.10.3.61' },
+  ];
+  const defined = await h.request('POST', '/api/v1/vms', { token, body: { ...SAMPLE_VM, name: 'duo', nics: nics.map((n) => ({ ...n, mac: n.mac.toUpperCase() })) } });
+  assert.equal(defined.status, 201, defined.text);
+  assert.deepEqual(defined.body.hardware.nics, nics, 'in order, MACs in lower case');
+  assert.equal('nic' in defined.body.hardware, false, 'no one nic for a version that would run it with only that one');
+  assert.deepEqual((await h.request('GET', '/api/v1/vms/duo', { token })).body.hardware.nics, nics);
+  const clash = (n: { mac: string; address: string }) => h.request('POST', '/api/v1/vms', { token, body: { ...SAMPLE_VM, name: 'trio', nics: [{ mac: '52:54:00:12:34:70', address: '10.10.3.70' }, n] } });
+  const byMac = await clash({ mac: '52:54:00:12:34:61', address: '10.10.3.71' });
+  expectError(byMac, 409, 'NIC_IN_USE', 'nics[1].mac');
+  assert.equal(byMac.body.error.fields.vm, 'duo');
+  expectError(await clash({ mac: '52:54:00:12:34:71', address: '10.10.3.60' }), 409, 'NIC_IN_USE', 'nics[1].address');
+  assert.equal((await h.request('GET', '/api/v1/vms/trio', { token })).status, 404, 'nothing defined');
+  // As a client from before several NICs sends it: one nic, stored with nics and nic.
+  const { nics: _nics, ...legacy } = SAMPLE_VM;
+  const one = await h.request('POST', '/api/v1/vms', { token, body: { ...legacy, nic: { mac: '52:54:00:12:34:80', address: '10.10.3.80' } } });
+  assert.equal(one.status, 201, one.text);
+  assert.deepEqual([one.body.hardware.nics, one.body.hardware.nic], [[{ mac: '52:54:00:12:34:80', address: '10.10.3.80' }], { mac: '52:54:00:12:34:80', address: '10.10.3.80' }]);
 });
 
 test('every route but the public ones needs a session; every role-bound route checks the role', async () => {

@@ -104,7 +104,7 @@ test("a stopped VM's snapshot: taken from its volume, listed, exported whole, th
   await refused(daemonDownload(socket, '/v1/snapshots/snap-000000000000/image', path.join(work, 'none')), 'UNKNOWN_SNAPSHOT', 404);
 
   // A new VM from it: its hardware names this host's image, and its disk must hold it.
-  const clone = { ...SAMPLE_VM, name: 'web2', protection: 'none', nic: { mac: '52:54:00:12:34:57', address: '10.10.3.51' } };
+  const clone = { ...SAMPLE_VM, name: 'web2', protection: 'none', nics: [{ mac: '52:54:00:12:34:57', address: '10.10.3.51' }] };
   await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...clone, diskMiB: 8, source: { snapshot: snap.id } }), 'IMAGE_INVALID', 400);
   await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...clone, source: { snapshot: 'snap-0123456789ab' } }), 'UNKNOWN_SNAPSHOT', 404);
   const made = await daemonRequest<{ hardware: { source: unknown } }>(socket, 'POST', '/v1/vms', { ...clone, source: { snapshot: snap.id } });

@@ -70,7 +70,7 @@ async function refused(p: Promise<unknown>, code: string, status: number, field?
 test("each VM's volume as this host sees it: its group, format, file and state", async () => {
   const { h, socket } = await lone();
   await daemonRequest(socket, 'POST', '/v1/vms', SAMPLE_VM);
-  await daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, name: 'db', protection: 'none', diskMiB: 4, disk: { storageGroup: 'small', format: 'raw' }, nic: { mac: '52:54:00:12:34:57', address: '10.10.3.51' } });
+  await daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, name: 'db', protection: 'none', diskMiB: 4, disk: { storageGroup: 'small', format: 'raw' }, nics: [{ mac: '52:54:00:12:34:57', address: '10.10.3.51' }] });
   const volumes = await daemonRequest<Volume[]>(socket, 'GET', '/v1/volumes');
   assert.deepEqual(
     volumes.map((v) => [v.name, v.owner, v.storageGroup, v.format, v.sizeBytes, v.path, v.allocatedBytes, v.state]),
@@ -132,7 +132,7 @@ test('a definition is refused for a group this host lacks, and for a disk larger
   assert.deepEqual(await daemonRequest(socket, 'GET', '/v1/vms'), [], 'nothing was defined');
   // What fits is taken, and then promised: a second thin volume may not count on the first one's unwritten space.
   await daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, diskMiB: 5, disk: { storageGroup: 'small' } });
-  const second = { ...SAMPLE_VM, name: 'db', nic: { mac: '52:54:00:12:34:57', address: '10.10.3.51' }, diskMiB: 4, disk: { storageGroup: 'small' } };
+  const second = { ...SAMPLE_VM, name: 'db', nics: [{ mac: '52:54:00:12:34:57', address: '10.10.3.51' }], diskMiB: 4, disk: { storageGroup: 'small' } };
   await assert.rejects(
     daemonRequest(socket, 'POST', '/v1/vms', second),
     (e) => isLockstepError(e, 'COMMAND_REFUSED') && e.fields['field'] === 'diskMiB' && /3 MiB available, of 8 MiB free 5 MiB are promised to the volumes defined in it/.test(e.message),

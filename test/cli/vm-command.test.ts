@@ -29,7 +29,7 @@ test('each verb parses into its request', () => {
     [['cd', 'eject', 'demo', '--host', 'host2'], { verb: 'cd-eject', name: 'demo', json: false, where: { host: 'host2' } }],
     [
       ['create', 'web', ...SIZES],
-      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, diskMiB: 16, disk: { storageGroup: 'default', format: 'qcow2' }, protection: 'ha', desired: 'running', cdDrive: false, guest: {}, json: false, where: {} },
+      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, diskMiB: 16, disk: { storageGroup: 'default', format: 'qcow2' }, protection: 'ha', desired: 'running', cdDrive: false, guest: { nics: [{}] }, json: false, where: {} },
     ],
     [
       ['create', 'web', ...SIZES, '--protection', 'none', '--stopped', '--cd-drive', '--mac', '52:54:00:AA:BB:CC', '--address', '10.10.3.70', '--storage-group', 'fast', '--disk-format', 'raw'],
@@ -43,7 +43,7 @@ test('each verb parses into its request', () => {
         protection: 'none',
         desired: 'stopped',
         cdDrive: true,
-        guest: { mac: '52:54:00:aa:bb:cc', address: '10.10.3.70' },
+        guest: { nics: [{ mac: '52:54:00:aa:bb:cc', address: '10.10.3.70' }] },
         json: false,
         where: {},
       },
@@ -60,10 +60,32 @@ test('each verb parses into its request', () => {
         protection: 'ha',
         desired: 'running',
         cdDrive: false,
-        guest: { mac: '52:54:00:00:00:01', address: '192.0.2.5', kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0' },
+        guest: { nics: [{ mac: '52:54:00:00:00:01', address: '192.0.2.5' }], kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0' },
         json: false,
         where: { socket: '/s' },
       },
+    ],
+    [
+      ['create', 'web', ...SIZES, '--socket', '/s', '--mac', '52:54:00:00:00:01', '--address', '192.0.2.5', '--mac', '52:54:00:00:00:02', '--address', '192.0.2.6', '--kernel', '/k', '--initrd', '/i', '--cmdline', 'x'],
+      {
+        verb: 'create',
+        name: 'web',
+        memoryMiB: 96,
+        vcpus: 1,
+        diskMiB: 16,
+        disk: { storageGroup: 'default', format: 'qcow2' },
+        protection: 'ha',
+        desired: 'running',
+        cdDrive: false,
+        guest: { nics: [{ mac: '52:54:00:00:00:01', address: '192.0.2.5' }, { mac: '52:54:00:00:00:02', address: '192.0.2.6' }], kernel: '/k', initrd: '/i', cmdline: 'x' },
+        json: false,
+        where: { socket: '/s' },
+      },
+    ],
+    [
+      // In the lab: three NICs, the second's address given, the rest the lab's.
+      ['create', 'web', ...SIZES, '--nics', '3', '--address', '10.10.3.70', '--address', '10.10.3.71'],
+      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, diskMiB: 16, disk: { storageGroup: 'default', format: 'qcow2' }, protection: 'ha', desired: 'running', cdDrive: false, guest: { nics: [{ address: '10.10.3.70' }, { address: '10.10.3.71' }, {}] }, json: false, where: {} },
     ],
     [['help'], { verb: 'help', exit: 0 }],
     [[], { verb: 'help', exit: 2 }],
@@ -111,6 +133,17 @@ test("every verb's bad input is refused with a usage error naming what is wrong"
     [['create', 'web', ...SIZES, '--storage-group', 'Fast!'], 'INVALID_ARGUMENT', /--storage-group must start with a letter/],
     [['create', 'web', ...SIZES, '--disk-format', 'vmdk'], 'INVALID_ARGUMENT', /--disk-format must be one of qcow2, raw \(got 'vmdk'\)/],
     [['create', 'web', ...SIZES, '--socket', '/s', '--mac', '52:54:00:00:00:01'], 'INVALID_ARGUMENT', /with --socket vm create needs --address, --kernel, --initrd, --cmdline: only the lab/],
+    [['create', 'web', ...SIZES, '--nics', '5'], 'INVALID_ARGUMENT', /--nics must be a whole number from 1 to 4/],
+    [['create', 'web', ...SIZES, '--nics', '0'], 'INVALID_ARGUMENT', /--nics must be a whole number from 1 to 4/],
+    [['create', 'web', ...SIZES, '--nics', '1', '--mac', '52:54:00:00:00:01', '--mac', '52:54:00:00:00:02'], 'INVALID_ARGUMENT', /--nics 1, but 2 --mac and 0 --address/],
+    [['create', 'web', ...SIZES, ...['1', '2', '3', '4', '5'].flatMap((i) => ['--address', `10.0.0.${i}`])], 'INVALID_ARGUMENT', /at most 4 NICs/],
+    [['create', 'web', ...SIZES, '--mac', '52:54:00:00:00:01', '--mac', '52:54:00:00:00:01'], 'INVALID_ARGUMENT', /--mac 52:54:00:00:00:01 is given twice/],
+    [['create', 'web', ...SIZES, '--address', '10.0.0.1', '--address', '10.0.0.1'], 'INVALID_ARGUMENT', /--address 10.0.0.1 is given twice/],
+    [
+      ['create', 'web', ...SIZES, '--socket', '/s', '--mac', '52:54:00:00:00:01', '--mac', '52:54:00:00:00:02', '--address', '192.0.2.5', '--kernel', '/k', '--initrd', '/i', '--cmdline', 'x'],
+      'INVALID_ARGUMENT',
+      /with --socket vm create needs --address: only the lab/,
+    ],
     [['cd'], 'INVALID_ARGUMENT', /usage: lockstep vm cd insert NAME VCD \| vm cd eject NAME/],
     [['cd', 'insert', 'demo'], 'INVALID_ARGUMENT', /usage: lockstep vm cd insert NAME VCD/],
     [['cd', 'insert', 'demo', 'Debian'], 'INVALID_ARGUMENT', /virtual CD name 'Debian'/],
@@ -237,6 +270,10 @@ test('vm show: hardware, the local QEMU, the mirror and its last sync, the last 
     ...DEMO,
     local: { ...DEMO.local!, mirror: { ...DEMO.local!.mirror!, state: 'syncing', mode: 'incremental', copiedBytes: 4 << 20, limitBytesPerSec: 64 << 20, guestBusy: true } },
   };
+  // A record with several NICs has no legacy `nic`: a line per NIC, in the guest's order.
+  const { nic: _legacy, ...noLegacy } = DEMO.hardware!;
+  const twoNics: VmView = { ...DEMO, hardware: { ...noLegacy, nics: [{ mac: '52:54:00:4c:53:32', address: '10.10.3.50' }, { mac: '52:54:00:4c:53:40', address: '10.10.3.60' }] } };
+  assert.match(renderVmShow('host1', twoNics), /^hardware .*\nnic +52:54:00:4c:53:32 10\.10\.3\.50\nnic +52:54:00:4c:53:40 10\.10\.3\.60\nkernel /m);
   const withCd: VmView = { ...DEMO, hardware: { ...DEMO.hardware, cdrom: { medium: { vcd: 'debian-12.5', sha256: 'f'.repeat(64) } } } };
   assert.match(renderVmShow('host1', withCd), /^cd +debian-12\.5 \(sha256 ffffffffffff\)\nqemu /m);
   assert.match(renderVmShow('host1', { ...DEMO, hardware: { ...DEMO.hardware, cdrom: { medium: null } } }), /^cd +empty$/m);

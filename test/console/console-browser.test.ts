@@ -114,7 +114,14 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.click('nav a[data-page=vms]');
     await page.locator('#vm-create').waitFor();
     const form = '#vm-create';
-    for (const [name, value] of Object.entries({ name: 'web', vcpus: '2', memoryMiB: '128', diskMiB: '16', kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'console=ttyS0', mac: '52:54:00:12:34:56', address: '10.10.3.60' })) {
+    // Two NICs: a third added and removed again on the way, up to four offered.
+    for (let i = 0; i < 3; i++) await page.click(`${form} [data-action=add-nic]`);
+    assert.equal(await page.locator(`${form} [data-action=add-nic]`).isDisabled(), true, 'four NICs at most');
+    await page.locator(`${form} [data-action=remove-nic]`).nth(1).click();
+    await page.locator(`${form} [data-action=remove-nic]`).nth(1).click();
+    assert.equal(await page.locator(`${form} .nic-row`).count(), 2);
+    const fields = { name: 'web', vcpus: '2', memoryMiB: '128', diskMiB: '16', kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'console=ttyS0', 'nic0-mac': '52:54:00:12:34:56', 'nic0-address': '10.10.3.60', 'nic1-mac': '52:54:00:12:34:5a', 'nic1-address': '10.10.3.61' };
+    for (const [name, value] of Object.entries(fields)) {
       await page.fill(`${form} [name=${name}]`, value);
     }
     await page.selectOption(`${form} [name=protection]`, 'ha');
@@ -123,6 +130,9 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.locator('.facts dd', { hasText: '2' }).first().waitFor();
     const defined = (await h.request('GET', '/api/v1/vms/web', { token: await h.login(ADMIN.name, ADMIN.password) })).body;
     assert.deepEqual([defined.hardware.vcpus, defined.hardware.memoryMiB, defined.protection, defined.desired], [2, 128, 'ha', 'stopped'], 'the VM the form defined');
+    assert.deepEqual(defined.hardware.nics, [{ mac: '52:54:00:12:34:56', address: '10.10.3.60' }, { mac: '52:54:00:12:34:5a', address: '10.10.3.61' }], 'both NICs, in the form’s order');
+    const nicFacts = await page.locator('.facts dt', { hasText: /^NIC/ }).evaluateAll((dts) => dts.map((dt) => [dt.textContent, dt.nextElementSibling?.textContent]));
+    assert.deepEqual(nicFacts, [['NIC 1', '52:54:00:12:34:56, 10.10.3.60'], ['NIC 2', '52:54:00:12:34:5a, 10.10.3.61']], 'the detail shows every NIC');
     await page.click('.actions[data-vm=web] [data-action=start]');
     await page.locator('.actions[data-vm=web] [data-action=stop]').waitFor();
     assert.equal((await h.request('GET', '/api/v1/vms/web', { token: await h.login(ADMIN.name, ADMIN.password) })).body.desired, 'running');
@@ -132,6 +142,7 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await b.screenshot('03-vm-detail');
     await page.click('nav a[data-page=vms]');
     await page.locator('#vm-table td', { hasText: 'web' }).first().waitFor();
+    await page.locator('#vm-table td', { hasText: '10.10.3.60, 10.10.3.61' }).waitFor();
     await b.screenshot('04-vms');
 
     // ── hosts, storage, alerts and audit, timeline ──

@@ -91,8 +91,8 @@ test('a VM’s page takes a snapshot, lists it, downloads it, makes a VM from it
     await page.fill('#vm-create [name=name]', 'web2');
     await page.fill('#vm-create [name=kernel]', '/boot/vmlinuz');
     await page.fill('#vm-create [name=initrd]', '/boot/initrd.img');
-    await page.fill('#vm-create [name=mac]', '52:54:00:12:34:57');
-    await page.fill('#vm-create [name=address]', '10.10.3.51');
+    await page.fill('#vm-create [name=nic0-mac]', '52:54:00:12:34:57');
+    await page.fill('#vm-create [name=nic0-address]', '10.10.3.51');
     await page.selectOption('#vm-create [name=protection]', 'none');
     await b.screenshot('02-vm-from-snapshot-form');
     await page.click('#vm-create [data-action=create]');

@@ -81,7 +81,7 @@ test('a VM’s page shows its CD drive, inserts one of this host’s VCDs, eject
   const spare = await h.request('PUT', '/api/v1/vcds/spare', { token, headers: octets, raw: await readFile(await makeIso(h.dir, 'spare')) });
   assert.equal(spare.status, 201, spare.text);
   assert.equal((await h.request('POST', '/api/v1/vms', { token, body: { ...SAMPLE_VM, cdrom: {} } })).status, 201);
-  assert.equal((await h.request('POST', '/api/v1/vms', { token, body: { ...SAMPLE_VM, name: 'plain', nic: { mac: '52:54:00:12:34:57', address: '10.10.3.51' } } })).status, 201);
+  assert.equal((await h.request('POST', '/api/v1/vms', { token, body: { ...SAMPLE_VM, name: 'plain', nics: [{ mac: '52:54:00:12:34:57', address: '10.10.3.51' }] } })).status, 201);
   const VIEWER = { name: 'vic', password: 'vic-read-only-1' };
   assert.equal((await h.request('POST', '/api/v1/users', { token, body: { ...VIEWER, groups: ['read-only'] } })).status, 201);
   const medium = async (): Promise<unknown> => (await h.request('GET', '/api/v1/vms/web', { token })).body.hardware.cdrom.medium;

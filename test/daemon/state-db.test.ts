@@ -36,7 +36,7 @@ function rawDb(file: string): Database.Database {
 
 function vm(name: string, patch: Partial<VmRecord['config']> = {}, owner: VmRecord['owner'] = { host: 'host1', epoch: 3, seq: 0 }): VmRecord {
   return {
-    config: { name, desired: 'running', protection: 'ft', hardware: { vcpus: 1, memoryMiB: 256, nic: { mac: '52:54:00:00:00:01', address: '10.0.0.5' } }, version: 1, by: 'host1', removed: false, ...patch },
+    config: { name, desired: 'running', protection: 'ft', hardware: { vcpus: 1, memoryMiB: 256, nics: [{ mac: '52:54:00:00:00:01', address: '10.0.0.5' }] }, version: 1, by: 'host1', removed: false, ...patch },
     owner,
   };
 }

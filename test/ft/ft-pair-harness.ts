@@ -215,7 +215,7 @@ export async function startPair(o: PairOptions): Promise<FtPair> {
     backupEnd = inner.backup;
   }
   const backup = new FtBackup({ stream: backupEnd, store, disk, copy });
-  primary = await FtPrimary.start({ vm, gate, mirrors: [mirror], stream: primaryEnd, epochMs: o.epochMs });
+  primary = await FtPrimary.start({ vm, gates: [gate], mirrors: [mirror], stream: primaryEnd, epochMs: o.epochMs });
   const p = primary;
   cleanup.add(() => p.stop());
   // The guest's output (its ARP answers too) leaves from the first ack on, and the first checkpoint is the full

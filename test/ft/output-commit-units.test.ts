@@ -12,20 +12,10 @@ import { OutputGate, outputGateSockets } from '../../src/ft/output-commit.js';
 import { BugError } from '../../src/util/assert.js';
 import { isLockstepError } from '../../src/util/errors.js';
 import { Cleanup, tempDir, waitFor } from '../qemu/helpers.js';
+import { fakeQemu as fakeQemuOf, record, tagOf } from './fake-qemu.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
-
-/** A record as QEMU writes it: BE length, BE vnet header length, a 12-byte vnet header, an Ethernet frame
- * whose payload starts with `tag` (so frames can be told apart after the trip). */
-function record(tag: string, payloadBytes = 50, vnetHdrLen = 12): Buffer {
-  const frame = Buffer.alloc(vnetHdrLen + 14 + payloadBytes);
-  frame.write(tag, vnetHdrLen + 14);
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(frame.length, 0);
-  head.writeUInt32BE(vnetHdrLen, 4);
-  return Buffer.concat([head, frame]);
-}
 
 function header(length: number, vnetHdrLen: number): Buffer {
   const b = Buffer.alloc(8);
@@ -33,8 +23,6 @@ function header(length: number, vnetHdrLen: number): Buffer {
   b.writeUInt32BE(vnetHdrLen, 4);
   return b;
 }
-
-const tagOf = (r: Buffer): string => r.subarray(8 + r.readUInt32BE(4) + 14).toString('latin1').replace(/\0+$/, '');
 
 /* ------------------------------------------------------------------ framing */
 
@@ -159,32 +147,7 @@ test('queue: many epochs, frames in every one: nothing lost, nothing twice, orde
 
 /* ------------------------------------------------------------------ the gate with a fake QEMU */
 
-interface FakeQemu {
-  /** QEMU's fout end: the test writes guest records here. */
-  guest: net.Socket;
-  /** QEMU's fin end: what the gate released arrives here. */
-  net: net.Socket;
-  received: Buffer[];
-}
-
-async function fakeQemu(gate: OutputGate): Promise<FakeQemu> {
-  const connect = (p: string): Promise<net.Socket> =>
-    new Promise((resolve, reject) => {
-      const s = net.connect(p, () => resolve(s));
-      s.once('error', reject);
-    });
-  const guest = await connect(gate.sockets.fromGuest);
-  const netSock = await connect(gate.sockets.toNetwork);
-  for (const s of [guest, netSock]) {
-    s.on('error', () => undefined);
-    cleanup.add(() => s.destroy());
-  }
-  const received: Buffer[] = [];
-  const reader = new FrameReader('fake-fin');
-  netSock.on('data', (b: Buffer) => received.push(...reader.push(b)));
-  await gate.waitForQemu(2000);
-  return { guest, net: netSock, received };
-}
+const fakeQemu = (gate: OutputGate) => fakeQemuOf(cleanup, gate);
 
 async function gateIn(dir: string, opts: Partial<Parameters<typeof OutputGate.listen>[0]> = {}): Promise<OutputGate> {
   const gate = await OutputGate.listen({ sockets: outputGateSockets(dir, 'net0'), name: 'test/net0', limits, ...opts });

@@ -11,6 +11,10 @@
  *
  * Needs root (namespaces, taps); skipped otherwise. No timed assertions: waits are generous bounds on
  * conditions, and "no answer" is checked while the gate provably holds frames.
+ *
+ * Then a VM's two NICs under `FtPrimary`: the pattern guest checkpointed into a real store over a socket,
+ * each NIC's gate fed by the test as QEMU on its sockets; the backup's commit (so its ack) is held back to
+ * show that each NIC's frames wait for their epoch's ack, and that one ack lets out both, each in its order.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,6 +32,12 @@ import { VmSupervisor } from '../../src/qemu/supervisor.js';
 import { createQcow2 } from '../../src/storage/disk-image.js';
 import { inNetns, runIn } from '../../src/util/exec.js';
 import { Cleanup, sleep, waitFor } from '../qemu/helpers.js';
+import { receiveCheckpoints } from '../../src/ft/checkpoint-link.js';
+import { CheckpointStore } from '../../src/ft/checkpoint-store.js';
+import { FtPrimary, type FtEpoch } from '../../src/ft/ft-primary.js';
+import { PAGE_BYTES } from '../../src/ft/ram-tracker.js';
+import { MiB, patternVmSpec, shmDir, socketPair, startVm } from './helpers.js';
+import { fakeQemu, record, tagOf } from './fake-qemu.js';
 
 const isRoot = process.getuid?.() === 0;
 const NS = `lsft-${process.pid}`;
@@ -272,4 +282,76 @@ test('FT output commit on a real guest', { skip: !isRoot && 'needs root (network
     await detachOutputGate(vm.qmp, 'net0', gate);
     assert.equal(await client.request('get 103'), 'record 103 third');
   });
+});
+
+test('two NICs under FtPrimary: each NIC’s frames wait for their epoch’s ack; that one ack lets out both NICs’ frames, each NIC’s in order', async () => {
+  const memoryMiB = 32;
+  const primaryDir = await shmDir(cleanup, 'lockstep-ft-nics-primary-');
+  const backupDir = await shmDir(cleanup, 'lockstep-ft-nics-backup-');
+  const sup = new VmSupervisor({ runRoot: path.join(primaryDir, 'run') });
+  cleanup.add(() => sup.stopAll({ gracefulMs: 0, quitMs: 1000 }));
+  const spec = await patternVmSpec({ name: 'duo', memoryMiB, region: { startBytes: 1 * MiB, endBytes: 2 * MiB }, dir: primaryDir, ramFile: path.join(primaryDir, 'duo.ram') });
+  const vm = await startVm(cleanup, sup, spec, path.join(primaryDir, 'run', 'duo'));
+  const gates = await Promise.all(
+    ['net0', 'net1'].map(async (nic) => {
+      const gate = await OutputGate.listen({ sockets: outputGateSockets(path.join(primaryDir, 'run', 'duo'), nic), name: `duo/${nic}` });
+      cleanup.add(() => gate.close());
+      return gate;
+    }),
+  );
+  const qemus = await Promise.all(gates.map((g) => fakeQemu(cleanup, g)));
+
+  // The backup: a real store; its commits wait while `allowedEpoch` is below theirs, and no commit, no ack.
+  const store = await CheckpointStore.open(path.join(backupDir, 'store'), { vm: 'duo', ramBytes: memoryMiB * MiB, pageBytes: PAGE_BYTES });
+  cleanup.add(() => store.close());
+  const link = await socketPair(cleanup, backupDir);
+  let allowedEpoch = Infinity;
+  let allowed = (): void => undefined;
+  const received = receiveCheckpoints(link.backup, store, {
+    onSeal: async () => undefined,
+    beforeCommit: async (cp) => {
+      while (cp.epoch > allowedEpoch) await new Promise<void>((resolve) => (allowed = resolve));
+    },
+  });
+  const allow = (epoch: number): void => {
+    allowedEpoch = epoch;
+    allowed();
+  };
+
+  const primary = await FtPrimary.start({ vm, gates, mirrors: [], stream: link.primary, epochMs: 50, ackTimeoutMs: 60_000, fullCheckpointBytesPerSec: null });
+  cleanup.add(() => primary.stop());
+  const committed: { epoch: FtEpoch; released: number[] }[] = [];
+  primary.on('committed', (e) => committed.push({ epoch: e, released: gates.map((g) => g.stats.released) }));
+  await waitFor(() => primary.stats.peerCommittedEpoch >= 1, 60_000, 'the first checkpoint acked');
+
+  // Acks stop; the checkpoint in flight (or the next) waits for its commit, and the guest's output is held.
+  allow(primary.stats.peerCommittedEpoch);
+  await waitFor(() => primary.stats.sentEpoch > allowedEpoch, 30_000, 'a checkpoint waiting for its ack');
+  const frames = [['a0', 'b0'], ['a1', 'b1'], ['a2', 'b2']];
+  for (const pair of frames) pair.forEach((tag, nic) => qemus[nic]!.guest.write(record(tag)));
+  await waitFor(() => gates.every((g) => g.stats.heldFrames === 3), 10_000, 'three frames held on each NIC');
+  const epochs = gates.map((g) => g.stats.epoch);
+  const epoch = epochs[0]!;
+  assert.deepEqual(epochs, [epoch, epoch], 'both gates tag the frames with the open epoch');
+  assert.ok(epoch > primary.stats.sentEpoch, `the frames' epoch ${epoch} is not sent yet (sent ${primary.stats.sentEpoch})`);
+
+  // Every epoch before theirs is acked: the frames stay held, on both NICs.
+  allow(epoch - 1);
+  await waitFor(() => primary.stats.sentEpoch === epoch && primary.stats.peerCommittedEpoch === epoch - 1, 30_000, `epoch ${epoch - 1} acked, ${epoch} sent`);
+  await sleep(300);
+  assert.deepEqual(qemus.map((q) => q.received.length), [0, 0], 'nothing of a NIC leaves before its epoch is acked');
+  assert.deepEqual(gates.map((g) => g.stats.released), [epoch - 1, epoch - 1]);
+
+  // Their epoch's ack: one release of both NICs, in each NIC's order, none crossing to the other NIC.
+  allow(Infinity);
+  await waitFor(() => qemus.every((q) => q.received.length === 3), 10_000, 'both NICs’ frames out');
+  assert.deepEqual(qemus[0]!.received.map(tagOf), ['a0', 'a1', 'a2']);
+  assert.deepEqual(qemus[1]!.received.map(tagOf), ['b0', 'b1', 'b2']);
+  const at = committed.find((c) => c.epoch.epoch === epoch);
+  assert.deepEqual(at?.released, [epoch, epoch], 'the ack of their epoch released both gates at once');
+  assert.equal(primary.stats.heldOutputFrames, 0, 'held over both NICs: none left');
+
+  await primary.stop();
+  link.primary.destroy();
+  await received;
 });

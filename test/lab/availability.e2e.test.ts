@@ -113,7 +113,7 @@ async function defineVm(on: Host, name: string, index: number): Promise<void> {
     memoryMiB: 96,
     guest: { kernel: image.kernel, initrd: image.initrd, cmdline: guestKernelCmdline({ ip: `${address}/24`, hostname: name }) },
     diskMiB: 16,
-    nic: { mac: `52:54:00:4c:54:${(60 + index).toString(16)}`, address },
+    nics: [{ mac: `52:54:00:4c:54:${(60 + index).toString(16)}`, address }],
     protection: 'ha',
     desired: 'running',
   });
@@ -181,7 +181,7 @@ test('the API: bad input gets a clear error and changes nothing; every decision 
   assert.equal(await refusal('POST', '/v1/host/force-takeover'), 'COMMAND_REFUSED', 'the peer is alive: no forced takeover');
   assert.equal(await refusal('GET', '/v1/events?limit=0'), 'INVALID_ARGUMENT');
   const image = await ensureGuestImage({ log: () => {} });
-  const dup = { name: 'alpha', vcpus: 1, memoryMiB: 96, guest: { kernel: image.kernel, initrd: image.initrd, cmdline: 'x' }, diskMiB: 16, nic: { mac: '52:54:00:00:00:99', address: '10.10.3.99' }, protection: 'ha', desired: 'running' };
+  const dup = { name: 'alpha', vcpus: 1, memoryMiB: 96, guest: { kernel: image.kernel, initrd: image.initrd, cmdline: 'x' }, diskMiB: 16, nics: [{ mac: '52:54:00:00:00:99', address: '10.10.3.99' }], protection: 'ha', desired: 'running' };
   assert.equal(await refusal('POST', '/v1/vms', dup), 'COMMAND_REFUSED', 'a VM of that name exists already');
   // The records (not the protection state, which follows the A-Link's measured round trip) are unchanged.
   const records = (vms: Status['vms'] | undefined): unknown =>

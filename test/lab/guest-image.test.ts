@@ -86,6 +86,11 @@ test('the kernel command line carries the console, panic reset and guest setting
   const line = guestKernelCmdline({ ip: '10.10.3.50/24', gateway: '10.10.3.1', hostname: 'vm1' });
   assert.equal(line, 'console=ttyS0 quiet panic=-1 lockstep.ip=10.10.3.50/24 lockstep.gw=10.10.3.1 lockstep.hostname=vm1');
   assert.doesNotMatch(guestKernelCmdline({ ip: '10.0.0.2/8', hostname: 'a' }), /lockstep\.gw/);
+  // Further NICs are found by their MAC: eth0 is the first's, the others' names are not promised.
+  assert.equal(
+    guestKernelCmdline({ ip: '10.10.3.50/24', hostname: 'vm1', moreNics: [{ mac: '52:54:00:4c:53:33', ip: '10.10.3.51/24' }, { mac: '52:54:00:4c:53:34', ip: '10.10.4.52/24' }] }),
+    'console=ttyS0 quiet panic=-1 lockstep.ip=10.10.3.50/24 lockstep.nic=52:54:00:4c:53:33@10.10.3.51/24 lockstep.nic=52:54:00:4c:53:34@10.10.4.52/24 lockstep.hostname=vm1',
+  );
 
   const bad = [
     { ip: '10.10.3.50', hostname: 'vm1' },
@@ -93,6 +98,8 @@ test('the kernel command line carries the console, panic reset and guest setting
     { ip: '10.10.3.50/33', hostname: 'vm1' },
     { ip: '10.10.3.50/24', gateway: 'gw', hostname: 'vm1' },
     { ip: '10.10.3.50/24', hostname: 'vm 1' },
+    { ip: '10.10.3.50/24', hostname: 'vm1', moreNics: [{ mac: '52:54:00:4C:53:33', ip: '10.10.3.51/24' }] },
+    { ip: '10.10.3.50/24', hostname: 'vm1', moreNics: [{ mac: '52:54:00:4c:53:33', ip: '10.10.3.51' }] },
   ];
   for (const opts of bad) assert.throws(() => guestKernelCmdline(opts), (e) => isLockstepError(e, 'INVALID_ARGUMENT'), JSON.stringify(opts));
 });

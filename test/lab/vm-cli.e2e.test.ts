@@ -2,7 +2,8 @@
  * `lockstep vm` against a real lab, as an operator drives it: a small HA VM created (the lab picks its
  * address and boots its guest), listed, shown, stopped, started, unprotected and removed, each answer
  * checked against what the pair then reports. Real namespaces, real lockstepd, real QEMU (TCG). Live
- * migration is not driven here: its daemon side is another test's.
+ * migration is not driven here: its daemon side is another test's. Then a VM with two NICs: both in its
+ * definition and in `vm show`, its guest configuring both, its record service on the first.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,7 +34,7 @@ interface Shown {
   protection: string;
   desired: string;
   state: string;
-  hardware: { vcpus: number; memoryMiB: number; diskMiB: number; nic: { mac: string; address: string } };
+  hardware: { vcpus: number; memoryMiB: number; diskMiB: number; nics: { mac: string; address: string }[] };
   local: { state: string; pid: number | null } | null;
   lastExit?: { expected: boolean } | null;
 }
@@ -68,8 +69,8 @@ test('vm create: the lab fills in the address, the MAC and its guest; the VM run
   assert.match(out, /^VM web defined on host1: ha, 1 vCPU, 96 MiB, 16 MiB disk, 52:54:00:4c:53:32 10\.10\.3\.50, desired running/);
   const vm = await eventually('web runs', runs);
   assert.deepEqual(
-    { owner: vm.owner, protection: vm.protection, desired: vm.desired, vcpus: vm.hardware.vcpus, memoryMiB: vm.hardware.memoryMiB, diskMiB: vm.hardware.diskMiB, nic: vm.hardware.nic },
-    { owner: 'host1', protection: 'ha', desired: 'running', vcpus: 1, memoryMiB: 96, diskMiB: 16, nic: { mac: '52:54:00:4c:53:32', address: '10.10.3.50' } },
+    { owner: vm.owner, protection: vm.protection, desired: vm.desired, vcpus: vm.hardware.vcpus, memoryMiB: vm.hardware.memoryMiB, diskMiB: vm.hardware.diskMiB, nics: vm.hardware.nics },
+    { owner: 'host1', protection: 'ha', desired: 'running', vcpus: 1, memoryMiB: 96, diskMiB: 16, nics: [{ mac: '52:54:00:4c:53:32', address: '10.10.3.50' }] },
   );
   const again = cli('vm', 'create', 'web', '--memory', '96', '--vcpus', '1', '--disk', '16', '--json');
   assert.equal(again.code, 1);
@@ -141,4 +142,19 @@ test('vm remove: gone from the pair and from the lab', () => {
   assert.equal(r.code, 2);
   assert.match(r.err, /no VM named 'web'/);
   assert.deepEqual((JSON.parse(ok('lab', 'status', '--json')) as { vms: unknown[] }).vms, []);
+});
+
+test('vm create --nics 2: two lab slots, both NICs shown, the guest configures both, its record service answers on the first', async () => {
+  const out = ok('vm', 'create', 'duo', '--memory', '96', '--vcpus', '1', '--disk', '16', '--protection', 'none', '--nics', '2');
+  assert.match(out, /^VM duo defined on host1: none, .*, 52:54:00:4c:53:32 10\.10\.3\.50, 52:54:00:4c:53:33 10\.10\.3\.51, desired running/);
+  const shown = (): Shown => JSON.parse(ok('vm', 'show', 'duo', '--json')) as Shown;
+  assert.deepEqual(shown().hardware.nics, [
+    { mac: '52:54:00:4c:53:32', address: '10.10.3.50' },
+    { mac: '52:54:00:4c:53:33', address: '10.10.3.51' },
+  ]);
+  assert.match(ok('vm', 'show', 'duo'), /^nic +52:54:00:4c:53:32 10\.10\.3\.50\nnic +52:54:00:4c:53:33 10\.10\.3\.51$/m);
+  await until('duo answers on 10.10.3.50', () => cli('lab', 'record', '--vm', 'duo', 'last').out.trim(), (reply) => /^last \d+$/.test(reply), 90_000);
+  // The guest's /init says each NIC it configured, the second found by its MAC.
+  assert.match(ok('vm', 'console-log', 'duo'), /lockstep-guest: duo eth\d 10\.10\.3\.51\/24/);
+  assert.equal(ok('vm', 'remove', 'duo'), 'VM duo removed');
 });

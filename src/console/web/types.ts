@@ -75,6 +75,9 @@ export interface VmHardware {
   diskMiB?: number;
   disk?: { storageGroup?: string; format?: string };
   guest?: { kernel: string; initrd: string; cmdline: string };
+  /** The guest's NICs, its eth0 first. */
+  nics?: { mac: string; address: string }[];
+  /** The one NIC of a record from before several NICs (a one-NIC VM's record has both). */
   nic?: { mac: string; address: string };
   /** A CD drive (docs/vcd.md): the virtual CD in it by name and SHA-256, or null when empty; absent: no drive. */
   cdrom?: { medium: { vcd: string; sha256: string } | null };

@@ -1,7 +1,7 @@
 /**
  * VMs: the pair's VMs with their state and where they run, the operator's commands on each (start, stop,
  * migrate, protection level, remove: platform managers), a form to create one with what the API takes
- * (cores, memory, disk and its storage group and format, guest kernel, NIC), and one VM's detail: its
+ * (cores, memory, disk and its storage group and format, guest kernel, its NICs: `vm-nic-fields.ts`), and one VM's detail: its
  * record, its process on this host, its volume, its QEMU's CPU and memory and its disk's allocation over
  * the last hour here (`resources.ts`), its CD drive with Insert and Eject (`vm-cd.ts`), its snapshots on
  * this host (`vm-snapshots.ts`), its console log here (`console-log.ts`), its timeline and its recent
@@ -19,6 +19,7 @@ import { resourceCharts, vmCharts } from './resources.js';
 import { consoleLogSection } from './console-log.js';
 import { cdSection, type CdSection } from './vm-cd.js';
 import { snapshotsSection, takePendingSource, type SnapshotsSection } from './vm-snapshots.js';
+import { nicFields } from './vm-nic-fields.js';
 
 /** A restart's answer waits for the old QEMU to exit: up to 30 s on the host, and the way there and back. */
 const RESTART_TIMEOUT_MS = 45_000;
@@ -65,7 +66,7 @@ function vmTable(vms: Vm[]): HTMLElement {
         String(v.hardware.vcpus ?? '—'),
         v.hardware.memoryMiB !== undefined ? `${v.hardware.memoryMiB} MiB` : '—',
         v.hardware.diskMiB !== undefined ? `${v.hardware.diskMiB} MiB` : '—',
-        v.hardware.nic?.address ?? '—',
+        nicsOf(v.hardware).map((n) => n.address).join(', ') || '—',
         vmActions(v),
       ]),
       'No VMs yet: create one below.',
@@ -92,8 +93,21 @@ function vmActions(v: Vm): HTMLElement {
   );
 }
 
-/** The create form; its guest and NIC fields can be filled from an existing VM (the guest files are the pair's). */
+/** A VM's NICs as its record has them: `nics`, or the one `nic` of a record from before several NICs. */
+function nicsOf(hw: Vm['hardware']): { mac: string; address: string }[] {
+  return hw.nics ?? (hw.nic ? [hw.nic] : []);
+}
+
+/** A fact per NIC, in the guest's order: `NIC` alone for a VM with one, `NIC 1` … for several. */
+function nicFacts(hw: Vm['hardware']): [string, string][] {
+  const nics = nicsOf(hw);
+  if (nics.length === 0) return [['NIC', '—']];
+  return nics.map((n, i) => [nics.length === 1 ? 'NIC' : `NIC ${i + 1}`, `${n.mac}, ${n.address}`]);
+}
+
+/** The create form; its guest fields can be filled from an existing VM (the guest files are the pair's). */
 function createForm(navigate: (hash: string) => void): HTMLElement {
+  const nics = nicFields();
   const groups = h('select', { name: 'storageGroup' }, h('option', { value: 'default' }, 'default'));
   void call<StorageGroup[]>('GET', '/v1/storage-groups').then((r) => {
     if (r.ok && r.body.length > 0) fill(groups, r.body.map((g) => h('option', { value: g.name }, `${g.name} (${bytes(g.freeBytes)} free)`)));
@@ -129,12 +143,11 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       field('Kernel', h('input', { name: 'kernel', required: true, placeholder: '/path/on/both/hosts/vmlinuz' })),
       field('Initrd', h('input', { name: 'initrd', required: true })),
       field('Kernel command line', h('input', { name: 'cmdline', required: true, value: 'console=ttyS0' })),
-      field('NIC MAC', h('input', { name: 'mac', required: true, placeholder: '52:54:00:12:34:56' })),
-      field('NIC IPv4 address', h('input', { name: 'address', required: true, placeholder: '10.10.3.60' })),
       field('CD drive', h('select', { name: 'cdDrive' }, h('option', { value: 'no' }, 'no'), h('option', { value: 'yes' }, 'yes, empty'))),
       field('Protection', h('select', { name: 'protection' }, PROTECTION_LEVELS.map((p) => h('option', { value: p, selected: p === 'ha' }, p.toUpperCase())))),
       field('Start now', h('select', { name: 'desired' }, h('option', { value: 'stopped' }, 'no'), h('option', { value: 'running' }, 'yes'))),
     ),
+    nics.element,
     h('div', { class: 'actions' }, h('button', { type: 'button', 'data-action': 'copy-guest' }, 'Guest from an existing VM'), h('button', { type: 'submit', 'data-action': 'create', disabled: !can('platform-manager') }, 'Create')),
   );
   if (pending) form.dataset['source'] = pending;
@@ -162,7 +175,7 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       diskMiB: Number(valueOf(form, 'diskMiB')),
       disk: { storageGroup: valueOf(form, 'storageGroup'), format: valueOf(form, 'format') },
       guest: { kernel: valueOf(form, 'kernel'), initrd: valueOf(form, 'initrd'), cmdline: valueOf(form, 'cmdline') },
-      nic: { mac: valueOf(form, 'mac'), address: valueOf(form, 'address') },
+      nics: nics.values(),
       protection: valueOf(form, 'protection'),
       desired: valueOf(form, 'desired'),
       ...(valueOf(form, 'cdDrive') === 'yes' ? { cdrom: {} } : {}),
@@ -272,7 +285,7 @@ function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeN
         ['disk', hw.diskMiB !== undefined ? `${hw.diskMiB} MiB, ${hw.disk?.format ?? 'qcow2'} in ${hw.disk?.storageGroup ?? 'default'}` : '—'],
         ['kernel', hw.guest?.kernel ?? '—'],
         ['command line', hw.guest?.cmdline ?? '—'],
-        ['NIC', hw.nic ? `${hw.nic.mac}, ${hw.nic.address}` : '—'],
+        ...nicFacts(hw),
         ['CD drive', hw.cdrom === undefined ? 'none' : hw.cdrom.medium === null ? 'empty' : hw.cdrom.medium.vcd],
         ['volume from', hw.source ? `${hw.source.image} on ${hw.source.host}, made at its first start` : 'blank'],
       ]),
