@@ -32,7 +32,7 @@ import { MANAGEMENT_ROUTES, SESSION_COOKIE, type ManagementDeps, type RequestCon
 import { openApiDocument } from './openapi.js';
 import { DEFAULT_STREAM_LIMITS, EventStream, type StreamLimits } from './event-stream.js';
 import { consoleReply, isConsolePath, loadConsoleAssets, type ConsoleAssets } from '../console/console-assets.js';
-import { RouteTable, allowBody, errorReply, prepareRequest, prepareUpload, rawParams, readJsonBody, requestUrl, send, type Reply, type Route, type Upload } from './routes.js';
+import { RouteTable, allowBody, errorReply, prepareRequest, prepareUpload, rawParams, readJsonBody, requestUrl, send, sendRefusal, type Reply, type Route, type Upload } from './routes.js';
 
 const PREFIX = '/api';
 /** Limits on what one client can hold: connections, header time, request time. */
@@ -130,7 +130,7 @@ export class ManagementServer {
     server.maxConnections = CONNECTIONS_MAX;
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       void handle(deps, consoleAssets, req, res, now, opts.log)
-        .then(({ reply, close }) => send(res, reply, close ? { ...SECURITY_HEADERS, connection: 'close' } : SECURITY_HEADERS))
+        .then(({ reply, close }) => (close ? sendRefusal(req, res, reply, SECURITY_HEADERS) : send(res, reply, SECURITY_HEADERS)))
         .catch((e: unknown) => {
           opts.log(`management API: answering ${req.method} ${req.url} failed: ${(e as Error).stack ?? String(e)}`);
           res.destroy();

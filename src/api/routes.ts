@@ -200,8 +200,8 @@ export function prepareRequest<C>(route: Route<C>, raw: string[], names: string[
  * (a stream of unknown length could not be checked against the limit or the free space) within the route's
  * limit. The body is left unread until the handler reads it, and a client that asked to wait
  * (`Expect: 100-continue`, as lockstep's own client does) is told to send it only then: a refusal before
- * that (a name taken, no room) costs it no byte. On a refusal the server closes the connection rather
- * than read the rest.
+ * that (a name taken, no room) costs it no byte. A refusal reads the rest for a moment at most before it is
+ * answered (`sendRefusal`): a refused body of gigabytes is not read to its end.
  */
 export function prepareUpload<C>(route: Route<C>, req: http.IncomingMessage, res: http.ServerResponse): Upload {
   const limit = route.upload!.bytesMax;
@@ -229,6 +229,7 @@ export function prepareUpload<C>(route: Route<C>, req: http.IncomingMessage, res
  * themselves so that these checks come first.
  */
 export function allowBody(req: http.IncomingMessage, res: http.ServerResponse): void {
+  bodyAllowed.add(req);
   if ((req.headers.expect ?? '').toLowerCase() === '100-continue' && !res.headersSent) res.writeContinue();
 }
 
@@ -284,6 +285,46 @@ export async function readJsonBody(req: http.IncomingMessage): Promise<unknown> 
   } catch {
     throw new LockstepError('INVALID_ARGUMENT', 'request body is not valid JSON', { field: '' });
   }
+}
+
+/** How long the rest of a refused request's body is read and dropped before it is answered (`sendRefusal`). */
+const UNREAD_BODY_DRAIN_MS = 1000;
+
+/** Requests told to send their body (`allowBody`): a client that asked to wait sends none otherwise. */
+const bodyAllowed = new WeakSet<http.IncomingMessage>();
+
+/**
+ * Answers a request refused with its body unread (a refused upload, a body over the limit). The rest of the
+ * body is read and dropped first, for a moment at most: a body that ends within it is answered on a
+ * connection left clean for the client's next request; one that does not (gigabytes still coming) is
+ * answered with `Connection: close`. Answering and closing while the client still writes is what this
+ * avoids: the close fails its next write (EPIPE), and Node's client — lockstep's CLI among them — then
+ * reports that failure and drops the answer already on its way. A client that asked to wait and was never
+ * told to send (`Expect: 100-continue`) sends nothing: it is answered at once, and the connection closes.
+ */
+export function sendRefusal(req: http.IncomingMessage, res: http.ServerResponse, reply: Reply, extraHeaders: Record<string, string> = {}): void {
+  const waiting = (req.headers.expect ?? '').toLowerCase() === '100-continue' && !bodyAllowed.has(req);
+  if (req.readableEnded || waiting || req.destroyed) {
+    send(res, reply, req.readableEnded ? extraHeaders : { ...extraHeaders, connection: 'close' });
+    return;
+  }
+  let answered = false;
+  const answer = (ended: boolean): void => {
+    if (answered) return;
+    answered = true;
+    clearTimeout(timer);
+    req.off('readable', drop);
+    send(res, reply, ended ? extraHeaders : { ...extraHeaders, connection: 'close' });
+  };
+  const drop = (): void => {
+    while (req.read() !== null);
+  };
+  const timer = setTimeout(() => answer(false), UNREAD_BODY_DRAIN_MS);
+  req.on('readable', drop);
+  req.once('end', () => answer(true));
+  req.once('error', () => answer(false));
+  req.once('close', () => answer(req.readableEnded));
+  drop();
 }
 
 /** Writes the answer: JSON (no body for 204 or null), or the text of a reply with its own content type. */

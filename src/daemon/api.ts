@@ -18,7 +18,7 @@ import type { VmHardware as VmHardwareRecord } from '../core/types.js';
 import type { CoreDriver, CoreView } from './core-driver.js';
 import type { LastExit, MediumChange, RunningVm } from './vm-runner.js';
 import type { LogEntry } from './state-db.js';
-import { RouteTable, allowBody, errorReply, prepareRequest, prepareUpload, rawParams, readJsonBody, requestUrl, send, type Reply, type Route } from '../api/routes.js';
+import { RouteTable, allowBody, errorReply, prepareRequest, prepareUpload, rawParams, readJsonBody, requestUrl, send, sendRefusal, type Reply, type Route } from '../api/routes.js';
 import type { Schema } from '../api/schema.js';
 import { ACCOUNT_ROUTES, type AccountsContext } from '../api/account-routes.js';
 import { auditedAction } from '../api/audit-action.js';
@@ -759,7 +759,7 @@ export async function startApiServer(socketPath: string, ctx: ApiContext, accoun
   // No request timeout (Node's default cuts a body at 5 minutes): a VCD's image can take longer to stream,
   // and the socket is root's alone.
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    void handleLocal(lc, req, res, log).then(({ reply, close }) => send(res, reply, close ? { connection: 'close' } : {}));
+    void handleLocal(lc, req, res, log).then(({ reply, close }) => (close ? sendRefusal(req, res, reply) : send(res, reply)));
   };
   const server = http.createServer({ requestTimeout: 0 }, onRequest);
   // A client waiting for `100 Continue` (the CLI's upload) is answered by the request's own checks first.

@@ -8,6 +8,7 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import https from 'node:https';
+import net from 'node:net';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Cleanup } from '../support/cleanup.js';
@@ -132,6 +133,57 @@ test('what is not an ISO, does not fit, or has a bad name is refused and leaves 
   await refused(daemonUpload(socket, '/v1/vcds/x%2F..%2Fy', big, OCTETS), 'INVALID_ARGUMENT', 400);
   // The connection the refusals closed did not take the socket with it.
   assert.equal((await daemonUpload<Vcd>(socket, '/v1/vcds/big', big, OCTETS)).name, 'big');
+});
+
+test('a refused upload is answered once its body is in, on a connection kept; one whose body keeps coming, with a close', async () => {
+  const { socket } = await lone();
+  const conn = net.connect(socket);
+  cleanup.add(() => conn.destroy());
+  const errors: Error[] = [];
+  conn.on('error', (e) => errors.push(e));
+  let received = '';
+  const until = (pattern: RegExp): Promise<void> =>
+    new Promise((resolve) => {
+      const check = (): void => {
+        if (pattern.test(received)) {
+          conn.off('data', onData);
+          resolve();
+        }
+      };
+      const onData = (d: Buffer): void => {
+        received += d.toString('latin1');
+        check();
+      };
+      conn.on('data', onData);
+      check();
+    });
+  const closed = new Promise<void>((resolve) => conn.once('close', () => resolve()));
+  const put = (name: string, declared: number): string => `PUT /v1/vcds/${name} HTTP/1.1\r\nHost: lockstepd\r\nContent-Type: ${OCTETS}\r\nContent-Length: ${declared}\r\n\r\n`;
+
+  // The whole body sent (no ISO in its head): the refusal, and the same connection answers the next request.
+  conn.write(put('whole', 256 * 1024));
+  conn.write(Buffer.alloc(256 * 1024));
+  await until(/VCD_NOT_ISO/);
+  assert.match(received, /^HTTP\/1\.1 400 /);
+  assert.doesNotMatch(received, /connection: close/i);
+  received = '';
+  conn.write('GET /v1/vcds HTTP/1.1\r\nHost: lockstepd\r\n\r\n');
+  await until(/\r\n\r\n\[/);
+  assert.match(received, /^HTTP\/1\.1 200 /);
+
+  // 4 MiB declared, 64 KiB sent: enough for its head to be refused, far from the whole body. It is answered
+  // with a close, and no write of the client's failed before that answer was in.
+  received = '';
+  conn.write(put('partial', 4 * 1024 * 1024));
+  conn.write(Buffer.alloc(64 * 1024));
+  await until(/VCD_NOT_ISO/);
+  assert.match(received, /^HTTP\/1\.1 400 /);
+  assert.match(received, /connection: close/i);
+  assert.deepEqual(errors, [], 'no write failed before the answer was read');
+  // The bound is a check that the close comes at all, not a measure of its delay.
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the refused upload\'s connection was not closed within 30 s')), 30_000)))]);
+  clearTimeout(timer);
 });
 
 test('the management API takes an upload from a platform manager, as raw bytes with a length', async () => {
