@@ -99,8 +99,10 @@ export interface PairOptions {
   ns: string;
   /** Distinguishes this pair's taps and directories from the file's other pairs. */
   index: number;
-  /** FT epochs; null: the guest runs unprotected (no gate, no mirror, no backup). */
+  /** FT epochs; null: the guest runs unprotected (no gate, no mirror, no backup), or as HA with `ha`. */
   epochMs: number | null;
+  /** With `epochMs` null: HA, the disk mirrored write-blocking into a copy served as lockstepd serves HA's (no gate, no checkpoints). */
+  ha?: boolean;
   /** Put a `DamagingRelay` on the stream. */
   relay?: boolean;
   /** The gate's soft limit on held bytes (default the gate's, 4 MiB), past which the epoch ends early. */
@@ -170,7 +172,7 @@ export async function startPair(o: PairOptions): Promise<FtPair> {
     { netns: ns, runDir, paused: true },
   );
   // Tracking attached before the guest runs: the mirror's rule (disk-mirror.ts).
-  const mirror = o.epochMs === null ? null : await DiskMirror.attach(vm.qmp, { disk: 'vda', vm: VM });
+  const mirror = o.epochMs === null && !o.ha ? null : await DiskMirror.attach(vm.qmp, { disk: 'vda', vm: VM });
   if (mirror) cleanup.add(() => mirror.stop());
   await vm.qmp.execute('cont');
 
@@ -188,6 +190,17 @@ export async function startPair(o: PairOptions): Promise<FtPair> {
     proxy.once('close', () => reject(new Error('the proxy exited before it listened')));
   });
   await waitUntil(async () => (await readFile(vm.paths.serialLog, 'utf8').catch(() => '')).includes(GUEST_READY_MARKER), BOOT_TIMEOUT_MS, 'the guest to boot');
+  if (o.ha && mirror !== null) {
+    // HA's copy: qemu-nbd writing through (the default, as lockstepd's HA copy export), the mirror straight into it.
+    const copyDisk = path.join(backupDir, 'copy.qcow2');
+    await createQcow2(copyDisk, DISK_MIB);
+    const copy = await CopyExport.start({ vm: VM, disk: copyDisk, format: 'qcow2', socketPath: path.join(backupDir, 'copy.sock') });
+    cleanup.add(() => copy.stop());
+    await mirror.start({ socketPath: copy.socketPath, exportName: VM, streamId: `hapair.${index}`, mode: 'full' });
+    await waitUntil(async () => (await mirror.status()).state === 'ready', BOOT_TIMEOUT_MS, 'the HA mirror to be in sync');
+    const unprotected = () => Promise.reject(new Error('HA: no FT backup'));
+    return { vm, gate: null, primary: null, backup: null, disk: null, relay: null, backupCopy: copy, sourceDisk, copyDisk, proxySocket, killPrimary: unprotected, takeOver: unprotected };
+  }
   if (o.epochMs === null || gate === null || mirror === null) {
     const none = { stop: () => Promise.resolve() };
     return { vm, gate: null, primary: null, backup: null, disk: null, relay: null, backupCopy: none, sourceDisk, copyDisk: null, proxySocket, killPrimary: () => Promise.reject(new Error('unprotected')), takeOver: () => Promise.reject(new Error('unprotected')) };
