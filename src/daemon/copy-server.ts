@@ -285,6 +285,8 @@ export class CopyServer {
     const storeDir = path.join(this.storeRoot(), `${vm}.${++this.runCounter}`);
     // The FT room watch (ft-room.ts) admitted it; this is the last word, as the tmpfs is now: a store the
     // tmpfs cannot hold fails here (MEMORY_DIR_FULL, the export's failure) rather than at its first full image.
+    // The directory is made first: a host that never ran a guest nor held a store has none yet.
+    await mkdir(this.storeRoot(), { recursive: true });
     await ensureRamRoom(this.config.ft.memoryDir, path.join(storeDir, 'ram.img'), hw.memoryMiB * 1024 * 1024, vm);
     const run = await FtCopyRun.start({
       vm,
