@@ -112,14 +112,19 @@ const logOf = (file: string): LoadEvent[] => {
   }
 };
 
-/** Sends each line over one fresh connection from the client namespace; the replies in order. */
+/**
+ * Sends each line over one fresh connection from the client namespace; the replies in order. Pipelined, 64
+ * at a time: under FT every answer waits for its epoch's ack, and hundreds of reads one after the other
+ * took minutes.
+ */
 function ask(lines: readonly string[]): string[] {
   const script = `
     import(${JSON.stringify(path.join(repoRoot(), 'dist', 'src', 'lab', 'record-client.js'))}).then(async ({ RecordConnection }) => {
       const c = new RecordConnection(${JSON.stringify(address)}, ${RECORD_SERVICE_PORT}, { requestTimeoutMs: 20000, connectTimeoutMs: 20000 });
       await c.connect();
       const out = [];
-      for (const l of JSON.parse(process.argv[1])) out.push(await c.request(l));
+      const lines = JSON.parse(process.argv[1]);
+      for (let i = 0; i < lines.length; i += 64) out.push(...(await Promise.all(lines.slice(i, i + 64).map((l) => c.request(l)))));
       c.close();
       console.log(JSON.stringify(out));
     });`;

@@ -154,7 +154,8 @@ test('vm create --nics 2: two lab slots, both NICs shown, the guest configures b
   ]);
   assert.match(ok('vm', 'show', 'duo'), /^nic +52:54:00:4c:53:32 10\.10\.3\.50\nnic +52:54:00:4c:53:33 10\.10\.3\.51$/m);
   await until('duo answers on 10.10.3.50', () => cli('lab', 'record', '--vm', 'duo', 'last').out.trim(), (reply) => /^last \d+$/.test(reply), 90_000);
-  // The guest's /init says each NIC it configured, the second found by its MAC.
-  assert.match(ok('vm', 'console-log', 'duo'), /lockstep-guest: duo eth\d 10\.10\.3\.51\/24/);
+  // The guest's /init says each NIC it configured, the second found by its MAC. Read until it is there: the
+  // full suite once read an empty log here (an instance just started again, its log new).
+  await until('the console log names the second NIC', () => ok('vm', 'console-log', 'duo'), (log) => /lockstep-guest: duo eth\d 10\.10\.3\.51\/24/.test(log), 90_000);
   assert.equal(ok('vm', 'remove', 'duo'), 'VM duo removed');
 });
