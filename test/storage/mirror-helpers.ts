@@ -17,6 +17,16 @@ export interface DiskQemu {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** What HMP's qemu-io commands said, in order. */
   ioResults: IoResults;
+  /** What QEMU wrote on stderr so far. */
+  stderr: () => string;
+}
+
+export interface DiskQemuOptions {
+  format?: 'qcow2' | 'raw';
+  /** Names this QEMU's QMP socket (and RAM file) in `dir`, so that several can run there one after the other. */
+  tag?: string;
+  /** RAM in a shared file in `dir`, as lockstepd's VMs have it. */
+  ramFile?: boolean;
 }
 
 /**
@@ -57,21 +67,28 @@ export class IoResults {
 }
 
 /** QEMU paused (`-S`) with `image` as disk `vda`: file node `vda-file`, format node `vda`, device `vda`. */
-export async function startDiskQemu(cleanup: Cleanup, dir: string, image: string, format: 'qcow2' | 'raw' = 'qcow2'): Promise<DiskQemu> {
-  const socketPath = path.join(dir, 'qmp.sock');
+export async function startDiskQemu(cleanup: Cleanup, dir: string, image: string, opts: DiskQemuOptions = {}): Promise<DiskQemu> {
+  const { format = 'qcow2', tag = '', ramFile = false } = opts;
+  const socketPath = path.join(dir, tag === '' ? 'qmp.sock' : `qmp-${tag}.sock`);
+  const ram = ramFile
+    ? ['-object', `memory-backend-file,id=ram0,size=32M,mem-path=${path.join(dir, `ram-${tag}`)},share=on`, '-machine', 'memory-backend=ram0']
+    : [];
   const child = spawn(
     'qemu-system-x86_64',
     [
       '-machine', 'pc', '-accel', 'tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-m', '32', '-S',
+      ...ram,
       '-chardev', `socket,id=qmp,path=${socketPath},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control',
       '-blockdev', `driver=file,node-name=vda-file,filename=${image}`,
       '-blockdev', `driver=${format},node-name=vda,file=vda-file`,
       '-device', 'virtio-blk-pci,drive=vda,id=vda',
     ],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const ioResults = new IoResults();
+  let stderr = '';
   child.stdout!.on('data', (b: Buffer) => ioResults.feed(b));
+  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString('utf8')));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('close', (code, signal) => resolve({ code, signal })),
   );
@@ -90,7 +107,7 @@ export async function startDiskQemu(cleanup: Cleanup, dir: string, image: string
     }
   }, 10_000, 'QEMU’s QMP socket');
   cleanup.add(() => qmp!.close());
-  return { qmp: qmp!, child, exited, ioResults };
+  return { qmp: qmp!, child, exited, ioResults, stderr: () => stderr };
 }
 
 /** Ends QEMU through QMP, so its qcow2 metadata is on disk before the image is compared. */

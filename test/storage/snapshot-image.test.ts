@@ -83,7 +83,7 @@ test('a live snapshot of a raw volume under a write-blocking mirror to an NBD co
   const copy = path.join(dir, 'copy.raw');
   await createImage(disk, 64, 'raw');
   await createImage(copy, 64, 'raw');
-  const qemu = await startDiskQemu(cleanup, dir, disk, 'raw');
+  const qemu = await startDiskQemu(cleanup, dir, disk, { format: 'raw' });
   const mirror = await DiskMirror.attach(qemu.qmp, { disk: 'vda', vm: 'web' });
   await qemu.qmp.execute('cont');
   for (let at = 0; at < 32; at += 8) await guestWrite(qemu, at * MIB, 8 * MIB, 0x11);
