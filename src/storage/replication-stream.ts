@@ -9,6 +9,9 @@
  * - the owner's daemon must be able to cut a stream that hangs on a dead network. QEMU's NBD client would
  *   wait for TCP to give up (minutes), with the guest's writes blocked all that time.
  *
+ * Streams are per volume: a VM of several disks has one per disk, each to its own copy's export. `vm` is
+ * the volume's name (its VM's for the first disk, `<vm>.disk<N>` for the others), in the API and on the wire.
+ *
  * Wire, after the TLS handshake: the owner sends one header line `{"v":1,"vm":VM,"stream":ID}\n`; the backup
  * answers one line, `{"ok":true}\n` or `{"ok":false,"error":"…"}\n` (and closes); after `ok` both directions
  * carry NBD bytes, untouched. The NBD server speaks first (its greeting), so nothing of QEMU's is sent before
@@ -47,6 +50,7 @@ import tls from 'node:tls';
 import { ALINK_PATHS_MAX } from '../alink/alink.js';
 import { peerIdentityProblem, type AlinkTlsContext } from '../alink/tls.js';
 import { NAME_RE, PEER_LIMITS } from '../protocol/peer.js';
+import { VOLUME_NAME_BYTES_MAX, VOLUME_NAME_RE } from './storage-group.js';
 import { silentLog, type DriverLog } from '../qemu/log.js';
 import { LockstepError, describeError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
@@ -73,7 +77,6 @@ const CLOSE_GRACE_MS = 1000;
 const WARN_INTERVAL_MS = 10_000;
 /** sun_path is 108 bytes including the terminating NUL. */
 const UNIX_SOCKET_PATH_MAX = 107;
-const VM_NAME_BYTES_MAX = 31;
 
 /** One way to the peer: an A-Link's address on the peer, in the dialer's preference order. */
 export interface ReplicationPath {
@@ -180,7 +183,7 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
     validatePaths(opts.paths);
     validateTiming('replication dialer', this.timing);
     if (!path.isAbsolute(opts.socketDir)) invalidSpec('replication dialer', 'socketDir', 'must be an absolute path');
-    if (Buffer.byteLength(path.join(opts.socketDir, `${'x'.repeat(VM_NAME_BYTES_MAX)}.sock`)) > UNIX_SOCKET_PATH_MAX) {
+    if (Buffer.byteLength(path.join(opts.socketDir, `${'x'.repeat(VOLUME_NAME_BYTES_MAX)}.sock`)) > UNIX_SOCKET_PATH_MAX) {
       invalidSpec('replication dialer', 'socketDir', `is too long for a VM's socket path (${UNIX_SOCKET_PATH_MAX} bytes)`);
     }
     this.self = opts.self;
@@ -216,7 +219,7 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
    */
   async open(vm: string, streamId: string): Promise<string> {
     assert(!this.closed, 'ReplicationDialer.open after close');
-    if (typeof vm !== 'string' || !NAME_RE.test(vm)) throw invalidArgument('vm', vm, 'a VM name ([a-z][a-z0-9-]{0,30})');
+    if (typeof vm !== 'string' || !VOLUME_NAME_RE.test(vm)) throw invalidArgument('vm', vm, 'a volume name (a VM name, [a-z][a-z0-9-]{0,30}, or <vm>.disk<N>)');
     if (typeof streamId !== 'string' || !STREAM_ID_RE.test(streamId)) throw invalidArgument('streamId', streamId, '1 to 64 printable characters, no spaces');
     try {
       // 0700: whoever can connect to a VM's socket writes to the peer's copy of its disk.
@@ -834,7 +837,7 @@ function parseHeader(line: string): StreamHeader | { problem: string } {
   const o = v as Record<string, unknown>;
   if (o['v'] !== REPLICATION_PROTOCOL_VERSION) return { problem: `header version ${printableValue(o['v'])} is not ${REPLICATION_PROTOCOL_VERSION}` };
   const vm = o['vm'];
-  if (typeof vm !== 'string' || !NAME_RE.test(vm)) return { problem: `header 'vm' is ${printableValue(vm)}, not a VM name` };
+  if (typeof vm !== 'string' || !VOLUME_NAME_RE.test(vm)) return { problem: `header 'vm' is ${printableValue(vm)}, not a volume name` };
   const stream = o['stream'];
   if (typeof stream !== 'string' || !STREAM_ID_RE.test(stream)) return { problem: `header 'stream' is ${printableValue(stream)}, not a stream id` };
   return { vm, stream };
