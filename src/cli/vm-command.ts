@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import { daemonRequest } from '../daemon/api-client.js';
-import { DEFAULT_DISK, NICS_PER_VM_MAX, PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
+import { DEFAULT_DISK_PLACE, DISKS_PER_VM_MAX, NICS_PER_VM_MAX, PROTECTION_LEVELS, diskId, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
 import { VOLUME_FORMATS, type VolumeFormat } from '../storage/storage-group.js';
 import { VCD_NAME } from '../storage/vcd.js';
 import { askOtherLabHosts, checkWhere, resolveTarget, type Target, type Where } from './daemon-target.js';
@@ -28,15 +28,20 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
 
   lockstep vm list
   lockstep vm show NAME
-  lockstep vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw]
+  lockstep vm create NAME --memory MIB --vcpus N --disk MIB[,group=NAME][,format=qcow2|raw]...
+                    [--storage-group NAME] [--disk-format qcow2|raw]
                     [--nics N] [--mac MAC --address IP]... [--protection none|ha|ft] [--stopped]
                     [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from SNAPSHOT-OR-IMAGE-ID]
+                                           --disk: 1 to ${DISKS_PER_VM_MAX} disks, the first the guest's vda; each
+                                           in --storage-group (default: default) as --disk-format (default:
+                                           qcow2) unless its group= or format= says otherwise; FT protects a
+                                           VM of one disk
                                            --nics: 1 to ${NICS_PER_VM_MAX} NICs (default: as many as --mac or
                                            --address are given, or 1); the Nth --mac and --address are
                                            the Nth NIC's (the first is the guest's eth0)
-                                           --from: its volume made from a snapshot or image of the host
-                                           defining it, at its first start (--disk: the image's size
-                                           by default)
+                                           --from: its first volume made from a snapshot or image of the
+                                           host defining it, at its first start (the first --disk: the
+                                           image's size by default)
   lockstep vm start|stop|remove NAME
   lockstep vm restart NAME                 stop it and start it again (a new instance), on the host that runs it
   lockstep vm protect NAME --level none|ha|ft
@@ -83,9 +88,8 @@ export type VmRequest =
       name: string;
       memoryMiB: number;
       vcpus: number;
-      /** Absent only with `from`: the image's size. */
-      diskMiB?: number;
-      disk: VmDisk;
+      /** In the order the guest sees them; the first's size is absent only with `from`: the image's size. */
+      disks: DiskRequest[];
       protection: ProtectionLevel;
       desired: 'running' | 'stopped';
       /** A CD drive, empty, for virtual CDs (docs/vcd.md). */
@@ -94,6 +98,9 @@ export type VmRequest =
       /** The snapshot or image its volume is made from (lockstep snapshot, docs/snapshots.md). */
       from?: string;
     });
+
+/** A disk as `vm create` asks for it. */
+export type DiskRequest = Pick<VmDisk, 'storageGroup' | 'format'> & { sizeMiB?: number };
 
 export const WHERE_OPTIONS = { json: { type: 'boolean' }, socket: { type: 'string' }, host: { type: 'string' } } as const;
 
@@ -164,7 +171,7 @@ function parseCreate(rest: string[]): VmRequest {
   const { values, positionals } = parse(rest, {
     memory: { type: 'string' },
     vcpus: { type: 'string' },
-    disk: { type: 'string' },
+    disk: { type: 'string', multiple: true },
     'storage-group': { type: 'string' },
     'disk-format': { type: 'string' },
     nics: { type: 'string' },
@@ -179,7 +186,7 @@ function parseCreate(rest: string[]): VmRequest {
     from: { type: 'string' },
   });
   const form =
-    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--nics N] [--mac MAC --address IP]... [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from ID]';
+    'vm create NAME --memory MIB --vcpus N --disk MIB[,group=NAME][,format=qcow2|raw]... [--storage-group NAME] [--disk-format qcow2|raw] [--nics N] [--mac MAC --address IP]... [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from ID]';
   const name = oneName(positionals, form);
   const from = values.from === undefined ? undefined : snapshotId(values.from);
   const needed = from === undefined ? (['memory', 'vcpus', 'disk'] as const) : (['memory', 'vcpus'] as const);
@@ -188,10 +195,11 @@ function parseCreate(rest: string[]): VmRequest {
   const nics = parseNics(values.nics, values.mac ?? [], values.address ?? []);
   if ((values.kernel === undefined) !== (values.initrd === undefined)) throw new LockstepError('INVALID_ARGUMENT', '--kernel and --initrd go together: give both or neither');
   if (values.cmdline === '') throw new LockstepError('INVALID_ARGUMENT', '--cmdline must not be empty');
-  const storageGroup = values['storage-group'] ?? DEFAULT_DISK.storageGroup;
-  if (!NAME.test(storageGroup)) throw new LockstepError('INVALID_ARGUMENT', `--storage-group must start with a letter and use a–z, 0–9 and '-', 31 characters at most (got '${storageGroup}')`);
-  const format = values['disk-format'] ?? DEFAULT_DISK.format;
-  if (!(VOLUME_FORMATS as readonly string[]).includes(format)) throw new LockstepError('INVALID_ARGUMENT', `--disk-format must be one of ${VOLUME_FORMATS.join(', ')} (got '${format}')`);
+  const place = {
+    storageGroup: storageGroupName(values['storage-group'] ?? DEFAULT_DISK_PLACE.storageGroup, '--storage-group'),
+    format: volumeFormat(values['disk-format'] ?? DEFAULT_DISK_PLACE.format, '--disk-format'),
+  };
+  const disks = parseDisks(values.disk ?? [], place);
   // The daemon opens the kernel from its own working directory: a relative path is made absolute here.
   const guest: GuestOptions = {
     nics,
@@ -215,8 +223,7 @@ function parseCreate(rest: string[]): VmRequest {
     name,
     memoryMiB: integer(values.memory!, 'memory', 64, 1024 * 1024),
     vcpus: integer(values.vcpus!, 'vcpus', 1, 64),
-    ...(values.disk !== undefined ? { diskMiB: integer(values.disk, 'disk', 1, 16 * 1024 * 1024) } : {}),
-    disk: { storageGroup, format: format as VolumeFormat },
+    disks,
     protection: values.protection === undefined ? 'ha' : protectionLevel(values.protection, '--protection'),
     desired: values.stopped ? 'stopped' : 'running',
     cdDrive: values['cd-drive'] === true,
@@ -224,6 +231,36 @@ function parseCreate(rest: string[]): VmRequest {
     ...(from !== undefined ? { from } : {}),
     ...where,
   };
+}
+
+/**
+ * The disks of `vm create`: each `--disk MIB[,group=NAME][,format=qcow2|raw]`, in `place` unless it says
+ * otherwise. None (only with --from): one disk, as large as the image.
+ */
+function parseDisks(specs: readonly string[], place: Pick<VmDisk, 'storageGroup' | 'format'>): DiskRequest[] {
+  if (specs.length > DISKS_PER_VM_MAX) throw new LockstepError('INVALID_ARGUMENT', `a VM has at most ${DISKS_PER_VM_MAX} disks: --disk is given at most ${DISKS_PER_VM_MAX} times`);
+  if (specs.length === 0) return [{ ...place }];
+  return specs.map((spec) => {
+    const [size = '', ...options] = spec.split(',');
+    const disk: DiskRequest = { ...place, sizeMiB: integer(size, 'disk', 1, 16 * 1024 * 1024) };
+    for (const option of options) {
+      const [key, value] = option.split('=', 2);
+      if (key === 'group' && value !== undefined) disk.storageGroup = storageGroupName(value, '--disk group=');
+      else if (key === 'format' && value !== undefined) disk.format = volumeFormat(value, '--disk format=');
+      else throw new LockstepError('INVALID_ARGUMENT', `--disk ${spec}: after its size, a disk takes group=NAME and format=qcow2|raw (got '${option}')`);
+    }
+    return disk;
+  });
+}
+
+function storageGroupName(v: string, option: string): string {
+  if (!NAME.test(v)) throw new LockstepError('INVALID_ARGUMENT', `${option} must start with a letter and use a–z, 0–9 and '-', 31 characters at most (got '${v}')`);
+  return v;
+}
+
+function volumeFormat(v: string, option: string): VolumeFormat {
+  if (!(VOLUME_FORMATS as readonly string[]).includes(v)) throw new LockstepError('INVALID_ARGUMENT', `${option} must be one of ${VOLUME_FORMATS.join(', ')} (got '${v}')`);
+  return v as VolumeFormat;
 }
 
 /**
@@ -343,11 +380,11 @@ async function createVm(asked: Target, req: Extract<VmRequest, { verb: 'create' 
   // as large as the image unless told.
   const source = req.from === undefined ? null : await snapshotHolder(asked, req.from);
   const target: Target = source && asked.kind === 'lab' ? { ...asked, daemon: asked.pair.find((d) => d.host === source.daemon.host) ?? asked.daemon } : asked;
-  let diskMiB = req.diskMiB;
-  if (diskMiB === undefined) {
+  const disks = req.disks.map(({ sizeMiB, ...place }) => {
+    if (sizeMiB !== undefined) return { sizeMiB, ...place };
     assert(source, 'parseVmCommand requires --disk without --from');
-    diskMiB = Math.ceil(source.snapshot.virtualBytes / (1024 * 1024));
-  }
+    return { sizeMiB: Math.ceil(source.snapshot.virtualBytes / (1024 * 1024)), ...place };
+  });
   let guest: CompleteGuest;
   let slot: number | null = null;
   if (target.kind === 'lab') {
@@ -369,25 +406,25 @@ async function createVm(asked: Target, req: Extract<VmRequest, { verb: 'create' 
     vcpus: req.vcpus,
     memoryMiB: req.memoryMiB,
     guest: { kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
-    diskMiB,
-    disk: req.disk,
+    disks,
     nics: guest.nics,
     protection: req.protection,
     desired: req.desired,
     ...(req.cdDrive ? { cdrom: { medium: null } } : {}),
   };
-  const body = source ? { ...def, source: { snapshot: source.snapshot.id } } : def;
+  // The image is named by id: the daemon finds it and records it as a file of its own (api.ts defineVm).
+  const body = source ? { ...def, disks: def.disks.map((d, i) => (i === 0 ? { ...d, source: { snapshot: source.snapshot.id } } : d)) } : def;
   const vm = await daemonRequest<VmView | null>(target.daemon.socket, 'POST', '/v1/vms', body, 60_000);
   if (target.kind === 'lab' && slot !== null) {
     await noteLabVm(target.lab, { name: req.name, host: target.daemon.host, protection: req.protection, index: slot, address: guest.nics[0]!.address, mac: guest.nics[0]!.mac });
   }
-  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${diskMiB} MiB disk${diskPlace(req.disk)}${source ? ` made from ${source.snapshot.kind} ${source.snapshot.id} at its first start` : ''}${req.cdDrive ? ', a CD drive' : ''}, ${guest.nics.map((n) => `${n.mac} ${n.address}`).join(', ')}, desired ${req.desired}`;
+  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${disks.map((d, i) => `${diskId(i)} ${d.sizeMiB} MiB${diskPlace(d)}${i === 0 && source ? ` made from ${source.snapshot.kind} ${source.snapshot.id} at its first start` : ''}`).join(', ')}${req.cdDrive ? ', a CD drive' : ''}, ${guest.nics.map((n) => `${n.mac} ${n.address}`).join(', ')}, desired ${req.desired}`;
   return { verb: 'change', headline, vm };
 }
 
 /** Where the volume goes, when it is not the default group's qcow2 (the line stays short for the common case). */
-function diskPlace(disk: VmDisk): string {
-  const parts = [disk.format !== DEFAULT_DISK.format ? disk.format : null, disk.storageGroup !== DEFAULT_DISK.storageGroup ? `in storage group ${disk.storageGroup}` : null].filter((x) => x !== null);
+function diskPlace(disk: Pick<VmDisk, 'storageGroup' | 'format'>): string {
+  const parts = [disk.format !== DEFAULT_DISK_PLACE.format ? disk.format : null, disk.storageGroup !== DEFAULT_DISK_PLACE.storageGroup ? `in storage group ${disk.storageGroup}` : null].filter((x) => x !== null);
   return parts.length === 0 ? '' : ` (${parts.join(', ')})`;
 }
 

@@ -377,21 +377,24 @@ export class VmRunner {
   }
 
   /**
-   * A live snapshot of the running VM's volume into `target` (src/storage/snapshot-image.ts). Which node is
-   * copied: a raw volume's file node always (its file never grows, and no mirror job holds it); a qcow2
-   * volume's format node, only while the VM has no mirror (unprotected). A VM that is not running here
-   * (`VM_NOT_RUNNING`), is starting, stopping or migrating, runs under FT, or has a mirrored qcow2 volume is
-   * refused (`SNAPSHOT_REFUSED`) before anything is made.
+   * A live snapshot of one of the running VM's volumes (`disk`, its index in the hardware) into `target`
+   * (src/storage/snapshot-image.ts). Which node is copied: a raw volume's file node always (its file never
+   * grows, and no mirror job holds it); a qcow2 volume's format node, only while the VM has no mirror
+   * (unprotected). A VM that is not running here (`VM_NOT_RUNNING`), is starting, stopping or migrating, runs
+   * under FT, or has a mirrored qcow2 volume is refused (`SNAPSHOT_REFUSED`) before anything is made.
    */
-  async snapshot(name: VmName, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void> {
+  async snapshot(name: VmName, disk: number, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void> {
     const slot = this.slots.get(name);
     if (!slot || !slot.qemu) throw new LockstepError('VM_NOT_RUNNING', `VM ${name} does not run on ${this.config.host}`, { vm: name });
     if (slot.state !== 'running' || slot.migration) throw refused(name, `it is ${slot.migration ? 'migrating' : slot.state}: take its snapshot once it runs`);
     if (slot.ftWanted || slot.mirrorForFt) throw refused(name, 'it runs under FT, whose checkpointing owns its disk: snapshot it stopped, or as HA');
-    const problem = liveSnapshotProblem(hw.disk.format, slot.mirror !== null);
+    const volume = hw.disks[disk];
+    if (!volume) throw refused(name, `it has no disk ${disk} (its disks are 0 to ${hw.disks.length - 1})`);
+    const problem = liveSnapshotProblem(volume.format, slot.mirror !== null);
     if (problem) throw refused(name, problem);
-    const source = hw.disk.format === 'raw' ? { kind: 'file' as const, node: `${DISK_ID}-file`, format: 'raw' as const } : { kind: 'guest' as const, node: DISK_ID };
-    this.log(`VM ${name}: live snapshot ${id} of its ${hw.disk.format} volume (${source.kind === 'file' ? 'file node' : 'format node'}) into ${target}`);
+    const node = diskId(disk);
+    const source = volume.format === 'raw' ? { kind: 'file' as const, node: `${node}-file`, format: 'raw' as const } : { kind: 'guest' as const, node };
+    this.log(`VM ${name}: live snapshot ${id} of its ${volume.format} volume ${node} (${source.kind === 'file' ? 'file node' : 'format node'}) into ${target}`);
     await snapshotLive(slot.qemu.qmp, target, { source, id, onPointInTime });
   }
 

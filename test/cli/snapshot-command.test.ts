@@ -67,9 +67,9 @@ test('vm create --from names the source; --disk is then optional, and the id is 
   const req = parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--from', ID]);
   assert.ok(req.verb === 'create');
   assert.equal(req.from, ID);
-  assert.equal(req.diskMiB, undefined);
+  assert.deepEqual(req.disks, [{ storageGroup: 'default', format: 'qcow2' }]);
   const sized = parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '32', '--from', ID]);
-  assert.ok(sized.verb === 'create' && sized.diskMiB === 32);
+  assert.ok(sized.verb === 'create' && sized.disks.length === 1 && sized.disks[0]!.sizeMiB === 32);
   assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /needs --disk/.test(e.message));
   assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--from', 'web']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /'web' is no snapshot or image id/.test(e.message));
 });
@@ -194,12 +194,12 @@ test('the CLI against a real lockstepd socket: take, list, show, export, a VM fr
   // A VM from it, its disk the snapshot's size when --disk is not given; the snapshot is then in use.
   const made = await cli(['vm', 'create', 'web2', '--memory', '96', '--vcpus', '1', '--protection', 'none', '--stopped', '--from', snap.id, ...GUEST, ...at]);
   assert.equal(made.code, 0, made.stderr);
-  assert.match(made.stdout, new RegExp(`^VM web2 defined on host1: none, 1 vCPU, 96 MiB, 16 MiB disk made from snapshot ${snap.id} at its first start, `));
+  assert.match(made.stdout, new RegExp(`^VM web2 defined on host1: none, 1 vCPU, 96 MiB, vda 16 MiB made from snapshot ${snap.id} at its first start, `));
   const web2 = await daemonRequest<{ hardware: { diskMiB: number; source: unknown } }>(socket, 'GET', '/v1/vms/web2');
   assert.deepEqual([web2.hardware.diskMiB, web2.hardware.source], [16, { host: 'host1', image: snap.id, storageGroup: 'default', file: `${snap.id}.qcow2` }]);
   const small = await cli(['vm', 'create', 'web3', '--memory', '96', '--vcpus', '1', '--disk', '8', '--from', snap.id, ...GUEST, ...at]);
   assert.equal(small.code, 2, small.stderr);
-  assert.match(small.stderr, /diskMiB must be at least that/);
+  assert.match(small.stderr, /disks\[0\]\.sizeMiB must be at least that/);
   const inUse = await cli(['snapshot', 'delete', snap.id, '--json', ...at]);
   assert.equal(inUse.code, 1);
   assert.equal(JSON.parse(inUse.stdout).error.code, 'SNAPSHOT_IN_USE');
