@@ -69,10 +69,17 @@ test('each verb parses into its request; bad input is a usage error naming what 
 test('vm create --from names the source; --disk is then optional, and the id is checked', () => {
   const req = parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--from', ID]);
   assert.ok(req.verb === 'create');
-  assert.equal(req.from, ID);
-  assert.deepEqual(req.disks, [{ storageGroup: 'default', format: 'qcow2' }]);
+  assert.deepEqual(req.disks, [{ storageGroup: 'default', format: 'qcow2', from: ID }]);
   const sized = parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '32', '--from', ID]);
-  assert.ok(sized.verb === 'create' && sized.disks.length === 1 && sized.disks[0]!.sizeMiB === 32);
+  assert.ok(sized.verb === 'create');
+  assert.deepEqual(sized.disks, [{ storageGroup: 'default', format: 'qcow2', sizeMiB: 32, from: ID }]);
+  // A data disk from an image, as large as it: from= in its --disk.
+  const data = parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '16', '--disk', `from=${ID},format=raw`]);
+  assert.ok(data.verb === 'create');
+  assert.deepEqual(data.disks, [{ storageGroup: 'default', format: 'qcow2', sizeMiB: 16 }, { storageGroup: 'default', format: 'raw', from: ID }]);
+  assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', `8,from=${ID}`, '--from', ID]), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /give one or the other/.test(e.message));
+  assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '16', '--disk', 'format=raw']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /needs its size in MiB/.test(e.message));
+  assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '16,from=web']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /'web' is no snapshot or image id/.test(e.message));
   assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /needs --disk/.test(e.message));
   assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--from', 'web']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /'web' is no snapshot or image id/.test(e.message));
 });

@@ -152,7 +152,7 @@ test("every verb's bad input is refused with a usage error naming what is wrong"
     [['create', 'web', ...SIZES, '--disk-format', 'vmdk'], 'INVALID_ARGUMENT', /--disk-format must be one of qcow2, raw \(got 'vmdk'\)/],
     [['create', 'web', ...SIZES, '--disk', '8,format=vmdk'], 'INVALID_ARGUMENT', /--disk format= must be one of qcow2, raw \(got 'vmdk'\)/],
     [['create', 'web', ...SIZES, '--disk', '8,group=Fast!'], 'INVALID_ARGUMENT', /--disk group= must start with a letter/],
-    [['create', 'web', ...SIZES, '--disk', '8,cache=none'], 'INVALID_ARGUMENT', /--disk 8,cache=none: after its size, a disk takes group=NAME and format=qcow2\|raw \(got 'cache=none'\)/],
+    [['create', 'web', ...SIZES, '--disk', '8,cache=none'], 'INVALID_ARGUMENT', /--disk 8,cache=none: a disk is its size, then group=NAME, format=qcow2\|raw and from=ID \(got 'cache=none'\)/],
     [['create', 'web', ...SIZES, '--disk', 'big'], 'INVALID_ARGUMENT', /--disk must be a whole number/],
     [['create', 'web', ...SIZES, ...['1', '2', '3', '4'].flatMap((n) => ['--disk', n])], 'INVALID_ARGUMENT', /at most 4 disks/],
     [['create', 'web', ...SIZES, '--socket', '/s', '--mac', '52:54:00:00:00:01'], 'INVALID_ARGUMENT', /with --socket vm create needs --address, --kernel, --initrd, --cmdline: only the lab/],
