@@ -12,6 +12,7 @@ import { LockstepError, isLockstepError } from '../util/errors.js';
 import { daemonDownload, daemonRequest, daemonUpload } from '../daemon/api-client.js';
 import { SNAPSHOT_ID_PATTERN } from '../daemon/snapshot-routes.js';
 import { DESCRIPTION_CHARS_MAX } from '../daemon/snapshots.js';
+import { DISKS_PER_VM_MAX, diskId } from '../daemon/vm-definition.js';
 import { LIVE_BACKUP_TIMEOUT_MS } from '../storage/snapshot-image.js';
 import { askOtherLabHosts, resolveTarget, type Daemon, type Target } from './daemon-target.js';
 import { commonOptions, WHERE_OPTIONS, type Common } from './vm-command.js';
@@ -22,9 +23,10 @@ export const SNAPSHOT_USAGE = `lockstep snapshot — a host's snapshots of VMs' 
 
   lockstep snapshot list [--vm NAME]
   lockstep snapshot show ID
-  lockstep snapshot take VM [--description TEXT]
-                                  a point-in-time copy of the VM's volume: live while it runs (on the
-                                  host it runs on), else from its volume; answers once it is ready
+  lockstep snapshot take VM [--disk N] [--description TEXT]
+                                  a point-in-time copy of one of the VM's volumes (--disk: its index,
+                                  0 for vda by default): live while it runs (on the host it runs on),
+                                  else from its volume; answers once it is ready
   lockstep snapshot export ID --output FILE
                                   its image file (qcow2; an image in its own format), progress on stderr
   lockstep snapshot import FILE [--storage-group GROUP] [--description TEXT]
@@ -41,7 +43,7 @@ export type SnapshotRequest =
   | { verb: 'help'; exit: number }
   | (Common & { verb: 'list'; vm: string | null })
   | (Common & { verb: 'show' | 'delete'; id: string })
-  | (Common & { verb: 'take'; vm: string; description: string | null })
+  | (Common & { verb: 'take'; vm: string; disk: number; description: string | null })
   | (Common & { verb: 'export'; id: string; output: string })
   | (Common & { verb: 'import'; file: string; storageGroup: string | null; description: string | null });
 
@@ -67,9 +69,15 @@ export function parseSnapshotCommand(argv: readonly string[]): SnapshotRequest {
       return { verb, id: snapshotId(positionals[0]!), ...commonOptions(values) };
     }
     case 'take': {
-      const { values, positionals } = parse(rest, { description: { type: 'string' } });
-      if (positionals.length !== 1) throw usage('snapshot take VM [--description TEXT]');
-      return { verb, vm: vmName(positionals[0]!), description: values.description === undefined ? null : description(values.description), ...commonOptions(values) };
+      const { values, positionals } = parse(rest, { description: { type: 'string' }, disk: { type: 'string' } });
+      if (positionals.length !== 1) throw usage('snapshot take VM [--disk N] [--description TEXT]');
+      return {
+        verb,
+        vm: vmName(positionals[0]!),
+        disk: values.disk === undefined ? 0 : diskIndex(values.disk),
+        description: values.description === undefined ? null : description(values.description),
+        ...commonOptions(values),
+      };
     }
     case 'export': {
       const { values, positionals } = parse(rest, { output: { type: 'string' } });
@@ -97,6 +105,8 @@ export interface SnapshotView {
   id: string;
   kind: 'snapshot' | 'image';
   vm: string | null;
+  /** Which of the VM's disks (its index; absent from a daemon before several disks: its one disk). */
+  disk?: number | null;
   host: string;
   storageGroup: string;
   format: string;
@@ -141,7 +151,7 @@ async function carryOut(target: Target, req: Exclude<SnapshotRequest, { verb: 'h
       return { verb: 'show', snapshot: (await snapshotHolder(target, req.id)).snapshot };
     case 'take': {
       const daemon = await vmOwner(target, req.vm);
-      const body = req.description === null ? {} : { description: req.description };
+      const body = { disk: req.disk, ...(req.description === null ? {} : { description: req.description }) };
       // The daemon answers once the copy is complete: as long as a copy of the largest volume may take.
       const snapshot = await daemonRequest<SnapshotView>(daemon.socket, 'POST', `/v1/vms/${encodeURIComponent(req.vm)}/snapshots`, body, LIVE_BACKUP_TIMEOUT_MS);
       return { verb: 'take', snapshot };
@@ -207,7 +217,7 @@ export function renderSnapshotAnswer(json: boolean, a: SnapshotAnswer): string {
     case 'show':
       return json ? JSON.stringify(a.snapshot, null, 2) : renderSnapshotShow(a.snapshot);
     case 'take':
-      return json ? JSON.stringify(a.snapshot, null, 2) : `snapshot ${a.snapshot.id} of VM ${a.snapshot.vm ?? '?'} ready on ${a.snapshot.host}: ${placeOf(a.snapshot)}`;
+      return json ? JSON.stringify(a.snapshot, null, 2) : `snapshot ${a.snapshot.id} of ${ofCell(a.snapshot)} ready on ${a.snapshot.host}: ${placeOf(a.snapshot)}`;
     case 'import':
       return json
         ? JSON.stringify(a.snapshot, null, 2)
@@ -276,8 +286,10 @@ class TransferLine {
   }
 }
 
+/** What it is a snapshot of: the VM, and the disk when it is not the first (a VM of one disk stays as short). */
 function ofCell(s: SnapshotView): string {
-  return s.vm === null ? '(imported image)' : `VM ${s.vm}`;
+  if (s.vm === null) return '(imported image)';
+  return s.disk ? `VM ${s.vm}'s ${diskId(s.disk)}` : `VM ${s.vm}`;
 }
 
 function placeOf(s: SnapshotView): string {
@@ -299,6 +311,12 @@ export function snapshotId(id: string): string {
 function vmName(name: string): string {
   if (!VM_NAME.test(name)) throw new LockstepError('INVALID_ARGUMENT', `VM name '${name}' must start with a letter and use a–z, 0–9 and '-', 31 characters at most`, { vm: name });
   return name;
+}
+
+function diskIndex(text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n >= DISKS_PER_VM_MAX) throw new LockstepError('INVALID_ARGUMENT', `--disk is a disk's index, 0 (vda) to ${DISKS_PER_VM_MAX - 1} (got '${text}')`, { field: 'disk' });
+  return n;
 }
 
 function description(text: string): string {

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { LockstepError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import { daemonRequest } from '../daemon/api-client.js';
-import { DEFAULT_DISK, NICS_PER_VM_MAX, PROTECTION_LEVELS, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
+import { DEFAULT_DISK_PLACE, DISKS_PER_VM_MAX, NICS_PER_VM_MAX, PROTECTION_LEVELS, diskId, type ProtectionLevel, type VmDefinition, type VmDisk } from '../daemon/vm-definition.js';
 import { VOLUME_FORMATS, type VolumeFormat } from '../storage/storage-group.js';
 import { VCD_NAME } from '../storage/vcd.js';
 import { askOtherLabHosts, checkWhere, resolveTarget, type Target, type Where } from './daemon-target.js';
@@ -28,15 +28,21 @@ export const VM_USAGE = `lockstep vm — the pair's VMs, through either host's l
 
   lockstep vm list
   lockstep vm show NAME
-  lockstep vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw]
+  lockstep vm create NAME --memory MIB --vcpus N --disk MIB[,group=NAME][,format=qcow2|raw][,from=ID]...
+                    [--storage-group NAME] [--disk-format qcow2|raw]
                     [--nics N] [--mac MAC --address IP]... [--protection none|ha|ft] [--stopped]
                     [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from SNAPSHOT-OR-IMAGE-ID]
+                                           --disk: 1 to ${DISKS_PER_VM_MAX} disks, the first the guest's vda; each
+                                           in --storage-group (default: default) as --disk-format (default:
+                                           qcow2) unless its group= or format= says otherwise; from=: made
+                                           from that snapshot or image (its size then by default); FT
+                                           protects a VM of one disk
                                            --nics: 1 to ${NICS_PER_VM_MAX} NICs (default: as many as --mac or
                                            --address are given, or 1); the Nth --mac and --address are
                                            the Nth NIC's (the first is the guest's eth0)
-                                           --from: its volume made from a snapshot or image of the host
-                                           defining it, at its first start (--disk: the image's size
-                                           by default)
+                                           --from: the first disk's from= (a VM made from snapshots or
+                                           images is defined on the host that holds them, and its volumes
+                                           made from them at its first start there)
   lockstep vm start|stop|remove NAME
   lockstep vm restart NAME                 stop it and start it again (a new instance), on the host that runs it
   lockstep vm protect NAME --level none|ha|ft
@@ -83,17 +89,20 @@ export type VmRequest =
       name: string;
       memoryMiB: number;
       vcpus: number;
-      /** Absent only with `from`: the image's size. */
-      diskMiB?: number;
-      disk: VmDisk;
+      /** In the order the guest sees them. */
+      disks: DiskRequest[];
       protection: ProtectionLevel;
       desired: 'running' | 'stopped';
       /** A CD drive, empty, for virtual CDs (docs/vcd.md). */
       cdDrive: boolean;
       guest: GuestOptions;
-      /** The snapshot or image its volume is made from (lockstep snapshot, docs/snapshots.md). */
-      from?: string;
     });
+
+/**
+ * A disk as `vm create` asks for it: `from`, the snapshot or image its volume is made from (lockstep
+ * snapshot, docs/snapshots.md); its size is absent only with `from`: the image's size.
+ */
+export type DiskRequest = Pick<VmDisk, 'storageGroup' | 'format'> & { sizeMiB?: number; from?: string };
 
 export const WHERE_OPTIONS = { json: { type: 'boolean' }, socket: { type: 'string' }, host: { type: 'string' } } as const;
 
@@ -164,7 +173,7 @@ function parseCreate(rest: string[]): VmRequest {
   const { values, positionals } = parse(rest, {
     memory: { type: 'string' },
     vcpus: { type: 'string' },
-    disk: { type: 'string' },
+    disk: { type: 'string', multiple: true },
     'storage-group': { type: 'string' },
     'disk-format': { type: 'string' },
     nics: { type: 'string' },
@@ -179,7 +188,7 @@ function parseCreate(rest: string[]): VmRequest {
     from: { type: 'string' },
   });
   const form =
-    'vm create NAME --memory MIB --vcpus N --disk MIB [--storage-group NAME] [--disk-format qcow2|raw] [--nics N] [--mac MAC --address IP]... [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from ID]';
+    'vm create NAME --memory MIB --vcpus N --disk MIB[,group=NAME][,format=qcow2|raw][,from=ID]... [--storage-group NAME] [--disk-format qcow2|raw] [--nics N] [--mac MAC --address IP]... [--protection none|ha|ft] [--stopped] [--cd-drive] [--kernel PATH --initrd PATH] [--cmdline TEXT] [--from ID]';
   const name = oneName(positionals, form);
   const from = values.from === undefined ? undefined : snapshotId(values.from);
   const needed = from === undefined ? (['memory', 'vcpus', 'disk'] as const) : (['memory', 'vcpus'] as const);
@@ -188,10 +197,15 @@ function parseCreate(rest: string[]): VmRequest {
   const nics = parseNics(values.nics, values.mac ?? [], values.address ?? []);
   if ((values.kernel === undefined) !== (values.initrd === undefined)) throw new LockstepError('INVALID_ARGUMENT', '--kernel and --initrd go together: give both or neither');
   if (values.cmdline === '') throw new LockstepError('INVALID_ARGUMENT', '--cmdline must not be empty');
-  const storageGroup = values['storage-group'] ?? DEFAULT_DISK.storageGroup;
-  if (!NAME.test(storageGroup)) throw new LockstepError('INVALID_ARGUMENT', `--storage-group must start with a letter and use a–z, 0–9 and '-', 31 characters at most (got '${storageGroup}')`);
-  const format = values['disk-format'] ?? DEFAULT_DISK.format;
-  if (!(VOLUME_FORMATS as readonly string[]).includes(format)) throw new LockstepError('INVALID_ARGUMENT', `--disk-format must be one of ${VOLUME_FORMATS.join(', ')} (got '${format}')`);
+  const place = {
+    storageGroup: storageGroupName(values['storage-group'] ?? DEFAULT_DISK_PLACE.storageGroup, '--storage-group'),
+    format: volumeFormat(values['disk-format'] ?? DEFAULT_DISK_PLACE.format, '--disk-format'),
+  };
+  const disks = parseDisks(values.disk ?? [], place);
+  if (from !== undefined) {
+    if (disks[0]!.from !== undefined) throw new LockstepError('INVALID_ARGUMENT', '--from is the first disk\'s from=: give one or the other');
+    disks[0]!.from = from;
+  }
   // The daemon opens the kernel from its own working directory: a relative path is made absolute here.
   const guest: GuestOptions = {
     nics,
@@ -215,15 +229,46 @@ function parseCreate(rest: string[]): VmRequest {
     name,
     memoryMiB: integer(values.memory!, 'memory', 64, 1024 * 1024),
     vcpus: integer(values.vcpus!, 'vcpus', 1, 64),
-    ...(values.disk !== undefined ? { diskMiB: integer(values.disk, 'disk', 1, 16 * 1024 * 1024) } : {}),
-    disk: { storageGroup, format: format as VolumeFormat },
+    disks,
     protection: values.protection === undefined ? 'ha' : protectionLevel(values.protection, '--protection'),
     desired: values.stopped ? 'stopped' : 'running',
     cdDrive: values['cd-drive'] === true,
     guest,
-    ...(from !== undefined ? { from } : {}),
     ...where,
   };
+}
+
+/**
+ * The disks of `vm create`: each `--disk [MIB][,group=NAME][,format=qcow2|raw][,from=ID]`, in `place` unless
+ * it says otherwise; its size may be left out only with from=. None (only with --from): one disk.
+ */
+function parseDisks(specs: readonly string[], place: Pick<VmDisk, 'storageGroup' | 'format'>): DiskRequest[] {
+  if (specs.length > DISKS_PER_VM_MAX) throw new LockstepError('INVALID_ARGUMENT', `a VM has at most ${DISKS_PER_VM_MAX} disks: --disk is given at most ${DISKS_PER_VM_MAX} times`);
+  if (specs.length === 0) return [{ ...place }];
+  return specs.map((spec) => {
+    const parts = spec.split(',');
+    const disk: DiskRequest = { ...place };
+    if (!parts[0]!.includes('=')) disk.sizeMiB = integer(parts.shift()!, 'disk', 1, 16 * 1024 * 1024);
+    for (const option of parts) {
+      const [key, value] = option.split('=', 2);
+      if (key === 'group' && value !== undefined) disk.storageGroup = storageGroupName(value, '--disk group=');
+      else if (key === 'format' && value !== undefined) disk.format = volumeFormat(value, '--disk format=');
+      else if (key === 'from' && value !== undefined) disk.from = snapshotId(value);
+      else throw new LockstepError('INVALID_ARGUMENT', `--disk ${spec}: a disk is its size, then group=NAME, format=qcow2|raw and from=ID (got '${option}')`);
+    }
+    if (disk.sizeMiB === undefined && disk.from === undefined) throw new LockstepError('INVALID_ARGUMENT', `--disk ${spec}: a disk needs its size in MiB (or from=ID, to be as large as that image)`);
+    return disk;
+  });
+}
+
+function storageGroupName(v: string, option: string): string {
+  if (!NAME.test(v)) throw new LockstepError('INVALID_ARGUMENT', `${option} must start with a letter and use a–z, 0–9 and '-', 31 characters at most (got '${v}')`);
+  return v;
+}
+
+function volumeFormat(v: string, option: string): VolumeFormat {
+  if (!(VOLUME_FORMATS as readonly string[]).includes(v)) throw new LockstepError('INVALID_ARGUMENT', `${option} must be one of ${VOLUME_FORMATS.join(', ')} (got '${v}')`);
+  return v as VolumeFormat;
 }
 
 /**
@@ -339,15 +384,21 @@ async function carryOut(target: Target, req: Exclude<VmRequest, { verb: 'help' |
 }
 
 async function createVm(asked: Target, req: Extract<VmRequest, { verb: 'create' }>): Promise<Answer> {
-  // Made from a snapshot or image: defined by the host that holds it (only it can make the volume), and
-  // as large as the image unless told.
-  const source = req.from === undefined ? null : await snapshotHolder(asked, req.from);
-  const target: Target = source && asked.kind === 'lab' ? { ...asked, daemon: asked.pair.find((d) => d.host === source.daemon.host) ?? asked.daemon } : asked;
-  let diskMiB = req.diskMiB;
-  if (diskMiB === undefined) {
-    assert(source, 'parseVmCommand requires --disk without --from');
-    diskMiB = Math.ceil(source.snapshot.virtualBytes / (1024 * 1024));
+  // Made from snapshots or images: defined by the host that holds them (only it can make the volumes),
+  // each disk as large as its image unless told.
+  const images = new Map<string, Awaited<ReturnType<typeof snapshotHolder>>>();
+  for (const id of req.disks.flatMap((d) => (d.from ? [d.from] : []))) images.set(id, await snapshotHolder(asked, id));
+  const holders = [...new Set([...images.values()].map((s) => s.daemon.host))];
+  if (holders.length > 1) {
+    throw new LockstepError('INVALID_ARGUMENT', `the images a VM is made from must be on one host (images are not replicated): ${[...images].map(([id, s]) => `${id} is on ${s.daemon.host}`).join(', ')}`);
   }
+  const holder = [...images.values()][0]?.daemon ?? null;
+  const target: Target = holder && asked.kind === 'lab' ? { ...asked, daemon: asked.pair.find((d) => d.host === holder.host) ?? asked.daemon } : asked;
+  const disks = req.disks.map(({ sizeMiB, from, ...place }) => {
+    const image = from === undefined ? undefined : images.get(from)!.snapshot;
+    assert(sizeMiB !== undefined || image, 'parseVmCommand requires a size of a disk without from=');
+    return { sizeMiB: sizeMiB ?? Math.ceil(image!.virtualBytes / (1024 * 1024)), ...place, ...(image ? { image } : {}) };
+  });
   let guest: CompleteGuest;
   let slot: number | null = null;
   if (target.kind === 'lab') {
@@ -369,25 +420,25 @@ async function createVm(asked: Target, req: Extract<VmRequest, { verb: 'create' 
     vcpus: req.vcpus,
     memoryMiB: req.memoryMiB,
     guest: { kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
-    diskMiB,
-    disk: req.disk,
+    disks: disks.map(({ image: _, ...d }) => d),
     nics: guest.nics,
     protection: req.protection,
     desired: req.desired,
     ...(req.cdDrive ? { cdrom: { medium: null } } : {}),
   };
-  const body = source ? { ...def, source: { snapshot: source.snapshot.id } } : def;
+  // An image is named by id: the daemon finds it and records it as a file of its own (api.ts defineVm).
+  const body = { ...def, disks: def.disks.map((d, i) => (disks[i]!.image ? { ...d, source: { snapshot: disks[i]!.image!.id } } : d)) };
   const vm = await daemonRequest<VmView | null>(target.daemon.socket, 'POST', '/v1/vms', body, 60_000);
   if (target.kind === 'lab' && slot !== null) {
     await noteLabVm(target.lab, { name: req.name, host: target.daemon.host, protection: req.protection, index: slot, address: guest.nics[0]!.address, mac: guest.nics[0]!.mac });
   }
-  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${diskMiB} MiB disk${diskPlace(req.disk)}${source ? ` made from ${source.snapshot.kind} ${source.snapshot.id} at its first start` : ''}${req.cdDrive ? ', a CD drive' : ''}, ${guest.nics.map((n) => `${n.mac} ${n.address}`).join(', ')}, desired ${req.desired}`;
+  const headline = `VM ${req.name} defined on ${target.daemon.host}: ${req.protection}, ${req.vcpus} vCPU${req.vcpus === 1 ? '' : 's'}, ${req.memoryMiB} MiB, ${disks.map((d, i) => `${diskId(i)} ${d.sizeMiB} MiB${diskPlace(d)}${d.image ? ` made from ${d.image.kind} ${d.image.id} at its first start` : ''}`).join(', ')}${req.cdDrive ? ', a CD drive' : ''}, ${guest.nics.map((n) => `${n.mac} ${n.address}`).join(', ')}, desired ${req.desired}`;
   return { verb: 'change', headline, vm };
 }
 
 /** Where the volume goes, when it is not the default group's qcow2 (the line stays short for the common case). */
-function diskPlace(disk: VmDisk): string {
-  const parts = [disk.format !== DEFAULT_DISK.format ? disk.format : null, disk.storageGroup !== DEFAULT_DISK.storageGroup ? `in storage group ${disk.storageGroup}` : null].filter((x) => x !== null);
+function diskPlace(disk: Pick<VmDisk, 'storageGroup' | 'format'>): string {
+  const parts = [disk.format !== DEFAULT_DISK_PLACE.format ? disk.format : null, disk.storageGroup !== DEFAULT_DISK_PLACE.storageGroup ? `in storage group ${disk.storageGroup}` : null].filter((x) => x !== null);
   return parts.length === 0 ? '' : ` (${parts.join(', ')})`;
 }
 

@@ -5,6 +5,7 @@
  */
 import { VM_STATES } from '../core/types.js';
 import { keyValues, table } from './output.js';
+import { diskId } from '../daemon/vm-definition.js';
 
 /** A live migration as the source host reports it in `local.migration`; any field may be missing. */
 /** A figure the daemon has not measured yet is null (or absent): the views show only what is known. */
@@ -80,7 +81,10 @@ export interface VmView {
   hardware?: {
     vcpus?: number;
     memoryMiB?: number;
+    disks?: DiskView[];
+    /** A record from before VMs had several disks has only these; a one-disk VM's has both. */
     diskMiB?: number;
+    disk?: { storageGroup?: string; format?: string };
     guest?: { kernel?: string; initrd?: string; cmdline?: string };
     nics?: NicView[];
     /** A record from before VMs had several NICs has only this; a one-NIC VM's has both. */
@@ -94,6 +98,24 @@ export interface VmView {
 export interface NicView {
   mac?: string;
   address?: string;
+}
+
+export interface DiskView {
+  sizeMiB?: number;
+  storageGroup?: string;
+  format?: string;
+}
+
+/** A VM's disks as its record has them: `disks`, or the one disk of a record from before several disks. */
+function disksOfView(hw: VmView['hardware']): DiskView[] {
+  return hw?.disks ?? (hw?.diskMiB !== undefined ? [{ sizeMiB: hw.diskMiB, ...hw.disk }] : []);
+}
+
+/** A `disk` line per disk, in the guest's order (vda, vdb, …); `-` for a record that shows none. */
+function diskRows(hw: VmView['hardware']): [string, string][] {
+  const disks = disksOfView(hw);
+  if (disks.length === 0) return [['disk', '-']];
+  return disks.map((d, i) => ['disk', [diskId(i), d.sizeMiB !== undefined ? `${d.sizeMiB} MiB` : null, d.format, d.storageGroup ? `in ${d.storageGroup}` : null].filter((x) => x).join(' ')]);
 }
 
 /** A VM's NICs as its record has them: `nics`, or the one `nic` of a record from before several NICs. */
@@ -179,11 +201,11 @@ export function renderVmShow(host: string, vm: VmView): string {
       [
         hw.vcpus !== undefined ? `${hw.vcpus} vCPU${hw.vcpus === 1 ? '' : 's'}` : null,
         hw.memoryMiB !== undefined ? `${hw.memoryMiB} MiB memory` : null,
-        hw.diskMiB !== undefined ? `${hw.diskMiB} MiB disk` : null,
       ]
         .filter((x) => x !== null)
         .join(', ') || '-',
     ],
+    ...diskRows(hw),
     ...nicRows(hw),
     ['kernel', hw.guest?.kernel ?? '-'],
     ['initrd', hw.guest?.initrd ?? '-'],

@@ -16,6 +16,8 @@ export interface SyncView {
 export interface VolumeView {
   name: string;
   vm?: string;
+  /** The disk the guest sees it as (vda, vdb, …); absent from a daemon before several disks: vda. */
+  disk?: string;
   host?: string;
   owner?: string;
   protection?: string;
@@ -60,7 +62,7 @@ export function volumeRows(answers: readonly HostVolumes[]): VolumeView[] {
 }
 
 export function renderVolumeTable(volumes: readonly VolumeView[]): string {
-  if (volumes.length === 0) return 'no volumes (each VM has one: `lockstep vm create NAME …`)';
+  if (volumes.length === 0) return 'no volumes (a VM has one per disk: `lockstep vm create NAME …`)';
   return table(
     ['volume', 'owner', 'group', 'format', 'size', 'allocated', 'seen from', 'state', 'detail'],
     volumes.map((v) => [
@@ -87,7 +89,7 @@ function detail(v: VolumeView): string {
 export function renderVolumeShow(v: VolumeView): string {
   const rows: [string, string][] = [
     ['volume', v.name],
-    ['vm', v.vm ?? v.name],
+    ['vm', `${v.vm ?? v.name}, its ${v.disk ?? 'vda'}`],
     ['owner', v.owner ?? '-'],
     ['protection', v.protection ?? '-'],
     ['storage group', v.storageGroup ?? '-'],

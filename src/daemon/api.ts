@@ -11,7 +11,7 @@ import { rm } from 'node:fs/promises';
 import { LockstepError, describeError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
 import type { OperatorCommand } from '../core/types.js';
-import { hardwareOf, hardwareRecord, nicInUse, NICS_PER_VM_MAX, parseVmDefinition, parseVmHardware, PROTECTION_LEVELS, type VcdRef } from './vm-definition.js';
+import { DISKS_PER_VM_MAX, hardwareOf, hardwareRecord, nicInUse, NICS_PER_VM_MAX, parseVmDefinition, parseVmHardware, protectionProblem, PROTECTION_LEVELS, type VcdRef, type VmHardware } from './vm-definition.js';
 import { withMedium } from './cdrom.js';
 import { VCD_NAME_PATTERN } from '../storage/vcd.js';
 import type { VmHardware as VmHardwareRecord } from '../core/types.js';
@@ -123,20 +123,51 @@ const NIC: Schema = {
   },
 };
 
+const IMAGE_SOURCE: Schema = {
+  type: 'object',
+  required: ['snapshot'],
+  additionalProperties: false,
+  description: 'make the volume at the first start from a snapshot or imported image of this host (docs/snapshots.md); absent: a blank volume',
+  properties: { snapshot: { type: 'string', pattern: SNAPSHOT_ID_PATTERN, description: 'the snapshot or image id' } },
+};
+
+/** An image a new disk is made from, by the id of a snapshot or imported image of this host. */
+type ImageRef = { snapshot: string };
+
+const DISK: Schema = {
+  type: 'object',
+  required: ['sizeMiB'],
+  additionalProperties: false,
+  description: 'a virtio disk: its size, where its volume lives (a storage group both hosts configure; default: default), its image format (default: qcow2) and the image it is made from',
+  properties: {
+    sizeMiB: { type: 'integer', minimum: 1, maximum: 16 * 1024 * 1024 },
+    storageGroup: GROUP_NAME,
+    format: { type: 'string', enum: VOLUME_FORMATS },
+    source: IMAGE_SOURCE,
+  },
+};
+
 /** A VM definition: what `parseVmDefinition` reads (it checks again, and lowercases the MAC). */
 export const VM_DEFINITION_SCHEMA: Schema = {
   type: 'object',
-  required: ['name', 'vcpus', 'memoryMiB', 'diskMiB', 'guest', 'protection', 'desired'],
+  required: ['name', 'vcpus', 'memoryMiB', 'guest', 'protection', 'desired'],
   additionalProperties: false,
   properties: {
     name: VM_NAME,
     vcpus: { type: 'integer', minimum: 1, maximum: 64 },
     memoryMiB: { type: 'integer', minimum: 64, maximum: 1024 * 1024 },
-    diskMiB: { type: 'integer', minimum: 1, maximum: 16 * 1024 * 1024, description: "size of the VM's data disk" },
+    disks: {
+      type: 'array',
+      minItems: 1,
+      maxItems: DISKS_PER_VM_MAX,
+      items: DISK,
+      description: `the VM's disks, in the order the guest sees them (vda, vdb, …): each a volume on both hosts, the first named after the VM, the others <vm>.disk1, <vm>.disk2…; FT protects a VM of one disk. Give disks or diskMiB`,
+    },
+    diskMiB: { type: 'integer', minimum: 1, maximum: 16 * 1024 * 1024, description: 'one disk of this size, as before VMs had several: the same as disks with that one disk' },
     disk: {
       type: 'object',
       additionalProperties: false,
-      description: "where the VM's volume lives (a storage group both hosts configure) and its image format; default: default, qcow2",
+      description: "with diskMiB: where that disk's volume lives and its image format; default: default, qcow2",
       properties: { storageGroup: GROUP_NAME, format: { type: 'string', enum: VOLUME_FORMATS } },
     },
     guest: {
@@ -162,13 +193,7 @@ export const VM_DEFINITION_SCHEMA: Schema = {
       properties: { medium: { type: 'null', description: 'a drive is defined empty' } },
       description: 'a CD drive, empty: insert a virtual CD into it with POST /v1/vms/NAME/cdrom (docs/vcd.md); absent: no drive',
     },
-    source: {
-      type: 'object',
-      required: ['snapshot'],
-      additionalProperties: false,
-      description: 'make the volume at the first start from a snapshot or imported image of this host (docs/snapshots.md); absent: a blank volume',
-      properties: { snapshot: { type: 'string', pattern: SNAPSHOT_ID_PATTERN, description: 'the snapshot or image id' } },
-    },
+    source: { ...IMAGE_SOURCE, description: "with diskMiB: the image that one disk is made from (as disks[0].source)" },
   },
 };
 
@@ -343,22 +368,27 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     path: '/vms',
     tag: 'vms',
     summary: 'define a VM',
-    description: "the host that defines a VM owns it; COMMAND_REFUSED if the name exists, or the disk does not fit in its storage group's free space; INVALID_SPEC for a storage group this host does not have. With `source`, its volume is made at its first start from a snapshot or image of this host (which starts it first: docs/snapshots.md)",
+    description: "the host that defines a VM owns it; COMMAND_REFUSED if the name exists, or its disks do not fit in their storage groups' free space; INVALID_SPEC for a storage group this host does not have, or FT for a VM of several disks. A disk with `source` has its volume made at the VM's first start from a snapshot or image of this host (which starts it first: docs/snapshots.md)",
     access: 'platform-manager',
     body: VM_DEFINITION_SCHEMA,
     bodyError: 'INVALID_SPEC',
     response: { status: 201, description: 'the VM as defined', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
     errors: ['NOT_PAIRED', 'COMMAND_REFUSED', 'NIC_IN_USE', 'UNKNOWN_SNAPSHOT', 'IMAGE_INVALID'],
     handler: async (ctx, { body }) => {
-      const { source, ...rest } = body as { source?: { snapshot: string } };
-      const def = parseVmDefinition(rest);
-      if (source) {
+      // The images are named by id here, and recorded in the hardware as files of this host once found.
+      const { source, disks, ...rest } = body as { source?: ImageRef; disks?: (Record<string, unknown> & { source?: ImageRef })[] };
+      const def = parseVmDefinition(disks === undefined ? rest : { ...rest, disks: disks.map(({ source: _, ...d }) => d) });
+      const sources = disks === undefined ? [source] : disks.map((d) => d.source);
+      for (const [i, ref] of sources.entries()) {
+        if (!ref) continue;
         // Made from a snapshot or image of this host: this host defines it, so owns it and starts it first.
-        const { snapshot } = await ctx.snapshots.readyFile(source.snapshot);
-        if (snapshot.virtualBytes > def.diskMiB * 1024 * 1024) {
-          throw new LockstepError('IMAGE_INVALID', `${snapshot.kind} ${snapshot.id} is a ${Math.ceil(snapshot.virtualBytes / 1024 / 1024)} MiB disk: VM ${def.name}'s diskMiB must be at least that`, { field: 'diskMiB', virtualBytes: snapshot.virtualBytes });
+        const { snapshot } = await ctx.snapshots.readyFile(ref.snapshot);
+        const disk = def.disks[i]!;
+        if (snapshot.virtualBytes > disk.sizeMiB * 1024 * 1024) {
+          const field = disks === undefined ? 'diskMiB' : `disks[${i}].sizeMiB`;
+          throw new LockstepError('IMAGE_INVALID', `${snapshot.kind} ${snapshot.id} is a ${Math.ceil(snapshot.virtualBytes / 1024 / 1024)} MiB disk: VM ${def.name}'s ${field} must be at least that`, { field, virtualBytes: snapshot.virtualBytes });
         }
-        def.source = sourceOf(snapshot);
+        disk.source = sourceOf(snapshot);
       }
       // What is wrong with the definition itself is said first; then what clashes with the pair's other VMs.
       const clash = nicInUse(def, ctx.driver()?.view().vms ?? []);
@@ -433,9 +463,14 @@ export const RESOURCE_ROUTES: readonly Route<ApiContext>[] = [
     params: NAME_PARAMS,
     body: { type: 'object', required: ['protection'], additionalProperties: false, properties: { protection: PROTECTION } },
     response: { status: 200, description: 'the VM', schema: { ...VM_STATUS_SCHEMA, type: ['object', 'null'] } },
-    errors: COMMAND_ERRORS,
+    errors: [...COMMAND_ERRORS, 'INVALID_SPEC'],
     handler: async (ctx, { params, body }) => {
       const { protection } = body as { protection: (typeof PROTECTION_LEVELS)[number] };
+      const known = ctx.driver()?.view().vms.find((v) => v.name === params['name']);
+      // A record this daemon cannot read is the core's to refuse (UNKNOWN_VM, or the runner's INVALID_SPEC).
+      const hw = known ? readableHardware(known.hardware) : null;
+      const problem = hw && protectionProblem(hw, protection);
+      if (problem) throw new LockstepError('INVALID_SPEC', `VM ${params['name']}: ${problem}`, { field: 'protection', value: protection });
       await command(ctx, { kind: 'set-protection', name: params['name']!, protection });
       return { status: 200, body: vmStatus(ctx, params['name']!) };
     },
@@ -677,6 +712,15 @@ async function changeCdrom(ctx: ApiContext, name: string, medium: VcdRef | null,
     throw new LockstepError('COMMAND_REFUSED', `VM ${name}'s definition has the change, but its QEMU began to start or stop meanwhile: it takes it at its next start`, { command: 'set-hardware' });
   }
   return { status: 200, body: vmStatus(ctx, name) };
+}
+
+/** A VM's hardware, or null when this daemon cannot read its record (a newer peer's). */
+function readableHardware(record: unknown): VmHardware | null {
+  try {
+    return parseVmHardware(record);
+  } catch {
+    return null;
+  }
 }
 
 async function desired(ctx: ApiContext, name: string, want: 'running' | 'stopped'): Promise<Reply> {

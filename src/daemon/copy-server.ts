@@ -8,6 +8,10 @@
  * opened by this host's own QEMU, never both: `released(vm)` lets the VM runner wait until an export has let
  * go of the image before it starts the VM on it (the image lock would refuse QEMU otherwise).
  *
+ * A VM of several disks has a copy of each (a volume, `volumeName`), each with its own export and its own
+ * mirror stream (streams are per volume: `diskStreamId` in vm-mirrors.ts); the core hears of one copy, ready
+ * once every export is, failed when one fails, and of a stream once every disk's stream of it is open.
+ *
  * An FT VM's copy is served as an FT run (`ft-copy.ts`): the epoch disk in front of the copy's export, and
  * a checkpoint store fed by a second replication server on `dataPorts.checkpoint` (same mutual TLS, same
  * header line: no new transport). A run takes one mirror stream and one checkpoint stream; a mirror stream
@@ -31,16 +35,19 @@ import type { AlinkTlsContext } from '../alink/tls.js';
 import type { StorageEvent, VmName } from '../core/types.js';
 import { LockstepError, describeError } from '../util/errors.js';
 import type { DaemonConfig } from './config.js';
-import { parseVmHardware, type VmHardware } from './vm-definition.js';
+import { parseVmHardware, volumeName, type VmHardware } from './vm-definition.js';
+import { baseStreamId } from './vm-mirrors.js';
 import { FtCopyRun, type ResumePoint } from './ft-copy.js';
 import { ensureRamRoom } from '../qemu/ram-room.js';
-import { fileSystemSpace, groupFileAllocations, groupUsage, storageGroupOf, volumeFitProblem, volumePath } from '../storage/storage-group.js';
+import { fileSystemSpace, groupFileAllocations, groupUsage, storageGroupOf, vmOfVolume, volumeFitProblem, volumePath } from '../storage/storage-group.js';
 
 interface Served {
   /** Serialises this VM's start and stop: each step waits for the one before. */
   work: Promise<void>;
-  /** HA's export, or an FT VM's run (its export inside). */
-  export: CopyExport | null;
+  /** HA's exports, one per disk (by disk index), or an FT VM's run (its one disk's export inside). */
+  exports: CopyExport[];
+  /** The VM's volumes, by disk index (known once its hardware is read). */
+  volumes: string[];
   ft: FtCopyRun | null;
   /** Served for FT (an FT run taking checkpoints) rather than for HA (an export, or a handed-over run). */
   ftWanted: boolean;
@@ -66,7 +73,7 @@ export class CopyServer {
   private readonly resumePoints = new Map<VmName, ResumePoint>();
   /** The hardware each served VM was last served with (a renewed FT run needs it again). */
   private readonly hardware = new Map<VmName, unknown>();
-  /** Mirror streams connected to each VM's copy now, by id. */
+  /** Mirror streams connected to each VM's copies now, by disk stream id. */
   private readonly openStreams = new Map<VmName, Set<string>>();
   /** Whether each VM is FT, as the last `reconcile` heard it. */
   private readonly wantsFt = new Map<VmName, boolean>();
@@ -88,31 +95,41 @@ export class CopyServer {
       peer: config.pair.peer,
       tls,
       listen: config.alink.map((a) => ({ address: a.local, port: config.dataPorts.replication })),
-      resolve: (vm) => {
+      // Streams are per volume: a VM's incoming QEMU serves every disk on one socket, by export name.
+      resolve: (volume) => {
+        const vm = vmOfVolume(volume);
         const incoming = this.adopted.get(vm);
         if (incoming !== undefined) return incoming;
         const slot = this.served.get(vm);
         if (!slot || slot.stopping) return null;
         // Served as the other kind: `reconcile` serves it again once no stream is connected.
         if ((this.wantsFt.get(vm) ?? slot.ftWanted) !== slot.ftWanted) return null;
-        if (slot.ft && !slot.ft.isHandedOver) {
+        if (slot.ft) {
+          if (volume !== vm) return null; // an FT VM has one disk
+          if (slot.ft.isHandedOver) return slot.ft.mirrorSocket();
           const socket = slot.ft.mirrorSocket();
           if (socket === null) this.renewFtRun(vm, slot, 'the owner began a new protection run');
           return socket;
         }
-        return slot.ft?.mirrorSocket() ?? slot.export?.socketPath ?? null;
+        return slot.exports[slot.volumes.indexOf(volume)]?.socketPath ?? null;
       },
       log: { info: (m) => log(`replication: ${m}`), warn: (m) => log(`replication: ${m}`) },
     });
-    this.server.on('stream-open', (vm, stream) => {
-      log(`replication stream ${stream} of VM ${vm} connected to this host's copy`);
-      this.served.get(vm)?.ft?.mirrorConnected();
-      this.openStreams.set(vm, new Set([...(this.openStreams.get(vm) ?? []), stream]));
-      report(vm, { kind: 'stream-open', stream });
+    this.server.on('stream-open', (volume, diskStream) => {
+      const vm = vmOfVolume(volume);
+      log(`replication stream ${diskStream} of volume ${volume} connected to this host's copy`);
+      const slot = this.served.get(vm);
+      slot?.ft?.mirrorConnected();
+      const open = new Set([...(this.openStreams.get(vm) ?? []), diskStream]);
+      this.openStreams.set(vm, open);
+      // The core's stream is the VM's: connected here once each disk's is.
+      const stream = baseStreamId(diskStream);
+      const disks = slot?.volumes.length ?? 1;
+      if ([...open].filter((s) => baseStreamId(s) === stream).length === disks) report(vm, { kind: 'stream-open', stream });
     });
-    this.server.on('stream-closed', (vm, stream, reason) => {
-      log(`replication stream ${stream} of VM ${vm} closed: ${reason}`);
-      this.openStreams.get(vm)?.delete(stream);
+    this.server.on('stream-closed', (volume, diskStream, reason) => {
+      log(`replication stream ${diskStream} of volume ${volume} closed: ${reason}`);
+      this.openStreams.get(vmOfVolume(volume))?.delete(diskStream);
     });
     this.checkpointServer = new ReplicationServer({
       self: config.host,
@@ -139,7 +156,7 @@ export class CopyServer {
   /** Serves this host's copy of `vm` (made empty, of the VM's size, if there is none yet); `ft`: as an FT run. */
   serve(vm: VmName, hardwareRaw: unknown, ft: boolean): void {
     const before = this.served.get(vm);
-    const slot: Served = { work: Promise.resolve(), export: null, ft: null, ftWanted: ft, handingOver: false, handoverFailed: false, stopping: false };
+    const slot: Served = { work: Promise.resolve(), exports: [], volumes: [], ft: null, ftWanted: ft, handingOver: false, handoverFailed: false, stopping: false };
     // A new serve means this host will not resume the VM from an older run's checkpoint.
     const stale = this.resumePoints.get(vm);
     this.resumePoints.delete(vm);
@@ -169,9 +186,9 @@ export class CopyServer {
         else await point?.discard();
         return;
       }
-      if (!slot.export) return;
+      if (slot.exports.length === 0) return;
       this.log(`stopping the export of VM ${vm}'s copy: ${reason}`);
-      await slot.export.stop().catch((e) => this.log(`stopping the export of VM ${vm}: ${describeError(e)}`));
+      await Promise.all(slot.exports.map((x) => x.stop().catch((e) => this.log(`stopping the export of volume ${x.vm}: ${describeError(e)}`))));
     });
     this.pending.set(vm, slot.work);
     void slot.work.finally(() => {
@@ -281,7 +298,9 @@ export class CopyServer {
   }
 
   private async startFtRun(vm: VmName, slot: Served, hw: VmHardware): Promise<FtCopyRun> {
-    const group = storageGroupOf(this.config.storageGroups, hw.disk.storageGroup, this.config.host);
+    // FT protects a VM of one disk (vm-definition.ts `protectionProblem`).
+    const disk = hw.disks[0]!;
+    const group = storageGroupOf(this.config.storageGroups, disk.storageGroup, this.config.host);
     const storeDir = path.join(this.storeRoot(), `${vm}.${++this.runCounter}`);
     // The FT room watch (ft-room.ts) admitted it; this is the last word, as the tmpfs is now: a store the
     // tmpfs cannot hold fails here (MEMORY_DIR_FULL, the export's failure) rather than at its first full image.
@@ -290,8 +309,8 @@ export class CopyServer {
     await ensureRamRoom(this.config.ft.memoryDir, path.join(storeDir, 'ram.img'), hw.memoryMiB * 1024 * 1024, vm);
     const run = await FtCopyRun.start({
       vm,
-      disk: volumePath(group, vm, hw.disk.format),
-      format: hw.disk.format,
+      disk: volumePath(group, vm, disk.format),
+      format: disk.format,
       memoryMiB: hw.memoryMiB,
       socketDir: this.socketDir,
       storeDir,
@@ -304,11 +323,35 @@ export class CopyServer {
     return run;
   }
 
+  /**
+   * This host's copy of each of the VM's disks, made empty of the disk's size where there is none yet; the
+   * files by disk index. A new copy must fit as a new VM's disk must on its owner (docs/ha.md): the export
+   * fails at once, with the reason, instead of the mirror later — every new copy of a group counted together.
+   * A group this host lacks: UNKNOWN_STORAGE_GROUP, reported to the core as the export's failure.
+   */
+  private async ensureCopies(vm: VmName, hw: VmHardware, volumes: string[]): Promise<string[]> {
+    const placed = hw.disks.map((disk, i) => {
+      const group = storageGroupOf(this.config.storageGroups, disk.storageGroup, this.config.host);
+      return { disk, group, file: volumePath(group, volumes[i]!, disk.format) };
+    });
+    const newBytes = new Map<string, number>();
+    for (const { disk, group, file } of placed) {
+      if (await exists(file)) continue;
+      const bytes = (newBytes.get(group.name) ?? 0) + disk.sizeMiB * 1024 * 1024;
+      newBytes.set(group.name, bytes);
+      const usage = groupUsage(group.sizeMiB, await fileSystemSpace(group.path), await groupFileAllocations(group));
+      const problem = volumeFitProblem(group, usage, bytes);
+      if (problem !== null) throw new LockstepError('STORAGE_GROUP_FULL', `no copy of VM ${vm} on ${this.config.host}: ${problem}`, { vm, storageGroup: group.name });
+    }
+    for (const { disk, file } of placed) await ensureDisk(file, disk.sizeMiB, disk.format);
+    return placed.map((p) => p.file);
+  }
+
   private watchExit(vm: VmName, slot: Served, exited: CopyExport['exited']): void {
     void exited.then((exit) => {
       if (slot.stopping || this.served.get(vm) !== slot) return;
       // A renewed FT run stops its old export on purpose.
-      if (slot.ftWanted && slot.ft?.exited !== exited) return;
+      if (slot.ftWanted && slot.ft !== null && slot.ft.exited !== exited) return;
       const why = `qemu-nbd exited (${exit.signal ?? `exit ${exit.code}`})${exit.stderrTail ? `: ${exit.stderrTail.trim().split('\n').at(-1)}` : ''}`;
       this.exportFailed(vm, slot, why);
     });
@@ -316,9 +359,14 @@ export class CopyServer {
 
   private exportFailed(vm: VmName, slot: Served, why: string): void {
     if (this.served.get(vm) !== slot) return;
-    this.served.delete(vm);
     this.log(`the export of VM ${vm}'s copy died: ${why}`);
-    void slot.ft?.close();
+    if (slot.ft) {
+      this.served.delete(vm);
+      void slot.ft.close();
+    } else {
+      // The other disks' exports go too (the next serve, all of them, waits until they have).
+      void this.unserve(vm, `the export of one of its disks died`);
+    }
     this.report(vm, { kind: 'export-failed', reason: why });
   }
 
@@ -327,33 +375,29 @@ export class CopyServer {
     try {
       this.hardware.set(vm, hardwareRaw);
       const hw = parseVmHardware(hardwareRaw);
-      // A group this host lacks: UNKNOWN_STORAGE_GROUP, reported to the core as the export's failure.
-      const group = storageGroupOf(this.config.storageGroups, hw.disk.storageGroup, this.config.host);
-      const disk = volumePath(group, vm, hw.disk.format);
-      // A new copy must fit as a new VM's disk must on its owner (docs/ha.md): the export fails at once,
-      // with the reason, instead of the mirror later.
-      if (!(await exists(disk))) {
-        const usage = groupUsage(group.sizeMiB, await fileSystemSpace(group.path), await groupFileAllocations(group));
-        const problem = volumeFitProblem(group, usage, hw.diskMiB * 1024 * 1024);
-        if (problem !== null) throw new LockstepError('STORAGE_GROUP_FULL', `no copy of VM ${vm} on ${this.config.host}: ${problem}`, { vm, storageGroup: group.name });
-      }
-      await ensureDisk(disk, hw.diskMiB, hw.disk.format);
-      let pid: number;
-      if (slot.ftWanted) {
+      slot.volumes = hw.disks.map((_, i) => volumeName(vm, i));
+      const files = await this.ensureCopies(vm, hw, slot.volumes);
+      let pids: number[];
+      if (slot.ftWanted && hw.disks.length === 1) {
         slot.ft = await this.startFtRun(vm, slot, hw);
-        pid = slot.ft.pid;
+        pids = [slot.ft.pid];
       } else {
-        const x = await CopyExport.start({ vm, disk, format: hw.disk.format, socketPath: path.join(this.socketDir, `${vm}.sock`) });
-        slot.export = x;
-        pid = x.pid;
-        this.watchExit(vm, slot, x.exited);
+        for (const [i, volume] of slot.volumes.entries()) {
+          const x = await CopyExport.start({ vm: volume, disk: files[i]!, format: hw.disks[i]!.format, socketPath: path.join(this.socketDir, `${volume}.sock`) });
+          slot.exports.push(x);
+          this.watchExit(vm, slot, x.exited);
+          if (slot.stopping) break; // unserve() is waiting behind us and stops what started
+        }
+        pids = slot.exports.map((x) => x.pid);
       }
       this.lastStartFailure.delete(vm);
       if (slot.stopping) return; // unserve() is waiting behind us and stops it
-      this.log(`serving this host's copy of VM ${vm}${slot.ftWanted ? ' for FT' : ''} (qemu-nbd pid ${pid})`);
+      this.log(`serving this host's copy of VM ${vm}${slot.ft ? ' for FT' : ''} (qemu-nbd pid ${pids.join(', ')})`);
       this.report(vm, { kind: 'export-ready' });
     } catch (e) {
       if (this.served.get(vm) === slot) this.served.delete(vm);
+      // Exports of the disks before the one that failed: the core serves the copy again, all of it.
+      await Promise.all(slot.exports.splice(0).map((x) => x.stop().catch(() => undefined)));
       const reason = describeError(e);
       if (this.lastStartFailure.get(vm) !== reason) this.log(`could not serve VM ${vm}'s copy: ${reason}`);
       this.lastStartFailure.set(vm, reason);

@@ -59,7 +59,7 @@ function sampledVms(ctx: HistoryDaemon): SampledVm[] {
     let sizes: Pick<SampledVm, 'vcpus' | 'memoryBytes' | 'diskBytes'> = { vcpus: null, memoryBytes: null, diskBytes: null };
     try {
       const hw = parseVmHardware(records.get(r.name));
-      sizes = { vcpus: hw.vcpus, memoryBytes: hw.memoryMiB * MIB, diskBytes: hw.diskMiB * MIB };
+      sizes = { vcpus: hw.vcpus, memoryBytes: hw.memoryMiB * MIB, diskBytes: hw.disks.reduce((sum, d) => sum + d.sizeMiB * MIB, 0) };
     } catch {
       // A record this daemon cannot read (from a newer peer, say): its process is still measured, against no ceiling.
     }

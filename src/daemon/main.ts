@@ -284,8 +284,8 @@ async function runDaemon(config: DaemonConfig, configFile: ConfigFile): Promise<
     socketDir: path.join(config.dataDir, 'run', 'streams'),
     log: streamLog,
   });
-  dialer.on('broken', (vm, stream, reason) => runner.streamBroken(vm, stream, reason));
-  dialer.on('connected', (vm, stream, via) => log(`replication stream ${stream} of VM ${vm} connected over ${via}`));
+  dialer.on('broken', (volume, stream, reason) => runner.streamBroken(volume, stream, reason));
+  dialer.on('connected', (volume, stream, via) => log(`replication stream ${stream} of volume ${volume} connected over ${via}`));
   // FT's checkpoint streams, the same transport on their own port. A broken one is cut at once (unlike a
   // mirror's, nothing waits on it): the FT run sees its stream end and holds the guest's output.
   checkpointDialer = new ReplicationDialer({

@@ -12,17 +12,18 @@ import { DEFAULT_STORAGE_GROUP, storageGroupOf } from '../storage/storage-group.
 import type { ApiContext } from './api.js';
 import { groupRoom, volumeContext } from './volumes.js';
 import { DESCRIPTION_CHARS_MAX, IMAGE_BYTES_MAX } from './snapshots.js';
-import { parseVmHardware } from './vm-definition.js';
+import { DISKS_PER_VM_MAX, parseVmHardware } from './vm-definition.js';
 
 export const SNAPSHOT_ID_PATTERN = '^(snap|img)-[0-9a-f]{12}$';
 
 export const SNAPSHOT_SCHEMA: Schema = {
   type: 'object',
-  required: ['id', 'kind', 'vm', 'host', 'storageGroup', 'file', 'format', 'created', 'virtualBytes', 'state', 'description', 'error', 'path', 'fileBytes'],
+  required: ['id', 'kind', 'vm', 'disk', 'host', 'storageGroup', 'file', 'format', 'created', 'virtualBytes', 'state', 'description', 'error', 'path', 'fileBytes'],
   properties: {
     id: { type: 'string', description: 'snap-… for a snapshot, img-… for an imported image' },
     kind: { type: 'string', enum: ['snapshot', 'image'] },
     vm: { type: ['string', 'null'], description: 'the VM it was taken of (null: an imported image)' },
+    disk: { type: ['integer', 'null'], minimum: 0, description: "which of the VM's disks, its index in the VM's hardware (0: vda; null: an imported image)" },
     host: { type: 'string', description: 'the host that holds it: snapshots and images are not copied to the peer' },
     storageGroup: { type: 'string' },
     file: { type: 'string', description: "its file's name in the group's snapshots/ directory" },
@@ -93,23 +94,25 @@ export const SNAPSHOT_ROUTES: readonly Route<ApiContext>[] = [
     method: 'POST',
     path: '/vms/{name}/snapshots',
     tag: 'storage',
-    summary: "take a snapshot of a VM's volume on this host",
+    summary: "take a snapshot of one of a VM's volumes on this host",
     description:
-      'a running VM: on the host it runs on, live and crash-consistent, without pausing it (a qcow2 volume under HA mirroring is refused: docs/snapshots.md); a stopped VM: on a host whose copy of its volume is current. Answers when the snapshot is ready; a failed one is kept as failed, without a file',
+      'a running VM: on the host it runs on, live and crash-consistent, without pausing it (a qcow2 volume under HA mirroring is refused: docs/snapshots.md); a stopped VM: on a host whose copy of its volume is current. Answers when the snapshot is ready; a failed one is kept as failed, without a file. `disk` picks the volume (its index; 0, the first, when absent)',
     access: 'platform-manager',
     params: VM_PARAMS,
-    body: { type: 'object', additionalProperties: false, properties: { description: DESCRIPTION } },
+    body: { type: 'object', additionalProperties: false, properties: { description: DESCRIPTION, disk: { type: 'integer', minimum: 0, maximum: DISKS_PER_VM_MAX - 1, description: "the disk's index in the VM's hardware (default 0)" } } },
     response: { status: 201, description: 'the snapshot, ready', schema: SNAPSHOT_SCHEMA },
-    errors: ['UNKNOWN_VM', 'SNAPSHOT_REFUSED', 'SNAPSHOT_FAILED', 'STORAGE_GROUP_FULL', 'UNKNOWN_STORAGE_GROUP', 'VM_NOT_RUNNING'],
+    errors: ['UNKNOWN_VM', 'SNAPSHOT_REFUSED', 'SNAPSHOT_FAILED', 'STORAGE_GROUP_FULL', 'UNKNOWN_STORAGE_GROUP', 'VM_NOT_RUNNING', 'INVALID_ARGUMENT'],
     handler: async (ctx, { params, body }) => {
       const name = params['name']!;
       const vm = ctx.driver()?.view().vms.find((v) => v.name === name);
       if (!vm) throw new LockstepError('UNKNOWN_VM', `no VM named '${name}'`, { vm: name });
-      const group = storageGroupOf(ctx.storageGroups, parseVmHardware(vm.hardware).disk.storageGroup, ctx.host);
+      const { description = '', disk = 0 } = (body as { description?: string; disk?: number } | undefined) ?? {};
+      const disks = parseVmHardware(vm.hardware).disks;
+      if (disk >= disks.length) throw new LockstepError('INVALID_ARGUMENT', `VM ${name} has ${disks.length} disk${disks.length === 1 ? '' : 's'}: disk ${disk} is not one of them`, { field: 'disk', vm: name });
+      const group = storageGroupOf(ctx.storageGroups, disks[disk]!.storageGroup, ctx.host);
       const room = await groupRoom(volumeContext(ctx), group);
       if ('error' in room) throw new LockstepError('STORAGE_GROUP_FULL', `cannot tell whether a snapshot of VM ${name} fits in storage group '${group.name}': ${room.error}`, { vm: name, storageGroup: group.name });
-      const description = (body as { description?: string } | undefined)?.description ?? '';
-      return { status: 201, body: await ctx.snapshots.take(name, description, room.availableBytes) };
+      return { status: 201, body: await ctx.snapshots.take(name, disk, description, room.availableBytes) };
     },
   },
   {

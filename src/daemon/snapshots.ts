@@ -1,6 +1,6 @@
 /**
  * This host's snapshots and imported images (docs/snapshots.md). A snapshot is a point-in-time,
- * crash-consistent qcow2 copy of a VM's volume, `snapshots/<id>.qcow2` in the volume's storage group on the
+ * crash-consistent qcow2 copy of one of a VM's volumes (one disk: `disk`, its index), `snapshots/<id>.qcow2` in the volume's storage group on the
  * host that took it; an image is an uploaded qcow2 or raw file, `snapshots/<id>.<format>`, checked by
  * qemu-img before it is kept. Either can be the source of a new VM. Neither is replicated: the records are
  * this host's (its state database's `snapshots` table), the files its disk's.
@@ -19,7 +19,7 @@ import { snapshotDirectory, storageGroupOf, volumePath, type StorageGroupConfig 
 import { inspectImage, snapshotOffline } from '../storage/snapshot-image.js';
 import type { IncomingImage } from '../storage/vcd-store.js';
 import type { SnapshotRow, StateDb } from './state-db.js';
-import { parseVmHardware, type VmHardware, type VmImageSource } from './vm-definition.js';
+import { diskId, parseVmHardware, volumeName, type VmHardware, type VmImageSource } from './vm-definition.js';
 
 /** A snapshot or image as the API shows it. */
 export interface Snapshot extends SnapshotRow {
@@ -38,10 +38,10 @@ export interface SnapshotPorts {
   vm(name: string): { owner: string; state: string; hardware: unknown; copyHere: boolean | null } | null;
   /** Whether a QEMU of the VM runs (or starts, stops) on this host. */
   runsHere(name: string): boolean;
-  /** A live snapshot through the VM's QEMU here (VmRunner.snapshot). */
-  live(name: string, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void>;
-  /** The VMs defined now whose hardware names a source image. */
-  sources(): { vm: string; source: VmImageSource; hw: VmHardware }[];
+  /** A live snapshot of disk `disk` through the VM's QEMU here (VmRunner.snapshot). */
+  live(name: string, disk: number, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void>;
+  /** The disks of the VMs defined now whose hardware names a source image: the VM, the disk's index, its source. */
+  sources(): { vm: string; disk: number; source: VmImageSource; hw: VmHardware }[];
   log(line: string): void;
 }
 
@@ -92,16 +92,18 @@ export class SnapshotStore {
   }
 
   /**
-   * Takes a snapshot of VM `vm` here. A running VM: only on the host it runs on, live. A stopped VM: on a
+   * Takes a snapshot of disk `disk` (its index) of VM `vm` here. A running VM: only on the host it runs on, live. A stopped VM: on a
    * host whose volume is current (its owner, whose disk it last ran on, or a host whose copy the core
    * records current). Refused (`SNAPSHOT_REFUSED`) otherwise, and while another snapshot of it is taken.
    * `availableBytes` is the group's room (volumes.ts groupRoom): a snapshot takes at most the volume's size.
    */
-  async take(vm: string, description: string, availableBytes: number): Promise<Snapshot> {
+  async take(vm: string, disk: number, description: string, availableBytes: number): Promise<Snapshot> {
     const known = this.ports.vm(vm);
     if (!known) throw new LockstepError('UNKNOWN_VM', `no VM named '${vm}'`, { vm });
     const hw = parseVmHardware(known.hardware);
-    const group = storageGroupOf(this.groups, hw.disk.storageGroup, this.host);
+    const source = hw.disks[disk];
+    if (!source) throw new LockstepError('INVALID_ARGUMENT', `VM ${vm} has ${hw.disks.length} disk${hw.disks.length === 1 ? '' : 's'}: disk is 0${hw.disks.length > 1 ? ` to ${hw.disks.length - 1}` : ''}, not ${disk}`, { field: 'disk', vm });
+    const group = storageGroupOf(this.groups, source.storageGroup, this.host);
     const running = this.ports.runsHere(vm);
     if (!running) {
       if (known.owner !== this.host && ['running', 'protected', 'syncing', 'downgraded', 'starting', 'migrating'].includes(known.state)) {
@@ -114,7 +116,7 @@ export class SnapshotStore {
         throw refused(vm, `it is ${known.state} and its QEMU does not run here`);
       }
     }
-    const volume = volumePath(group, vm, hw.disk.format);
+    const volume = volumePath(group, volumeName(vm, disk), source.format);
     if (!running) {
       try {
         await stat(volume);
@@ -124,15 +126,16 @@ export class SnapshotStore {
     }
     if (this.taking.has(vm)) throw refused(vm, 'a snapshot of it is being taken now');
     if (this.db.snapshots().length >= SNAPSHOTS_MAX) throw refused(vm, `${this.host} holds ${SNAPSHOTS_MAX} snapshots and images already: delete some first`);
-    const sizeBytes = hw.diskMiB * 1024 * 1024;
+    const sizeBytes = source.sizeMiB * 1024 * 1024;
     if (sizeBytes > availableBytes) {
-      throw new LockstepError('STORAGE_GROUP_FULL', `a snapshot of VM ${vm} may take up to its ${hw.diskMiB} MiB in storage group '${group.name}' on ${this.host}: ${Math.floor(availableBytes / 1024 / 1024)} MiB available`, { vm, storageGroup: group.name, bytes: sizeBytes, availableBytes });
+      throw new LockstepError('STORAGE_GROUP_FULL', `a snapshot of VM ${vm}'s ${diskId(disk)} may take up to its ${source.sizeMiB} MiB in storage group '${group.name}' on ${this.host}: ${Math.floor(availableBytes / 1024 / 1024)} MiB available`, { vm, storageGroup: group.name, bytes: sizeBytes, availableBytes });
     }
     this.taking.add(vm);
     const row: SnapshotRow = {
       id: newId('snap'),
       kind: 'snapshot',
       vm,
+      disk,
       storageGroup: group.name,
       file: '',
       format: 'qcow2',
@@ -149,14 +152,14 @@ export class SnapshotStore {
       await mkdir(dir, { recursive: true });
       const target = path.join(dir, row.file);
       if (running) {
-        await this.ports.live(vm, target, row.id, hw, () => (row.createdMs = Date.now()));
+        await this.ports.live(vm, disk, target, row.id, hw, () => (row.createdMs = Date.now()));
       } else {
-        await snapshotOffline(volume, hw.disk.format, target);
+        await snapshotOffline(volume, source.format, target);
       }
       row.virtualBytes = (await inspectImage(target, `snapshot ${row.id}`)).virtualBytes;
       row.state = 'ready';
       this.db.saveSnapshot(row);
-      this.ports.log(`snapshot ${row.id} of VM ${vm} ready (${running ? 'live' : 'stopped'})`);
+      this.ports.log(`snapshot ${row.id} of VM ${vm}'s ${diskId(disk)} ready (${running ? 'live' : 'stopped'})`);
       return await this.view(row);
     } catch (e) {
       await this.fail(row, group, e);
@@ -191,7 +194,7 @@ export class SnapshotStore {
       await mkdir(dir, { recursive: true });
       await receiveInto(tmp, image, group.name, this.host);
       const info = await inspectImage(tmp, 'the uploaded image');
-      const row: SnapshotRow = { id, kind: 'image', vm: null, storageGroup: group.name, file: `${id}.${info.format}`, format: info.format, createdMs: Date.now(), virtualBytes: info.virtualBytes, state: 'ready', description: desc, error: null };
+      const row: SnapshotRow = { id, kind: 'image', vm: null, disk: null, storageGroup: group.name, file: `${id}.${info.format}`, format: info.format, createdMs: Date.now(), virtualBytes: info.virtualBytes, state: 'ready', description: desc, error: null };
       await rename(tmp, path.join(dir, row.file));
       await fsyncDir(dir);
       // The record after the file: a file without its record is swept at start, a record never lacks its file.
@@ -212,11 +215,12 @@ export class SnapshotStore {
     const s = await this.get(id);
     if (s.state === 'creating') throw new LockstepError('SNAPSHOT_IN_USE', `snapshot ${id} is being taken now: delete it once it is ready or failed`, { snapshot: id });
     const waiting: string[] = [];
-    for (const { vm, source, hw } of this.ports.sources()) {
+    for (const { vm, disk, source, hw } of this.ports.sources()) {
       if (source.host !== this.host || source.image !== id) continue;
-      const group = this.groups.find((g) => g.name === hw.disk.storageGroup);
-      const made = group ? await fileExists(volumePath(group, vm, hw.disk.format)) : false;
-      if (!made) waiting.push(vm);
+      const { storageGroup, format } = hw.disks[disk]!;
+      const group = this.groups.find((g) => g.name === storageGroup);
+      const made = group ? await fileExists(volumePath(group, volumeName(vm, disk), format)) : false;
+      if (!made && !waiting.includes(vm)) waiting.push(vm);
     }
     if (waiting.length > 0) {
       throw new LockstepError('SNAPSHOT_IN_USE', `${s.kind} ${id} is the source of ${waiting.map((v) => `VM ${v}`).join(', ')}, whose volume is made from it at the first start: start or delete the VM first`, { snapshot: id, vms: waiting });
@@ -357,7 +361,7 @@ function short(received: number, bytes: number): LockstepError {
 /** The ports of a running daemon: its core's view of the VMs and its runner's QEMUs. */
 export function daemonSnapshotPorts(d: {
   driver: () => { view(): { vms: readonly { name: string; owner: string; state: string; hardware: unknown; copies: { here: boolean | null } }[] } } | null;
-  runner: () => { running(): readonly { name: string }[]; snapshot(name: string, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void> } | null;
+  runner: () => { running(): readonly { name: string }[]; snapshot(name: string, disk: number, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void> } | null;
   log: (line: string) => void;
 }): SnapshotPorts {
   const vms = () => d.driver()?.view().vms ?? [];
@@ -367,16 +371,16 @@ export function daemonSnapshotPorts(d: {
       return v ? { owner: v.owner, state: v.state, hardware: v.hardware, copyHere: v.copies.here } : null;
     },
     runsHere: (name) => (d.runner()?.running() ?? []).some((r) => r.name === name),
-    live: (name, target, id, hw, onPointInTime) => {
+    live: (name, disk, target, id, hw, onPointInTime) => {
       const runner = d.runner();
       if (!runner) throw new LockstepError('VM_NOT_RUNNING', `VM ${name} does not run here`, { vm: name });
-      return runner.snapshot(name, target, id, hw, onPointInTime);
+      return runner.snapshot(name, disk, target, id, hw, onPointInTime);
     },
     sources: () =>
       vms().flatMap((v) => {
         try {
           const hw = parseVmHardware(v.hardware);
-          return hw.source ? [{ vm: v.name, source: hw.source, hw }] : [];
+          return hw.disks.flatMap((d, disk) => (d.source ? [{ vm: v.name, disk, source: d.source, hw }] : []));
         } catch {
           return [];
         }

@@ -127,6 +127,12 @@ const MIGRATIONS: readonly string[] = [
     CHECK ((kind = 'snapshot') = (vm IS NOT NULL))
   ) STRICT;
   `,
+  // 4: VMs have several disks: a snapshot is of one of them (its index in the VM's hardware); the snapshots
+  // taken before were of the one disk a VM had.
+  `
+  ALTER TABLE snapshots ADD COLUMN disk INTEGER CHECK (disk IS NULL OR disk >= 0);
+  UPDATE snapshots SET disk = 0 WHERE kind = 'snapshot';
+  `,
 ];
 
 /** A snapshot or imported image as this host's state database keeps it (src/daemon/snapshots.ts). */
@@ -135,6 +141,8 @@ export interface SnapshotRow {
   kind: 'snapshot' | 'image';
   /** The VM it was taken of (null: an imported image). */
   vm: string | null;
+  /** Which of the VM's disks, its index in the VM's hardware (null: an imported image). */
+  disk: number | null;
   storageGroup: string;
   /** Its file's name in the group's `snapshots/` directory. */
   file: string;
@@ -190,8 +198,8 @@ export class StateDb {
       trimLog: db.prepare('DELETE FROM log WHERE id <= ?'),
       snapshots: db.prepare('SELECT * FROM snapshots ORDER BY created_ms, id'),
       upsertSnapshot: db.prepare(`
-        INSERT INTO snapshots (id, kind, vm, storage_group, file, format, created_ms, virtual_bytes, state, description, error)
-        VALUES (@id, @kind, @vm, @storageGroup, @file, @format, @createdMs, @virtualBytes, @state, @description, @error)
+        INSERT INTO snapshots (id, kind, vm, disk, storage_group, file, format, created_ms, virtual_bytes, state, description, error)
+        VALUES (@id, @kind, @vm, @disk, @storageGroup, @file, @format, @createdMs, @virtualBytes, @state, @description, @error)
         ON CONFLICT (id) DO UPDATE SET virtual_bytes = excluded.virtual_bytes, state = excluded.state, error = excluded.error, created_ms = excluded.created_ms`),
       deleteSnapshot: db.prepare('DELETE FROM snapshots WHERE id = ?'),
       logAfter: db.prepare('SELECT * FROM log WHERE id > ? ORDER BY id ASC LIMIT ?'),
@@ -363,6 +371,7 @@ export class StateDb {
           id: r.str('id'),
           kind: r.oneOf('kind', ['snapshot', 'image'] as const),
           vm: r.strOrNull('vm'),
+          disk: r.intOrNull('disk'),
           storageGroup: r.str('storage_group'),
           file: r.str('file'),
           format: r.oneOf('format', ['qcow2', 'raw'] as const),
@@ -423,6 +432,10 @@ class RowReader {
 
   strOrNull(column: string): string | null {
     return this.row[column] === null ? null : this.str(column);
+  }
+
+  intOrNull(column: string): number | null {
+    return this.row[column] === null ? null : this.int(column);
   }
 
   bool(column: string): boolean {

@@ -16,10 +16,11 @@ export interface VmHardware {
   memoryMiB: number;
   /** Direct kernel boot of the guest (the lab's guest is a kernel + initramfs). */
   guest: { kernel: string; initrd: string; cmdline: string };
-  /** Size of the VM's data disk (virtio-blk): its volume. */
-  diskMiB: number;
-  /** Where the volume lives on each host (a storage group both hosts configure) and its image format. */
-  disk: VmDisk;
+  /**
+   * The VM's disks (virtio-blk), 1 to `DISKS_PER_VM_MAX`, in the order the guest sees them (the first is its
+   * vda): each one volume, on each host, mirrored and checkpointed with the others as one.
+   */
+  disks: VmDisk[];
   /**
    * The guest's NICs on the business network, 1 to `NICS_PER_VM_MAX`, in the order the guest sees them
    * (the first is its eth0); each address is what the guest configures itself.
@@ -27,12 +28,6 @@ export interface VmHardware {
   nics: VmNicIdentity[];
   /** A CD drive (absent: none), and the virtual CD in it. */
   cdrom?: VmCdromHardware;
-  /**
-   * The image the volume is made from at its first start (absent: blank): a snapshot or an imported image
-   * of `host`, a file in its group's `snapshots/` directory. Images are not replicated, so the first start
-   * must be there (src/daemon/snapshots.ts); once the volume exists this is history.
-   */
-  source?: VmImageSource;
 }
 
 /** A NIC's identity: its MAC (unicast, lower case) and the IPv4 address the guest gives it. */
@@ -65,13 +60,25 @@ export interface VcdRef {
   sha256: string;
 }
 
+/** One disk: its size, where its volume lives on each host (a storage group both hosts configure) and its image format. */
 export interface VmDisk {
+  sizeMiB: number;
   storageGroup: string;
   format: VolumeFormat;
+  /**
+   * The image the volume is made from at its first start (absent: blank): a snapshot or an imported image
+   * of `host`, a file in its group's `snapshots/` directory. Images are not replicated, so the first start
+   * must be there (src/daemon/snapshots.ts); once the volume exists this is history.
+   */
+  source?: VmImageSource;
 }
 
-/** A record made before storage groups had neither field: its disk was a qcow2 in what is now the default group. */
-export const DEFAULT_DISK: VmDisk = { storageGroup: DEFAULT_STORAGE_GROUP, format: 'qcow2' };
+/** Where a disk's volume goes when the definition does not say: a qcow2 in the default group (also every record made before storage groups). */
+export const DEFAULT_DISK_PLACE: Pick<VmDisk, 'storageGroup' | 'format'> = { storageGroup: DEFAULT_STORAGE_GROUP, format: 'qcow2' };
+
+/** A system disk and a few data disks; each is a mirror, a replication stream and an export while protected. */
+export const DISKS_PER_VM_MAX = 4;
+const DISK_MIB_MAX = 16 * 1024 * 1024;
 
 /** What an operator submits to define a VM: its name, hardware, protection and whether it should run. */
 export interface VmDefinition extends VmHardware {
@@ -92,7 +99,20 @@ export function parseVmDefinition(raw: unknown): VmDefinition {
   if (!(PROTECTION_LEVELS as readonly string[]).includes(protection)) invalid('protection', `must be one of ${PROTECTION_LEVELS.join(', ')}`, protection);
   const desired = string(o, 'desired');
   if (desired !== 'running' && desired !== 'stopped') invalid('desired', 'must be running or stopped', desired);
-  return { name, ...parseVmHardware(o), protection: protection as ProtectionLevel, desired };
+  const hardware = parseVmHardware(o);
+  const problem = protectionProblem(hardware, protection as ProtectionLevel);
+  if (problem !== null) invalid('protection', problem, protection);
+  return { name, ...hardware, protection: protection as ProtectionLevel, desired };
+}
+
+/**
+ * Why `level` cannot protect a VM of this hardware, or null. FT checkpoints one disk: the backup commits
+ * each epoch into one epoch disk before the RAM and devices of that epoch (src/ft/ft-backup.ts), and a VM
+ * of several disks would need every one of them committed as one. Such a VM is protected as HA.
+ */
+export function protectionProblem(hw: VmHardware, level: ProtectionLevel): string | null {
+  if (level === 'ft' && hw.disks.length > 1) return `FT protects a VM of one disk; this one has ${hw.disks.length}: protect it as ha`;
+  return null;
 }
 
 /** The hardware fields of a definition (also what arrives from the peer, re-checked before a start). */
@@ -107,12 +127,47 @@ export function parseVmHardware(raw: unknown): VmHardware {
       initrd: absolutePath(guestRaw, 'initrd', 'guest.initrd'),
       cmdline: string(guestRaw, 'cmdline', 'guest.cmdline'),
     },
-    diskMiB: integer(o, 'diskMiB', 1, 16 * 1024 * 1024),
-    disk: parseDisk(o['disk']),
+    disks: parseDisks(o),
     nics: parseNics(o),
     ...(o['cdrom'] === undefined ? {} : { cdrom: parseCdrom(o['cdrom']) }),
-    ...(o['source'] === undefined ? {} : { source: parseSource(o['source']) }),
   };
+}
+
+/**
+ * `disks`, or the one disk of a record stored or replicated before VMs had several: `diskMiB`, with `disk`
+ * (its place) and `source` (its image) when it had them. Both forms at once must agree (`hardwareRecord`
+ * writes both for a one-disk VM), so neither is silently lost.
+ */
+function parseDisks(o: Record<string, unknown>): VmDisk[] {
+  const list = o['disks'];
+  const legacy = o['diskMiB'] === undefined && o['disk'] === undefined && o['source'] === undefined ? null : parseLegacyDisk(o);
+  if (list === undefined) {
+    if (legacy === null) invalid('disks', `must list the VM's disks (1 to ${DISKS_PER_VM_MAX})`);
+    return [legacy];
+  }
+  if (!Array.isArray(list) || list.length < 1 || list.length > DISKS_PER_VM_MAX) invalid('disks', `must be a list of 1 to ${DISKS_PER_VM_MAX} disks`, Array.isArray(list) ? list.length : list);
+  const disks = list.map((d, i) => parseDisk(d, `disks[${i}]`));
+  if (legacy !== null && (disks.length !== 1 || JSON.stringify(legacy) !== JSON.stringify(disks[0]))) invalid('diskMiB', 'must be the one disk of disks when both are given', o['diskMiB']);
+  return disks;
+}
+
+function parseLegacyDisk(o: Record<string, unknown>): VmDisk {
+  const place = o['disk'] === undefined ? {} : object(o['disk'], 'disk');
+  return diskOf(integer(o, 'diskMiB', 1, DISK_MIB_MAX), place, 'disk', o['source']);
+}
+
+function parseDisk(raw: unknown, field: string): VmDisk {
+  const o = object(raw, field);
+  return diskOf(integer(o, 'sizeMiB', 1, DISK_MIB_MAX, `${field}.sizeMiB`), o, field, o['source'], `${field}.source`);
+}
+
+/** A disk from its size and its place's fields (each defaulted when absent: the default group, qcow2). */
+function diskOf(sizeMiB: number, place: Record<string, unknown>, field: string, source: unknown, sourceField = 'source'): VmDisk {
+  const storageGroup = place['storageGroup'] ?? DEFAULT_DISK_PLACE.storageGroup;
+  if (typeof storageGroup !== 'string' || !NAME.test(storageGroup)) invalid(`${field}.storageGroup`, 'must match [a-z][a-z0-9-]{0,30}', storageGroup);
+  const format = place['format'] ?? DEFAULT_DISK_PLACE.format;
+  if (!(VOLUME_FORMATS as readonly unknown[]).includes(format)) invalid(`${field}.format`, `must be one of ${VOLUME_FORMATS.join(', ')}`, format);
+  return { sizeMiB, storageGroup, format: format as VolumeFormat, ...(source === undefined ? {} : { source: parseSource(source, sourceField) }) };
 }
 
 /**
@@ -153,17 +208,17 @@ function parseNic(raw: unknown, field: string): VmNicIdentity {
 const IMAGE_ID = /^(snap|img)-[0-9a-f]{12}$/;
 const IMAGE_FILE = /^(snap|img)-[0-9a-f]{12}\.(qcow2|raw)$/;
 
-function parseSource(raw: unknown): VmImageSource {
-  const o = object(raw, 'source');
-  const host = string(o, 'host', 'source.host');
-  if (!NAME.test(host)) invalid('source.host', 'must be a host name', host);
-  const image = string(o, 'image', 'source.image');
-  if (!IMAGE_ID.test(image)) invalid('source.image', 'must be a snapshot or image id', image);
-  const storageGroup = string(o, 'storageGroup', 'source.storageGroup');
-  if (!NAME.test(storageGroup)) invalid('source.storageGroup', 'must match [a-z][a-z0-9-]{0,30}', storageGroup);
+function parseSource(raw: unknown, field: string): VmImageSource {
+  const o = object(raw, field);
+  const host = string(o, 'host', `${field}.host`);
+  if (!NAME.test(host)) invalid(`${field}.host`, 'must be a host name', host);
+  const image = string(o, 'image', `${field}.image`);
+  if (!IMAGE_ID.test(image)) invalid(`${field}.image`, 'must be a snapshot or image id', image);
+  const storageGroup = string(o, 'storageGroup', `${field}.storageGroup`);
+  if (!NAME.test(storageGroup)) invalid(`${field}.storageGroup`, 'must match [a-z][a-z0-9-]{0,30}', storageGroup);
   // A file name, never a path: the image is looked for in the group's snapshots directory only.
-  const file = string(o, 'file', 'source.file');
-  if (!IMAGE_FILE.test(file)) invalid('source.file', "must be an image's file name", file);
+  const file = string(o, 'file', `${field}.file`);
+  if (!IMAGE_FILE.test(file)) invalid(`${field}.file`, "must be an image's file name", file);
   return { host, image, storageGroup, file };
 }
 
@@ -179,33 +234,46 @@ function parseCdrom(raw: unknown): VmCdromHardware {
   return { medium: { vcd, sha256 } };
 }
 
-/** The `disk` object; absent (an older record, or a definition that leaves it out): the default group, qcow2. */
-function parseDisk(raw: unknown): VmDisk {
-  if (raw === undefined) return { ...DEFAULT_DISK };
-  const o = object(raw, 'disk');
-  const storageGroup = o['storageGroup'] ?? DEFAULT_DISK.storageGroup;
-  if (typeof storageGroup !== 'string' || !NAME.test(storageGroup)) invalid('disk.storageGroup', 'must match [a-z][a-z0-9-]{0,30}', storageGroup);
-  const format = o['format'] ?? DEFAULT_DISK.format;
-  if (!(VOLUME_FORMATS as readonly unknown[]).includes(format)) invalid('disk.format', `must be one of ${VOLUME_FORMATS.join(', ')}`, format);
-  return { storageGroup, format: format as VolumeFormat };
-}
-
 /** The hardware part of a definition. */
 export function hardwareOf(def: VmDefinition): VmHardware {
-  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, diskMiB: def.diskMiB, disk: def.disk, nics: def.nics, ...(def.cdrom ? { cdrom: def.cdrom } : {}), ...(def.source ? { source: def.source } : {}) };
+  return { vcpus: def.vcpus, memoryMiB: def.memoryMiB, guest: def.guest, disks: def.disks, nics: def.nics, ...(def.cdrom ? { cdrom: def.cdrom } : {}) };
 }
 
-/** The hardware as it is stored and replicated: a one-NIC VM's also carries that NIC as `nic`. */
-export type StoredVmHardware = VmHardware & { nic?: VmNicIdentity };
+/**
+ * The hardware as it is stored and replicated: a one-NIC VM's also carries that NIC as `nic`, a one-disk
+ * VM's that disk as `diskMiB`, `disk` and `source`.
+ */
+export type StoredVmHardware = VmHardware & { nic?: VmNicIdentity; diskMiB?: number; disk?: Pick<VmDisk, 'storageGroup' | 'format'>; source?: VmImageSource };
+
+/**
+ * A disk's volume name: the VM's for its first disk (the one a VM had before several), `<vm>.disk<N>` for
+ * the others (a VM name has no dot, so no volume name is another VM's).
+ */
+export function volumeName(vm: string, index: number): string {
+  return index === 0 ? vm : `${vm}.disk${index}`;
+}
+
+/** A disk's QEMU node and device id: vda, vdb, … as the guest names them. */
+export function diskId(index: number): string {
+  return `vd${String.fromCharCode(0x61 + index)}`;
+}
 
 /**
  * The hardware as the core stores and replicates it. A peer running a version from before several NICs
  * reads only `nic`: with it, a one-NIC VM runs there as before, during a rolling upgrade. A VM with more NICs
  * has no `nic`, so such a peer cannot parse it: it refuses to start the VM (INVALID_SPEC, vm.nic) rather
- * than run it with one NIC and the others' output ungated.
+ * than run it with one NIC and the others' output ungated. Disks the same way: a peer from before several
+ * disks reads `diskMiB`, `disk` and `source`, which only a one-disk VM's record has (INVALID_SPEC, vm.diskMiB,
+ * rather than a VM run with one disk of its several).
  */
 export function hardwareRecord(hw: VmHardware): StoredVmHardware {
-  return hw.nics.length === 1 ? { ...hw, nic: hw.nics[0]! } : { ...hw };
+  const record: StoredVmHardware = { ...hw };
+  if (hw.nics.length === 1) record.nic = hw.nics[0]!;
+  if (hw.disks.length === 1) {
+    const { sizeMiB, storageGroup, format, source } = hw.disks[0]!;
+    Object.assign(record, { diskMiB: sizeMiB, disk: { storageGroup, format }, ...(source ? { source } : {}) });
+  }
+  return record;
 }
 
 /**
@@ -246,9 +314,9 @@ function string(o: Record<string, unknown>, key: string, field = key): string {
   return v;
 }
 
-function integer(o: Record<string, unknown>, key: string, min: number, max: number): number {
+function integer(o: Record<string, unknown>, key: string, min: number, max: number, field = key): number {
   const v = o[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) invalid(key, `must be an integer from ${min} to ${max}`, v);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) invalid(field, `must be an integer from ${min} to ${max}`, v);
   return v;
 }
 

@@ -25,7 +25,6 @@ import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { LockstepError, describeError } from '../util/errors.js';
 import { ensureDisk } from '../storage/disk-image.js';
-import { DiskMirror, type MirrorProgress } from '../storage/disk-mirror.js';
 import type { ResyncRate } from '../storage/resync-rate.js';
 import type { ReplicationDialer } from '../storage/replication-stream.js';
 import { VmSupervisor, reapStale, type VmExit, type VmInstance } from '../qemu/supervisor.js';
@@ -34,11 +33,12 @@ import { listenForMigration, migrate, waitForIncomingMigration, type MigrationTl
 import type { VmSpec } from '../qemu/vm-spec.js';
 import type { MirrorMode, ProtectionLevel, StorageEvent, VmEvent, VmName } from '../core/types.js';
 import type { DaemonConfig } from './config.js';
-import { parseVmHardware, type VcdRef, type VmHardware } from './vm-definition.js';
+import { diskId, parseVmHardware, volumeName, type VcdRef, type VmDisk, type VmHardware } from './vm-definition.js';
+import { VmMirrors, diskStreamId, type DiskMirrorProgress } from './vm-mirrors.js';
 import { ejectMedium, insertMedium } from '../qemu/cdrom.js';
 import type { Vcd } from '../storage/vcd.js';
 import { mediumImage } from './cdrom.js';
-import { locateVolume, snapshotDirectory, storageGroupOf } from '../storage/storage-group.js';
+import { locateVolume, snapshotDirectory, storageGroupOf, vmOfVolume } from '../storage/storage-group.js';
 import { exists } from '../storage/disk-image.js';
 import { liveSnapshotProblem, snapshotLive, volumeFromImage } from '../storage/snapshot-image.js';
 import { addSample, syncRate, type ProgressSample } from '../storage/volume.js';
@@ -94,6 +94,14 @@ export interface MirrorView {
   /** How fast the sync copies, measured over its recent progress reports (null: not measured yet, or in sync). */
   bytesPerSec: number | null;
   lastSync: { stream: string; mode: MirrorMode; copiedBytes: number; pauseMs: number; durationMs: number; at: string } | null;
+  /** Each disk's mirror, by disk index: the VM's fields above are their sum (bytes) and their worst (state). */
+  disks: MirrorDiskView[];
+}
+
+export interface MirrorDiskView {
+  state: 'syncing' | 'ready' | 'stalled';
+  copiedBytes: number;
+  totalBytes: number;
 }
 
 export interface LastExit extends VmExit {
@@ -109,8 +117,10 @@ interface Slot {
   startedAt: string | null;
   /** A stop arrived while QEMU was still starting: stop it as soon as it is up. */
   stopWanted: boolean;
-  /** The disk's mirror into the peer's copy (protected VMs), and the stream it runs over now. */
-  mirror: DiskMirror | null;
+  /** Its disks' mirrors into the peer's copies (protected VMs), and the stream (disk 0's) they run over now. */
+  mirror: VmMirrors | null;
+  /** Its volumes, by disk index: the replication streams to cut are theirs. */
+  volumes: string[];
   stream: string | null;
   view: MirrorView | null;
   /** The current sync's recent progress, for its rate. */
@@ -186,8 +196,6 @@ const RESUME_WAIT_MS = 30_000;
 
 /** Longest a graceful stop (ACPI power button) may take before SIGKILL. The watchdog may kill sooner. */
 const GRACEFUL_STOP_MS = 5000;
-/** The VM's one data disk: its QEMU node and device id. */
-const DISK_ID = 'vda';
 /** The VM's CD drive, when it has one: its device id. */
 const CDROM_ID = 'cd0';
 
@@ -273,7 +281,7 @@ export class VmRunner {
     this.log(`cutting the mirror of VM ${name} (stream ${stream})`);
     // The same condition lets FT's held output go: nobody can resume the VM from an older checkpoint now.
     if (slot.ft?.active) slot.ft.goUnprotected('the decision core cut the mirror: the peer can no longer take the VM over');
-    this.ports.dialer()?.cut(name);
+    this.cutStreams(slot);
     // The job fails on the closed stream; stop() removes what is left of it, then the core hears it ended.
     void (slot.mirror?.stop() ?? Promise.resolve())
       .catch((e) => this.log(`stopping the mirror of VM ${name}: ${describeError(e)}`))
@@ -283,16 +291,21 @@ export class VmRunner {
   }
 
   /**
-   * The dialer lost the stream's TLS side. Once QEMU was connected, its writes to the copy now wait (a stall,
-   * until the core cuts); before that the stream is simply gone, and the mirror's own start fails.
+   * The dialer lost the TLS side of one volume's stream. Once QEMU was connected, that disk's writes to the
+   * copy now wait (the VM's mirror stalls, until the core cuts); before that the stream is simply gone, and
+   * the disk's mirror start fails.
    */
-  streamBroken(name: VmName, stream: string, reason: string): void {
+  streamBroken(volume: string, diskStream: string, reason: string): void {
+    const name = vmOfVolume(volume);
     const slot = this.slots.get(name);
-    if (!slot || slot.stream !== stream || slot.state === 'stopping') return;
-    const held = this.ports.dialer()?.status().some((x) => x.vm === name && x.streamId === stream && x.state === 'held');
+    if (!slot || slot.stream === null || slot.state === 'stopping') return;
+    const disk = slot.volumes.indexOf(volume);
+    if (disk < 0 || diskStreamId(slot.stream, disk) !== diskStream) return;
+    const held = this.ports.dialer()?.status().some((x) => x.vm === volume && x.streamId === diskStream && x.state === 'held');
     if (!held) return;
     if (slot.view) slot.view = { ...slot.view, state: 'stalled' };
-    this.ports.reportStorage(name, { kind: 'mirror-stalled', instance: slot.instance, stream, reason });
+    const why = slot.volumes.length === 1 ? reason : `disk ${diskId(disk)}: ${reason}`;
+    this.ports.reportStorage(name, { kind: 'mirror-stalled', instance: slot.instance, stream: slot.stream, reason: why });
   }
 
   stop(name: VmName, instance: number, reason: string): void {
@@ -364,63 +377,55 @@ export class VmRunner {
   }
 
   /**
-   * A live snapshot of the running VM's volume into `target` (src/storage/snapshot-image.ts). Which node is
-   * copied: a raw volume's file node always (its file never grows, and no mirror job holds it); a qcow2
-   * volume's format node, only while the VM has no mirror (unprotected). A VM that is not running here
-   * (`VM_NOT_RUNNING`), is starting, stopping or migrating, runs under FT, or has a mirrored qcow2 volume is
-   * refused (`SNAPSHOT_REFUSED`) before anything is made.
+   * A live snapshot of one of the running VM's volumes (`disk`, its index in the hardware) into `target`
+   * (src/storage/snapshot-image.ts). Which node is copied: a raw volume's file node always (its file never
+   * grows, and no mirror job holds it); a qcow2 volume's format node, only while the VM has no mirror
+   * (unprotected). A VM that is not running here (`VM_NOT_RUNNING`), is starting, stopping or migrating, runs
+   * under FT, or has a mirrored qcow2 volume is refused (`SNAPSHOT_REFUSED`) before anything is made.
    */
-  async snapshot(name: VmName, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void> {
+  async snapshot(name: VmName, disk: number, target: string, id: string, hw: VmHardware, onPointInTime: () => void): Promise<void> {
     const slot = this.slots.get(name);
     if (!slot || !slot.qemu) throw new LockstepError('VM_NOT_RUNNING', `VM ${name} does not run on ${this.config.host}`, { vm: name });
     if (slot.state !== 'running' || slot.migration) throw refused(name, `it is ${slot.migration ? 'migrating' : slot.state}: take its snapshot once it runs`);
     if (slot.ftWanted || slot.mirrorForFt) throw refused(name, 'it runs under FT, whose checkpointing owns its disk: snapshot it stopped, or as HA');
-    const problem = liveSnapshotProblem(hw.disk.format, slot.mirror !== null);
+    const volume = hw.disks[disk];
+    if (!volume) throw refused(name, `it has no disk ${disk} (its disks are 0 to ${hw.disks.length - 1})`);
+    const problem = liveSnapshotProblem(volume.format, slot.mirror !== null);
     if (problem) throw refused(name, problem);
-    const source = hw.disk.format === 'raw' ? { kind: 'file' as const, node: `${DISK_ID}-file`, format: 'raw' as const } : { kind: 'guest' as const, node: DISK_ID };
-    this.log(`VM ${name}: live snapshot ${id} of its ${hw.disk.format} volume (${source.kind === 'file' ? 'file node' : 'format node'}) into ${target}`);
+    const node = diskId(disk);
+    const source = volume.format === 'raw' ? { kind: 'file' as const, node: `${node}-file`, format: 'raw' as const } : { kind: 'guest' as const, node };
+    this.log(`VM ${name}: live snapshot ${id} of its ${volume.format} volume ${node} (${source.kind === 'file' ? 'file node' : 'format node'}) into ${target}`);
     await snapshotLive(slot.qemu.qmp, target, { source, id, onPointInTime });
   }
 
   private async connectMirror(name: VmName, slot: Slot, stream: string, asked: MirrorMode): Promise<void> {
     const dialer = this.ports.dialer();
-    if (!dialer || !slot.mirror) throw new Error('no replication stream to the peer yet');
+    const mirrors = slot.mirror;
+    if (!dialer || !mirrors) throw new Error('no replication stream to the peer yet');
     const mode: MirrorMode = slot.fullResync ? 'full' : asked;
     slot.stream = stream;
     slot.mirrorForFt = slot.ftWanted;
     const startedAt = performance.now();
-    const socketPath = await dialer.open(name, stream);
-    slot.view = { stream, mode, state: 'syncing', copiedBytes: 0, totalBytes: 0, limitBytesPerSec: null, guestBusy: false, bytesPerSec: null, lastSync: null };
+    slot.view = mirrorView(stream, mode, mirrors.diskProgress(), null);
     slot.samples = [];
     this.ports.reportStorage(name, { kind: 'mirror-syncing', instance: slot.instance, stream });
-    const onProgress = (p: MirrorProgress): void => {
+    const onProgress = (disks: DiskMirrorProgress[]): void => {
       if (slot.view?.stream !== stream) return;
-      slot.samples = addSample(slot.samples, { atMs: performance.now(), copiedBytes: p.copiedBytes });
-      slot.view = { ...slot.view, ...p, bytesPerSec: syncRate(slot.samples) };
+      slot.samples = addSample(slot.samples, { atMs: performance.now(), copiedBytes: sum(disks.map((d) => d.copiedBytes)) });
+      slot.view = mirrorView(stream, mode, disks, syncRate(slot.samples));
     };
-    slot.mirror.on('progress', onProgress);
+    mirrors.on('progress', onProgress);
     try {
-      const ready = await slot.mirror.start({ socketPath, exportName: name, streamId: stream, mode, rate: this.resyncRate });
+      const ready = await mirrors.start({ streamId: stream, mode, rate: this.resyncRate, open: (volume, diskStream) => dialer.open(volume, diskStream) });
       const durationMs = performance.now() - startedAt;
       this.log(`mirror of VM ${name} in sync (stream ${stream}, ${mode}: ${ready.copiedBytes} bytes copied in ${Math.round(durationMs)} ms, guest paused ${ready.pauseMs.toFixed(1)} ms)`);
       if (slot.stream !== stream) return;
       slot.lastSync = { stream, mode, copiedBytes: ready.copiedBytes, pauseMs: ready.pauseMs, durationMs, at: new Date().toISOString() };
-      // A sync quicker than one progress report leaves no total behind: what it copied is the least it was.
-      slot.view = {
-        stream,
-        mode,
-        state: 'ready',
-        copiedBytes: ready.copiedBytes,
-        totalBytes: Math.max(slot.view?.totalBytes ?? 0, ready.copiedBytes),
-        limitBytesPerSec: null,
-        guestBusy: false,
-        bytesPerSec: null,
-        lastSync: null,
-      };
+      slot.view = mirrorView(stream, mode, mirrors.diskProgress(), null);
       slot.samples = [];
       this.ports.reportStorage(name, { kind: 'mirror-ready', instance: slot.instance, stream });
     } finally {
-      slot.mirror.off('progress', onProgress);
+      mirrors.off('progress', onProgress);
     }
     if (!slot.ftWanted) return;
     // It became FT while this mirror synced into an HA copy: the next one goes into an epoch disk.
@@ -450,6 +455,11 @@ export class VmRunner {
     const mirror = slot.mirror;
     const checkpoints = this.ports.checkpointDialer();
     if (!qemu || !mirror) return;
+    // FT checkpoints one disk (vm-definition.ts `protectionProblem` refuses more); a VM of several stays HA.
+    if (mirror.disks.length !== 1) {
+      this.log(`VM ${name}: not FT: it has ${mirror.disks.length} disks, and FT protects a VM of one; mirrored as HA`);
+      return;
+    }
     slot.ft ??= new FtOwner({
       vm: qemu,
       nicIds: slot.nicIds,
@@ -462,7 +472,7 @@ export class VmRunner {
       if (!checkpoints) throw new Error('no checkpoint stream to the peer yet');
       // From the run's first epoch the peer's copy may drop epochs the bitmap no longer shows.
       slot.fullResync = true;
-      await slot.ft.protect(mirror, () => checkpoints.open(name, `${stream}.ft`));
+      await slot.ft.protect(mirror.disks[0]!, () => checkpoints.open(name, `${stream}.ft`));
     } catch (e) {
       this.log(`VM ${name}: FT protection did not start: ${describeError(e)}`);
       this.ftLost(name, slot, `FT protection did not start: ${describeError(e)}`);
@@ -524,8 +534,14 @@ export class VmRunner {
     if (stream === null) return;
     slot.stream = null;
     slot.view = null;
-    this.ports.dialer()?.cut(name);
+    this.cutStreams(slot);
     if (slot.state !== 'stopping' && this.slots.get(name) === slot) this.ports.reportStorage(name, { kind: 'mirror-ended', instance: slot.instance, stream, reason });
+  }
+
+  /** Cuts the replication stream of each of the VM's volumes (the dialer's streams are per volume). */
+  private cutStreams(slot: Slot): void {
+    const dialer = this.ports.dialer();
+    for (const volume of slot.volumes) dialer?.cut(volume);
   }
 
   /**
@@ -586,7 +602,10 @@ export class VmRunner {
         await this.ports.copyReleased(name);
         const exportSocket = path.join(this.config.dataDir, 'run', 'exports', `${name}.incoming.sock`);
         await qemu.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: exportSocket } } });
-        await qemu.qmp.execute('block-export-add', { type: 'nbd', id: 'copy', 'node-name': DISK_ID, name, writable: true, writethrough: true });
+        // One NBD server, an export per disk named after its volume: each disk's stream asks for its own.
+        for (const [i, volume] of slot.volumes.entries()) {
+          await qemu.qmp.execute('block-export-add', { type: 'nbd', id: incomingExportId(i), 'node-name': diskId(i), name: volume, writable: true, writethrough: true });
+        }
         this.ports.adoptExport(name, exportSocket);
         this.report(name, { kind: 'incoming-ready', instance });
       } catch (e) {
@@ -641,7 +660,7 @@ export class VmRunner {
       slot.migration = { ...view, phase: 'completed', transferredBytes: result.transferredBytes, remainingBytes: 0, downtimeMs: result.downtimeMs, totalMs: result.totalMs };
       slot.stream = null;
       slot.view = null;
-      this.ports.dialer()?.cut(name);
+      this.cutStreams(slot);
       this.log(`VM ${name}: live migration ${migration} completed in ${result.totalMs} ms, downtime ${result.downtimeMs} ms, ${result.transferredBytes} bytes`);
       this.report(name, { kind: 'migrated', instance: slot.instance, migration });
     } catch (e) {
@@ -675,10 +694,10 @@ export class VmRunner {
       } finally {
         clearTimeout(timer);
       }
-      await qemu.qmp.execute('block-export-del', { id: 'copy', mode: 'hard' });
+      for (const i of slot.volumes.keys()) await qemu.qmp.execute('block-export-del', { id: incomingExportId(i), mode: 'hard' });
       await qemu.qmp.execute('nbd-server-stop');
       this.ports.disownExport(name);
-      slot.mirror = await DiskMirror.attach(qemu.qmp, { disk: DISK_ID, vm: name });
+      slot.mirror = await VmMirrors.attach(qemu.qmp, name, slot.volumes.length, this.log);
       this.watchMirror(name, slot, slot.mirror);
       await qemu.qmp.execute('cont');
     } catch (e) {
@@ -693,7 +712,7 @@ export class VmRunner {
     if (slot.stopWanted) this.stop(name, slot.instance, 'stop asked while resuming');
   }
 
-  private watchMirror(name: VmName, slot: Slot, mirror: DiskMirror): void {
+  private watchMirror(name: VmName, slot: Slot, mirror: VmMirrors): void {
     mirror.on('failed', (f) => {
       if (slot.stream === f.streamId) {
         this.log(`mirror of VM ${name} (stream ${f.streamId}) failed: ${f.reason}`);
@@ -708,7 +727,7 @@ export class VmRunner {
   private async failStart(name: VmName, slot: Slot, qemu: VmInstance | null, e: unknown): Promise<void> {
     slot.stopWanted = true;
     if (qemu) {
-      this.ports.dialer()?.cut(name);
+      this.cutStreams(slot);
       this.ports.checkpointDialer()?.cut(name);
       await slot.ft?.close();
       await qemu.stop({ gracefulMs: 0 }).catch(() => undefined);
@@ -755,7 +774,7 @@ export class VmRunner {
       void qemu.exited.then((exit) => this.onExit(name, slot, exit));
       if (req.protectedVm) {
         // A resumed guest already runs: its writes are tracked from here, and its first mirror is full.
-        slot.mirror = await DiskMirror.attach(qemu.qmp, { disk: DISK_ID, vm: name });
+        slot.mirror = await VmMirrors.attach(qemu.qmp, name, slot.volumes.length, this.log);
         this.watchMirror(name, slot, slot.mirror);
         if (req.mirror) await this.connectMirror(name, slot, req.mirror.stream, req.mirror.mode);
         if (slot.resumedFrom === null) await qemu.qmp.execute('cont');
@@ -822,7 +841,7 @@ export class VmRunner {
     // state of the last acked checkpoint — what clients saw.
     void slot.ft?.close().finally(() => this.removeMemory(slot));
     if (slot.ft === null) void this.removeMemory(slot);
-    if (slot.stream !== null) this.ports.dialer()?.cut(name);
+    if (slot.stream !== null) this.cutStreams(slot);
     const expected = slot.stopWanted;
     this.lastExits.set(name, { ...exit, instance: slot.instance, at: new Date().toISOString(), expected });
     const detail = exit.signal ? ` (${exit.signal})` : exit.code !== null ? ` (exit ${exit.code})` : '';
@@ -844,19 +863,11 @@ export class VmRunner {
    * host lacks fails the start with `UNKNOWN_STORAGE_GROUP`, which the start's failure names in the log.
    */
   private async prepare(name: VmName, hw: VmHardware, slot: Slot): Promise<VmSpec> {
-    const disk = locateVolume(this.config.storageGroups, this.config.host, name, hw.disk);
-    // A VM made from a snapshot or an imported image: its first start makes the volume from the image, and
-    // only the host holding it can (images are not replicated; HA's full sync then brings the volume over).
-    if (hw.source && !(await exists(disk))) {
-      if (hw.source.host !== this.config.host) {
-        throw new LockstepError('SNAPSHOT_REFUSED', `VM ${name}'s first start must be on ${hw.source.host}, which holds the image ${hw.source.image} it is made from; ${this.config.host} does not`, { vm: name, host: hw.source.host });
-      }
-      const image = path.join(snapshotDirectory(storageGroupOf(this.config.storageGroups, hw.source.storageGroup, this.config.host)), hw.source.file);
-      await mkdir(path.dirname(disk), { recursive: true });
-      this.log(`VM ${name}: making its volume from image ${hw.source.image} (${image})`);
-      await volumeFromImage(image, disk, hw.disk.format, hw.diskMiB);
+    slot.volumes = hw.disks.map((_, i) => volumeName(name, i));
+    const disks: VmSpec['disks'] = [];
+    for (const [i, disk] of hw.disks.entries()) {
+      disks.push({ id: diskId(i), path: await this.prepareVolume(name, slot.volumes[i]!, disk), format: disk.format, cache: 'writeback' });
     }
-    await ensureDisk(disk, hw.diskMiB, hw.disk.format);
     const nics = vmNics(name, hw.nics);
     // The taps of an instance that just exited may still be going: made again only once they are gone.
     await this.tapsRemoved.get(name);
@@ -875,13 +886,61 @@ export class VmRunner {
       memoryMiB: hw.memoryMiB,
       accel: this.config.accel,
       boot: hw.guest,
-      disks: [{ id: DISK_ID, path: disk, format: hw.disk.format, cache: 'writeback' }],
+      disks,
       nics,
       ...(hw.cdrom ? { cdrom: { id: CDROM_ID, medium: await this.cdromImage(name, hw.cdrom.medium) } } : {}),
       // Every VM has the heartbeat port; only a guest whose agent beats is watched (guest-heartbeat.ts).
       heartbeat: { timeoutMs: this.config.guestHeartbeatTimeoutMs },
     };
   }
+
+  /**
+   * One disk's volume here, made if it is not there yet. A disk made from a snapshot or an imported image:
+   * its first start makes the volume from the image, and only the host holding it can (images are not
+   * replicated; HA's full sync then brings the volume over).
+   */
+  private async prepareVolume(name: VmName, volume: string, disk: VmDisk): Promise<string> {
+    const file = locateVolume(this.config.storageGroups, this.config.host, volume, disk);
+    const source = disk.source;
+    if (source && !(await exists(file))) {
+      if (source.host !== this.config.host) {
+        throw new LockstepError('SNAPSHOT_REFUSED', `VM ${name}'s first start must be on ${source.host}, which holds the image ${source.image} its volume ${volume} is made from; ${this.config.host} does not`, { vm: name, host: source.host });
+      }
+      const image = path.join(snapshotDirectory(storageGroupOf(this.config.storageGroups, source.storageGroup, this.config.host)), source.file);
+      await mkdir(path.dirname(file), { recursive: true });
+      this.log(`VM ${name}: making its volume ${volume} from image ${source.image} (${image})`);
+      await volumeFromImage(image, file, disk.format, disk.sizeMiB);
+    }
+    await ensureDisk(file, disk.sizeMiB, disk.format);
+    return file;
+  }
+}
+
+/** A disk's export from a migration's incoming QEMU. */
+function incomingExportId(disk: number): string {
+  return `copy-${diskId(disk)}`;
+}
+
+/** The VM's mirror as the API shows it: its disks' bytes summed, its state the least advanced of theirs. */
+function mirrorView(stream: string, mode: MirrorMode, disks: DiskMirrorProgress[], bytesPerSec: number | null): MirrorView {
+  const ready = disks.every((d) => d.state === 'ready');
+  const limits = disks.flatMap((d) => (d.state === 'syncing' && d.limitBytesPerSec !== null ? [d.limitBytesPerSec] : []));
+  return {
+    stream,
+    mode,
+    state: ready ? 'ready' : 'syncing',
+    copiedBytes: sum(disks.map((d) => d.copiedBytes)),
+    totalBytes: sum(disks.map((d) => d.totalBytes)),
+    limitBytesPerSec: ready || limits.length === 0 ? null : Math.min(...limits),
+    guestBusy: !ready && disks.some((d) => d.guestBusy),
+    bytesPerSec: ready ? null : bytesPerSec,
+    lastSync: null,
+    disks: disks.map((d) => ({ state: d.state, copiedBytes: d.copiedBytes, totalBytes: d.totalBytes })),
+  };
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
 }
 
 function newSlot(instance: number, state: VmRunState, ftWanted: boolean): Slot {
@@ -892,6 +951,7 @@ function newSlot(instance: number, state: VmRunState, ftWanted: boolean): Slot {
     startedAt: null,
     stopWanted: false,
     mirror: null,
+    volumes: [],
     stream: null,
     view: null,
     samples: [],

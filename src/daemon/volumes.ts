@@ -1,6 +1,6 @@
 /**
  * Volumes and storage groups as the API shows them, from one host: its config's groups and their usage on
- * its file systems, and each VM's volume with its state (derived in `src/storage/volume.ts` from this
+ * its file systems, and each VM's volumes (one per disk) with their state (derived in `src/storage/volume.ts` from this
  * host's file, its disk health, its QEMU and mirror, and the core's copy records). Also the define-time
  * check that a new VM's volume has a group here and fits in it.
  */
@@ -11,7 +11,7 @@ import type { HealthSnapshot } from '../core/types.js';
 import type { CoreView } from './core-driver.js';
 import type { RunningVm } from './vm-runner.js';
 import type { ApiContext } from './api.js';
-import { DEFAULT_DISK, parseVmHardware, type VmDefinition, type VmDisk } from './vm-definition.js';
+import { DEFAULT_DISK_PLACE, diskId, parseVmHardware, volumeName, type VmDefinition, type VmDisk } from './vm-definition.js';
 
 const MIB = 1024 * 1024;
 
@@ -31,9 +31,11 @@ export function volumeContext(ctx: ApiContext): VolumeContext {
 }
 
 export interface VolumeStatus {
-  /** The volume's name: its VM's (a VM has one volume). */
+  /** The volume's name: its VM's for the first disk, `<vm>.disk<i>` for the others (vm-definition.ts volumeName). */
   name: string;
   vm: string;
+  /** The disk the guest sees it as (vda, vdb, …). */
+  disk: string;
   /** The host that answered: `file` and the state are as it sees them. */
   host: string;
   owner: string;
@@ -64,7 +66,9 @@ export interface StorageGroupStatus {
 
 interface Located {
   vm: CoreView['vms'][number];
-  disk: VmDisk;
+  /** The disk's index in the VM's hardware. */
+  index: number;
+  disk: Pick<VmDisk, 'storageGroup' | 'format'>;
   sizeBytes: number;
   group: StorageGroupConfig | null;
   /** Null: this host holds no file of it (a peer's unprotected VM) or has no path for it (no such group here). */
@@ -73,20 +77,27 @@ interface Located {
   unreadable: string | null;
 }
 
-function locate(ctx: VolumeContext, vm: CoreView['vms'][number]): Located {
-  let disk = DEFAULT_DISK;
-  let sizeBytes = 0;
+/** The VM's volumes, one per disk; one named after the VM, failed, when its hardware cannot be read here. */
+function locate(ctx: VolumeContext, vm: CoreView['vms'][number]): Located[] {
+  let disks: Pick<VmDisk, 'storageGroup' | 'format' | 'sizeMiB'>[];
   let unreadable: string | null = null;
   try {
-    const hw = parseVmHardware(vm.hardware);
-    disk = hw.disk;
-    sizeBytes = hw.diskMiB * MIB;
+    disks = parseVmHardware(vm.hardware).disks;
   } catch (e) {
+    disks = [{ ...DEFAULT_DISK_PLACE, sizeMiB: 0 }];
     unreadable = `the VM's hardware record cannot be read here: ${describeError(e)}`;
   }
-  const group = ctx.storageGroups.find((g) => g.name === disk.storageGroup) ?? null;
   const holdsFile = vm.owner === ctx.host || vm.protection !== 'none';
-  return { vm, disk, sizeBytes, group, path: group && holdsFile && !unreadable ? volumePath(group, vm.name, disk.format) : null, unreadable };
+  return disks.map((disk, index) => {
+    const group = ctx.storageGroups.find((g) => g.name === disk.storageGroup) ?? null;
+    const path = group && holdsFile && !unreadable ? volumePath(group, volumeName(vm.name, index), disk.format) : null;
+    return { vm, index, disk, sizeBytes: disk.sizeMiB * MIB, group, path, unreadable };
+  });
+}
+
+/** Every volume this host holds in `group`. */
+function heldIn(ctx: VolumeContext, group: StorageGroupConfig): Located[] {
+  return (ctx.core?.vms ?? []).flatMap((vm) => locate(ctx, vm)).filter((l) => l.group === group && l.path !== null);
 }
 
 async function statusOf(ctx: VolumeContext, l: Located): Promise<VolumeStatus> {
@@ -103,14 +114,15 @@ async function statusOf(ctx: VolumeContext, l: Located): Promise<VolumeStatus> {
         groupKnown: l.group !== null,
         file,
         diskHealth: ctx.health?.disk ?? null,
-        local: local && { state: local.state, mirror: local.mirror && { state: local.mirror.state, copiedBytes: local.mirror.copiedBytes, totalBytes: local.mirror.totalBytes, bytesPerSec: local.mirror.bytesPerSec } },
+        local: local && { state: local.state, mirror: diskMirror(local.mirror, l.index) },
         peerHeard: ctx.core?.peerHeard ?? false,
         copyHere: l.vm.copies.here,
         copyPeer: l.vm.copies.peer,
       });
   return {
-    name: l.vm.name,
+    name: volumeName(l.vm.name, l.index),
     vm: l.vm.name,
+    disk: diskId(l.index),
     host: ctx.host,
     owner: l.vm.owner,
     protection: l.vm.protection,
@@ -123,20 +135,30 @@ async function statusOf(ctx: VolumeContext, l: Located): Promise<VolumeStatus> {
   };
 }
 
-/** Every VM's volume, by name. */
+/**
+ * One disk's mirror as the volume verdict reads it. The disks sync one after another, so the VM's measured
+ * rate is the rate of the disk syncing now.
+ */
+function diskMirror(mirror: RunningVm['mirror'], index: number): { state: 'syncing' | 'ready' | 'stalled'; copiedBytes: number; totalBytes: number; bytesPerSec: number | null } | null {
+  const disk = mirror?.disks[index];
+  if (!mirror || !disk) return null;
+  return { ...disk, bytesPerSec: disk.state === 'syncing' ? mirror.bytesPerSec : null };
+}
+
+/** Every VM's volumes, by VM and disk. */
 export async function volumeStatuses(ctx: VolumeContext): Promise<VolumeStatus[]> {
-  return Promise.all((ctx.core?.vms ?? []).map((vm) => statusOf(ctx, locate(ctx, vm))));
+  return Promise.all((ctx.core?.vms ?? []).flatMap((vm) => locate(ctx, vm)).map((l) => statusOf(ctx, l)));
 }
 
 export async function volumeStatus(ctx: VolumeContext, name: string): Promise<VolumeStatus> {
-  const vm = ctx.core?.vms.find((v) => v.name === name);
-  if (!vm) throw new LockstepError('UNKNOWN_VOLUME', `no volume named '${name}' (a volume is named after its VM)`, { volume: name });
-  return statusOf(ctx, locate(ctx, vm));
+  const located = (ctx.core?.vms ?? []).flatMap((vm) => locate(ctx, vm)).find((l) => volumeName(l.vm.name, l.index) === name);
+  if (!located) throw new LockstepError('UNKNOWN_VOLUME', `no volume named '${name}' (a VM's first volume is named after it, its others <vm>.disk1, <vm>.disk2…)`, { volume: name });
+  return statusOf(ctx, located);
 }
 
 /** One group's usage, from its file system and the volumes this host holds in it. */
 async function groupStatus(ctx: VolumeContext, group: StorageGroupConfig): Promise<StorageGroupStatus> {
-  const held = (ctx.core?.vms ?? []).map((vm) => locate(ctx, vm)).filter((l) => l.group === group && l.path !== null);
+  const held = heldIn(ctx, group);
   const files = await Promise.all(held.map((l) => volumeFile(l.path!)));
   const base = { name: group.name, path: group.path, sizeMiB: group.sizeMiB };
   let allocated = files.flatMap((f) => (f.kind === 'present' ? [f.allocatedBytes] : []));
@@ -166,31 +188,38 @@ export async function storageGroupDetail(ctx: VolumeContext, name: string): Prom
 }
 
 /**
- * A new VM's volume must have its group on this host (`INVALID_SPEC` naming `disk.storageGroup`) and fit
- * (`COMMAND_REFUSED`): its whole size, since a thin image grows to it, in what the group has free now less
- * what the volumes already defined in it may still grow by (their size less what they have allocated; the
- * whole size of one whose file is not made yet). So two thin volumes can never be promised the same space.
+ * A new VM's volumes must each have their group on this host (`INVALID_SPEC` naming `disks[i].storageGroup`)
+ * and fit (`COMMAND_REFUSED`): their whole size, since a thin image grows to it, in what the group has free
+ * now less what the volumes already defined in it may still grow by (their size less what they have
+ * allocated; the whole size of one whose file is not made yet). The new VM's disks in one group are summed,
+ * so two thin volumes can never be promised the same space.
  */
 export async function checkVolumeFits(ctx: VolumeContext, def: VmDefinition): Promise<void> {
-  const group = ctx.storageGroups.find((g) => g.name === def.disk.storageGroup);
-  if (!group) {
-    throw new LockstepError(
-      'INVALID_SPEC',
-      `vm.disk.storageGroup names '${def.disk.storageGroup}', which is not configured on ${ctx.host} (it has ${ctx.storageGroups.map((g) => g.name).join(', ')})`,
-      { field: 'disk.storageGroup', value: def.disk.storageGroup },
-    );
-  }
-  const room = await groupRoom(ctx, group);
-  if ('error' in room) throw new LockstepError('COMMAND_REFUSED', `cannot tell whether VM ${def.name}'s disk fits in storage group '${group.name}': ${room.error}`, { command: 'define-vm', storageGroup: group.name });
-  const { freeBytes, reservedBytes, availableBytes } = room;
-  const sizeBytes = def.diskMiB * MIB;
-  if (sizeBytes > availableBytes) {
-    const promised = reservedBytes > 0 ? `, of ${Math.floor(freeBytes / MIB)} MiB free ${Math.ceil(reservedBytes / MIB)} MiB are promised to the volumes defined in it` : '';
-    throw new LockstepError(
-      'COMMAND_REFUSED',
-      `VM ${def.name}'s ${def.diskMiB} MiB disk does not fit in storage group '${group.name}' on ${ctx.host}: ${Math.floor(availableBytes / MIB)} MiB available${promised}`,
-      { command: 'define-vm', field: 'diskMiB', storageGroup: group.name, sizeBytes, freeBytes, reservedBytes },
-    );
+  const byGroup = new Map<StorageGroupConfig, number>();
+  def.disks.forEach((disk, i) => {
+    const group = ctx.storageGroups.find((g) => g.name === disk.storageGroup);
+    if (!group) {
+      throw new LockstepError(
+        'INVALID_SPEC',
+        `vm.disks[${i}].storageGroup names '${disk.storageGroup}', which is not configured on ${ctx.host} (it has ${ctx.storageGroups.map((g) => g.name).join(', ')})`,
+        { field: `disks[${i}].storageGroup`, value: disk.storageGroup },
+      );
+    }
+    byGroup.set(group, (byGroup.get(group) ?? 0) + disk.sizeMiB * MIB);
+  });
+  for (const [group, sizeBytes] of byGroup) {
+    const room = await groupRoom(ctx, group);
+    if ('error' in room) throw new LockstepError('COMMAND_REFUSED', `cannot tell whether VM ${def.name}'s disks fit in storage group '${group.name}': ${room.error}`, { command: 'define-vm', storageGroup: group.name });
+    const { freeBytes, reservedBytes, availableBytes } = room;
+    if (sizeBytes > availableBytes) {
+      const promised = reservedBytes > 0 ? `, of ${Math.floor(freeBytes / MIB)} MiB free ${Math.ceil(reservedBytes / MIB)} MiB are promised to the volumes defined in it` : '';
+      const what = def.disks.length === 1 ? `${sizeBytes / MIB} MiB disk does` : `disks in it (${sizeBytes / MIB} MiB) do`;
+      throw new LockstepError(
+        'COMMAND_REFUSED',
+        `VM ${def.name}'s ${what} not fit in storage group '${group.name}' on ${ctx.host}: ${Math.floor(availableBytes / MIB)} MiB available${promised}`,
+        { command: 'define-vm', field: 'disks', storageGroup: group.name, sizeBytes, freeBytes, reservedBytes },
+      );
+    }
   }
 }
 
@@ -207,7 +236,7 @@ export async function groupRoom(ctx: VolumeContext, group: StorageGroupConfig): 
 
 /** What the volumes this host holds in `group` may still grow by: each one's size less what it has allocated. */
 async function growthRoom(ctx: VolumeContext, group: StorageGroupConfig): Promise<number> {
-  const held = (ctx.core?.vms ?? []).map((vm) => locate(ctx, vm)).filter((l) => l.group === group && l.path !== null);
+  const held = heldIn(ctx, group);
   const files = await Promise.all(held.map((l) => volumeFile(l.path!)));
   return held.reduce((sum, l, i) => {
     const f = files[i]!;

@@ -14,7 +14,7 @@ import { inNetns, runIn } from '../util/exec.js';
 import { sleep, waitGone } from '../util/proc.js';
 import { writeFileDurably } from '../util/durable-file.js';
 import { daemonRequest } from '../daemon/api-client.js';
-import { DEFAULT_DISK, type VmDefinition, type ProtectionLevel } from '../daemon/vm-definition.js';
+import { DEFAULT_DISK_PLACE, type VmDefinition, type ProtectionLevel } from '../daemon/vm-definition.js';
 import type { VmStatus } from '../daemon/api.js';
 import { labFtMemoryDir, labHostConfig, labPairId } from './host-config.js';
 import { enrollLabPair, ensureQuorumInitialized, isQuorumServing, startQuorumServer } from './lab-quorum.js';
@@ -544,8 +544,7 @@ export class Lab {
         vcpus: 1,
         memoryMiB,
         guest: { kernel: image.kernel, initrd: image.initrd, cmdline: guestKernelCmdline({ ip: `${vm.address}/${NETMASK_BITS}`, hostname: name }) },
-        diskMiB: 64,
-        disk: DEFAULT_DISK,
+        disks: [{ sizeMiB: 64, ...DEFAULT_DISK_PLACE }],
         nics: [{ mac: vm.mac, address: vm.address }],
         protection,
         desired: 'running',

@@ -21,16 +21,17 @@
  */
 import { lstat, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { NAME_RE } from '../protocol/peer.js';
 import { silentLog, type DriverLog } from '../qemu/log.js';
 import { QemuProcess } from '../qemu/qemu-process.js';
 import { LockstepError, describeError, isLockstepError } from '../util/errors.js';
 import { missingProgram } from '../util/exec.js';
 import { findProgram, sleep } from '../util/proc.js';
+import { VOLUME_NAME_RE } from './storage-group.js';
 
 export type CopyFormat = 'qcow2' | 'raw';
 
 export interface CopyExportOptions {
+  /** The volume's name (its VM's for a first disk): the NBD export's name, and how logs name the copy. */
   vm: string;
   /** The copy's image file. */
   disk: string;
@@ -178,7 +179,7 @@ function checkOptions(o: CopyExportOptions): void {
   const bad = (field: string, why: string): never => {
     throw new LockstepError('INVALID_ARGUMENT', `copy export: '${field}' ${why}`, { field });
   };
-  if (typeof o.vm !== 'string' || !NAME_RE.test(o.vm)) bad('vm', 'must be a VM name ([a-z][a-z0-9-]{0,30})');
+  if (typeof o.vm !== 'string' || !VOLUME_NAME_RE.test(o.vm)) bad('vm', 'must be a volume name (a VM name, [a-z][a-z0-9-]{0,30}, or <vm>.disk<N>)');
   if (o.format !== 'qcow2' && o.format !== 'raw') bad('format', 'must be qcow2 or raw');
   if (o.cache !== undefined && o.cache !== 'writethrough' && o.cache !== 'writeback') bad('cache', 'must be writethrough or writeback');
   if (typeof o.disk !== 'string' || o.disk === '') bad('disk', 'must be an image file path');

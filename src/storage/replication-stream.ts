@@ -9,6 +9,9 @@
  * - the owner's daemon must be able to cut a stream that hangs on a dead network. QEMU's NBD client would
  *   wait for TCP to give up (minutes), with the guest's writes blocked all that time.
  *
+ * Streams are per volume: a VM of several disks has one per disk, each to its own copy's export. `vm` is
+ * the volume's name (its VM's for the first disk, `<vm>.disk<N>` for the others), in the API and on the wire.
+ *
  * Wire, after the TLS handshake: the owner sends one header line `{"v":1,"vm":VM,"stream":ID}\n`; the backup
  * answers one line, `{"ok":true}\n` or `{"ok":false,"error":"…"}\n` (and closes); after `ok` both directions
  * carry NBD bytes, untouched. The NBD server speaks first (its greeting), so nothing of QEMU's is sent before
@@ -47,6 +50,7 @@ import tls from 'node:tls';
 import { ALINK_PATHS_MAX } from '../alink/alink.js';
 import { peerIdentityProblem, type AlinkTlsContext } from '../alink/tls.js';
 import { NAME_RE, PEER_LIMITS } from '../protocol/peer.js';
+import { VOLUME_NAME_BYTES_MAX, VOLUME_NAME_RE } from './storage-group.js';
 import { silentLog, type DriverLog } from '../qemu/log.js';
 import { LockstepError, describeError } from '../util/errors.js';
 import { assert } from '../util/assert.js';
@@ -73,7 +77,6 @@ const CLOSE_GRACE_MS = 1000;
 const WARN_INTERVAL_MS = 10_000;
 /** sun_path is 108 bytes including the terminating NUL. */
 const UNIX_SOCKET_PATH_MAX = 107;
-const VM_NAME_BYTES_MAX = 31;
 
 /** One way to the peer: an A-Link's address on the peer, in the dialer's preference order. */
 export interface ReplicationPath {
@@ -180,7 +183,7 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
     validatePaths(opts.paths);
     validateTiming('replication dialer', this.timing);
     if (!path.isAbsolute(opts.socketDir)) invalidSpec('replication dialer', 'socketDir', 'must be an absolute path');
-    if (Buffer.byteLength(path.join(opts.socketDir, `${'x'.repeat(VM_NAME_BYTES_MAX)}.sock`)) > UNIX_SOCKET_PATH_MAX) {
+    if (Buffer.byteLength(path.join(opts.socketDir, `${'x'.repeat(VOLUME_NAME_BYTES_MAX)}.sock`)) > UNIX_SOCKET_PATH_MAX) {
       invalidSpec('replication dialer', 'socketDir', `is too long for a VM's socket path (${UNIX_SOCKET_PATH_MAX} bytes)`);
     }
     this.self = opts.self;
@@ -216,7 +219,7 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
    */
   async open(vm: string, streamId: string): Promise<string> {
     assert(!this.closed, 'ReplicationDialer.open after close');
-    if (typeof vm !== 'string' || !NAME_RE.test(vm)) throw invalidArgument('vm', vm, 'a VM name ([a-z][a-z0-9-]{0,30})');
+    if (typeof vm !== 'string' || !VOLUME_NAME_RE.test(vm)) throw invalidArgument('vm', vm, 'a volume name (a VM name, [a-z][a-z0-9-]{0,30}, or <vm>.disk<N>)');
     if (typeof streamId !== 'string' || !STREAM_ID_RE.test(streamId)) throw invalidArgument('streamId', streamId, '1 to 64 printable characters, no spaces');
     try {
       // 0700: whoever can connect to a VM's socket writes to the peer's copy of its disk.
@@ -225,7 +228,7 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
       throw new LockstepError('REPLICATION_STREAM', `cannot make the replication socket directory ${this.socketDir}: ${describeError(e)}`, { vm, streamId, paths: [] }, { cause: e });
     }
     if (this.closed) {
-      throw new LockstepError('REPLICATION_STREAM', `stream ${streamId} of VM ${vm} not opened: the dialer closed`, { vm, streamId, paths: [] });
+      throw new LockstepError('REPLICATION_STREAM', `stream ${streamId} of volume ${vm} not opened: the dialer closed`, { vm, streamId, paths: [] });
     }
     // Replacing the older stream closes its listener, which unlinks the socket path, now: the newer one
     // binds it only after its dial, and a newer one still ends this one before it binds.
@@ -270,11 +273,11 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
     const problem = await listened;
     if (problem !== null) this.end(s, `cannot listen on ${s.socketPath}: ${problem}`);
     if (s.state !== 'dialing') throw this.notOpened(s, failures);
-    server.on('error', (e) => this.log.warn(`replication socket of VM ${vm}: ${e.message}`, { vm, stream: streamId }));
+    server.on('error', (e) => this.log.warn(`replication socket of volume ${vm}: ${e.message}`, { vm, stream: streamId }));
     s.state = 'waiting';
     const bound = this.timing.qemuConnectTimeoutMs;
     s.qemuTimer = setTimeout(() => this.end(s, `QEMU did not connect to ${s.socketPath} within ${bound} ms`), bound);
-    this.log.info(`replication stream ${streamId} of VM ${vm} answered over ${dialed.pathName}; waiting for QEMU`, { vm, stream: streamId, path: dialed.pathName, peer: this.peer });
+    this.log.info(`replication stream ${streamId} of volume ${vm} answered over ${dialed.pathName}; waiting for QEMU`, { vm, stream: streamId, path: dialed.pathName, peer: this.peer });
     return s.socketPath;
   }
 
@@ -311,8 +314,8 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
   /** The error a pending `open` rejects with; logged, since no event tells of it. */
   private notOpened(s: OutStream, failures: ReplicationPathFailure[]): LockstepError {
     const reason = s.endReason ?? 'ended';
-    if (!this.closed) this.log.warn(`replication stream ${s.id} of VM ${s.vm} not opened: ${reason}`, { vm: s.vm, stream: s.id, peer: this.peer });
-    return new LockstepError('REPLICATION_STREAM', `stream ${s.id} of VM ${s.vm} not opened: ${reason}`, { vm: s.vm, streamId: s.id, paths: [...failures] });
+    if (!this.closed) this.log.warn(`replication stream ${s.id} of volume ${s.vm} not opened: ${reason}`, { vm: s.vm, stream: s.id, peer: this.peer });
+    return new LockstepError('REPLICATION_STREAM', `stream ${s.id} of volume ${s.vm} not opened: ${reason}`, { vm: s.vm, streamId: s.id, paths: [...failures] });
   }
 
   /** The paths in order until one answers; each failure is added to `failures`. */
@@ -445,7 +448,7 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
     // are ours to handle, never passed on by pipe().
     socket.pipe(c, { end: false });
     c.pipe(socket, { end: false });
-    this.log.info(`replication stream ${s.id} of VM ${s.vm} connected over ${s.pathName}`, { vm: s.vm, stream: s.id, path: s.pathName, peer: this.peer });
+    this.log.info(`replication stream ${s.id} of volume ${s.vm} connected over ${s.pathName}`, { vm: s.vm, stream: s.id, path: s.pathName, peer: this.peer });
     this.emit('connected', s.vm, s.id, s.pathName!);
   }
 
@@ -465,7 +468,7 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
     qemu.pause();
     socket.destroy();
     if (this.closed) return;
-    this.log.warn(`replication stream ${s.id} of VM ${s.vm} broken: ${reason}; QEMU's side is held until cut`, { vm: s.vm, stream: s.id, peer: this.peer });
+    this.log.warn(`replication stream ${s.id} of volume ${s.vm} broken: ${reason}; QEMU's side is held until cut`, { vm: s.vm, stream: s.id, peer: this.peer });
     this.emit('broken', s.vm, s.id, reason);
   }
 
@@ -501,7 +504,7 @@ export class ReplicationDialer extends EventEmitter<ReplicationDialerEvents> {
     s.tls?.destroy();
     s.qemu?.destroy();
     if (silent || this.closed) return;
-    this.log.warn(`replication stream ${s.id} of VM ${s.vm} ended: ${reason}`, { vm: s.vm, stream: s.id, peer: this.peer });
+    this.log.warn(`replication stream ${s.id} of volume ${s.vm} ended: ${reason}`, { vm: s.vm, stream: s.id, peer: this.peer });
     this.emit('broken', s.vm, s.id, reason);
   }
 }
@@ -712,7 +715,7 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
     if ('problem' in header) return this.refuse(socket, header.problem, `connection from ${from}`);
     const { vm, stream } = header;
     const exportPath = this.resolveExport(vm);
-    if (exportPath === null) return this.refuse(socket, `${this.self} has no copy export of VM ${vm}`, `stream ${stream}`);
+    if (exportPath === null) return this.refuse(socket, `${this.self} has no copy export of volume ${vm}`, `stream ${stream}`);
 
     // At most one stream per VM: the copy export serves one client at a time, and the newer stream is the
     // owner's current one.
@@ -730,8 +733,8 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
       clearTimeout(timer);
       this.closeStream(s, why, false);
     };
-    const timer = setTimeout(() => abandon(`the copy export of VM ${vm} did not accept within ${this.timing.localConnectTimeoutMs} ms`), this.timing.localConnectTimeoutMs);
-    local.once('error', (e) => abandon(`cannot reach the copy export of VM ${vm}: ${e.message}`));
+    const timer = setTimeout(() => abandon(`the copy export of volume ${vm} did not accept within ${this.timing.localConnectTimeoutMs} ms`), this.timing.localConnectTimeoutMs);
+    local.once('error', (e) => abandon(`cannot reach the copy export of volume ${vm}: ${e.message}`));
     socket.once('close', () => abandon('the owner closed the connection before the stream opened'));
     local.once('connect', () => {
       clearTimeout(timer);
@@ -742,7 +745,7 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
   private opened(s: InStream, rest: Buffer): void {
     const { tls: socket, local } = s;
     s.state = 'open';
-    this.log.info(`replication stream ${s.id} of VM ${s.vm} open`, { vm: s.vm, stream: s.id, peer: this.peer });
+    this.log.info(`replication stream ${s.id} of volume ${s.vm} open`, { vm: s.vm, stream: s.id, peer: this.peer });
     // Before the answer leaves: the daemon hears of the stream before any of its bytes flow.
     this.emit('stream-open', s.vm, s.id);
     if (s.state !== 'open') return;
@@ -770,10 +773,10 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
     if (this.streams.get(s.vm) === s) this.streams.delete(s.vm);
     if (!wasOpen) {
       s.local?.destroy();
-      return this.refuse(s.tls, reason, `stream ${s.id} of VM ${s.vm}`);
+      return this.refuse(s.tls, reason, `stream ${s.id} of volume ${s.vm}`);
     }
     if (this.state === 'started') {
-      this.log.warn(`replication stream ${s.id} of VM ${s.vm} closed: ${reason}`, { vm: s.vm, stream: s.id, peer: this.peer });
+      this.log.warn(`replication stream ${s.id} of volume ${s.vm} closed: ${reason}`, { vm: s.vm, stream: s.id, peer: this.peer });
       this.emit('stream-closed', s.vm, s.id, reason);
     }
     s.tls.unpipe();
@@ -834,7 +837,7 @@ function parseHeader(line: string): StreamHeader | { problem: string } {
   const o = v as Record<string, unknown>;
   if (o['v'] !== REPLICATION_PROTOCOL_VERSION) return { problem: `header version ${printableValue(o['v'])} is not ${REPLICATION_PROTOCOL_VERSION}` };
   const vm = o['vm'];
-  if (typeof vm !== 'string' || !NAME_RE.test(vm)) return { problem: `header 'vm' is ${printableValue(vm)}, not a VM name` };
+  if (typeof vm !== 'string' || !VOLUME_NAME_RE.test(vm)) return { problem: `header 'vm' is ${printableValue(vm)}, not a volume name` };
   const stream = o['stream'];
   if (typeof stream !== 'string' || !STREAM_ID_RE.test(stream)) return { problem: `header 'stream' is ${printableValue(stream)}, not a stream id` };
   return { vm, stream };

@@ -65,9 +65,24 @@ export function parseStorageGroups(raw: unknown, dataDir: string, bad: Bad): Sto
   return groups;
 }
 
-/** A VM's volume in a group: `<group path>/<vm>.<format>` — the VM's own disk on its owner, the copy on its peer. */
-export function volumePath(group: StorageGroupConfig, vm: string, format: VolumeFormat): string {
-  return path.join(group.path, `${vm}.${format}`);
+/**
+ * A volume's name: its VM's for the VM's first disk, `<vm>.disk<N>` for the others (`volumeName` in
+ * src/daemon/vm-definition.ts). Replication streams and copy exports are per volume, so they carry it.
+ */
+export const VOLUME_NAME_RE = /^[a-z][a-z0-9-]{0,30}(\.disk[1-9])?$/;
+export const VOLUME_NAME_BYTES_MAX = 37;
+
+/** The VM a volume belongs to. */
+export function vmOfVolume(volume: string): string {
+  return volume.split('.')[0]!;
+}
+
+/**
+ * A volume in a group: `<group path>/<volume>.<format>` — the VM's own disk on its owner, the copy on its
+ * peer. A volume is named after its VM and disk (`volumeName` in src/daemon/vm-definition.ts).
+ */
+export function volumePath(group: StorageGroupConfig, volume: string, format: VolumeFormat): string {
+  return path.join(group.path, `${volume}.${format}`);
 }
 
 /** Where a group keeps the virtual CDs this host received into it (src/storage/vcd.ts): apart from the volumes. */
@@ -92,9 +107,9 @@ export function storageGroupOf(groups: readonly StorageGroupConfig[], name: stri
   return g;
 }
 
-/** The file of a VM's volume on this host; `UNKNOWN_STORAGE_GROUP` when its group is not configured here. */
-export function locateVolume(groups: readonly StorageGroupConfig[], host: string, vm: string, disk: { storageGroup: string; format: VolumeFormat }): string {
-  return volumePath(storageGroupOf(groups, disk.storageGroup, host), vm, disk.format);
+/** The file of a volume on this host; `UNKNOWN_STORAGE_GROUP` when its group is not configured here. */
+export function locateVolume(groups: readonly StorageGroupConfig[], host: string, volume: string, disk: { storageGroup: string; format: VolumeFormat }): string {
+  return volumePath(storageGroupOf(groups, disk.storageGroup, host), volume, disk.format);
 }
 
 /** What a group holds and has left, in bytes. */

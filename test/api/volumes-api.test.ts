@@ -23,6 +23,8 @@ const MIB = 1024 * 1024;
 
 interface Volume {
   name: string;
+  vm: string;
+  disk: string;
   host: string;
   owner: string;
   protection: string;
@@ -126,18 +128,52 @@ test("storage groups: capacity, use and free space from the file system and the 
 
 test('a definition is refused for a group this host lacks, and for a disk larger than the free space', async () => {
   const { socket } = await lone();
-  await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, disk: { storageGroup: 'slow' } }), 'INVALID_SPEC', 400, 'disk.storageGroup');
+  await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, disk: { storageGroup: 'slow' } }), 'INVALID_SPEC', 400, 'disks[0].storageGroup');
   await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, disk: { format: 'vmdk' } }), 'INVALID_SPEC', 400, 'disk.format');
-  await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, diskMiB: 9, disk: { storageGroup: 'small' } }), 'COMMAND_REFUSED', 409, 'diskMiB');
+  await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, diskMiB: 9, disk: { storageGroup: 'small' } }), 'COMMAND_REFUSED', 409, 'disks');
   assert.deepEqual(await daemonRequest(socket, 'GET', '/v1/vms'), [], 'nothing was defined');
   // What fits is taken, and then promised: a second thin volume may not count on the first one's unwritten space.
   await daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, diskMiB: 5, disk: { storageGroup: 'small' } });
   const second = { ...SAMPLE_VM, name: 'db', nics: [{ mac: '52:54:00:12:34:57', address: '10.10.3.51' }], diskMiB: 4, disk: { storageGroup: 'small' } };
   await assert.rejects(
     daemonRequest(socket, 'POST', '/v1/vms', second),
-    (e) => isLockstepError(e, 'COMMAND_REFUSED') && e.fields['field'] === 'diskMiB' && /3 MiB available, of 8 MiB free 5 MiB are promised to the volumes defined in it/.test(e.message),
+    (e) => isLockstepError(e, 'COMMAND_REFUSED') && e.fields['field'] === 'disks' && /3 MiB available, of 8 MiB free 5 MiB are promised to the volumes defined in it/.test(e.message),
   );
   await daemonRequest(socket, 'POST', '/v1/vms', { ...second, diskMiB: 3 });
+});
+
+test('a VM of several disks: a volume per disk, their sizes summed per group, FT refused', async () => {
+  const { socket } = await lone();
+  const { diskMiB: _, ...base } = SAMPLE_VM;
+  const db = { ...base, name: 'db', nics: [{ mac: '52:54:00:12:34:57', address: '10.10.3.51' }], disks: [{ sizeMiB: 4 }, { sizeMiB: 5, storageGroup: 'small', format: 'raw' }, { sizeMiB: 2, storageGroup: 'small' }] };
+  // 5 + 4 MiB in an 8 MiB group: each fits alone, together they do not.
+  await assert.rejects(
+    daemonRequest(socket, 'POST', '/v1/vms', { ...db, disks: [{ sizeMiB: 5, storageGroup: 'small' }, { sizeMiB: 4, storageGroup: 'small' }] }),
+    (e) => isLockstepError(e, 'COMMAND_REFUSED') && e.fields['storageGroup'] === 'small' && /disks in it \(9 MiB\) do not fit/.test(e.message),
+  );
+  await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...db, disks: [{ sizeMiB: 4 }, { sizeMiB: 1, storageGroup: 'slow' }] }), 'INVALID_SPEC', 400, 'disks[1].storageGroup');
+  await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...db, protection: 'ft' }), 'INVALID_SPEC', 400, 'protection');
+  await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...db, disks: [1, 2, 3, 4, 5].map((sizeMiB) => ({ sizeMiB })) }), 'INVALID_SPEC', 400);
+  assert.deepEqual(await daemonRequest(socket, 'GET', '/v1/vms'), [], 'nothing was defined');
+
+  await daemonRequest(socket, 'POST', '/v1/vms', db);
+  const volumes = await daemonRequest<Volume[]>(socket, 'GET', '/v1/volumes');
+  assert.deepEqual(
+    volumes.map((v) => [v.name, v.vm, v.disk, v.storageGroup, v.format, v.sizeBytes]),
+    [
+      ['db', 'db', 'vda', 'default', 'qcow2', 4 * MIB],
+      ['db.disk1', 'db', 'vdb', 'small', 'raw', 5 * MIB],
+      ['db.disk2', 'db', 'vdc', 'small', 'qcow2', 2 * MIB],
+    ],
+  );
+  assert.match((await daemonRequest<Volume>(socket, 'GET', '/v1/volumes/db.disk1')).path ?? '', /small\/db\.disk1\.raw$/);
+  await refused(daemonRequest(socket, 'GET', '/v1/volumes/db.disk3'), 'UNKNOWN_VOLUME', 404);
+  const small = await daemonRequest<Group>(socket, 'GET', '/v1/storage-groups/small');
+  assert.deepEqual([small.volumeCount, small.volumes?.map((v) => v.name)], [2, ['db.disk1', 'db.disk2']]);
+  // The group has promised 7 of its 8 MiB: a 2 MiB disk no longer fits.
+  await refused(daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, diskMiB: 2, disk: { storageGroup: 'small' } }), 'COMMAND_REFUSED', 409, 'disks');
+  await refused(daemonRequest(socket, 'POST', '/v1/vms/db/protection', { protection: 'ft' }), 'INVALID_SPEC', 400, 'protection');
+  await daemonRequest(socket, 'POST', '/v1/vms/db/protection', { protection: 'ha' });
 });
 
 test('the management API serves the same routes to a read-only user; OpenAPI documents them', async () => {

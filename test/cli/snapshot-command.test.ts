@@ -37,8 +37,9 @@ test('each verb parses into its request; bad input is a usage error naming what 
     [['list', '--vm', 'web', '--json', '--host', 'host2'], { verb: 'list', vm: 'web', json: true, where: { host: 'host2' } }],
     [['show', ID], { verb: 'show', id: ID, json: false, where: {} }],
     [['delete', 'img-abcdefabcdef', '--socket', '/run/l.sock'], { verb: 'delete', id: 'img-abcdefabcdef', json: false, where: { socket: '/run/l.sock' } }],
-    [['take', 'web'], { verb: 'take', vm: 'web', description: null, json: false, where: {} }],
-    [['take', 'web', '--description', 'before the upgrade'], { verb: 'take', vm: 'web', description: 'before the upgrade', json: false, where: {} }],
+    [['take', 'web'], { verb: 'take', vm: 'web', disk: 0, description: null, json: false, where: {} }],
+    [['take', 'web', '--description', 'before the upgrade'], { verb: 'take', vm: 'web', disk: 0, description: 'before the upgrade', json: false, where: {} }],
+    [['take', 'web', '--disk', '2'], { verb: 'take', vm: 'web', disk: 2, description: null, json: false, where: {} }],
     [['export', ID, '--output', 'out/web.qcow2'], { verb: 'export', id: ID, output: path.resolve('out/web.qcow2'), json: false, where: {} }],
     [['import', 'disk.img'], { verb: 'import', file: 'disk.img', storageGroup: null, description: null, json: false, where: {} }],
     [['import', 'disk.img', '--storage-group', 'fast', '--description', 'golden'], { verb: 'import', file: 'disk.img', storageGroup: 'fast', description: 'golden', json: false, where: {} }],
@@ -56,6 +57,8 @@ test('each verb parses into its request; bad input is a usage error naming what 
     [['take', 'web', '--description', 'x'.repeat(257)], /--description must be at most 256 printable characters/],
     [['take', 'web', '--description', 'two\nlines'], /--description must be at most 256/],
     [['take', 'web', '--name', 'x'], /Unknown option '--name'/],
+    [['take', 'web', '--disk', '4'], /--disk is a disk's index, 0 \(vda\) to 3 \(got '4'\)/],
+    [['take', 'web', '--disk', 'vdb'], /--disk is a disk's index, 0 \(vda\) to 3 \(got 'vdb'\)/],
     [['export', ID], /^usage: lockstep snapshot export ID --output FILE$/],
     [['import'], /^usage: lockstep snapshot import FILE/],
     [['list', 'web'], /^usage: lockstep snapshot list \[--vm NAME\]$/],
@@ -66,10 +69,17 @@ test('each verb parses into its request; bad input is a usage error naming what 
 test('vm create --from names the source; --disk is then optional, and the id is checked', () => {
   const req = parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--from', ID]);
   assert.ok(req.verb === 'create');
-  assert.equal(req.from, ID);
-  assert.equal(req.diskMiB, undefined);
+  assert.deepEqual(req.disks, [{ storageGroup: 'default', format: 'qcow2', from: ID }]);
   const sized = parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '32', '--from', ID]);
-  assert.ok(sized.verb === 'create' && sized.diskMiB === 32);
+  assert.ok(sized.verb === 'create');
+  assert.deepEqual(sized.disks, [{ storageGroup: 'default', format: 'qcow2', sizeMiB: 32, from: ID }]);
+  // A data disk from an image, as large as it: from= in its --disk.
+  const data = parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '16', '--disk', `from=${ID},format=raw`]);
+  assert.ok(data.verb === 'create');
+  assert.deepEqual(data.disks, [{ storageGroup: 'default', format: 'qcow2', sizeMiB: 16 }, { storageGroup: 'default', format: 'raw', from: ID }]);
+  assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', `8,from=${ID}`, '--from', ID]), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /give one or the other/.test(e.message));
+  assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '16', '--disk', 'format=raw']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /needs its size in MiB/.test(e.message));
+  assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--disk', '16,from=web']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /'web' is no snapshot or image id/.test(e.message));
   assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /needs --disk/.test(e.message));
   assert.throws(() => parseVmCommand(['create', 'web2', '--memory', '96', '--vcpus', '1', '--from', 'web']), (e) => isLockstepError(e, 'INVALID_ARGUMENT') && /'web' is no snapshot or image id/.test(e.message));
 });
@@ -194,12 +204,12 @@ test('the CLI against a real lockstepd socket: take, list, show, export, a VM fr
   // A VM from it, its disk the snapshot's size when --disk is not given; the snapshot is then in use.
   const made = await cli(['vm', 'create', 'web2', '--memory', '96', '--vcpus', '1', '--protection', 'none', '--stopped', '--from', snap.id, ...GUEST, ...at]);
   assert.equal(made.code, 0, made.stderr);
-  assert.match(made.stdout, new RegExp(`^VM web2 defined on host1: none, 1 vCPU, 96 MiB, 16 MiB disk made from snapshot ${snap.id} at its first start, `));
+  assert.match(made.stdout, new RegExp(`^VM web2 defined on host1: none, 1 vCPU, 96 MiB, vda 16 MiB made from snapshot ${snap.id} at its first start, `));
   const web2 = await daemonRequest<{ hardware: { diskMiB: number; source: unknown } }>(socket, 'GET', '/v1/vms/web2');
   assert.deepEqual([web2.hardware.diskMiB, web2.hardware.source], [16, { host: 'host1', image: snap.id, storageGroup: 'default', file: `${snap.id}.qcow2` }]);
   const small = await cli(['vm', 'create', 'web3', '--memory', '96', '--vcpus', '1', '--disk', '8', '--from', snap.id, ...GUEST, ...at]);
   assert.equal(small.code, 2, small.stderr);
-  assert.match(small.stderr, /diskMiB must be at least that/);
+  assert.match(small.stderr, /disks\[0\]\.sizeMiB must be at least that/);
   const inUse = await cli(['snapshot', 'delete', snap.id, '--json', ...at]);
   assert.equal(inUse.code, 1);
   assert.equal(JSON.parse(inUse.stdout).error.code, 'SNAPSHOT_IN_USE');

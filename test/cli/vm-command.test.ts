@@ -29,7 +29,7 @@ test('each verb parses into its request', () => {
     [['cd', 'eject', 'demo', '--host', 'host2'], { verb: 'cd-eject', name: 'demo', json: false, where: { host: 'host2' } }],
     [
       ['create', 'web', ...SIZES],
-      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, diskMiB: 16, disk: { storageGroup: 'default', format: 'qcow2' }, protection: 'ha', desired: 'running', cdDrive: false, guest: { nics: [{}] }, json: false, where: {} },
+      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, disks: [{ sizeMiB: 16, storageGroup: 'default', format: 'qcow2' }], protection: 'ha', desired: 'running', cdDrive: false, guest: { nics: [{}] }, json: false, where: {} },
     ],
     [
       ['create', 'web', ...SIZES, '--protection', 'none', '--stopped', '--cd-drive', '--mac', '52:54:00:AA:BB:CC', '--address', '10.10.3.70', '--storage-group', 'fast', '--disk-format', 'raw'],
@@ -38,8 +38,7 @@ test('each verb parses into its request', () => {
         name: 'web',
         memoryMiB: 96,
         vcpus: 1,
-        diskMiB: 16,
-        disk: { storageGroup: 'fast', format: 'raw' },
+        disks: [{ sizeMiB: 16, storageGroup: 'fast', format: 'raw' }],
         protection: 'none',
         desired: 'stopped',
         cdDrive: true,
@@ -55,8 +54,7 @@ test('each verb parses into its request', () => {
         name: 'web',
         memoryMiB: 96,
         vcpus: 1,
-        diskMiB: 16,
-        disk: { storageGroup: 'default', format: 'qcow2' },
+        disks: [{ sizeMiB: 16, storageGroup: 'default', format: 'qcow2' }],
         protection: 'ha',
         desired: 'running',
         cdDrive: false,
@@ -72,8 +70,7 @@ test('each verb parses into its request', () => {
         name: 'web',
         memoryMiB: 96,
         vcpus: 1,
-        diskMiB: 16,
-        disk: { storageGroup: 'default', format: 'qcow2' },
+        disks: [{ sizeMiB: 16, storageGroup: 'default', format: 'qcow2' }],
         protection: 'ha',
         desired: 'running',
         cdDrive: false,
@@ -85,7 +82,28 @@ test('each verb parses into its request', () => {
     [
       // In the lab: three NICs, the second's address given, the rest the lab's.
       ['create', 'web', ...SIZES, '--nics', '3', '--address', '10.10.3.70', '--address', '10.10.3.71'],
-      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, diskMiB: 16, disk: { storageGroup: 'default', format: 'qcow2' }, protection: 'ha', desired: 'running', cdDrive: false, guest: { nics: [{ address: '10.10.3.70' }, { address: '10.10.3.71' }, {}] }, json: false, where: {} },
+      { verb: 'create', name: 'web', memoryMiB: 96, vcpus: 1, disks: [{ sizeMiB: 16, storageGroup: 'default', format: 'qcow2' }], protection: 'ha', desired: 'running', cdDrive: false, guest: { nics: [{ address: '10.10.3.70' }, { address: '10.10.3.71' }, {}] }, json: false, where: {} },
+    ],
+    [
+      // Three disks: the first in --storage-group as --disk-format, the others saying where and what they are.
+      ['create', 'db', '--memory', '96', '--vcpus', '1', '--disk', '16', '--disk', '32,group=fast', '--disk', '8,format=qcow2,group=slow', '--storage-group', 'main', '--disk-format', 'raw'],
+      {
+        verb: 'create',
+        name: 'db',
+        memoryMiB: 96,
+        vcpus: 1,
+        disks: [
+          { sizeMiB: 16, storageGroup: 'main', format: 'raw' },
+          { sizeMiB: 32, storageGroup: 'fast', format: 'raw' },
+          { sizeMiB: 8, storageGroup: 'slow', format: 'qcow2' },
+        ],
+        protection: 'ha',
+        desired: 'running',
+        cdDrive: false,
+        guest: { nics: [{}] },
+        json: false,
+        where: {},
+      },
     ],
     [['help'], { verb: 'help', exit: 0 }],
     [[], { verb: 'help', exit: 2 }],
@@ -132,6 +150,11 @@ test("every verb's bad input is refused with a usage error naming what is wrong"
     [['create', 'web', ...SIZES, '--cmdline', ''], 'INVALID_ARGUMENT', /--cmdline must not be empty/],
     [['create', 'web', ...SIZES, '--storage-group', 'Fast!'], 'INVALID_ARGUMENT', /--storage-group must start with a letter/],
     [['create', 'web', ...SIZES, '--disk-format', 'vmdk'], 'INVALID_ARGUMENT', /--disk-format must be one of qcow2, raw \(got 'vmdk'\)/],
+    [['create', 'web', ...SIZES, '--disk', '8,format=vmdk'], 'INVALID_ARGUMENT', /--disk format= must be one of qcow2, raw \(got 'vmdk'\)/],
+    [['create', 'web', ...SIZES, '--disk', '8,group=Fast!'], 'INVALID_ARGUMENT', /--disk group= must start with a letter/],
+    [['create', 'web', ...SIZES, '--disk', '8,cache=none'], 'INVALID_ARGUMENT', /--disk 8,cache=none: a disk is its size, then group=NAME, format=qcow2\|raw and from=ID \(got 'cache=none'\)/],
+    [['create', 'web', ...SIZES, '--disk', 'big'], 'INVALID_ARGUMENT', /--disk must be a whole number/],
+    [['create', 'web', ...SIZES, ...['1', '2', '3', '4'].flatMap((n) => ['--disk', n])], 'INVALID_ARGUMENT', /at most 4 disks/],
     [['create', 'web', ...SIZES, '--socket', '/s', '--mac', '52:54:00:00:00:01'], 'INVALID_ARGUMENT', /with --socket vm create needs --address, --kernel, --initrd, --cmdline: only the lab/],
     [['create', 'web', ...SIZES, '--nics', '5'], 'INVALID_ARGUMENT', /--nics must be a whole number from 1 to 4/],
     [['create', 'web', ...SIZES, '--nics', '0'], 'INVALID_ARGUMENT', /--nics must be a whole number from 1 to 4/],
@@ -245,7 +268,8 @@ test('vm show: hardware, the local QEMU, the mirror and its last sync, the last 
       'protection  ha',
       'desired     running',
       'state       protected: running with the peer ready to take over at the requested level',
-      'hardware    1 vCPU, 96 MiB memory, 16 MiB disk',
+      'hardware    1 vCPU, 96 MiB memory',
+      'disk        vda 16 MiB',
       'nic         52:54:00:4c:53:32 10.10.3.50',
       'kernel      /cache/bzImage',
       'initrd      /cache/initrd.gz',
@@ -273,7 +297,11 @@ test('vm show: hardware, the local QEMU, the mirror and its last sync, the last 
   // A record with several NICs has no legacy `nic`: a line per NIC, in the guest's order.
   const { nic: _legacy, ...noLegacy } = DEMO.hardware!;
   const twoNics: VmView = { ...DEMO, hardware: { ...noLegacy, nics: [{ mac: '52:54:00:4c:53:32', address: '10.10.3.50' }, { mac: '52:54:00:4c:53:40', address: '10.10.3.60' }] } };
-  assert.match(renderVmShow('host1', twoNics), /^hardware .*\nnic +52:54:00:4c:53:32 10\.10\.3\.50\nnic +52:54:00:4c:53:40 10\.10\.3\.60\nkernel /m);
+  assert.match(renderVmShow('host1', twoNics), /^hardware .*\ndisk .*\nnic +52:54:00:4c:53:32 10\.10\.3\.50\nnic +52:54:00:4c:53:40 10\.10\.3\.60\nkernel /m);
+  // A record with several disks has no legacy diskMiB: a line per disk, in the guest's order.
+  const { diskMiB: _size, ...oneDiskless } = noLegacy;
+  const twoDisks: VmView = { ...DEMO, hardware: { ...oneDiskless, disks: [{ sizeMiB: 16, storageGroup: 'default', format: 'qcow2' }, { sizeMiB: 64, storageGroup: 'fast', format: 'raw' }] } };
+  assert.match(renderVmShow('host1', twoDisks), /^hardware +1 vCPU, 96 MiB memory\ndisk +vda 16 MiB qcow2 in default\ndisk +vdb 64 MiB raw in fast\nnic /m);
   const withCd: VmView = { ...DEMO, hardware: { ...DEMO.hardware, cdrom: { medium: { vcd: 'debian-12.5', sha256: 'f'.repeat(64) } } } };
   assert.match(renderVmShow('host1', withCd), /^cd +debian-12\.5 \(sha256 ffffffffffff\)\nqemu /m);
   assert.match(renderVmShow('host1', { ...DEMO, hardware: { ...DEMO.hardware, cdrom: { medium: null } } }), /^cd +empty$/m);

@@ -54,7 +54,7 @@ test('the list: a row per volume, a syncing one with its progress and ETA, a fai
   assert.match(lines[1]!, /^db\s+host1\s+fast\s+qcow2\s+64\.0 MiB\s+-\s+host1\s+failed\s+storage group 'fast' is not configured on host1$/);
   assert.match(lines[2]!, /^demo\s+host1\s+default\s+qcow2\s+64\.0 MiB\s+3\.0 MiB\s+host1\s+in-sync\s+-$/);
   assert.match(lines[3]!, /^web .*syncing\s+\[#####\.+\]\s+25%\s+16\.0 MiB of 64\.0 MiB\s+8\.0 MiB\/s\s+eta 6\.0 s$/);
-  assert.equal(renderVolumeAnswer(false, { verb: 'volume-list', views: [{ host: 'host1', volumes: [] }] }), 'no volumes (each VM has one: `lockstep vm create NAME …`)');
+  assert.equal(renderVolumeAnswer(false, { verb: 'volume-list', views: [{ host: 'host1', volumes: [] }] }), 'no volumes (a VM has one per disk: `lockstep vm create NAME …`)');
 });
 
 test("each volume is shown as its owner sees it when the owner answered: only the owner measures a resync", () => {
@@ -68,6 +68,8 @@ test("each volume is shown as its owner sees it when the owner answered: only th
 test('show: every aspect of one volume, the sync line while syncing', () => {
   const out = renderVolumeShow(syncing);
   assert.match(out, /^volume\s+web$/m);
+  assert.match(out, /^vm\s+web, its vda$/m, 'a view from before several disks: its one disk');
+  assert.match(renderVolumeShow({ ...syncing, name: 'web.disk1', vm: 'web', disk: 'vdb' }), /^vm\s+web, its vdb$/m);
   assert.match(out, /^storage group\s+default$/m);
   assert.match(out, /^file\s+\/lab\/hosts\/host1\/disks\/demo\.qcow2 on host2$/m);
   assert.match(out, /^state\s+syncing: resyncing host1's copy$/m);

@@ -120,7 +120,14 @@ test('first-run setup, every page with real data, a VM created and started, a li
     await page.locator(`${form} [data-action=remove-nic]`).nth(1).click();
     await page.locator(`${form} [data-action=remove-nic]`).nth(1).click();
     assert.equal(await page.locator(`${form} .nic-row`).count(), 2);
-    const fields = { name: 'web', vcpus: '2', memoryMiB: '128', diskMiB: '16', kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'console=ttyS0', 'nic0-mac': '52:54:00:12:34:56', 'nic0-address': '10.10.3.60', 'nic1-mac': '52:54:00:12:34:5a', 'nic1-address': '10.10.3.61' };
+    // Two disks, the second a raw one: added, up to four offered, two removed again.
+    for (let i = 0; i < 3; i++) await page.click(`${form} [data-action=add-disk]`);
+    assert.equal(await page.locator(`${form} [data-action=add-disk]`).isDisabled(), true, 'four disks at most');
+    await page.locator(`${form} [data-action=remove-disk]`).nth(1).click();
+    await page.locator(`${form} [data-action=remove-disk]`).nth(1).click();
+    assert.equal(await page.locator(`${form} .disk-row`).count(), 2);
+    await page.selectOption(`${form} [name=disk1-format]`, 'raw');
+    const fields = { name: 'web', vcpus: '2', memoryMiB: '128', 'disk0-size': '16', 'disk1-size': '8', kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'console=ttyS0', 'nic0-mac': '52:54:00:12:34:56', 'nic0-address': '10.10.3.60', 'nic1-mac': '52:54:00:12:34:5a', 'nic1-address': '10.10.3.61' };
     for (const [name, value] of Object.entries(fields)) {
       await page.fill(`${form} [name=${name}]`, value);
     }
@@ -131,6 +138,10 @@ test('first-run setup, every page with real data, a VM created and started, a li
     const defined = (await h.request('GET', '/api/v1/vms/web', { token: await h.login(ADMIN.name, ADMIN.password) })).body;
     assert.deepEqual([defined.hardware.vcpus, defined.hardware.memoryMiB, defined.protection, defined.desired], [2, 128, 'ha', 'stopped'], 'the VM the form defined');
     assert.deepEqual(defined.hardware.nics, [{ mac: '52:54:00:12:34:56', address: '10.10.3.60' }, { mac: '52:54:00:12:34:5a', address: '10.10.3.61' }], 'both NICs, in the form’s order');
+    assert.deepEqual(defined.hardware.disks, [{ sizeMiB: 16, storageGroup: 'default', format: 'qcow2' }, { sizeMiB: 8, storageGroup: 'default', format: 'raw' }], 'both disks, in the form’s order');
+    const diskFacts = await page.locator('.facts dt', { hasText: /^disk / }).evaluateAll((dts) => dts.map((dt) => [dt.textContent, dt.nextElementSibling?.textContent]));
+    assert.deepEqual(diskFacts, [['disk vda', '16 MiB, qcow2 in default'], ['disk vdb', '8 MiB, raw in default']], 'the detail shows every disk');
+    await page.locator('h2', { hasText: 'Volume web.disk1 (vdb)' }).waitFor();
     const nicFacts = await page.locator('.facts dt', { hasText: /^NIC/ }).evaluateAll((dts) => dts.map((dt) => [dt.textContent, dt.nextElementSibling?.textContent]));
     assert.deepEqual(nicFacts, [['NIC 1', '52:54:00:12:34:56, 10.10.3.60'], ['NIC 2', '52:54:00:12:34:5a, 10.10.3.61']], 'the detail shows every NIC');
     await page.click('.actions[data-vm=web] [data-action=start]');

@@ -87,7 +87,7 @@ test('a VM’s page takes a snapshot, lists it, downloads it, makes a VM from it
     // New VM from it: the create form with that source chosen; the VM defined names it.
     await row.locator('[data-action=snapshot-new-vm]').click();
     await page.locator('#vm-create').waitFor();
-    assert.equal(await page.inputValue('#vm-create [name=source]'), snap.id);
+    assert.equal(await page.inputValue('#vm-create [name=disk0-source]'), snap.id);
     await page.fill('#vm-create [name=name]', 'web2');
     await page.fill('#vm-create [name=kernel]', '/boot/vmlinuz');
     await page.fill('#vm-create [name=initrd]', '/boot/initrd.img');

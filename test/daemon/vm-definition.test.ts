@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEFAULT_DISK, hardwareOf, hardwareRecord, nicInUse, parseVmDefinition, parseVmHardware } from '../../src/daemon/vm-definition.js';
+import { DEFAULT_DISK_PLACE, diskId, hardwareOf, hardwareRecord, nicInUse, parseVmDefinition, parseVmHardware, protectionProblem, volumeName } from '../../src/daemon/vm-definition.js';
 import { tapName, vmNics } from '../../src/daemon/vm-nics.js';
 import { isLockstepError } from '../../src/util/errors.js';
 
@@ -99,20 +99,55 @@ test("a NIC whose MAC or address another of the pair's VMs has is NIC_IN_USE, na
 
 test('a definition without disk gets the default group and qcow2; hardwareOf carries the disk to the peer', () => {
   const def = parseVmDefinition(good);
-  assert.deepEqual(def.disk, { storageGroup: 'default', format: 'qcow2' });
-  assert.deepEqual(hardwareOf(def).disk, def.disk);
+  assert.deepEqual(def.disks, [{ sizeMiB: 64, ...DEFAULT_DISK_PLACE }]);
+  assert.deepEqual(hardwareOf(def).disks, def.disks);
   const raw = parseVmDefinition({ ...good, disk: { storageGroup: 'fast-ssd', format: 'raw' } });
-  assert.deepEqual(raw.disk, { storageGroup: 'fast-ssd', format: 'raw' });
-  assert.deepEqual(parseVmDefinition({ ...good, disk: { format: 'raw' } }).disk, { storageGroup: 'default', format: 'raw' });
+  assert.deepEqual(raw.disks, [{ sizeMiB: 64, storageGroup: 'fast-ssd', format: 'raw' }]);
+  assert.deepEqual(parseVmDefinition({ ...good, disk: { format: 'raw' } }).disks, [{ sizeMiB: 64, storageGroup: 'default', format: 'raw' }]);
 });
 
 test('a hardware record made before storage groups (no disk field) parses to the defaults', () => {
   // Replicated records carry the hardware as it was defined: old ones have no `disk`, and must still run.
   const { name: _n, protection: _p, desired: _d, ...oldHardware } = good;
-  const hw = parseVmHardware(oldHardware);
-  assert.deepEqual(hw.disk, DEFAULT_DISK);
-  assert.equal(hw.diskMiB, 64);
+  assert.deepEqual(parseVmHardware(oldHardware).disks, [{ sizeMiB: 64, ...DEFAULT_DISK_PLACE }]);
 });
+
+test('a VM of several disks: each placed and sized, a volume each named after the VM, FT refused', () => {
+  const { diskMiB: _, ...noLegacy } = good;
+  const disks = [{ sizeMiB: 64 }, { sizeMiB: 128, storageGroup: 'fast', format: 'raw' }, { sizeMiB: 8 }];
+  const def = parseVmDefinition({ ...noLegacy, disks });
+  assert.deepEqual(def.disks, [
+    { sizeMiB: 64, storageGroup: 'default', format: 'qcow2' },
+    { sizeMiB: 128, storageGroup: 'fast', format: 'raw' },
+    { sizeMiB: 8, storageGroup: 'default', format: 'qcow2' },
+  ]);
+  assert.deepEqual([0, 1, 2].map((i) => [volumeName('db', i), diskId(i)]), [['db', 'vda'], ['db.disk1', 'vdb'], ['db.disk2', 'vdc']]);
+  // Several disks have no one-disk fields in their record: a peer from before several disks cannot read it
+  // and refuses to run it, rather than run it with one disk of three.
+  const record = hardwareRecord(hardwareOf(def));
+  assert.equal('diskMiB' in record || 'disk' in record, false);
+  assert.deepEqual(parseVmHardware(JSON.parse(JSON.stringify(record))).disks, def.disks);
+  assert.equal(protectionProblem(def, 'ha'), null);
+  assert.match(protectionProblem(def, 'ft') ?? '', /FT protects a VM of one disk; this one has 3/);
+  assert.throws(() => parseVmDefinition({ ...noLegacy, disks, protection: 'ft' }), (e) => isLockstepError(e, 'INVALID_SPEC') && e.fields['field'] === 'protection');
+  // A one-disk record carries both forms; they must agree, so neither is silently lost.
+  const one = hardwareRecord(hardwareOf(parseVmDefinition(good)));
+  assert.deepEqual([one.diskMiB, one.disk], [64, DEFAULT_DISK_PLACE]);
+  assert.throws(() => parseVmHardware({ ...one, diskMiB: 65 }), (e) => isLockstepError(e, 'INVALID_SPEC') && e.fields['field'] === 'diskMiB');
+});
+
+for (const [what, patch, field] of [
+  ['no disk at all', { diskMiB: undefined }, 'disks'],
+  ['an empty disk list', { diskMiB: undefined, disks: [] }, 'disks'],
+  ['five disks', { diskMiB: undefined, disks: [1, 2, 3, 4, 5].map((sizeMiB) => ({ sizeMiB })) }, 'disks'],
+  ['a disk without a size', { diskMiB: undefined, disks: [{ sizeMiB: 8 }, { storageGroup: 'default' }] }, 'disks[1].sizeMiB'],
+  ['a bad group of a second disk', { diskMiB: undefined, disks: [{ sizeMiB: 8 }, { sizeMiB: 8, storageGroup: 'Fast!' }] }, 'disks[1].storageGroup'],
+  ['two disks and a diskMiB', { disks: [{ sizeMiB: 64 }, { sizeMiB: 8 }] }, 'diskMiB'],
+] as const) {
+  test(`rejects ${what}, naming the field`, () => {
+    assert.throws(() => parseVmDefinition({ ...good, ...patch }), (e) => isLockstepError(e, 'INVALID_SPEC') && e.fields['field'] === field);
+  });
+}
 
 for (const [what, disk, field] of [
   ['a bad group name', { storageGroup: 'Fast!' }, 'disk.storageGroup'],

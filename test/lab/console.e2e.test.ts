@@ -127,7 +127,7 @@ test("the console on both hosts: setup, the pair, a VM created and started, host
     await one.click('nav a[data-page=vms]');
     await one.locator('#vm-create').waitFor();
     await one.click('#vm-create [data-action=copy-guest]');
-    for (const [name, value] of Object.entries({ name: 'web', vcpus: '1', memoryMiB: '128', diskMiB: '16', 'nic0-mac': '52:54:00:4c:53:60', 'nic0-address': '10.10.3.60' })) await one.fill(`#vm-create [name=${name}]`, value);
+    for (const [name, value] of Object.entries({ name: 'web', vcpus: '1', memoryMiB: '128', 'disk0-size': '16', 'nic0-mac': '52:54:00:4c:53:60', 'nic0-address': '10.10.3.60' })) await one.fill(`#vm-create [name=${name}]`, value);
     await one.selectOption('#vm-create [name=protection]', 'none');
     await one.click('#vm-create [data-action=create]');
     await one.locator('h1', { hasText: 'VM web' }).waitFor();

@@ -12,7 +12,9 @@
  *   host2's starts (never two), and no acknowledged record is lost;
  * - live migrations (one completing under appends over one connection, one whose destination dies), and a
  *   business-network loss that moves the VM;
- * - a hung guest: its heartbeat stops, its QEMU is killed, and the VM restarts in place.
+ * - a hung guest: its heartbeat stops, its QEMU is killed, and the VM restarts in place;
+ * - a VM of two disks, the second made from an image only host1 holds: each disk mirrored, FT refused, both
+ *   volumes on host2 after a power cut, and each one's copies identical once resynced.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -354,4 +356,73 @@ test('an HA VM made FT while it runs: the same QEMU comes under an FT run, one c
   assert.deepEqual(events.filter((e) => e.t === 'failed' || (e.t === 'ended' && e.why !== 'stopped')), [], 'no append failed, the connection never dropped');
   assert.equal(events.filter((e) => e.t === 'connected').length, 1, 'one connection throughout');
   assert.deepEqual(await verify(events), []);
+});
+
+/** VM `name` as host `h` sees it, with its disks' mirrors. */
+async function vmNamed(h: Host, name: string): Promise<(VmStatus & { local: { mirror: { disks: { state: string }[] } | null } | null }) | null> {
+  try {
+    const s = await daemonRequest<{ vms: (VmStatus & { local: { mirror: { disks: { state: string }[] } | null } | null })[] }>(socket(h), 'GET', '/v1/status', undefined, 3000);
+    return s.vms.find((v) => v.name === name) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** VM `name` runs on `h`, the peer counts its copies current, and every disk's mirror is ready. */
+async function allDisksProtectedOn(h: Host, name: string, disks: number): Promise<void> {
+  const other: Host = h === 'host1' ? 'host2' : 'host1';
+  await eventually(
+    `${name} protected on ${h}, its ${disks} disks mirrored`,
+    async () => {
+      const [here, there] = [await vmNamed(h, name), await vmNamed(other, name)];
+      const mirrors = here?.local?.mirror?.disks ?? [];
+      return here?.local?.pid && here.state === 'protected' && there?.state === 'protected' && mirrors.length === disks && mirrors.every((d) => d.state === 'ready');
+    },
+    300_000,
+  );
+}
+
+test('a VM of two disks: each mirrored, the second made from an image only host1 holds; FT refused; both on host2 after a power cut', async (t) => {
+  // The data disk's image: 4 MiB of a pattern at its start. Only host1 receives it: host2's copy of the
+  // volume can only have it through the mirror.
+  const image = path.join(scratch, 'data.raw');
+  assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', 'raw', image, '8M']).status, 0);
+  const written = spawnSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 4M', image], { encoding: 'utf8' });
+  assert.equal(written.status, 0, written.stderr);
+  const imported = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'snapshot', 'import', image, '--host', 'host1', '--json'], { env, encoding: 'utf8', timeout: 120_000 });
+  assert.equal(imported.status, 0, imported.stderr);
+  const { id } = JSON.parse(imported.stdout) as { id: string };
+  vmCli('create', 'two', '--memory', '96', '--vcpus', '1', '--disk', '16', '--disk', `from=${id}`, '--protection', 'ha', '--host', 'host1');
+  await allDisksProtectedOn('host1', 'two', 2);
+
+  const volumes = JSON.parse(spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'volume', 'list', '--json', '--host', 'host2'], { env, encoding: 'utf8', timeout: 60_000 }).stdout) as { name: string; disk: string; state: string; sizeBytes: number }[];
+  assert.deepEqual(
+    volumes.filter((v) => v.name.startsWith('two')).map((v) => [v.name, v.disk, v.state, v.sizeBytes]),
+    [
+      ['two', 'vda', 'in-sync', 16 << 20],
+      ['two.disk1', 'vdb', 'in-sync', 8 << 20],
+    ],
+  );
+  const ft = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'lockstep.js'), 'vm', 'protect', 'two', '--level', 'ft', '--host', 'host1'], { env, encoding: 'utf8', timeout: 60_000 });
+  assert.notEqual(ft.status, 0, 'FT is refused for a VM of two disks');
+  assert.match(ft.stderr, /FT protects a VM of one disk; this one has 2/);
+
+  lab('fail', 'host1', 'power');
+  const faultAt = Date.now();
+  await eventually('two runs on host2', async () => (await vmNamed('host2', 'two'))?.local?.pid, 180_000);
+  t.diagnostic(`power cut → two's QEMU on host2 in ${Date.now() - faultAt} ms`);
+  lab('heal', 'host1');
+  await allDisksProtectedOn('host2', 'two', 2);
+
+  // Quiesced, each volume's two copies are identical, and host2's data disk holds the image's pattern.
+  await daemonRequest(socket('host2'), 'POST', '/v1/vms/two/stop', undefined, 10_000);
+  await eventually('two stopped', async () => !(await vmNamed('host2', 'two'))?.local);
+  for (const volume of ['two', 'two.disk1']) {
+    const img = (h: Host): string => path.join(DIR, 'hosts', h, 'disks', `${volume}.qcow2`);
+    const cmp = spawnSync('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', img('host1'), img('host2')], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, `${volume}'s copies differ: ${cmp.stdout}${cmp.stderr}`);
+  }
+  const read = spawnSync('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x5a 0 4M', path.join(DIR, 'hosts', 'host2', 'disks', 'two.disk1.qcow2')], { encoding: 'utf8' });
+  assert.equal(read.status, 0, read.stderr);
+  assert.doesNotMatch(read.stdout, /Pattern verification failed/, "host2's data disk holds the image host1 made it from");
 });

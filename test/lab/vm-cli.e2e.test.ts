@@ -66,7 +66,7 @@ after(() => {
 
 test('vm create: the lab fills in the address, the MAC and its guest; the VM runs on the host asked', async () => {
   const out = ok('vm', 'create', 'web', '--memory', '96', '--vcpus', '1', '--disk', '16', '--protection', 'ha');
-  assert.match(out, /^VM web defined on host1: ha, 1 vCPU, 96 MiB, 16 MiB disk, 52:54:00:4c:53:32 10\.10\.3\.50, desired running/);
+  assert.match(out, /^VM web defined on host1: ha, 1 vCPU, 96 MiB, vda 16 MiB, 52:54:00:4c:53:32 10\.10\.3\.50, desired running/);
   const vm = await eventually('web runs', runs);
   assert.deepEqual(
     { owner: vm.owner, protection: vm.protection, desired: vm.desired, vcpus: vm.hardware.vcpus, memoryMiB: vm.hardware.memoryMiB, diskMiB: vm.hardware.diskMiB, nics: vm.hardware.nics },

@@ -314,7 +314,7 @@ test("the backup's end before QEMU connected closes the stream at once; with no 
   assert.deepEqual(dialer.status(), []);
 
   const { error, paths } = await rejection(dialer.open('web', 's2'));
-  assert.match(error.message, /^stream s2 of VM web not opened: host2 refused the stream on alink1: cannot reach the copy export of VM web: .*ENOENT/);
+  assert.match(error.message, /^stream s2 of volume web not opened: host2 refused the stream on alink1: cannot reach the copy export of volume web: .*ENOENT/);
   assert.deepEqual(paths.map((p) => p.path), ['alink1']);
   assert.equal(existsSync(socket), false);
   assert.equal(has(w.events, 'broken web s2'), false, 'a rejected open emits nothing');
@@ -326,7 +326,7 @@ test('a certificate of the wrong host or of another pair is refused, both ways: 
   // host3 of this pair: TLS passes, the identity check refuses and says why; a refusal ends the dial.
   const wrongHost = await w.dialer({ host: 'host3' });
   const r1 = await rejection(wrongHost.open('web', 's1'));
-  assert.match(r1.error.message, /^stream s1 of VM web not opened: host2 refused the stream on alink1: refused by host2: the peer certificate's CN is "host3", not the peer "host1"/);
+  assert.match(r1.error.message, /^stream s1 of volume web not opened: host2 refused the stream on alink1: refused by host2: the peer certificate's CN is "host3", not the peer "host1"/);
   assert.deepEqual(r1.paths.map((p) => p.path), ['alink1']);
   assert.match(r1.paths[0]!.reason, /^refused: refused by host2: /);
   assert.deepEqual(r1.error.fields['vm'], 'web');
@@ -337,7 +337,7 @@ test('a certificate of the wrong host or of another pair is refused, both ways: 
   // host1 of another pair: refused in the TLS handshake, on both paths.
   const strangers = await w.dialer({ material: await otherPair.material('host1') });
   const r2 = await rejection(strangers.open('web', 's2'));
-  assert.match(r2.error.message, /^stream s2 of VM web not opened: no path to host2 carried the stream: alink1: .+; alink2: .+/);
+  assert.match(r2.error.message, /^stream s2 of volume web not opened: no path to host2 carried the stream: alink1: .+; alink2: .+/);
   assert.deepEqual(r2.paths.map((p) => p.path), ['alink1', 'alink2']);
   assert.ok(has(w.events, 'refused: TLS handshake'), w.events.join('\n'));
   assert.equal(indexOf(w.events, 'stream-open'), -1, w.events.join('\n'));
@@ -384,7 +384,7 @@ test('a dial is bounded on every path; cut, a newer open or close() abandon it a
   assert.deepEqual(hung.status(), [{ vm: 'web', streamId: 's2', state: 'dialing' }]);
   hung.cut('web');
   const cut = await cutOpen;
-  assert.equal(cut.error.message, 'stream s2 of VM web not opened: cut');
+  assert.equal(cut.error.message, 'stream s2 of volume web not opened: cut');
   assert.ok(cut.ms < 200, `${cut.ms} ms`);
   assert.deepEqual(hung.status(), []);
 
@@ -399,7 +399,7 @@ test('a dial is bounded on every path; cut, a newer open or close() abandon it a
   const olderOpen = rejection(slow.open('web', 's3'));
   await sleep(50);
   const newerOpen = slow.open('web', 's4');
-  assert.equal((await olderOpen).error.message, 'stream s3 of VM web not opened: replaced by stream s4');
+  assert.equal((await olderOpen).error.message, 'stream s3 of volume web not opened: replaced by stream s4');
   const r = await qemuIo('raw', nbdUri('web', await newerOpen), ['write -P 0x55 0 64k', 'read -P 0x55 0 64k']);
   assert.ok(ioOk(r), r.stdout + r.stderr);
   assert.ok(w.events.includes('connected web s4 alink2'), w.events.join('\n'));
@@ -409,7 +409,7 @@ test('a dial is bounded on every path; cut, a newer open or close() abandon it a
   await sleep(50);
   await hung.close();
   const closed = await closedOpen;
-  assert.equal(closed.error.message, 'stream s5 of VM web not opened: the dialer closed');
+  assert.equal(closed.error.message, 'stream s5 of volume web not opened: the dialer closed');
 
   for (const id of ['s1', 's2', 's3', 's5']) assert.equal(has(w.events, `broken web ${id}`) || has(w.events, `connected web ${id}`), false, w.events.join('\n'));
   assert.equal(indexOf(w.events, 'stream-open web s1'), -1);
@@ -495,10 +495,10 @@ test('bad headers get an error answer and a close; the server serves the next go
     ['null', 'null\n', /not a JSON object/],
     ['wrong version', '{"v":2,"vm":"web","stream":"s"}\n', /header version 2 is not 1/],
     ['no version', '{"vm":"web","stream":"s"}\n', /header version missing is not 1/],
-    ['bad VM name', '{"v":1,"vm":"Web!","stream":"s"}\n', /header 'vm' is "Web!", not a VM name/],
+    ['bad VM name', '{"v":1,"vm":"Web!","stream":"s"}\n', /header 'vm' is "Web!", not a volume name/],
     ['numeric stream id', '{"v":1,"vm":"web","stream":5}\n', /header 'stream' is 5, not a stream id/],
     ['empty stream id', '{"v":1,"vm":"web","stream":""}\n', /not a stream id/],
-    ['unknown VM', '{"v":1,"vm":"nope","stream":"s"}\n', /host2 has no copy export of VM nope/],
+    ['unknown VM', '{"v":1,"vm":"nope","stream":"s"}\n', /host2 has no copy export of volume nope/],
     ['silent', '', /no complete header within 300 ms/],
   ];
   for (const [name, bytes, expected] of cases) {
@@ -550,7 +550,7 @@ test('qemu-nbd killed mid-stream: stream-closed before broken; QEMU stays blocke
 
   // With its export gone, the next stream of the VM is refused, saying so: open rejects.
   const { error } = await rejection(dialer.open('web', 's2'));
-  assert.match(error.message, /host2 refused the stream on alink1: cannot reach the copy export of VM web: .*ENOENT/);
+  assert.match(error.message, /host2 refused the stream on alink1: cannot reach the copy export of volume web: .*ENOENT/);
   assert.equal(has(w.events, 'broken web s2'), false);
 });
 

@@ -69,9 +69,27 @@ export interface MigrationView {
   error?: string;
 }
 
+/** A snapshot or image a volume is made from at its VM's first start (docs/snapshots.md). */
+export interface ImageSource {
+  host: string;
+  image: string;
+  storageGroup: string;
+  file: string;
+}
+
+export interface VmDisk {
+  sizeMiB: number;
+  storageGroup: string;
+  format: string;
+  source?: ImageSource;
+}
+
 export interface VmHardware {
   vcpus?: number;
   memoryMiB?: number;
+  /** The guest's disks, its vda first. */
+  disks?: VmDisk[];
+  /** The one disk of a record from before several disks (a one-disk VM's record has both). */
   diskMiB?: number;
   disk?: { storageGroup?: string; format?: string };
   guest?: { kernel: string; initrd: string; cmdline: string };
@@ -81,8 +99,8 @@ export interface VmHardware {
   nic?: { mac: string; address: string };
   /** A CD drive (docs/vcd.md): the virtual CD in it by name and SHA-256, or null when empty; absent: no drive. */
   cdrom?: { medium: { vcd: string; sha256: string } | null };
-  /** The snapshot or image its volume is made from at its first start (docs/snapshots.md); absent: a blank volume. */
-  source?: { host: string; image: string; storageGroup: string; file: string };
+  /** With diskMiB: the snapshot or image that disk's volume is made from; absent: a blank volume. */
+  source?: ImageSource;
 }
 
 export interface Vm {
@@ -163,6 +181,8 @@ export interface AuditEntry {
 export interface Volume {
   name: string;
   vm: string;
+  /** The disk the guest sees it as: vda, vdb, … */
+  disk: string;
   host: string;
   owner: string;
   protection: string;

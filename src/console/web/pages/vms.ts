@@ -1,18 +1,19 @@
 /**
  * VMs: the pair's VMs with their state and where they run, the operator's commands on each (start, stop,
  * migrate, protection level, remove: platform managers), a form to create one with what the API takes
- * (cores, memory, disk and its storage group and format, guest kernel, its NICs: `vm-nic-fields.ts`), and one VM's detail: its
- * record, its process on this host, its volume, its QEMU's CPU and memory and its disk's allocation over
+ * (cores, memory, its disks with their storage groups, formats and images: `vm-disk-fields.ts`, guest
+ * kernel, its NICs: `vm-nic-fields.ts`), and one VM's detail: its record, its process on this host, its
+ * volumes, its QEMU's CPU and memory and its disks' allocation over
  * the last hour here (`resources.ts`), its CD drive with Insert and Eject (`vm-cd.ts`), its snapshots on
  * this host (`vm-snapshots.ts`), its console log here (`console-log.ts`), its timeline and its recent
- * events. The create form can make the volume from one of this host's snapshots or images.
+ * events. The create form can make each volume from one of this host's snapshots or images.
  */
 import { call, describe } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
 import { bytes, duration, percent, time } from '../format.js';
 import { store } from '../store.js';
 import { incidents } from '../timeline.js';
-import type { Snapshot, StorageGroup, Vm, Volume } from '../types.js';
+import type { Snapshot, StorageGroup, Vm, VmDisk, Volume } from '../types.js';
 import { actionButton, can, field, notify, valueOf, type Page } from '../ui.js';
 import { incidentView } from './timeline.js';
 import { resourceCharts, vmCharts } from './resources.js';
@@ -20,6 +21,7 @@ import { consoleLogSection } from './console-log.js';
 import { cdSection, type CdSection } from './vm-cd.js';
 import { snapshotsSection, takePendingSource, type SnapshotsSection } from './vm-snapshots.js';
 import { nicFields } from './vm-nic-fields.js';
+import { diskFields } from './vm-disk-fields.js';
 
 /** A restart's answer waits for the old QEMU to exit: up to 30 s on the host, and the way there and back. */
 const RESTART_TIMEOUT_MS = 45_000;
@@ -65,7 +67,7 @@ function vmTable(vms: Vm[]): HTMLElement {
         v.local ? badge(v.local.state) : '—',
         String(v.hardware.vcpus ?? '—'),
         v.hardware.memoryMiB !== undefined ? `${v.hardware.memoryMiB} MiB` : '—',
-        v.hardware.diskMiB !== undefined ? `${v.hardware.diskMiB} MiB` : '—',
+        disksOf(v.hardware).map((d) => `${d.sizeMiB} MiB`).join(' + ') || '—',
         nicsOf(v.hardware).map((n) => n.address).join(', ') || '—',
         vmActions(v),
       ]),
@@ -93,6 +95,37 @@ function vmActions(v: Vm): HTMLElement {
   );
 }
 
+/** A VM's disks as its record has them: `disks`, or the one disk of a record from before several disks. */
+function disksOf(hw: Vm['hardware']): VmDisk[] {
+  if (hw.disks) return hw.disks;
+  if (hw.diskMiB === undefined) return [];
+  return [{ sizeMiB: hw.diskMiB, storageGroup: hw.disk?.storageGroup ?? 'default', format: hw.disk?.format ?? 'qcow2', ...(hw.source ? { source: hw.source } : {}) }];
+}
+
+/** A fact per disk, by the name the guest gives it, and where one is made from an image, that image. */
+function diskFacts(hw: Vm['hardware']): [string, string][] {
+  const disks = disksOf(hw);
+  if (disks.length === 0) return [['disk', '—']];
+  return disks.flatMap((d, i): [string, string][] => {
+    const id = `vd${String.fromCharCode(0x61 + i)}`;
+    return [[`disk ${id}`, `${d.sizeMiB} MiB, ${d.format} in ${d.storageGroup}`], ...(d.source ? [[`${id} from`, `${d.source.image} on ${d.source.host}, made at its first start`] as [string, string]] : [])];
+  });
+}
+
+function volumeSection(volume: Volume): HTMLElement {
+  return section(
+    `Volume ${volume.name} (${volume.disk})`,
+    facts([
+      ['state', badge(volume.state)],
+      ['why', volume.reason],
+      ['size', bytes(volume.sizeBytes)],
+      ['allocated here', bytes(volume.allocatedBytes)],
+      ['file here', volume.path ?? '—'],
+      ['sync', volume.sync ? `${bytes(volume.sync.copiedBytes)} of ${bytes(volume.sync.totalBytes)} (${percent(volume.sync.copiedBytes, volume.sync.totalBytes)}), ETA ${duration(volume.sync.etaMs)}` : '—'],
+    ]),
+  );
+}
+
 /** A VM's NICs as its record has them: `nics`, or the one `nic` of a record from before several NICs. */
 function nicsOf(hw: Vm['hardware']): { mac: string; address: string }[] {
   return hw.nics ?? (hw.nic ? [hw.nic] : []);
@@ -108,23 +141,16 @@ function nicFacts(hw: Vm['hardware']): [string, string][] {
 /** The create form; its guest fields can be filled from an existing VM (the guest files are the pair's). */
 function createForm(navigate: (hash: string) => void): HTMLElement {
   const nics = nicFields();
-  const groups = h('select', { name: 'storageGroup' }, h('option', { value: 'default' }, 'default'));
-  void call<StorageGroup[]>('GET', '/v1/storage-groups').then((r) => {
-    if (r.ok && r.body.length > 0) fill(groups, r.body.map((g) => h('option', { value: g.name }, `${g.name} (${bytes(g.freeBytes)} free)`)));
-  });
+  const disks = diskFields();
   const pending = takePendingSource();
-  const sources = h('select', { name: 'source' }, h('option', { value: '' }, 'blank'), pending ? h('option', { value: pending, selected: true }, pending) : null);
-  let images: Snapshot[] = [];
-  void call<Snapshot[]>('GET', '/v1/snapshots').then((r) => {
-    if (!r.ok) return;
-    images = r.body.filter((s) => s.state === 'ready');
-    const chosen = sources.value;
-    fill(
-      sources,
-      h('option', { value: '' }, 'blank'),
-      images.map((s) => h('option', { value: s.id, selected: s.id === chosen }, `${s.id}: ${s.vm === null ? 'image' : `VM ${s.vm}`}, ${bytes(s.virtualBytes)}${s.description ? `, ${s.description}` : ''}`)),
+  if (pending) disks.chooseSource(pending);
+  void Promise.all([call<StorageGroup[]>('GET', '/v1/storage-groups'), call<Snapshot[]>('GET', '/v1/snapshots')]).then(([g, s]) => {
+    const groups = g.ok ? g.body.map((x) => ({ value: x.name, label: `${x.name} (${bytes(x.freeBytes)} free)` })) : [];
+    const images = s.ok ? s.body.filter((x) => x.state === 'ready') : [];
+    disks.offer(
+      groups,
+      images.map((x) => ({ value: x.id, virtualBytes: x.virtualBytes, label: `${x.id}: ${x.vm === null ? 'image' : `VM ${x.vm}`}, ${bytes(x.virtualBytes)}${x.description ? `, ${x.description}` : ''}` })),
     );
-    sizeFromSource();
   });
   const form = h(
     'form',
@@ -136,10 +162,6 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       field('Name', h('input', { name: 'name', required: true, pattern: '[a-z][a-z0-9\\-]{0,30}' })),
       field('Cores', h('input', { name: 'vcpus', type: 'number', min: 1, max: 64, value: 1, required: true })),
       field('Memory (MiB)', h('input', { name: 'memoryMiB', type: 'number', min: 64, value: 256, required: true })),
-      field('Disk (MiB)', h('input', { name: 'diskMiB', type: 'number', min: 1, value: 64, required: true })),
-      field('Storage group', groups),
-      field('Disk format', h('select', { name: 'format' }, h('option', { value: 'qcow2' }, 'qcow2'), h('option', { value: 'raw' }, 'raw'))),
-      field('Volume from', sources, 'a snapshot or image of this host: the volume is made from it at the first start, here'),
       field('Kernel', h('input', { name: 'kernel', required: true, placeholder: '/path/on/both/hosts/vmlinuz' })),
       field('Initrd', h('input', { name: 'initrd', required: true })),
       field('Kernel command line', h('input', { name: 'cmdline', required: true, value: 'console=ttyS0' })),
@@ -147,19 +169,11 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       field('Protection', h('select', { name: 'protection' }, PROTECTION_LEVELS.map((p) => h('option', { value: p, selected: p === 'ha' }, p.toUpperCase())))),
       field('Start now', h('select', { name: 'desired' }, h('option', { value: 'stopped' }, 'no'), h('option', { value: 'running' }, 'yes'))),
     ),
+    disks.element,
     nics.element,
     h('div', { class: 'actions' }, h('button', { type: 'button', 'data-action': 'copy-guest' }, 'Guest from an existing VM'), h('button', { type: 'submit', 'data-action': 'create', disabled: !can('platform-manager') }, 'Create')),
   );
   if (pending) form.dataset['source'] = pending;
-  // The disk must hold the image: at least its size, which it is given when smaller.
-  const sizeFromSource = (): void => {
-    const s = images.find((x) => x.id === sources.value);
-    const disk = form.elements.namedItem('diskMiB') as HTMLInputElement;
-    const least = s ? Math.ceil(s.virtualBytes / (1024 * 1024)) : 1;
-    disk.min = String(least);
-    if (Number(disk.value) < least) disk.value = String(least);
-  };
-  sources.addEventListener('change', sizeFromSource);
   form.querySelector('[data-action=copy-guest]')!.addEventListener('click', () => {
     const g = store.status?.vms.find((v) => v.hardware.guest !== undefined)?.hardware.guest;
     if (!g) return notify('No VM to copy the guest from.', 'bad');
@@ -172,14 +186,13 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
       name,
       vcpus: Number(valueOf(form, 'vcpus')),
       memoryMiB: Number(valueOf(form, 'memoryMiB')),
-      diskMiB: Number(valueOf(form, 'diskMiB')),
-      disk: { storageGroup: valueOf(form, 'storageGroup'), format: valueOf(form, 'format') },
+      // An image is named by id; the daemon records it as its file (a snapshot or image of this host).
+      disks: disks.values().map(({ source, ...d }) => ({ ...d, ...(source ? { source: { snapshot: source } } : {}) })),
       guest: { kernel: valueOf(form, 'kernel'), initrd: valueOf(form, 'initrd'), cmdline: valueOf(form, 'cmdline') },
       nics: nics.values(),
       protection: valueOf(form, 'protection'),
       desired: valueOf(form, 'desired'),
       ...(valueOf(form, 'cdDrive') === 'yes' ? { cdrom: {} } : {}),
-      ...(valueOf(form, 'source') !== '' ? { source: { snapshot: valueOf(form, 'source') } } : {}),
     };
     void call('POST', '/v1/vms', body).then((r) => {
       if (!r.ok) return notify(`Create ${name}: ${describe(r)}${r.fields['field'] ? ` (field ${String(r.fields['field'])})` : ''}`, 'bad');
@@ -192,7 +205,7 @@ function createForm(navigate: (hash: string) => void): HTMLElement {
 
 function mountDetail(root: HTMLElement, name: string, navigate: (hash: string) => void): { update(): void; unmount(): void } {
   const body = h('div', { class: 'grid' });
-  let volume: Volume | null = null;
+  let volumes: Volume[] | null = null;
   let volumeNote = 'loading…';
   let lastFetch = 0;
   fill(root, h('h1', {}, `VM ${name}`), h('p', {}, h('a', { href: '#/vms' }, '← all VMs')), body);
@@ -208,14 +221,14 @@ function mountDetail(root: HTMLElement, name: string, navigate: (hash: string) =
   // the VM as the status was when it was asked for (it would show "not found" for a VM just created).
   const draw = (): void => {
     const vm = store.status?.vms.find((v) => v.name === name);
-    fill(body, ...detail(name, vm, volume, volumeNote, charts, consoleLog, cd, snapshots));
+    fill(body, ...detail(name, vm, volumes, volumeNote, charts, consoleLog, cd, snapshots));
   };
   const update = (): void => {
-    // The volume is not in the status: fetched again at most every 2 s while the status changes.
+    // The volumes are not in the status: fetched again at most every 2 s while the status changes.
     if (Date.now() - lastFetch > 2000) {
       lastFetch = Date.now();
-      void call<Volume>('GET', `/v1/volumes/${encodeURIComponent(name)}`).then((r) => {
-        volume = r.ok ? r.body : null;
+      void call<Volume[]>('GET', '/v1/volumes').then((r) => {
+        volumes = r.ok ? r.body.filter((v) => v.vm === name) : null;
         volumeNote = r.ok ? '' : describe(r);
         draw();
       });
@@ -256,7 +269,7 @@ function ftSection(vm: Vm): HTMLElement {
   );
 }
 
-function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeNote: string, charts: HTMLElement, consoleLog: HTMLElement, cd: CdSection, snapshots: SnapshotsSection): HTMLElement[] {
+function detail(name: string, vm: Vm | undefined, volumes: Volume[] | null, volumeNote: string, charts: HTMLElement, consoleLog: HTMLElement, cd: CdSection, snapshots: SnapshotsSection): HTMLElement[] {
   if (vm === undefined) return [section('Not found', h('p', { class: 'empty' }, store.status === null ? 'waiting for the host’s status…' : `The pair has no VM named ${name}.`))];
   const hw = vm.hardware;
   const m = vm.local?.migration ?? null;
@@ -282,29 +295,16 @@ function detail(name: string, vm: Vm | undefined, volume: Volume | null, volumeN
       facts([
         ['cores', String(hw.vcpus ?? '—')],
         ['memory', hw.memoryMiB !== undefined ? `${hw.memoryMiB} MiB` : '—'],
-        ['disk', hw.diskMiB !== undefined ? `${hw.diskMiB} MiB, ${hw.disk?.format ?? 'qcow2'} in ${hw.disk?.storageGroup ?? 'default'}` : '—'],
+        ...diskFacts(hw),
         ['kernel', hw.guest?.kernel ?? '—'],
         ['command line', hw.guest?.cmdline ?? '—'],
         ...nicFacts(hw),
         ['CD drive', hw.cdrom === undefined ? 'none' : hw.cdrom.medium === null ? 'empty' : hw.cdrom.medium.vcd],
-        ['volume from', hw.source ? `${hw.source.image} on ${hw.source.host}, made at its first start` : 'blank'],
       ]),
     ),
     cd.element,
     snapshots.element,
-    section(
-      'Volume',
-      volume
-        ? facts([
-            ['state', badge(volume.state)],
-            ['why', volume.reason],
-            ['size', bytes(volume.sizeBytes)],
-            ['allocated here', bytes(volume.allocatedBytes)],
-            ['file here', volume.path ?? '—'],
-            ['sync', volume.sync ? `${bytes(volume.sync.copiedBytes)} of ${bytes(volume.sync.totalBytes)} (${percent(volume.sync.copiedBytes, volume.sync.totalBytes)}), ETA ${duration(volume.sync.etaMs)}` : '—'],
-          ])
-        : h('p', { class: 'empty' }, volumeNote),
-    ),
+    ...(volumes === null || volumes.length === 0 ? [section('Volume', h('p', { class: 'empty' }, volumes === null ? volumeNote : 'none on this host'))] : volumes.map(volumeSection)),
     charts,
     consoleLog,
     ftSection(vm),
