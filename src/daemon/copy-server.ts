@@ -39,7 +39,7 @@ import { parseVmHardware, volumeName, type VmHardware } from './vm-definition.js
 import { baseStreamId } from './vm-mirrors.js';
 import { FtCopyRun, type ResumePoint } from './ft-copy.js';
 import { ensureRamRoom } from '../qemu/ram-room.js';
-import { fileSystemSpace, groupFileAllocations, groupUsage, storageGroupOf, vmOfVolume, volumeFitProblem, volumePath } from '../storage/storage-group.js';
+import { fileSystemSpace, groupFileAllocations, groupUsage, storageGroupOf, vmOfVolume, volumeFitProblem, volumePath, type StorageGroupConfig } from '../storage/storage-group.js';
 
 interface Served {
   /** Serialises this VM's start and stop: each step waits for the one before. */
@@ -334,11 +334,11 @@ export class CopyServer {
       const group = storageGroupOf(this.config.storageGroups, disk.storageGroup, this.config.host);
       return { disk, group, file: volumePath(group, volumes[i]!, disk.format) };
     });
-    const newBytes = new Map<string, number>();
+    const newBytes = new Map<StorageGroupConfig, number>();
     for (const { disk, group, file } of placed) {
-      if (await exists(file)) continue;
-      const bytes = (newBytes.get(group.name) ?? 0) + disk.sizeMiB * 1024 * 1024;
-      newBytes.set(group.name, bytes);
+      if (!(await exists(file))) newBytes.set(group, (newBytes.get(group) ?? 0) + disk.sizeMiB * 1024 * 1024);
+    }
+    for (const [group, bytes] of newBytes) {
       const usage = groupUsage(group.sizeMiB, await fileSystemSpace(group.path), await groupFileAllocations(group));
       const problem = volumeFitProblem(group, usage, bytes);
       if (problem !== null) throw new LockstepError('STORAGE_GROUP_FULL', `no copy of VM ${vm} on ${this.config.host}: ${problem}`, { vm, storageGroup: group.name });

@@ -12,7 +12,7 @@ import { DEFAULT_STORAGE_GROUP, storageGroupOf } from '../storage/storage-group.
 import type { ApiContext } from './api.js';
 import { groupRoom, volumeContext } from './volumes.js';
 import { DESCRIPTION_CHARS_MAX, IMAGE_BYTES_MAX } from './snapshots.js';
-import { DISKS_PER_VM_MAX, parseVmHardware } from './vm-definition.js';
+import { DISKS_PER_VM_MAX, diskAt, parseVmHardware } from './vm-definition.js';
 
 export const SNAPSHOT_ID_PATTERN = '^(snap|img)-[0-9a-f]{12}$';
 
@@ -107,9 +107,7 @@ export const SNAPSHOT_ROUTES: readonly Route<ApiContext>[] = [
       const vm = ctx.driver()?.view().vms.find((v) => v.name === name);
       if (!vm) throw new LockstepError('UNKNOWN_VM', `no VM named '${name}'`, { vm: name });
       const { description = '', disk = 0 } = (body as { description?: string; disk?: number } | undefined) ?? {};
-      const disks = parseVmHardware(vm.hardware).disks;
-      if (disk >= disks.length) throw new LockstepError('INVALID_ARGUMENT', `VM ${name} has ${disks.length} disk${disks.length === 1 ? '' : 's'}: disk ${disk} is not one of them`, { field: 'disk', vm: name });
-      const group = storageGroupOf(ctx.storageGroups, disks[disk]!.storageGroup, ctx.host);
+      const group = storageGroupOf(ctx.storageGroups, diskAt(name, parseVmHardware(vm.hardware), disk).storageGroup, ctx.host);
       const room = await groupRoom(volumeContext(ctx), group);
       if ('error' in room) throw new LockstepError('STORAGE_GROUP_FULL', `cannot tell whether a snapshot of VM ${name} fits in storage group '${group.name}': ${room.error}`, { vm: name, storageGroup: group.name });
       return { status: 201, body: await ctx.snapshots.take(name, disk, description, room.availableBytes) };

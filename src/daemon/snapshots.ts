@@ -19,7 +19,7 @@ import { snapshotDirectory, storageGroupOf, volumePath, type StorageGroupConfig 
 import { inspectImage, snapshotOffline } from '../storage/snapshot-image.js';
 import type { IncomingImage } from '../storage/vcd-store.js';
 import type { SnapshotRow, StateDb } from './state-db.js';
-import { diskId, parseVmHardware, volumeName, type VmHardware, type VmImageSource } from './vm-definition.js';
+import { diskAt, diskId, parseVmHardware, volumeName, type VmHardware, type VmImageSource } from './vm-definition.js';
 
 /** A snapshot or image as the API shows it. */
 export interface Snapshot extends SnapshotRow {
@@ -101,8 +101,7 @@ export class SnapshotStore {
     const known = this.ports.vm(vm);
     if (!known) throw new LockstepError('UNKNOWN_VM', `no VM named '${vm}'`, { vm });
     const hw = parseVmHardware(known.hardware);
-    const source = hw.disks[disk];
-    if (!source) throw new LockstepError('INVALID_ARGUMENT', `VM ${vm} has ${hw.disks.length} disk${hw.disks.length === 1 ? '' : 's'}: disk is 0${hw.disks.length > 1 ? ` to ${hw.disks.length - 1}` : ''}, not ${disk}`, { field: 'disk', vm });
+    const source = diskAt(vm, hw, disk);
     const group = storageGroupOf(this.groups, source.storageGroup, this.host);
     const running = this.ports.runsHere(vm);
     if (!running) {

@@ -253,6 +253,16 @@ export function volumeName(vm: string, index: number): string {
   return index === 0 ? vm : `${vm}.disk${index}`;
 }
 
+/** Disk `index` of VM `vm`, or `INVALID_ARGUMENT` (field `disk`) when the VM has no such disk. */
+export function diskAt(vm: string, hw: VmHardware, index: number): VmDisk {
+  const disk = hw.disks[index];
+  if (disk === undefined) {
+    const n = hw.disks.length;
+    throw new LockstepError('INVALID_ARGUMENT', `VM ${vm} has ${n} disk${n === 1 ? '' : 's'}: disk ${index} is not one of them (0${n > 1 ? ` to ${n - 1}` : ''})`, { field: 'disk', vm });
+  }
+  return disk;
+}
+
 /** A disk's QEMU node and device id: vda, vdb, … as the guest names them. */
 export function diskId(index: number): string {
   return `vd${String.fromCharCode(0x61 + index)}`;

@@ -82,11 +82,6 @@ export class VmMirrors extends EventEmitter<VmMirrorsEvents> {
     return new VmMirrors(vm, disks, log);
   }
 
-  /** The volumes the mirrors write into, by disk index. */
-  get volumes(): string[] {
-    return this.disks.map((_, i) => volumeName(this.vm, i));
-  }
-
   /**
    * Brings every disk's copy in sync, one disk after the other (see above); resolves once every guest write
    * is synchronous. Throws what a disk's stream or mirror threw, the others stopped by then.

@@ -33,7 +33,7 @@ import { listenForMigration, migrate, waitForIncomingMigration, type MigrationTl
 import type { VmSpec } from '../qemu/vm-spec.js';
 import type { MirrorMode, ProtectionLevel, StorageEvent, VmEvent, VmName } from '../core/types.js';
 import type { DaemonConfig } from './config.js';
-import { diskId, parseVmHardware, volumeName, type VcdRef, type VmDisk, type VmHardware } from './vm-definition.js';
+import { diskAt, diskId, parseVmHardware, volumeName, type VcdRef, type VmDisk, type VmHardware } from './vm-definition.js';
 import { VmMirrors, diskStreamId, type DiskMirrorProgress } from './vm-mirrors.js';
 import { ejectMedium, insertMedium } from '../qemu/cdrom.js';
 import type { Vcd } from '../storage/vcd.js';
@@ -98,11 +98,8 @@ export interface MirrorView {
   disks: MirrorDiskView[];
 }
 
-export interface MirrorDiskView {
-  state: 'syncing' | 'ready' | 'stalled';
-  copiedBytes: number;
-  totalBytes: number;
-}
+/** One disk's part of the mirror (a stall is the VM's: its state says it). */
+export type MirrorDiskView = Pick<DiskMirrorProgress, 'state' | 'copiedBytes' | 'totalBytes'>;
 
 export interface LastExit extends VmExit {
   instance: number;
@@ -388,8 +385,7 @@ export class VmRunner {
     if (!slot || !slot.qemu) throw new LockstepError('VM_NOT_RUNNING', `VM ${name} does not run on ${this.config.host}`, { vm: name });
     if (slot.state !== 'running' || slot.migration) throw refused(name, `it is ${slot.migration ? 'migrating' : slot.state}: take its snapshot once it runs`);
     if (slot.ftWanted || slot.mirrorForFt) throw refused(name, 'it runs under FT, whose checkpointing owns its disk: snapshot it stopped, or as HA');
-    const volume = hw.disks[disk];
-    if (!volume) throw refused(name, `it has no disk ${disk} (its disks are 0 to ${hw.disks.length - 1})`);
+    const volume = diskAt(name, hw, disk);
     const problem = liveSnapshotProblem(volume.format, slot.mirror !== null);
     if (problem) throw refused(name, problem);
     const node = diskId(disk);

@@ -129,10 +129,15 @@ test("a stopped VM's snapshot: taken from its volume, listed, exported whole, th
   );
 });
 
-test('a snapshot of an unknown VM, or with a description over its bound, is refused', async () => {
+test('a snapshot of an unknown VM, of a disk it does not have, or with a description over its bound, is refused', async () => {
   const { socket } = await lone();
   await refused(daemonRequest(socket, 'POST', '/v1/vms/ghost/snapshots', {}), 'UNKNOWN_VM', 404);
   await refused(daemonRequest(socket, 'POST', '/v1/vms/web/snapshots', { description: 'x'.repeat(300) }), 'INVALID_ARGUMENT', 400);
+  await daemonRequest(socket, 'POST', '/v1/vms', { ...SAMPLE_VM, protection: 'none' });
+  await assert.rejects(
+    daemonRequest(socket, 'POST', '/v1/vms/web/snapshots', { disk: 1 }),
+    (e) => isLockstepError(e, 'INVALID_ARGUMENT') && e.fields['field'] === 'disk' && /VM web has 1 disk: disk 1 is not one of them/.test(e.message),
+  );
 });
 
 test('an image is imported when qemu-img reads it as qcow2 or raw; anything else is refused and leaves nothing', async () => {

@@ -34,3 +34,8 @@ export function percent(part: number | null | undefined, whole: number | null | 
   if (part === null || part === undefined || !whole) return '—';
   return `${Math.round((100 * part) / whole)} %`;
 }
+
+/** A disk by the name the guest gives it: vda, vdb, … (as src/daemon/vm-definition.ts diskId). */
+export function diskName(index: number): string {
+  return `vd${String.fromCharCode(0x61 + index)}`;
+}

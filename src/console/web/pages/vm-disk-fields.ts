@@ -6,6 +6,7 @@
  */
 import { fill, h } from '../dom.js';
 import { field } from '../ui.js';
+import { diskName } from '../format.js';
 
 /** As the API takes them (src/daemon/vm-definition.ts DISKS_PER_VM_MAX). */
 const DISKS_MAX = 4;
@@ -51,7 +52,7 @@ export function diskFields(): DiskFields {
     [...rows.children].forEach((row, i) => {
       const named = inputs(row);
       ['size', 'group', 'format', 'source'].forEach((what, j) => (named[j]!.name = `disk${i}-${what}`));
-      const disk = `vd${String.fromCharCode(0x61 + i)}`;
+      const disk = diskName(i);
       row.querySelectorAll('.field > span').forEach((label, j) => (label.textContent = `${disk} ${['size (MiB)', 'storage group', 'format', 'made from'][j]}`));
     });
     add.disabled = rows.children.length >= DISKS_MAX;

@@ -10,7 +10,7 @@
  */
 import { call, describe } from '../api.js';
 import { badge, facts, fill, h, section, table } from '../dom.js';
-import { bytes, duration, percent, time } from '../format.js';
+import { bytes, diskName, duration, percent, time } from '../format.js';
 import { store } from '../store.js';
 import { incidents } from '../timeline.js';
 import type { Snapshot, StorageGroup, Vm, VmDisk, Volume } from '../types.js';
@@ -107,7 +107,7 @@ function diskFacts(hw: Vm['hardware']): [string, string][] {
   const disks = disksOf(hw);
   if (disks.length === 0) return [['disk', '—']];
   return disks.flatMap((d, i): [string, string][] => {
-    const id = `vd${String.fromCharCode(0x61 + i)}`;
+    const id = diskName(i);
     return [[`disk ${id}`, `${d.sizeMiB} MiB, ${d.format} in ${d.storageGroup}`], ...(d.source ? [[`${id} from`, `${d.source.image} on ${d.source.host}, made at its first start`] as [string, string]] : [])];
   });
 }
