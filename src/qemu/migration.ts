@@ -72,6 +72,8 @@ export interface ListenOptions {
   /** `tcp:ADDR:PORT` to listen on (the A-Link address); port 0 lets the kernel choose. */
   uri: string;
   tls?: MigrationTls;
+  /** The source's `multifdChannels`: both sides must agree. Default: one stream. */
+  multifdChannels?: number;
 }
 
 export interface Listening {
@@ -101,6 +103,11 @@ export interface MigrateOptions {
   timeoutMs?: number;
   /** How often `query-migrate` is asked; MIGRATION events wake the loop between polls. Default 500 ms. */
   progressIntervalMs?: number;
+  /**
+   * RAM pages over this many extra connections (QEMU's `multifd`), each with its own sender thread and, under
+   * TLS, its own session; the destination must be listening with the same number. Default: one stream.
+   */
+  multifdChannels?: number;
 }
 
 export interface MigrationProgress {
@@ -193,10 +200,12 @@ const URI_RE = /^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 export async function listenForMigration(qmp: QmpClient, opts: ListenOptions): Promise<Listening> {
   checkedUri(opts.uri, { allowPortZero: true });
   if (opts.tls) checkPeer(opts.tls.peer);
+  const multifd = multifdOf(opts.multifdChannels);
   await qmp.execute('migrate-set-capabilities', {
     capabilities: [
       { capability: 'events', state: true },
       { capability: 'return-path', state: true },
+      multifd.capability,
     ],
   });
   await replaceTlsObjects(qmp, opts.tls, 'server');
@@ -204,6 +213,7 @@ export async function listenForMigration(qmp: QmpClient, opts: ListenOptions): P
     'tls-creds': opts.tls ? TLS_CREDS_ID : '',
     // QEMU compares it with the distinguished name of the client's certificate: exactly the peer's CN.
     'tls-authz': opts.tls ? TLS_AUTHZ_ID : '',
+    ...multifd.parameters,
   });
   await qmp.execute('migrate-incoming', { uri: opts.uri });
   const info = parseMigrationInfo(await qmp.execute('query-migrate'));
@@ -259,6 +269,16 @@ export async function waitForIncomingMigration(qmp: QmpClient, opts: { timeoutMs
   }
 }
 
+/** QEMU 7.2's `multifd-channels` range. */
+const MULTIFD_CHANNELS_MAX = 255;
+
+/** The capability and parameters for `channels` multifd connections, or for none (one stream). */
+function multifdOf(channels: number | undefined): { capability: { capability: 'multifd'; state: boolean }; parameters: Record<string, number> } {
+  if (channels === undefined) return { capability: { capability: 'multifd', state: false }, parameters: {} };
+  checkInteger(channels, 'multifdChannels', 1, MULTIFD_CHANNELS_MAX);
+  return { capability: { capability: 'multifd', state: true }, parameters: { 'multifd-channels': channels } };
+}
+
 /* ------------------------------------------------------------------ source */
 
 /**
@@ -276,6 +296,7 @@ export async function migrate(qmp: QmpClient, opts: MigrateOptions): Promise<Mig
   checkInteger(bandwidth, 'maxBandwidthBytesPerS', 1, UNLIMITED_BANDWIDTH);
   if (opts.timeoutMs !== undefined) checkInteger(opts.timeoutMs, 'timeoutMs', 1, Number.MAX_SAFE_INTEGER);
   if (opts.tls) checkPeer(opts.tls.peer);
+  const multifd = multifdOf(opts.multifdChannels);
 
   const wasRunning = parseStatus(await qmp.execute('query-status')).running;
   // Every capability and parameter is set each time, so nothing lingers from an earlier migration.
@@ -286,6 +307,7 @@ export async function migrate(qmp: QmpClient, opts: MigrateOptions): Promise<Mig
       { capability: 'return-path', state: true },
       { capability: 'auto-converge', state: opts.autoConverge },
       { capability: 'pause-before-switchover', state: opts.pauseBeforeSwitchover !== undefined },
+      multifd.capability,
     ],
   });
   await replaceTlsObjects(qmp, opts.tls, 'client');
@@ -295,6 +317,7 @@ export async function migrate(qmp: QmpClient, opts: MigrateOptions): Promise<Mig
     'tls-creds': opts.tls ? TLS_CREDS_ID : '',
     // Checked against the destination's certificate; with no subjectAltName GnuTLS matches the CN.
     'tls-hostname': opts.tls ? opts.tls.peer : '',
+    ...multifd.parameters,
   });
   const waker = new MigrationWaker(qmp);
   try {

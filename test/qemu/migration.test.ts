@@ -50,10 +50,10 @@ async function hosts(): Promise<Hosts> {
 const bare = (extra: Partial<VmSpec> = {}): VmSpec => ({ name: 'web', vcpus: 1, memoryMiB: 64, accel: 'tcg', disks: [], nics: [], ...extra });
 
 /** A running source and a destination listening on a free loopback port. */
-async function pair(h: Hosts, opts: { tls?: MigrationTls; destSpec?: VmSpec } = {}): Promise<{ src: VmInstance; dst: VmInstance; uri: string }> {
+async function pair(h: Hosts, opts: { tls?: MigrationTls; destSpec?: VmSpec; multifdChannels?: number } = {}): Promise<{ src: VmInstance; dst: VmInstance; uri: string }> {
   const src = await h.source.start(bare());
   const dst = await h.dest.start(opts.destSpec ?? bare(), { incoming: true });
-  const { uri } = await listenForMigration(dst.qmp, { uri: 'tcp:127.0.0.1:0', tls: opts.tls });
+  const { uri } = await listenForMigration(dst.qmp, { uri: 'tcp:127.0.0.1:0', tls: opts.tls, multifdChannels: opts.multifdChannels });
   return { src, dst, uri };
 }
 
@@ -159,6 +159,30 @@ test('over TLS with the pair certificates: verified both ways, the migration com
   assert.equal((await incoming).running, true);
   assert.ok(result.transferredBytes > 100_000);
   assert.equal((await status(src.qmp)).status, 'postmigrate');
+});
+
+test('multifd, in the clear and over TLS: QEMU opens the extra connections on both sides and the migration completes', async () => {
+  const h = await hosts();
+  for (const secure of [false, true]) {
+    const { src, dst, uri } = await pair(h, { multifdChannels: 2, tls: secure ? tlsOf(pki.host2, 'host1', 'dst') : undefined });
+    const params = await dst.qmp.execute<{ 'multifd-channels': number }>('query-migrate-parameters');
+    assert.equal(params['multifd-channels'], 2, 'the destination waits for two multifd channels');
+    const incoming = waitForIncomingMigration(dst.qmp, { timeoutMs: INCOMING_TIMEOUT_MS });
+    const result = await migrate(src.qmp, { uri, downtimeLimitMs: 100, autoConverge: false, multifdChannels: 2, tls: secure ? tlsOf(pki.host1, 'host2', 'src') : undefined });
+    assert.equal((await incoming).running, true);
+    assert.ok(result.transferredBytes > 100_000, `sent ${result.transferredBytes} bytes`);
+    const caps = await src.qmp.execute<{ capability: string; state: boolean }[]>('query-migrate-capabilities');
+    assert.equal(caps.find((c) => c.capability === 'multifd')?.state, true, 'the source migrated with multifd');
+    await src.stop({ gracefulMs: 0 });
+    await dst.stop({ gracefulMs: 0 });
+  }
+  // A later migration without the option is one stream again: nothing lingers.
+  const { src, dst, uri } = await pair(h);
+  const incoming = waitForIncomingMigration(dst.qmp, { timeoutMs: INCOMING_TIMEOUT_MS });
+  await migrate(src.qmp, { uri, downtimeLimitMs: 100, autoConverge: false });
+  assert.equal((await incoming).running, true);
+  const caps = await src.qmp.execute<{ capability: string; state: boolean }[]>('query-migrate-capabilities');
+  assert.equal(caps.find((c) => c.capability === 'multifd')?.state, false);
 });
 
 test('the TLS destination refuses another pair and the wrong host; each source runs on; the right one then gets in', async () => {
@@ -354,6 +378,9 @@ test('bad options are INVALID_ARGUMENT before QEMU is asked anything; a taken po
     { ...base, downtimeLimitMs: 0 },
     { ...base, maxBandwidthBytesPerS: 0.5 },
     { ...base, tls: tlsOf(pki.host1, 'host2,O=evil', 'bad') },
+    { ...base, multifdChannels: 0 },
+    { ...base, multifdChannels: 1.5 },
+    { ...base, multifdChannels: 256 },
   ]) {
     assertCode(await rejectionOf(migrate(src.qmp, bad)), 'INVALID_ARGUMENT');
   }
@@ -361,6 +388,7 @@ test('bad options are INVALID_ARGUMENT before QEMU is asked anything; a taken po
   assert.equal(parseMigrationInfo(await src.qmp.execute('query-migrate')).status, 'none', 'nothing was started');
 
   const taken = await h.dest.start(bare({ name: 'other' }), { incoming: true });
+  assertCode(await rejectionOf(listenForMigration(taken.qmp, { uri: 'tcp:127.0.0.1:0', multifdChannels: 0 })), 'INVALID_ARGUMENT');
   const port = Number(uri.split(':').at(-1));
   assertCode(await rejectionOf(listenForMigration(taken.qmp, { uri: `tcp:127.0.0.1:${port}` })), 'QMP_ERROR');
   assert.equal((await status(dst.qmp)).status, 'inmigrate');
