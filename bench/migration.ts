@@ -30,14 +30,20 @@ import type { BenchResult } from './result.js';
 const GUEST_MIB = [256, 1024];
 const REPEATS = 3;
 const DOWNTIME_LIMIT_MS = 100;
+/** One stream, then QEMU's multifd with one sender thread per core of this machine. */
+const MULTIFD_CHANNELS = [undefined, 2] as const;
 const FILL_TIMEOUT_MS = 120_000;
 const INCOMING_TIMEOUT_MS = 120_000;
 const HOST_IDS = ['host1', 'host2'] as const;
+/** Each repeat moves the guest once per variant, so every variant sees the same guest at the same moment. */
+const VARIANTS = [false, true].flatMap((tls) => MULTIFD_CHANNELS.map((multifdChannels) => ({ tls, multifdChannels })));
 
 interface Measurement {
   guestMiB: number;
   filledMiB: number;
   tls: boolean;
+  /** QEMU's multifd connections, or null for one stream. */
+  multifd: number | null;
   repeat: number;
   migration: MigrationResult;
   /** From `migrate` being called to its result, as a caller sees it. */
@@ -84,20 +90,26 @@ async function measureGuest(work: string, guest: FillGuest, guestMiB: number, pk
     const filledMiB = await waitUntilFilled(here);
     progress(`${guestMiB} MiB guest: booted and filled ${filledMiB} MiB in ${((Date.now() - booted) / 1000).toFixed(1)} s`);
     for (let repeat = 0; repeat < REPEATS; repeat++) {
-      for (const tls of [false, true]) {
+      for (const { tls, multifdChannels } of VARIANTS) {
         const other = 1 - side;
         const there = await hosts[other]!.start(spec, { incoming: true });
-        const { uri } = await listenForMigration(there.qmp, { uri: 'tcp:127.0.0.1:0', tls: tls ? tlsOf(other, side) : undefined });
+        const { uri } = await listenForMigration(there.qmp, { uri: 'tcp:127.0.0.1:0', tls: tls ? tlsOf(other, side) : undefined, multifdChannels });
         const incoming = waitForIncomingMigration(there.qmp, { timeoutMs: INCOMING_TIMEOUT_MS });
         const called = Date.now();
-        const migration = await migrate(here.qmp, { uri, downtimeLimitMs: DOWNTIME_LIMIT_MS, autoConverge: false, tls: tls ? tlsOf(side, other) : undefined });
+        const migration = await migrate(here.qmp, {
+          uri,
+          downtimeLimitMs: DOWNTIME_LIMIT_MS,
+          autoConverge: false,
+          tls: tls ? tlsOf(side, other) : undefined,
+          multifdChannels,
+        });
         const wallMs = Date.now() - called;
         await incoming;
         await here.stop({ gracefulMs: 0 });
         const raw = await rawCopy(migration.transferredBytes, tls ? { server: pki[other]!, client: pki[side]!, serverName: HOST_IDS[other]! } : undefined);
-        measurements.push({ guestMiB, filledMiB, tls, repeat, migration, wallMs, rawMs: raw.ms });
+        measurements.push({ guestMiB, filledMiB, tls, multifd: multifdChannels ?? null, repeat, migration, wallMs, rawMs: raw.ms });
         progress(
-          `${guestMiB} MiB guest, ${tls ? 'TLS  ' : 'plain'}: migration ${migration.totalMs} ms (downtime ${migration.downtimeMs} ms), ` +
+          `${guestMiB} MiB guest, ${tls ? 'TLS  ' : 'plain'}, ${streamsOf(multifdChannels ?? null)}: migration ${migration.totalMs} ms (downtime ${migration.downtimeMs} ms), ` +
             `raw copy ${raw.ms.toFixed(0)} ms, ${mib(migration.transferredBytes).toFixed(0)} MiB`,
         );
         [here, side] = [there, other];
@@ -120,14 +132,20 @@ async function waitUntilFilled(vm: VmInstance): Promise<number> {
 }
 
 function summary(measurements: Measurement[]): BenchResult {
-  const groups = GUEST_MIB.flatMap((guestMiB) => [false, true].map((tls) => ({ guestMiB, tls, runs: measurements.filter((m) => m.guestMiB === guestMiB && m.tls === tls) })));
-  const rows = groups.map(({ guestMiB, tls, runs }) => {
+  const groups = GUEST_MIB.flatMap((guestMiB) =>
+    VARIANTS.map(({ tls, multifdChannels }) => {
+      const multifd = multifdChannels ?? null;
+      return { guestMiB, tls, multifd, runs: measurements.filter((m) => m.guestMiB === guestMiB && m.tls === tls && m.multifd === multifd) };
+    }),
+  );
+  const rows = groups.map(({ guestMiB, tls, multifd, runs }) => {
     const sent = median(runs.map((r) => r.migration.transferredBytes));
     const migrationMs = median(runs.map((r) => r.migration.totalMs));
     const rawMs = median(runs.map((r) => r.rawMs));
     return {
       guestMiB,
       tls,
+      multifd,
       filledMiB: runs[0]!.filledMiB,
       sentMiB: mib(sent),
       migrationMs,
@@ -140,18 +158,19 @@ function summary(measurements: Measurement[]): BenchResult {
     };
   });
   const tlsCost = GUEST_MIB.map((guestMiB) => {
-    const [plain, secure] = [false, true].map((tls) => rows.find((r) => r.guestMiB === guestMiB && r.tls === tls)!);
+    const [plain, secure] = [false, true].map((tls) => rows.find((r) => r.guestMiB === guestMiB && r.tls === tls && r.multifd === null)!);
     const slower = (a: number, b: number): string => `${((b / a - 1) * 100).toFixed(0)}%`;
     return `TLS, ${guestMiB} MiB guest: migration ${slower(plain!.migrationMs, secure!.migrationMs)} longer (QEMU's GnuTLS), raw copy ${slower(plain!.rawMs, secure!.rawMs)} longer (Node's OpenSSL)`;
   });
   return {
     name: 'migration',
     title: 'Live migration over loopback TCP vs a raw copy of the same bytes (medians)',
-    columns: ['guest', 'filled', 'TLS', 'sent MiB', 'migration ms', 'MiB/s', 'raw copy ms', 'MiB/s', 'ratio', 'downtime ms', 'setup ms'],
+    columns: ['guest', 'filled', 'TLS', 'streams', 'sent MiB', 'migration ms', 'MiB/s', 'raw copy ms', 'MiB/s', 'ratio', 'downtime ms', 'setup ms'],
     rows: rows.map((r) => [
       `${r.guestMiB} MiB`,
       `${r.filledMiB} MiB`,
       r.tls ? 'yes' : 'no',
+      streamsOf(r.multifd),
       r.sentMiB.toFixed(0),
       r.migrationMs.toFixed(0),
       r.migrationMiBs.toFixed(0),
@@ -165,12 +184,17 @@ function summary(measurements: Measurement[]): BenchResult {
       `${REPEATS} migrations per row (the guest moves back and forth between two QEMUs); QEMU 7.2 under TCG, 1 vCPU, no bandwidth cap, downtime-limit ${DOWNTIME_LIMIT_MS} ms, return-path on`,
       'guest: the lab kernel with a filler as init that writes pseudo-random data over its free RAM, then idles (one pass: nothing is dirtied during the copy)',
       'migration ms, downtime ms, setup ms: QEMU\'s own total-time, downtime, setup-time; sent: QEMU\'s ram.transferred, which the raw copy then sends',
+      `streams: one, or QEMU's multifd with that many connections (each its own sender thread and TLS session) beside the main one`,
       'raw copy: a Node sender and a Node receiver process on the same loopback, until the receiver has every byte; TLS 1.3 with the same certificates',
       'ratio: migration time / raw copy time',
       ...tlsCost,
     ],
-    data: { rows, measurements, downtimeLimitMs: DOWNTIME_LIMIT_MS, repeats: REPEATS },
+    data: { rows, measurements, downtimeLimitMs: DOWNTIME_LIMIT_MS, repeats: REPEATS, multifdChannels: MULTIFD_CHANNELS },
   };
+}
+
+function streamsOf(multifd: number | null): string {
+  return multifd === null ? 'one' : `multifd ${multifd}`;
 }
 
 function median(values: number[]): number {

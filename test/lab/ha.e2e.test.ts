@@ -327,10 +327,14 @@ test('an HA VM made FT while it runs: the same QEMU comes under an FT run, one c
   };
   t.after(unmount);
   vmCli('protect', 'demo', '--level', 'ft', '--host', 'host1');
+  // What was seen last goes into the failure: this wait once ran out in a full run and not since.
+  let seen = '';
   await eventually('demo downgraded to HA, host1 alerting that host2 has no room for FT', async () => {
     const alerts = await daemonRequest<{ code: string }[]>(socket('host1'), 'GET', '/v1/events?kind=alert&limit=50', undefined, 5000);
-    return alerts.some((a) => a.code === 'FT_BACKUP_NO_ROOM') && (await vmOn('host1'))?.state === 'downgraded';
-  });
+    const [here, there] = [await vmOn('host1'), await vmOn('host2')];
+    seen = `host1 ${here?.state}, host2 ${there?.state}, alerts ${alerts.map((a) => a.code).join(' ')}`;
+    return alerts.some((a) => a.code === 'FT_BACKUP_NO_ROOM') && here?.state === 'downgraded';
+  }).catch((e: unknown) => assert.fail(`${(e as Error).message} (last seen: ${seen})`));
   await new Promise((r) => setTimeout(r, 3000));
   const downgraded = (await vmOn('host1')) as (VmStatus & { local: { ft?: { state: string } | null } | null }) | null;
   assert.equal(downgraded?.state, 'downgraded', 'still HA while host2 has no room');
