@@ -61,7 +61,7 @@ export function routeMigration(name: string, answers: readonly HostAnswer[]): { 
 
 export type MigrationStep =
   | { kind: 'moving'; migration: MigrationView | null }
-  | { kind: 'done'; downtimeMs: number | null }
+  | { kind: 'done'; downtimeMs: number | null; multifd: number | null }
   | { kind: 'failed'; error: string };
 
 /**
@@ -74,7 +74,10 @@ export function migrationStep(source: VmView | null, target: VmView | null, targ
     if (m?.phase === 'failed') return { kind: 'failed', error: m.error ?? 'the daemon gave no reason' };
   }
   const done = target !== null ? target.owner === targetHost && target.local?.state === 'running' : source !== null && source.owner === targetHost && runsOnOwner(source.state);
-  if (done) return { kind: 'done', downtimeMs: target?.local?.migration?.downtimeMs ?? source?.local?.migration?.downtimeMs ?? null };
+  if (done) {
+    const reported = [target?.local?.migration, source?.local?.migration];
+    return { kind: 'done', downtimeMs: reported.find((m) => typeof m?.downtimeMs === 'number')?.downtimeMs ?? null, multifd: reported.find((m) => m?.multifd !== undefined)?.multifd ?? null };
+  }
   return { kind: 'moving', migration: source?.local?.migration ?? target?.local?.migration ?? null };
 }
 
@@ -96,6 +99,7 @@ export async function migrateVm(target: Target, name: string, opts: { wait: bool
   }
   const progress = new ProgressLine(process.stderr);
   let lastDowntimeMs: number | null = null;
+  let lastMultifd: number | null = null;
   try {
     for (;;) {
       const [src, dst] = await Promise.all([askVm(source, name), destination ? askVm(destination, name) : null]);
@@ -110,15 +114,18 @@ export async function migrateVm(target: Target, name: string, opts: { wait: bool
       if (step.kind === 'done') {
         progress.end();
         const downtimeMs = step.downtimeMs ?? lastDowntimeMs;
+        const multifd = step.multifd ?? lastMultifd;
         const done = dstVm ?? ('vm' in src ? src.vm : null);
         console.log(
           opts.json
             ? JSON.stringify(done, null, 2)
-            : `migrated ${name} to ${to} in ${formatSeconds(elapsed)}${downtimeMs === null ? '' : `, downtime ${Math.round(downtimeMs)} ms`}`,
+            : `migrated ${name} to ${to} in ${formatSeconds(elapsed)}${downtimeMs === null ? '' : `, downtime ${Math.round(downtimeMs)} ms`}` +
+                (multifd === null ? '' : multifd > 0 ? `, RAM over ${multifd} multifd connections` : ', RAM over one stream'),
         );
         return EXIT.ok;
       }
       lastDowntimeMs = step.migration?.downtimeMs ?? lastDowntimeMs;
+      lastMultifd = step.migration?.multifd ?? lastMultifd;
       progress.show(step.migration);
       if (elapsed > MIGRATION_WAIT_MS) {
         throw new LockstepError(

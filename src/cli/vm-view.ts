@@ -18,6 +18,8 @@ export interface MigrationView {
   mbps?: number | null;
   etaMs?: number | null;
   downtimeMs?: number | null;
+  /** QEMU's multifd connections beside the main one; 0: one stream. */
+  multifd?: number;
   error?: string;
 }
 

@@ -192,13 +192,17 @@ export interface Heartbeat {
    * it: read as none.
    */
   ftRoomShort: VmName[];
-  /** Live migrations of VMs this host runs to the peer, while they are being prepared or run. */
-  migrations: Record<VmName, { id: string }>;
   /**
-   * Incoming instances this host holds for the peer's migrations: ready once listening (on `port`) and
-   * serving its copy; `failed` when this host could not start one for that migration (it will not retry).
+   * Live migrations of VMs this host runs to the peer, while they are being prepared or run, each with the
+   * multifd connections this host proposes for it (0: one stream, as from hosts that predate the field).
    */
-  incoming: Record<VmName, { id: string; ready: boolean; port: number | null; failed: boolean }>;
+  migrations: Record<VmName, { id: string; multifd: number }>;
+  /**
+   * Incoming instances this host holds for the peer's migrations: ready once listening (on `port`, for
+   * `multifd` connections beside the main one: what the source must then use) and serving its copy;
+   * `failed` when this host could not start one for that migration (it will not retry).
+   */
+  incoming: Record<VmName, { id: string; ready: boolean; port: number | null; multifd: number; failed: boolean }>;
 }
 
 export interface PairPropose {
@@ -325,10 +329,10 @@ export type Effect =
    * and serving the copy to the source's mirror from inside that QEMU); the source migrates once its mirror
    * into it is in sync (`migrate-vm`); the destination lets the guest run once it owns the VM (`resume-vm`).
    */
-  | { kind: 'prepare-incoming'; vm: VmName; instance: number; migration: string }
+  | { kind: 'prepare-incoming'; vm: VmName; instance: number; migration: string; multifd: number }
   /** The incoming instance takes the copy over from the export (stopped just before) and serves it itself. */
   | { kind: 'export-incoming'; vm: VmName; instance: number }
-  | { kind: 'migrate-vm'; vm: VmName; instance: number; migration: string; port: number }
+  | { kind: 'migrate-vm'; vm: VmName; instance: number; migration: string; port: number; multifd: number }
   | { kind: 'resume-vm'; vm: VmName; instance: number; epoch: number }
   /** Serve this host's copy of the peer's VM to the peer (made empty first if there is none). */
   | { kind: 'serve-copy'; vm: VmName }

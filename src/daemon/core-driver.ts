@@ -256,13 +256,13 @@ export class CoreDriver {
         this.runner.cutMirror(e.vm, e.instance, e.stream);
         return;
       case 'prepare-incoming':
-        this.runner.prepareIncoming(e.vm, e.instance, e.migration, this.hardwareOf(e.vm), this.ftCopy(e.vm));
+        this.runner.prepareIncoming(e.vm, e.instance, { id: e.migration, multifd: e.multifd }, this.hardwareOf(e.vm), this.ftCopy(e.vm));
         return;
       case 'export-incoming':
         this.runner.exportIncoming(e.vm, e.instance);
         return;
       case 'migrate-vm':
-        this.runner.migrateOut(e.vm, e.instance, e.migration, e.port);
+        this.runner.migrateOut(e.vm, e.instance, { id: e.migration, multifd: e.multifd }, e.port);
         return;
       case 'resume-vm':
         // Like a start: never past the fence.

@@ -69,9 +69,17 @@ export interface RunningVm {
 
 export type FtView = FtPrimaryStats & { run: number };
 
+/** A live migration as the core names it, with the multifd connections both QEMUs use (0: one stream). */
+export interface MigrationPlan {
+  id: string;
+  multifd: number;
+}
+
 export interface MigrationView {
   id: string;
   phase: 'migrating' | 'completed' | 'failed';
+  /** QEMU's multifd connections beside the main one; 0: one stream. */
+  multifd: number;
   transferredBytes: number | null;
   remainingBytes: number | null;
   totalBytes: number | null;
@@ -545,7 +553,7 @@ export class VmRunner {
    * (QEMU's TLS, the pair's certificates), serving the copy from inside itself to the source's mirror
    * (an NBD export, writable, writing through) until the switch.
    */
-  prepareIncoming(name: VmName, instance: number, migration: string, hardware: unknown, ftVm: boolean): void {
+  prepareIncoming(name: VmName, instance: number, migration: MigrationPlan, hardware: unknown, ftVm: boolean): void {
     const busy = this.slots.get(name);
     if (busy) {
       this.report(name, { kind: 'start-failed', instance, reason: `instance ${busy.instance} is still ${busy.state}` });
@@ -557,7 +565,7 @@ export class VmRunner {
     void this.launchIncoming(name, slot, migration, hardware);
   }
 
-  private async launchIncoming(name: VmName, slot: Slot, migration: string, hardware: unknown): Promise<void> {
+  private async launchIncoming(name: VmName, slot: Slot, migration: MigrationPlan, hardware: unknown): Promise<void> {
     let qemu: VmInstance | null = null;
     try {
       const tls = this.ports.migrationTls();
@@ -570,16 +578,16 @@ export class VmRunner {
       slot.qemu = qemu;
       this.ports.onPidsChanged(this.pids());
       void qemu.exited.then((exit) => this.onExit(name, slot, exit));
-      const listening = await listenForMigration(qemu.qmp, { uri: `tcp:${this.config.alink[0]!.local}:0`, tls });
+      const listening = await listenForMigration(qemu.qmp, { uri: `tcp:${this.config.alink[0]!.local}:0`, tls, multifdChannels: multifdOption(migration) });
       const port = Number(/:(\d+)$/.exec(listening.uri)?.[1]);
       slot.received = waitForIncomingMigration(qemu.qmp, { timeoutMs: INCOMING_WAIT_MS }).then(() => undefined);
       slot.received.catch(() => undefined);
-      this.log(`VM ${name}: incoming instance ${slot.instance} for live migration ${migration} listens on port ${port}`);
+      this.log(`VM ${name}: incoming instance ${slot.instance} for live migration ${migration.id} listens on port ${port} (${streamsOf(migration)})`);
       this.report(name, { kind: 'incoming-started', instance: slot.instance, port });
       // The core gave the migration up while this QEMU was starting: it goes now.
       if (slot.stopWanted) this.stop(name, slot.instance, 'stop asked while the incoming instance started');
     } catch (e) {
-      this.log(`VM ${name}: the incoming instance for live migration ${migration} failed: ${describeError(e)}`);
+      this.log(`VM ${name}: the incoming instance for live migration ${migration.id} failed: ${describeError(e)}`);
       this.ports.disownExport(name);
       await this.failStart(name, slot, qemu, e);
     }
@@ -613,28 +621,30 @@ export class VmRunner {
   }
 
   /** The source of a live migration: the guest moves to the peer's incoming instance, its disk already in sync there. */
-  migrateOut(name: VmName, instance: number, migration: string, port: number): void {
+  migrateOut(name: VmName, instance: number, migration: MigrationPlan, port: number): void {
     const slot = this.slots.get(name);
     if (!slot || slot.instance !== instance || slot.state !== 'running' || !slot.qemu) {
-      this.report(name, { kind: 'migration-failed', instance, migration, reason: 'the instance is not running here' });
+      this.report(name, { kind: 'migration-failed', instance, migration: migration.id, reason: 'the instance is not running here' });
       return;
     }
     void this.runMigration(name, slot, slot.qemu, migration, port);
   }
 
-  private async runMigration(name: VmName, slot: Slot, qemu: VmInstance, migration: string, port: number): Promise<void> {
-    const view: MigrationView = { id: migration, phase: 'migrating', transferredBytes: null, remainingBytes: null, totalBytes: null, mbps: null, etaMs: null };
+  private async runMigration(name: VmName, slot: Slot, qemu: VmInstance, plan: MigrationPlan, port: number): Promise<void> {
+    const migration = plan.id;
+    const view: MigrationView = { id: migration, phase: 'migrating', multifd: plan.multifd, transferredBytes: null, remainingBytes: null, totalBytes: null, mbps: null, etaMs: null };
     slot.migration = view;
     let mirrorStopped = false;
     try {
       const tls = this.ports.migrationTls();
       if (!tls) throw new Error('no pair certificates for the migration yet');
-      this.log(`VM ${name}: live migration ${migration} to ${this.config.pair.peer}:${port}`);
+      this.log(`VM ${name}: live migration ${migration} to ${this.config.pair.peer}:${port} (${streamsOf(plan)})`);
       const result = await migrate(qemu.qmp, {
         uri: `tcp:${this.config.alink[0]!.peer}:${port}`,
         downtimeLimitMs: MIGRATION_DOWNTIME_LIMIT_MS,
         autoConverge: true,
         tls,
+        multifdChannels: multifdOption(plan),
         // The guest is paused for the switch: every write it made is on the peer's copy (the mirror is in
         // sync). End the mirror without waiting for more; the peer's QEMU takes the disk over as it is.
         pauseBeforeSwitchover: async () => {
@@ -910,6 +920,15 @@ export class VmRunner {
     await ensureDisk(file, disk.sizeMiB, disk.format);
     return file;
   }
+}
+
+/** The migration library's option: none for one stream. */
+function multifdOption(plan: MigrationPlan): number | undefined {
+  return plan.multifd > 0 ? plan.multifd : undefined;
+}
+
+function streamsOf(plan: MigrationPlan): string {
+  return plan.multifd > 0 ? `multifd ${plan.multifd}` : 'one stream';
 }
 
 /** A disk's export from a migration's incoming QEMU. */

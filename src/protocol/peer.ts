@@ -39,6 +39,8 @@ export const PEER_LIMITS = {
   quorumServersMax: 8,
   /** Health scores are 0..100 (`src/core/health.ts`). */
   healthMax: 100,
+  /** A migration's multifd connections: QEMU 7.2 takes at most 255. */
+  multifdChannelsMax: 255,
   /** A VM's hardware definition, as JSON (the daemon validates its fields when it starts the VM). */
   hardwareBytesMax: 8 * 1024,
 } as const;
@@ -123,11 +125,13 @@ function parseHeartbeat(o: Record<string, unknown>): Heartbeat {
     })),
     // Optional: a host that predates it sends none (a rolling upgrade): it has room for every FT VM.
     ftRoomShort: o['ftRoomShort'] === undefined ? [] : list(o['ftRoomShort'], 'ftRoomShort', PEER_LIMITS.vmsMax, name),
-    migrations: byVm(o['migrations'], 'migrations', (m, at) => ({ id: streamId(m['id'], `${at}.id`) })),
+    // `multifd` optional in both: a host that predates it migrates over one stream (0).
+    migrations: byVm(o['migrations'], 'migrations', (m, at) => ({ id: streamId(m['id'], `${at}.id`), multifd: multifdChannels(m['multifd'], `${at}.multifd`) })),
     incoming: byVm(o['incoming'], 'incoming', (i, at) => ({
       id: streamId(i['id'], `${at}.id`),
       ready: bool(i['ready'], `${at}.ready`),
       port: i['port'] === null ? null : port(i['port'], `${at}.port`),
+      multifd: multifdChannels(i['multifd'], `${at}.multifd`),
       failed: bool(i['failed'], `${at}.failed`),
     })),
   };
@@ -149,6 +153,14 @@ function byVm<T>(raw: unknown, field: string, item: (o: Record<string, unknown>,
 
 function port(v: unknown, field: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw invalid(field, 'must be a TCP port (1–65535)');
+  return v;
+}
+
+function multifdChannels(v: unknown, field: string): number {
+  if (v === undefined) return 0;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > PEER_LIMITS.multifdChannelsMax) {
+    throw invalid(field, `must be 0 (one stream) to ${PEER_LIMITS.multifdChannelsMax} multifd connections`);
+  }
   return v;
 }
 

@@ -72,7 +72,7 @@ interface SimHost {
    * `incoming`: a migration's destination, receiving; `received`: it holds the switched-over guest, paused;
    * `migrated`: the source after the switch, its vCPUs stopped for good. None of these runs guest code.
    */
-  processes: Map<VmName, { instance: number; state: 'starting' | 'running' | 'stopping' | 'incoming' | 'received' | 'migrated' }>;
+  processes: Map<VmName, { instance: number; state: 'starting' | 'running' | 'stopping' | 'incoming' | 'received' | 'migrated'; multifd?: number }>;
   busyUntil: number;
   queue: Input[];
   tickAt: number | null;
@@ -555,7 +555,8 @@ export class World {
       }
       case 'prepare-incoming': {
         if (h.processes.has(e.vm)) throw new SafetyViolation(`${h.id} started an incoming instance of ${e.vm} beside another`);
-        h.processes.set(e.vm, { instance: e.instance, state: 'incoming' });
+        // What it listens for: the source must migrate with the same (QEMU's multifd on both sides).
+        h.processes.set(e.vm, { instance: e.instance, state: 'incoming', multifd: e.multifd });
         this.at(this.now + this.opts.startLatencyMs, () => {
           if (!alive() || h.processes.get(e.vm)?.instance !== e.instance) return;
           this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'incoming-started', instance: e.instance, port: 49152 } });
@@ -582,6 +583,9 @@ export class World {
           const m = h.mirrors.get(e.vm);
           const fail = (reason: string): void => this.input(h.id, { type: 'vm-event', now: 0, vm: e.vm, event: { kind: 'migration-failed', instance: e.instance, migration: e.migration, reason } });
           if (this.mirrorPath(h, e.vm, m?.exportGen ?? null) !== 'ok' || dest?.state !== 'incoming') return fail('the destination is gone');
+          if (dest.multifd !== e.multifd) {
+            throw new SafetyViolation(`${h.id} migrated ${e.vm} with ${e.multifd} multifd connections to an incoming instance that listens for ${dest.multifd}`);
+          }
           if (m?.state !== 'ready' || peer.disks.get(e.vm) !== h.disks.get(e.vm)) {
             throw new SafetyViolation(`${h.id} switched ${e.vm} over to ${peer.id} with the copies differing (mirror ${m?.state ?? 'none'})`);
           }

@@ -101,6 +101,22 @@ describe('peer messages', () => {
     refused([hb], 'message');
   });
 
+  test("a migration's multifd connections: absent (a host that predates them) reads as one stream, bad values are refused", () => {
+    const migrating: PeerMessage = {
+      ...hb,
+      migrations: { web: { id: 'host1.1.4', multifd: 2 } },
+      incoming: { db: { id: 'host2.1.9', ready: true, port: 49152, multifd: 2, failed: false } },
+    };
+    assert.deepEqual(parsePeerMessage(structuredClone(migrating)), migrating);
+    const old = parsePeerMessage(withField(withField(migrating, 'migrations.web.multifd', undefined) as PeerMessage, 'incoming.db.multifd', undefined)) as typeof migrating;
+    assert.equal(old.migrations.web!.multifd, 0);
+    assert.equal(old.incoming.db!.multifd, 0);
+    for (const bad of [-1, 1.5, '2', null, PEER_LIMITS.multifdChannelsMax + 1]) {
+      refused(withField(migrating, 'migrations.web.multifd', bad), 'migrations.web.multifd');
+      refused(withField(migrating, 'incoming.db.multifd', bad), 'incoming.db.multifd');
+    }
+  });
+
   test('at most 1024 VMs, and the largest valid heartbeat fits in one frame', (t) => {
     const long = (i: number): string => `v${String(i).padStart(30, '0')}`.slice(0, 31);
     const big: Record<string, VmRecord> = {};

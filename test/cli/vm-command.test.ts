@@ -361,10 +361,13 @@ test('a migration is done once the target owns the VM and runs it; a failed phas
   // The pair has recorded host2 as the owner, but host2's QEMU does not run yet.
   assert.deepEqual(migrationStep({ ...moving, owner: 'host2' }, { ...incoming, owner: 'host2' }, 'host2').kind, 'moving');
   const arrived: VmView = { ...DEMO, owner: 'host2', local: { state: 'running', pid: 77, migration: { phase: 'completed', downtimeMs: 41 } } };
-  assert.deepEqual(migrationStep({ ...DEMO_FROM_HOST2, owner: 'host2' }, arrived, 'host2'), { kind: 'done', downtimeMs: 41 });
-  assert.deepEqual(migrationStep({ ...DEMO_FROM_HOST2, owner: 'host2' }, { ...arrived, local: { state: 'running' } }, 'host2'), { kind: 'done', downtimeMs: null });
+  assert.deepEqual(migrationStep({ ...DEMO_FROM_HOST2, owner: 'host2' }, arrived, 'host2'), { kind: 'done', downtimeMs: 41, multifd: null });
+  assert.deepEqual(migrationStep({ ...DEMO_FROM_HOST2, owner: 'host2' }, { ...arrived, local: { state: 'running' } }, 'host2'), { kind: 'done', downtimeMs: null, multifd: null });
+  // The source's own view fills in what the target's lacks: its downtime and the connections it used.
+  const sourceDone: VmView = { ...DEMO_FROM_HOST2, owner: 'host2', local: { ...DEMO.local!, migration: { phase: 'completed', downtimeMs: 57, multifd: 2 } } };
+  assert.deepEqual(migrationStep(sourceDone, { ...arrived, local: { state: 'running' } }, 'host2'), { kind: 'done', downtimeMs: 57, multifd: 2 });
   // Without the target's answer, the source's view of the core's state decides.
-  assert.deepEqual(migrationStep({ ...DEMO_FROM_HOST2, owner: 'host2', state: 'protected' }, null, 'host2'), { kind: 'done', downtimeMs: null });
+  assert.deepEqual(migrationStep({ ...DEMO_FROM_HOST2, owner: 'host2', state: 'protected' }, null, 'host2'), { kind: 'done', downtimeMs: null, multifd: null });
   assert.equal(migrationStep({ ...DEMO_FROM_HOST2, owner: 'host2', state: 'starting' }, null, 'host2').kind, 'moving');
   const failed: VmView = { ...DEMO, local: { ...DEMO.local!, migration: { phase: 'failed', error: 'the peer left' } } };
   assert.deepEqual(migrationStep(failed, incoming, 'host2'), { kind: 'failed', error: 'the peer left' });

@@ -27,6 +27,7 @@ import { daemonRequest } from '../../src/daemon/api-client.js';
 import { checkAcknowledged, outageAfter, readLoadLog, type LoadEvent } from '../../src/lab/append-load.js';
 import { RECORD_SERVICE_PORT } from '../../src/lab/guest-image.js';
 import { labFtMemoryDir } from '../../src/lab/host-config.js';
+import { MIGRATION_MULTIFD_CHANNELS } from '../../src/core/host-core.js';
 
 const LAB = `h${process.pid}`;
 const DIR = path.join(os.tmpdir(), `lockstep-lab-${LAB}`);
@@ -246,7 +247,9 @@ test('live migration under continuous appends: no append fails, the connection s
   await waitForAcks(load, 'migrate', 20);
   const pidBefore = (await vmOn('host1'))?.local?.pid;
   assert.ok(pidBefore, 'demo runs on host1 before');
-  t.diagnostic(vmCli('migrate', 'demo').split('\n').at(-1) ?? '');
+  const migrated = vmCli('migrate', 'demo').split('\n').at(-1) ?? '';
+  t.diagnostic(migrated);
+  assert.match(migrated, new RegExp(`RAM over ${MIGRATION_MULTIFD_CHANNELS} multifd connections`), 'the pair agreed on multifd');
   await protectedOn('host2');
   const n = acks(readLoadLog(path.join(scratch, 'migrate.jsonl')));
   await waitForAcks(load, 'migrate', n + 20);

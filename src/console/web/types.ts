@@ -59,6 +59,8 @@ export interface FtRunView {
 export interface MigrationView {
   id: string;
   phase: 'migrating' | 'completed' | 'failed';
+  /** QEMU's multifd connections beside the main one; 0: one stream. */
+  multifd: number;
   transferredBytes: number | null;
   remainingBytes: number | null;
   totalBytes: number | null;

@@ -314,6 +314,7 @@ function detail(name: string, vm: Vm | undefined, volumes: Volume[] | null, volu
           facts([
             ['id', m.id],
             ['phase', badge(m.phase)],
+            ['RAM over', m.multifd > 0 ? `${m.multifd} multifd connections` : 'one stream'],
             ['transferred', `${bytes(m.transferredBytes)} of ${bytes(m.totalBytes)}`],
             ['rate', m.mbps === null ? '—' : `${m.mbps.toFixed(0)} Mbit/s`],
             ['ETA', duration(m.etaMs)],
