@@ -173,7 +173,8 @@ const MIGRATION_RETRY_MS = 30_000;
 /**
  * A live migration's RAM goes over this many connections beside the main one (QEMU's multifd, 2 by its own
  * default), each with its own sender thread and TLS session: over TLS, as the A-Link carries it, that
- * measured 1.6 to 1.8 times faster than one stream (bench/migration.ts, docs/performance.md). Both QEMUs
+ * measured 1.2 to 1.8 times faster than one stream, its downtime longer but within the 300 ms goal
+ * (bench/migration.ts, docs/performance.md). Both QEMUs
  * must agree, so the source proposes it in its heartbeat, the destination listens with what it accepts
  * (at most its own number) and says so, and the source migrates with that. A host that predates the
  * fields proposes and says nothing, read as 0: one stream, as it expects.
